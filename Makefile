@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make run` (the sample use case) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+USE_CASE ?= classification
+
+export PYTHON_KEYRING_BACKEND ?= keyrings.alt.file.PlaintextKeyring
+
+.PHONY: setup run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP)  ## virtual environment with genaiops, promptflow, keyrings.alt, pytest
+
+run: setup  ## the main job: sample use case against the bundled LLM simulator
+	$(BIN)/genaiops validate
+	$(BIN)/genaiops run init --use-case $(USE_CASE)
+
+test: setup  ## the whole test suite
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .genaiops .pytest_cache

@@ -1,0 +1,196 @@
+"""Checks JSON Schema cannot express: unique names, references that exist, paths inside the repo,
+flow folders that are flows, mapping columns present in the dataset's first row."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from genaiops.config.yamlsrc import SourceMap, format_path
+from genaiops.errors import Problem
+from genaiops.flowspec import FlowSpec, FlowSpecError, read_flow
+from genaiops.paths import resolve_inside
+
+DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
+RUN_OUTPUT_REF = re.compile(r"^\$\{run\.outputs\.([^}]+)\}$")
+
+
+class Checker:
+    def __init__(self, repo_root: Path, sources: SourceMap):
+        self.repo_root = repo_root
+        self.sources = sources
+        self.problems: list[Problem] = []
+        self._first_rows: dict[Path, dict | None] = {}
+
+    def add(self, path, message, hint=None):
+        file, line = self.sources.locate(path)
+        self.problems.append(Problem(file, line, format_path(path), message, hint))
+
+    # -- paths -------------------------------------------------------------------------------
+    def repo_path(self, path, value: str, what: str) -> Path | None:
+        resolved = resolve_inside(self.repo_root, value)
+        if resolved is None:
+            self.add(path, f"{what} {value!r} is outside the repository",
+                     "use a path relative to the repository root, without '..'")
+            return None
+        if not resolved.exists():
+            self.add(path, f"{what} {value!r} does not exist",
+                     f"create it or correct the path (relative to {self.repo_root})")
+            return None
+        return resolved
+
+    def flow(self, path, value: str) -> FlowSpec | None:
+        resolved = self.repo_path(path, value, "flow")
+        if resolved is None:
+            return None
+        try:
+            return read_flow(resolved)
+        except FlowSpecError as exc:
+            self.add(path, str(exc), "point it at a folder with flow.dag.yaml, flow.flex.yaml "
+                                     "or a .prompty file")
+            return None
+
+    def dataset_row(self, path, value: str) -> tuple[Path | None, dict | None]:
+        resolved = self.repo_path(path, value, "dataset")
+        if resolved is None:
+            return None, None
+        if resolved.suffix != ".jsonl":
+            self.add(path, f"dataset {value!r} is not a .jsonl file", "use JSON Lines, one object a line")
+            return resolved, None
+        if resolved not in self._first_rows:
+            self._first_rows[resolved] = self._read_first_row(path, resolved, value)
+        return resolved, self._first_rows[resolved]
+
+    def _read_first_row(self, path, file: Path, value: str) -> dict | None:
+        try:
+            with file.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if line.strip():
+                        row = json.loads(line)
+                        if not isinstance(row, dict):
+                            self.add(path, f"{value}:{number} is not a JSON object",
+                                     "each line must be an object of column: value")
+                            return None
+                        return row
+        except json.JSONDecodeError as exc:
+            self.add(path, f"{value}:{number} is not valid JSON ({exc.msg})", "fix that line")
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self.add(path, f"cannot read dataset {value!r}: {exc}")
+            return None
+        self.add(path, f"dataset {value!r} is empty", "add at least one row")
+        return None
+
+    # -- names and mappings -------------------------------------------------------------------
+    def unique(self, items: list, base_path, what: str) -> None:
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            name = item.get("name")
+            if name in seen:
+                self.add(base_path + (index, "name"), f"duplicate {what} name {name!r} "
+                         f"(also at {format_path(base_path + (seen[name],))})",
+                         f"give each {what} a unique name")
+            else:
+                seen[name] = index
+
+    def mappings(self, path, mappings: dict, row: dict | None, flow: FlowSpec | None,
+                 run_outputs: tuple[str, ...] | None, dataset_value: str) -> None:
+        for key, ref in (mappings or {}).items():
+            where = path + (key,)
+            if flow is not None and flow.inputs and key not in flow.inputs:
+                self.add(where, f"flow has no input {key!r}",
+                         f"map one of its inputs: {', '.join(flow.inputs)}")
+            if not isinstance(ref, str):
+                continue
+            data = DATA_REF.match(ref)
+            if data and row is not None and data.group(1) not in row:
+                self.add(where, f"column {data.group(1)!r} is not in the first row of {dataset_value}",
+                         f"use one of its columns: {', '.join(sorted(row))}")
+            run = RUN_OUTPUT_REF.match(ref)
+            if run is not None and run_outputs is None:
+                self.add(where, f"{ref} refers to a run, but this dataset feeds the standard flow",
+                         "only evaluator mappings can use ${run.outputs.<name>}")
+            elif run is not None and run_outputs and run.group(1) not in run_outputs:
+                self.add(where, f"the standard flow has no output {run.group(1)!r}",
+                         f"use one of its outputs: {', '.join(run_outputs)}")
+            if ref.startswith("${") and not (data or run):
+                self.add(where, f"unknown reference {ref!r}",
+                         "use ${data.<column>} or ${run.outputs.<output>}")
+
+
+def check(data: dict, sources: SourceMap, repo_root: Path) -> tuple[list[Problem], dict]:
+    """Returns problems plus what was resolved on the way (flow specs, dataset paths)."""
+    c = Checker(repo_root, sources)
+    resolved: dict = {"datasets": {}, "evaluator_flows": {}, "evaluator_datasets": {}}
+
+    flow = c.flow(("flow",), data["flow"])
+    resolved["flow"] = flow
+    run_outputs = flow.outputs if flow is not None else ()
+
+    for block, what in (("connections", "connection"), ("datasets", "dataset"),
+                        ("evaluators", "evaluator"), ("variants", "variant")):
+        c.unique(data.get(block, []), (block,), what)
+
+    if data.get("variants") and flow is not None and flow.kind == "dag":
+        c.add(("variants",), "`variants` (parameter sets) apply to flex and prompty flows only",
+              "DAG flows take node variants from flow.dag.yaml; remove this block")
+
+    names = set()
+    for index, ds in enumerate(data["datasets"]):
+        names.add(ds["name"])
+        file, row = c.dataset_row(("datasets", index, "source"), ds["source"])
+        resolved["datasets"][ds["name"]] = file
+        c.mappings(("datasets", index, "mappings"), ds.get("mappings"), row, flow, None, ds["source"])
+
+    eval_names = set()
+    for e_index, ev in enumerate(data.get("evaluators", [])):
+        eval_names.add(ev["name"])
+        eval_flow = None
+        if "flow" in ev:
+            eval_flow = c.flow(("evaluators", e_index, "flow"), ev["flow"])
+            resolved["evaluator_flows"][ev["name"]] = eval_flow
+        else:
+            code_file = ev["code"].rsplit(":", 1)[0]
+            c.repo_path(("evaluators", e_index, "code"), code_file, "code evaluator file")
+        c.unique(ev["datasets"], ("evaluators", e_index, "datasets"), "evaluator dataset")
+        for d_index, ds in enumerate(ev["datasets"]):
+            base = ("evaluators", e_index, "datasets", d_index)
+            if ds["reference"] not in names:
+                c.add(base + ("reference",), f"no dataset named {ds['reference']!r}",
+                      f"reference one of the standard datasets: {', '.join(sorted(names))}")
+                source = ds.get("source")
+            else:
+                source = ds.get("source") or next(d["source"] for d in data["datasets"]
+                                                  if d["name"] == ds["reference"])
+            row = None
+            if source:
+                file, row = c.dataset_row(base + ("source",), source)
+                resolved["evaluator_datasets"][(ev["name"], ds["name"])] = file
+            c.mappings(base + ("mappings",), ds.get("mappings"), row, eval_flow, run_outputs,
+                       source or "")
+
+    for g_index, gate in enumerate(data.get("gates", [])):
+        if gate.get("evaluator") and gate["evaluator"] not in eval_names:
+            c.add(("gates", g_index, "evaluator"), f"no evaluator named {gate['evaluator']!r}",
+                  f"use one of: {', '.join(sorted(eval_names)) or '(no evaluators defined)'}")
+        if gate.get("dataset") and gate["dataset"] not in names:
+            c.add(("gates", g_index, "dataset"), f"no dataset named {gate['dataset']!r}",
+                  f"use one of: {', '.join(sorted(names))}")
+
+    rules = (data.get("simulator") or {}).get("rules")
+    if rules:
+        resolved["simulator_rules"] = c.repo_path(("simulator", "rules"), rules, "simulator rules file")
+
+    for index, conn in enumerate(data.get("connections", [])):
+        if conn["api_base"] != "simulator" and not re.match(r"^https?://", conn["api_base"]):
+            c.add(("connections", index, "api_base"), f"api_base {conn['api_base']!r} is not a URL",
+                  "use https://<resource>.openai.azure.com, https://api.openai.com/v1, or 'simulator'")
+        if conn["api_base"] != "simulator" and not conn.get("api_key") and \
+                conn.get("auth_mode", "key") == "key":
+            c.add(("connections", index, "api_key"), "api_key is empty for a real endpoint",
+                  "set it in .env (e.g. LLM_API_KEY=...) and reference it as ${env:LLM_API_KEY}")
+        if conn["type"] == "azure_open_ai" and not conn.get("api_version"):
+            c.add(("connections", index, "api_version"), "azure_open_ai needs api_version",
+                  "e.g. api_version: 2024-06-01")
+    return c.problems, resolved

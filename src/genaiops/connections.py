@@ -1,0 +1,73 @@
+"""Create or update the config's connections in promptflow's local connection store.
+
+Flows refer to connections by name (`connection: llm`), so switching from the LLM simulator to
+Azure OpenAI or OpenAI is a change of connection values in `.env`, never of the flow.
+"""
+
+from __future__ import annotations
+
+from genaiops.config.model import Connection, ExperimentConfig
+from genaiops.errors import GenaiopsError
+from genaiops.pfenv import prepare_promptflow
+
+
+def endpoint_for(connection: Connection, simulator_url: str | None) -> str:
+    """The URL the connection points at; `simulator` becomes the running simulator's address."""
+    if not connection.uses_simulator:
+        return connection.api_base
+    if simulator_url is None:
+        raise GenaiopsError(f"connection {connection.name!r} uses the LLM simulator, but none is running")
+    return simulator_url + "/v1" if connection.type == "open_ai" else simulator_url
+
+
+def _entity(connection: Connection, simulator_url: str | None):
+    from promptflow.entities import AzureOpenAIConnection, OpenAIConnection
+
+    endpoint = endpoint_for(connection, simulator_url)
+    if connection.type == "open_ai":
+        return OpenAIConnection(name=connection.name, api_key=connection.api_key or "none",
+                                base_url=endpoint,
+                                organization=connection.extra.get("organization"))
+    return AzureOpenAIConnection(name=connection.name, api_key=connection.api_key or "none",
+                                 api_base=endpoint, api_version=connection.api_version,
+                                 auth_mode=connection.extra.get("auth_mode", "key"))
+
+
+def _comparable(entity) -> dict:
+    data = {k: v for k, v in entity._to_dict().items()
+            if k not in {"created_date", "last_modified_date", "expiry_time"}}
+    data["__secret__"] = dict(getattr(entity, "secrets", {}) or {})
+    return data
+
+
+def upsert_connections(config: ExperimentConfig, simulator_url: str | None) -> list[dict]:
+    """Returns one secret-free record per connection with action created|updated|unchanged."""
+    prepare_promptflow()
+    from promptflow.client import PFClient
+
+    client = PFClient()
+    records = []
+    for connection in config.connections:
+        wanted = _entity(connection, simulator_url)
+        try:
+            current = client.connections.get(connection.name, with_secrets=True)
+        except Exception:  # promptflow raises its own not-found types; any failure means "recreate"
+            current = None
+        if current is not None and _comparable(current) == _comparable(wanted):
+            action = "unchanged"
+        else:
+            try:
+                client.connections.create_or_update(wanted)
+            except Exception as exc:
+                raise GenaiopsError(
+                    f"could not save connection {connection.name!r} in the promptflow store: "
+                    f"{type(exc).__name__}",
+                    hint="check that keyrings.alt is installed and HOME is writable") from None
+            action = "created" if current is None else "updated"
+        records.append({
+            **connection.public(),
+            "endpoint": endpoint_for(connection, simulator_url),
+            "simulator": connection.uses_simulator,
+            "action": action,
+        })
+    return records

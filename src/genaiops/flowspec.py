@@ -1,0 +1,92 @@
+"""What a flow folder holds, read from its files without importing promptflow.
+
+promptflow has no public API to list a DAG's variants, so we read `node_variants` and
+`default_variant_id` from `flow.dag.yaml` ourselves. Flex flows and prompty have no node variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DAG_FILE = "flow.dag.yaml"
+FLEX_FILE = "flow.flex.yaml"
+
+
+class FlowSpecError(ValueError):
+    """The folder is not a flow we understand; the message says why."""
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    kind: str  # dag | flex | prompty
+    root: Path  # folder holding the flow
+    entry: Path  # the file promptflow is pointed at (folder for dag/flex, .prompty file for prompty)
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    # node name -> (default variant id, (variant ids...))
+    node_variants: dict = field(default_factory=dict)
+
+
+def read_flow(path: Path) -> FlowSpec:
+    path = Path(path)
+    if path.is_file() and path.suffix == ".prompty":
+        return _prompty(path, path.parent)
+    if not path.is_dir():
+        raise FlowSpecError(f"{path} is neither a flow folder nor a .prompty file")
+    if (path / DAG_FILE).is_file():
+        return _dag(path)
+    if (path / FLEX_FILE).is_file():
+        return _flex(path)
+    prompties = sorted(path.glob("*.prompty"))
+    if len(prompties) == 1:
+        return _prompty(prompties[0], path)
+    if len(prompties) > 1:
+        raise FlowSpecError(f"{path} holds several .prompty files; point `flow` at one of them")
+    raise FlowSpecError(f"{path} has no {DAG_FILE}, {FLEX_FILE} or .prompty file")
+
+
+def _load(file: Path) -> dict:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise FlowSpecError(f"{file}: malformed YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise FlowSpecError(f"{file}: expected a mapping at the top level")
+    return data
+
+
+def _names(block) -> tuple[str, ...]:
+    return tuple(block) if isinstance(block, dict) else ()
+
+
+def _dag(root: Path) -> FlowSpec:
+    data = _load(root / DAG_FILE)
+    variants = {}
+    for node, spec in (data.get("node_variants") or {}).items():
+        ids = tuple((spec or {}).get("variants") or {})
+        default = (spec or {}).get("default_variant_id") or (ids[0] if ids else None)
+        variants[node] = (default, ids)
+    return FlowSpec("dag", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
+                    variants)
+
+
+def _flex(root: Path) -> FlowSpec:
+    data = _load(root / FLEX_FILE)
+    if not data.get("entry"):
+        raise FlowSpecError(f"{root / FLEX_FILE}: missing `entry` (module:function or module:Class)")
+    return FlowSpec("flex", root, root, _names(data.get("inputs")), _names(data.get("outputs")))
+
+
+def _prompty(file: Path, root: Path) -> FlowSpec:
+    text = file.read_text(encoding="utf-8")
+    parts = text.split("---", 2)
+    if not text.lstrip().startswith("---") or len(parts) < 3:
+        raise FlowSpecError(f"{file}: a .prompty file starts with YAML front matter between --- lines")
+    try:
+        front = yaml.safe_load(parts[1]) or {}
+    except yaml.YAMLError:
+        raise FlowSpecError(f"{file}: malformed YAML front matter") from None
+    return FlowSpec("prompty", root, file, _names(front.get("inputs")), _names(front.get("outputs")))

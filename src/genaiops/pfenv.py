@@ -1,0 +1,52 @@
+"""Make promptflow quiet and offline before it is imported.
+
+promptflow phones home (telemetry), starts a detached trace service on port 23333 that
+outlives us, and needs a keyring for connection secrets. We switch the first two off and
+pick a file keyring on headless machines, without overriding anything the user set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+_QUIET_ENV = {
+    "PF_TRACING_SKIP_LOCAL_SETUP": "true",
+    "PF_DISABLE_TELEMETRY": "true",
+    "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+    "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+    "PF_LOGGING_LEVEL": "WARNING",
+}
+
+_QUIET_CONFIG = {"telemetry": {"enabled": False}, "trace": {"destination": "none"}}
+
+
+def promptflow_home() -> Path:
+    return Path(os.path.expanduser("~")) / ".promptflow"
+
+
+def prepare_promptflow() -> None:
+    """Idempotent; call before the first promptflow import in any process we start."""
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    config_path = promptflow_home() / "pf.yaml"
+    try:
+        current = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    except (OSError, yaml.YAMLError):
+        return  # leave a file we cannot read to the user; env vars above still apply
+    current = current if isinstance(current, dict) else {}
+    changed = False
+    for section, values in _QUIET_CONFIG.items():
+        block = current.setdefault(section, {})
+        if not isinstance(block, dict):
+            continue
+        for key, value in values.items():
+            if key not in block:
+                block[key] = value
+                changed = True
+    if changed:
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(current, sort_keys=True))

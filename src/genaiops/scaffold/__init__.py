@@ -1,0 +1,120 @@
+"""`genaiops new <use_case> --kind dag|flex|prompty`: scaffold a use case that works at once.
+
+It writes a standard flow, an evaluation flow with an accuracy metric, a labelled dataset,
+simulator rules and configs (experiment.yaml, experiment.pr.yaml, sample-request.json) that pass
+`genaiops validate` and run against the bundled LLM simulator without edits.
+
+Templates live under `templates/<layer>/` mirroring the repository layout; `__name__` in a
+path becomes the use case name and a `.tmpl` suffix is dropped (so template `.py` files are not
+importable package modules). Every file is rendered with jinja2 (`{{ name }}`, `{{ kind }}`...);
+prompt templates protect their own `{{ }}` with `{% raw %}`. Kinds stack layers:
+dag = common + dag, prompty = common + prompty, flex = common + prompty + flex (the flex class
+wraps the same .prompty).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from genaiops.errors import UsageError
+from genaiops.fsutil import atomic_write_text
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{1,40}$")
+KINDS = ("dag", "flex", "prompty")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_LAYERS = {"dag": ("common", "dag"), "flex": ("common", "prompty", "flex"), "prompty": ("common", "prompty")}
+# What the scaffolded standard flow exposes, per kind: (path in config, output column).
+_FLOW = {
+    "dag": ("flows/{name}/standard", "sentiment"),
+    "flex": ("flows/{name}/standard", "sentiment"),
+    # A standalone prompty without `outputs:` returns text, which promptflow names `output`.
+    "prompty": ("flows/{name}/standard/classify.prompty", "output"),
+}
+_TOP_FOLDERS = ("flows", "datasets", "configs")
+
+
+def scaffold_use_case(repo_root: Path, name: str, kind: str = "dag") -> list[Path]:
+    """Create the use case's files under repo_root; returns the created files (absolute, sorted).
+
+    Raises UsageError for a bad name or kind, or when any of flows/<name>, datasets/<name>,
+    configs/<name> already exists (nothing is overwritten or merged).
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise UsageError(
+            f"invalid use case name {name!r}",
+            hint="2-41 characters: a lowercase letter, then lowercase letters, digits, - or _",
+        )
+    if kind not in KINDS:
+        raise UsageError(f"unknown flow kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+    repo_root = Path(repo_root).resolve()
+    if not repo_root.is_dir():
+        raise UsageError(f"repository folder {repo_root} does not exist")
+
+    existing = [repo_root / top / name for top in _TOP_FOLDERS if (repo_root / top / name).exists()]
+    if existing:
+        raise UsageError(
+            f"use case {name!r} already exists: " + ", ".join(str(p.relative_to(repo_root)) for p in existing),
+            hint="pick another name, or delete those folders first (genaiops new never overwrites)",
+        )
+
+    rendered = _render_all(name, kind)  # render everything before writing anything
+    created: list[Path] = []
+    try:
+        for relative, text in rendered:
+            target = repo_root / relative
+            atomic_write_text(target, text)
+            created.append(target)
+    except BaseException:
+        for path in created:  # do not leave half a use case behind
+            path.unlink(missing_ok=True)
+        for top in _TOP_FOLDERS:
+            _remove_empty_tree(repo_root / top / name)
+        raise
+    return sorted(created)
+
+
+def _render_all(name: str, kind: str) -> list[tuple[Path, str]]:
+    import jinja2
+
+    flow_path, output = _FLOW[kind]
+    context = {
+        "name": name,
+        "kind": kind,
+        "flow_path": flow_path.format(name=name),
+        "output": output,
+        "dataset": name,
+    }
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        autoescape=False,
+    )
+    files: dict[Path, str] = {}
+    for layer in _LAYERS[kind]:
+        base = TEMPLATES / layer
+        for source in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            relative = source.relative_to(base)
+            target = Path(*(part.replace("__name__", name) for part in relative.parts))
+            if target.name.endswith(".tmpl"):
+                target = target.with_name(target.name[: -len(".tmpl")])
+            template = env.get_template(f"{layer}/{relative.as_posix()}")
+            files[target] = template.render(**context)
+    return sorted(files.items())
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for child in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if child.is_dir():
+            try:
+                child.rmdir()
+            except OSError:
+                pass
+    try:
+        folder.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,52 @@
+"""Keep secret values out of everything we print or write.
+
+The config knows which values are secrets (connection api keys); `.env` values whose names look
+secret are added too. `redact()` is applied to every line the CLI prints and every report it writes.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+MASK = "***"
+_SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SAS)", re.I)
+_MIN_LEN = 4  # shorter values would mask ordinary words
+
+
+class Redactor:
+    def __init__(self):
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern | None = None
+
+    def add(self, *values: str) -> None:
+        with self._lock:
+            for value in values:
+                if isinstance(value, str) and len(value) >= _MIN_LEN:
+                    self._values.add(value)
+            self._pattern = None
+
+    def add_env(self, env: dict) -> None:
+        self.add(*(v for k, v in env.items() if v and _SECRET_NAME.search(k)))
+
+    def redact(self, text: str) -> str:
+        if not self._values or not text:
+            return text
+        with self._lock:
+            if self._pattern is None:
+                ordered = sorted(self._values, key=len, reverse=True)
+                self._pattern = re.compile("|".join(map(re.escape, ordered)))
+            pattern = self._pattern
+        return pattern.sub(MASK, text)
+
+
+REDACTOR = Redactor()
+
+
+def redact(text: str) -> str:
+    return REDACTOR.redact(text)
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))

@@ -1,0 +1,39 @@
+"""Test isolation: every test session gets its own HOME, so promptflow state, connections and
+keyring live in a temp dir, telemetry is off and no trace service is started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="genaiops-test-home-"))
+os.environ["HOME"] = str(_SESSION_HOME)
+os.environ.pop("GENAIOPS_REPO", None)
+os.environ.pop("GENAIOPS_STATE_DIR", None)
+
+from genaiops.pfenv import prepare_promptflow  # noqa: E402
+
+prepare_promptflow()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch) -> Path:
+    """A private `.genaiops/` state dir for one test."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("GENAIOPS_STATE_DIR", str(path))
+    return path

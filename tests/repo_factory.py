@@ -1,0 +1,80 @@
+"""Builds small, valid flow repositories in a temp dir for tests that change one thing at a time."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+STANDARD_DAG = """\
+inputs:
+  text: {type: string}
+outputs:
+  category: {type: string, reference: "${normalize.output}"}
+nodes:
+  - name: normalize
+    type: python
+    source: {type: code, path: normalize.py}
+    inputs: {text: "${inputs.text}"}
+"""
+
+EVAL_DAG = """\
+inputs:
+  groundtruth: {type: string}
+  prediction: {type: string}
+outputs:
+  score: {type: string, reference: "${grade.output}"}
+nodes:
+  - name: grade
+    type: python
+    source: {type: code, path: grade.py}
+    inputs: {groundtruth: "${inputs.groundtruth}", prediction: "${inputs.prediction}"}
+"""
+
+CONFIG = """\
+name: demo
+description: a tiny use case for tests
+flow: flows/demo/standard
+connections:
+  - name: llm
+    type: open_ai
+    api_base: simulator
+    api_key: ${env:DEMO_KEY:-simulator-key}
+datasets:
+  - name: rows
+    source: datasets/demo/rows.jsonl
+    mappings:
+      text: ${data.text}
+evaluators:
+  - name: exact
+    flow: flows/demo/evaluation
+    datasets:
+      - name: rows_eval
+        reference: rows
+        mappings:
+          groundtruth: ${data.label}
+          prediction: ${run.outputs.category}
+gates:
+  - {metric: accuracy, op: ">=", threshold: 0.5}
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def make_repo(root: Path, config: str = CONFIG) -> Path:
+    write(root / "flows/demo/standard/flow.dag.yaml", STANDARD_DAG)
+    write(root / "flows/demo/standard/normalize.py",
+          "from promptflow.core import tool\n\n\n@tool\ndef normalize(text: str) -> str:\n"
+          "    return text.strip().lower()\n")
+    write(root / "flows/demo/evaluation/flow.dag.yaml", EVAL_DAG)
+    write(root / "flows/demo/evaluation/grade.py",
+          "from promptflow.core import tool\n\n\n@tool\ndef grade(groundtruth: str, prediction: str) -> str:\n"
+          "    return 'correct' if groundtruth == prediction else 'wrong'\n")
+    rows = [{"text": "Refund please", "label": "refund please"}, {"text": "Hi", "label": "hi"}]
+    write(root / "datasets/demo/rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write(root / "configs/demo/experiment.yaml", config)
+    return root

@@ -1,0 +1,221 @@
+"""Config loading, overlays, ${env:} resolution and validation, driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genaiops.cli import main
+from genaiops.config import load_experiment
+from genaiops.errors import ConfigError
+from repo_factory import CONFIG, make_repo, write
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEMO_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return make_repo(tmp_path / "repo")
+
+
+def validate(repo, capsys, *extra):
+    code = main(["--repo", str(repo), "validate", "--use-case", "demo", *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_valid_config_loads_with_typed_fields(repo):
+    config = load_experiment(repo, "demo")
+    assert config.flow_kind == "dag"
+    assert config.flow == repo / "flows/demo/standard"
+    assert config.datasets[0].source == repo / "datasets/demo/rows.jsonl"
+    assert config.evaluators[0].datasets[0].source_rel == "datasets/demo/rows.jsonl"
+    assert config.connections[0].uses_simulator
+    assert config.gates[0].threshold == 0.5
+
+
+def test_validate_ok_exit_0_and_json(repo, capsys):
+    code, output = validate(repo, capsys, "--json")
+    assert code == 0
+    assert json.loads(output)["use_cases"][0]["ok"] is True
+
+
+def test_overlay_replaces_whole_blocks(repo):
+    write(repo / "datasets/demo/pr.jsonl", '{"text": "x", "label": "x"}\n')
+    write(repo / "configs/demo/experiment.pr.yaml", """\
+        datasets:
+          - name: pr_rows
+            source: datasets/demo/pr.jsonl
+            mappings: {text: "${data.text}"}
+        evaluators: []
+        """)
+    base = load_experiment(repo, "demo")
+    pr = load_experiment(repo, "demo", "pr")
+    assert [d.name for d in base.datasets] == ["rows"]
+    assert [d.name for d in pr.datasets] == ["pr_rows"]  # replaced, not merged
+    assert pr.evaluators == ()
+    assert pr.gates == base.gates  # blocks the overlay does not name stay
+    assert [f.name for f in pr.files] == ["experiment.yaml", "experiment.pr.yaml"]
+
+
+def test_env_without_overlay_file_uses_base(repo):
+    assert load_experiment(repo, "demo", "dev").files == (repo / "configs/demo/experiment.yaml",)
+
+
+def test_env_reference_resolves_from_environment_then_dotenv(repo, monkeypatch):
+    assert load_experiment(repo, "demo").connections[0].api_key == "simulator-key"  # default
+    (repo / ".env").write_text("DEMO_KEY=from-dotenv\n")
+    assert load_experiment(repo, "demo").connections[0].api_key == "from-dotenv"
+    monkeypatch.setenv("DEMO_KEY", "from-environment")
+    assert load_experiment(repo, "demo").connections[0].api_key == "from-environment"
+
+
+def test_missing_env_variable_names_it(repo, capsys):
+    write(repo / "configs/demo/experiment.yaml",
+          CONFIG.replace("${env:DEMO_KEY:-simulator-key}", "${env:DEMO_KEY}"))
+    code, output = validate(repo, capsys)
+    assert code == 2
+    assert "environment variable DEMO_KEY is not set" in output
+    assert "configs/demo/experiment.yaml:8: connections[0].api_key" in output
+    (repo / ".env").write_text("DEMO_KEY=abc123\n")
+    assert validate(repo, capsys)[0] == 0
+
+
+def test_secret_never_in_summary(repo, monkeypatch):
+    monkeypatch.setenv("DEMO_KEY", "canary-secret-0451")
+    config = load_experiment(repo, "demo")
+    assert "canary-secret-0451" in config.secrets()
+    assert "canary-secret-0451" not in json.dumps(config.summary())
+
+
+def _escape_outside(repo):
+    outside = repo.parent / "outside.jsonl"
+    outside.write_text('{"text": "x"}\n')
+    return CONFIG.replace("datasets/demo/rows.jsonl", "../outside.jsonl")
+
+
+def _absolute_outside(repo):
+    outside = repo.parent / "abs.jsonl"
+    outside.write_text('{"text": "x"}\n')
+    return CONFIG.replace("datasets/demo/rows.jsonl", str(outside))
+
+
+def _bad_json_dataset(repo):
+    write(repo / "datasets/demo/broken.jsonl", '{"text": "x",\n')
+    return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/broken.jsonl")
+
+
+def _flow_without_flow_file(repo):
+    (repo / "flows/demo/empty").mkdir(parents=True)
+    return CONFIG.replace("flow: flows/demo/standard", "flow: flows/demo/empty")
+
+
+def _not_jsonl(repo):
+    write(repo / "datasets/demo/rows.csv", "text\nhello\n")
+    return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/rows.csv")
+
+
+def _empty_dataset(repo):
+    write(repo / "datasets/demo/empty.jsonl", "\n")
+    return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/empty.jsonl")
+
+
+# (id, config text or builder, expected message fragment, expected "file:line" or None)
+MALFORMED = [
+    ("unclosed-bracket", CONFIG.replace("mappings:\n      text: ${data.text}",
+                                        "mappings: [text\n"), "malformed YAML", "experiment.yaml:"),
+    ("tab-indent", "name: demo\n\tflow: x\n", "malformed YAML", "experiment.yaml:2"),
+    ("duplicate-key", CONFIG + "flow: flows/demo/standard\n", "duplicate key", "experiment.yaml:25: flow"),
+    ("top-level-list", "- name: demo\n", "expected a mapping", "experiment.yaml:1"),
+    ("missing-flow", CONFIG.replace("flow: flows/demo/standard\n", ""),
+     "'flow' is a required property", None),
+    ("unknown-key", CONFIG.replace("datasets:\n  - name: rows", "datsets: []\ndatasets:\n  - name: rows"),
+     "unknown key 'datsets'", "experiment.yaml:9: datsets"),
+    ("wrong-type", CONFIG + "runtime:\n  worker_count: four\n", "expected integer", "runtime.worker_count"),
+    ("bad-connection-type", CONFIG.replace("type: open_ai", "type: gpt"), "'gpt' is not allowed",
+     "connections[0].type"),
+    ("malformed-env-ref", CONFIG.replace("${env:DEMO_KEY:-simulator-key}", "${env:}"),
+     "malformed reference", "connections[0].api_key"),
+    ("flow-missing", CONFIG.replace("flows/demo/standard", "flows/demo/nope"), "does not exist", "flow"),
+    ("flow-without-flow-file", _flow_without_flow_file, "has no flow.dag.yaml", "flow"),
+    ("dataset-escapes-repo", _escape_outside, "outside the repository", "datasets[0].source"),
+    ("dataset-absolute-outside", _absolute_outside, "outside the repository", "datasets[0].source"),
+    ("dataset-missing", CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/none.jsonl"),
+     "does not exist", "datasets[0].source"),
+    ("dataset-bad-json", _bad_json_dataset, "is not valid JSON", "datasets[0].source"),
+    ("dataset-not-jsonl", _not_jsonl, "is not a .jsonl file", "datasets[0].source"),
+    ("dataset-empty", _empty_dataset, "is empty", "datasets[0].source"),
+    ("duplicate-dataset", CONFIG.replace("evaluators:", "  - name: rows\n    source: datasets/demo/rows.jsonl\n"
+                                         "evaluators:"), "duplicate dataset name 'rows'", "datasets[1].name"),
+    ("unknown-reference", CONFIG.replace("reference: rows", "reference: rowz"), "no dataset named 'rowz'",
+     "evaluators[0].datasets[0].reference"),
+    ("unknown-column", CONFIG.replace("${data.text}", "${data.txt}"),
+     "column 'txt' is not in the first row", "datasets[0].mappings.text"),
+    ("unknown-flow-input", CONFIG.replace("      text: ${data.text}", "      query: ${data.text}"),
+     "flow has no input 'query'", "datasets[0].mappings.query"),
+    ("unknown-run-output", CONFIG.replace("${run.outputs.category}", "${run.outputs.label}"),
+     "the standard flow has no output 'label'", "evaluators[0].datasets[0].mappings.prediction"),
+    ("evaluator-flow-and-code", CONFIG.replace("    flow: flows/demo/evaluation",
+                                               "    flow: flows/demo/evaluation\n    code: e.py:score"),
+     "exactly one of `flow` or `code`", "evaluators[0]"),
+    ("bad-gate-op", CONFIG.replace('op: ">="', 'op: "=>"'), "'=>' is not allowed", "gates[0].op"),
+    ("name-mismatch", CONFIG.replace("name: demo", "name: other"), "differs from the use case folder",
+     "experiment.yaml:1"),
+    ("api-base-not-url", CONFIG.replace("api_base: simulator", "api_base: localhost:8000"),
+     "is not a URL", "connections[0].api_base"),
+    ("run-ref-in-standard", CONFIG.replace("      text: ${data.text}", "      text: ${run.outputs.x}"),
+     "refers to a run", "datasets[0].mappings.text"),
+]
+
+
+@pytest.mark.parametrize("case_id,config,fragment,where", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_config_exit_2_with_location(repo, capsys, case_id, config, fragment, where):
+    text = config(repo) if callable(config) else config
+    write(repo / "configs/demo/experiment.yaml", text)
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert fragment in output
+    if where:
+        assert where in output
+    assert "Traceback" not in output
+    # the same problem through the library raises ConfigError with structured problems
+    with pytest.raises(ConfigError) as info:
+        load_experiment(repo, "demo")
+    assert any(fragment in p.message for p in info.value.problems)
+
+
+def test_every_problem_is_reported_at_once(repo, capsys):
+    text = CONFIG.replace("type: open_ai", "type: gpt").replace('op: ">="', 'op: "=>"')
+    write(repo / "configs/demo/experiment.yaml", text)
+    code, output = validate(repo, capsys, "--json")
+    problems = json.loads(output)["use_cases"][0]["problems"]
+    assert code == 2
+    assert {p["field"] for p in problems} == {"connections[0].type", "gates[0].op"}
+    assert all(p["line"] and p["file"].endswith("experiment.yaml") for p in problems)
+
+
+def test_overlay_error_names_the_overlay_file(repo, capsys):
+    write(repo / "configs/demo/experiment.pr.yaml", "datasets:\n  - name: pr\n    source: ../x.jsonl\n")
+    code, output = validate(repo, capsys, "--env", "pr")
+    assert code == 2
+    assert "configs/demo/experiment.pr.yaml:3: datasets[0].source" in output
+
+
+def test_unknown_use_case_is_usage_error(repo, capsys):
+    code = main(["--repo", str(repo), "validate", "--use-case", "nope"])
+    output = capsys.readouterr().err
+    assert code == 2
+    assert "unknown use case 'nope'" in output and "demo" in output
+
+
+def test_bad_flag_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "--no-such-flag"])
+    assert info.value.code == 2
+
+
+def test_no_repository_is_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate"]) == 2
+    assert "no flow repository found" in capsys.readouterr().err
