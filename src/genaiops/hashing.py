@@ -37,6 +37,7 @@ _TREE_DOMAIN = b"genaiops-tree-v1\0"
 DEFAULT_IGNORES = (
     "__pycache__/",
     ".promptflow/",
+    "process_log/",  # promptflow writes worker logs into the flow folder during runs
     ".genaiops/",
     ".git/",
     ".pytest_cache/",
