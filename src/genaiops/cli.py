@@ -77,6 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
                       help="registry backend (default: config `registry.backend`, else local)")
     init.set_defaults(func=cmd_run_init)
 
+    exp = phases.add_parser(
+        "experiment", help="run the flow over datasets x variants, concurrently, with a run ledger",
+        description="Run the standard flow over each selected dataset x variant. DAG variants of a "
+                    "dataset run side by side in one promptflow run; runs whose flow, variant, dataset "
+                    "and settings are unchanged are reused from the ledger (.genaiops/ledger). "
+                    "Exit 1 when failed lines exceed runtime.failed_line_tolerance.")
+    _common(exp)
+    exp.add_argument("--variants", default="defaults",
+                     help="defaults | all (each node's variants, others default) | grid (every "
+                          "combination) | node.variant[+node.variant],... | flex: variant names")
+    exp.add_argument("--datasets", type=_csv, default=None, help="comma-separated dataset names (default: all)")
+    exp.add_argument("--max-parallel", type=_positive_int, default=None,
+                     help="promptflow runs at once (default: runtime.max_parallel)")
+    exp.add_argument("--workers", type=_positive_int, default=None,
+                     help="promptflow workers per run (default: runtime.worker_count)")
+    exp.add_argument("--max-runs", type=_positive_int, default=64,
+                     help="refuse to start more variant runs than this (guards --variants grid)")
+    exp.add_argument("--budget", type=float, default=None,
+                     help="refuse to start when the estimated cost (from previous runs' tokens and "
+                          "config prices) exceeds this")
+    exp.add_argument("--force", action="store_true", help="re-run even when an identical run is in the ledger")
+    exp.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+    exp.set_defaults(func=cmd_run_experiment)
+
     sim = sub.add_parser("simulator", help="serve the bundled LLM simulator (loopback, not a real model)",
                          description="An OpenAI-compatible LLM SIMULATOR on loopback: deterministic "
                                      "answers from a rules file, usage tokens, latency and fault "
@@ -167,6 +191,53 @@ def cmd_run_init(args) -> int:
                                                   "registered" else f"unchanged (v{d['version']})"),
                 "hash": d["content_hash"][:19]} for d in result["datasets"]]))
     return EXIT_OK
+
+
+def cmd_run_experiment(args) -> int:
+    from genaiops.config import load_experiment
+    from genaiops.console import emit_json, out, table
+    from genaiops.phases.experiment import ExperimentOptions, raise_if_failed, run_experiment
+    from genaiops.secrets import REDACTOR
+
+    root = _repo(args)
+    config = load_experiment(root, args.use_case, args.env)
+    REDACTOR.add(*config.secrets())
+    options = ExperimentOptions(variants=args.variants, datasets=args.datasets,
+                                max_parallel=args.max_parallel, worker_count=args.workers,
+                                max_runs=args.max_runs, force=args.force, budget=args.budget,
+                                show_progress=not (args.no_progress or args.json))
+    result = run_experiment(config, options)
+    if args.json:
+        emit_json(result)
+        return EXIT_OK if result["ok"] else EXIT_FAILED
+    if result["simulator"] is not None:
+        out("LLM: bundled LLM SIMULATOR (loopback, deterministic, not a real model)")
+    out(table([{
+        "run": r["key"][:8], "variant": r["variant"], "dataset": r["dataset"],
+        "ok": r["lines_ok"], "failed": r["lines_failed"], "tokens": r["total_tokens"],
+        "cost": "" if r["cost"] is None else f"{r['cost']:.4f}",
+        "p50 s": r["latency_p50_s"], "p95 s": r["latency_p95_s"],
+        "reused": "yes" if r["reused"] else "no"} for r in result["runs"]]))
+    totals = result["totals"]
+    out(f"experiment {result['experiment_id']}: {totals['runs']} run(s), {totals['reused']} reused, "
+        f"{totals['lines_ok']} lines ok, {totals['lines_failed']} failed, {totals['total_tokens']} tokens, "
+        f"{totals['duration_s']:.1f}s")
+    raise_if_failed(result)
+    return EXIT_OK
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
 
 
 def cmd_simulator(args) -> int:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 from pathlib import Path
 
 import yaml
 
 from genaiops.flowspec import DAG_FILE
+from genaiops.staging import copy_flow
 
 SUFFIX = "__v{index}"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\.")
-_IGNORE = shutil.ignore_patterns("__pycache__", ".promptflow", "*.pyc", ".genaiops")
 
 
 def suffix(index: int) -> str:
@@ -72,9 +71,7 @@ def composite_dag(dag: dict, combos: list[dict[str, str]]) -> dict:
 
 def stage_composite(flow_dir: Path, combos: list[dict[str, str]], dest: Path) -> Path:
     """Copy the flow to `dest` and replace its DAG with the composite one. Returns `dest`."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(flow_dir, dest, ignore=_IGNORE)
+    copy_flow(flow_dir, dest)
     dag = yaml.safe_load((flow_dir / DAG_FILE).read_text(encoding="utf-8"))
     (dest / DAG_FILE).write_text(yaml.safe_dump(composite_dag(dag, combos), sort_keys=False),
                                  encoding="utf-8")

@@ -1,13 +1,11 @@
 """Run-level metrics. accuracy is what gates use; macro_recall exposes a variant that is right
 on frequent categories but blind to a rare one, which accuracy alone hides."""
 
-from typing import List
-
 from promptflow.core import log_metric, tool
 
 
 @tool
-def aggregate(scores: List[int], groundtruths: List[str]) -> dict:
+def aggregate(scores: list, groundtruths: list) -> dict:
     total = len(scores)
     if total == 0:
         # No scored line is a failure upstream, never a perfect (or empty) score.

@@ -10,7 +10,6 @@ import re
 import string
 from collections import Counter
 from dataclasses import dataclass
-from typing import List
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -51,7 +50,7 @@ class QAEvaluator:
             contains=float(bool(norm_truth) and f" {norm_truth} " in f" {norm_answer} "),
         )
 
-    def __aggregate__(self, line_results: List) -> dict:
+    def __aggregate__(self, line_results: list) -> dict:
         """Mean of each score over the lines; promptflow logs the dict as the run's metrics."""
         rows = [r if isinstance(r, dict) else r.__dict__ for r in line_results if r is not None]
         if not rows:

@@ -1,0 +1,49 @@
+"""The LLM endpoint for a phase: the real one from config, or the bundled simulator started here.
+
+When a connection says `api_base: simulator`, the phase starts the loopback LLM simulator on a
+free port for its own duration and points the stored connections at it; a caller (a test, a
+benchmark) may pass a simulator it already runs, e.g. to inject faults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from genaiops.config.model import ExperimentConfig
+from genaiops.connections import upsert_connections
+from genaiops.hashing import hash_file
+
+
+@dataclass
+class LLMSession:
+    simulator: object | None  # a running genaiops.simulator.SimulatorServer, or None
+    connections: list[dict]
+
+    def output_settings(self, config: ExperimentConfig) -> dict:
+        """Connection settings that change what the flow outputs (for run keys); never secrets."""
+        settings = {}
+        for conn in config.connections:
+            if conn.uses_simulator:
+                rules = config.simulator.rules
+                settings[conn.name] = {"type": conn.type, "endpoint": "simulator",
+                                       "rules": hash_file(rules) if rules else None}
+            else:
+                settings[conn.name] = conn.public()
+        return settings
+
+
+@contextlib.contextmanager
+def llm_session(config: ExperimentConfig, simulator=None):
+    needs_simulator = any(c.uses_simulator for c in config.connections)
+    with contextlib.ExitStack() as stack:
+        if needs_simulator and simulator is None:
+            from genaiops.simulator import SimulatorServer
+
+            latency = float(os.environ.get("GENAIOPS_SIMULATOR_LATENCY_MS", config.simulator.latency_ms))
+            simulator = stack.enter_context(
+                SimulatorServer(rules_path=config.simulator.rules, latency_ms=latency, port=0))
+        url = simulator.url if (needs_simulator and simulator is not None) else None
+        connections = upsert_connections(config, url)
+        yield LLMSession(simulator=simulator if needs_simulator else None, connections=connections)

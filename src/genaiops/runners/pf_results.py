@@ -1,0 +1,110 @@
+"""Read a finished promptflow batch run's folder into per-member line results.
+
+promptflow 1.18 writes one `flow_artifacts/*.jsonl` record per line (status, error, inputs,
+outputs, times) and `node_artifacts/<node>/<line>.jsonl` per node (times, token counts when
+tracing is on). A composite run's member `i` owns the nodes and outputs suffixed `__v<i>`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from genaiops.runners.base import LineResult, MemberResult
+
+
+def _time(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _records(folder: Path):
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def _error_text(error) -> str | None:
+    if not error:
+        return None
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("code") or json.dumps(error)[:500]
+        return str(message)[:1000]
+    return str(error)[:1000]
+
+
+def count_finished_lines(run_dir: Path) -> int:
+    folder = run_dir / "flow_artifacts"
+    return sum(1 for _ in folder.glob("*.jsonl")) if folder.is_dir() else 0
+
+
+def read_members(run_dir: Path, suffixes: list[str], inputs_by_line: dict[int, dict]) -> list[MemberResult]:
+    lines = {}
+    for record in _records(run_dir / "flow_artifacts"):
+        info = record.get("run_info") or {}
+        number = record.get("line_number", info.get("index"))
+        lines[int(number)] = info
+    nodes: dict[int, list[dict]] = {}
+    node_root = run_dir / "node_artifacts"
+    if node_root.is_dir():
+        for node_dir in sorted(p for p in node_root.iterdir() if p.is_dir()):
+            for record in _records(node_dir):
+                info = record.get("run_info") or {}
+                index = info.get("index")
+                if index is not None:
+                    nodes.setdefault(int(index), []).append(info)
+
+    members = []
+    for suffix in suffixes:
+        results = []
+        for number in sorted(set(inputs_by_line) | set(lines)):
+            info = lines.get(number, {})
+            results.append(_member_line(number, info, nodes.get(number, []), suffix,
+                                        inputs_by_line.get(number, info.get("inputs") or {})))
+        members.append(MemberResult(suffix=suffix, lines=results))
+    return members
+
+
+def _member_line(number: int, info: dict, node_infos: list[dict], suffix: str, inputs: dict) -> LineResult:
+    mine = [n for n in node_infos if not suffix or str(n.get("node", "")).endswith(suffix)]
+    output = info.get("output") if isinstance(info.get("output"), dict) else None
+    outputs = None
+    if output is not None:
+        if suffix:
+            picked = {k[: -len(suffix)]: v for k, v in output.items() if k.endswith(suffix)}
+            outputs = picked or None
+        else:
+            outputs = output
+    node_error = next((_error_text(n.get("error")) for n in mine if n.get("status") == "Failed"), None)
+    line_ok = info.get("status") == "Completed" and outputs is not None
+    error = None
+    if not line_ok:
+        error = node_error or _error_text(info.get("error")) or (
+            "line did not run (cancelled or timed out)" if not info else "line failed")
+        if suffix and not node_error and info.get("status") == "Failed":
+            error = f"line stopped by another variant's failure: {error}"
+    starts = [_time(n.get("start_time")) for n in mine if n.get("start_time")]
+    ends = [_time(n.get("end_time")) for n in mine if n.get("end_time")]
+    if starts and ends:
+        latency = max(ends) - min(starts)
+    else:
+        begin, end = _time(info.get("start_time")), _time(info.get("end_time"))
+        latency = (end - begin) if begin and end else None
+    if mine:
+        prompt = sum(int((n.get("system_metrics") or {}).get("prompt_tokens", 0) or 0) for n in mine)
+        completion = sum(int((n.get("system_metrics") or {}).get("completion_tokens", 0) or 0) for n in mine)
+    else:  # flex/prompty: tokens of the whole line
+        metrics = info.get("system_metrics") or {}
+        prompt = int(metrics.get("prompt_tokens", 0) or 0)
+        completion = int(metrics.get("completion_tokens", 0) or 0)
+    return LineResult(line=number, ok=line_ok, inputs=inputs, outputs=outputs, error=error,
+                      latency_s=round(latency, 4) if latency is not None else None,
+                      prompt_tokens=prompt, completion_tokens=completion)

@@ -1,0 +1,65 @@
+"""Runs one promptflow batch job in its own process: `python -m genaiops.runners.pf_worker JOB RESULT`.
+
+A process per batch keeps promptflow's fork-based worker pool away from the orchestrator's
+threads (promptflow cannot fork safely from a threaded parent) and lets the orchestrator stop
+a run by stopping the process. The result is written atomically as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+
+def run_job(job: dict) -> dict:
+    from genaiops.pfenv import prepare_promptflow
+
+    prepare_promptflow()
+    from promptflow.client import PFClient
+
+    from genaiops.runners.pf_results import read_members
+
+    client = PFClient()
+    started = time.monotonic()
+    kwargs = {}
+    if job.get("init"):
+        kwargs["init"] = job["init"]
+    run = client.run(flow=job["flow"], data=job["data"], column_mapping=job["column_mapping"],
+                     name=job["name"], stream=False, **kwargs)
+    run_dir = Path(run._output_path)
+    inputs = {}
+    with open(job["data"], encoding="utf-8") as handle:
+        for number, line in enumerate(l for l in handle if l.strip()):
+            inputs[number] = json.loads(line)
+    members = read_members(run_dir, job["member_suffixes"], inputs)
+    return {
+        "name": job["name"],
+        "status": "completed" if run.status == "Completed" else "failed",
+        "duration_s": round(time.monotonic() - started, 3),
+        "members": [asdict(m) for m in members],
+        "error": None if run.status == "Completed" else f"promptflow run status {run.status}",
+        "run_dir": str(run_dir),
+    }
+
+
+def main(argv: list[str]) -> int:
+    from genaiops.fsutil import atomic_write_json
+
+    job_path, result_path = Path(argv[0]), Path(argv[1])
+    job = json.loads(job_path.read_text(encoding="utf-8"))
+    try:
+        result = run_job(job)
+    except Exception as exc:  # reported to the orchestrator, which names the run and the cause
+        result = {"name": job["name"], "status": "failed", "duration_s": 0.0, "members": [],
+                  "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
+                  "traceback": traceback.format_exc()[-4000:]}
+    atomic_write_json(Path(result_path), result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
