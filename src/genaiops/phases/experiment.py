@@ -26,6 +26,7 @@ from genaiops.ledger import STATUS_COMPLETED, Ledger, RunRecord, new_experiment_
 from genaiops.paths import state_dir
 from genaiops.progress import Progress
 from genaiops.runners import BatchJob, BatchResult, open_runner
+from genaiops.runners.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
 from genaiops.secrets import redact
 from genaiops.staging import apply_prompty_overrides, copy_flow
 from genaiops.variants import VariantSpec, select_variants
@@ -154,6 +155,8 @@ def make_batches(config: ExperimentConfig, pending: list[PlannedRun], options: E
         # standalone prompty resolves its connection per line; forked workers trip filelock's
         # fork check there, spawned ones do not
         environment = {"PF_BATCH_METHOD": "spawn"} if config.flow_kind == "prompty" else {}
+        environment.update({ENV_ATTEMPTS: str(config.runtime.retries.max_attempts),
+                            ENV_BACKOFF: str(config.runtime.retries.backoff_sec)})
         job = BatchJob(name=name, flow=flow, data=str(runs[0].dataset.source),
                        column_mapping=dict(runs[0].dataset.mappings), member_suffixes=suffixes,
                        init=init, worker_count=worker_count,

@@ -20,6 +20,7 @@ class BatchJob:
     worker_count: int = 4
     line_timeout_sec: int = 120
     environment: dict = field(default_factory=dict)  # extra env for the run (never secrets)
+    run: str | None = None  # an existing promptflow run to evaluate (`${run.outputs.x}` mappings)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +51,7 @@ class BatchResult:
     duration_s: float
     members: list[MemberResult]
     error: str | None = None  # why the whole run failed
+    metrics: dict = field(default_factory=dict)  # aggregated metrics the flow logged (evaluation runs)
 
 
 ProgressCallback = Callable[[int], None]  # lines finished so far

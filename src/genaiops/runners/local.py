@@ -14,6 +14,7 @@ from genaiops.fsutil import atomic_write_json
 from genaiops.pfenv import promptflow_home
 from genaiops.runners.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
 from genaiops.runners.pf_results import count_finished_lines
+from genaiops.runners.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 
 POLL_SECONDS = 0.3
 
@@ -30,6 +31,8 @@ class LocalRunner:
                    # token counts per node are recorded only with tracing on (no trace service:
                    # pfenv sets PF_TRACING_SKIP_LOCAL_SETUP)
                    "PF_DISABLE_TRACING": "false"}
+            if ENV_ATTEMPTS in env:  # line workers start from a spawned process: bootstrap them
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP_DIR, env.get("PYTHONPATH")]))
             run_dir = promptflow_home() / ".runs" / job.name
             with open(log_file, "wb") as log:
                 process = subprocess.Popen(
@@ -57,7 +60,7 @@ class LocalRunner:
         members = [MemberResult(suffix=m["suffix"], lines=[LineResult(**line) for line in m["lines"]])
                    for m in data["members"]]
         return BatchResult(name=data["name"], status=data["status"], duration_s=data["duration_s"],
-                           members=members, error=data.get("error"))
+                           members=members, error=data.get("error"), metrics=data.get("metrics") or {})
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -21,6 +21,10 @@ def run_job(job: dict) -> dict:
     prepare_promptflow()
     from promptflow.client import PFClient
 
+    from genaiops.runners.retry_policy import install_from_env
+
+    install_from_env()  # before pf.run: forked line workers inherit it
+
     from genaiops.runners.pf_results import read_members
 
     client = PFClient()
@@ -28,6 +32,8 @@ def run_job(job: dict) -> dict:
     kwargs = {}
     if job.get("init"):
         kwargs["init"] = job["init"]
+    if job.get("run"):
+        kwargs["run"] = job["run"]
     run = client.run(flow=job["flow"], data=job["data"], column_mapping=job["column_mapping"],
                      name=job["name"], stream=False, **kwargs)
     run_dir = Path(run._output_path)
@@ -43,12 +49,40 @@ def run_job(job: dict) -> dict:
         "members": [asdict(m) for m in members],
         "error": None if run.status == "Completed" else f"promptflow run status {run.status}",
         "run_dir": str(run_dir),
+        "metrics": _metrics(client, run),
     }
+
+
+def _metrics(client, run) -> dict:
+    """The run's logged aggregate metrics (`log_metric`, flex `__aggregate__`); {} when none."""
+    try:
+        return dict(client.get_metrics(run.name) or {})
+    except Exception:  # no metrics.json (plain runs) is not an error
+        return {}
+
+
+def _exit_with_parent() -> None:
+    """If the orchestrator dies (SIGKILL, CI cancel) stop this run and its line workers too:
+    a run nobody will record is wasted LLM calls."""
+    import os
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str]) -> int:
     from genaiops.fsutil import atomic_write_json
 
+    _exit_with_parent()
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text(encoding="utf-8"))
     try:

@@ -1,0 +1,254 @@
+"""Experiment phase end to end: real promptflow runs of the sample flows against the LLM simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genaiops.cli import main
+from genaiops.config import load_experiment
+from genaiops.errors import RunFailed, UsageError
+from genaiops.ledger import Ledger
+from genaiops.phases.experiment import ExperimentOptions, raise_if_failed, run_experiment
+from genaiops.simulator import SimulatorServer
+from genaiops.variants import select_variants
+
+REPO = Path(__file__).resolve().parents[1]
+CANARY = "canary-sk-7f3a9e1d2c"
+
+FAST_OVERLAY = """\
+datasets:
+  - name: tickets_pr
+    source: datasets/classification/tickets_pr.jsonl
+    mappings: {text: "${data.text}"}
+  - name: tickets_mini
+    source: datasets/classification/tickets_mini.jsonl
+    mappings: {text: "${data.text}"}
+evaluators: []
+runtime:
+  worker_count: 2
+  max_parallel: 2
+  line_timeout_sec: 30
+  retries: {max_attempts: 2, backoff_sec: 0.1}
+"""
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A private copy of the sample repository with a `fast` overlay (small datasets)."""
+    root = tmp_path_factory.mktemp("repo")
+    for folder in ("flows", "configs", "datasets"):
+        shutil.copytree(REPO / folder, root / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "process_log"))
+    rows = (REPO / "datasets/classification/tickets_pr.jsonl").read_text().splitlines()[:4]
+    (root / "datasets/classification/tickets_mini.jsonl").write_text("\n".join(rows) + "\n")
+    (root / "configs/classification/experiment.fast.yaml").write_text(FAST_OVERLAY)
+    return root
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "state"
+    monkeypatch.setenv("GENAIOPS_STATE_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def sim(repo):
+    with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml") as server:
+        yield server
+
+
+def experiment(repo, sim, **options):
+    config = load_experiment(repo, options.pop("use_case", "classification"), options.pop("env", "fast"))
+    return run_experiment(config, ExperimentOptions(show_progress=False, **options), simulator=sim)
+
+
+# -- variant selection (no promptflow) ------------------------------------------------------------
+
+def test_variant_modes_select_the_expected_run_sets(repo):
+    config = load_experiment(repo, "classification")
+    labels = lambda mode: [v.label for v in select_variants(config, mode)]  # noqa: E731
+    assert labels("defaults") == ["summarize.full+classify.careful"]
+    assert labels("all") == ["summarize.full+classify.careful", "summarize.brief+classify.careful",
+                             "summarize.full+classify.terse"]
+    assert sorted(labels("grid")) == sorted(["summarize.full+classify.careful", "summarize.full+classify.terse",
+                                             "summarize.brief+classify.careful", "summarize.brief+classify.terse"])
+    assert labels("classify.terse+summarize.brief,classify.careful") == [
+        "summarize.brief+classify.terse", "summarize.full+classify.careful"]
+    with pytest.raises(UsageError, match="over --max-runs 3"):
+        select_variants(config, "grid", max_runs=3)
+    with pytest.raises(UsageError, match="unknown variant 'loud' of node 'classify'"):
+        select_variants(config, "classify.loud")
+    with pytest.raises(UsageError, match="unknown node 'rank'"):
+        select_variants(config, "rank.v1")
+
+
+def test_flex_variants_come_from_config(repo):
+    config = load_experiment(repo, "qa")
+    assert [v.label for v in select_variants(config, "all")] == ["concise", "detailed"]
+    assert [v.init["style"] for v in select_variants(config, "detailed")] == ["detailed"]
+    with pytest.raises(UsageError, match="unknown variant 'verbose'"):
+        select_variants(config, "verbose")
+
+
+def test_grid_count_is_printed_and_guarded(repo, state, capsys):
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+                 "--variants", "grid", "--max-runs", "2"])
+    assert code == 2
+    assert "selects 4 variant runs, over --max-runs 2" in capsys.readouterr().err
+
+
+# -- real runs ----------------------------------------------------------------------------------
+
+def test_runs_reuse_and_force(repo, state, sim):
+    first = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
+    assert first["ok"], first
+    assert [r["variant"] for r in first["runs"]] == ["summarize.full+classify.careful",
+                                                     "summarize.brief+classify.careful",
+                                                     "summarize.full+classify.terse"]
+    assert all(r["lines_ok"] == 4 and r["lines_failed"] == 0 and not r["reused"] for r in first["runs"])
+    assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in first["runs"])
+    assert all(r["latency_p50_s"] is not None for r in first["runs"])
+    calls = sim.stats.requests
+    assert calls == 3 * 4 * 2  # 3 variants x 4 lines x 2 LLM nodes, all in one composite run
+    assert len({r["pf_run"] for r in first["runs"]}) == 1
+
+    ledger = Ledger(repo)
+    outputs = ledger.read_outputs(first["runs"][0]["key"])
+    assert [row["line"] for row in outputs] == [0, 1, 2, 3]
+    assert all(row["outputs"]["category"] in {"billing", "technical", "account", "shipping", "other"}
+               for row in outputs)
+    assert outputs[0]["inputs"]["text"]  # the dataset row travels with the outputs
+
+    second = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
+    assert all(r["reused"] for r in second["runs"])
+    assert sim.stats.requests == calls  # zero LLM calls
+    assert [r["key"] for r in second["runs"]] == [r["key"] for r in first["runs"]]
+
+    grid = experiment(repo, sim, variants="grid", datasets=["tickets_mini"])
+    assert sum(not r["reused"] for r in grid["runs"]) == 1  # only brief+terse is new
+    assert sim.stats.requests == calls + 4 * 2
+
+    forced = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    assert not forced["runs"][0]["reused"]
+    assert sim.stats.requests == calls + 4 * 2 + 4 * 2
+
+
+def test_variants_score_differently(repo, state, sim):
+    result = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_pr"])
+    ledger = Ledger(repo)
+    accuracy = {}
+    for run in result["runs"]:
+        rows = ledger.read_outputs(run["key"])
+        accuracy[run["variant"]] = sum(r["outputs"]["category"] == r["inputs"]["label"] for r in rows) / len(rows)
+    assert accuracy["summarize.full+classify.careful"] > accuracy["summarize.full+classify.terse"]
+
+
+def test_flex_parameter_variants_run(repo, state):
+    with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
+        result = experiment(repo, qa_sim, use_case="qa", env="pr", variants="all")
+    assert result["ok"]
+    assert {r["variant"] for r in result["runs"]} == {"concise", "detailed"}
+    ledger = Ledger(repo)
+    answers = {r["variant"]: [row["outputs"]["answer"] for row in ledger.read_outputs(r["key"])]
+               for r in result["runs"]}
+    assert answers["concise"] != answers["detailed"]
+
+
+def test_429_then_success_passes(repo, state, sim):
+    sim.faults.add(kind="429", count=3, retry_after=0.2)
+    result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    assert result["ok"]
+    assert result["runs"][0]["lines_failed"] == 0
+    assert sim.stats.snapshot()["by_status"].get("429") == 3
+
+
+def test_persistent_500_fails_with_message(repo, state, sim, capsys):
+    sim.faults.add(kind="500", count=None)
+    result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    assert not result["ok"]
+    assert result["runs"][0]["lines_failed"] == 4
+    with pytest.raises(RunFailed) as info:
+        raise_if_failed(result)
+    message = str(info.value)
+    assert "4 failed line(s)" in message and "gave up after 2 attempt(s)" in message
+    assert "500" in message
+
+
+def test_cli_exit_1_and_json_schema_on_failure(repo, state, sim, capsys, monkeypatch):
+    import genaiops.llm_session as llm_session
+
+    real = llm_session.llm_session
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, simulator=None: real(config, sim))
+    sim.faults.add(kind="500", count=None)
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+                 "--datasets", "tickets_mini", "--json", "--force"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert payload["ok"] is False and payload["phase"] == "experiment"
+    assert set(payload["totals"]) >= {"runs", "reused", "lines_ok", "lines_failed", "total_tokens", "cost"}
+    run = payload["runs"][0]
+    for key in ("key", "variant", "dataset", "dataset_hash", "flow_hash", "pf_run", "status", "lines_ok",
+                "lines_failed", "prompt_tokens", "completion_tokens", "latency_p95_s", "reused", "errors"):
+        assert key in run
+    assert payload["failures"][0]["errors"][0]["message"]
+
+
+def test_no_secret_in_ledger_or_output(repo, state, sim, tmp_path, monkeypatch, capsys):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(f"LLM_API_KEY={CANARY}\n")
+    monkeypatch.setenv("GENAIOPS_DOTENV", str(dotenv))
+    import genaiops.llm_session as llm_session
+
+    real = llm_session.llm_session
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, simulator=None: real(config, sim))
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+                 "--datasets", "tickets_mini", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert CANARY not in captured.out + captured.err
+    for path in state.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_unknown_dataset_is_usage_error(repo, state, capsys):
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+                 "--datasets", "nope"])
+    assert code == 2
+    assert "unknown dataset(s): nope" in capsys.readouterr().err
+
+
+def test_resume_after_killed_process(repo, state, tmp_path):
+    """Kill the orchestrator mid-experiment: finished runs stay, the rest re-run on the next call."""
+    env = {**os.environ, "GENAIOPS_STATE_DIR": str(state), "GENAIOPS_SIMULATOR_LATENCY_MS": "150"}
+    command = [sys.executable, "-m", "genaiops", "--repo", str(repo), "run", "experiment",
+               "-u", "classification", "--env", "fast", "--datasets", "tickets_mini,tickets_pr",
+               "--max-parallel", "1", "--no-progress", "--json"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    runs_dir = state / "ledger" / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(runs_dir.glob("*.json")):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the first dataset's run is recorded, the second is not
+    process.wait()
+    recorded = {p.stem for p in runs_dir.glob("*.json")}
+    assert len(recorded) == 1
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    reused = {r["key"] for r in result["runs"] if r["reused"]}
+    assert reused == recorded
+    assert {r["dataset"] for r in result["runs"] if not r["reused"]} == {"tickets_pr"}
