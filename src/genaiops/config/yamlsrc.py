@@ -12,6 +12,16 @@ from genaiops.errors import ConfigError, Problem
 JsonPath = tuple  # ("datasets", 0, "source")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without implicit timestamps: `api_version: 2024-06-01` stays a string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 @dataclass
 class SourceMap:
     """Maps a JSON path to the (file, line) where its value was written."""
@@ -50,7 +60,7 @@ def load_yaml_file(path: Path, display: Path | str) -> tuple[object, SourceMap]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(display, None, None, f"cannot read file: {exc}")]) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -75,9 +85,7 @@ def _construct(node, path, display, sources: SourceMap, problems):
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader().construct_object(key_node) if not isinstance(
-                key_node, yaml.ScalarNode
-            ) else _scalar(key_node)
+            key = _scalar(key_node)
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
@@ -97,7 +105,7 @@ def _construct(node, path, display, sources: SourceMap, problems):
 
 
 def _scalar(node):
-    loader = yaml.SafeLoader("")
+    loader = _Loader("")
     try:
         return loader.construct_object(node, deep=True)
     finally:

@@ -1,0 +1,80 @@
+"""`genaiops run init`: connections in the promptflow store, dataset registration, summary, no secrets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genaiops.cli import main
+from repo_factory import make_repo
+
+CANARY = "canary-init-5b1e0c77"
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch, state_dir):
+    monkeypatch.delenv("DEMO_KEY", raising=False)
+    return make_repo(tmp_path / "repo")
+
+
+def init(repo, capsys, *extra):
+    code = main(["--repo", str(repo), "run", "init", "--use-case", "demo", *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_init_creates_connection_and_registers_datasets(repo, capsys):
+    code, out, _ = init(repo, capsys, "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["connections"] == [{
+        "name": "llm", "type": "open_ai", "api_base": "simulator", "simulator": True,
+        "endpoint": "http://127.0.0.1:8765/v1", "action": result["connections"][0]["action"]}]
+    assert result["connections"][0]["action"] in {"created", "updated"}
+    assert result["datasets"][0]["status"] == "registered" and result["datasets"][0]["version"] == 1
+
+    from promptflow.client import PFClient
+
+    stored = PFClient().connections.get("llm", with_secrets=True)
+    assert stored.base_url == "http://127.0.0.1:8765/v1"
+    assert stored.api_key == "simulator-key"
+
+    code, out, _ = init(repo, capsys)
+    assert code == 0
+    assert "unchanged" in out and "unchanged (v1)" in out
+    assert "LLM SIMULATOR" in out  # honest label
+
+
+def test_changed_dataset_gets_a_new_version(repo, capsys):
+    init(repo, capsys)
+    with (repo / "datasets/demo/rows.jsonl").open("a") as handle:
+        handle.write('{"text": "new", "label": "new"}\n')
+    code, out, _ = init(repo, capsys, "--json")
+    assert json.loads(out)["datasets"][0] | {"content_hash": None, "uri": None} == {
+        "name": "rows", "version": 2, "status": "registered", "content_hash": None, "uri": None}
+
+
+def test_init_with_real_endpoint_settings_from_dotenv_never_prints_the_key(repo, capsys, state_dir):
+    (repo / ".env").write_text(f"DEMO_KEY={CANARY}\n")
+    config = (repo / "configs/demo/experiment.yaml").read_text()
+    (repo / "configs/demo/experiment.yaml").write_text(
+        config.replace("api_base: simulator", "api_base: https://example.openai.azure.com")
+        .replace("type: open_ai", "type: azure_open_ai\n    api_version: 2024-06-01"))
+    code, out, err = init(repo, capsys, "--json")
+    assert code == 0, out
+    assert CANARY not in out + err
+    from promptflow.client import PFClient
+
+    stored = PFClient().connections.get("llm", with_secrets=True)
+    assert stored.api_key == CANARY and stored.api_base == "https://example.openai.azure.com"
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_init_config_error_is_exit_2_without_traceback(repo, capsys):
+    (repo / "configs/demo/experiment.yaml").write_text("name: demo\nflow: [\n")
+    code, out, err = init(repo, capsys)
+    assert code == 2
+    assert "malformed YAML" in err and "Traceback" not in err
