@@ -284,7 +284,7 @@ def run_experiment(config: ExperimentConfig, options: ExperimentOptions, *, simu
 
 
 def _run_batches(config, batches, options, experiment_id, ledger, runner) -> dict:
-    runner = runner or open_runner(config.runtime.backend)
+    runner = runner or open_runner(config.runtime.backend, settings=dict(config.registry))
     max_parallel = options.max_parallel or config.runtime.max_parallel
     total = sum(batch.rows * len(batch.runs) for batch in batches)
     progress = Progress(total, f"experiment {experiment_id}", enabled=options.show_progress)
