@@ -7,7 +7,7 @@ USE_CASE ?= classification
 
 export PYTHON_KEYRING_BACKEND ?= keyrings.alt.file.PlaintextKeyring
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup system run test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## virtual environment with genaiops, promptflow, keyrings.alt, pytest
 
-run: setup  ## the main job: sample use case against the bundled LLM simulator
+run: setup  ## the main job: sample use case through experiment + evaluate against the bundled LLM simulator
 	$(BIN)/genaiops validate
 	$(BIN)/genaiops run init --use-case $(USE_CASE)
+	$(BIN)/genaiops run experiment --use-case $(USE_CASE) --variants all
+	$(BIN)/genaiops run evaluate --use-case $(USE_CASE)
 
-test: setup  ## the whole test suite
+system:  ## chromium + docker daemon + offline base image (idempotent; needs root, else tests skip)
+	bash .ci/setup-system.sh
+
+test: setup system  ## the whole test suite
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     exp.set_defaults(func=cmd_run_experiment)
 
+    from genaiops.evaluate_cli import add_evaluate_parser
+
+    add_evaluate_parser(phases)
+
+    from genaiops.deploy_cli import add_deploy_parsers
+
+    add_deploy_parsers(sub, phases)
+
     sim = sub.add_parser("simulator", help="serve the bundled LLM simulator (loopback, not a real model)",
                          description="An OpenAI-compatible LLM SIMULATOR on loopback: deterministic "
                                      "answers from a rules file, usage tokens, latency and fault "

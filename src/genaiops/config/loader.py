@@ -170,4 +170,5 @@ def _build(data: dict, resolved: dict, repo_root: Path, use_case: str, env: str 
         runtime=model.Runtime(retries=retries, **runtime), simulator=simulator,
         prices=dict(data.get("prices") or {}), registry=dict(data.get("registry") or {}),
         gates=tuple(model.Gate(**g) for g in data.get("gates", [])),
+        evaluation=model.EvaluationSettings(**(data.get("evaluation") or {})),
     )

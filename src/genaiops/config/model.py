@@ -104,6 +104,19 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class EvaluationSettings:
+    """How `run evaluate` ranks variants and tests gates (the `evaluation:` block)."""
+
+    primary_metric: str | None = None  # None: the first metric of the first evaluator
+    higher_is_better: bool = True
+    evaluator: str | None = None
+    dataset: str | None = None
+    min_samples: int = 30
+    alpha: float = 0.05
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     use_case: str
     env: str | None
@@ -123,6 +136,7 @@ class ExperimentConfig:
     prices: dict
     registry: dict
     gates: tuple[Gate, ...]
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
 
     def dataset(self, name: str) -> Dataset:
         for ds in self.datasets:

@@ -91,6 +91,20 @@ GATE = {
     },
 }
 
+EVALUATION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "primary_metric": {"type": "string", "minLength": 1},  # ranks the leaderboard
+        "higher_is_better": {"type": "boolean"},
+        "evaluator": NAME,  # where primary_metric comes from when several evaluators report it
+        "dataset": NAME,
+        "min_samples": POS_INT,  # default for gates without their own
+        "alpha": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+    },
+}
+
 RUNTIME = {
     "type": "object",
     "additionalProperties": False,
@@ -158,5 +172,6 @@ EXPERIMENT_SCHEMA = {
         "prices": {"type": "object", "additionalProperties": PRICE},
         "registry": REGISTRY,
         "gates": {"type": "array", "items": GATE},
+        "evaluation": EVALUATION,
     },
 }

@@ -1,0 +1,29 @@
+"""Deployment targets behind one protocol (`base.DeploymentTarget`): docker, aml, kubernetes.
+Adapters import their platform SDKs lazily, inside `deploy`."""
+
+from __future__ import annotations
+
+from genaiops.deploy.targets.base import DeploymentTarget, DeployOutcome, DeployRequest, SmokeSpec
+
+__all__ = ["DeployOutcome", "DeployRequest", "DeploymentTarget", "SmokeSpec", "make_target"]
+
+
+def make_target(name: str, **kwargs) -> DeploymentTarget:
+    """kwargs: progress, plus extra_labels (docker) or ml_client/pusher (aml)."""
+    progress = kwargs.get("progress")
+    if name == "docker":
+        from genaiops.deploy.targets.docker import DockerTarget
+
+        return DockerTarget(extra_labels=kwargs.get("extra_labels"), progress=progress)
+    if name == "aml":
+        from genaiops.deploy.targets.aml import AzureMLTarget, push_image
+
+        return AzureMLTarget(ml_client=kwargs.get("ml_client"), pusher=kwargs.get("pusher") or push_image,
+                             progress=progress)
+    if name == "kubernetes":
+        from genaiops.deploy.targets.kubernetes import KubernetesTarget
+
+        return KubernetesTarget(progress=progress)
+    from genaiops.errors import UsageError
+
+    raise UsageError(f"unknown target {name!r}", hint="use docker, aml or kubernetes")

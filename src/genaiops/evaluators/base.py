@@ -1,0 +1,134 @@
+"""What an evaluator is asked to score and what it returns, whatever kind it is.
+
+An `EvalTask` pairs one evaluator dataset with one experiment run of the standard dataset it
+references; `aligned_rows` lines both up by line number so every adapter (promptflow
+evaluation flow, plain Python function) sees the same rows and reports one `EvalOutcome`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from genaiops.config.model import Evaluator, EvaluatorDataset
+from genaiops.errors import ConfigError
+from genaiops.ledger import Ledger, RunRecord
+
+_REF = re.compile(r"^\$\{(data|run\.outputs)\.([A-Za-z0-9_.-]+)\}$")
+EXPERIMENT_LINE_FAILED = "experiment line failed: nothing to evaluate"
+
+
+@dataclass
+class EvalTask:
+    key: str  # content key: evaluator hash, experiment run key, eval dataset hash, mapping, settings
+    evaluator: Evaluator
+    eval_dataset: EvaluatorDataset
+    record: RunRecord
+    identity: dict
+
+
+@dataclass
+class AlignedRow:
+    line: int
+    data: dict  # the evaluator dataset row
+    run_outputs: dict | None  # the experiment line's outputs, None when that line failed
+    run_error: str | None = None
+
+
+@dataclass
+class EvalOutcome:
+    key: str
+    evaluator: str
+    eval_dataset: str
+    dataset: str  # the standard dataset evaluated
+    variant: str
+    run_key: str
+    kind: str  # flow | code
+    mode: str  # run (promptflow run=) | data (outputs from the ledger) | code
+    rows: list[dict]  # [{line, scores: {name: value}, error}]
+    metrics: dict = field(default_factory=dict)  # aggregates the evaluator itself reported
+    status: str = "completed"  # completed | failed
+    error: str | None = None
+    pf_run: str | None = None
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class EvaluatorAdapter(Protocol):
+    def content_identity(self) -> dict:
+        """What changes this evaluator's scores (code/flow hash, entry)."""
+
+    def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome: ...
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with Path(path).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def aligned_rows(task: EvalTask, ledger: Ledger) -> list[AlignedRow]:
+    """Evaluator dataset row i <-> experiment line i (the evaluator dataset references the
+    standard dataset, so it must have the same number of rows)."""
+    data = read_jsonl(task.eval_dataset.source)
+    outputs = {row["line"]: row for row in ledger.read_outputs(task.record.key)}
+    if len(data) != task.record.lines_total:
+        raise ConfigError(
+            f"evaluator {task.evaluator.name!r} dataset {task.eval_dataset.name!r} "
+            f"({task.eval_dataset.source_rel}) has {len(data)} rows but the referenced dataset "
+            f"{task.record.dataset!r} has {task.record.lines_total}",
+            hint="an evaluator dataset must line up row by row with the dataset it references")
+    rows = []
+    for line, row in enumerate(data):
+        result = outputs.get(line)
+        ok = bool(result and result.get("ok") and result.get("outputs") is not None)
+        rows.append(AlignedRow(line, row, result["outputs"] if ok else None,
+                               None if ok else (result or {}).get("error") or "line missing"))
+    return rows
+
+
+def resolve_mapping(mapping: dict, row: AlignedRow) -> dict:
+    """`${data.x}` / `${run.outputs.y}` / literals -> values for one row (code evaluators, fallback)."""
+    values = {}
+    for name, ref in mapping.items():
+        match = _REF.match(ref) if isinstance(ref, str) else None
+        if not match:
+            values[name] = ref
+        elif match.group(1) == "data":
+            values[name] = row.data.get(match.group(2))
+        else:
+            values[name] = (row.run_outputs or {}).get(match.group(2))
+    return values
+
+
+def run_output_refs(mapping: dict) -> dict[str, str]:
+    """{input name: run output name} for the `${run.outputs.y}` entries of a mapping."""
+    refs = {}
+    for name, ref in mapping.items():
+        match = _REF.match(ref) if isinstance(ref, str) else None
+        if match and match.group(1) == "run.outputs":
+            refs[name] = match.group(2)
+    return refs
+
+
+def scores_of(value, evaluator_name: str) -> dict:
+    """A row result as {score name: value}: a number is named after the evaluator, a dict
+    (or dataclass / object with __dict__) gives one score per key."""
+    if isinstance(value, dict):
+        return dict(value)
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, (int, float, bool)) or value is None:
+        return {evaluator_name: value}
+    if hasattr(value, "__dict__"):
+        return dict(vars(value))
+    return {evaluator_name: value}
+
+
+def error_rows(rows: list[AlignedRow]) -> dict[int, str]:
+    return {row.line: f"{EXPERIMENT_LINE_FAILED} ({row.run_error})" for row in rows
+            if row.run_outputs is None}

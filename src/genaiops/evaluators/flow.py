@@ -1,0 +1,104 @@
+"""promptflow evaluation flows (DAG or flex) run as a batch with `run=<experiment run>`.
+
+`${run.outputs.y}` maps to `${run.outputs.y<suffix>}` when the experiment run was a composite
+of several DAG variants. When that promptflow run is gone from the local store (another HOME,
+a CI agent that only restored the ledger), the run outputs come from the ledger instead: a data
+file with the evaluator dataset's columns plus `__run__<y>` columns, mapped as `${data.__run__y}`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from genaiops.evaluators.base import (AlignedRow, EvalOutcome, EvalTask, error_rows,
+                                      run_output_refs)
+from genaiops.hashing import hash_tree
+from genaiops.pfenv import promptflow_home
+from genaiops.runners import BatchJob
+from genaiops.secrets import redact
+
+FALLBACK_PREFIX = "__run__"
+
+
+def pf_run_available(name: str | None) -> bool:
+    """The experiment's promptflow run still exists in this machine's store (same HOME)."""
+    return bool(name) and (promptflow_home() / ".runs" / name / "flow_outputs").is_dir()
+
+
+def run_mapping(mapping: dict, suffix: str) -> dict:
+    refs = run_output_refs(mapping)
+    return {k: (f"${{run.outputs.{refs[k]}{suffix}}}" if k in refs else v) for k, v in mapping.items()}
+
+
+def data_mapping(mapping: dict) -> dict:
+    refs = run_output_refs(mapping)
+    return {k: (f"${{data.{FALLBACK_PREFIX}{refs[k]}}}" if k in refs else v) for k, v in mapping.items()}
+
+
+def write_fallback_data(rows: list[AlignedRow], mapping: dict, path: Path) -> None:
+    outputs = set(run_output_refs(mapping).values())
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            record = dict(row.data)
+            for name in outputs:
+                record[FALLBACK_PREFIX + name] = (row.run_outputs or {}).get(name)
+            handle.write(json.dumps(record, default=str) + "\n")
+
+
+class FlowEvaluator:
+    def __init__(self, flow: Path, runner, *, worker_count: int = 4, line_timeout_sec: int = 120,
+                 force_data_mode: bool = False):
+        self.flow = Path(flow)
+        self.root = self.flow if self.flow.is_dir() else self.flow.parent
+        self.runner = runner
+        self.worker_count = worker_count
+        self.line_timeout_sec = line_timeout_sec
+        self.force_data_mode = force_data_mode
+
+    def content_identity(self) -> dict:
+        return {"kind": "flow", "flow_hash": hash_tree(self.root),
+                "entry": self.flow.name if self.flow.is_file() else ""}
+
+    def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
+        started = time.monotonic()
+        record, mapping = task.record, task.eval_dataset.mappings
+        use_run = not self.force_data_mode and pf_run_available(record.pf_run)
+        with tempfile.TemporaryDirectory(prefix="genaiops-eval-") as tmp:
+            if use_run:
+                job = BatchJob(name=name, flow=str(self.flow), data=str(task.eval_dataset.source),
+                               column_mapping=run_mapping(mapping, record.pf_output or ""),
+                               member_suffixes=[""], worker_count=self.worker_count,
+                               line_timeout_sec=self.line_timeout_sec, run=record.pf_run)
+            else:
+                data = Path(tmp) / "eval-data.jsonl"
+                write_fallback_data(rows, mapping, data)
+                job = BatchJob(name=name, flow=str(self.flow), data=str(data),
+                               column_mapping=data_mapping(mapping), member_suffixes=[""],
+                               worker_count=self.worker_count, line_timeout_sec=self.line_timeout_sec)
+            result = self.runner.run(job)
+        lines = {line.line: line for line in (result.members[0].lines if result.members else [])}
+        failed = error_rows(rows)
+        out_rows = []
+        for row in rows:
+            line = lines.get(row.line)
+            if row.line in failed:
+                out_rows.append({"line": row.line, "scores": {}, "error": failed[row.line]})
+            elif line is None:
+                out_rows.append({"line": row.line, "scores": {},
+                                 "error": redact(result.error or "evaluation produced no result")[:500]})
+            elif not line.ok:
+                out_rows.append({"line": row.line, "scores": dict(line.outputs or {}),
+                                 "error": redact(line.error or "evaluation line failed")[:500]})
+            else:
+                out_rows.append({"line": row.line, "scores": dict(line.outputs or {}), "error": None})
+        ok = result.status == "completed" and bool(result.members)
+        return EvalOutcome(
+            key=task.key, evaluator=task.evaluator.name, eval_dataset=task.eval_dataset.name,
+            dataset=record.dataset, variant=record.variant, run_key=record.key, kind="flow",
+            mode="run" if use_run else "data", rows=out_rows, metrics=dict(result.metrics or {}),
+            status="completed" if ok else "failed",
+            error=None if ok else redact(result.error or "evaluation run failed")[:1000],
+            pf_run=result.name, duration_s=round(time.monotonic() - started, 3))

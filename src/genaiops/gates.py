@@ -1,0 +1,186 @@
+"""Quality gates on an evaluation summary: absolute thresholds and baseline regressions.
+
+Gates judge the deploy candidate (the best variant). Both the summary and the baseline are the
+`summary.json` format, so a saved summary from main is a baseline as it stands.
+
+- absolute: `metric op threshold` on the metric's value; NaN / missing = fail;
+- regression: the candidate's per-row scores paired by dataset line with the baseline's best
+  variant; fails when a one-sided paired test (McNemar exact for pass/fail rows, paired
+  bootstrap otherwise) finds the candidate worse than baseline minus `threshold` (the tolerated
+  drop, >= 0) at level `alpha`;
+- below `min_samples` usable rows (or pairs) a gate says "not enough samples" (status
+  `insufficient`, reported as skipped) instead of guessing; a regression gate without a
+  baseline is `skipped`. Neither fails the verdict, both are shown.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import asdict, dataclass, field
+
+from genaiops.config.model import EvaluationSettings, Gate
+from genaiops.metrics import as_number, paired_test
+
+OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
+PASS, FAIL, INSUFFICIENT, SKIPPED = "pass", "fail", "insufficient", "skipped"
+
+
+@dataclass
+class GateResult:
+    name: str
+    metric: str
+    type: str
+    op: str
+    threshold: float
+    status: str
+    message: str  # one line: why it passed or failed
+    value: float | None = None
+    baseline: float | None = None
+    test: dict = field(default_factory=dict)
+    variant: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def gate_name(gate: Gate) -> str:
+    if gate.name:
+        return gate.name
+    if gate.type == "regression":
+        return f"{gate.metric} no regression vs baseline"
+    return f"{gate.metric} {gate.op} {gate.threshold:g}"
+
+
+def find_metric(summary: dict, variant: str, metric: str, evaluator: str | None = None,
+                dataset: str | None = None) -> dict | None:
+    """The first metric entry of `variant` named `metric` (evaluator / dataset narrow it;
+    dataset matches either the standard or the evaluator dataset name)."""
+    for entry in summary.get("metrics", []):
+        if entry["variant"] != variant or entry["metric"] != metric:
+            continue
+        if evaluator and entry["evaluator"] != evaluator:
+            continue
+        if dataset and dataset not in (entry["dataset"], entry.get("eval_dataset")):
+            continue
+        return entry
+    return None
+
+
+def row_scores(summary: dict, variant: str, entry: dict) -> dict[str, float] | None:
+    """{line: score} backing a metric entry, usable numbers only; None when it has no rows."""
+    if not entry.get("row_score"):
+        return None
+    for block in summary.get("scores", []):
+        if (block["variant"], block["dataset"], block["evaluator"], block["eval_dataset"], block["score"]) == (
+                variant, entry["dataset"], entry["evaluator"], entry["eval_dataset"], entry["row_score"]):
+            values = {line: as_number(v) for line, v in block["rows"].items()}
+            return {line: v for line, v in values.items() if v is not None}
+    return None
+
+
+def _value(entry: dict | None) -> float | None:
+    value = None if entry is None else entry.get("value")
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def check_gates(gates, summary: dict, baseline: dict | None, settings: EvaluationSettings) -> list[GateResult]:
+    candidate = (summary.get("best") or {}).get("variant")
+    results = []
+    for gate in gates:
+        if candidate is None:
+            results.append(_result(gate, FAIL, "no deploy candidate: no variant has a primary metric value "
+                                               "(see the problems above)"))
+        elif gate.type == "regression":
+            results.append(_regression(gate, summary, baseline, candidate, settings))
+        else:
+            results.append(_absolute(gate, summary, candidate))
+    return results
+
+
+def _result(gate: Gate, status: str, message: str, **extra) -> GateResult:
+    return GateResult(name=gate_name(gate), metric=gate.metric, type=gate.type, op=gate.op,
+                      threshold=gate.threshold, status=status, message=message, **extra)
+
+
+def _available(summary: dict, variant: str) -> str:
+    names = sorted({e["metric"] for e in summary.get("metrics", []) if e["variant"] == variant})
+    return ", ".join(names) or "(none)"
+
+
+def _absolute(gate: Gate, summary: dict, variant: str) -> GateResult:
+    entry = find_metric(summary, variant, gate.metric, gate.evaluator, gate.dataset)
+    if entry is None:
+        return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
+                                   f"available: {_available(summary, variant)}", variant=variant)
+    value = _value(entry)
+    if value is None:
+        return _result(gate, FAIL, f"{gate.metric} is NaN for {variant} (no usable rows: "
+                                   f"{entry.get('n_nan', 0)} NaN, {entry.get('n_error', 0)} errored)",
+                       variant=variant)
+    n = entry.get("n_valid")
+    if gate.min_samples and n is not None and n < gate.min_samples:
+        return _result(gate, INSUFFICIENT, f"not enough samples: {n} usable row(s) < min_samples "
+                                           f"{gate.min_samples}; {gate.metric}={value:.4g} not judged",
+                       value=value, variant=variant)
+    ok = OPS[gate.op](value, gate.threshold)
+    interval = ""
+    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
+        interval = f" (CI {entry['ci_low']:.4g}..{entry['ci_high']:.4g})"
+    verb = "meets" if ok else "fails"
+    return _result(gate, PASS if ok else FAIL,
+                   f"{gate.metric}={value:.4g}{interval} {verb} {gate.op} {gate.threshold:g} "
+                   f"({variant}, {entry['dataset']})", value=value, variant=variant)
+
+
+def _regression(gate: Gate, summary: dict, baseline: dict | None, variant: str,
+                settings: EvaluationSettings) -> GateResult:
+    if baseline is None:
+        return _result(gate, SKIPPED, "no baseline given (--baseline): regression not checked",
+                       variant=variant)
+    base_variant = (baseline.get("best") or {}).get("variant")
+    entry = find_metric(summary, variant, gate.metric, gate.evaluator, gate.dataset)
+    if entry is None:
+        return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
+                                   f"available: {_available(summary, variant)}", variant=variant)
+    base_entry = find_metric(baseline, base_variant, gate.metric, entry["evaluator"],
+                             entry["dataset"]) if base_variant else None
+    if base_entry is None:
+        return _result(gate, SKIPPED, f"the baseline has no {gate.metric} on dataset {entry['dataset']}: "
+                                      "nothing to compare", value=_value(entry), variant=variant)
+    value, base_value = _value(entry), _value(base_entry)
+    if value is None:
+        return _result(gate, FAIL, f"{gate.metric} is NaN for {variant}", variant=variant,
+                       baseline=base_value)
+    mine_hash = (summary.get("datasets") or {}).get(entry["dataset"])
+    base_hash = (baseline.get("datasets") or {}).get(base_entry["dataset"])
+    if mine_hash and base_hash and mine_hash != base_hash:
+        return _result(gate, SKIPPED, f"dataset {entry['dataset']} changed since the baseline: rows "
+                                      "cannot be paired", value=value, baseline=base_value, variant=variant)
+    mine, base = row_scores(summary, variant, entry), row_scores(baseline, base_variant, base_entry)
+    if mine is None or base is None:
+        return _result(gate, FAIL, f"{gate.metric} has no per-row scores to pair (a regression gate "
+                                   "needs a metric backed by row scores)", value=value, variant=variant)
+    lines = sorted(set(mine) & set(base), key=lambda x: int(x))
+    min_samples = gate.min_samples or settings.min_samples
+    if len(lines) < min_samples:
+        return _result(gate, INSUFFICIENT, f"not enough samples: {len(lines)} paired row(s) < "
+                                           f"min_samples {min_samples}; regression not judged",
+                       value=value, baseline=base_value, variant=variant)
+    higher = gate.op in (">=", ">")
+    alpha = gate.alpha or settings.alpha
+    test = paired_test([base[line] for line in lines], [mine[line] for line in lines],
+                       higher_is_better=higher, margin=abs(gate.threshold))
+    worse = test.p_value < alpha
+    summary_text = (f"{gate.metric} {value:.4g} vs baseline {base_value if base_value is None else round(base_value, 4)} "
+                    f"({base_variant}): change {test.delta:+.4f}, {test.method} p={test.p_value:.3g} "
+                    f"over {test.n} pairs, {test.detail}")
+    if worse:
+        return _result(gate, FAIL, f"regression: {summary_text} (p < alpha {alpha})", value=value,
+                       baseline=base_value, test=test.as_dict(), variant=variant)
+    return _result(gate, PASS, f"no significant regression: {summary_text}", value=value,
+                   baseline=base_value, test=test.as_dict(), variant=variant)
+
+
+def verdict(results: list[GateResult], problems: list[str]) -> str:
+    return "fail" if problems or any(r.status == FAIL for r in results) else "pass"

@@ -1,0 +1,202 @@
+"""deploy: choose the variant, register the flow if changed, build (or reuse) its image, pass the
+approval gate, roll it out to the environment's target, smoke-test it, and record everything.
+
+Order matters: the image is built *before* the gate because approvals are bound to its digest;
+nothing reaches a protected environment until an approval of exactly that digest exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genaiops.errors import ConfigError, GenaiopsError, Problem
+
+
+@dataclass
+class DeployOptions:
+    env: str
+    target: str | None = None  # default: the environment's `target`
+    variant: str = "best"  # best | default | node.variant[+...] | flex variant name
+    simulator_url: str | None = None  # where deployed containers reach the LLM simulator
+    extra_labels: dict = field(default_factory=dict)  # docker container labels (tests use one for cleanup)
+    ml_client: object = None  # aml: an MLClient (tests pass a fake)
+    pusher: object = None  # aml: pushes the image (tests pass a recorder)
+    progress: object = None  # callable(str) for progress lines
+    environ: dict | None = None  # ado approvals: where SYSTEM_ACCESSTOKEN etc. are read
+    # wheels are cached per requirement set in $GENAIOPS_WHEEL_CACHE (default <state>/deploy/wheels)
+
+
+def run_deploy(repo_root: Path, use_case: str, options: DeployOptions) -> dict:
+    from genaiops.config import load_experiment
+    from genaiops.deploy import audit
+    from genaiops.deploy.config import load_deployment
+    from genaiops.deploy.image import ImageBuilder, git_commit
+    from genaiops.deploy.targets import DeployRequest, SmokeSpec, make_target
+    from genaiops.deploy.variant import choose_variant, stage_variant
+    from genaiops.flowspec import read_flow
+    from genaiops.hashing import hash_tree
+    from genaiops.paths import state_dir
+    from genaiops.registry import AssetSpec, open_registry
+    from genaiops.secrets import REDACTOR
+
+    progress = options.progress or (lambda message: None)
+    started = time.monotonic()
+    repo_root = Path(repo_root).resolve()
+    experiment = load_experiment(repo_root, use_case, options.env)
+    REDACTOR.add(*experiment.secrets())
+    config = load_deployment(repo_root, use_case, options.env)
+    environment = config.environment(options.env)
+    target_name = options.target or environment.target
+    state = state_dir(repo_root)
+    work = state / "deploy" / use_case
+
+    chosen = choose_variant(experiment, state, options.variant)
+    if chosen.note:
+        progress("note: " + chosen.note)
+    staged = stage_variant(experiment.flow, experiment.flow_kind, chosen, work / "staged" / "flow")
+    flow_hash = hash_tree(staged)
+    backend = config.registry.get("backend") or experiment.registry.get("backend", "local")
+    registration = open_registry(backend, repo_root, experiment.registry).register(
+        AssetSpec(name=f"{use_case}-flow", kind="flow", path=staged,
+                  description=f"deployed flow, variant {chosen.label}"))
+    progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
+
+    simulator_url = options.simulator_url or f"http://127.0.0.1:{experiment.simulator.port}"
+    connection_env, secret_names, build_connections = _connection_env(experiment, simulator_url)
+    builder = ImageBuilder(name=config.image_name, base_image=config.base_image, work_dir=work,
+                           wheel_cache=Path(os.environ.get("GENAIOPS_WHEEL_CACHE") or state / "deploy" / "wheels"), progress=progress)
+    image = builder.ensure(staged, flow_hash, build_connections, {
+        "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",
+        "git_commit": git_commit(repo_root), "registration": registration.uri})
+    _assert_no_secret_in_image(image.tag, experiment.secrets())
+    progress(f"image {image.tag} {image.image_id[:19]} ({f'built in {image.build_seconds:.0f}s' if image.built else 'reused'})")
+
+    base_record = {
+        "use_case": use_case, "env": options.env, "target": target_name, "variant": chosen.as_dict(),
+        "flow_hash": flow_hash, "registration": registration.uri, "image": image.as_dict(),
+        "artifact": image.image_id, "git_commit": image.labels.get("git_commit", ""),
+    }
+    log = audit.audit_log(state)
+    approval = None
+    if environment.requires_approval:
+        try:
+            approval = _check_approval(state, use_case, environment, image.image_id, options.environ)
+        except GenaiopsError as exc:
+            log.append({"event": "deploy_refused", **_brief(base_record), "reason": exc.message})
+            raise
+        progress(f"approval: {approval.get('decision', 'approved')} by {approval.get('by')}")
+
+    previous = audit.last_successful(state, use_case, options.env)
+    target = make_target(target_name, progress=progress, extra_labels=options.extra_labels,
+                         ml_client=options.ml_client, pusher=options.pusher)
+    smoke = SmokeSpec(body=_smoke_body(config), expect_outputs=config.expect_outputs or
+                      tuple(read_flow(experiment.flow).outputs), timeout_sec=config.smoke_timeout_sec)
+    request = DeployRequest(use_case=use_case, env=environment, config=config, image=image,
+                            variant=chosen.label, smoke=smoke, connection_env=connection_env,
+                            secret_env_names=tuple(secret_names), previous=previous)
+    with ExitStack() as stack:
+        if target_name == "docker" and options.simulator_url is None and _uses_simulator(experiment):
+            _serve_simulator_if_free(stack, experiment, progress)
+        outcome = target.deploy(request)
+
+    approval_ref = None if approval is None else {k: approval.get(k) for k in
+                                                   ("source", "seq", "by", "at", "run_id", "approval_ids")
+                                                   if approval.get(k) is not None}
+    record = {**base_record, "ok": outcome.ok, "outcome": outcome.as_dict(), "approval": approval_ref,
+              "previous_artifact": previous.get("artifact") if previous else None,
+              "duration_s": round(time.monotonic() - started, 1)}
+    record = audit.deployments_log(state, use_case, options.env).append(record)
+    log.append({"event": "deployed" if outcome.ok else "deploy_failed", **_brief(base_record),
+                "endpoint": outcome.endpoint, "message": outcome.message, "deployment_seq": record["seq"]})
+    return {"phase": "deploy", "ok": outcome.ok, "note": chosen.note, **record}
+
+
+def _brief(record: dict) -> dict:
+    return {k: record[k] for k in ("use_case", "env", "target", "artifact", "flow_hash")} | \
+        {"variant": record["variant"]["label"]}
+
+
+def _check_approval(state, use_case, environment, artifact, environ) -> dict:
+    if environment.approval_source == "azure_devops":
+        from genaiops.deploy.ado import AdoApprovalsClient, AdoRun
+
+        return AdoApprovalsClient(AdoRun.from_env(environ)).verify_run_approved()
+    from genaiops.deploy.approvals import require_approval
+
+    record = require_approval(state, use_case=use_case, env=environment.name, artifact=artifact,
+                              ttl_minutes=environment.approval_ttl_minutes)
+    return {**record, "source": "local"}
+
+
+def _connection_env(experiment, simulator_url: str) -> tuple[dict, list[str], list[dict]]:
+    """Container env vars (`<CONN>_<KEY>`, promptflow's override convention), which are secret, and
+    secret-free connection descriptions for `pf flow build`."""
+    from genaiops.connections import endpoint_for
+    from genaiops.deploy.targets.base import env_prefix
+
+    env, secrets, build = {}, [], []
+    for conn in experiment.connections:
+        prefix = env_prefix(conn.name)
+        endpoint = endpoint_for(conn, simulator_url)
+        endpoint_key = "BASE_URL" if conn.type == "open_ai" else "API_BASE"
+        env[f"{prefix}_{endpoint_key}"] = endpoint
+        env[f"{prefix}_API_KEY"] = conn.api_key or "none"
+        secrets.append(f"{prefix}_API_KEY")
+        if conn.type != "open_ai" and conn.api_version:
+            env[f"{prefix}_API_VERSION"] = conn.api_version
+        build.append({"name": conn.name, "type": conn.type, "api_version": conn.api_version,
+                      # the endpoint baked into connections/*.yaml is a default overridden at start
+                      "endpoint": endpoint if not conn.uses_simulator else "http://127.0.0.1:8765" +
+                      ("/v1" if conn.type == "open_ai" else "")})
+    return env, secrets, build
+
+
+def _uses_simulator(experiment) -> bool:
+    return any(c.uses_simulator for c in experiment.connections)
+
+
+def _serve_simulator_if_free(stack: ExitStack, experiment, progress) -> None:
+    """The container talks to the simulator's fixed port; serve it for the smoke test if nobody does."""
+    port = experiment.simulator.port
+    with socket.socket() as probe:
+        busy = probe.connect_ex(("127.0.0.1", port)) == 0
+    if busy:
+        return
+    from genaiops.simulator import SimulatorServer
+
+    stack.enter_context(SimulatorServer(rules_path=experiment.simulator.rules, port=port,
+                                        latency_ms=experiment.simulator.latency_ms))
+    progress(f"LLM SIMULATOR (not a real model) started on 127.0.0.1:{port} for the smoke test; the "
+             f"container needs one there to keep answering: genaiops simulator -u {experiment.use_case}")
+
+
+def _smoke_body(config) -> dict:
+    try:
+        body = json.loads(config.smoke_request.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([Problem(config.smoke_request_rel, None, None, f"not valid JSON: {exc}",
+                                   "write the flow's inputs as one JSON object")]) from None
+    if not isinstance(body, dict):
+        raise ConfigError([Problem(config.smoke_request_rel, None, None, "expected a JSON object",
+                                   "write the flow's inputs as one JSON object")])
+    return body
+
+
+def _assert_no_secret_in_image(tag: str, secrets: set[str]) -> None:
+    """Fail closed if a known secret value shows up in the image's config or layer history."""
+    from genaiops.deploy import dockercli
+
+    values = [s for s in secrets if s and len(s) >= 4]
+    if not values:
+        return
+    blob = dockercli.text("image", "inspect", tag) + dockercli.text("history", "--no-trunc", tag)
+    if any(v in blob for v in values):
+        raise GenaiopsError(f"a connection secret appears in image {tag}'s metadata: refusing to deploy it",
+                            hint="remove secrets from the flow folder and build settings; "
+                                 f"then delete the image: docker rmi {tag}")

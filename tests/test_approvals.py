@@ -1,0 +1,203 @@
+"""The approval gate: bound to artifact digest + use case + environment, expiring, rejectable,
+tamper-evident; and the Azure DevOps approvals check against a loopback fake of its REST API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from test_deploy_helpers import copy_use_case, run_cli
+
+from genaiops.deploy.ado import AdoApprovalRefused, AdoApprovalsClient, AdoRun
+from genaiops.deploy.approvals import ApprovalRefused, record_decision, require_approval
+from genaiops.deploy.audit import TamperedLog, audit_log
+from genaiops.errors import UsageError
+
+A = "sha256:" + "a" * 64
+B = "sha256:" + "b" * 64
+
+
+def _require(state, artifact=A, env="prod", ttl=60, now=None):
+    return require_approval(state, use_case="classification", env=env, artifact=artifact, ttl_minutes=ttl,
+                            now=now)
+
+
+def _decide(state, decision="approved", artifact=A, env="prod", by="alice", note=""):
+    return record_decision(state, use_case="classification", env=env, artifact=artifact,
+                           decision=decision, by=by, note=note)
+
+
+def test_missing_approval_refuses_and_says_how_to_approve(state_dir):
+    with pytest.raises(ApprovalRefused) as info:
+        _require(state_dir)
+    assert "there is none" in info.value.message
+    assert f"genaiops approve --use-case classification --env prod --artifact {A}" in info.value.hint
+
+
+def test_valid_approval_passes_and_is_audited(state_dir):
+    _decide(state_dir, note="metrics look good")
+    record = _require(state_dir)
+    assert record["by"] == "alice" and record["artifact"] == A
+    events = audit_log(state_dir).read()
+    assert [e["event"] for e in events] == ["approved"]
+
+
+def test_wrong_digest_refuses(state_dir):
+    _decide(state_dir, artifact=B)
+    with pytest.raises(ApprovalRefused) as info:
+        _require(state_dir, artifact=A)
+    assert "wrong digest" in info.value.message and "sha256:bbbb" in info.value.message
+
+
+def test_approval_for_another_environment_does_not_count(state_dir):
+    _decide(state_dir, env="staging")
+    with pytest.raises(ApprovalRefused, match="there is none"):
+        _require(state_dir, env="prod")
+
+
+def test_expired_approval_refuses(state_dir):
+    _decide(state_dir)
+    later = datetime.now(timezone.utc) + timedelta(minutes=61)
+    with pytest.raises(ApprovalRefused, match="expired"):
+        _require(state_dir, now=later)
+    assert _require(state_dir, now=datetime.now(timezone.utc) + timedelta(minutes=59))
+
+
+def test_rejection_refuses_even_after_an_earlier_approval(state_dir):
+    _decide(state_dir)
+    _decide(state_dir, decision="rejected", by="bob", note="hallucinates refunds")
+    with pytest.raises(ApprovalRefused) as info:
+        _require(state_dir)
+    assert "rejected" in info.value.message and "bob" in info.value.message
+    assert "hallucinates refunds" in info.value.message
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "forge"])
+def test_tampered_log_refuses(state_dir, tamper):
+    _decide(state_dir, artifact=B, by="carol")
+    _decide(state_dir, decision="rejected", by="bob")
+    path = state_dir / "approvals" / "classification-prod.jsonl"
+    lines = path.read_text().splitlines()
+    if tamper == "edit":  # turn the rejection into an approval
+        lines[1] = lines[1].replace('"rejected"', '"approved"')
+    elif tamper == "delete":  # drop the first record: the chain no longer starts at genesis
+        lines = lines[1:]
+    else:  # append a well-formed record with a made-up mac
+        forged = json.loads(lines[1])
+        forged.update(decision="approved", seq=2, prev=forged["mac"], mac="0" * 64)
+        lines.append(json.dumps(forged))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TamperedLog) as info:
+        _require(state_dir)
+    assert "integrity check" in info.value.message and str(path) in info.value.message
+
+
+def test_bad_digest_is_a_usage_error(state_dir):
+    with pytest.raises(UsageError, match="not an image digest"):
+        _decide(state_dir, artifact="latest")
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, state_dir, capsys):
+    root = copy_use_case(tmp_path / "repo", "classification")
+    (state_dir / "evaluations").mkdir(parents=True)
+    (state_dir / "evaluations" / "summary.md").write_text("# accuracy 0.93 (gate >= 0.8: passed)\n")
+    code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "prod",
+                              "--artifact", A, "--by", "alice", "--note", "ok"], capsys)
+    assert code == 0, err
+    assert "accuracy 0.93" in out and "(nothing)" in out and A in out
+    code, out, err = run_cli(["--repo", str(root), "reject", "-u", "classification", "-e", "prod",
+                              "--artifact", A, "--by", "bob", "--json"], capsys)
+    assert code == 0 and json.loads(out)["record"]["decision"] == "rejected"
+    with pytest.raises(ApprovalRefused, match="rejected"):
+        _require(state_dir)
+    code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "nowhere",
+                              "--artifact", A, "--by", "x"], capsys)
+    assert code == 2 and "environment 'nowhere'" in err and "Traceback" not in err
+    code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "prod",
+                              "--artifact", "sha256:123", "--by", "x"], capsys)
+    assert code == 2 and "not an image digest" in err
+
+
+# --- Azure DevOps approvals REST API, loopback fake ----------------------------------------------
+
+class _FakeAdo:
+    """Serves GET {org}/{project}/_apis/pipelines/approvals like Azure DevOps, checks the token."""
+
+    def __init__(self, approvals: list[dict], token: str = "ado-token-123"):
+        self.approvals, self.token, self.requests = approvals, token, []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                fake.requests.append((self.path, dict(self.headers)))
+                url = urlparse(self.path)
+                if self.headers.get("Authorization") != f"Bearer {fake.token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                if url.path != "/myorg/My%20Project/_apis/pipelines/approvals" or \
+                        parse_qs(url.query).get("api-version") != ["7.1"]:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body = json.dumps({"count": len(fake.approvals), "value": fake.approvals}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def run(self, run_id=42, token=None) -> AdoRun:
+        return AdoRun(f"http://127.0.0.1:{self.server.server_address[1]}/myorg/", "My Project", run_id,
+                      token or self.token)
+
+
+def _approval(run_id, status, approver="Dana"):
+    return {"id": f"appr-{run_id}-{status}", "status": status,
+            "pipeline": {"id": "7", "name": "release", "owner": {"id": run_id, "name": f"2026.{run_id}"}},
+            "steps": [{"status": status, "actualApprover": {"displayName": approver}}]}
+
+
+def test_ado_approved_run_passes():
+    with _FakeAdo([_approval(41, "rejected"), _approval(42, "approved")]) as fake:
+        result = AdoApprovalsClient(fake.run(42)).verify_run_approved()
+    assert result["approval_ids"] == ["appr-42-approved"] and result["by"] == "Dana"
+    path, headers = fake.requests[0]
+    assert "%24expand=steps" in path and headers["Authorization"] == "Bearer ado-token-123"
+
+
+@pytest.mark.parametrize("approvals,match", [
+    ([_approval(41, "approved")], "has no Azure DevOps approval"),
+    ([_approval(42, "pending")], "is pending"),
+    ([_approval(42, "approved"), _approval(42, "rejected", "Eve")], "is rejected.*Eve"),
+])
+def test_ado_refuses_missing_pending_rejected(approvals, match):
+    with _FakeAdo(approvals) as fake, pytest.raises(AdoApprovalRefused, match=match):
+        AdoApprovalsClient(fake.run(42)).verify_run_approved()
+
+
+def test_ado_bad_token_and_missing_env():
+    with _FakeAdo([_approval(42, "approved")]) as fake, pytest.raises(AdoApprovalRefused, match="HTTP 401"):
+        AdoApprovalsClient(fake.run(42, token="wrong")).verify_run_approved()
+    with pytest.raises(UsageError, match="SYSTEM_ACCESSTOKEN"):
+        AdoRun.from_env({"SYSTEM_COLLECTIONURI": "x", "SYSTEM_TEAMPROJECT": "p", "BUILD_BUILDID": "1"})

@@ -1,0 +1,187 @@
+"""deployment.yaml: validation with file/line/field, overlays, variant choice and staging,
+kubernetes manifests; and that the CLI turns config mistakes into exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from test_deploy_helpers import REPO, copy_use_case, run_cli
+
+from genaiops.config import load_experiment
+from genaiops.deploy.config import load_deployment
+from genaiops.deploy.image import ImageRef, _lock, _requirements
+from genaiops.deploy.targets import DeployRequest, SmokeSpec
+from genaiops.deploy.targets.base import check_smoke
+from genaiops.deploy.targets.kubernetes import KubernetesTarget, manifests
+from genaiops.deploy.variant import choose_variant, stage_variant
+from genaiops.errors import ConfigError, UsageError
+from genaiops.flowspec import read_flow
+
+CANARY = "canary-k8s-9876543210"
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return copy_use_case(tmp_path / "repo", "classification")
+
+
+def _write(repo, text, name="deployment.yaml"):
+    (repo / "configs/classification" / name).write_text(text)
+
+
+def test_sample_config_loads_every_environment():
+    config = load_deployment(REPO, "classification")
+    assert {n: e.target for n, e in config.environments.items()} == \
+        {"dev": "docker", "staging": "kubernetes", "prod": "aml"}
+    assert config.environment("prod").requires_approval and config.environment("prod").approval_ttl_minutes == 60
+    assert config.expect_outputs == ("category", "summary")
+    qa = load_deployment(REPO, "qa", "dev")
+    assert qa.environment("dev").settings["port"] == 8090 and qa.expect_outputs == ("answer",)
+
+
+def test_problems_name_file_line_and_field(repo):
+    _write(repo, "environments:\n  dev:\n    target: dokker\n    port: 80800\n  Prod:\n    target: aml\n"
+                 "    Traffic: 10\nsmoke:\n  timeout_sec: -1\n")
+    with pytest.raises(ConfigError) as info:
+        load_deployment(repo, "classification", "dev")
+    rendered = [p.render() for p in info.value.problems]
+    text = "\n".join(rendered)
+    assert "configs/classification/deployment.yaml:3: environments.dev.target: 'dokker' is not allowed" in text
+    assert "use one of: docker, aml, kubernetes" in text
+    assert "deployment.yaml:4: environments.dev.port" in text
+    assert "environments.Prod: invalid key 'Prod'" in text
+    assert "deployment.yaml:7: environments.Prod.Traffic" in text
+    assert "deployment.yaml:9: smoke.timeout_sec" in text
+
+
+def test_blank_key_and_missing_env_var_and_bad_yaml(repo, monkeypatch):
+    _write(repo, 'environments:\n  dev:\n    target: docker\n    "": 1\n')
+    with pytest.raises(ConfigError, match="invalid key ''"):
+        load_deployment(repo, "classification")
+    monkeypatch.delenv("NOPE_PORT", raising=False)
+    _write(repo, "environments:\n  dev:\n    target: docker\n    endpoint: ${env:NOPE_ENDPOINT}\n")
+    with pytest.raises(ConfigError, match="deployment.yaml:4: environments.dev.endpoint: environment variable "
+                                          "NOPE_ENDPOINT is not set"):
+        load_deployment(repo, "classification")
+    _write(repo, "environments:\n  dev: [\n")
+    with pytest.raises(ConfigError, match="deployment.yaml:3: malformed YAML"):
+        load_deployment(repo, "classification")
+
+
+def test_overlay_replaces_whole_blocks(repo):
+    _write(repo, "image: {name: team/classifier}\nenvironments:\n  qa:\n    target: docker\n    port: 9000\n",
+           "deployment.qa.yaml")
+    config = load_deployment(repo, "classification", "qa")
+    assert set(config.environments) == {"qa"}  # the base block is replaced, not merged
+    assert config.image_name == "team/classifier" and config.base_image == "genaiops/base:bookworm"
+    assert [p.name for p in config.files] == ["deployment.yaml", "deployment.qa.yaml"]
+    with pytest.raises(UsageError, match="environment 'dev' is not in"):
+        config.environment("dev")
+
+
+def test_cli_config_errors_exit_2_without_traceback(repo, state_dir, capsys):
+    _write(repo, "environments:\n  dev:\n    target: docker\n    colour: blue\n")
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev"], capsys)
+    assert code == 2
+    assert "deployment.yaml:4: environments.dev.colour: unknown key 'colour'" in err
+    assert "Traceback" not in err
+    (repo / "configs/classification/deployment.yaml").unlink()
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                              "--json"], capsys)
+    assert code == 2 and "deployment.yaml not found" in json.loads(out)["error"]
+
+
+def test_no_docker_daemon_is_a_clear_error(repo, state_dir, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no docker CLI on PATH
+    code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                              "--variant", "default"], capsys)
+    assert code == 1
+    assert "cannot build the image: the docker CLI is not installed" in err and "setup-docker.sh" in err
+    assert "Traceback" not in err
+
+
+def test_variant_best_pointer_default_fallback_and_explicit(repo, state_dir):
+    experiment = load_experiment(repo, "classification")
+    fallback = choose_variant(experiment, state_dir, "best")
+    assert fallback.source == "default" and "no evaluation pointer" in fallback.note
+    assert fallback.nodes == {"summarize": "full", "classify": "careful"}
+    (state_dir / "evaluations").mkdir(parents=True)
+    (state_dir / "evaluations/best-classification.json").write_text(json.dumps({
+        "variant": "summarize.brief+classify.terse", "flow_hash": "sha256:x", "summary_digest": "sha256:s",
+        "variant_spec": {"nodes": {"summarize": "brief", "classify": "terse"}, "init": {}}}))
+    best = choose_variant(experiment, state_dir, "best")
+    assert best.source == "best" and best.summary_digest == "sha256:s"
+    staged = stage_variant(experiment.flow, "dag", best, state_dir / "staged")
+    assert read_flow(staged).node_variants == {"summarize": ("brief", ("full", "brief")),
+                                               "classify": ("terse", ("careful", "terse"))}
+    explicit = choose_variant(experiment, state_dir, "classify.terse")
+    assert explicit.nodes == {"summarize": "full", "classify": "terse"} and explicit.source == "explicit"
+    with pytest.raises(UsageError, match="unknown variant 'nope'"):
+        choose_variant(experiment, state_dir, "classify.nope")
+
+
+def test_flex_variant_bakes_init_defaults(tmp_path, state_dir):
+    repo = copy_use_case(tmp_path / "repo", "qa")
+    experiment = load_experiment(repo, "qa")
+    chosen = choose_variant(experiment, state_dir, "detailed")
+    staged = stage_variant(experiment.flow, "flex", chosen, tmp_path / "staged")
+    init = yaml.safe_load((staged / "flow.flex.yaml").read_text())["init"]
+    assert init["style"] == {"type": "string", "default": "detailed"}
+    assert init["temperature"]["default"] == 0.7
+
+
+def test_requirements_are_pinned_and_serving_deps_added(tmp_path):
+    (tmp_path / "requirements.txt").write_text("promptflow==1.18.5\n# comment\nrequests>=2\n")
+    assert _requirements(tmp_path) == ["promptflow==1.18.5", "requests>=2", "keyrings.alt", "gunicorn==22.0.0"]
+    wheels = [tmp_path / "promptflow_core-1.18.5-py3-none-any.whl", tmp_path / "Flask-3.1.3-py3-none-any.whl"]
+    assert _lock(wheels).splitlines()[1:] == ["flask==3.1.3", "promptflow-core==1.18.5"]
+
+
+@pytest.mark.parametrize("status,body,ok,reason", [
+    (200, b'{"category": "billing", "summary": "x"}', True, None),
+    (500, b'{"error": "boom"}', False, "HTTP 500"),
+    (200, b"<html>", False, "not JSON"),
+    (200, b'{"category": ""}', False, "missing outputs ['summary'] empty outputs ['category']"),
+])
+def test_smoke_check(status, body, ok, reason):
+    result = check_smoke(status, body, ("category", "summary"))
+    assert result["ok"] is ok
+    if reason:
+        assert reason in result["reason"]
+
+
+def test_kubernetes_manifests_reference_secrets_and_have_probes(repo, state_dir):
+    config = load_deployment(repo, "classification", "staging")
+    request = DeployRequest(
+        use_case="classification", env=config.environment("staging"), config=config,
+        image=ImageRef(tag="genaiops/classification:abc", image_id="sha256:" + "d" * 64, artifact_key="k",
+                       built=False, labels={"flow_hash": "sha256:f"}),
+        variant="classify.careful", smoke=SmokeSpec({}, ("category",)),
+        connection_env={"LLM_API_KEY": CANARY, "LLM_BASE_URL": "https://llm.example/v1"},
+        secret_env_names=("LLM_API_KEY",))
+    outcome = KubernetesTarget().deploy(request)
+    assert outcome.ok, outcome.message
+    text = (state_dir / "deploy/classification/staging/kubernetes.yaml").read_text()
+    assert CANARY not in text
+    deployment, service = yaml.safe_load_all(text)
+    assert (deployment["kind"], service["kind"]) == ("Deployment", "Service")
+    assert deployment["metadata"]["namespace"] == "genaiops" and deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "genaiops/classification:abc"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": 8080}
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["LLM_API_KEY"] == {"name": "LLM_API_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "classification-llm", "key": "LLM_API_KEY"}}}
+    assert env["LLM_BASE_URL"]["value"] == "https://llm.example/v1"
+    assert service["spec"]["ports"][0]["targetPort"] == 8080
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # the manifest check itself catches an inlined secret
+    docs = manifests(request)
+    docs[0]["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": CANARY})
+    from genaiops.deploy.targets.kubernetes import _check
+
+    assert _check(docs, request)["ok"] is False

@@ -1,0 +1,245 @@
+"""End to end with a real dockerd: build the sample classification flow's image offline (local base
+image), run it, smoke-test it against the LLM simulator, redeploy unchanged (no rebuild), pass the
+approval gate, then deploy a broken flow (smoke fails, the previous container keeps serving).
+A canary secret must reach the running container and nothing else (image, history, records, output).
+Skips with the reason when no docker daemon or base image is available (.ci/setup-docker.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_deploy_helpers import copy_use_case, run_cli
+
+from genaiops.deploy import dockercli
+from genaiops.deploy.audit import audit_log
+from genaiops.deploy.config import DEFAULT_BASE_IMAGE
+from genaiops.simulator import SimulatorServer
+
+REASON = dockercli.unavailable_reason()
+if REASON is None and dockercli.inspect("image", os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)) is None:
+    REASON = f"base image {DEFAULT_BASE_IMAGE} missing (run .ci/setup-docker.sh)"
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
+
+CANARY = "canary-" + secrets.token_hex(12)
+RUN_ID = secrets.token_hex(3)
+ENV = f"e2e{RUN_ID}"
+ENV_GATED = f"gated{RUN_ID}"
+IMAGE_NAME = f"genaiops-test/classification-{RUN_ID}"
+
+
+def _free_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A private repo copy, state dir, simulator requiring the canary key, and full cleanup."""
+    root = copy_use_case(tmp_path_factory.mktemp("repo"), "classification")
+    port, gated_port = _free_pair(), _free_pair()
+    (root / "configs/classification/deployment.yaml").write_text(f"""\
+image:
+  name: {IMAGE_NAME}
+  base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)}
+smoke:
+  request: configs/classification/sample-request.json
+  expect_outputs: [category, summary]
+environments:
+  {ENV}:
+    target: docker
+    port: {port}
+    workers: 1
+  {ENV_GATED}:
+    target: docker
+    port: {gated_port}
+    workers: 1
+    requires_approval: true
+    approval_ttl_minutes: 5
+""")
+    state = tmp_path_factory.mktemp("state")
+    saved = {k: os.environ.get(k) for k in ("GENAIOPS_STATE_DIR", "LLM_API_KEY", "GENAIOPS_WHEEL_CACHE")}
+    os.environ.update(GENAIOPS_STATE_DIR=str(state), LLM_API_KEY=CANARY,
+                      GENAIOPS_WHEEL_CACHE="/tmp/genaiops-test-wheels")
+    sim = SimulatorServer(rules_path=root / "configs/classification/simulator.yaml", api_key=CANARY).start()
+    try:
+        yield {"root": root, "state": state, "sim": sim, "port": port}
+    finally:
+        sim.stop()
+        for env in (ENV, ENV_GATED):
+            ids = dockercli.text("ps", "-aq", "--filter", f"label=io.genaiops.deployment=classification-{env}")
+            if ids:
+                dockercli.docker("rm", "-f", *ids.split(), check=False)
+        tags = dockercli.text("images", "-q", IMAGE_NAME).split()
+        if tags:
+            dockercli.docker("rmi", "-f", *sorted(set(tags)), check=False)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _deploy(world, env, capsys) -> tuple[int, dict, str]:
+    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", "classification",
+                                    "-e", env, "--variant", "classify.careful", "--simulator-url",
+                                    world["sim"].url, "--json"], capsys)
+    return code, json.loads(stdout), stdout + stderr
+
+
+def _score(port: int) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/score", method="POST",
+                                 data=json.dumps({"text": "I forgot my password"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def _scan_for(value: bytes, *chunks_sources) -> list[str]:
+    return [name for name, data in chunks_sources if value in data]
+
+
+def test_docker_end_to_end(world, capsys):
+    outputs = []
+    started = time.monotonic()
+    # 1. first deploy: builds the image, runs it, smoke-tests against the simulator
+    code, result, text = _deploy(world, ENV, capsys)
+    outputs.append(text)
+    assert code == 0, text
+    image = result["image"]
+    assert image["built"] is True
+    assert result["outcome"]["smoke"]["ok"] is True
+    assert result["outcome"]["smoke"]["outputs"]["category"] == "billing"
+    assert result["variant"]["label"] == "summarize.full+classify.careful"
+    build_seconds, size_mb = image["build_seconds"], image["size_bytes"] / 1e6
+    with capsys.disabled():
+        print(f"\nFIGURES image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
+              f"first deploy {time.monotonic() - started:.1f}s")
+    info = dockercli.inspect("image", image["tag"])
+    labels = info["Config"]["Labels"]
+    assert labels["io.genaiops.flow_hash"] == result["flow_hash"]
+    assert labels["io.genaiops.variant"] == "summarize.full+classify.careful"
+    for key in ("summary_digest", "git_commit", "build_id", "artifact_key"):
+        assert labels[f"io.genaiops.{key}"]
+    assert result["artifact"] == info["Id"]
+    live = result["outcome"]["details"]["container"]
+    status, body = _score(world["port"])
+    assert status == 200 and body["category"] == "account"
+    # the canary reached the running container (the simulator only accepts that key) ...
+    assert CANARY in json.dumps(dockercli.inspect("container", live)["Config"]["Env"])
+
+    # 2. unchanged redeploy: same image, no build, same container keeps serving
+    t0 = time.monotonic()
+    code, again, text = _deploy(world, ENV, capsys)
+    outputs.append(text)
+    assert code == 0, text
+    assert again["image"]["built"] is False and again["image"]["image_id"] == image["image_id"]
+    assert again["outcome"]["unchanged"] is True
+    assert again["outcome"]["details"]["container"] == live
+    with capsys.disabled():
+        print(f"FIGURES unchanged redeploy {time.monotonic() - t0:.1f}s")
+
+    code, human, err = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", "classification", "-e", ENV,
+                                "--variant", "classify.careful", "--simulator-url", world["sim"].url], capsys)
+    outputs.append(human + err)
+    assert code == 0 and "reused, not rebuilt" in human and "smoke:    passed" in human
+
+    # 3. protected environment: refused without approval, deploys with one bound to the digest
+    code, refused, text = _deploy(world, ENV_GATED, capsys)
+    outputs.append(text)
+    assert code == 1 and "requires an approval" in refused["error"]
+    assert image["image_id"] in refused["hint"]
+    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "approve", "-u", "classification", "-e",
+                                    ENV_GATED, "--artifact", image["image_id"], "--by", "alice"], capsys)
+    outputs.append(stdout + stderr)
+    assert code == 0 and "approved" in stdout and "flow_hash" in stdout
+    code, gated, text = _deploy(world, ENV_GATED, capsys)
+    outputs.append(text)
+    assert code == 0, text
+    assert gated["approval"]["by"] == "alice" and gated["image"]["built"] is False
+    events = [(e["event"], e["env"]) for e in audit_log(world["state"]).read()]
+    assert events[-3:] == [("deploy_refused", ENV_GATED), ("approved", ENV_GATED), ("deployed", ENV_GATED)]
+
+    # 4. broken flow: the smoke test fails, the new container is removed, the old one still serves
+    normalize = world["root"] / "flows/classification/standard/normalize.py"
+    normalize.write_text(normalize.read_text().replace(
+        "    words = re.findall", "    raise RuntimeError('deliberately broken flow')\n    words = re.findall"))
+    code, broken, text = _deploy(world, ENV, capsys)
+    outputs.append(text)
+    assert code == 1, text
+    assert broken["ok"] is False and broken["image"]["built"] is True
+    assert broken["image"]["image_id"] != image["image_id"]
+    assert live in broken["outcome"]["message"]  # "... keeps serving"
+    running = dockercli.text("ps", "--format", "{{.Names}}", "--filter",
+                             f"label=io.genaiops.deployment=classification-{ENV}").split()
+    assert running == [live]
+    status, body = _score(world["port"])
+    assert status == 200 and body["category"] == "account"
+    records = [json.loads(line) for line in
+               (world["state"] / "deployments" / f"classification-{ENV}.jsonl").read_text().splitlines()]
+    assert [r["ok"] for r in records] == [True, True, True, False]
+
+    # 5. canary scan: image history, config and every layer byte; records, logs and all output
+    canary = CANARY.encode()
+    for tag in (image["tag"], broken["image"]["tag"]):
+        history = dockercli.docker("history", "--no-trunc", tag).stdout
+        inspect = dockercli.docker("image", "inspect", tag).stdout
+        assert canary not in history and canary not in inspect
+        save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
+        tail, found = b"", False
+        for chunk in iter(lambda stream=save.stdout: stream.read(1 << 20), b""):
+            found = found or canary in tail + chunk
+            tail = chunk[-len(canary):]
+        assert save.wait() == 0 and not found
+    state_files = [p for p in world["state"].rglob("*") if p.is_file() and not p.name.endswith(".whl")]
+    assert state_files
+    leaked = [str(p) for p in state_files if canary in p.read_bytes()]
+    assert leaked == []
+    assert all(CANARY not in text for text in outputs)
+
+
+def test_missing_base_image_is_a_clear_error(world, capsys, tmp_path):
+    root = world["root"]
+    overlay = root / "configs/classification/deployment.nobase.yaml"
+    config = (root / "configs/classification/deployment.yaml").read_text()
+    base = os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+    overlay.write_text("image:\n  name: " + IMAGE_NAME + "\n  base_image: genaiops/does-not-exist:1\n"
+                       "environments:\n  nobase:\n    target: docker\n    port: 18999\n")
+    try:
+        code, _, stderr = run_cli(["--repo", str(root), "run", "deploy", "-u", "classification",
+                                   "-e", "nobase"], capsys)
+    finally:
+        overlay.unlink()
+    assert base in config
+    assert code == 2
+    assert "genaiops/does-not-exist:1" in stderr and "setup-docker.sh" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_setup_script_is_idempotent():
+    script = Path(__file__).resolve().parents[1] / ".ci/setup-docker.sh"
+    started = time.monotonic()
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout and "building" not in done.stdout
+    assert time.monotonic() - started < 30
+    assert shutil.which("docker")

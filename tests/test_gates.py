@@ -1,0 +1,92 @@
+"""Quality gates on synthetic summaries (the summary.json format)."""
+
+import pytest
+
+from genaiops.config.model import EvaluationSettings, Gate
+from genaiops.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, check_gates, verdict
+
+SETTINGS = EvaluationSettings(min_samples=30)
+
+
+def summary(scores: list, variant="v1", dataset_hash="h1", extra_metrics=()):
+    rows = {str(i): s for i, s in enumerate(scores)}
+    valid = [s for s in scores if isinstance(s, (int, float)) and s == s]
+    value = sum(valid) / len(valid) if valid else None
+    return {
+        "best": {"variant": variant},
+        "datasets": {"tickets": dataset_hash},
+        "metrics": [
+            {"variant": variant, "dataset": "tickets", "evaluator": "acc", "eval_dataset": "tickets_eval",
+             "metric": "accuracy", "value": value, "row_score": "score", "n_valid": len(valid),
+             "n_nan": len(scores) - len(valid), "n_error": 0, "ci_low": None, "ci_high": None},
+            {"variant": variant, "dataset": "tickets", "evaluator": "builtin", "eval_dataset": None,
+             "metric": "error_rate", "value": 0.0, "row_score": None, "n_valid": len(scores)},
+            *extra_metrics],
+        "scores": [{"variant": variant, "dataset": "tickets", "evaluator": "acc",
+                    "eval_dataset": "tickets_eval", "score": "score", "rows": rows, "errors": {}}],
+    }
+
+
+ACC = Gate(metric="accuracy", op=">=", threshold=0.8)
+REG = Gate(metric="accuracy", op=">=", threshold=0, type="regression", alpha=0.05)
+
+
+def test_absolute_gate_passes_and_fails_with_one_line_reason():
+    good, bad = summary([1] * 9 + [0]), summary([1] * 6 + [0] * 4)
+    [passed] = check_gates([ACC], good, None, SETTINGS)
+    [failed] = check_gates([ACC], bad, None, SETTINGS)
+    assert passed.status == PASS and failed.status == FAIL
+    assert "accuracy=0.6" in failed.message and ">= 0.8" in failed.message and "\n" not in failed.message
+    assert verdict([passed], []) == "pass" and verdict([passed, failed], []) == "fail"
+
+
+def test_builtin_metric_gate():
+    [result] = check_gates([Gate(metric="error_rate", op="==", threshold=0)], summary([1]), None, SETTINGS)
+    assert result.status == PASS
+
+
+def test_nan_metric_fails():
+    [result] = check_gates([ACC], summary([float("nan"), None]), None, SETTINGS)
+    assert result.status == FAIL and "NaN" in result.message
+
+
+def test_unknown_metric_fails_naming_what_exists():
+    [result] = check_gates([Gate(metric="f1", op=">=", threshold=0.5)], summary([1]), None, SETTINGS)
+    assert result.status == FAIL and "available: accuracy, error_rate" in result.message
+
+
+def test_min_samples_on_an_absolute_gate_says_not_enough_samples():
+    gate = Gate(metric="accuracy", op=">=", threshold=0.8, min_samples=20)
+    [result] = check_gates([gate], summary([1] * 10), None, SETTINGS)
+    assert result.status == INSUFFICIENT and "not enough samples" in result.message
+    assert verdict([result], []) == "pass"
+
+
+def test_regression_flags_a_worse_candidate_not_an_equal_one():
+    baseline = summary([1] * 40, variant="base")
+    [worse] = check_gates([REG], summary([1] * 30 + [0] * 10), baseline, SETTINGS)
+    [equal] = check_gates([REG], summary([1] * 40), baseline, SETTINGS)
+    assert worse.status == FAIL and "regression" in worse.message and worse.test["method"] == "mcnemar_exact"
+    assert equal.status == PASS and "no significant regression" in equal.message
+
+
+def test_regression_below_min_samples_does_not_guess():
+    [result] = check_gates([REG], summary([0] * 10), summary([1] * 10), SETTINGS)
+    assert result.status == INSUFFICIENT and "not enough samples: 10 paired row(s) < min_samples 30" in result.message
+
+
+def test_regression_without_baseline_or_with_changed_dataset_is_skipped():
+    [none] = check_gates([REG], summary([1] * 40), None, SETTINGS)
+    [changed] = check_gates([REG], summary([1] * 40), summary([1] * 40, dataset_hash="h2"), SETTINGS)
+    assert none.status == SKIPPED and changed.status == SKIPPED and "changed" in changed.message
+
+
+def test_no_candidate_fails_every_gate():
+    empty = summary([1])
+    empty["best"] = None
+    assert [r.status for r in check_gates([ACC, REG], empty, None, SETTINGS)] == [FAIL, FAIL]
+
+
+@pytest.mark.parametrize("problems", [["evaluator accuracy failed: boom"]])
+def test_evaluation_problems_fail_the_verdict(problems):
+    assert verdict([], problems) == "fail"
