@@ -16,22 +16,26 @@ from genaiops.connections import upsert_connections
 from genaiops.hashing import hash_file
 
 
+def output_settings(config: ExperimentConfig) -> dict:
+    """Connection settings that change what the flow outputs (for run keys); never secrets."""
+    settings = {}
+    for conn in config.connections:
+        if conn.uses_simulator:
+            rules = config.simulator.rules
+            settings[conn.name] = {"type": conn.type, "endpoint": "simulator",
+                                   "rules": hash_file(rules) if rules else None}
+        else:
+            settings[conn.name] = conn.public()
+    return settings
+
+
 @dataclass
 class LLMSession:
     simulator: object | None  # a running genaiops.simulator.SimulatorServer, or None
     connections: list[dict]
 
     def output_settings(self, config: ExperimentConfig) -> dict:
-        """Connection settings that change what the flow outputs (for run keys); never secrets."""
-        settings = {}
-        for conn in config.connections:
-            if conn.uses_simulator:
-                rules = config.simulator.rules
-                settings[conn.name] = {"type": conn.type, "endpoint": "simulator",
-                                       "rules": hash_file(rules) if rules else None}
-            else:
-                settings[conn.name] = conn.public()
-        return settings
+        return output_settings(config)
 
 
 @contextlib.contextmanager

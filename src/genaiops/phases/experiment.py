@@ -224,27 +224,37 @@ def _tolerance_exceeded(record: RunRecord, tolerance: float) -> bool:
 
 def run_experiment(config: ExperimentConfig, options: ExperimentOptions, *, simulator=None,
                    runner=None) -> dict:
-    from genaiops.llm_session import llm_session
+    from genaiops.llm_session import llm_session, output_settings
 
     ledger = Ledger(config.repo_root)
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
-    with llm_session(config, simulator) as session:
-        settings = session.output_settings(config)
-        planned = plan_runs(config, options, settings, ledger)
-        pending = [run for run in planned if run.reused is None]
-        estimate = estimate_cost(config, pending, ledger) if pending else 0.0
-        if options.budget is not None and estimate is not None and estimate > options.budget:
-            raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
-                             hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
+    planned = plan_runs(config, options, output_settings(config), ledger)
+    pending = [run for run in planned if run.reused is None]
+    estimate = estimate_cost(config, pending, ledger) if pending else 0.0
+    if options.budget is not None and estimate is not None and estimate > options.budget:
+        raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
+                         hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
+    records = {run.key: run.reused for run in planned if run.reused is not None}
+    simulator_stats = None
+    if pending:  # nothing to run: no simulator, no connections, no promptflow import
         staging = state_dir(config.repo_root) / "staging"
         batches = make_batches(config, pending, options, experiment_id, staging)
-        records = {run.key: run.reused for run in planned if run.reused is not None}
-        if batches:
-            records.update(_run_batches(config, batches, options, experiment_id, ledger, runner))
-        simulator_stats = session.simulator.stats.snapshot() if session.simulator else None
-        for batch in batches:  # staged copies are disposable once recorded
-            shutil.rmtree(staging / batch.job.name, ignore_errors=True)
+        runner = runner or open_runner(config.runtime.backend, settings=dict(config.registry))
+        max_parallel = options.max_parallel or config.runtime.max_parallel
+        if hasattr(runner, "prewarm"):  # workers import promptflow while we prepare connections
+            runner.prewarm(min(max_parallel, len(batches)))
+        try:
+            with llm_session(config, simulator) as session:
+                records.update(_run_batches(config, batches, options, experiment_id, ledger, runner))
+                simulator_stats = session.simulator.stats.snapshot() if session.simulator else None
+        finally:
+            if hasattr(runner, "close"):
+                runner.close()
+            for batch in batches:  # staged copies are disposable once recorded
+                shutil.rmtree(staging / batch.job.name, ignore_errors=True)
+    elif simulator is not None:
+        simulator_stats = simulator.stats.snapshot()
 
     runs = []
     for run in planned:
@@ -284,7 +294,6 @@ def run_experiment(config: ExperimentConfig, options: ExperimentOptions, *, simu
 
 
 def _run_batches(config, batches, options, experiment_id, ledger, runner) -> dict:
-    runner = runner or open_runner(config.runtime.backend, settings=dict(config.registry))
     max_parallel = options.max_parallel or config.runtime.max_parallel
     total = sum(batch.rows * len(batch.runs) for batch in batches)
     progress = Progress(total, f"experiment {experiment_id}", enabled=options.show_progress)

@@ -1,9 +1,16 @@
-"""Local runner: each batch job runs promptflow in a worker process on this machine."""
+"""Local runner: each batch job runs promptflow in a worker process on this machine.
+
+Importing promptflow costs ~3 s of CPU, so `prewarm(n)` starts workers that import it while
+the orchestrator is still planning and preparing connections; a warm worker then waits for one
+job on stdin. The job carries its environment (worker count, timeouts, retry policy), which
+the worker applies before the run, so warm workers need not know their job in advance.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -19,58 +26,109 @@ from genaiops.runners.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 POLL_SECONDS = 0.3
 
 
-class LocalRunner:
-    def run(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
-        with tempfile.TemporaryDirectory(prefix="genaiops-job-") as tmp:
-            job_file, result_file = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            log_file = Path(tmp) / "worker.log"
-            atomic_write_json(job_file, job.as_dict())
-            env = {**os.environ, **job.environment,
-                   "PF_WORKER_COUNT": str(job.worker_count),
-                   "PF_LINE_TIMEOUT_SEC": str(job.line_timeout_sec),
-                   # token counts per node are recorded only with tracing on (no trace service:
-                   # pfenv sets PF_TRACING_SKIP_LOCAL_SETUP)
-                   "PF_DISABLE_TRACING": "false"}
-            if ENV_ATTEMPTS in env:  # line workers start from a spawned process: bootstrap them
-                env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP_DIR, env.get("PYTHONPATH")]))
-            run_dir = promptflow_home() / ".runs" / job.name
-            with open(log_file, "wb") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "genaiops.runners.pf_worker", str(job_file), str(result_file)],
-                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+# Read when promptflow is imported, so set when a worker starts. Token counts per node are
+# recorded only with tracing on (no trace service: pfenv sets PF_TRACING_SKIP_LOCAL_SETUP).
+WORKER_STATIC_ENV = {"PF_DISABLE_TRACING": "false"}
+
+
+def job_environment(job: BatchJob) -> dict:
+    """Environment a job applies in its (possibly warm) worker before promptflow runs it."""
+    env = {**job.environment,
+           "PF_WORKER_COUNT": str(job.worker_count),
+           "PF_LINE_TIMEOUT_SEC": str(job.line_timeout_sec)}
+    if ENV_ATTEMPTS in env:  # line workers start from a spawned process: bootstrap them
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP_DIR, os.environ.get("PYTHONPATH")]))
+    return env
+
+
+class _Worker:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.log_path = folder / "worker.log"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "genaiops.runners.pf_worker", "--serve"],
+            stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **WORKER_STATIC_ENV},
+            start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
+
+    def submit(self, job_file: Path, result_file: Path) -> None:
+        self.process.stdin.write(f"{job_file}\t{result_file}\n".encode())
+        self.process.stdin.close()
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
                 try:
-                    last = -1
-                    while process.poll() is None:
-                        time.sleep(POLL_SECONDS)
-                        if progress:
-                            done = count_finished_lines(run_dir)
-                            if done != last:
-                                progress(done)
-                                last = done
-                except BaseException:  # interrupted: stop the whole worker process group
-                    _stop(process)
-                    raise
-            if progress:
-                progress(count_finished_lines(run_dir))
-            if not result_file.is_file():
-                tail = log_file.read_text(errors="replace")[-1500:]
-                return BatchResult(job.name, "failed", 0.0, [],
-                                   error=f"worker exited with code {process.returncode}: {tail}")
-            data = json.loads(result_file.read_text(encoding="utf-8"))
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.close()
+
+    def close(self) -> None:
+        self._log.close()
+
+
+class LocalRunner:
+    def __init__(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="genaiops-jobs-")
+        self._warm: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._count = 0
+
+    def _new_worker(self) -> _Worker:
+        self._count += 1
+        folder = Path(self._tmp.name) / f"w{self._count}"
+        folder.mkdir()
+        return _Worker(folder)
+
+    def prewarm(self, count: int) -> None:
+        for _ in range(count):
+            self._warm.put(self._new_worker())
+
+    def close(self) -> None:
+        """Stop warm workers that got no job."""
+        while True:
+            try:
+                self._warm.get_nowait().stop()
+            except queue.Empty:
+                break
+        self._tmp.cleanup()
+
+    def run(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
+        try:
+            worker = self._warm.get_nowait()
+        except queue.Empty:
+            worker = self._new_worker()
+        job_file, result_file = worker.folder / "job.json", worker.folder / "result.json"
+        atomic_write_json(job_file, {**job.as_dict(), "env": job_environment(job)})
+        run_dir = promptflow_home() / ".runs" / job.name
+        try:
+            worker.submit(job_file, result_file)
+            last = -1
+            while worker.process.poll() is None:
+                time.sleep(POLL_SECONDS)
+                if progress:
+                    done = count_finished_lines(run_dir)
+                    if done != last:
+                        progress(done)
+                        last = done
+        except BaseException:  # interrupted: stop the whole worker process group
+            worker.stop()
+            raise
+        worker.close()
+        if progress:
+            progress(count_finished_lines(run_dir))
+        if not result_file.is_file():
+            tail = worker.log_path.read_text(errors="replace")[-1500:]
+            return BatchResult(job.name, "failed", 0.0, [],
+                               error=f"worker exited with code {worker.process.returncode}: {tail}")
+        data = json.loads(result_file.read_text(encoding="utf-8"))
         members = [MemberResult(suffix=m["suffix"], lines=[LineResult(**line) for line in m["lines"]])
                    for m in data["members"]]
         return BatchResult(name=data["name"], status=data["status"], duration_s=data["duration_s"],
                            members=members, error=data.get("error"), metrics=data.get("metrics") or {})
-
-
-def _stop(process: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -1,4 +1,7 @@
-"""Runs one promptflow batch job in its own process: `python -m genaiops.runners.pf_worker JOB RESULT`.
+"""Runs one promptflow batch job in its own process.
+
+`python -m genaiops.runners.pf_worker JOB RESULT` runs a job file; `--serve` imports promptflow
+first and then reads one "JOB<tab>RESULT" line from stdin (a warm worker, see `local.py`).
 
 A process per batch keeps promptflow's fork-based worker pool away from the orchestrator's
 threads (promptflow cannot fork safely from a threaded parent) and lets the orchestrator stop
@@ -15,10 +18,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 
-def run_job(job: dict) -> dict:
+def _warm_up() -> None:
     from genaiops.pfenv import prepare_promptflow
 
     prepare_promptflow()
+    import promptflow.client  # noqa: F401  (the expensive part: ~3 s)
+
+
+def run_job(job: dict) -> dict:
+    import os
+
+    os.environ.update(job.get("env") or {})  # read by promptflow's batch engine at run time
+    _warm_up()
     from promptflow.client import PFClient
 
     from genaiops.runners.retry_policy import install_from_env
@@ -83,6 +94,12 @@ def main(argv: list[str]) -> int:
     from genaiops.fsutil import atomic_write_json
 
     _exit_with_parent()
+    if argv == ["--serve"]:
+        _warm_up()
+        line = sys.stdin.readline().strip()
+        if not line:  # the orchestrator needed no more workers
+            return 0
+        argv = line.split("\t")
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text(encoding="utf-8"))
     try:
