@@ -44,3 +44,15 @@ def test_every_subcommand_has_help():
     actions = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
     for name, sub in actions[0].choices.items():
         assert sub.format_help().strip(), name
+
+
+@pytest.mark.parametrize("kind", ["dag", "flex", "prompty"])
+def test_new_then_validate_through_the_cli(tmp_path, kind, capsys):
+    for folder in ("flows", "configs", "datasets"):
+        (tmp_path / folder).mkdir()
+    assert main(["--repo", str(tmp_path), "new", "reviews", "--kind", kind]) == 0
+    assert "next: genaiops validate --use-case reviews" in capsys.readouterr().out
+    assert main(["--repo", str(tmp_path), "validate", "--use-case", "reviews"]) == 0
+    assert main(["--repo", str(tmp_path), "validate", "--use-case", "reviews", "--env", "pr"]) == 0
+    assert main(["--repo", str(tmp_path), "new", "reviews", "--kind", kind]) == 2  # never overwrites
+    assert "already exist" in capsys.readouterr().err

@@ -252,3 +252,12 @@ def test_resume_after_killed_process(repo, state, tmp_path):
     reused = {r["key"] for r in result["runs"] if r["reused"]}
     assert reused == recorded
     assert {r["dataset"] for r in result["runs"] if not r["reused"]} == {"tickets_pr"}
+
+
+def test_budget_refuses_when_the_estimate_exceeds_it(repo, state, sim):
+    experiment(repo, sim, variants="defaults", datasets=["tickets_mini"])  # history to estimate from
+    calls = sim.stats.requests
+    with pytest.raises(UsageError, match=r"estimated cost .* exceeds --budget 1e-06"):
+        experiment(repo, sim, variants="grid", datasets=["tickets_mini"], budget=0.000001)
+    assert sim.stats.requests == calls  # refused before any LLM call
+    assert experiment(repo, sim, variants="classify.terse", datasets=["tickets_mini"], budget=10.0)["ok"]
