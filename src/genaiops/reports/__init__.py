@@ -1,0 +1,39 @@
+"""Evaluation reports, one folder per evaluation: summary.json (machine-readable, also the
+baseline format), results.csv, metrics.csv, report.html, junit.xml, summary.md.
+Every file is redacted before it is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from genaiops.fsutil import atomic_write_text
+from genaiops.reports.html import render_html
+from genaiops.reports.junit import render_junit
+from genaiops.reports.markdown import render_markdown
+from genaiops.reports.tables import metrics_csv, results_csv
+from genaiops.secrets import redact
+
+SUMMARY_EXCLUDES = ("rows",)  # per-row inputs/outputs live in results.csv and report.html
+
+
+def summary_for_json(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in SUMMARY_EXCLUDES}
+
+
+def write_reports(summary: dict, folder: Path) -> dict[str, Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "summary.json": json.dumps(summary_for_json(summary), indent=2, sort_keys=True, default=str) + "\n",
+        "results.csv": results_csv(summary),
+        "metrics.csv": metrics_csv(summary),
+        "report.html": render_html(summary),
+        "junit.xml": render_junit(summary),
+        "summary.md": render_markdown(summary),
+    }
+    paths = {}
+    for name, text in files.items():
+        paths[name] = folder / name
+        atomic_write_text(paths[name], redact(text))
+    return paths
