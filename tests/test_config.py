@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from repo_factory import CONFIG, make_repo, write
 
 from genaiops.cli import main
 from genaiops.config import load_experiment
 from genaiops.errors import ConfigError
-from repo_factory import CONFIG, make_repo, write
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
+from repo_factory import make_repo, write
 
 from genaiops.config import load_experiment
 from genaiops.errors import GenaiopsError
@@ -18,7 +18,6 @@ from genaiops.evaluate_cli import add_evaluate_parser
 from genaiops.pfenv import promptflow_home
 from genaiops.phases.evaluate import EvaluateOptions, digest, run_evaluate
 from genaiops.phases.experiment import ExperimentOptions, run_experiment
-from repo_factory import make_repo, write
 
 pytestmark = pytest.mark.promptflow
 REPO = Path(__file__).resolve().parents[1]

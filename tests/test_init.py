@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from repo_factory import make_repo
 
 from genaiops.cli import main
-from repo_factory import make_repo
 
 CANARY = "canary-init-5b1e0c77"
 

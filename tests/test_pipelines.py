@@ -179,7 +179,8 @@ def _parse(argv):
     try:
         return parser.parse_args(argv)
     except SystemExit as exc:
-        raise AssertionError(f"genaiops {' '.join(argv)} rejected by the CLI parser (exit {exc.code})")
+        raise AssertionError(
+            f"genaiops {' '.join(argv)} rejected by the CLI parser (exit {exc.code})") from None
 
 
 @pytest.mark.parametrize("argv", [_param(a) for a in _commands()])

@@ -8,8 +8,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from genaiops.config.model import ExperimentConfig
 from genaiops.errors import ConfigError
-from genaiops.evaluators.base import (AlignedRow, EvalOutcome, EvalTask, EvaluatorAdapter,
-                                      aligned_rows)
+from genaiops.evaluators.base import (
+    AlignedRow,
+    EvalOutcome,
+    EvalTask,
+    EvaluatorAdapter,
+    aligned_rows,
+)
 from genaiops.evaluators.code import CodeEvaluator
 from genaiops.evaluators.flow import FlowEvaluator
 from genaiops.evaluators.store import EvaluationStore

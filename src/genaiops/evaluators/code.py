@@ -14,8 +14,14 @@ import time
 from pathlib import Path
 
 from genaiops.errors import ConfigError
-from genaiops.evaluators.base import (AlignedRow, EvalOutcome, EvalTask, error_rows, resolve_mapping,
-                                      scores_of)
+from genaiops.evaluators.base import (
+    AlignedRow,
+    EvalOutcome,
+    EvalTask,
+    error_rows,
+    resolve_mapping,
+    scores_of,
+)
 from genaiops.hashing import hash_file
 from genaiops.secrets import redact
 

@@ -13,8 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genaiops.evaluators.base import (AlignedRow, EvalOutcome, EvalTask, error_rows,
-                                      run_output_refs)
+from genaiops.evaluators.base import AlignedRow, EvalOutcome, EvalTask, error_rows, run_output_refs
 from genaiops.hashing import hash_tree
 from genaiops.pfenv import promptflow_home
 from genaiops.runners import BatchJob

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genaiops.composite import stage_composite, suffix as composite_suffix
+from genaiops.composite import stage_composite
+from genaiops.composite import suffix as composite_suffix
 from genaiops.config.model import Dataset, ExperimentConfig
 from genaiops.errors import RunFailed, UsageError
 from genaiops.hashing import hash_file, hash_tree

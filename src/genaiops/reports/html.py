@@ -71,7 +71,7 @@ def _charts(summary: dict) -> list[dict]:
         top = max([b["value"] or 0 for b in chart["bars"]] + [b["ci_high"] or 0 for b in chart["bars"]] + [1e-9])
         scale = 1.0 if top <= 1.0 else top
         for bar in chart["bars"]:
-            pct = lambda v: None if v is None else max(0.0, min(100.0, 100 * v / scale))  # noqa: E731
+            pct = lambda v, s=scale: None if v is None else max(0.0, min(100.0, 100 * v / s))  # noqa: E731
             bar.update(width=pct(bar["value"]), lo=pct(bar["ci_low"]), hi=pct(bar["ci_high"]))
         chart["bars"].sort(key=lambda b: order.index(b["variant"]) if b["variant"] in order else 99)
     return list(charts.values())
