@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_hashing.py", "bench_experiment.py"]
+BENCHMARKS = ["bench_hashing.py", "bench_init.py", "bench_experiment.py"]
 
 
 def main() -> int:
