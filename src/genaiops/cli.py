@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from genaiops import __version__
+from genaiops.cliargs import csv_list, positive_int
 from genaiops.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, GenaiopsError
 
 DESCRIPTION = """\
@@ -87,12 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--variants", default="defaults",
                      help="defaults | all (each node's variants, others default) | grid (every "
                           "combination) | node.variant[+node.variant],... | flex: variant names")
-    exp.add_argument("--datasets", type=_csv, default=None, help="comma-separated dataset names (default: all)")
-    exp.add_argument("--max-parallel", type=_positive_int, default=None,
+    exp.add_argument("--datasets", type=csv_list, default=None, help="comma-separated dataset names (default: all)")
+    exp.add_argument("--max-parallel", type=positive_int, default=None,
                      help="promptflow runs at once (default: runtime.max_parallel)")
-    exp.add_argument("--workers", type=_positive_int, default=None,
+    exp.add_argument("--workers", type=positive_int, default=None,
                      help="promptflow workers per run (default: runtime.worker_count)")
-    exp.add_argument("--max-runs", type=_positive_int, default=64,
+    exp.add_argument("--max-runs", type=positive_int, default=64,
                      help="refuse to start more variant runs than this (guards --variants grid)")
     exp.add_argument("--budget", type=float, default=None,
                      help="refuse to start when the estimated cost (from previous runs' tokens and "
@@ -234,18 +235,6 @@ def cmd_run_experiment(args) -> int:
     return EXIT_OK
 
 
-def _csv(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return number
 
 
 def cmd_simulator(args) -> int:

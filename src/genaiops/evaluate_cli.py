@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from genaiops.cliargs import positive_int
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
@@ -27,22 +28,13 @@ def add_evaluate_parser(phases_subparsers) -> None:
                              "or experiment:<id> / previous to evaluate an earlier experiment as baseline")
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="where to write the reports (default: .genaiops/reports/<use_case>/<id>/)")
-    parser.add_argument("--max-parallel", type=_positive_int, default=None,
+    parser.add_argument("--max-parallel", type=positive_int, default=None,
                         help="evaluation runs at once (default: runtime.max_parallel)")
     parser.add_argument("--force", action="store_true", help="re-run evaluations even when reusable")
     parser.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=cmd_run_evaluate)
 
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return number
 
 
 def cmd_run_evaluate(args: argparse.Namespace) -> int:

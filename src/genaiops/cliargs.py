@@ -1,0 +1,19 @@
+"""argparse value types shared by the command modules (a bad value is a usage error, exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def csv_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
