@@ -55,13 +55,6 @@ def repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def state(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "state"
-    monkeypatch.setenv("GENAIOPS_STATE_DIR", str(path))
-    return path
-
-
-@pytest.fixture
 def sim(repo):
     with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml") as server:
         yield server
@@ -100,7 +93,7 @@ def test_flex_variants_come_from_config(repo):
         select_variants(config, "verbose")
 
 
-def test_grid_count_is_printed_and_guarded(repo, state, capsys):
+def test_grid_count_is_printed_and_guarded(repo, state_dir, capsys):
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--variants", "grid", "--max-runs", "2"])
     assert code == 2
@@ -109,7 +102,7 @@ def test_grid_count_is_printed_and_guarded(repo, state, capsys):
 
 # -- real runs ----------------------------------------------------------------------------------
 
-def test_runs_reuse_and_force(repo, state, sim):
+def test_runs_reuse_and_force(repo, state_dir, sim):
     first = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
     assert first["ok"], first
     assert [r["variant"] for r in first["runs"]] == ["summarize.full+classify.careful",
@@ -143,7 +136,7 @@ def test_runs_reuse_and_force(repo, state, sim):
     assert sim.stats.requests == calls + 4 * 2 + 4 * 2
 
 
-def test_variants_score_differently(repo, state, sim):
+def test_variants_score_differently(repo, state_dir, sim):
     result = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_pr"])
     ledger = Ledger(repo)
     accuracy = {}
@@ -153,7 +146,7 @@ def test_variants_score_differently(repo, state, sim):
     assert accuracy["summarize.full+classify.careful"] > accuracy["summarize.full+classify.terse"]
 
 
-def test_flex_parameter_variants_run(repo, state):
+def test_flex_parameter_variants_run(repo, state_dir):
     with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
         result = experiment(repo, qa_sim, use_case="qa", env="pr", variants="all")
     assert result["ok"]
@@ -164,7 +157,7 @@ def test_flex_parameter_variants_run(repo, state):
     assert answers["concise"] != answers["detailed"]
 
 
-def test_429_then_success_passes(repo, state, sim):
+def test_429_then_success_passes(repo, state_dir, sim):
     sim.faults.add(kind="429", count=3, retry_after=0.2)
     result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
     assert result["ok"]
@@ -172,7 +165,7 @@ def test_429_then_success_passes(repo, state, sim):
     assert sim.stats.snapshot()["by_status"].get("429") == 3
 
 
-def test_persistent_500_fails_with_message(repo, state, sim, capsys):
+def test_persistent_500_fails_with_message(repo, state_dir, sim, capsys):
     sim.faults.add(kind="500", count=None)
     result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
     assert not result["ok"]
@@ -184,7 +177,7 @@ def test_persistent_500_fails_with_message(repo, state, sim, capsys):
     assert "500" in message
 
 
-def test_cli_exit_1_and_json_schema_on_failure(repo, state, sim, capsys, monkeypatch):
+def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, monkeypatch):
     import genaiops.llm_session as llm_session
 
     real = llm_session.llm_session
@@ -203,7 +196,7 @@ def test_cli_exit_1_and_json_schema_on_failure(repo, state, sim, capsys, monkeyp
     assert payload["failures"][0]["errors"][0]["message"]
 
 
-def test_no_secret_in_ledger_or_output(repo, state, sim, tmp_path, monkeypatch, capsys):
+def test_no_secret_in_ledger_or_output(repo, state_dir, sim, tmp_path, monkeypatch, capsys):
     dotenv = tmp_path / ".env"
     dotenv.write_text(f"LLM_API_KEY={CANARY}\n")
     monkeypatch.setenv("GENAIOPS_DOTENV", str(dotenv))
@@ -216,27 +209,27 @@ def test_no_secret_in_ledger_or_output(repo, state, sim, tmp_path, monkeypatch, 
     captured = capsys.readouterr()
     assert code == 0
     assert CANARY not in captured.out + captured.err
-    for path in state.rglob("*"):
+    for path in state_dir.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
 
 
-def test_unknown_dataset_is_usage_error(repo, state, capsys):
+def test_unknown_dataset_is_usage_error(repo, state_dir, capsys):
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "nope"])
     assert code == 2
     assert "unknown dataset(s): nope" in capsys.readouterr().err
 
 
-def test_resume_after_killed_process(repo, state, tmp_path):
+def test_resume_after_killed_process(repo, state_dir, tmp_path):
     """Kill the orchestrator mid-experiment: finished runs stay, the rest re-run on the next call."""
-    env = {**os.environ, "GENAIOPS_STATE_DIR": str(state), "GENAIOPS_SIMULATOR_LATENCY_MS": "150"}
+    env = {**os.environ, "GENAIOPS_STATE_DIR": str(state_dir), "GENAIOPS_SIMULATOR_LATENCY_MS": "150"}
     command = [sys.executable, "-m", "genaiops", "--repo", str(repo), "run", "experiment",
                "-u", "classification", "--env", "fast", "--datasets", "tickets_mini,tickets_pr",
                "--max-parallel", "1", "--no-progress", "--json"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True)
-    runs_dir = state / "ledger" / "runs"
+    runs_dir = state_dir / "ledger" / "runs"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(runs_dir.glob("*.json")):
         assert process.poll() is None, process.communicate()
@@ -254,7 +247,7 @@ def test_resume_after_killed_process(repo, state, tmp_path):
     assert {r["dataset"] for r in result["runs"] if not r["reused"]} == {"tickets_pr"}
 
 
-def test_budget_refuses_when_the_estimate_exceeds_it(repo, state, sim):
+def test_budget_refuses_when_the_estimate_exceeds_it(repo, state_dir, sim):
     experiment(repo, sim, variants="defaults", datasets=["tickets_mini"])  # history to estimate from
     calls = sim.stats.requests
     with pytest.raises(UsageError, match=r"estimated cost .* exceeds --budget 1e-06"):

@@ -34,9 +34,6 @@ class LLMSession:
     simulator: object | None  # a running genaiops.simulator.SimulatorServer, or None
     connections: list[dict]
 
-    def output_settings(self, config: ExperimentConfig) -> dict:
-        return output_settings(config)
-
 
 @contextlib.contextmanager
 def llm_session(config: ExperimentConfig, simulator=None):

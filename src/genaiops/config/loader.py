@@ -8,9 +8,9 @@ from pathlib import Path
 
 from genaiops.config import model
 from genaiops.config.envvars import EnvResolver, load_dotenv_values
+from genaiops.config.layered import load_layered, schema_problems
 from genaiops.config.schema import EXPERIMENT_SCHEMA
 from genaiops.config.semantics import check
-from genaiops.config.yamlsrc import SourceMap, format_path, load_yaml_file
 from genaiops.errors import ConfigError, Problem, UsageError
 
 BASE_FILE = "experiment.yaml"
@@ -37,22 +37,15 @@ def load_experiment(repo_root: Path, use_case: str, env: str | None = None,
         raise UsageError(f"invalid environment name {env!r}", hint="use lowercase letters, digits, - or _")
 
     base_file = repo_root / "configs" / use_case / BASE_FILE
-    data, sources = _read_mapping(base_file, repo_root)
-    files = [base_file]
-    if env:
-        overlay_file = overlay_path(repo_root, use_case, env)
-        if overlay_file.is_file():
-            overlay, overlay_sources = _read_mapping(overlay_file, repo_root)
-            for key, value in overlay.items():  # a named block replaces the base block whole
-                data[key] = value
-                sources.merge_block(overlay_sources, key)
-            files.append(overlay_file)
+    data, sources, files = load_layered(
+        base_file, overlay_path(repo_root, use_case, env) if env else None, repo_root,
+        "start the file with `name: <use_case>`")
 
     problems: list[Problem] = []
     resolver = EnvResolver(load_dotenv_values(repo_root),
                            os.environ if environ is None else environ)
     data = resolver.resolve(data, sources, problems)
-    problems += _schema_problems(data, sources)
+    problems += schema_problems(EXPERIMENT_SCHEMA, data, sources)
     if problems:
         raise ConfigError(problems)
     semantic_problems, resolved = check(data, sources, repo_root)
@@ -63,63 +56,6 @@ def load_experiment(repo_root: Path, use_case: str, env: str | None = None,
         raise ConfigError([Problem(file, line, "name", f"name {data['name']!r} differs from the "
                                    f"use case folder {use_case!r}", f"set name: {use_case}")])
     return _build(data, resolved, repo_root, use_case, env, files)
-
-
-def _read_mapping(file: Path, repo_root: Path) -> tuple[dict, SourceMap]:
-    display = file.relative_to(repo_root)
-    data, sources = load_yaml_file(file, display)
-    if not isinstance(data, dict):
-        raise ConfigError([Problem(display, 1, None, "expected a mapping of settings at the top level",
-                                   "start the file with `name: <use_case>`")])
-    return data, sources
-
-
-def _schema_problems(data: dict, sources: SourceMap) -> list[Problem]:
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(EXPERIMENT_SCHEMA)
-    problems = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        path = tuple(error.absolute_path)
-        file, line = sources.locate(path)
-        message, hint = _explain(error)
-        field = format_path(path)
-        if error.validator == "required":
-            missing = error.message.split("'")[1]
-            field = format_path(path + (missing,))
-        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
-            for extra in sorted(k for k in error.instance if k not in allowed):
-                file, line = sources.locate(path + (extra,))
-                problems.append(Problem(file, line, format_path(path + (extra,)),
-                                        f"unknown key {extra!r}", hint))
-            continue
-        problems.append(Problem(file, line, field or None, message, hint))
-    return problems
-
-
-def _explain(error) -> tuple[str, str | None]:
-    """jsonschema's message, plus a fix a person can apply."""
-    kind = error.validator
-    if kind == "additionalProperties":
-        allowed = ", ".join(sorted(error.schema.get("properties", {})))
-        return error.message, f"remove or rename it; allowed keys here: {allowed}"
-    if kind == "enum":
-        return (f"{error.instance!r} is not allowed",
-                f"use one of: {', '.join(map(str, error.validator_value))}")
-    if kind == "required":
-        return error.message, "add it"
-    if kind == "type":
-        return (f"expected {error.validator_value}, got {type(error.instance).__name__}",
-                None)
-    if kind == "oneOf" and isinstance(error.instance, dict) and "datasets" in error.instance:
-        return "an evaluator needs exactly one of `flow` or `code`", \
-            "flow: flows/<use_case>/<eval_flow>  or  code: path/to/file.py:function"
-    if kind == "pattern":
-        return f"{error.instance!r} does not match {error.validator_value}", None
-    if kind == "minItems":
-        return "must not be empty", "add at least one entry"
-    return error.message, None
 
 
 def _build(data: dict, resolved: dict, repo_root: Path, use_case: str, env: str | None,

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genaiops.config.envvars import EnvResolver, load_dotenv_values
-from genaiops.config.loader import _explain
-from genaiops.config.yamlsrc import SourceMap, format_path, load_yaml_file
+from genaiops.config.layered import load_layered, schema_problems
 from genaiops.errors import ConfigError, Problem, UsageError
 
 BASE_FILE = "deployment.yaml"
 TARGETS = ("docker", "aml", "kubernetes")
 DEFAULT_BASE_IMAGE = "genaiops/base:bookworm"
 KEY = {"pattern": "^[a-z][a-z0-9_]*$"}  # no blank, uppercase or odd keys anywhere
+KEY_HINT = ("keys are lowercase letters, digits and _ (environment names may also use -); "
+            "no blank or uppercase keys")
 
 _RESOURCES = {"type": "object", "propertyNames": KEY, "additionalProperties": False,
               "properties": {"cpu": {"type": "string", "minLength": 1},
@@ -134,20 +135,13 @@ def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
     if not base.is_file():
         raise UsageError(f"configs/{use_case}/{BASE_FILE} not found",
                          hint="create it (see docs/deploy.md), e.g. environments: {dev: {target: docker}}")
-    data, sources = _read(base, repo_root)
-    files = [base]
     overlay = folder / f"deployment.{env}.yaml" if env else None
-    if overlay is not None and overlay.is_file():
-        extra, extra_sources = _read(overlay, repo_root)
-        for key, value in extra.items():
-            data[key] = value
-            sources.merge_block(extra_sources, key)
-        files.append(overlay)
+    data, sources, files = load_layered(base, overlay, repo_root, "start with `environments:`")
 
     problems: list[Problem] = []
     resolver = EnvResolver(load_dotenv_values(repo_root), os.environ if environ is None else environ)
     data = resolver.resolve(data, sources, problems)
-    problems += _schema_problems(data, sources)
+    problems += schema_problems(DEPLOYMENT_SCHEMA, data, sources, KEY_HINT)
     if problems:
         raise ConfigError(problems)
 
@@ -182,44 +176,3 @@ def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
         smoke_timeout_sec=float(smoke.get("timeout_sec", 60)),
         environments=envs,
     )
-
-
-def _read(file: Path, repo_root: Path) -> tuple[dict, SourceMap]:
-    display = file.relative_to(repo_root)
-    data, sources = load_yaml_file(file, display)
-    if not isinstance(data, dict):
-        raise ConfigError([Problem(display, 1, None, "expected a mapping at the top level",
-                                   "start with `environments:`")])
-    return data, sources
-
-
-def _schema_problems(data: dict, sources: SourceMap) -> list[Problem]:
-    from jsonschema import Draft202012Validator
-
-    problems = []
-    for error in Draft202012Validator(DEPLOYMENT_SCHEMA).iter_errors(data):
-        path = tuple(error.absolute_path)
-        if error.validator == "propertyNames" or "propertyNames" in error.relative_schema_path:
-            # jsonschema reports the bad key as the instance; point at the key itself
-            key = error.instance
-            path = path + (key,)
-            file, line = sources.locate(path)
-            problems.append(Problem(file, line, format_path(path), f"invalid key {key!r}",
-                                    "keys are lowercase letters, digits and _ (environment names "
-                                    "may also use -); no blank or uppercase keys"))
-            continue
-        file, line = sources.locate(path)
-        message, hint = _explain(error)
-        field_name = format_path(path)
-        if error.validator == "required":
-            missing = error.message.split("'")[1]
-            field_name = format_path(path + (missing,))
-        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
-            for extra in sorted(k for k in error.instance if k not in allowed):
-                f, ln = sources.locate(path + (extra,))
-                problems.append(Problem(f, ln, format_path(path + (extra,)), f"unknown key {extra!r}", hint))
-            continue
-        problems.append(Problem(file, line, field_name or None, message, hint))
-    problems.sort(key=lambda p: (str(p.file), p.line or 0))
-    return problems

@@ -123,7 +123,7 @@ def evaluate_experiment(config: ExperimentConfig, experiment: dict, options: Eva
                         simulator=None, runner=None) -> dict:
     """Run (or reuse) every evaluation of one experiment and build the summary without gates."""
     from genaiops.evaluators import EvaluationStore, make_adapter, plan_evaluations, run_evaluations
-    from genaiops.llm_session import llm_session
+    from genaiops.llm_session import llm_session, output_settings
     from genaiops.runners import open_runner
 
     ledger = Ledger(config.repo_root)
@@ -135,7 +135,7 @@ def evaluate_experiment(config: ExperimentConfig, experiment: dict, options: Eva
     needs_llm = any(e.flow for e in config.evaluators)
     session_cm = llm_session(config, simulator) if needs_llm else contextlib.nullcontext(None)
     with session_cm as session:
-        settings = session.output_settings(config) if session else {}
+        settings = output_settings(config) if session else {}
         tasks = plan_evaluations(config, records, adapters, settings)
         outcomes = run_evaluations(tasks, adapters, ledger, EvaluationStore(config.repo_root),
                                    evaluation_id=evaluation_id,
