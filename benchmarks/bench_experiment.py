@@ -76,7 +76,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = isolated_environment()
-    from genaiops.pfenv import prepare_promptflow
+    from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
     from genaiops.config import load_experiment

@@ -17,7 +17,7 @@ os.environ["HOME"] = str(_SESSION_HOME)
 os.environ.pop("GENAIOPS_REPO", None)
 os.environ.pop("GENAIOPS_STATE_DIR", None)
 
-from genaiops.pfenv import prepare_promptflow  # noqa: E402
+from genaiops.engines.promptflow.env import prepare_promptflow  # noqa: E402
 
 prepare_promptflow()
 

@@ -11,7 +11,7 @@ from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint
 from azure.core.exceptions import ResourceNotFoundError
 from test_deploy_helpers import REPO
 
-from genaiops.deploy.config import load_deployment
+from genaiops.config.deployment import load_deployment
 from genaiops.deploy.image import ImageRef
 from genaiops.deploy.targets import DeployRequest, SmokeSpec
 from genaiops.deploy.targets.aml import AzureMLTarget

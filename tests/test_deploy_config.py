@@ -10,14 +10,14 @@ import yaml
 from test_deploy_helpers import REPO, copy_use_case, run_cli
 
 from genaiops.config import load_experiment
-from genaiops.deploy.config import load_deployment
+from genaiops.config.deployment import load_deployment
 from genaiops.deploy.image import ImageRef, _lock, _requirements
 from genaiops.deploy.targets import DeployRequest, SmokeSpec
 from genaiops.deploy.targets.base import check_smoke
 from genaiops.deploy.targets.kubernetes import KubernetesTarget, manifests
 from genaiops.deploy.variant import choose_variant, stage_variant
+from genaiops.engines.promptflow.flowspec import read_flow
 from genaiops.errors import ConfigError, UsageError
-from genaiops.flowspec import read_flow
 
 CANARY = "canary-k8s-9876543210"
 

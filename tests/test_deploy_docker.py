@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from test_deploy_helpers import copy_use_case, run_cli
 
+from genaiops.config.deployment import DEFAULT_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.audit import audit_log
-from genaiops.deploy.config import DEFAULT_BASE_IMAGE
 from genaiops.simulator import SimulatorServer
 
 REASON = dockercli.unavailable_reason()

@@ -18,7 +18,7 @@ def copy_use_case(dest: Path, use_case: str) -> Path:
 
 
 def _wired_parser(build):
-    from genaiops.deploy_cli import add_deploy_parsers
+    from genaiops.cli.deploy import add_deploy_parsers
 
     parser = build()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from repo_factory import make_repo, write
 
+from genaiops.cli.evaluate import add_evaluate_parser
 from genaiops.config import load_experiment
+from genaiops.engines.promptflow.env import promptflow_home
 from genaiops.errors import GenaiopsError
-from genaiops.evaluate_cli import add_evaluate_parser
-from genaiops.pfenv import promptflow_home
 from genaiops.phases.evaluate import EvaluateOptions, digest, run_evaluate
 from genaiops.phases.experiment import ExperimentOptions, run_experiment
 
@@ -32,7 +32,7 @@ def cli(repo: Path, *argv: str) -> int:
     try:
         return args.func(args)
     except GenaiopsError as exc:  # as cli.main reports it
-        from genaiops.console import err
+        from genaiops.cli.render import err
 
         err(f"error: {exc}")
         return exc.exit_code
@@ -127,7 +127,7 @@ def test_evaluation_falls_back_to_ledger_outputs_when_the_promptflow_run_is_gone
     config = classification["config"]
     worse = _summary(classification["reports"] / "worse")
     [run_scores] = [s for s in worse["scores"] if s["score"] == "score"]
-    from genaiops.ledger import Ledger
+    from genaiops.workspace.ledger import Ledger
 
     experiment = Ledger(REPO).load_experiment("classification", classification["terse"])
     record = Ledger(REPO).find(experiment["runs"][0]["key"])

@@ -16,10 +16,10 @@ import pytest
 from genaiops.cli import main
 from genaiops.config import load_experiment
 from genaiops.errors import RunFailed, UsageError
-from genaiops.ledger import Ledger
 from genaiops.phases.experiment import ExperimentOptions, raise_if_failed, run_experiment
 from genaiops.simulator import SimulatorServer
 from genaiops.variants import select_variants
+from genaiops.workspace.ledger import Ledger
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = "canary-sk-7f3a9e1d2c"

@@ -3,7 +3,7 @@
 import pytest
 
 from genaiops.config.model import EvaluationSettings, Gate
-from genaiops.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, check_gates, verdict
+from genaiops.evaluation.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, check_gates, verdict
 
 SETTINGS = EvaluationSettings(min_samples=30)
 

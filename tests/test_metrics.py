@@ -4,7 +4,14 @@ import math
 
 import pytest
 
-from genaiops.metrics import ERROR, aggregate, binomial_tail, bootstrap_ci, paired_test, wilson
+from genaiops.evaluation.stats import (
+    ERROR,
+    aggregate,
+    binomial_tail,
+    bootstrap_ci,
+    paired_test,
+    wilson,
+)
 
 
 def test_wilson_matches_the_textbook_interval():

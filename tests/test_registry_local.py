@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from genaiops import hashing
+from genaiops.cli.registry import add_registry_parser
 from genaiops.errors import GenaiopsError, UsageError
 from genaiops.registry import AssetSpec, open_registry
 from genaiops.registry.blobstore import BlobStore
-from genaiops.registry.commands import add_registry_parser
 
 
 @pytest.fixture

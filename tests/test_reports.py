@@ -11,10 +11,10 @@ import pytest
 
 from genaiops.config.model import EvaluationSettings, Gate
 from genaiops.errors import UsageError
-from genaiops.gates import check_gates, verdict
+from genaiops.evaluation.baseline import read_summary
+from genaiops.evaluation.gates import check_gates, verdict
 from genaiops.phases.evaluate import SIMULATOR_LABEL, SUMMARY_SCHEMA
 from genaiops.reports import write_reports
-from genaiops.reports.baseline import read_summary
 from genaiops.secrets import REDACTOR
 
 CANARY = "sk-canary-7f3e9a1b2c"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from genaiops.engines import BatchJob, open_runner
+from genaiops.engines.promptflow.azure import AzureRunner, import_pf_client, make_pf_client
 from genaiops.errors import GenaiopsError, UsageError
-from genaiops.runners import BatchJob, open_runner
-from genaiops.runners.azure import AzureRunner, import_pf_client, make_pf_client
 
 PFClient = import_pf_client()  # also proves promptflow-azure imports next to this azure-ai-ml
 
@@ -219,7 +219,7 @@ def test_workspace_client_uses_the_registry_scope_and_credential(monkeypatch):
         def __init__(self, **kwargs):
             made.update(kwargs)
 
-    import genaiops.runners.azure as azure_runner
+    import genaiops.engines.promptflow.azure as azure_runner
 
     monkeypatch.setattr(azure_runner, "import_pf_client", lambda: Recording)
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub")

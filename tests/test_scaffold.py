@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genaiops import fsutil
+from genaiops.engines.promptflow.flowspec import read_flow
 from genaiops.errors import UsageError
-from genaiops.flowspec import read_flow
 from genaiops.scaffold import KINDS, TEMPLATES, scaffold_use_case
 from genaiops.simulator import SimulatorServer
+from genaiops.workspace import files as fsutil
 
 COMMON = {
     "configs/{n}/experiment.yaml",

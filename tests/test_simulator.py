@@ -19,6 +19,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from genaiops.cli.simulator import rules_path_from_args
 from genaiops.errors import ConfigError, UsageError
 from genaiops.simulator import (
     SIMULATOR_NAME,
@@ -27,7 +28,6 @@ from genaiops.simulator import (
     load_rules,
     parse_rules,
 )
-from genaiops.simulator.cli import rules_path_from_args
 
 KEY = "sk-test-very-secret-4242"
 
@@ -728,7 +728,7 @@ def test_cli_use_case_resolves_rules_in_repo(tmp_path, monkeypatch):
     monkeypatch.setenv("GENAIOPS_REPO", str(tmp_path))
     import argparse
 
-    from genaiops.simulator import add_arguments
+    from genaiops.cli.simulator import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from genaiops.config.model import ExperimentConfig
-from genaiops.connections import upsert_connections
+from genaiops.engines.promptflow.connections import upsert_connections
 from genaiops.hashing import hash_file
 
 

@@ -13,8 +13,8 @@ import itertools
 from dataclasses import dataclass, field
 
 from genaiops.config.model import ExperimentConfig
+from genaiops.engines.promptflow.flowspec import read_flow
 from genaiops.errors import UsageError
-from genaiops.flowspec import read_flow
 
 MODES = ("defaults", "all", "grid")
 

@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 from genaiops.config.yamlsrc import SourceMap, format_path
+from genaiops.engines.promptflow.flowspec import FlowSpec, FlowSpecError, read_flow
 from genaiops.errors import Problem
-from genaiops.flowspec import FlowSpec, FlowSpecError, read_flow
-from genaiops.paths import resolve_inside
+from genaiops.workspace.repo import resolve_inside
 
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
 RUN_OUTPUT_REF = re.compile(r"^\$\{run\.outputs\.([^}]+)\}$")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from genaiops.deploy import dockercli
 from genaiops.errors import GenaiopsError, UsageError
-from genaiops.fsutil import atomic_write_text
+from genaiops.workspace.files import atomic_write_text
 
 TEMPLATE_VERSION = "2"
 SERVING_REQUIREMENTS = ("keyrings.alt", "gunicorn==22.0.0")
@@ -201,7 +201,7 @@ def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:
     with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-home-") as home:
         env = {**os.environ, "HOME": home}
         env.pop("PF_HOME_DIRECTORY", None)
-        done = subprocess.run([sys.executable, "-m", "genaiops.deploy.pfbuild", str(flow_dir), str(output),
+        done = subprocess.run([sys.executable, "-m", "genaiops.engines.promptflow.build", str(flow_dir), str(output),
                                json.dumps(connections)], capture_output=True, text=True, env=env, timeout=600, check=False)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-5:]

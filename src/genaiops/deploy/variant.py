@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from genaiops.engines.promptflow.flowspec import DAG_FILE, FLEX_FILE
+from genaiops.engines.promptflow.staging import copy_flow
 from genaiops.errors import ConfigError, Problem, UsageError
-from genaiops.flowspec import DAG_FILE, FLEX_FILE
-from genaiops.staging import copy_flow
 
 
 @dataclass(frozen=True)

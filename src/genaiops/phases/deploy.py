@@ -34,16 +34,16 @@ class DeployOptions:
 
 def run_deploy(repo_root: Path, use_case: str, options: DeployOptions) -> dict:
     from genaiops.config import load_experiment
+    from genaiops.config.deployment import load_deployment
     from genaiops.deploy import audit
-    from genaiops.deploy.config import load_deployment
     from genaiops.deploy.image import ImageBuilder, git_commit
     from genaiops.deploy.targets import DeployRequest, SmokeSpec, make_target
     from genaiops.deploy.variant import choose_variant, stage_variant
-    from genaiops.flowspec import read_flow
+    from genaiops.engines.promptflow.flowspec import read_flow
     from genaiops.hashing import hash_tree
-    from genaiops.paths import state_dir
     from genaiops.registry import AssetSpec, open_registry
     from genaiops.secrets import REDACTOR
+    from genaiops.workspace.repo import state_dir
 
     progress = options.progress or (lambda message: None)
     started = time.monotonic()
@@ -137,8 +137,8 @@ def _check_approval(state, use_case, environment, artifact, environ) -> dict:
 def _connection_env(experiment, simulator_url: str) -> tuple[dict, list[str], list[dict]]:
     """Container env vars (`<CONN>_<KEY>`, promptflow's override convention), which are secret, and
     secret-free connection descriptions for `pf flow build`."""
-    from genaiops.connections import endpoint_for
     from genaiops.deploy.targets.base import env_prefix
+    from genaiops.engines.promptflow.connections import endpoint_for
 
     env, secrets, build = {}, [], []
     for conn in experiment.connections:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from genaiops.config.model import ExperimentConfig
 from genaiops.errors import GenaiopsError, UsageError
-from genaiops.fsutil import atomic_write_json
-from genaiops.ledger import STATUS_COMPLETED, Ledger, RunRecord
-from genaiops.metrics import ERROR, aggregate, as_number, wilson
-from genaiops.paths import state_dir
+from genaiops.evaluation.stats import ERROR, aggregate, as_number, wilson
+from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.ledger import STATUS_COMPLETED, Ledger, RunRecord
+from genaiops.workspace.repo import state_dir
 
 SUMMARY_SCHEMA = "genaiops.evaluation/1"
 SIMULATOR_LABEL = "bundled LLM SIMULATOR (loopback, deterministic rules, not a real model)"
@@ -66,8 +66,8 @@ def load_experiment_or_fail(ledger: Ledger, use_case: str, ref: str) -> dict:
 
 
 def run_evaluate(config: ExperimentConfig, options: EvaluateOptions, *, simulator=None, runner=None) -> dict:
-    from genaiops.gates import check_gates, verdict
-    from genaiops.reports.baseline import load_baseline
+    from genaiops.evaluation.baseline import load_baseline
+    from genaiops.evaluation.gates import check_gates, verdict
 
     started = time.time()
     ledger = Ledger(config.repo_root)
@@ -122,9 +122,14 @@ def _write_best_pointer(config: ExperimentConfig, summary: dict) -> None:
 def evaluate_experiment(config: ExperimentConfig, experiment: dict, options: EvaluateOptions, *,
                         simulator=None, runner=None) -> dict:
     """Run (or reuse) every evaluation of one experiment and build the summary without gates."""
-    from genaiops.evaluators import EvaluationStore, make_adapter, plan_evaluations, run_evaluations
+    from genaiops.engines import open_runner
+    from genaiops.evaluation.evaluators import (
+        EvaluationStore,
+        make_adapter,
+        plan_evaluations,
+        run_evaluations,
+    )
     from genaiops.llm_session import llm_session, output_settings
-    from genaiops.runners import open_runner
 
     ledger = Ledger(config.repo_root)
     evaluation_id = new_evaluation_id(config.use_case)
@@ -262,7 +267,7 @@ def _default_primary(config: ExperimentConfig, metrics: list[dict]) -> str | Non
 
 
 def rank_variants(config: ExperimentConfig, summary: dict, records: list[RunRecord]) -> tuple[str | None, list[dict]]:
-    from genaiops.gates import find_metric
+    from genaiops.evaluation.gates import find_metric
 
     settings = config.evaluation
     primary = _default_primary(config, summary["metrics"])

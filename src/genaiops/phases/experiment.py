@@ -18,19 +18,25 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genaiops.composite import stage_composite
-from genaiops.composite import suffix as composite_suffix
 from genaiops.config.model import Dataset, ExperimentConfig
+from genaiops.engines import BatchJob, BatchResult, open_runner
+from genaiops.engines.promptflow.composite import stage_composite
+from genaiops.engines.promptflow.composite import suffix as composite_suffix
+from genaiops.engines.promptflow.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
+from genaiops.engines.promptflow.staging import apply_prompty_overrides, copy_flow
 from genaiops.errors import RunFailed, UsageError
 from genaiops.hashing import hash_file, hash_tree
-from genaiops.ledger import STATUS_COMPLETED, Ledger, RunRecord, new_experiment_id, run_key
-from genaiops.paths import state_dir
 from genaiops.progress import Progress
-from genaiops.runners import BatchJob, BatchResult, open_runner
-from genaiops.runners.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
 from genaiops.secrets import redact
-from genaiops.staging import apply_prompty_overrides, copy_flow
 from genaiops.variants import VariantSpec, select_variants
+from genaiops.workspace.ledger import (
+    STATUS_COMPLETED,
+    Ledger,
+    RunRecord,
+    new_experiment_id,
+    run_key,
+)
+from genaiops.workspace.repo import state_dir
 
 MAX_VARIANTS_PER_BATCH = 8  # chains per composite line; bounded so one line stays light
 MAX_ERRORS_KEPT = 5

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from genaiops.config import ExperimentConfig
-from genaiops.connections import upsert_connections
-from genaiops.fsutil import atomic_write_json
-from genaiops.paths import state_dir
+from genaiops.engines.promptflow.connections import upsert_connections
+from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.repo import state_dir
 
 
 def simulator_url_for_init(config: ExperimentConfig) -> str:

@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from genaiops.errors import GenaiopsError
-from genaiops.paths import state_dir
 from genaiops.registry.base import AssetSpec, Registration, VersionTaken
 from genaiops.registry.blobstore import BlobStore
+from genaiops.workspace.repo import state_dir
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000

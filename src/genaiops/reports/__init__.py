@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genaiops.fsutil import atomic_write_text
 from genaiops.reports.html import render_html
 from genaiops.reports.junit import render_junit
 from genaiops.reports.markdown import render_markdown
 from genaiops.reports.tables import metrics_csv, results_csv
 from genaiops.secrets import redact
+from genaiops.workspace.files import atomic_write_text
 
 SUMMARY_EXCLUDES = ("rows",)  # per-row inputs/outputs live in results.csv and report.html
 

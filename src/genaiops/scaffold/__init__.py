@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from genaiops.errors import UsageError
-from genaiops.fsutil import atomic_write_text
+from genaiops.workspace.files import atomic_write_text
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{1,40}$")
 KINDS = ("dag", "flex", "prompty")

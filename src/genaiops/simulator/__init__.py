@@ -4,14 +4,13 @@ deterministic answers from rules, usage tokens, latency and fault injection.
 It lets flows, tests and benchmarks run offline; a user reaches a real model by pointing the
 connection at Azure OpenAI/OpenAI instead. Modules: `rules` (the simulator.yaml format and
 answering), `faults` (429/500/timeout injection), `stats` (counters), `server` (HTTP),
-`cli` (`genaiops simulator`). Importing this package needs only the stdlib and PyYAML.
+and `genaiops.cli.simulator` (`genaiops simulator`). Importing this package needs only the stdlib and PyYAML.
 
     from genaiops.simulator import SimulatorServer
     with SimulatorServer(rules_path="configs/x/simulator.yaml", latency_ms=50) as sim:
         client = openai.OpenAI(base_url=sim.openai_base_url, api_key="any")
 """
 
-from genaiops.simulator.cli import add_arguments, run_from_args
 from genaiops.simulator.faults import Fault, FaultSet
 from genaiops.simulator.rules import Answer, Rules, count_tokens, load_rules, parse_rules
 from genaiops.simulator.server import SERVER_HEADER, SIMULATOR_NAME, SimulatorServer
@@ -26,9 +25,7 @@ __all__ = [
     "Rules",
     "SimulatorServer",
     "Stats",
-    "add_arguments",
     "count_tokens",
     "load_rules",
     "parse_rules",
-    "run_from_args",
 ]

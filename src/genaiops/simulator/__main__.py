@@ -3,8 +3,8 @@
 import argparse
 import sys
 
+from genaiops.cli.simulator import add_arguments, run_from_args
 from genaiops.errors import GenaiopsError
-from genaiops.simulator.cli import add_arguments, run_from_args
 
 
 def main(argv=None) -> int:

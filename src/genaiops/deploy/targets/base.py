@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from genaiops.deploy.config import DeploymentConfig, Environment
+from genaiops.config.deployment import DeploymentConfig, Environment
 from genaiops.deploy.image import ImageRef
 
 

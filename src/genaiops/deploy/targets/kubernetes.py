@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from genaiops.deploy.targets.base import DeployOutcome, DeployRequest, slug
-from genaiops.fsutil import atomic_write_text
-from genaiops.paths import state_dir
+from genaiops.workspace.files import atomic_write_text
+from genaiops.workspace.repo import state_dir
 
 PORT = 8080
 

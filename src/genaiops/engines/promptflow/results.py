@@ -11,7 +11,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from genaiops.runners.base import LineResult, MemberResult
+from genaiops.engines.base import LineResult, MemberResult
 
 
 def _time(value) -> float | None:

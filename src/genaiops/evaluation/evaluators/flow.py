@@ -13,10 +13,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from genaiops.evaluators.base import AlignedRow, EvalOutcome, EvalTask, error_rows, run_output_refs
+from genaiops.engines import BatchJob
+from genaiops.engines.promptflow.env import promptflow_home
+from genaiops.evaluation.evaluators.base import (
+    AlignedRow,
+    EvalOutcome,
+    EvalTask,
+    error_rows,
+    run_output_refs,
+)
 from genaiops.hashing import hash_tree
-from genaiops.pfenv import promptflow_home
-from genaiops.runners import BatchJob
 from genaiops.secrets import redact
 
 FALLBACK_PREFIX = "__run__"

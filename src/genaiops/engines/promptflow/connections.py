@@ -7,8 +7,8 @@ Azure OpenAI or OpenAI is a change of connection values in `.env`, never of the 
 from __future__ import annotations
 
 from genaiops.config.model import Connection, ExperimentConfig
+from genaiops.engines.promptflow.env import prepare_promptflow
 from genaiops.errors import GenaiopsError
-from genaiops.pfenv import prepare_promptflow
 
 
 def endpoint_for(connection: Connection, simulator_url: str | None) -> str:

@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from genaiops.fsutil import atomic_write_json
-from genaiops.pfenv import promptflow_home
-from genaiops.runners.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.runners.pf_results import count_finished_lines
-from genaiops.runners.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
+from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
+from genaiops.engines.promptflow.env import promptflow_home
+from genaiops.engines.promptflow.results import count_finished_lines
+from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
+from genaiops.workspace.files import atomic_write_json
 
 POLL_SECONDS = 0.3
 
@@ -47,7 +47,7 @@ class _Worker:
         self.log_path = folder / "worker.log"
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "genaiops.runners.pf_worker", "--serve"],
+            [sys.executable, "-m", "genaiops.engines.promptflow.worker", "--serve"],
             stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, **WORKER_STATIC_ENV},
             start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly

@@ -3,7 +3,7 @@
 promptflow's build reads the flow's connections from its local store and writes them as
 `connections/*.yaml` whose secrets read `${env:<CONN>_<KEY>}`. We give it a private store holding
 placeholder connections (no real key ever exists there), so no secret can reach the build context.
-Usage: python -m genaiops.deploy.pfbuild FLOW OUTPUT CONNECTIONS_JSON
+Usage: python -m genaiops.engines.promptflow.build FLOW OUTPUT CONNECTIONS_JSON
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ PLACEHOLDER_KEY = "set-at-container-start"
 
 
 def main(flow: str, output: str, connections_json: str) -> int:
-    from genaiops.pfenv import prepare_promptflow
+    from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
     from promptflow.client import PFClient

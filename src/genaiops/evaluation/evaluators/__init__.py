@@ -8,19 +8,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from genaiops.config.model import ExperimentConfig
 from genaiops.errors import ConfigError
-from genaiops.evaluators.base import (
+from genaiops.evaluation.evaluators.base import (
     AlignedRow,
     EvalOutcome,
     EvalTask,
     EvaluatorAdapter,
     aligned_rows,
 )
-from genaiops.evaluators.code import CodeEvaluator
-from genaiops.evaluators.flow import FlowEvaluator
-from genaiops.evaluators.store import EvaluationStore
+from genaiops.evaluation.evaluators.code import CodeEvaluator
+from genaiops.evaluation.evaluators.flow import FlowEvaluator
 from genaiops.hashing import hash_file
-from genaiops.ledger import Ledger, RunRecord, run_key
 from genaiops.progress import Progress
+from genaiops.workspace.evaluations import EvaluationStore
+from genaiops.workspace.ledger import Ledger, RunRecord, run_key
 
 
 def make_adapter(config: ExperimentConfig, evaluator, runner, *, force_data_mode=False) -> EvaluatorAdapter:

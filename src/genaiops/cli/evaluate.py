@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genaiops.cliargs import positive_int
+from genaiops.cli.args import positive_int
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
@@ -38,12 +38,12 @@ def add_evaluate_parser(phases_subparsers) -> None:
 
 
 def cmd_run_evaluate(args: argparse.Namespace) -> int:
+    from genaiops.cli.render import emit_json, err, out
     from genaiops.config import load_experiment
-    from genaiops.console import emit_json, err, out
-    from genaiops.paths import find_repo_root, repo_from_flag
     from genaiops.phases.evaluate import EvaluateOptions, run_evaluate
     from genaiops.reports import summary_for_json
     from genaiops.secrets import REDACTOR
+    from genaiops.workspace.repo import find_repo_root, repo_from_flag
 
     root = repo_from_flag(args.repo) if getattr(args, "repo", None) else find_repo_root()
     config = load_experiment(root, args.use_case, args.env)
@@ -62,7 +62,7 @@ def cmd_run_evaluate(args: argparse.Namespace) -> int:
 
 
 def render(summary: dict, out, err) -> None:
-    from genaiops.console import table
+    from genaiops.cli.render import table
 
     if summary["llm"]["simulator"]:
         out(f"LLM: {summary['llm']['label']}")

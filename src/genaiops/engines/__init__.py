@@ -1,7 +1,7 @@
 """Runners execute batch jobs. One protocol (`Runner`), adapters per backend: `local` (promptflow
 in a worker process on this machine) and `azure` (promptflow-azure runs on Azure ML compute)."""
 
-from genaiops.runners.base import BatchJob, BatchResult, LineResult, MemberResult, Runner
+from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, Runner
 
 
 def open_runner(backend: str = "local", settings: dict | None = None) -> Runner:
@@ -9,11 +9,11 @@ def open_runner(backend: str = "local", settings: dict | None = None) -> Runner:
     from genaiops.errors import UsageError
 
     if backend == "local":
-        from genaiops.runners.local import LocalRunner
+        from genaiops.engines.promptflow.local import LocalRunner
 
         return LocalRunner()
     if backend == "azure":
-        from genaiops.runners.azure import AzureRunner
+        from genaiops.engines.promptflow.azure import AzureRunner
 
         return AzureRunner(settings)
     raise UsageError(f"unknown runtime backend {backend!r}", hint="use runtime.backend: local or azure")

@@ -147,7 +147,7 @@ def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
 
     smoke = data.get("smoke") or {}
     request_rel = smoke.get("request", f"configs/{use_case}/sample-request.json")
-    from genaiops.paths import resolve_inside
+    from genaiops.workspace.repo import resolve_inside
 
     request = resolve_inside(repo_root, request_rel)
     if request is None or not request.is_file():

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from genaiops.config.model import Evaluator, EvaluatorDataset
 from genaiops.errors import ConfigError
-from genaiops.ledger import Ledger, RunRecord
+from genaiops.workspace.ledger import Ledger, RunRecord
 
 _REF = re.compile(r"^\$\{(data|run\.outputs)\.([A-Za-z0-9_.-]+)\}$")
 EXPERIMENT_LINE_FAILED = "experiment line failed: nothing to evaluate"

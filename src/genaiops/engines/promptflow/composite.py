@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from genaiops.flowspec import DAG_FILE
-from genaiops.staging import copy_flow
+from genaiops.engines.promptflow.flowspec import DAG_FILE
+from genaiops.engines.promptflow.staging import copy_flow
 
 SUFFIX = "__v{index}"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\.")

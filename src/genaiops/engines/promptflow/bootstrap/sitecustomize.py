@@ -2,7 +2,7 @@
 this folder on PYTHONPATH): applies genaiops' LLM retry policy in promptflow's line workers."""
 
 try:
-    from genaiops.runners.retry_policy import install_from_env
+    from genaiops.engines.promptflow.retry_policy import install_from_env
 
     install_from_env()
 except Exception:  # never break a process over an optional policy

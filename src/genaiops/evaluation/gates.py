@@ -20,7 +20,7 @@ import operator
 from dataclasses import asdict, dataclass, field
 
 from genaiops.config.model import EvaluationSettings, Gate
-from genaiops.metrics import as_number, paired_test
+from genaiops.evaluation.stats import as_number, paired_test
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 PASS, FAIL, INSUFFICIENT, SKIPPED = "pass", "fail", "insufficient", "skipped"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from genaiops.evaluators.base import EvalOutcome
-from genaiops.fsutil import atomic_write_json
-from genaiops.paths import state_dir
+from genaiops.evaluation.evaluators.base import EvalOutcome
+from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.repo import state_dir
 
 
 class EvaluationStore:

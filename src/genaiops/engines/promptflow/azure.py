@@ -30,8 +30,8 @@ import sys
 import time
 import types
 
+from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
 from genaiops.errors import GenaiopsError
-from genaiops.runners.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
 
 TERMINAL = {"Completed": "completed", "Failed": "failed", "Canceled": "failed"}
 RUNNING = {"NotStarted", "Queued", "Preparing", "Starting", "Running", "Finalizing", "CancelRequested"}
@@ -49,7 +49,7 @@ def import_pf_client():
     """`promptflow.azure.PFClient`, working around promptflow-azure 1.18.5 importing
     `DatastoreType` from an azure-ai-ml module removed in azure-ai-ml 1.33
     (microsoft/promptflow#4176): the same enum still lives in `arm_ml_service.models`."""
-    from genaiops.pfenv import prepare_promptflow
+    from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()  # quiet and offline before promptflow is imported
     try:

@@ -63,7 +63,7 @@ def rules_path_from_args(args: argparse.Namespace) -> Path | None:
         return None
     if not _USE_CASE.match(name):
         raise UsageError(f"use case name {name!r} may use only a-z, 0-9, '_' and '-'")
-    from genaiops.paths import find_repo_root
+    from genaiops.workspace.repo import find_repo_root
 
     root = find_repo_root()
     path = root / "configs" / name / "simulator.yaml"

@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from genaiops.fsutil import atomic_write_json, atomic_write_text
-from genaiops.paths import state_dir
+from genaiops.workspace.files import atomic_write_json, atomic_write_text
+from genaiops.workspace.repo import state_dir
 
 STATUS_COMPLETED = "completed"  # every line ran (failed lines are counted in the record)
 STATUS_FAILED = "failed"  # the run itself could not complete

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from genaiops.errors import UsageError
-from genaiops.ledger import Ledger
+from genaiops.workspace.ledger import Ledger
 
 
 def read_summary(path: Path) -> dict:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from genaiops.errors import ConfigError
-from genaiops.evaluators.base import (
+from genaiops.evaluation.evaluators.base import (
     AlignedRow,
     EvalOutcome,
     EvalTask,

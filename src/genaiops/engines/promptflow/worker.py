@@ -1,6 +1,6 @@
 """Runs one promptflow batch job in its own process.
 
-`python -m genaiops.runners.pf_worker JOB RESULT` runs a job file; `--serve` imports promptflow
+`python -m genaiops.engines.promptflow.worker JOB RESULT` runs a job file; `--serve` imports promptflow
 first and then reads one "JOB<tab>RESULT" line from stdin (a warm worker, see `local.py`).
 
 A process per batch keeps promptflow's fork-based worker pool away from the orchestrator's
@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def _warm_up() -> None:
-    from genaiops.pfenv import prepare_promptflow
+    from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
     import promptflow.client  # noqa: F401  (the expensive part: ~3 s)
@@ -32,11 +32,11 @@ def run_job(job: dict) -> dict:
     _warm_up()
     from promptflow.client import PFClient
 
-    from genaiops.runners.retry_policy import install_from_env
+    from genaiops.engines.promptflow.retry_policy import install_from_env
 
     install_from_env()  # before pf.run: forked line workers inherit it
 
-    from genaiops.runners.pf_results import read_members
+    from genaiops.engines.promptflow.results import read_members
 
     client = PFClient()
     started = time.monotonic()
@@ -91,7 +91,7 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from genaiops.fsutil import atomic_write_json
+    from genaiops.workspace.files import atomic_write_json
 
     _exit_with_parent()
     if argv == ["--serve"]:

@@ -42,8 +42,8 @@ def add_registry_parser(subparsers) -> None:
 
 
 def _open(args):
-    from genaiops.paths import find_repo_root
     from genaiops.registry.base import open_registry
+    from genaiops.workspace.repo import find_repo_root
 
     backend = args.backend or os.environ.get(BACKEND_ENV) or "local"
     return open_registry(backend, find_repo_root())

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from genaiops import __version__
-from genaiops.cliargs import csv_list, positive_int
+from genaiops.cli.args import csv_list, positive_int
 from genaiops.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, GenaiopsError
 
 DESCRIPTION = """\
@@ -102,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     exp.set_defaults(func=cmd_run_experiment)
 
-    from genaiops.evaluate_cli import add_evaluate_parser
+    from genaiops.cli.evaluate import add_evaluate_parser
 
     add_evaluate_parser(phases)
 
-    from genaiops.deploy_cli import add_deploy_parsers
+    from genaiops.cli.deploy import add_deploy_parsers
 
     add_deploy_parsers(sub, phases)
 
@@ -114,19 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
                          description="An OpenAI-compatible LLM SIMULATOR on loopback: deterministic "
                                      "answers from a rules file, usage tokens, latency and fault "
                                      "injection. It is not a language model.")
-    from genaiops.simulator import add_arguments as add_simulator_arguments
+    from genaiops.cli.simulator import add_arguments as add_simulator_arguments
 
     add_simulator_arguments(sim)
     sim.set_defaults(func=cmd_simulator)
 
-    from genaiops.registry.commands import add_registry_parser
+    from genaiops.cli.registry import add_registry_parser
 
     add_registry_parser(sub)
     return parser
 
 
 def cmd_new(args) -> int:
-    from genaiops.console import emit_json, out
+    from genaiops.cli.render import emit_json, out
     from genaiops.scaffold import scaffold_use_case
 
     root = _repo(args)
@@ -143,8 +143,8 @@ def cmd_new(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from genaiops.cli.render import emit_json, out
     from genaiops.config import list_use_cases, load_experiment
-    from genaiops.console import emit_json, out
 
     root = _repo(args)
     use_cases = [args.use_case] if args.use_case else list_use_cases(root)
@@ -176,8 +176,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run_init(args) -> int:
+    from genaiops.cli.render import emit_json, out, table
     from genaiops.config import load_experiment
-    from genaiops.console import emit_json, out, table
     from genaiops.phases.init import run_init
     from genaiops.secrets import REDACTOR
 
@@ -203,8 +203,8 @@ def cmd_run_init(args) -> int:
 
 
 def cmd_run_experiment(args) -> int:
+    from genaiops.cli.render import emit_json, out, table
     from genaiops.config import load_experiment
-    from genaiops.console import emit_json, out, table
     from genaiops.phases.experiment import ExperimentOptions, raise_if_failed, run_experiment
     from genaiops.secrets import REDACTOR
 
@@ -238,13 +238,13 @@ def cmd_run_experiment(args) -> int:
 
 
 def cmd_simulator(args) -> int:
-    from genaiops.simulator import run_from_args
+    from genaiops.cli.simulator import run_from_args
 
     return run_from_args(args)
 
 
 def _repo(args) -> Path:
-    from genaiops.paths import find_repo_root, repo_from_flag
+    from genaiops.workspace.repo import find_repo_root, repo_from_flag
 
     return repo_from_flag(args.repo) if getattr(args, "repo", None) else find_repo_root()
 
@@ -260,14 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     except GenaiopsError as exc:
         return _report_error(args, exc)
     except KeyboardInterrupt:
-        from genaiops.console import err
+        from genaiops.cli.render import err
 
         err("interrupted: completed work is kept; run the same command again to resume")
         return 130
     except Exception as exc:  # a bug in genaiops: say so, no traceback unless asked
         if os.environ.get("GENAIOPS_DEBUG"):
             raise
-        from genaiops.console import err
+        from genaiops.cli.render import err
 
         err(f"internal error: {type(exc).__name__}: {exc}\n"
             "  this is a bug in genaiops; rerun with GENAIOPS_DEBUG=1 to see the traceback")
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report_error(args, exc: GenaiopsError) -> int:
-    from genaiops.console import emit_json, err
+    from genaiops.cli.render import emit_json, err
 
     if getattr(args, "json", False):
         payload = {"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}

@@ -48,13 +48,13 @@ def add_deploy_parsers(subparsers, phases_subparsers) -> None:
 
 
 def _repo(args) -> Path:
-    from genaiops.paths import find_repo_root, repo_from_flag
+    from genaiops.workspace.repo import find_repo_root, repo_from_flag
 
     return repo_from_flag(args.repo) if getattr(args, "repo", None) else find_repo_root()
 
 
 def cmd_run_deploy(args) -> int:
-    from genaiops.console import emit_json, err, out
+    from genaiops.cli.render import emit_json, err, out
     from genaiops.phases.deploy import DeployOptions, run_deploy
 
     progress = None if args.json else (lambda line: err(line))
@@ -78,12 +78,12 @@ def cmd_run_deploy(args) -> int:
 
 
 def cmd_decide(args) -> int:
-    from genaiops.console import emit_json, out, table
+    from genaiops.cli.render import emit_json, out, table
+    from genaiops.config.deployment import load_deployment
     from genaiops.deploy.approvals import normalise_digest, record_decision
     from genaiops.deploy.audit import last_successful
-    from genaiops.deploy.config import load_deployment
     from genaiops.deploy.variant import best_pointer_path, summary_md_for
-    from genaiops.paths import state_dir
+    from genaiops.workspace.repo import state_dir
 
     root = _repo(args)
     config = load_deployment(root, args.use_case, args.env)
