@@ -80,6 +80,7 @@ def main() -> int:
 
     prepare_promptflow()
     from genaiops.config import load_experiment
+    from genaiops.phases.context import PhaseContext
     from genaiops.phases.experiment import ExperimentOptions, run_experiment
     from genaiops.simulator import SimulatorServer
 
@@ -94,20 +95,22 @@ def main() -> int:
         with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml",
                              latency_ms=args.latency_ms) as sim:
             baseline = reference_serial(repo, reference_variants, sim)
-            options = ExperimentOptions(variants=selector, worker_count=workers, show_progress=False)
+            options = ExperimentOptions(variants=selector, worker_count=workers)
             before = sim.stats.requests
             t0 = time.perf_counter()
-            first = run_experiment(config, options, simulator=sim)
+            ctx = PhaseContext.for_config(config, simulator=sim, show_progress=False)
+            first = run_experiment(ctx, options)
             ours = time.perf_counter() - t0
             first_requests = sim.stats.requests - before
             t0 = time.perf_counter()
-            second = run_experiment(config, options, simulator=sim)
+            ctx = PhaseContext.for_config(config, simulator=sim, show_progress=False)
+            second = run_experiment(ctx, options)
             again = time.perf_counter() - t0
             second_requests = sim.stats.requests - before - first_requests
-        assert first["ok"] and second["ok"]
-        variant_lines = sum(r["lines_ok"] for r in first["runs"])
+        assert first.ok and second.ok
+        variant_lines = sum(r["lines_ok"] for r in first.runs)
         per_line_latency = 2 * args.latency_ms / 1000  # two LLM nodes in sequence per variant
-        chains = len(first["runs"])
+        chains = len(first.runs)
         ideal = workers * chains / per_line_latency
         result = {
             "rows": args.rows, "variants": chains, "latency_ms": args.latency_ms, "workers": workers,

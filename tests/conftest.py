@@ -37,3 +37,11 @@ def state_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "state"
     monkeypatch.setenv("GENAIOPS_STATE_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def workspace(tmp_path, state_dir):
+    """A `Workspace` whose state folder is `state_dir` (for tests that call modules directly)."""
+    from genaiops.workspace import Workspace
+
+    return Workspace.for_repo(tmp_path)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from test_deploy_helpers import copy_use_case, run_cli
+from deploy_helpers import copy_use_case, run_cli
 
 from genaiops.deploy.ado import AdoApprovalRefused, AdoApprovalsClient, AdoRun
 from genaiops.deploy.approvals import ApprovalRefused, record_decision, require_approval
@@ -21,66 +21,66 @@ A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
 
 
-def _require(state, artifact=A, env="prod", ttl=60, now=None):
-    return require_approval(state, use_case="classification", env=env, artifact=artifact, ttl_minutes=ttl,
+def _require(workspace, artifact=A, env="prod", ttl=60, now=None):
+    return require_approval(workspace, use_case="classification", env=env, artifact=artifact, ttl_minutes=ttl,
                             now=now)
 
 
-def _decide(state, decision="approved", artifact=A, env="prod", by="alice", note=""):
-    return record_decision(state, use_case="classification", env=env, artifact=artifact,
+def _decide(workspace, decision="approved", artifact=A, env="prod", by="alice", note=""):
+    return record_decision(workspace, use_case="classification", env=env, artifact=artifact,
                            decision=decision, by=by, note=note)
 
 
-def test_missing_approval_refuses_and_says_how_to_approve(state_dir):
+def test_missing_approval_refuses_and_says_how_to_approve(workspace):
     with pytest.raises(ApprovalRefused) as info:
-        _require(state_dir)
+        _require(workspace)
     assert "there is none" in info.value.message
     assert f"genaiops approve --use-case classification --env prod --artifact {A}" in info.value.hint
 
 
-def test_valid_approval_passes_and_is_audited(state_dir):
-    _decide(state_dir, note="metrics look good")
-    record = _require(state_dir)
+def test_valid_approval_passes_and_is_audited(workspace):
+    _decide(workspace, note="metrics look good")
+    record = _require(workspace)
     assert record["by"] == "alice" and record["artifact"] == A
-    events = audit_log(state_dir).read()
+    events = audit_log(workspace).read()
     assert [e["event"] for e in events] == ["approved"]
 
 
-def test_wrong_digest_refuses(state_dir):
-    _decide(state_dir, artifact=B)
+def test_wrong_digest_refuses(workspace):
+    _decide(workspace, artifact=B)
     with pytest.raises(ApprovalRefused) as info:
-        _require(state_dir, artifact=A)
+        _require(workspace, artifact=A)
     assert "wrong digest" in info.value.message and "sha256:bbbb" in info.value.message
 
 
-def test_approval_for_another_environment_does_not_count(state_dir):
-    _decide(state_dir, env="staging")
+def test_approval_for_another_environment_does_not_count(workspace):
+    _decide(workspace, env="staging")
     with pytest.raises(ApprovalRefused, match="there is none"):
-        _require(state_dir, env="prod")
+        _require(workspace, env="prod")
 
 
-def test_expired_approval_refuses(state_dir):
-    _decide(state_dir)
+def test_expired_approval_refuses(workspace):
+    _decide(workspace)
     later = datetime.now(timezone.utc) + timedelta(minutes=61)
     with pytest.raises(ApprovalRefused, match="expired"):
-        _require(state_dir, now=later)
-    assert _require(state_dir, now=datetime.now(timezone.utc) + timedelta(minutes=59))
+        _require(workspace, now=later)
+    assert _require(workspace, now=datetime.now(timezone.utc) + timedelta(minutes=59))
 
 
-def test_rejection_refuses_even_after_an_earlier_approval(state_dir):
-    _decide(state_dir)
-    _decide(state_dir, decision="rejected", by="bob", note="hallucinates refunds")
+def test_rejection_refuses_even_after_an_earlier_approval(workspace):
+    _decide(workspace)
+    _decide(workspace, decision="rejected", by="bob", note="hallucinates refunds")
     with pytest.raises(ApprovalRefused) as info:
-        _require(state_dir)
+        _require(workspace)
     assert "rejected" in info.value.message and "bob" in info.value.message
     assert "hallucinates refunds" in info.value.message
 
 
 @pytest.mark.parametrize("tamper", ["edit", "delete", "forge"])
-def test_tampered_log_refuses(state_dir, tamper):
-    _decide(state_dir, artifact=B, by="carol")
-    _decide(state_dir, decision="rejected", by="bob")
-    path = state_dir / "approvals" / "classification-prod.jsonl"
+def test_tampered_log_refuses(workspace, tamper):
+    _decide(workspace, artifact=B, by="carol")
+    _decide(workspace, decision="rejected", by="bob")
+    path = workspace.approvals_log("classification", "prod")
     lines = path.read_text().splitlines()
     if tamper == "edit":  # turn the rejection into an approval
         lines[1] = lines[1].replace('"rejected"', '"approved"')
@@ -92,21 +92,20 @@ def test_tampered_log_refuses(state_dir, tamper):
         lines.append(json.dumps(forged))
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(TamperedLog) as info:
-        _require(state_dir)
+        _require(workspace)
     assert "integrity check" in info.value.message and str(path) in info.value.message
 
 
-def test_bad_digest_is_a_usage_error(state_dir):
+def test_bad_digest_is_a_usage_error(workspace):
     with pytest.raises(UsageError, match="not an image digest"):
-        _decide(state_dir, artifact="latest")
+        _decide(workspace, artifact="latest")
 
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, state_dir, capsys):
+def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, workspace, capsys):
     root = copy_use_case(tmp_path / "repo", "classification")
-    (state_dir / "evaluations").mkdir(parents=True)
-    (state_dir / "evaluations" / "summary.md").write_text("# accuracy 0.93 (gate >= 0.8: passed)\n")
+    workspace.best_pointer("classification").with_name("summary.md").write_text("# accuracy 0.93 (gate >= 0.8: passed)\n")
     code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "prod",
                               "--artifact", A, "--by", "alice", "--note", "ok"], capsys)
     assert code == 0, err
@@ -115,7 +114,7 @@ def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, state_di
                               "--artifact", A, "--by", "bob", "--json"], capsys)
     assert code == 0 and json.loads(out)["record"]["decision"] == "rejected"
     with pytest.raises(ApprovalRefused, match="rejected"):
-        _require(state_dir)
+        _require(workspace)
     code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "nowhere",
                               "--artifact", A, "--by", "x"], capsys)
     assert code == 2 and "environment 'nowhere'" in err and "Traceback" not in err

@@ -1,18 +1,109 @@
-"""CLI behaviour that is not a phase: fast start-up, help, usage errors."""
+"""CLI behaviour that is not a phase: fast start-up, help, shared flags, usage errors, JSON output."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 
 import pytest
 
 from genaiops.cli import build_parser, main
+from genaiops.registry import AssetSpec, open_registry
+from genaiops.secrets import MASK, REDACTOR
+
+DIGEST = "sha256:" + "0" * 64
+# Every command with the fewest arguments it parses with (argparse-wise; the use case may not exist).
+COMMANDS = {
+    "new": ["new", "other"],
+    "validate": ["validate"],
+    "run init": ["run", "init", "-u", "nope"],
+    "run experiment": ["run", "experiment", "-u", "nope"],
+    "run evaluate": ["run", "evaluate", "-u", "nope"],
+    "run deploy": ["run", "deploy", "-u", "nope", "-e", "dev"],
+    "approve": ["approve", "-u", "nope", "-e", "prod", "--artifact", DIGEST, "--by", "me"],
+    "reject": ["reject", "-u", "nope", "-e", "prod", "--artifact", DIGEST, "--by", "me"],
+    "registry list": ["registry", "list"],
+    "registry show": ["registry", "show", "tickets"],
+    "simulator": ["simulator"],
+}
+# The shared flags each command must have (and no others of them).
+SHARED = {"--repo", "--use-case", "--env", "--json", "--no-progress"}
+PHASE = {"--repo", "--use-case", "--env", "--json"}
+EXPECTED_SHARED = {
+    "new": {"--repo", "--json"},
+    "validate": PHASE,
+    "run init": PHASE,
+    "run experiment": PHASE | {"--no-progress"},
+    "run evaluate": PHASE | {"--no-progress"},
+    "run deploy": PHASE | {"--no-progress"},
+    "approve": PHASE,
+    "reject": PHASE,
+    "registry list": {"--repo", "--json"},
+    "registry show": {"--repo", "--json"},
+    "simulator": {"--repo", "--use-case"},
+}
+
+
+def leaf_parsers(parser: argparse.ArgumentParser, path: str = "") -> dict:
+    """{"run init": its parser, ...}: every parser that runs a command."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {path: parser}
+    found = {}
+    for name, sub in subs[0].choices.items():
+        found.update(leaf_parsers(sub, f"{path} {name}".strip()))
+    return found
+
+
+def flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A repository with one scaffolded use case `demo`; its state in <repo>/.genaiops."""
+    root = tmp_path / "repo"
+    for folder in ("flows", "configs", "datasets"):
+        (root / folder).mkdir(parents=True)
+    monkeypatch.delenv("GENAIOPS_STATE_DIR", raising=False)
+    monkeypatch.delenv("GENAIOPS_REPO", raising=False)
+    monkeypatch.chdir(tmp_path)  # a lost --repo must not fall back to the repository we run in
+    assert main(["--repo", str(root), "new", "demo"]) == 0
+    return root
+
+
+@pytest.fixture
+def secret(monkeypatch) -> str:
+    """A value the redactor knows for this test only."""
+    monkeypatch.setattr(REDACTOR, "_values", set())
+    monkeypatch.setattr(REDACTOR, "_pattern", None)
+    value = "sk-cli-test-9f8e7d6c"
+    REDACTOR.add(value)
+    return value
 
 
 def test_help_does_not_import_promptflow_or_azure():
-    code = ("import sys; import genaiops.cli as c; c.build_parser().format_help(); "
-            "heavy = [m for m in sys.modules if m.split('.')[0] in ('promptflow', 'azure', 'openai', 'docker')]; "
+    code = ("import sys, argparse; import genaiops.cli as c\n"
+            "def walk(p):\n"
+            "    p.format_help()\n"
+            "    for a in p._actions:\n"
+            "        if isinstance(a, argparse._SubParsersAction):\n"
+            "            for s in a.choices.values(): walk(s)\n"
+            "walk(c.build_parser())\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules}\n"
+            "               & {'promptflow', 'azure', 'openai', 'docker'})\n"
             "print(heavy); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -39,11 +130,127 @@ def test_no_command_prints_help_and_exit_2(capsys):
     assert "usage: genaiops" in capsys.readouterr().out
 
 
-def test_every_subcommand_has_help():
-    parser = build_parser()
-    actions = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    for name, sub in actions[0].choices.items():
-        assert sub.format_help().strip(), name
+def test_the_command_table_covers_every_command():
+    assert set(leaf_parsers(build_parser())) == set(COMMANDS) == set(EXPECTED_SHARED)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_is_described_and_documents_its_options(name):
+    parser = leaf_parsers(build_parser())[name]
+    assert parser.description and len(parser.description) > 40, f"{name} has no description"
+    for action in parser._actions:
+        assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+    text = parser.format_help()
+    visible = {s for a in parser._actions if a.help != argparse.SUPPRESS for s in a.option_strings}
+    assert all(option in text for option in visible), name
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_shared_flags_appear_where_they_should(name):
+    parser = leaf_parsers(build_parser())[name]
+    assert flags(parser) & SHARED == EXPECTED_SHARED[name]
+    short = {s for a in parser._actions for s in a.option_strings if not s.startswith("--")}
+    assert ("-u" in short) == ("--use-case" in EXPECTED_SHARED[name])
+    assert ("-e" in short) == ("--env" in EXPECTED_SHARED[name])
+
+
+def test_shared_flags_say_the_same_everywhere():
+    helps: dict[str, set] = {}
+    for parser in leaf_parsers(build_parser()).values():
+        for action in parser._actions:
+            if {"--repo", "--use-case", "--json", "--no-progress"} & set(action.option_strings):
+                helps.setdefault(action.option_strings[0], set()).add(action.help)
+    assert {flag: len(texts) for flag, texts in helps.items()} == {
+        "--repo": 1, "--use-case": 1, "--json": 1, "--no-progress": 1}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_unknown_flag_is_a_usage_error(name, capsys):
+    code, _, err = run([*COMMANDS[name], "--no-such-flag"], capsys)
+    assert code == 2
+    assert "unrecognized arguments: --no-such-flag" in err and "fix: see `genaiops" in err
+
+
+@pytest.mark.parametrize("name", sorted(n for n, f in EXPECTED_SHARED.items() if "--json" in f))
+def test_every_json_command_prints_valid_json(name, repo, capsys):
+    code, out, err = run(["--repo", str(repo), *COMMANDS[name], "--json"], capsys)
+    payload = json.loads(out)  # a result, or the error as JSON: never a bare message
+    assert code in (0, 1, 2), err
+    assert "Traceback" not in err
+    if code:
+        assert payload["ok"] is False and payload["exit_code"] == code and payload["error"]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_repo_flag_is_honoured_by_registry(where, repo, tmp_path, monkeypatch, capsys):
+    open_registry("local", repo).register(
+        AssetSpec("demo", "dataset", repo / "datasets" / "demo" / "demo.jsonl"))
+    elsewhere = tmp_path / "elsewhere"  # the repository of the current folder: nothing registered
+    for folder in ("flows", "configs"):
+        (elsewhere / folder).mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert run(["registry", "list", "--json"], capsys)[1].strip() == "[]"
+    argv = (["--repo", str(repo), "registry", "list", "--json"] if where == "before"
+            else ["registry", "list", "--json", "--repo", str(repo)])
+    code, out, _ = run(argv, capsys)
+    assert code == 0
+    assert [asset["name"] for asset in json.loads(out)] == ["demo"]
+
+
+def test_repo_flag_after_the_command_wins_over_one_before(repo, tmp_path, capsys):
+    code, _, err = run(["--repo", str(repo), "validate", "--repo", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "nowhere has no configs/ folder" in err
+
+
+def test_registry_output_is_redacted(repo, secret, capsys):
+    dataset = repo / "datasets" / "demo" / "demo.jsonl"
+    open_registry("local", repo).register(AssetSpec("demo", "dataset", dataset, f"key {secret}"))
+    for extra in ([], ["--json"]):
+        code, out, _ = run(["--repo", str(repo), "registry", "show", "demo", "--version", "1",
+                            *extra], capsys)
+        assert code == 0
+        assert secret not in out and MASK in out
+    assert json.loads(out)["description"] == f"key {MASK}"
+
+
+def test_registry_backend_flag_is_registry_and_backend_a_hidden_alias(repo, capsys):
+    show = leaf_parsers(build_parser())["registry show"]
+    assert "--registry" in show.format_help() and "--backend" not in show.format_help()
+    code, out, err = run(["--repo", str(repo), "registry", "list", "--backend", "local"], capsys)
+    assert code == 0 and "no registered assets" in out
+    assert "--backend is deprecated, use --registry" in err
+    code, _, err = run(["--repo", str(repo), "registry", "list", "--registry", "nope"], capsys)
+    assert code == 2 and "invalid choice" in err
+
+
+def test_internal_errors_have_no_traceback_unless_debugging(repo, monkeypatch, capsys):
+    from genaiops.cli import validate
+
+    def broken(args):
+        """A command with a bug."""
+        raise KeyError("boom")
+
+    monkeypatch.setattr(validate, "cmd_validate", broken)
+    monkeypatch.delenv("GENAIOPS_DEBUG", raising=False)
+    code, _, err = run(["--repo", str(repo), "validate"], capsys)
+    assert code == 1 and "internal error: KeyError: 'boom'" in err and "GENAIOPS_DEBUG=1" in err
+    code, out, _ = run(["--repo", str(repo), "validate", "--json"], capsys)
+    assert code == 1 and json.loads(out)["error"] == "internal error: KeyError: 'boom'"
+    monkeypatch.setenv("GENAIOPS_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["--repo", str(repo), "validate"])
+
+
+def test_interrupt_exits_130(repo, monkeypatch, capsys):
+    from genaiops.cli import validate
+
+    def interrupted(args):
+        """A command stopped by Ctrl-C."""
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(validate, "cmd_validate", interrupted)
+    code, _, err = run(["--repo", str(repo), "validate"], capsys)
+    assert code == 130 and "interrupted" in err
 
 
 @pytest.mark.parametrize("kind", ["dag", "flex", "prompty"])

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import pytest
+from pydantic import Field, ValidationError
 from repo_factory import CONFIG, make_repo, write
 
 from genaiops.cli import main
 from genaiops.config import load_experiment
+from genaiops.config.filemodel import LoadContext
+from genaiops.config.layered import build, read_checked
+from genaiops.config.model import ExperimentConfig, Gate
+from genaiops.config.schema import DEPLOYMENT_SCHEMA, EXPERIMENT_SCHEMA
+from genaiops.config.schemagen import file_schema
+from genaiops.config.semantics import check
+from genaiops.config.yamlsrc import load_yaml_file
 from genaiops.errors import ConfigError
 
 
@@ -219,3 +228,92 @@ def test_no_repository_is_usage_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["validate"]) == 2
     assert "no flow repository found" in capsys.readouterr().err
+
+
+# -- the models are the single source of the format ------------------------------------------------
+
+def test_exported_schema_is_the_one_validation_uses(repo, monkeypatch):
+    assert file_schema(ExperimentConfig) is EXPERIMENT_SCHEMA
+    monkeypatch.setitem(EXPERIMENT_SCHEMA["properties"], "description", {"type": "integer"})
+    with pytest.raises(ConfigError) as info:
+        load_experiment(repo, "demo")
+    [problem] = info.value.problems
+    assert (problem.field, problem.line) == ("description", 2)
+    assert problem.message == "expected integer, got str"
+
+
+def test_a_model_field_change_shows_up_in_the_schema_and_its_problems(repo):
+    class WithOwner(ExperimentConfig):
+        owner: Annotated[str, Field(pattern="^[a-z]+$")]
+
+    schema = file_schema(WithOwner)
+    assert schema["properties"]["owner"] == {"pattern": "^[a-z]+$", "type": "string"}
+    assert "owner" in schema["required"] and "owner" not in EXPERIMENT_SCHEMA["properties"]
+    base = repo / "configs/demo/experiment.yaml"
+
+    def problems(model):
+        with pytest.raises(ConfigError) as info:
+            read_checked(model, base, None, repo, "", {})
+        return [p.render() for p in info.value.problems]
+
+    assert problems(WithOwner) == ["configs/demo/experiment.yaml:1: owner: 'owner' is a required "
+                                   "property (fix: add it)"]
+    write(base, CONFIG + "owner: Bob\n")
+    assert problems(WithOwner) == ["configs/demo/experiment.yaml:25: owner: 'Bob' does not match "
+                                   "^[a-z]+$"]
+    assert problems(ExperimentConfig)[0].startswith(
+        "configs/demo/experiment.yaml:25: owner: unknown key 'owner'")
+
+
+def _objects(node):
+    """Every JSON object in a schema, nested ones included."""
+    if isinstance(node, dict):
+        yield node
+        node = list(node.values())
+    for value in node if isinstance(node, list) else ():
+        yield from _objects(value)
+
+
+@pytest.mark.parametrize("schema", [EXPERIMENT_SCHEMA, DEPLOYMENT_SCHEMA],
+                         ids=["experiment", "deployment"])
+def test_generated_schema_keeps_errors_precise(schema):
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    parts = list(_objects(schema))
+    assert not [p for p in parts if "anyOf" in p]  # "not valid under any of the given schemas"
+    assert not [p for p in parts if "patternProperties" in p]  # would let bad keys through
+    assert not [p for p in parts if "enum" in p and "type" in p]  # one problem per bad value
+    assert not [p for p in parts if p.get("type") == "null" or p.get("default", "") is None]
+    assert [k for k in schema if k in ("type", "required")] == ["type", "required"]
+
+
+def test_the_models_build_the_typed_objects_and_keep_numbers_as_written(repo):
+    text = CONFIG.replace("threshold: 0.5", "threshold: 1").replace(
+        "simulator-key}\n", "simulator-key}\n    model: gpt-4o\n    auth_mode: key\n")
+    write(repo / "configs/demo/experiment.yaml", text + "runtime: {retries: {backoff_sec: 2}}\n")
+    config = load_experiment(repo, "demo")
+    assert config.gates[0] == Gate(metric="accuracy", op=">=", threshold=1)
+    assert type(config.gates[0].threshold) is int and config.summary()["gates"] == ["accuracy >= 1"]
+    retries = config.runtime.retries
+    assert type(retries.backoff_sec) is int and retries.max_attempts == 5
+    assert config.connections[0].extra == {"auth_mode": "key", "model": "gpt-4o"}
+    public = {"name": "llm", "type": "open_ai", "api_base": "simulator", "auth_mode": "key",
+              "model": "gpt-4o"}
+    assert config.connections[0].public() == public
+    assert config.simulator.port == 8765 and config.simulator.rules is None
+    assert (config.use_case, config.env, config.repo_root) == ("demo", None, repo.resolve())
+    with pytest.raises(ValidationError, match="frozen"):
+        config.name = "other"
+
+
+def test_a_model_the_schema_disagrees_with_still_gives_located_problems(repo):
+    """Defence in depth: data that skipped the schema is rejected by the model, still located."""
+    config_file = "configs/demo/experiment.yaml"
+    data, sources = load_yaml_file(repo / config_file, config_file)
+    data["gates"][0]["op"] = "=>"
+    problems, flows = check(data, sources, repo)
+    assert problems == []
+    with pytest.raises(ConfigError) as info:
+        build(ExperimentConfig, data, sources, LoadContext(repo, "demo", None, (), flows))
+    [problem] = info.value.problems
+    assert (str(problem.file), problem.line, problem.field) == (config_file, 24, "gates[0].op")
+    assert "'>='" in problem.message

@@ -9,7 +9,7 @@ import json
 import pytest
 from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint
 from azure.core.exceptions import ResourceNotFoundError
-from test_deploy_helpers import REPO
+from deploy_helpers import REPO
 
 from genaiops.config.deployment import load_deployment
 from genaiops.deploy.image import ImageRef
@@ -74,11 +74,10 @@ class FakeMLClient:
 
 def _request(env="prod", traffic=10, mirror=0) -> DeployRequest:
     config = load_deployment(REPO, "classification", env)
-    environment = config.environment(env)
-    settings = {**environment.settings, "traffic_percent": traffic, "mirror_percent": mirror,
-                "workspace": {"subscription_id": "sub", "resource_group": "rg", "workspace_name": "ws"}}
-    environment = type(environment)(**{**environment.__dict__, "settings": settings})
-    config = type(config)(**{**config.__dict__, "image_registry": "myacr.azurecr.io"})
+    environment = config.environment(env).model_copy(update={
+        "traffic_percent": traffic, "mirror_percent": mirror,
+        "workspace": {"subscription_id": "sub", "resource_group": "rg", "workspace_name": "ws"}})
+    config = config.model_copy(update={"image": config.image.model_copy(update={"registry": "myacr.azurecr.io"})})
     image = ImageRef(tag="genaiops/classification:abc", image_id=DIGEST, artifact_key="k", built=False,
                      labels={"flow_hash": "sha256:f"})
     return DeployRequest(use_case="classification", env=environment, config=config, image=image,
@@ -176,6 +175,7 @@ def test_mirror_traffic_shadows_new_deployment():
 
 def test_aml_needs_an_image_registry():
     request = _request()
-    request.config = type(request.config)(**{**request.config.__dict__, "image_registry": None})
+    request.config = request.config.model_copy(
+        update={"image": request.config.image.model_copy(update={"registry": None})})
     with pytest.raises(UsageError, match="image.registry"):
         _deploy(FakeMLClient(), request)

@@ -7,17 +7,20 @@ import json
 
 import pytest
 import yaml
-from test_deploy_helpers import REPO, copy_use_case, run_cli
+from deploy_helpers import REPO, copy_use_case, run_cli
 
 from genaiops.config import load_experiment
 from genaiops.config.deployment import load_deployment
-from genaiops.deploy.image import ImageRef, _lock, _requirements
+from genaiops.config.schema import DEPLOYMENT_SCHEMA
+from genaiops.deploy.image import ImageRef, _lock
 from genaiops.deploy.targets import DeployRequest, SmokeSpec
 from genaiops.deploy.targets.base import check_smoke
 from genaiops.deploy.targets.kubernetes import KubernetesTarget, manifests
-from genaiops.deploy.variant import choose_variant, stage_variant
+from genaiops.deploy.variant import choose_variant
 from genaiops.engines.promptflow.flowspec import read_flow
+from genaiops.engines.promptflow.serving import requirements
 from genaiops.errors import ConfigError, UsageError
+from genaiops.phases.context import PhaseContext
 
 CANARY = "canary-k8s-9876543210"
 
@@ -81,6 +84,35 @@ def test_overlay_replaces_whole_blocks(repo):
         config.environment("dev")
 
 
+def test_environment_names_come_from_their_keys_and_cannot_be_written(repo):
+    _write(repo, "registry: {backend: azureml, workspace: ws}\n"
+                 "environments:\n  dev:\n    target: docker\n    port: 8080\n")
+    config = load_deployment(repo, "classification")
+    dev = config.environment("dev")
+    assert (dev.name, dev.target, dev.settings) == ("dev", "docker", {"port": 8080})
+    assert config.registry == {"backend": "azureml", "workspace": "ws"}  # passed on as written
+    assert (config.image_name, config.smoke_timeout_sec, config.expect_outputs) == \
+        ("genaiops/classification", 60.0, None)
+    assert config.smoke_request == repo / "configs/classification/sample-request.json"
+    _write(repo, "environments:\n  dev:\n    target: docker\n    name: other\n")
+    with pytest.raises(ConfigError, match="yaml:4: environments.dev.name: unknown key 'name'"):
+        load_deployment(repo, "classification")
+
+
+def test_missing_smoke_request_is_located(repo):
+    _write(repo, "smoke: {request: configs/nope.json}\nenvironments: {dev: {target: docker}}\n")
+    with pytest.raises(ConfigError, match="deployment.yaml:1: smoke.request: smoke request file "
+                                          "'configs/nope.json' not found inside the repo"):
+        load_deployment(repo, "classification")
+
+
+def test_exported_schema_is_the_one_validation_uses(repo, monkeypatch):
+    monkeypatch.setitem(DEPLOYMENT_SCHEMA["properties"]["environments"], "maxProperties", 1)
+    with pytest.raises(ConfigError) as info:
+        load_deployment(repo, "classification")
+    assert [(p.field, p.line) for p in info.value.problems] == [("environments", 11)]
+
+
 def test_cli_config_errors_exit_2_without_traceback(repo, state_dir, capsys):
     _write(repo, "environments:\n  dev:\n    target: docker\n    colour: blue\n")
     code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev"], capsys)
@@ -103,30 +135,29 @@ def test_no_docker_daemon_is_a_clear_error(repo, state_dir, capsys, monkeypatch)
 
 
 def test_variant_best_pointer_default_fallback_and_explicit(repo, state_dir):
-    experiment = load_experiment(repo, "classification")
-    fallback = choose_variant(experiment, state_dir, "best")
+    ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
+    fallback = choose_variant(ctx, "best")
     assert fallback.source == "default" and "no evaluation pointer" in fallback.note
     assert fallback.nodes == {"summarize": "full", "classify": "careful"}
-    (state_dir / "evaluations").mkdir(parents=True)
-    (state_dir / "evaluations/best-classification.json").write_text(json.dumps({
+    ctx.workspace.best_pointer("classification").write_text(json.dumps({
         "variant": "summarize.brief+classify.terse", "flow_hash": "sha256:x", "summary_digest": "sha256:s",
         "variant_spec": {"nodes": {"summarize": "brief", "classify": "terse"}, "init": {}}}))
-    best = choose_variant(experiment, state_dir, "best")
+    best = choose_variant(ctx, "best")
     assert best.source == "best" and best.summary_digest == "sha256:s"
-    staged = stage_variant(experiment.flow, "dag", best, state_dir / "staged")
+    staged = ctx.engine.stage_for_serving(ctx.flow, best.spec(), state_dir / "staged")
     assert read_flow(staged).node_variants == {"summarize": ("brief", ("full", "brief")),
                                                "classify": ("terse", ("careful", "terse"))}
-    explicit = choose_variant(experiment, state_dir, "classify.terse")
+    explicit = choose_variant(ctx, "classify.terse")
     assert explicit.nodes == {"summarize": "full", "classify": "terse"} and explicit.source == "explicit"
     with pytest.raises(UsageError, match="unknown variant 'nope'"):
-        choose_variant(experiment, state_dir, "classify.nope")
+        choose_variant(ctx, "classify.nope")
 
 
 def test_flex_variant_bakes_init_defaults(tmp_path, state_dir):
     repo = copy_use_case(tmp_path / "repo", "qa")
-    experiment = load_experiment(repo, "qa")
-    chosen = choose_variant(experiment, state_dir, "detailed")
-    staged = stage_variant(experiment.flow, "flex", chosen, tmp_path / "staged")
+    ctx = PhaseContext.for_config(load_experiment(repo, "qa"))
+    chosen = choose_variant(ctx, "detailed")
+    staged = ctx.engine.stage_for_serving(ctx.flow, chosen.spec(), tmp_path / "staged")
     init = yaml.safe_load((staged / "flow.flex.yaml").read_text())["init"]
     assert init["style"] == {"type": "string", "default": "detailed"}
     assert init["temperature"]["default"] == 0.7
@@ -134,7 +165,7 @@ def test_flex_variant_bakes_init_defaults(tmp_path, state_dir):
 
 def test_requirements_are_pinned_and_serving_deps_added(tmp_path):
     (tmp_path / "requirements.txt").write_text("promptflow==1.18.5\n# comment\nrequests>=2\n")
-    assert _requirements(tmp_path) == ["promptflow==1.18.5", "requests>=2", "keyrings.alt", "gunicorn==22.0.0"]
+    assert requirements(tmp_path) == ["promptflow==1.18.5", "requests>=2", "keyrings.alt", "gunicorn==22.0.0"]
     wheels = [tmp_path / "promptflow_core-1.18.5-py3-none-any.whl", tmp_path / "Flask-3.1.3-py3-none-any.whl"]
     assert _lock(wheels).splitlines()[1:] == ["flask==3.1.3", "promptflow-core==1.18.5"]
 
@@ -152,7 +183,7 @@ def test_smoke_check(status, body, ok, reason):
         assert reason in result["reason"]
 
 
-def test_kubernetes_manifests_reference_secrets_and_have_probes(repo, state_dir):
+def test_kubernetes_manifests_reference_secrets_and_have_probes(repo, workspace):
     config = load_deployment(repo, "classification", "staging")
     request = DeployRequest(
         use_case="classification", env=config.environment("staging"), config=config,
@@ -161,9 +192,9 @@ def test_kubernetes_manifests_reference_secrets_and_have_probes(repo, state_dir)
         variant="classify.careful", smoke=SmokeSpec({}, ("category",)),
         connection_env={"LLM_API_KEY": CANARY, "LLM_BASE_URL": "https://llm.example/v1"},
         secret_env_names=("LLM_API_KEY",))
-    outcome = KubernetesTarget().deploy(request)
+    outcome = KubernetesTarget(workspace).deploy(request)
     assert outcome.ok, outcome.message
-    text = (state_dir / "deploy/classification/staging/kubernetes.yaml").read_text()
+    text = (workspace.deploy_dir("classification") / "staging/kubernetes.yaml").read_text()
     assert CANARY not in text
     deployment, service = yaml.safe_load_all(text)
     assert (deployment["kind"], service["kind"]) == ("Deployment", "Service")

@@ -18,12 +18,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_deploy_helpers import copy_use_case, run_cli
+from deploy_helpers import copy_use_case, run_cli
 
 from genaiops.config.deployment import DEFAULT_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.audit import audit_log
 from genaiops.simulator import SimulatorServer
+from genaiops.workspace import Workspace
 
 REASON = dockercli.unavailable_reason()
 if REASON is None and dockercli.inspect("image", os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)) is None:
@@ -176,7 +177,7 @@ def test_docker_end_to_end(world, capsys):
     outputs.append(text)
     assert code == 0, text
     assert gated["approval"]["by"] == "alice" and gated["image"]["built"] is False
-    events = [(e["event"], e["env"]) for e in audit_log(world["state"]).read()]
+    events = [(e["event"], e["env"]) for e in audit_log(Workspace.for_repo(world["root"])).read()]
     assert events[-3:] == [("deploy_refused", ENV_GATED), ("approved", ENV_GATED), ("deployed", ENV_GATED)]
 
     # 4. broken flow: the smoke test fails, the new container is removed, the old one still serves
@@ -195,7 +196,7 @@ def test_docker_end_to_end(world, capsys):
     status, body = _score(world["port"])
     assert status == 200 and body["category"] == "account"
     records = [json.loads(line) for line in
-               (world["state"] / "deployments" / f"classification-{ENV}.jsonl").read_text().splitlines()]
+               Workspace.for_repo(world["root"]).deployments_log("classification", ENV).read_text().splitlines()]
     assert [r["ok"] for r in records] == [True, True, True, False]
 
     # 5. canary scan: image history, config and every layer byte; records, logs and all output

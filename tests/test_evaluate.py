@@ -3,7 +3,6 @@ against real experiment runs on the LLM simulator, through the `run evaluate` CL
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import textwrap
@@ -12,30 +11,22 @@ from pathlib import Path
 import pytest
 from repo_factory import make_repo, write
 
-from genaiops.cli.evaluate import add_evaluate_parser
+from genaiops.cli import main
 from genaiops.config import load_experiment
 from genaiops.engines.promptflow.env import promptflow_home
-from genaiops.errors import GenaiopsError
-from genaiops.phases.evaluate import EvaluateOptions, digest, run_evaluate
+from genaiops.evaluation.summary import Summary, digest_of
+from genaiops.phases.context import PhaseContext
+from genaiops.phases.evaluate import EvaluateOptions, run_evaluate
 from genaiops.phases.experiment import ExperimentOptions, run_experiment
+from genaiops.workspace import Workspace
 
 pytestmark = pytest.mark.promptflow
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(repo: Path, *argv: str) -> int:
-    """What `genaiops run evaluate ...` does once cli.py calls add_evaluate_parser."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repo", type=Path)
-    add_evaluate_parser(parser.add_subparsers())
-    args = parser.parse_args(["--repo", str(repo), "evaluate", "--no-progress", *argv])
-    try:
-        return args.func(args)
-    except GenaiopsError as exc:  # as cli.main reports it
-        from genaiops.cli.render import err
-
-        err(f"error: {exc}")
-        return exc.exit_code
+    """`genaiops --repo REPO run evaluate --no-progress ARGV...`, in process."""
+    return main(["--repo", str(repo), "run", "evaluate", "--no-progress", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +41,12 @@ def state(tmp_path_factory):
         os.environ["GENAIOPS_STATE_DIR"] = old
 
 
+def experiment(config, **options) -> str:
+    """Run an experiment as `genaiops run experiment` does; its id."""
+    with PhaseContext.for_config(config, show_progress=False) as ctx:
+        return run_experiment(ctx, ExperimentOptions(**options)).experiment_id
+
+
 def _summary(folder: Path) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
@@ -59,14 +56,14 @@ def classification(state, tmp_path_factory):
     """One experiment with every variant; an 'experiment' of the worst variant alone reuses its run.
     The first evaluation (no baseline) then serves as the baseline of the others."""
     config = load_experiment(REPO, "classification")
-    all_runs = run_experiment(config, ExperimentOptions(variants="all", show_progress=False))
-    terse = run_experiment(config, ExperimentOptions(variants="classify.terse", show_progress=False))
+    all_runs = experiment(config, variants="all")
+    terse = experiment(config, variants="classify.terse")
     reports = tmp_path_factory.mktemp("reports")
-    first = cli(REPO, "-u", "classification", "--experiment", all_runs["experiment_id"],
+    first = cli(REPO, "-u", "classification", "--experiment", all_runs,
                 "--report-dir", str(reports / "first"))
-    second = cli(REPO, "-u", "classification", "--experiment", all_runs["experiment_id"],
+    second = cli(REPO, "-u", "classification", "--experiment", all_runs,
                  "--report-dir", str(reports / "second"))
-    return {"config": config, "all": all_runs["experiment_id"], "terse": terse["experiment_id"],
+    return {"config": config, "all": all_runs, "terse": terse,
             "reports": reports, "exit": (first, second), "state": state}
 
 
@@ -82,11 +79,12 @@ def test_dag_evaluation_ranks_variants_and_passes_gates(classification):
     assert {e["mode"] for e in summary["evaluations"]} == {"run"}  # promptflow `run=` evaluation
     assert summary["llm"]["simulator"] is True
     assert [g["status"] for g in summary["gates"]] == ["pass", "pass", "pass", "skipped"]
-    best = json.loads((classification["state"] / "evaluations" / "best-classification.json").read_text())
+    best = json.loads(Workspace.for_repo(REPO).best_pointer("classification").read_text())
     assert best["variant"] == "summarize.full+classify.careful" and best["flow_hash"].startswith("sha256:")
     assert best["variant_spec"]["nodes"] == {"summarize": "full", "classify": "careful"}
     second = _summary(classification["reports"] / "second")  # the pointer follows the latest evaluation
-    assert best["summary_digest"] == second["digest"] == digest(second)
+    assert best["summary_digest"] == second["digest"] == digest_of(second)
+    assert Summary.from_dict(second).digest() == second["digest"]
     assert best["evaluation_id"] == second["id"] and best["verdict"] == "pass"
 
 
@@ -127,29 +125,29 @@ def test_evaluation_falls_back_to_ledger_outputs_when_the_promptflow_run_is_gone
     config = classification["config"]
     worse = _summary(classification["reports"] / "worse")
     [run_scores] = [s for s in worse["scores"] if s["score"] == "score"]
-    from genaiops.workspace.ledger import Ledger
 
-    experiment = Ledger(REPO).load_experiment("classification", classification["terse"])
-    record = Ledger(REPO).find(experiment["runs"][0]["key"])
+    terse = Workspace.for_repo(REPO).ledger().load_experiment("classification", classification["terse"])
+    record = Workspace.for_repo(REPO).ledger().find(terse["runs"][0]["key"])
     run_dir = promptflow_home() / ".runs" / record.pf_run
     hidden = run_dir.with_name(run_dir.name + ".hidden")
     run_dir.rename(hidden)
     try:
-        summary = run_evaluate(config, EvaluateOptions(experiment=classification["terse"], force=True,
-                                                       show_progress=False, write_reports=False))
+        with PhaseContext.for_config(config, show_progress=False) as ctx:
+            summary = run_evaluate(ctx, EvaluateOptions(experiment=classification["terse"], force=True,
+                                                        write_reports=False))
     finally:
         hidden.rename(run_dir)
-    assert [e["mode"] for e in summary["evaluations"]] == ["data"]
-    [data_scores] = [s for s in summary["scores"] if s["score"] == "score"]
-    assert data_scores["rows"] == run_scores["rows"]
+    assert [e.mode for e in summary.evaluations] == ["data"]
+    [data_scores] = [s for s in summary.scores if s.score == "score"]
+    assert data_scores.rows == run_scores["rows"]
 
 
 def test_small_pr_dataset_says_not_enough_samples(state, tmp_path):
     config = load_experiment(REPO, "classification", "pr")
-    experiment = run_experiment(config, ExperimentOptions(show_progress=False))["experiment_id"]
-    assert cli(REPO, "-u", "classification", "-e", "pr", "--experiment", experiment,
+    experiment_id = experiment(config)
+    assert cli(REPO, "-u", "classification", "-e", "pr", "--experiment", experiment_id,
                "--report-dir", str(tmp_path / "base")) == 0
-    code = cli(REPO, "-u", "classification", "-e", "pr", "--experiment", experiment,
+    code = cli(REPO, "-u", "classification", "-e", "pr", "--experiment", experiment_id,
                "--baseline", str(tmp_path / "base" / "summary.json"), "--report-dir", str(tmp_path / "pr"))
     gate = _summary(tmp_path / "pr")["gates"][-1]
     assert code == 0 and gate["status"] == "insufficient"
@@ -158,8 +156,7 @@ def test_small_pr_dataset_says_not_enough_samples(state, tmp_path):
 
 def test_qa_flex_evaluator(state, tmp_path):
     config = load_experiment(REPO, "qa")
-    experiment = run_experiment(config, ExperimentOptions(show_progress=False))["experiment_id"]
-    code = cli(REPO, "-u", "qa", "--experiment", experiment, "--report-dir", str(tmp_path))
+    code = cli(REPO, "-u", "qa", "--experiment", experiment(config), "--report-dir", str(tmp_path))
     summary = _summary(tmp_path)
     assert code == 0, summary["gates"]
     f1 = next(m for m in summary["metrics"] if m["metric"] == "f1")
@@ -211,7 +208,7 @@ def test_code_evaluator_counts_nan_and_errored_rows(tmp_path, monkeypatch):
     rows = [("Refund please", "refund please"), ("Hi", "hi"), ("boom", "x"), ("nan", "nan"), ("raise", "raise")]
     write(repo / "datasets/demo/rows.jsonl", "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows))
     config = load_experiment(repo, "demo")
-    run_experiment(config, ExperimentOptions(show_progress=False))
+    experiment(config)
     code = cli(repo, "-u", "demo", "--report-dir", str(tmp_path / "report"))
     summary = _summary(tmp_path / "report")
     match = next(m for m in summary["metrics"] if m["metric"] == "match")

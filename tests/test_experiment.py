@@ -15,11 +15,13 @@ import pytest
 
 from genaiops.cli import main
 from genaiops.config import load_experiment
+from genaiops.engines.promptflow.flowspec import read_flow
 from genaiops.errors import RunFailed, UsageError
-from genaiops.phases.experiment import ExperimentOptions, raise_if_failed, run_experiment
+from genaiops.phases.context import PhaseContext
+from genaiops.phases.experiment import ExperimentOptions, run_experiment
 from genaiops.simulator import SimulatorServer
 from genaiops.variants import select_variants
-from genaiops.workspace.ledger import Ledger
+from genaiops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = "canary-sk-7f3a9e1d2c"
@@ -62,14 +64,19 @@ def sim(repo):
 
 def experiment(repo, sim, **options):
     config = load_experiment(repo, options.pop("use_case", "classification"), options.pop("env", "fast"))
-    return run_experiment(config, ExperimentOptions(show_progress=False, **options), simulator=sim)
+    ctx = PhaseContext.for_config(config, simulator=sim, show_progress=False)
+    return run_experiment(ctx, ExperimentOptions(**options))
+
+
+def variants(config, selector, **kwargs):
+    return select_variants(config, read_flow(config.flow), selector, **kwargs)
 
 
 # -- variant selection (no promptflow) ------------------------------------------------------------
 
 def test_variant_modes_select_the_expected_run_sets(repo):
     config = load_experiment(repo, "classification")
-    labels = lambda mode: [v.label for v in select_variants(config, mode)]  # noqa: E731
+    labels = lambda mode: [v.label for v in variants(config, mode)]  # noqa: E731
     assert labels("defaults") == ["summarize.full+classify.careful"]
     assert labels("all") == ["summarize.full+classify.careful", "summarize.brief+classify.careful",
                              "summarize.full+classify.terse"]
@@ -78,19 +85,19 @@ def test_variant_modes_select_the_expected_run_sets(repo):
     assert labels("classify.terse+summarize.brief,classify.careful") == [
         "summarize.brief+classify.terse", "summarize.full+classify.careful"]
     with pytest.raises(UsageError, match="over --max-runs 3"):
-        select_variants(config, "grid", max_runs=3)
+        variants(config, "grid", max_runs=3)
     with pytest.raises(UsageError, match="unknown variant 'loud' of node 'classify'"):
-        select_variants(config, "classify.loud")
+        variants(config, "classify.loud")
     with pytest.raises(UsageError, match="unknown node 'rank'"):
-        select_variants(config, "rank.v1")
+        variants(config, "rank.v1")
 
 
 def test_flex_variants_come_from_config(repo):
     config = load_experiment(repo, "qa")
-    assert [v.label for v in select_variants(config, "all")] == ["concise", "detailed"]
-    assert [v.init["style"] for v in select_variants(config, "detailed")] == ["detailed"]
+    assert [v.label for v in variants(config, "all")] == ["concise", "detailed"]
+    assert [v.init["style"] for v in variants(config, "detailed")] == ["detailed"]
     with pytest.raises(UsageError, match="unknown variant 'verbose'"):
-        select_variants(config, "verbose")
+        variants(config, "verbose")
 
 
 def test_grid_count_is_printed_and_guarded(repo, state_dir, capsys):
@@ -102,86 +109,92 @@ def test_grid_count_is_printed_and_guarded(repo, state_dir, capsys):
 
 # -- real runs ----------------------------------------------------------------------------------
 
+@pytest.mark.promptflow
 def test_runs_reuse_and_force(repo, state_dir, sim):
     first = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
-    assert first["ok"], first
-    assert [r["variant"] for r in first["runs"]] == ["summarize.full+classify.careful",
+    assert first.ok, first
+    assert [r["variant"] for r in first.runs] == ["summarize.full+classify.careful",
                                                      "summarize.brief+classify.careful",
                                                      "summarize.full+classify.terse"]
-    assert all(r["lines_ok"] == 4 and r["lines_failed"] == 0 and not r["reused"] for r in first["runs"])
-    assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in first["runs"])
-    assert all(r["latency_p50_s"] is not None for r in first["runs"])
+    assert all(r["lines_ok"] == 4 and r["lines_failed"] == 0 and not r["reused"] for r in first.runs)
+    assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in first.runs)
+    assert all(r["latency_p50_s"] is not None for r in first.runs)
     calls = sim.stats.requests
     assert calls == 3 * 4 * 2  # 3 variants x 4 lines x 2 LLM nodes, all in one composite run
-    assert len({r["pf_run"] for r in first["runs"]}) == 1
+    assert len({r["pf_run"] for r in first.runs}) == 1
 
-    ledger = Ledger(repo)
-    outputs = ledger.read_outputs(first["runs"][0]["key"])
+    ledger = Workspace.for_repo(repo).ledger()
+    outputs = ledger.read_outputs(first.runs[0]["key"])
     assert [row["line"] for row in outputs] == [0, 1, 2, 3]
     assert all(row["outputs"]["category"] in {"billing", "technical", "account", "shipping", "other"}
                for row in outputs)
     assert outputs[0]["inputs"]["text"]  # the dataset row travels with the outputs
 
     second = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
-    assert all(r["reused"] for r in second["runs"])
+    assert all(r["reused"] for r in second.runs)
     assert sim.stats.requests == calls  # zero LLM calls
-    assert [r["key"] for r in second["runs"]] == [r["key"] for r in first["runs"]]
+    assert [r["key"] for r in second.runs] == [r["key"] for r in first.runs]
 
     grid = experiment(repo, sim, variants="grid", datasets=["tickets_mini"])
-    assert sum(not r["reused"] for r in grid["runs"]) == 1  # only brief+terse is new
+    assert sum(not r["reused"] for r in grid.runs) == 1  # only brief+terse is new
     assert sim.stats.requests == calls + 4 * 2
 
     forced = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
-    assert not forced["runs"][0]["reused"]
+    assert not forced.runs[0]["reused"]
     assert sim.stats.requests == calls + 4 * 2 + 4 * 2
 
 
+@pytest.mark.promptflow
 def test_variants_score_differently(repo, state_dir, sim):
     result = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_pr"])
-    ledger = Ledger(repo)
+    ledger = Workspace.for_repo(repo).ledger()
     accuracy = {}
-    for run in result["runs"]:
+    for run in result.runs:
         rows = ledger.read_outputs(run["key"])
         accuracy[run["variant"]] = sum(r["outputs"]["category"] == r["inputs"]["label"] for r in rows) / len(rows)
     assert accuracy["summarize.full+classify.careful"] > accuracy["summarize.full+classify.terse"]
 
 
+@pytest.mark.promptflow
 def test_flex_parameter_variants_run(repo, state_dir):
     with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
         result = experiment(repo, qa_sim, use_case="qa", env="pr", variants="all")
-    assert result["ok"]
-    assert {r["variant"] for r in result["runs"]} == {"concise", "detailed"}
-    ledger = Ledger(repo)
+    assert result.ok
+    assert {r["variant"] for r in result.runs} == {"concise", "detailed"}
+    ledger = Workspace.for_repo(repo).ledger()
     answers = {r["variant"]: [row["outputs"]["answer"] for row in ledger.read_outputs(r["key"])]
-               for r in result["runs"]}
+               for r in result.runs}
     assert answers["concise"] != answers["detailed"]
 
 
+@pytest.mark.promptflow
 def test_429_then_success_passes(repo, state_dir, sim):
     sim.faults.add(kind="429", count=3, retry_after=0.2)
     result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
-    assert result["ok"]
-    assert result["runs"][0]["lines_failed"] == 0
+    assert result.ok
+    assert result.runs[0]["lines_failed"] == 0
     assert sim.stats.snapshot()["by_status"].get("429") == 3
 
 
+@pytest.mark.promptflow
 def test_persistent_500_fails_with_message(repo, state_dir, sim, capsys):
     sim.faults.add(kind="500", count=None)
     result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
-    assert not result["ok"]
-    assert result["runs"][0]["lines_failed"] == 4
+    assert not result.ok
+    assert result.runs[0]["lines_failed"] == 4
     with pytest.raises(RunFailed) as info:
-        raise_if_failed(result)
+        result.raise_if_failed()
     message = str(info.value)
     assert "4 failed line(s)" in message and "gave up after 2 attempt(s)" in message
     assert "500" in message
 
 
+@pytest.mark.promptflow
 def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, monkeypatch):
     import genaiops.llm_session as llm_session
 
     real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, simulator=None: real(config, sim))
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None: real(config, engine, sim))
     sim.faults.add(kind="500", count=None)
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json", "--force"])
@@ -196,6 +209,7 @@ def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, mon
     assert payload["failures"][0]["errors"][0]["message"]
 
 
+@pytest.mark.promptflow
 def test_no_secret_in_ledger_or_output(repo, state_dir, sim, tmp_path, monkeypatch, capsys):
     dotenv = tmp_path / ".env"
     dotenv.write_text(f"LLM_API_KEY={CANARY}\n")
@@ -203,7 +217,7 @@ def test_no_secret_in_ledger_or_output(repo, state_dir, sim, tmp_path, monkeypat
     import genaiops.llm_session as llm_session
 
     real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, simulator=None: real(config, sim))
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None: real(config, engine, sim))
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json"])
     captured = capsys.readouterr()
@@ -221,6 +235,7 @@ def test_unknown_dataset_is_usage_error(repo, state_dir, capsys):
     assert "unknown dataset(s): nope" in capsys.readouterr().err
 
 
+@pytest.mark.promptflow
 def test_resume_after_killed_process(repo, state_dir, tmp_path):
     """Kill the orchestrator mid-experiment: finished runs stay, the rest re-run on the next call."""
     env = {**os.environ, "GENAIOPS_STATE_DIR": str(state_dir), "GENAIOPS_SIMULATOR_LATENCY_MS": "150"}
@@ -247,10 +262,11 @@ def test_resume_after_killed_process(repo, state_dir, tmp_path):
     assert {r["dataset"] for r in result["runs"] if not r["reused"]} == {"tickets_pr"}
 
 
+@pytest.mark.promptflow
 def test_budget_refuses_when_the_estimate_exceeds_it(repo, state_dir, sim):
     experiment(repo, sim, variants="defaults", datasets=["tickets_mini"])  # history to estimate from
     calls = sim.stats.requests
     with pytest.raises(UsageError, match=r"estimated cost .* exceeds --budget 1e-06"):
         experiment(repo, sim, variants="grid", datasets=["tickets_mini"], budget=0.000001)
     assert sim.stats.requests == calls  # refused before any LLM call
-    assert experiment(repo, sim, variants="classify.terse", datasets=["tickets_mini"], budget=10.0)["ok"]
+    assert experiment(repo, sim, variants="classify.terse", datasets=["tickets_mini"], budget=10.0).ok

@@ -4,27 +4,39 @@ import pytest
 
 from genaiops.config.model import EvaluationSettings, Gate
 from genaiops.evaluation.gates import FAIL, INSUFFICIENT, PASS, SKIPPED, check_gates, verdict
+from genaiops.evaluation.summary import SUMMARY_SCHEMA, Summary
 
 SETTINGS = EvaluationSettings(min_samples=30)
 
 
-def summary(scores: list, variant="v1", dataset_hash="h1", extra_metrics=()):
+def summary(scores: list, variant="v1", dataset_hash="h1") -> Summary:
     rows = {str(i): s for i, s in enumerate(scores)}
     valid = [s for s in scores if isinstance(s, (int, float)) and s == s]
     value = sum(valid) / len(valid) if valid else None
-    return {
-        "best": {"variant": variant},
+    where = {"variant": variant, "dataset": "tickets"}
+    return Summary.from_dict({
+        "schema": SUMMARY_SCHEMA, "id": "e1", "use_case": "demo", "env": None, "experiment_id": "x1",
+        "created_at": "2026-01-01T00:00:00Z", "flow": "flows/demo", "flow_kind": "dag",
+        "llm": {"simulator": True, "label": "simulator"},
+        "evaluation": {"primary_metric": "accuracy", "higher_is_better": True, "confidence": 0.95,
+                       "alpha": 0.05, "min_samples": 30},
+        "best": {"variant": variant, "variant_spec": {}, "flow": "flows/demo", "flow_kind": "dag",
+                 "flow_hash": "sha256:0", "run_keys": [], "metric": "accuracy", "value": value or 0,
+                 "ci_low": None, "ci_high": None},
         "datasets": {"tickets": dataset_hash},
         "metrics": [
-            {"variant": variant, "dataset": "tickets", "evaluator": "acc", "eval_dataset": "tickets_eval",
-             "metric": "accuracy", "value": value, "row_score": "score", "n_valid": len(valid),
-             "n_nan": len(scores) - len(valid), "n_error": 0, "ci_low": None, "ci_high": None},
-            {"variant": variant, "dataset": "tickets", "evaluator": "builtin", "eval_dataset": None,
-             "metric": "error_rate", "value": 0.0, "row_score": None, "n_valid": len(scores)},
-            *extra_metrics],
-        "scores": [{"variant": variant, "dataset": "tickets", "evaluator": "acc",
-                    "eval_dataset": "tickets_eval", "score": "score", "rows": rows, "errors": {}}],
-    }
+            {**where, "evaluator": "acc", "eval_dataset": "tickets_eval", "metric": "accuracy",
+             "value": value, "row_score": "score", "n": len(scores), "n_valid": len(valid),
+             "n_nan": len(scores) - len(valid), "n_error": 0, "ci_low": None, "ci_high": None,
+             "method": "wilson", "source": "rows"},
+            {**where, "evaluator": "builtin", "eval_dataset": None, "metric": "error_rate", "value": 0.0,
+             "row_score": None, "n": len(scores), "n_valid": len(scores), "n_nan": 0, "n_error": 0,
+             "ci_low": None, "ci_high": None, "method": "wilson", "source": "builtin"}],
+        "scores": [{**where, "evaluator": "acc", "eval_dataset": "tickets_eval", "score": "score",
+                    "rows": rows, "errors": {}}],
+        "evaluations": [], "problems": [], "leaderboard": [], "gates": [], "verdict": None,
+        "baseline": None,
+    })
 
 
 ACC = Gate(metric="accuracy", op=">=", threshold=0.8)
@@ -66,7 +78,7 @@ def test_regression_flags_a_worse_candidate_not_an_equal_one():
     baseline = summary([1] * 40, variant="base")
     [worse] = check_gates([REG], summary([1] * 30 + [0] * 10), baseline, SETTINGS)
     [equal] = check_gates([REG], summary([1] * 40), baseline, SETTINGS)
-    assert worse.status == FAIL and "regression" in worse.message and worse.test["method"] == "mcnemar_exact"
+    assert worse.status == FAIL and "regression" in worse.message and worse.test.method == "mcnemar_exact"
     assert equal.status == PASS and "no significant regression" in equal.message
 
 
@@ -83,7 +95,7 @@ def test_regression_without_baseline_or_with_changed_dataset_is_skipped():
 
 def test_no_candidate_fails_every_gate():
     empty = summary([1])
-    empty["best"] = None
+    empty.best = None
     assert [r.status for r in check_gates([ACC, REG], empty, None, SETTINGS)] == [FAIL, FAIL]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from genaiops import hashing
+from genaiops.engines.promptflow import PromptflowEngine
 from genaiops.errors import UsageError
 from genaiops.hashing import CHUNK_SIZE, IgnoreRules, hash_file, hash_path, hash_tree, snapshot
 
@@ -95,7 +96,7 @@ def test_framing_separates_names_from_contents(tmp_path):
 
 
 def test_caches_and_build_outputs_are_ignored(flow):
-    before = hash_tree(flow)
+    before = hash_tree(flow, PromptflowEngine.cache_patterns)
     write_tree(
         flow,
         {
@@ -103,6 +104,7 @@ def test_caches_and_build_outputs_are_ignored(flow):
             "tools/__pycache__/x.pyc": b"junk",
             "tools/stray.pyc": b"junk",
             ".promptflow/flow.tools.json": b"{}",
+            "process_log/0.log": b"worker log",
             ".genaiops/ledger.json": b"{}",
             ".DS_Store": b"mac",
             "tools/.DS_Store": b"mac",
@@ -111,8 +113,11 @@ def test_caches_and_build_outputs_are_ignored(flow):
             "pkg.egg-info/PKG-INFO": b"x",
         },
     )
-    assert hash_tree(flow) == before
-    assert [e.rel for e in snapshot(flow).files] == sorted(FLOW_FILES, key=str.encode)
+    assert hash_tree(flow, PromptflowEngine.cache_patterns) == before
+    files = snapshot(flow, PromptflowEngine.cache_patterns).files
+    assert [e.rel for e in files] == sorted(FLOW_FILES, key=str.encode)
+    # the engine's caches are the engine's business: without its patterns they count
+    assert hash_tree(flow) != before
 
 
 def test_build_is_ignored_only_at_the_top(flow):
@@ -145,6 +150,9 @@ def test_ignore_rules_semantics():
     assert rules.ignored("tmp", True) and rules.ignored("a/tmp", True)
     assert rules.ignored("x/cache", True)
     assert not rules.ignored("x/cache", False)  # "cache/" means folders only
+    # as in git, `*` in an anchored pattern stops at `/`; `**` crosses folders
+    assert not rules.ignored("docs/api/readme.md", False)
+    assert IgnoreRules(["docs/**/*.md"]).ignored("docs/api/readme.md", False)
 
 
 def test_unicode_names_hash_the_same_in_nfc_and_nfd(tmp_path):

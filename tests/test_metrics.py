@@ -1,17 +1,62 @@
-"""Statistics behind evaluation metrics: intervals, NaN/error counting, paired tests."""
+"""Statistics behind evaluation metrics: intervals, NaN/error counting, paired tests; the
+numpy/scipy implementation cross-checked against closed-form references on grids of inputs."""
 
 import math
+import statistics
 
 import pytest
 
+from genaiops.evaluation import stats
 from genaiops.evaluation.stats import (
     ERROR,
     aggregate,
     binomial_tail,
     bootstrap_ci,
+    bootstrap_means,
     paired_test,
     wilson,
 )
+
+
+def textbook_wilson(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval written out (no continuity correction)."""
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def exact_tail(k: int, n: int) -> float:
+    """P(X >= k), X ~ Binomial(n, 1/2), summed exactly."""
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])
+def test_wilson_matches_the_closed_form_on_a_grid(confidence):
+    for n in range(1, 41):
+        for k in range(n + 1):
+            low, high = wilson(k, n, confidence)
+            ref_low, ref_high = textbook_wilson(k, n, confidence)
+            assert low == pytest.approx(ref_low, abs=1e-12) and high == pytest.approx(ref_high, abs=1e-12)
+            assert 0.0 <= low <= k / n <= high <= 1.0
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+def test_mcnemar_tail_matches_the_exact_binomial_sum_on_a_grid():
+    for n in range(0, 61):
+        for k in range(n + 1):
+            assert binomial_tail(k, n) == pytest.approx(exact_tail(k, n) if n else 1.0, rel=1e-9, abs=1e-15)
+
+
+def test_mcnemar_p_value_counts_only_the_discordant_pairs():
+    # 7 worse, 2 better, 31 unchanged: the unchanged pairs carry no evidence either way
+    baseline = [1] * 7 + [0] * 2 + [1] * 20 + [0] * 11
+    candidate = [0] * 7 + [1] * 2 + [1] * 20 + [0] * 11
+    test = paired_test(baseline, candidate)
+    assert test.method == "mcnemar_exact" and test.n == 40
+    assert test.p_value == pytest.approx(exact_tail(7, 9))
+    assert test.detail == "7 row(s) got worse, 2 better"
 
 
 def test_wilson_matches_the_textbook_interval():
@@ -25,6 +70,21 @@ def test_bootstrap_is_deterministic_and_brackets_the_mean():
     first, second = bootstrap_ci(values), bootstrap_ci(values)
     assert first == second
     assert first[0] < sum(values) / len(values) < first[1]
+
+
+def test_bootstrap_interval_agrees_with_the_normal_approximation():
+    values = [((i * 37) % 101) / 100 for i in range(400)]  # spread-out continuous scores
+    mean, se = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+    low, high = bootstrap_ci(values)
+    assert low == pytest.approx(mean - 1.96 * se, abs=0.25 * se)
+    assert high == pytest.approx(mean + 1.96 * se, abs=0.25 * se)
+
+
+def test_bootstrap_in_small_blocks_keeps_every_resample(monkeypatch):
+    monkeypatch.setattr(stats, "RESAMPLE_BLOCK_VALUES", 7)  # 1 resample of 5 values per block
+    means = bootstrap_means([0.1, 0.2, 0.3, 0.4, 0.5], samples=11)
+    assert means.shape == (11,) and ((0.1 <= means) & (means <= 0.5)).all()
+    assert (means == bootstrap_means([0.1, 0.2, 0.3, 0.4, 0.5], samples=11)).all()
 
 
 def test_aggregate_counts_nan_and_errored_rows_separately():

@@ -15,6 +15,7 @@ import pytest
 
 from genaiops import hashing
 from genaiops.cli.registry import add_registry_parser
+from genaiops.engines.promptflow import PromptflowEngine
 from genaiops.errors import GenaiopsError, UsageError
 from genaiops.registry import AssetSpec, open_registry
 from genaiops.registry.blobstore import BlobStore
@@ -68,7 +69,7 @@ def test_change_then_revert_finds_the_old_version(registry, repo):
 
 def test_flow_cache_files_do_not_make_a_new_version(registry, repo):
     flow = repo / "flows" / "uc" / "standard"
-    spec = AssetSpec("classifier", "flow", flow)
+    spec = AssetSpec("classifier", "flow", flow, ignores=PromptflowEngine.cache_patterns)
     v1 = registry.register(spec)
     (flow / "__pycache__").mkdir()
     (flow / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"cache")

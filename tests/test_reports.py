@@ -1,27 +1,34 @@
-"""Report files: escaping, JUnit structure, redaction, baseline round trip, real browser render."""
+"""Report files: escaping, JUnit structure, redaction, baseline round trip, real browser render;
+the typed summary's file format and digest; the console view."""
 
+import ast
 import csv
+import hashlib
 import json
 import shutil
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
+from genaiops.cli.render import table
 from genaiops.config.model import EvaluationSettings, Gate
 from genaiops.errors import UsageError
 from genaiops.evaluation.baseline import read_summary
 from genaiops.evaluation.gates import check_gates, verdict
-from genaiops.phases.evaluate import SIMULATOR_LABEL, SUMMARY_SCHEMA
+from genaiops.evaluation.summary import SIMULATOR_LABEL, SUMMARY_SCHEMA, Summary, digest_of
 from genaiops.reports import write_reports
+from genaiops.reports.console import console_lines
 from genaiops.secrets import REDACTOR
 
 CANARY = "sk-canary-7f3e9a1b2c"
 EVIL = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 
 
-def make_summary() -> dict:
+def summary_dict() -> dict:
+    """A summary as plain JSON data (the summary.json format, plus the per-line rows)."""
     variants = ["careful", "terse"]
     metrics, scores, rows = [], [], []
     for v, value in zip(variants, (0.9, 0.5)):
@@ -55,13 +62,18 @@ def make_summary() -> dict:
         "best": {"variant": "careful", "variant_spec": {"nodes": {}}, "flow": "flows/demo/standard",
                  "flow_kind": "dag", "flow_hash": "sha256:0123456789abcdef", "run_keys": ["k"],
                  "metric": "accuracy", "value": 0.9, "ci_low": 0.8, "ci_high": 0.95},
-        "digest": "d" * 64, "duration_s": 1.0,
+        "gates": [], "verdict": None, "digest": "d" * 64, "duration_s": 1.0,
     }
+    return summary
+
+
+def make_summary() -> Summary:
+    summary = Summary.from_dict(summary_dict())
     gates = [Gate(metric="accuracy", op=">=", threshold=0.8), Gate(metric="accuracy", op=">=", threshold=0.95),
              Gate(metric="accuracy", op=">=", threshold=0, type="regression")]
     results = check_gates(gates, summary, None, EvaluationSettings())
-    summary["gates"] = [r.as_dict() for r in results]
-    summary["verdict"] = verdict(results, [])
+    summary.gates = results
+    summary.verdict = verdict(results, [])
     return summary
 
 
@@ -118,10 +130,88 @@ def test_markdown_is_short_and_names_the_verdict(reports):
 
 def test_summary_json_round_trips_as_a_baseline(reports):
     baseline = read_summary(reports["summary.json"].parent)
-    assert "rows" not in baseline and baseline["scores"][0]["rows"]["3"] == 0
+    assert baseline.rows == [] and baseline.scores[0].rows["3"] == 0
     gate = Gate(metric="accuracy", op=">=", threshold=0, type="regression", min_samples=2)
     [result] = check_gates([gate], make_summary(), baseline, EvaluationSettings())
-    assert result.status == "pass" and result.test["n"] == 3  # line 2 is NaN on both sides
+    assert result.status == "pass" and result.test.n == 3  # line 2 is NaN on both sides
+
+
+def test_summary_json_is_written_back_unchanged_with_a_recomputable_digest(reports):
+    text = reports["summary.json"].read_text()
+    summary = Summary.from_json(text)
+    assert summary.to_json() == text
+    data = json.loads(text)
+    body = {k: v for k, v in data.items() if k not in ("digest", "report_dir", "duration_s", "rows")}
+    by_hand = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    assert summary.digest() == digest_of(data) == by_hand
+    summary.gates[0].message = "edited"
+    assert summary.digest() != by_hand
+
+
+def legacy_summary() -> dict:
+    """summary.json as the code before the typed Summary wrote it: an int threshold, a gate
+    without and one with a paired test, a reported value, a baseline, a report_dir."""
+    data = summary_dict()
+    del data["rows"]
+    data["metrics"][0]["reported"] = 0.9
+    data["evaluations"] = [{"key": "k1", "evaluator": "acc", "eval_dataset": "tickets_eval",
+                            "variant": "careful", "dataset": "tickets", "kind": "flow", "mode": "run",
+                            "pf_run": "r1", "status": "completed", "error": None, "duration_s": 1.5,
+                            "reused": False}]
+    data["baseline"] = {"id": "demo-eval-0", "experiment_id": "demo-exp-0", "variant": "careful",
+                        "source": "main/summary.json", "digest": "b" * 64, "metrics": [data["metrics"][0]]}
+    data["gates"] = [
+        {"name": "accuracy >= 0.8", "metric": "accuracy", "type": "absolute", "op": ">=", "threshold": 0.8,
+         "status": "pass", "message": "ok", "value": 0.9, "baseline": None, "test": {}, "variant": "careful"},
+        {"name": "accuracy no regression vs baseline", "metric": "accuracy", "type": "regression",
+         "op": ">=", "threshold": 0, "status": "pass", "message": "ok", "value": 0.9, "baseline": 0.9,
+         "test": {"method": "mcnemar_exact", "n": 3, "delta": 0.0, "p_value": 1.0, "ci_low": 0.0,
+                  "ci_high": 0.0, "detail": "0 row(s) got worse, 0 better"}, "variant": "careful"}]
+    data["verdict"] = "pass"
+    data["report_dir"] = "/tmp/reports/demo-eval-1"
+    return data
+
+
+# what the dict-based `phases.evaluate.digest` computed for legacy_summary()
+LEGACY_DIGEST = "35cdf5c0dad53b48eb8fab82c60ee6b5f9741914bc37413896343861ae25f5ef"
+
+
+def test_a_summary_written_before_the_typed_model_loads_unchanged_with_the_same_digest():
+    legacy = legacy_summary()
+    summary = Summary.from_dict(legacy)
+    assert summary.to_dict() == legacy
+    assert json.dumps(summary.to_dict(), sort_keys=True) == json.dumps(legacy, sort_keys=True)
+    assert summary.digest() == LEGACY_DIGEST
+    assert summary.gates[1].threshold == 0 and isinstance(summary.gates[1].threshold, int)
+
+
+def test_a_summary_with_broken_content_is_a_usage_error_naming_file_and_field(tmp_path):
+    data = legacy_summary()
+    data["metrics"][1]["value"] = "high"
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(UsageError, match=r"summary.json is a genaiops evaluation summary with invalid "
+                                         r"content: metrics\.1\.value"):
+        read_summary(tmp_path)
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(UsageError, match="summary.json is not readable JSON"):
+        read_summary(tmp_path)
+
+
+def test_console_view_sends_failures_to_stderr():
+    summary = make_summary()
+    summary.problems = ["evaluator acc on terse/tickets failed: boom"]
+    summary.report_dir = "/tmp/r"
+    lines = console_lines(summary, table)
+    assert lines[0] == ("out", f"LLM: {SIMULATOR_LABEL}")
+    assert lines[1].stream == "out" and lines[1].text.splitlines()[0].split() == [
+        "#", "variant", "accuracy", "CI", "nan", "err", "failed", "lines", "tokens/line", "cost", "p95", "s"]
+    assert "careful  0.9" in lines[1].text
+    err = [line.text for line in lines if line.stream == "err"]
+    assert err == ["problem: evaluator acc on terse/tickets failed: boom",
+                   "gate FAIL         accuracy >= 0.95: " + summary.gates[1].message]
+    assert [line.text for line in lines[-2:]] == ["reports: /tmp/r", "verdict: FAIL"]
+    assert any(line.text.startswith("gate SKIPPED      accuracy no regression") for line in lines
+               if line.stream == "out")
 
 
 def test_a_file_that_is_not_a_summary_is_a_usage_error(tmp_path):
@@ -130,6 +220,32 @@ def test_a_file_that_is_not_a_summary_is_a_usage_error(tmp_path):
         read_summary(tmp_path)
     with pytest.raises(UsageError, match="does not exist"):
         read_summary(tmp_path / "missing.json")
+
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "genaiops"
+
+
+def genaiops_imports(package: str) -> dict[str, set[str]]:
+    """{file: genaiops modules it imports, anywhere in the file except `if TYPE_CHECKING:`}."""
+    found = {}
+    for path in sorted((SRC / package).rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        found[str(path.relative_to(SRC))] = {
+            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("genaiops") and id(node) not in skipped}
+    return found
+
+
+def test_reports_read_only_the_summary_and_evaluation_never_imports_its_callers():
+    for path, modules in genaiops_imports("reports").items():
+        evaluation = {m for m in modules if m.startswith("genaiops.evaluation")}
+        assert evaluation <= {"genaiops.evaluation.summary"}, path
+        assert not {m for m in modules if m.startswith(("genaiops.phases", "genaiops.cli"))}, path
+    for path, modules in genaiops_imports("evaluation").items():
+        assert not {m for m in modules if m.startswith(("genaiops.phases", "genaiops.reports",
+                                                        "genaiops.cli"))}, path
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from genaiops.engines import BatchJob, open_runner
+from genaiops.engines import BatchJob, open_engine
 from genaiops.engines.promptflow.azure import AzureRunner, import_pf_client, make_pf_client
 from genaiops.errors import GenaiopsError, UsageError
 
@@ -198,13 +198,16 @@ def test_timeout_cancels_the_azure_run(flow):
     assert ops.calls[-1] == ("cancel", "exp1-00")
 
 
-def test_open_runner_azure_branch_and_settings_from_environment(monkeypatch):
+def test_open_engine_azure_backend_and_settings_from_environment(monkeypatch):
     monkeypatch.setenv("AZUREML_COMPUTE", "gpu-cluster")
-    runner = open_runner("azure", {"workspace_name": "ws"})
-    assert isinstance(runner, AzureRunner)
-    assert runner.settings["compute"] == "gpu-cluster"
+    engine = open_engine("promptflow", backend="azure", settings={"workspace_name": "ws"})
+    assert isinstance(engine.runner, AzureRunner)
+    assert engine.runner.settings["compute"] == "gpu-cluster"
+    assert engine.linkable_run("exp1-00")  # Azure ML keeps runs: evaluations link to them
     with pytest.raises(UsageError, match="unknown runtime backend"):
-        open_runner("kubernetes")
+        open_engine("promptflow", backend="kubernetes")
+    with pytest.raises(UsageError, match="unknown engine"):
+        open_engine("langchain")
 
 
 def test_workspace_client_uses_the_registry_scope_and_credential(monkeypatch):

@@ -19,9 +19,11 @@ from pathlib import Path
 import openai
 import pytest
 
+from genaiops.cli import build_parser
 from genaiops.cli.simulator import rules_path_from_args
 from genaiops.errors import ConfigError, UsageError
 from genaiops.simulator import (
+    DEFAULT_PORT,
     SIMULATOR_NAME,
     SimulatorServer,
     count_tokens,
@@ -726,20 +728,56 @@ def test_cli_use_case_resolves_rules_in_repo(tmp_path, monkeypatch):
     (tmp_path / "configs" / "tickets").mkdir(parents=True)
     (tmp_path / "configs" / "tickets" / "simulator.yaml").write_text(DOC_RULES)
     monkeypatch.setenv("GENAIOPS_REPO", str(tmp_path))
-    import argparse
-
-    from genaiops.cli.simulator import add_arguments
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--use-case", "tickets"])
-    assert args.port == 8765
+    parser = build_parser()
+    args = parser.parse_args(["simulator", "--use-case", "tickets"])
+    assert args.port == DEFAULT_PORT == 8765
     assert rules_path_from_args(args) == tmp_path / "configs" / "tickets" / "simulator.yaml"
     with pytest.raises(UsageError, match="tickets") as info:
-        rules_path_from_args(parser.parse_args(["--use-case", "nope"]))
+        rules_path_from_args(parser.parse_args(["simulator", "--use-case", "nope"]))
     assert "configs/nope/simulator.yaml" in str(info.value)
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--use-case", "x", "--rules", "y"])
+    with pytest.raises(UsageError, match="not both"):
+        rules_path_from_args(parser.parse_args(["simulator", "-u", "tickets", "--rules", "y"]))
+
+
+def test_cli_use_case_rules_come_from_the_repo_flag(tmp_path, monkeypatch):
+    repo = tmp_path / "elsewhere"
+    (repo / "configs" / "tickets").mkdir(parents=True)
+    (repo / "configs" / "tickets" / "simulator.yaml").write_text(DOC_RULES)
+    monkeypatch.delenv("GENAIOPS_REPO", raising=False)
+    monkeypatch.chdir(tmp_path)  # no repository here: only --repo can find the rules
+    expected = repo / "configs" / "tickets" / "simulator.yaml"
+    for argv in (["--repo", str(repo), "simulator", "-u", "tickets"],
+                 ["simulator", "-u", "tickets", "--repo", str(repo)]):
+        assert rules_path_from_args(build_parser().parse_args(argv)) == expected
+
+
+def test_banner_labels_the_simulator_and_warns_off_loopback():
+    from genaiops.simulator.foreground import banner
+
+    with SimulatorServer(None, host="0.0.0.0", latency_ms=5, jitter_ms=2) as sim:
+        text = banner(sim, None)
+    assert "LLM SIMULATOR, NOT A REAL MODEL" in text
+    assert "rules         none (echo replies)" in text
+    assert "5 ms + up to 2 ms jitter" in text
+    assert "WARNING       listening on 0.0.0.0, not loopback only" in text
+    assert text.endswith("Press Ctrl-C to stop.")
+
+
+def test_foreground_serve_prints_through_the_given_output_and_stops_on_sigint():
+    from genaiops.simulator.foreground import serve
+
+    lines: list[str] = []
+    handler_before = signal.getsignal(signal.SIGINT)
+
+    def interrupt_once_ready(text: str) -> None:
+        lines.append(text)
+        if text.endswith("Press Ctrl-C to stop."):
+            raise KeyboardInterrupt  # what Ctrl-C raises when the handler is not ours
+
+    assert serve(None, port=0, out=interrupt_once_ready) == 0
+    assert "SIMULATOR, NOT A REAL MODEL" in lines[0]
+    assert lines[-1] == f"{SIMULATOR_NAME} stopped after 0 requests (0 simulated tokens)."
+    assert signal.getsignal(signal.SIGINT) is handler_before  # our handlers are gone again
 
 
 def test_cli_bad_rules_exits_2_with_one_message(tmp_path):

@@ -8,8 +8,9 @@ no re-run and no new image.
   `len(path) as 8-byte big-endian || path || sha256(bytes)`. The framing makes "a"+"bc" differ
   from "ab"+"c"; a rename changes the hash; mtimes, permissions, walk order and empty folders
   do not count.
-- Caches and build outputs are skipped (`DEFAULT_IGNORES`), plus the patterns of a
-  `.genaiopsignore` at the top of the folder (gitignore-style, see `IgnoreRules`).
+- Caches and build outputs are skipped (`DEFAULT_IGNORES`, plus the cache patterns the flow's
+  engine declares), plus the patterns of a `.genaiopsignore` at the top of the folder, matched
+  exactly as git matches `.gitignore` (pathspec's `GitIgnoreSpec`).
 
 Everything streams in 1 MiB chunks: memory stays constant whatever the size.
 """
@@ -21,9 +22,10 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import BinaryIO
+
+import pathspec
 
 from genaiops.errors import UsageError
 
@@ -32,12 +34,11 @@ CHUNK_SIZE = 1 << 20
 IGNORE_FILE = ".genaiopsignore"
 _TREE_DOMAIN = b"genaiops-tree-v1\0"
 
-# Caches and build outputs: never part of a flow's identity. A `!pattern` in .genaiopsignore can
-# re-include one of them (last matching rule wins, as in .gitignore).
+# Caches and build outputs of any flow: never part of its identity. Engines add their own
+# (`Engine.cache_patterns`). A `!pattern` in .genaiopsignore can re-include one of them (last
+# matching rule wins, as in .gitignore).
 DEFAULT_IGNORES = (
     "__pycache__/",
-    ".promptflow/",
-    "process_log/",  # promptflow writes worker logs into the flow folder during runs
     ".genaiops/",
     ".git/",
     ".pytest_cache/",
@@ -74,42 +75,18 @@ class Snapshot:
     files: tuple[FileEntry, ...]
 
 
-@dataclass(frozen=True)
-class _Rule:
-    pattern: str
-    negate: bool
-    dir_only: bool
-    anchored: bool
-
-
 class IgnoreRules:
-    """gitignore-style rules, matched with fnmatch.
-
-    `name` matches that file or folder name at any depth; `dir/` folders only; a pattern holding
-    a `/` (e.g. `/build`, `docs/*.md`) matches the whole relative path from the flow folder, and
-    there `*` also crosses `/`; `**/x` matches `x` at any depth; `!pat` re-includes; `#` comments.
-    An ignored folder is not entered, so nothing below it can be re-included (as in git).
-    """
+    """gitignore rules (git's own semantics, via pathspec): `name` matches at any depth, `dir/`
+    folders only, a pattern holding a `/` is anchored to the flow folder and its `*` stops at `/`,
+    `**` crosses folders, `!pat` re-includes, `#` comments. An ignored folder is not entered, so
+    nothing below it can be re-included (as in git)."""
 
     def __init__(self, patterns: Iterable[str] = ()):
-        self.rules: list[_Rule] = []
-        for raw in patterns:
-            line = raw.rstrip("\n").rstrip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            line = line[1:] if negate else line
-            line = line.removeprefix("\\")
-            dir_only = line.endswith("/")
-            line = line.rstrip("/")
-            anchored = "/" in line
-            line = line.lstrip("/")
-            if line:
-                self.rules.append(_Rule(line, negate, dir_only, anchored))
+        self.spec = pathspec.GitIgnoreSpec.from_lines(list(patterns))
 
     @classmethod
-    def for_folder(cls, folder: Path) -> IgnoreRules:
-        patterns = list(DEFAULT_IGNORES)
+    def for_folder(cls, folder: Path, extra: Iterable[str] = ()) -> IgnoreRules:
+        patterns = [*DEFAULT_IGNORES, *extra]
         ignore_file = folder / IGNORE_FILE
         if ignore_file.is_file():
             try:
@@ -122,20 +99,7 @@ class IgnoreRules:
         return cls(patterns)
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
-        name = rel.rsplit("/", 1)[-1]
-        result = False
-        for rule in self.rules:
-            if rule.dir_only and not is_dir:
-                continue
-            if rule.anchored:
-                hit = fnmatchcase(rel, rule.pattern) or (
-                    rule.pattern.startswith("**/") and fnmatchcase(rel, rule.pattern[3:])
-                )
-            else:
-                hit = fnmatchcase(name, rule.pattern)
-            if hit:
-                result = not rule.negate
-        return result
+        return self.spec.match_file(rel + "/" if is_dir else rel)
 
 
 def hash_stream(
@@ -229,8 +193,9 @@ def tree_hash(entries: Iterable[tuple[str, bytes]]) -> str:
     return PREFIX + digest.hexdigest()
 
 
-def snapshot(path: Path) -> Snapshot:
-    """Hash a file or folder and keep the list of files that went into the hash."""
+def snapshot(path: Path, ignores: Iterable[str] = ()) -> Snapshot:
+    """Hash a file or folder and keep the list of files that went into the hash; `ignores` adds
+    gitignore patterns (an engine's caches) to the defaults."""
     path = Path(path)
     if path.is_file():
         file_digest, size = _file_digest(path)
@@ -242,21 +207,21 @@ def snapshot(path: Path) -> Snapshot:
         )
     root = path.resolve()
     entries = []
-    for rel, file_path in _walk(root, IgnoreRules.for_folder(root)):
+    for rel, file_path in _walk(root, IgnoreRules.for_folder(root, ignores)):
         file_digest, size = _file_digest(file_path)
         entries.append(FileEntry(rel, file_path, size, file_digest))
     content_hash = tree_hash((e.rel, e.sha256) for e in entries)
     return Snapshot(root, True, content_hash, tuple(entries))
 
 
-def hash_tree(folder: Path) -> str:
+def hash_tree(folder: Path, ignores: Iterable[str] = ()) -> str:
     """`sha256:<hex>` of a folder (a flow): sorted relative paths + bytes, caches excluded."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", hint="point at the flow's folder")
-    return snapshot(folder).content_hash
+    return snapshot(folder, ignores).content_hash
 
 
-def hash_path(path: Path) -> str:
+def hash_path(path: Path, ignores: Iterable[str] = ()) -> str:
     """`hash_file` for a file, `hash_tree` for a folder."""
-    return snapshot(Path(path)).content_hash
+    return snapshot(Path(path), ignores).content_hash

@@ -1,8 +1,8 @@
 """The LLM endpoint for a phase: the real one from config, or the bundled simulator started here.
 
 When a connection says `api_base: simulator`, the phase starts the loopback LLM simulator on a
-free port for its own duration and points the stored connections at it; a caller (a test, a
-benchmark) may pass a simulator it already runs, e.g. to inject faults.
+free port for its own duration and has the engine point its connections at it; a caller (a
+test, a benchmark) may pass a simulator it already runs, e.g. to inject faults.
 """
 
 from __future__ import annotations
@@ -11,9 +11,23 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from genaiops.config.model import ExperimentConfig
-from genaiops.engines.promptflow.connections import upsert_connections
+from genaiops.config.model import Connection, ExperimentConfig
+from genaiops.errors import GenaiopsError
 from genaiops.hashing import hash_file
+
+
+def endpoint_for(connection: Connection, simulator_url: str | None) -> str:
+    """The URL the connection points at; `simulator` becomes the running simulator's address
+    (OpenAI's wire protocol under /v1, Azure OpenAI's at the root)."""
+    if not connection.uses_simulator:
+        return connection.api_base
+    if simulator_url is None:
+        raise GenaiopsError(f"connection {connection.name!r} uses the LLM simulator, but none is running")
+    return simulator_url + "/v1" if connection.type == "open_ai" else simulator_url
+
+
+def endpoints(config: ExperimentConfig, simulator_url: str | None) -> dict[str, str]:
+    return {c.name: endpoint_for(c, simulator_url) for c in config.connections}
 
 
 def output_settings(config: ExperimentConfig) -> dict:
@@ -36,7 +50,9 @@ class LLMSession:
 
 
 @contextlib.contextmanager
-def llm_session(config: ExperimentConfig, simulator=None):
+def llm_session(config: ExperimentConfig, engine, simulator=None):
+    """Start the simulator if a connection needs it (unless one is given), then let the engine
+    prepare the connections for the phase's runs."""
     needs_simulator = any(c.uses_simulator for c in config.connections)
     with contextlib.ExitStack() as stack:
         if needs_simulator and simulator is None:
@@ -46,5 +62,5 @@ def llm_session(config: ExperimentConfig, simulator=None):
             simulator = stack.enter_context(
                 SimulatorServer(rules_path=config.simulator.rules, latency_ms=latency, port=0))
         url = simulator.url if (needs_simulator and simulator is not None) else None
-        connections = upsert_connections(config, url)
+        connections = engine.prepare_connections(config.connections, endpoints(config, url))
         yield LLMSession(simulator=simulator if needs_simulator else None, connections=connections)

@@ -1,46 +1,32 @@
-"""Which variants an experiment runs.
+"""Which variants an experiment runs, whatever the engine.
 
-DAG flows: node variants from `flow.dag.yaml`. `defaults` = every node on its default;
+Flows with per-node variants (promptflow DAGs): `defaults` = every node on its default;
 `all` = each node's variants with the other nodes on their defaults (the reference template's
 behaviour); `grid` = the full cartesian product across nodes; or an explicit list
 `node.variant[+node.variant...],...` (comma = another run, plus = same run).
-Flex/prompty flows: named parameter sets from config `variants:` (`defaults` = the first one).
+Other flows: named parameter sets from config `variants:` (`defaults` = the first one).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 
 from genaiops.config.model import ExperimentConfig
-from genaiops.engines.promptflow.flowspec import read_flow
+from genaiops.engines.base import FlowSpec, VariantSpec
 from genaiops.errors import UsageError
 
 MODES = ("defaults", "all", "grid")
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """One variant run: node assignments (DAG) or init parameters (flex/prompty)."""
-
-    label: str
-    nodes: dict = field(default_factory=dict)  # node -> variant id (DAG, full assignment)
-    init: dict = field(default_factory=dict)  # flex/prompty init parameters
-
-    def identity(self) -> dict:
-        """What makes two variant runs the same (part of the run key)."""
-        return {"nodes": dict(sorted(self.nodes.items())), "init": self.init}
 
 
 def _dag_label(assignment: dict) -> str:
     return "+".join(f"{node}.{variant}" for node, variant in assignment.items()) or "default"
 
 
-def select_variants(config: ExperimentConfig, selector: str = "defaults",
+def select_variants(config: ExperimentConfig, flow: FlowSpec, selector: str = "defaults",
                     max_runs: int = 64) -> list[VariantSpec]:
-    spec = read_flow(config.flow if config.flow_kind != "prompty" else config.flow)
-    if config.flow_kind == "dag":
-        specs = _dag(spec.node_variants, selector)
+    """The variant runs `selector` names for `flow` (as the engine read it)."""
+    if flow.node_variants:
+        specs = _dag(flow.node_variants, selector)
     else:
         specs = _params(config, selector)
     if len(specs) > max_runs:

@@ -3,76 +3,82 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-from genaiops.registry.base import BACKENDS, Registration
+from genaiops.cli.options import add_command, add_registry_flag, add_repo_flag, repo_root
+from genaiops.errors import EXIT_OK
 
 BACKEND_ENV = "GENAIOPS_REGISTRY_BACKEND"
 
 
 def add_registry_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "registry", help="list and inspect registered datasets and flows"
-    )
+        "registry", help="List and inspect registered datasets and flows",
+        description="The registered versions of datasets and flows: one version per distinct "
+                    "content, each pinned by a URI such as local:tickets:3.")
+    add_repo_flag(parser)
     commands = parser.add_subparsers(dest="registry_command", metavar="{list,show}", required=True)
-
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--backend",
-            choices=BACKENDS,
-            default=None,
-            help=f"registry backend (default: ${BACKEND_ENV} or local)",
-        )
-        sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    listing = commands.add_parser(
-        "list", help="every asset: kind, latest version, number of versions"
-    )
-    common(listing)
-    listing.set_defaults(func=cmd_list)
-
-    show = commands.add_parser("show", help="the versions of one asset, or one version in detail")
+    listing = add_command(commands, "list", cmd_list)
+    show = add_command(commands, "show", cmd_show)
     show.add_argument("asset", help="asset name")
-    show.add_argument(
-        "--version", type=int, default=None, metavar="N", help="one version in detail"
-    )
-    common(show)
-    show.set_defaults(func=cmd_show)
+    show.add_argument("--version", type=int, default=None, metavar="N",
+                      help="one version in detail")
+    for command in (listing, show):
+        add_registry_flag(command, default=f"${BACKEND_ENV}, else local",
+                          deprecated_alias="--backend")
 
 
-def _open(args):
-    from genaiops.registry.base import open_registry
-    from genaiops.workspace.repo import find_repo_root
+def _open(args: argparse.Namespace):
+    from genaiops.registry import open_registry
 
-    backend = args.backend or os.environ.get(BACKEND_ENV) or "local"
-    return open_registry(backend, find_repo_root())
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    """A plain fixed-width table (no dependency, copy-paste friendly)."""
-    cells = [[str(h) for h in headers]] + [
-        ["-" if v in (None, "") else str(v) for v in row] for row in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    backend = args.registry or os.environ.get(BACKEND_ENV) or "local"
+    return open_registry(backend, repo_root(args))
 
 
-def cmd_list(args) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every asset: kind, latest version, number of versions."""
+    from genaiops.cli.render import emit_json, out, table
+
     assets = _open(args).list_assets()
     if args.json:
-        print(json.dumps(assets, indent=2))
+        emit_json(assets)
     elif not assets:
-        print("no registered assets")
+        out("no registered assets")
     else:
-        rows = [[a["name"], a["kind"], a["latest_version"], a["versions"]] for a in assets]
-        print(table(["NAME", "KIND", "LATEST", "VERSIONS"], rows))
-    return 0
+        out(table([{"NAME": a["name"], "KIND": a["kind"], "LATEST": a["latest_version"],
+                    "VERSIONS": a["versions"]} for a in assets], blank="-"))
+    return EXIT_OK
 
 
-def _detail(reg: Registration) -> str:
+def cmd_show(args: argparse.Namespace) -> int:
+    """The versions of one asset, or one version in detail.
+
+    Lists the versions of one asset, oldest first; with --version shows that version in detail:
+    URI, content hash, creation time, tags.
+    """
+    from genaiops.cli.render import emit_json, out, table
+
+    registry = _open(args)
+    if args.version is not None:
+        reg = registry.get(args.asset, args.version)
+        if args.json:
+            emit_json(reg.as_dict())
+        else:
+            out(_detail(reg))
+        return EXIT_OK
+    registry.get(args.asset)  # UsageError naming the known assets when unknown
+    found = registry.versions(args.asset)
+    if args.json:
+        emit_json([r.as_dict() for r in found])
+    else:
+        out(table([{"VERSION": r.version, "HASH": r.content_hash[:19], "CREATED": r.created_at,
+                    "COMMIT": (r.tags.get("git_commit") or "")[:12], "URI": r.uri}
+                   for r in found], blank="-"))
+    return EXIT_OK
+
+
+def _detail(reg) -> str:
+    """One registration as aligned `field  value` lines (tags flattened, the hash shown once)."""
     fields = [
         ("uri", reg.uri),
         ("kind", reg.kind),
@@ -84,28 +90,3 @@ def _detail(reg: Registration) -> str:
     ] + [(f"tags.{k}", v) for k, v in sorted(reg.tags.items()) if k != "content_hash"]
     width = max(len(k) for k, _ in fields)
     return "\n".join(f"{k.ljust(width)}  {'-' if v in (None, '') else v}" for k, v in fields)
-
-
-def cmd_show(args) -> int:
-    registry = _open(args)
-    if args.version is not None:
-        reg = registry.get(args.asset, args.version)
-        print(json.dumps(reg.as_dict(), indent=2) if args.json else _detail(reg))
-        return 0
-    registry.get(args.asset)  # UsageError naming the known assets when unknown
-    found = registry.versions(args.asset)
-    if args.json:
-        print(json.dumps([r.as_dict() for r in found], indent=2))
-    else:
-        rows = [
-            [
-                r.version,
-                r.content_hash[:19],
-                r.created_at,
-                (r.tags.get("git_commit") or "")[:12],
-                r.uri,
-            ]
-            for r in found
-        ]
-        print(table(["VERSION", "HASH", "CREATED", "COMMIT", "URI"], rows))
-    return 0

@@ -22,12 +22,13 @@ def emit_json(obj) -> None:
     out(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A plain aligned text table (no dependency, copy-paste friendly)."""
+def table(rows: list[dict], columns: list[str] | None = None, *, blank: str = "") -> str:
+    """A plain aligned text table (no dependency, copy-paste friendly); `blank` stands for a
+    missing value where an empty cell would shift the columns of `split()`-reading scripts."""
     if not rows:
         return "(none)"
     columns = columns or list(rows[0])
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    cells = [[(blank if r.get(c) in (None, "") else str(r.get(c))) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])

@@ -1,13 +1,23 @@
 """What every genaiops YAML config shares: a base file plus an `<name>.<env>.yaml` overlay that
-replaces whole top-level blocks, and JSON Schema errors turned into located, fixable problems.
-Used by `experiment.yaml` and `deployment.yaml` alike."""
+replaces whole top-level blocks, `${env:}` references, JSON Schema errors (the schema generated
+from the file's model) turned into located, fixable problems, and the typed object built by that
+model. Used by `experiment.yaml` and `deployment.yaml` alike."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from genaiops.config.envvars import EnvResolver, load_dotenv_values
+from genaiops.config.filemodel import LoadContext
+from genaiops.config.schemagen import file_schema
 from genaiops.config.yamlsrc import SourceMap, format_path, load_yaml_file
 from genaiops.errors import ConfigError, Problem
+
+Model = TypeVar("Model", bound=BaseModel)
+DEFAULT_KEY_HINT = "use lowercase letters, digits and _"
 
 
 def read_mapping(file: Path, repo_root: Path, start_hint: str) -> tuple[dict, SourceMap]:
@@ -33,8 +43,36 @@ def load_layered(base: Path, overlay: Path | None, repo_root: Path,
     return data, sources, files
 
 
+def read_checked(model: type[BaseModel], base: Path, overlay: Path | None, repo_root: Path,
+                 start_hint: str, environ: dict | None,
+                 key_hint: str = DEFAULT_KEY_HINT) -> tuple[dict, SourceMap, list[Path]]:
+    """The layered file with `${env:}` resolved, checked against `model`'s generated schema.
+    Raises ConfigError listing every problem at once."""
+    data, sources, files = load_layered(base, overlay, repo_root, start_hint)
+    problems: list[Problem] = []
+    data = EnvResolver(load_dotenv_values(repo_root), environ).resolve(data, sources, problems)
+    problems += schema_problems(file_schema(model), data, sources, key_hint)
+    if problems:
+        raise ConfigError(problems)
+    return data, sources, files
+
+
+def build(model: type[Model], data: dict, sources: SourceMap, context: LoadContext) -> Model:
+    """The typed object, built by the model from checked data. The schema comes from the same
+    model, so this does not fail; should the two ever disagree, the user still gets located
+    problems instead of a traceback."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            file, line = sources.locate(error["loc"])
+            problems.append(Problem(file, line, format_path(error["loc"]) or None, error["msg"]))
+        raise ConfigError(problems) from None
+
+
 def schema_problems(schema: dict, data: dict, sources: SourceMap,
-                    key_hint: str = "use lowercase letters, digits and _") -> list[Problem]:
+                    key_hint: str = DEFAULT_KEY_HINT) -> list[Problem]:
     from jsonschema import Draft202012Validator
 
     problems = []

@@ -1,26 +1,60 @@
-"""Typed view of a validated experiment config. Paths are absolute; `*_rel` keep the repo-relative form."""
+"""`experiment.yaml` as typed, frozen models: the one description of the format.
+
+Fields are the file's keys (validated by the schema generated from these models); a value kept as
+written is `*_rel` and its property twin is the absolute path (`source_rel` / `source`). Flow kind,
+repo root, env and files read come from the `LoadContext` that `load_experiment` passes in.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, PrivateAttr, WithJsonSchema, model_validator
+from typing_extensions import TypedDict
+
+from genaiops.config.filemodel import (
+    ConfigFile,
+    FileModel,
+    NonEmpty,
+    NonNegative,
+    Number,
+    PositiveInt,
+    Probability,
+    RelPath,
+    load_context,
+)
+from genaiops.simulator import DEFAULT_PORT
 
 SIMULATOR_BASE = "simulator"  # `api_base: simulator` = the bundled loopback LLM simulator
 SECRET_FIELDS = frozenset({"api_key"})
+CORE_CONNECTION_FIELDS = frozenset({"name", "type", "api_base", "api_key", "api_version"})
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# flow input -> "${data.<column>}", "${run.outputs.<output>}" or a literal value
+Mappings = dict[str, Annotated[str | bool | int | float,
+                               WithJsonSchema({"type": ["string", "number", "boolean"]})]]
 
 
-@dataclass(frozen=True)
-class Connection:
-    name: str
-    type: str  # open_ai | azure_open_ai
-    api_base: str
+class Connection(FileModel):
+    name: Name
+    type: Literal["open_ai", "azure_open_ai"]
+    api_base: NonEmpty  # a URL, or `simulator`
     api_key: str = ""
     api_version: str = ""
-    extra: dict = field(default_factory=dict)
+    organization: str | None = None
+    auth_mode: Literal["key", "meid_token"] | None = None
+    model: str | None = None
 
     @property
     def uses_simulator(self) -> bool:
         return self.api_base == SIMULATOR_BASE
+
+    @property
+    def extra(self) -> dict:
+        """The optional settings the file set beyond name, type, endpoint, key and version."""
+        return self.written(exclude=CORE_CONNECTION_FIELDS)
 
     def public(self) -> dict:
         """Settings safe to print or record: everything except secrets."""
@@ -31,112 +65,169 @@ class Connection:
         return data
 
 
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    source: Path
-    source_rel: str
+class Dataset(FileModel):
+    name: Name
+    source_rel: RelPath = Field(alias="source")
     description: str = ""
-    mappings: dict = field(default_factory=dict)
+    mappings: Mappings = {}
+    _source: Path = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._source = load_context(context).path(self.source_rel)
+
+    @property
+    def source(self) -> Path:
+        return self._source
 
 
-@dataclass(frozen=True)
 class EvaluatorDataset(Dataset):
-    reference: str = ""
+    # without `source`, the file of the referenced dataset (filled in by ExperimentConfig)
+    source_rel: RelPath | None = Field(None, alias="source")
+    reference: Name
 
 
-@dataclass(frozen=True)
-class Evaluator:
-    name: str
-    datasets: tuple[EvaluatorDataset, ...]
-    flow: Path | None = None
-    flow_rel: str | None = None
-    code: str | None = None  # "path/to/file.py:function"
-    aggregate: str | None = None
+class Evaluator(FileModel):
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["flow"]}, {"required": ["code"]}]})
+
+    name: Name
     description: str = ""
+    flow_rel: RelPath | None = Field(None, alias="flow")
+    code: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    aggregate: Identifier | None = None
+    datasets: tuple[EvaluatorDataset, ...] = Field(min_length=1)
+    _flow: Path | None = PrivateAttr(None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.flow_rel is not None:
+            self._flow = load_context(context).flows[self.flow_rel].entry
+
+    @property
+    def flow(self) -> Path | None:
+        return self._flow
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(FileModel):
     """A named parameter set for flex/prompty flows (DAG flows use node variants instead)."""
 
-    name: str
-    init: dict = field(default_factory=dict)
+    name: Name
     description: str = ""
+    init: dict[str, Any] = {}
 
 
-@dataclass(frozen=True)
-class Retries:
-    max_attempts: int = 5
-    backoff_sec: float = 0.5
+class Retries(FileModel):
+    max_attempts: PositiveInt = 5
+    backoff_sec: NonNegative = 0.5
 
 
-@dataclass(frozen=True)
-class Runtime:
-    backend: str = "local"
-    worker_count: int = 4
-    max_parallel: int = 4
-    line_timeout_sec: int = 120
-    failed_line_tolerance: float = 0
-    retries: Retries = field(default_factory=Retries)
+class Runtime(FileModel):
+    backend: Literal["local", "azure"] = "local"
+    worker_count: PositiveInt = 4
+    max_parallel: PositiveInt = 4
+    line_timeout_sec: PositiveInt = 120
+    failed_line_tolerance: NonNegative = 0
+    retries: Retries = Field(default_factory=Retries)
 
 
-@dataclass(frozen=True)
-class SimulatorSettings:
-    rules: Path | None = None
-    rules_rel: str | None = None
-    latency_ms: float = 0
-    port: int = 8765
+class SimulatorSettings(FileModel):
+    rules_rel: RelPath | None = Field(None, alias="rules")
+    latency_ms: NonNegative = 0
+    port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
+    _rules: Path | None = PrivateAttr(None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.rules_rel is not None:
+            self._rules = load_context(context).path(self.rules_rel)
+
+    @property
+    def rules(self) -> Path | None:
+        return self._rules
 
 
-@dataclass(frozen=True)
-class Gate:
-    metric: str
-    op: str
-    threshold: float
+class Price(TypedDict):
+    """Price per 1000 tokens of one model."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    prompt: NonNegative
+    completion: NonNegative
+
+
+class Registry(TypedDict, total=False):
+    __pydantic_config__ = ConfigDict(extra="forbid")
+    backend: Literal["local", "azureml"]
+    subscription_id: str
+    resource_group: str
+    workspace_name: str
+
+
+class Gate(FileModel):
+    metric: NonEmpty
+    op: Literal[">=", ">", "<=", "<", "=="]
+    threshold: Number
     name: str = ""
-    type: str = "absolute"
-    evaluator: str | None = None
-    dataset: str | None = None
-    min_samples: int | None = None
-    alpha: float | None = None
+    type: Literal["absolute", "regression"] = "absolute"
+    evaluator: Name | None = None
+    dataset: Name | None = None
+    min_samples: PositiveInt | None = None
+    alpha: Probability | None = None
     description: str = ""
 
 
-@dataclass(frozen=True)
-class EvaluationSettings:
+class EvaluationSettings(FileModel):
     """How `run evaluate` ranks variants and tests gates (the `evaluation:` block)."""
 
-    primary_metric: str | None = None  # None: the first metric of the first evaluator
+    primary_metric: NonEmpty | None = None  # ranks the leaderboard; None: the first metric found
     higher_is_better: bool = True
-    evaluator: str | None = None
-    dataset: str | None = None
-    min_samples: int = 30
-    alpha: float = 0.05
-    confidence: float = 0.95
+    evaluator: Name | None = None  # where primary_metric comes from when several report it
+    dataset: Name | None = None
+    min_samples: PositiveInt = 30  # default for gates without their own
+    alpha: Probability = 0.05
+    confidence: Probability = 0.95
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
-    use_case: str
-    env: str | None
-    repo_root: Path
-    files: tuple[Path, ...]  # base config and overlay actually read
-    name: str
-    description: str
-    flow: Path
-    flow_rel: str
-    flow_kind: str  # dag | flex | prompty
-    connections: tuple[Connection, ...]
-    datasets: tuple[Dataset, ...]
-    evaluators: tuple[Evaluator, ...]
-    variants: tuple[Variant, ...]
-    runtime: Runtime
-    simulator: SimulatorSettings
-    prices: dict
-    registry: dict
-    gates: tuple[Gate, ...]
-    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+class ExperimentConfig(ConfigFile):
+    """`configs/<use_case>/experiment.yaml` (+ overlay), after `${env:}` resolution."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{1,40}$")]
+    description: str = ""
+    flow_rel: RelPath = Field(alias="flow")
+    connections: tuple[Connection, ...] = ()
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    datasets: tuple[Dataset, ...] = Field(min_length=1)
+    evaluators: tuple[Evaluator, ...] = ()
+    variants: tuple[Variant, ...] = ()
+    runtime: Runtime = Field(default_factory=Runtime)
+    prices: dict[str, Price] = {}
+    registry: Registry = {}
+    gates: tuple[Gate, ...] = ()
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _evaluator_datasets_default_to_their_reference(cls, data: Any) -> Any:
+        """An evaluator dataset without `source` reads the file of the dataset it references."""
+        if not isinstance(data, dict) or not isinstance(data.get("evaluators"), list):
+            return data
+        files = {d.get("name"): d.get("source") for d in data.get("datasets") or []
+                 if isinstance(d, dict)}
+
+        def with_source(block):
+            if not isinstance(block, dict) or "source" in block:
+                return block
+            return {**block, "source": files.get(block.get("reference"))}
+
+        evaluators = [{**ev, "datasets": [with_source(d) for d in ev["datasets"]]}
+                      if isinstance(ev, dict) and isinstance(ev.get("datasets"), list) else ev
+                      for ev in data["evaluators"]]
+        return {**data, "evaluators": evaluators}
+
+    @property
+    def flow(self) -> Path:
+        return self._loaded.flows[self.flow_rel].entry
+
+    @property
+    def flow_kind(self) -> str:  # dag | flex | prompty
+        return self._loaded.flows[self.flow_rel].kind
 
     def dataset(self, name: str) -> Dataset:
         for ds in self.datasets:

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from genaiops.config.yamlsrc import SourceMap, format_path
-from genaiops.engines.promptflow.flowspec import FlowSpec, FlowSpecError, read_flow
+from genaiops.engines import open_engine
+from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.workspace.repo import resolve_inside
 
@@ -17,10 +18,12 @@ RUN_OUTPUT_REF = re.compile(r"^\$\{run\.outputs\.([^}]+)\}$")
 
 
 class Checker:
-    def __init__(self, repo_root: Path, sources: SourceMap):
+    def __init__(self, repo_root: Path, sources: SourceMap, engine):
         self.repo_root = repo_root
+        self.engine = engine  # reads the flows: what a flow is, is the engine's business
         self.sources = sources
         self.problems: list[Problem] = []
+        self.flows: dict[str, FlowSpec] = {}  # by the path as written
         self._first_rows: dict[Path, dict | None] = {}
 
     def add(self, path, message, hint=None):
@@ -45,22 +48,24 @@ class Checker:
         if resolved is None:
             return None
         try:
-            return read_flow(resolved)
+            spec = self.engine.read_flow(resolved)
         except FlowSpecError as exc:
-            self.add(path, str(exc), "point it at a folder with flow.dag.yaml, flow.flex.yaml "
-                                     "or a .prompty file")
+            self.add(path, str(exc), self.engine.flow_hint)
             return None
+        self.flows[value] = spec
+        return spec
 
-    def dataset_row(self, path, value: str) -> tuple[Path | None, dict | None]:
+    def dataset_row(self, path, value: str) -> dict | None:
+        """The dataset's first row (for checking mapped columns), or None with a problem added."""
         resolved = self.repo_path(path, value, "dataset")
         if resolved is None:
-            return None, None
+            return None
         if resolved.suffix != ".jsonl":
             self.add(path, f"dataset {value!r} is not a .jsonl file", "use JSON Lines, one object a line")
-            return resolved, None
+            return None
         if resolved not in self._first_rows:
             self._first_rows[resolved] = self._read_first_row(path, resolved, value)
-        return resolved, self._first_rows[resolved]
+        return self._first_rows[resolved]
 
     def _read_first_row(self, path, file: Path, value: str) -> dict | None:
         try:
@@ -119,13 +124,12 @@ class Checker:
                          "use ${data.<column>} or ${run.outputs.<output>}")
 
 
-def check(data: dict, sources: SourceMap, repo_root: Path) -> tuple[list[Problem], dict]:
-    """Returns problems plus what was resolved on the way (flow specs, dataset paths)."""
-    c = Checker(repo_root, sources)
-    resolved: dict = {"datasets": {}, "evaluator_flows": {}, "evaluator_datasets": {}}
+def check(data: dict, sources: SourceMap,
+          repo_root: Path) -> tuple[list[Problem], dict[str, FlowSpec]]:
+    """Returns problems plus the flow specs read on the way, by the path as written."""
+    c = Checker(repo_root, sources, open_engine())
 
     flow = c.flow(("flow",), data["flow"])
-    resolved["flow"] = flow
     run_outputs = flow.outputs if flow is not None else ()
 
     for block, what in (("connections", "connection"), ("datasets", "dataset"),
@@ -139,8 +143,7 @@ def check(data: dict, sources: SourceMap, repo_root: Path) -> tuple[list[Problem
     names = set()
     for index, ds in enumerate(data["datasets"]):
         names.add(ds["name"])
-        file, row = c.dataset_row(("datasets", index, "source"), ds["source"])
-        resolved["datasets"][ds["name"]] = file
+        row = c.dataset_row(("datasets", index, "source"), ds["source"])
         c.mappings(("datasets", index, "mappings"), ds.get("mappings"), row, flow, None, ds["source"])
 
     eval_names = set()
@@ -149,7 +152,6 @@ def check(data: dict, sources: SourceMap, repo_root: Path) -> tuple[list[Problem
         eval_flow = None
         if "flow" in ev:
             eval_flow = c.flow(("evaluators", e_index, "flow"), ev["flow"])
-            resolved["evaluator_flows"][ev["name"]] = eval_flow
         else:
             code_file = ev["code"].rsplit(":", 1)[0]
             c.repo_path(("evaluators", e_index, "code"), code_file, "code evaluator file")
@@ -165,8 +167,7 @@ def check(data: dict, sources: SourceMap, repo_root: Path) -> tuple[list[Problem
                                                   if d["name"] == ds["reference"])
             row = None
             if source:
-                file, row = c.dataset_row(base + ("source",), source)
-                resolved["evaluator_datasets"][(ev["name"], ds["name"])] = file
+                row = c.dataset_row(base + ("source",), source)
             c.mappings(base + ("mappings",), ds.get("mappings"), row, eval_flow, run_outputs,
                        source or "")
 
@@ -180,7 +181,7 @@ def check(data: dict, sources: SourceMap, repo_root: Path) -> tuple[list[Problem
 
     rules = (data.get("simulator") or {}).get("rules")
     if rules:
-        resolved["simulator_rules"] = c.repo_path(("simulator", "rules"), rules, "simulator rules file")
+        c.repo_path(("simulator", "rules"), rules, "simulator rules file")
 
     for index, conn in enumerate(data.get("connections", [])):
         if conn["api_base"] != "simulator" and not re.match(r"^https?://", conn["api_base"]):
@@ -193,4 +194,4 @@ def check(data: dict, sources: SourceMap, repo_root: Path) -> tuple[list[Problem
         if conn["type"] == "azure_open_ai" and not conn.get("api_version"):
             c.add(("connections", index, "api_version"), "azure_open_ai needs api_version",
                   "e.g. api_version: 2024-06-01")
-    return c.problems, resolved
+    return c.problems, c.flows

@@ -8,12 +8,11 @@ accepts only when every approval of this run (`BUILD_BUILDID`) is `approved` and
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
+
+import httpx
 
 from genaiops.errors import GenaiopsError, UsageError
 
@@ -51,18 +50,21 @@ class AdoApprovalsClient:
 
     def approvals(self) -> list[dict]:
         base = self.run.collection_uri.rstrip("/") + "/" + urllib.parse.quote(self.run.project)
-        url = f"{base}/_apis/pipelines/approvals?" + urllib.parse.urlencode(
-            {"$expand": "steps", "api-version": API_VERSION})
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.run.token}",
-                                                   "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            hint = "grant the build service 'View' on approvals" if exc.code in (401, 403) else None
-            raise AdoApprovalRefused(f"Azure DevOps approvals API answered HTTP {exc.code}", hint=hint) from None
-        except (OSError, ValueError) as exc:
+            response = httpx.get(f"{base}/_apis/pipelines/approvals",
+                                 params={"$expand": "steps", "api-version": API_VERSION},
+                                 headers={"Authorization": f"Bearer {self.run.token}",
+                                          "Accept": "application/json"}, timeout=self.timeout)
+        except httpx.HTTPError as exc:
             raise AdoApprovalRefused(f"cannot read Azure DevOps approvals: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            hint = "grant the build service 'View' on approvals" if response.status_code in (401, 403) else None
+            raise AdoApprovalRefused(f"Azure DevOps approvals API answered HTTP {response.status_code}",
+                                     hint=hint)
+        try:
+            data = response.json() if response.content else {}
+        except ValueError as exc:
+            raise AdoApprovalRefused(f"cannot read Azure DevOps approvals: not JSON ({exc})") from None
         return list(data.get("value") or [])
 
     def verify_run_approved(self) -> dict:

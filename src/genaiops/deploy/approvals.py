@@ -8,7 +8,6 @@ It fails closed: a missing, expired, rejected, mismatched or tampered approval r
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from genaiops.deploy.audit import ChainedLog, audit_key, audit_log
 from genaiops.errors import GenaiopsError, UsageError
@@ -18,8 +17,8 @@ class ApprovalRefused(GenaiopsError):
     """The environment needs an approval this artifact does not have (exit 1)."""
 
 
-def approvals_log(state: Path, use_case: str, env: str) -> ChainedLog:
-    return ChainedLog(Path(state) / "approvals" / f"{use_case}-{env}.jsonl", audit_key(state))
+def approvals_log(workspace, use_case: str, env: str) -> ChainedLog:
+    return ChainedLog(workspace.approvals_log(use_case, env), audit_key(workspace))
 
 
 def normalise_digest(digest: str) -> str:
@@ -33,7 +32,7 @@ def normalise_digest(digest: str) -> str:
     return digest
 
 
-def record_decision(state: Path, *, use_case: str, env: str, artifact: str, decision: str, by: str,
+def record_decision(workspace, *, use_case: str, env: str, artifact: str, decision: str, by: str,
                     note: str = "", context: dict | None = None) -> dict:
     if decision not in ("approved", "rejected"):
         raise ValueError(decision)
@@ -41,20 +40,20 @@ def record_decision(state: Path, *, use_case: str, env: str, artifact: str, deci
         raise UsageError("--by must name the person deciding")
     entry = {"kind": "approval", "use_case": use_case, "env": env, "artifact": normalise_digest(artifact),
              "decision": decision, "by": by.strip(), "note": note, "context": context or {}}
-    record = approvals_log(state, use_case, env).append(entry)
-    audit_log(state).append({"event": decision, "use_case": use_case, "env": env,
+    record = approvals_log(workspace, use_case, env).append(entry)
+    audit_log(workspace).append({"event": decision, "use_case": use_case, "env": env,
                              "artifact": entry["artifact"], "by": entry["by"], "note": note,
                              "approval_seq": record["seq"]})
     return record
 
 
-def require_approval(state: Path, *, use_case: str, env: str, artifact: str, ttl_minutes: int,
+def require_approval(workspace, *, use_case: str, env: str, artifact: str, ttl_minutes: int,
                      now: datetime | None = None) -> dict:
     """The approval record that allows deploying `artifact`, or ApprovalRefused saying why not."""
     artifact = normalise_digest(artifact)
     how = (f"review it, then: genaiops approve --use-case {use_case} --env {env} "
            f"--artifact {artifact} --by <your name>")
-    records = [r for r in approvals_log(state, use_case, env).read()
+    records = [r for r in approvals_log(workspace, use_case, env).read()
                if r.get("use_case") == use_case and r.get("env") == env]  # TamperedLog propagates
     mine = [r for r in records if r.get("artifact") == artifact]
     if not mine:

@@ -2,7 +2,7 @@
 
 Each record carries `seq`, `prev` (the previous record's mac) and `mac` = HMAC-SHA256 over its
 canonical JSON. Editing, deleting or reordering a record breaks the chain; forging one needs the
-key (`$GENAIOPS_AUDIT_KEY`, else `<state>/keys/audit.key`, created 0600 on first use). In CI, set
+key (`$GENAIOPS_AUDIT_KEY`, else the workspace's `keys/audit.key`, created 0600 on first use). In CI, set
 the key from a secret variable so the agent's workspace alone cannot forge approvals.
 """
 
@@ -30,11 +30,11 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def audit_key(state: Path) -> bytes:
+def audit_key(workspace) -> bytes:
     env = os.environ.get("GENAIOPS_AUDIT_KEY")
     if env:
         return env.encode("utf-8")
-    path = Path(state) / "keys" / "audit.key"
+    path = workspace.audit_key_file
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -99,16 +99,16 @@ class ChainedLog:
                            hint="restore the file from a trusted copy; nothing is trusted from it until then")
 
 
-def audit_log(state: Path) -> ChainedLog:
-    return ChainedLog(Path(state) / "audit" / "audit.jsonl", audit_key(state))
+def audit_log(workspace) -> ChainedLog:
+    return ChainedLog(workspace.audit_log, audit_key(workspace))
 
 
-def deployments_log(state: Path, use_case: str, env: str) -> ChainedLog:
-    return ChainedLog(Path(state) / "deployments" / f"{use_case}-{env}.jsonl", audit_key(state))
+def deployments_log(workspace, use_case: str, env: str) -> ChainedLog:
+    return ChainedLog(workspace.deployments_log(use_case, env), audit_key(workspace))
 
 
-def last_successful(state: Path, use_case: str, env: str) -> dict | None:
-    for record in reversed(deployments_log(state, use_case, env).read()):
+def last_successful(workspace, use_case: str, env: str) -> dict | None:
+    for record in reversed(deployments_log(workspace, use_case, env).read()):
         if record.get("ok"):
             return record
     return None

@@ -1,22 +1,46 @@
-"""Runners execute batch jobs. One protocol (`Runner`), adapters per backend: `local` (promptflow
-in a worker process on this machine) and `azure` (promptflow-azure runs on Azure ML compute)."""
+"""Flow engines behind one protocol (`base.Engine`): `promptflow` today.
 
-from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, Runner
+`open_engine` picks the adapter a config names; nothing else imports an adapter directly.
+"""
+
+from __future__ import annotations
+
+from genaiops.engines.base import (
+    BatchJob,
+    BatchResult,
+    Engine,
+    FlowSpec,
+    FlowSpecError,
+    LineResult,
+    MemberResult,
+    Runner,
+    ServingBundle,
+    StagedBatch,
+    VariantSpec,
+)
+
+ENGINES = ("promptflow",)
 
 
-def open_runner(backend: str = "local", settings: dict | None = None) -> Runner:
-    """`settings`: backend options, e.g. the config's `registry` block (workspace scope) for azure."""
+def open_engine(name: str = "promptflow", *, backend: str = "local", settings: dict | None = None,
+                runner: Runner | None = None) -> Engine:
+    """The engine adapter `name`; `backend` is where it runs batches (local | azure)."""
     from genaiops.errors import UsageError
 
-    if backend == "local":
-        from genaiops.engines.promptflow.local import LocalRunner
+    if name == "promptflow":
+        from genaiops.engines.promptflow import PromptflowEngine
 
-        return LocalRunner()
-    if backend == "azure":
-        from genaiops.engines.promptflow.azure import AzureRunner
-
-        return AzureRunner(settings)
-    raise UsageError(f"unknown runtime backend {backend!r}", hint="use runtime.backend: local or azure")
+        return PromptflowEngine(backend, settings, runner)
+    raise UsageError(f"unknown engine {name!r}", hint=f"use one of: {', '.join(ENGINES)}")
 
 
-__all__ = ["BatchJob", "BatchResult", "LineResult", "MemberResult", "Runner", "open_runner"]
+def engine_for(config, runner: Runner | None = None) -> Engine:
+    """The engine a use case's config asks for (runtime.backend picks local or Azure ML runs)."""
+    return open_engine(getattr(config, "engine", None) or "promptflow", backend=config.runtime.backend,
+                       settings=dict(config.registry), runner=runner)
+
+
+__all__ = ["BatchJob", "BatchResult", "Engine", "FlowSpec", "FlowSpecError", "LineResult",
+           "MemberResult", "Runner", "ServingBundle", "StagedBatch", "VariantSpec", "engine_for",
+           "open_engine"]
+

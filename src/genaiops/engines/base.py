@@ -1,18 +1,65 @@
-"""What a runner is asked to do and what it returns, independent of where it runs."""
+"""The engine protocol: the one boundary between genaiops and a flow engine's internals.
+
+promptflow gets no new features since 2026-04-20 and becomes read-only on 2027-04-20, so nothing
+outside `genaiops/engines/<engine>/` may know how an engine reads flows, stages variants, runs a
+batch, stores its runs or builds a serving image. Phases, gates, reports and approvals speak
+only these types; a second engine is a second adapter, not a change to them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol
+
+
+class FlowSpecError(ValueError):
+    """A folder or file is not a flow the engine understands; the message says why."""
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """What a flow is, read from its files without running it."""
+
+    kind: str  # dag | flex | prompty (promptflow), or another engine's kind
+    root: Path  # folder holding the flow
+    entry: Path  # what the engine is pointed at (a folder, or a file such as a .prompty)
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    # node name -> (default variant id, (variant ids...)): per-node variants, where the engine has them
+    node_variants: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One variant run: node assignments (per-node variants) or parameters (named parameter sets)."""
+
+    label: str
+    nodes: dict = field(default_factory=dict)  # node -> variant id (a full assignment)
+    init: dict = field(default_factory=dict)  # parameters
+
+    def identity(self) -> dict:
+        """What makes two variant runs the same (part of the run key)."""
+        return {"nodes": dict(sorted(self.nodes.items())), "init": self.init}
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A flow staged to compute one or more variants in a single batch run."""
+
+    entry: str  # absolute path the engine runs
+    member_suffixes: list[str]  # member i reads outputs named `<output><suffix>`; [""] for one variant
+    init: dict | None = None  # parameters for a class entry
+    environment: dict = field(default_factory=dict)  # engine settings for this batch (never secrets)
 
 
 @dataclass
 class BatchJob:
-    """One promptflow batch run over one dataset. A composite flow computes several variants
-    ("members") per line; member `i` reads outputs named `<output><suffix>`."""
+    """One batch run over one dataset. A staged flow may compute several variants ("members")
+    per line; member `i` reads outputs named `<output><suffix>`."""
 
-    name: str  # promptflow run name, unique
+    name: str  # run name, unique
     flow: str  # absolute path of the (staged) flow
     data: str  # absolute path of the dataset
     column_mapping: dict
@@ -21,7 +68,7 @@ class BatchJob:
     worker_count: int = 4
     line_timeout_sec: int = 120
     environment: dict = field(default_factory=dict)  # extra env for the run (never secrets)
-    run: str | None = None  # an existing promptflow run to evaluate (`${run.outputs.x}` mappings)
+    run: str | None = None  # an existing run to evaluate (`${run.outputs.x}` mappings)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,4 +106,74 @@ ProgressCallback = Callable[[int], None]  # lines finished so far
 
 
 class Runner(Protocol):
+    """Where an engine executes a batch: this machine, or a cloud service."""
+
     def run(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult: ...
+
+
+@dataclass(frozen=True)
+class ServingBundle:
+    """A build context an engine prepared for a serving image (`/score`, `/health` on `port`)."""
+
+    requirements: list[str]  # pip requirement lines, installed offline from host-built wheels
+    env: dict  # image environment variables (never secrets)
+    command: list[str]  # the container's CMD
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class ServingConnections:
+    """How a serving container receives the connections: environment variables (some secret, set
+    at container start, never baked in) and secret-free descriptions for building the image."""
+
+    env: dict  # name -> value, secrets included: never logged or recorded
+    secret_names: tuple[str, ...]
+    descriptions: list[dict]  # [{name, type, endpoint, api_version}] for `serving_bundle`
+
+
+class Engine(Protocol):
+    """Everything genaiops needs from a flow engine."""
+
+    name: str
+    cache_patterns: tuple[str, ...]  # gitignore patterns the engine writes into flow folders
+    flow_hint: str  # how to point a config at a flow this engine can read
+
+    def version(self) -> str:
+        """Engine and tool versions that can change outputs (part of every run key)."""
+
+    def read_flow(self, path: Path) -> FlowSpec:
+        """The flow at `path` (FlowSpecError when it is not one)."""
+
+    def max_variants_per_batch(self, flow: FlowSpec) -> int:
+        """How many variants `stage` can put in one batch run."""
+
+    def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
+        """A private copy of the flow at `dest` computing `variants` (at most max_variants_per_batch)."""
+
+    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
+        """A private copy of the flow at `dest` whose defaults are `variant` (what an image serves)."""
+
+    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+        """Make the config's connections usable by runs; `endpoints` maps names to URLs.
+        Returns one secret-free record per connection with `action` created|updated|unchanged."""
+
+    def run_environment(self, retries) -> dict:
+        """Environment for batch runs that applies genaiops' LLM retry policy inside the engine."""
+
+    def prewarm(self, count: int) -> None:
+        """Start `count` workers ahead of use (optional speed-up; may do nothing)."""
+
+    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult: ...
+
+    def linkable_run(self, name: str | None) -> bool:
+        """Whether a finished run can still be referenced by a later batch (`BatchJob.run`)."""
+
+    def serving_connections(self, connections: Sequence, endpoints: dict[str, str],
+                            default_endpoints: dict[str, str]) -> ServingConnections:
+        """Container environment for `connections` at `endpoints`; `default_endpoints` are the
+        secret-free values baked into the image (overridden at start)."""
+
+    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
+        """Write the flow and whatever serving needs into `context`; `connections` are secret-free."""
+
+    def close(self) -> None: ...

@@ -17,31 +17,13 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import asdict, dataclass, field
 
 from genaiops.config.model import EvaluationSettings, Gate
 from genaiops.evaluation.stats import as_number, paired_test
+from genaiops.evaluation.summary import GateResult, MetricEntry, Summary
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 PASS, FAIL, INSUFFICIENT, SKIPPED = "pass", "fail", "insufficient", "skipped"
-
-
-@dataclass
-class GateResult:
-    name: str
-    metric: str
-    type: str
-    op: str
-    threshold: float
-    status: str
-    message: str  # one line: why it passed or failed
-    value: float | None = None
-    baseline: float | None = None
-    test: dict = field(default_factory=dict)
-    variant: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def gate_name(gate: Gate) -> str:
@@ -52,45 +34,33 @@ def gate_name(gate: Gate) -> str:
     return f"{gate.metric} {gate.op} {gate.threshold:g}"
 
 
-def find_metric(summary: dict, variant: str, metric: str, evaluator: str | None = None,
-                dataset: str | None = None) -> dict | None:
-    """The first metric entry of `variant` named `metric` (evaluator / dataset narrow it;
-    dataset matches either the standard or the evaluator dataset name)."""
-    for entry in summary.get("metrics", []):
-        if entry["variant"] != variant or entry["metric"] != metric:
-            continue
-        if evaluator and entry["evaluator"] != evaluator:
-            continue
-        if dataset and dataset not in (entry["dataset"], entry.get("eval_dataset")):
-            continue
-        return entry
-    return None
-
-
-def row_scores(summary: dict, variant: str, entry: dict) -> dict[str, float] | None:
+def row_scores(summary: Summary, variant: str, entry: MetricEntry) -> dict[str, float] | None:
     """{line: score} backing a metric entry, usable numbers only; None when it has no rows."""
-    if not entry.get("row_score"):
+    if not entry.row_score:
         return None
-    for block in summary.get("scores", []):
-        if (block["variant"], block["dataset"], block["evaluator"], block["eval_dataset"], block["score"]) == (
-                variant, entry["dataset"], entry["evaluator"], entry["eval_dataset"], entry["row_score"]):
-            values = {line: as_number(v) for line, v in block["rows"].items()}
+    for block in summary.scores:
+        if (block.variant, block.dataset, block.evaluator, block.eval_dataset, block.score) == (
+                variant, entry.dataset, entry.evaluator, entry.eval_dataset, entry.row_score):
+            values = {line: as_number(v) for line, v in block.rows.items()}
             return {line: v for line, v in values.items() if v is not None}
     return None
 
 
-def _value(entry: dict | None) -> float | None:
-    value = None if entry is None else entry.get("value")
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+def _value(entry: MetricEntry | None) -> float | None:
+    value = None if entry is None else entry.value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
 
 
-def check_gates(gates, summary: dict, baseline: dict | None, settings: EvaluationSettings) -> list[GateResult]:
-    candidate = (summary.get("best") or {}).get("variant")
+def check_gates(gates, summary: Summary, baseline: Summary | None,
+                settings: EvaluationSettings) -> list[GateResult]:
+    candidate = summary.candidate
     results = []
     for gate in gates:
         if candidate is None:
-            results.append(_result(gate, FAIL, "no deploy candidate: no variant has a primary metric value "
-                                               "(see the problems above)"))
+            results.append(_result(gate, FAIL, "no deploy candidate: no variant has a primary "
+                                               "metric value (see the problems above)"))
         elif gate.type == "regression":
             results.append(_regression(gate, summary, baseline, candidate, settings))
         else:
@@ -103,64 +73,68 @@ def _result(gate: Gate, status: str, message: str, **extra) -> GateResult:
                       threshold=gate.threshold, status=status, message=message, **extra)
 
 
-def _available(summary: dict, variant: str) -> str:
-    names = sorted({e["metric"] for e in summary.get("metrics", []) if e["variant"] == variant})
+def _available(summary: Summary, variant: str) -> str:
+    names = sorted({e.metric for e in summary.metrics if e.variant == variant})
     return ", ".join(names) or "(none)"
 
 
-def _absolute(gate: Gate, summary: dict, variant: str) -> GateResult:
-    entry = find_metric(summary, variant, gate.metric, gate.evaluator, gate.dataset)
+def _absolute(gate: Gate, summary: Summary, variant: str) -> GateResult:
+    entry = summary.find_metric(variant, gate.metric, gate.evaluator, gate.dataset)
     if entry is None:
         return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
                                    f"available: {_available(summary, variant)}", variant=variant)
     value = _value(entry)
     if value is None:
         return _result(gate, FAIL, f"{gate.metric} is NaN for {variant} (no usable rows: "
-                                   f"{entry.get('n_nan', 0)} NaN, {entry.get('n_error', 0)} errored)",
+                                   f"{entry.n_nan} NaN, {entry.n_error} errored)",
                        variant=variant)
-    n = entry.get("n_valid")
+    n = entry.n_valid
     if gate.min_samples and n is not None and n < gate.min_samples:
-        return _result(gate, INSUFFICIENT, f"not enough samples: {n} usable row(s) < min_samples "
-                                           f"{gate.min_samples}; {gate.metric}={value:.4g} not judged",
+        return _result(gate, INSUFFICIENT, f"not enough samples: {n} usable row(s) < "
+                                           f"min_samples {gate.min_samples}; "
+                                           f"{gate.metric}={value:.4g} not judged",
                        value=value, variant=variant)
     ok = OPS[gate.op](value, gate.threshold)
     interval = ""
-    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
-        interval = f" (CI {entry['ci_low']:.4g}..{entry['ci_high']:.4g})"
+    if entry.ci_low is not None and entry.ci_high is not None:
+        interval = f" (CI {entry.ci_low:.4g}..{entry.ci_high:.4g})"
     verb = "meets" if ok else "fails"
     return _result(gate, PASS if ok else FAIL,
                    f"{gate.metric}={value:.4g}{interval} {verb} {gate.op} {gate.threshold:g} "
-                   f"({variant}, {entry['dataset']})", value=value, variant=variant)
+                   f"({variant}, {entry.dataset})", value=value, variant=variant)
 
 
-def _regression(gate: Gate, summary: dict, baseline: dict | None, variant: str,
+def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant: str,
                 settings: EvaluationSettings) -> GateResult:
     if baseline is None:
         return _result(gate, SKIPPED, "no baseline given (--baseline): regression not checked",
                        variant=variant)
-    base_variant = (baseline.get("best") or {}).get("variant")
-    entry = find_metric(summary, variant, gate.metric, gate.evaluator, gate.dataset)
+    base_variant = baseline.candidate
+    entry = summary.find_metric(variant, gate.metric, gate.evaluator, gate.dataset)
     if entry is None:
         return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
                                    f"available: {_available(summary, variant)}", variant=variant)
-    base_entry = find_metric(baseline, base_variant, gate.metric, entry["evaluator"],
-                             entry["dataset"]) if base_variant else None
+    base_entry = baseline.find_metric(base_variant, gate.metric, entry.evaluator,
+                                      entry.dataset) if base_variant else None
     if base_entry is None:
-        return _result(gate, SKIPPED, f"the baseline has no {gate.metric} on dataset {entry['dataset']}: "
-                                      "nothing to compare", value=_value(entry), variant=variant)
+        return _result(gate, SKIPPED, f"the baseline has no {gate.metric} on dataset "
+                                      f"{entry.dataset}: nothing to compare", value=_value(entry),
+                       variant=variant)
     value, base_value = _value(entry), _value(base_entry)
     if value is None:
         return _result(gate, FAIL, f"{gate.metric} is NaN for {variant}", variant=variant,
                        baseline=base_value)
-    mine_hash = (summary.get("datasets") or {}).get(entry["dataset"])
-    base_hash = (baseline.get("datasets") or {}).get(base_entry["dataset"])
+    mine_hash = summary.datasets.get(entry.dataset)
+    base_hash = baseline.datasets.get(base_entry.dataset)
     if mine_hash and base_hash and mine_hash != base_hash:
-        return _result(gate, SKIPPED, f"dataset {entry['dataset']} changed since the baseline: rows "
-                                      "cannot be paired", value=value, baseline=base_value, variant=variant)
+        return _result(gate, SKIPPED, f"dataset {entry.dataset} changed since the baseline: rows "
+                                      "cannot be paired", value=value, baseline=base_value,
+                       variant=variant)
     mine, base = row_scores(summary, variant, entry), row_scores(baseline, base_variant, base_entry)
     if mine is None or base is None:
-        return _result(gate, FAIL, f"{gate.metric} has no per-row scores to pair (a regression gate "
-                                   "needs a metric backed by row scores)", value=value, variant=variant)
+        return _result(gate, FAIL, f"{gate.metric} has no per-row scores to pair (a regression "
+                                   "gate needs a metric backed by row scores)", value=value,
+                       variant=variant)
     lines = sorted(set(mine) & set(base), key=lambda x: int(x))
     min_samples = gate.min_samples or settings.min_samples
     if len(lines) < min_samples:
@@ -171,15 +145,15 @@ def _regression(gate: Gate, summary: dict, baseline: dict | None, variant: str,
     alpha = gate.alpha or settings.alpha
     test = paired_test([base[line] for line in lines], [mine[line] for line in lines],
                        higher_is_better=higher, margin=abs(gate.threshold))
-    worse = test.p_value < alpha
-    summary_text = (f"{gate.metric} {value:.4g} vs baseline {base_value if base_value is None else round(base_value, 4)} "
-                    f"({base_variant}): change {test.delta:+.4f}, {test.method} p={test.p_value:.3g} "
-                    f"over {test.n} pairs, {test.detail}")
-    if worse:
+    shown_base = base_value if base_value is None else round(base_value, 4)
+    summary_text = (f"{gate.metric} {value:.4g} vs baseline {shown_base} "
+                    f"({base_variant}): change {test.delta:+.4f}, {test.method} "
+                    f"p={test.p_value:.3g} over {test.n} pairs, {test.detail}")
+    if test.p_value < alpha:
         return _result(gate, FAIL, f"regression: {summary_text} (p < alpha {alpha})", value=value,
-                       baseline=base_value, test=test.as_dict(), variant=variant)
+                       baseline=base_value, test=test, variant=variant)
     return _result(gate, PASS, f"no significant regression: {summary_text}", value=value,
-                   baseline=base_value, test=test.as_dict(), variant=variant)
+                   baseline=base_value, test=test, variant=variant)
 
 
 def verdict(results: list[GateResult], problems: list[str]) -> str:

@@ -1,21 +1,25 @@
-"""Statistics for evaluation scores, stdlib only and deterministic (fixed bootstrap seed).
+"""Statistics for evaluation scores, on numpy/scipy and deterministic (fixed bootstrap seed).
 
 - `aggregate(values)` turns per-row scores into a mean with a confidence interval, counting
   NaN / non-numeric rows and errored rows separately (never silently dropped);
-- Wilson intervals for pass/fail (0/1) scores, percentile bootstrap for continuous ones;
-- paired tests for regression gates: McNemar exact (binomial) for pass/fail pairs, paired
-  bootstrap of the mean difference for continuous pairs.
+- Wilson intervals (scipy) for pass/fail (0/1) scores, percentile bootstrap for continuous ones;
+- paired tests for regression gates: McNemar exact (one-sided binomial test on the discordant
+  pairs) for pass/fail pairs, paired bootstrap of the mean difference for continuous pairs.
 """
 
 from __future__ import annotations
 
 import math
-import random
-import statistics
 from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import binomtest
+
+from genaiops.evaluation.summary import PairedTestResult
 
 SEED = 20240601
 BOOTSTRAP_SAMPLES = 2000
+RESAMPLE_BLOCK_VALUES = 4_000_000  # values drawn at once: bounds memory on large datasets
 ERROR = object()  # marker for a row whose evaluation (or experiment line) failed
 
 
@@ -38,32 +42,36 @@ def is_binary(values: list[float]) -> bool:
     return bool(values) and all(v in (0.0, 1.0) for v in values)
 
 
-def _z(confidence: float) -> float:
-    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     if n == 0:
         return (math.nan, math.nan)
-    z = _z(confidence)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return (low, high)
+    interval = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(interval.low), float(interval.high))
 
 
-def bootstrap_means(values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = SEED) -> list[float]:
-    rng = random.Random(seed)
-    n = len(values)
-    return sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+def binomial_tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2): McNemar's exact one-sided p-value for k of n
+    discordant pairs going the bad way."""
+    if n == 0:
+        return 1.0
+    return float(binomtest(k, n, 0.5, alternative="greater").pvalue)
 
 
-def _quantile(ordered: list[float], q: float) -> float:
-    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
-    return ordered[index]
+def bootstrap_means(values: list[float], samples: int = BOOTSTRAP_SAMPLES,
+                    seed: int = SEED) -> np.ndarray:
+    """Means of `samples` resamples with replacement, drawn in blocks of whole resamples."""
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    block = max(1, RESAMPLE_BLOCK_VALUES // data.size)
+    return np.concatenate([
+        data[rng.integers(0, data.size, size=(min(block, samples - start), data.size))].mean(axis=1)
+        for start in range(0, samples, block)])
+
+
+def _percentile_interval(means: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return (float(low), float(high))
 
 
 def bootstrap_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -71,9 +79,7 @@ def bootstrap_ci(values: list[float], confidence: float = 0.95) -> tuple[float, 
         return (math.nan, math.nan)
     if len(set(values)) == 1:
         return (values[0], values[0])
-    means = bootstrap_means(values)
-    tail = (1 - confidence) / 2
-    return (_quantile(means, tail), _quantile(means, 1 - tail))
+    return _percentile_interval(bootstrap_means(values), confidence)
 
 
 @dataclass
@@ -110,52 +116,32 @@ def aggregate(values: list, confidence: float = 0.95) -> Aggregate:
     return Aggregate(mean, len(values), len(valid), nan, errors, low, high, method)
 
 
-def binomial_tail(k: int, n: int) -> float:
-    """P(X >= k) for X ~ Binomial(n, 1/2)."""
-    if n == 0:
-        return 1.0
-    return min(1.0, sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n)
-
-
-@dataclass
-class PairedTest:
-    method: str  # mcnemar_exact | paired_bootstrap
-    n: int
-    delta: float  # mean(candidate - baseline)
-    p_value: float  # one-sided: evidence that the candidate is worse than baseline + margin
-    ci_low: float
-    ci_high: float
-    detail: str
-
-    def as_dict(self) -> dict:
-        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
-                for k, v in asdict(self).items()}
-
-
 def paired_test(baseline: list[float], candidate: list[float], *, higher_is_better: bool = True,
-                margin: float = 0.0, confidence: float = 0.95) -> PairedTest:
+                margin: float = 0.0, confidence: float = 0.95) -> PairedTestResult:
     """Is `candidate` worse than `baseline` by more than `margin` (allowed drop, >= 0)?
 
     Pass/fail pairs with no margin use McNemar's exact test on the discordant pairs; anything
     else a paired bootstrap of the mean difference (fixed seed, so reruns agree).
     """
     n = len(baseline)
-    sign = 1.0 if higher_is_better else -1.0
-    deltas = [sign * (c - b) for b, c in zip(baseline, candidate)]  # > 0 = candidate better
-    delta = sign * sum(deltas) / n if n else math.nan
-    if n and margin == 0 and is_binary(baseline) and is_binary(candidate):
-        worse = sum(1 for d in deltas if d < 0)
-        better = sum(1 for d in deltas if d > 0)
-        p = binomial_tail(worse, worse + better)
-        low, high = bootstrap_ci([sign * d for d in deltas], confidence)
-        return PairedTest("mcnemar_exact", n, delta, p, low, high,
-                          f"{worse} row(s) got worse, {better} better")
     if not n:
-        return PairedTest("paired_bootstrap", 0, math.nan, 1.0, math.nan, math.nan, "no pairs")
-    means = bootstrap_means(deltas)
+        return PairedTestResult(method="paired_bootstrap", n=0, delta=math.nan, p_value=1.0,
+                                ci_low=math.nan, ci_high=math.nan, detail="no pairs")
+    sign = 1.0 if higher_is_better else -1.0
+    changes = np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float)
+    improvements = sign * changes  # > 0 = candidate better
+    delta = float(changes.mean())
+    if margin == 0 and is_binary(baseline) and is_binary(candidate):
+        worse = int(np.count_nonzero(improvements < 0))
+        better = int(np.count_nonzero(improvements > 0))
+        low, high = bootstrap_ci(changes.tolist(), confidence)
+        return PairedTestResult(method="mcnemar_exact", n=n, delta=delta,
+                                p_value=binomial_tail(worse, worse + better), ci_low=low,
+                                ci_high=high, detail=f"{worse} row(s) got worse, {better} better")
+    means = bootstrap_means(improvements.tolist())
     # one-sided bootstrap p-value of H0: mean improvement >= -margin
-    p = (sum(1 for m in means if m >= -margin) + 1) / (len(means) + 1)
-    tail = (1 - confidence) / 2
-    low, high = sorted((sign * _quantile(means, tail), sign * _quantile(means, 1 - tail)))
-    return PairedTest("paired_bootstrap", n, delta, p, low, high,
-                      f"mean change {delta:+.4f} over {n} paired row(s)")
+    p_value = (int(np.count_nonzero(means >= -margin)) + 1) / (means.size + 1)
+    low, high = sorted(sign * bound for bound in _percentile_interval(means, confidence))
+    return PairedTestResult(method="paired_bootstrap", n=n, delta=delta, p_value=p_value,
+                            ci_low=low, ci_high=high,
+                            detail=f"mean change {delta:+.4f} over {n} paired row(s)")

@@ -8,14 +8,13 @@ nothing reaches a protected environment until an approval of exactly that digest
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from genaiops.errors import ConfigError, GenaiopsError, Problem
+from genaiops.phases.context import PhaseContext
 
 
 @dataclass
@@ -29,49 +28,57 @@ class DeployOptions:
     pusher: object = None  # aml: pushes the image (tests pass a recorder)
     progress: object = None  # callable(str) for progress lines
     environ: dict | None = None  # ado approvals: where SYSTEM_ACCESSTOKEN etc. are read
-    # wheels are cached per requirement set in $GENAIOPS_WHEEL_CACHE (default <state>/deploy/wheels)
 
 
-def run_deploy(repo_root: Path, use_case: str, options: DeployOptions) -> dict:
-    from genaiops.config import load_experiment
-    from genaiops.config.deployment import load_deployment
+@dataclass
+class DeployResult:
+    record: dict  # the deployment record as appended to the deployments log
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.record.get("ok"))
+
+    def to_json(self) -> dict:
+        return {"phase": "deploy", "ok": self.ok, "note": self.note, **self.record}
+
+
+def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     from genaiops.deploy import audit
     from genaiops.deploy.image import ImageBuilder, git_commit
     from genaiops.deploy.targets import DeployRequest, SmokeSpec, make_target
-    from genaiops.deploy.variant import choose_variant, stage_variant
-    from genaiops.engines.promptflow.flowspec import read_flow
+    from genaiops.deploy.variant import choose_variant
     from genaiops.hashing import hash_tree
+    from genaiops.llm_session import endpoints
     from genaiops.registry import AssetSpec, open_registry
-    from genaiops.secrets import REDACTOR
-    from genaiops.workspace.repo import state_dir
 
     progress = options.progress or (lambda message: None)
     started = time.monotonic()
-    repo_root = Path(repo_root).resolve()
-    experiment = load_experiment(repo_root, use_case, options.env)
-    REDACTOR.add(*experiment.secrets())
-    config = load_deployment(repo_root, use_case, options.env)
+    experiment, workspace, engine = ctx.config, ctx.workspace, ctx.engine
+    use_case, repo_root = experiment.use_case, experiment.repo_root
+    config = ctx.deployment
     environment = config.environment(options.env)
     target_name = options.target or environment.target
-    state = state_dir(repo_root)
-    work = state / "deploy" / use_case
+    work = workspace.deploy_dir(use_case)
 
-    chosen = choose_variant(experiment, state, options.variant)
+    chosen = choose_variant(ctx, options.variant)
     if chosen.note:
         progress("note: " + chosen.note)
-    staged = stage_variant(experiment.flow, experiment.flow_kind, chosen, work / "staged" / "flow")
-    flow_hash = hash_tree(staged)
+    staged = engine.stage_for_serving(ctx.flow, chosen.spec(), work / "staged" / "flow")
+    flow_hash = hash_tree(staged, engine.cache_patterns)
     backend = config.registry.get("backend") or experiment.registry.get("backend", "local")
     registration = open_registry(backend, repo_root, experiment.registry).register(
         AssetSpec(name=f"{use_case}-flow", kind="flow", path=staged,
-                  description=f"deployed flow, variant {chosen.label}"))
+                  description=f"deployed flow, variant {chosen.label}", ignores=engine.cache_patterns))
     progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
 
-    simulator_url = options.simulator_url or f"http://127.0.0.1:{experiment.simulator.port}"
-    connection_env, secret_names, build_connections = _connection_env(experiment, simulator_url)
-    builder = ImageBuilder(name=config.image_name, base_image=config.base_image, work_dir=work,
-                           wheel_cache=Path(os.environ.get("GENAIOPS_WHEEL_CACHE") or state / "deploy" / "wheels"), progress=progress)
-    image = builder.ensure(staged, flow_hash, build_connections, {
+    fixed_simulator = f"http://127.0.0.1:{experiment.simulator.port}"
+    connections = engine.serving_connections(
+        experiment.connections, endpoints(experiment, options.simulator_url or fixed_simulator),
+        endpoints(experiment, fixed_simulator))
+    builder = ImageBuilder(engine=engine, name=config.image_name, base_image=config.base_image,
+                           work_dir=work, wheel_cache=workspace.wheel_cache, progress=progress)
+    image = builder.ensure(staged, flow_hash, connections.descriptions, {
         "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",
         "git_commit": git_commit(repo_root), "registration": registration.uri})
     _assert_no_secret_in_image(image.tag, experiment.secrets())
@@ -82,24 +89,25 @@ def run_deploy(repo_root: Path, use_case: str, options: DeployOptions) -> dict:
         "flow_hash": flow_hash, "registration": registration.uri, "image": image.as_dict(),
         "artifact": image.image_id, "git_commit": image.labels.get("git_commit", ""),
     }
-    log = audit.audit_log(state)
+    log = audit.audit_log(workspace)
     approval = None
     if environment.requires_approval:
         try:
-            approval = _check_approval(state, use_case, environment, image.image_id, options.environ)
+            approval = _check_approval(workspace, use_case, environment, image.image_id, options.environ)
         except GenaiopsError as exc:
             log.append({"event": "deploy_refused", **_brief(base_record), "reason": exc.message})
             raise
         progress(f"approval: {approval.get('decision', 'approved')} by {approval.get('by')}")
 
-    previous = audit.last_successful(state, use_case, options.env)
-    target = make_target(target_name, progress=progress, extra_labels=options.extra_labels,
-                         ml_client=options.ml_client, pusher=options.pusher)
+    previous = audit.last_successful(workspace, use_case, options.env)
+    target = make_target(target_name, workspace=workspace, progress=progress,
+                         extra_labels=options.extra_labels, ml_client=options.ml_client,
+                         pusher=options.pusher)
     smoke = SmokeSpec(body=_smoke_body(config), expect_outputs=config.expect_outputs or
-                      tuple(read_flow(experiment.flow).outputs), timeout_sec=config.smoke_timeout_sec)
+                      tuple(ctx.flow.outputs), timeout_sec=config.smoke_timeout_sec)
     request = DeployRequest(use_case=use_case, env=environment, config=config, image=image,
-                            variant=chosen.label, smoke=smoke, connection_env=connection_env,
-                            secret_env_names=tuple(secret_names), previous=previous)
+                            variant=chosen.label, smoke=smoke, connection_env=connections.env,
+                            secret_env_names=connections.secret_names, previous=previous)
     with ExitStack() as stack:
         if target_name == "docker" and options.simulator_url is None and _uses_simulator(experiment):
             _serve_simulator_if_free(stack, experiment, progress)
@@ -111,10 +119,10 @@ def run_deploy(repo_root: Path, use_case: str, options: DeployOptions) -> dict:
     record = {**base_record, "ok": outcome.ok, "outcome": outcome.as_dict(), "approval": approval_ref,
               "previous_artifact": previous.get("artifact") if previous else None,
               "duration_s": round(time.monotonic() - started, 1)}
-    record = audit.deployments_log(state, use_case, options.env).append(record)
+    record = audit.deployments_log(workspace, use_case, options.env).append(record)
     log.append({"event": "deployed" if outcome.ok else "deploy_failed", **_brief(base_record),
                 "endpoint": outcome.endpoint, "message": outcome.message, "deployment_seq": record["seq"]})
-    return {"phase": "deploy", "ok": outcome.ok, "note": chosen.note, **record}
+    return DeployResult(record, chosen.note)
 
 
 def _brief(record: dict) -> dict:
@@ -122,39 +130,16 @@ def _brief(record: dict) -> dict:
         {"variant": record["variant"]["label"]}
 
 
-def _check_approval(state, use_case, environment, artifact, environ) -> dict:
+def _check_approval(workspace, use_case, environment, artifact, environ) -> dict:
     if environment.approval_source == "azure_devops":
         from genaiops.deploy.ado import AdoApprovalsClient, AdoRun
 
         return AdoApprovalsClient(AdoRun.from_env(environ)).verify_run_approved()
     from genaiops.deploy.approvals import require_approval
 
-    record = require_approval(state, use_case=use_case, env=environment.name, artifact=artifact,
+    record = require_approval(workspace, use_case=use_case, env=environment.name, artifact=artifact,
                               ttl_minutes=environment.approval_ttl_minutes)
     return {**record, "source": "local"}
-
-
-def _connection_env(experiment, simulator_url: str) -> tuple[dict, list[str], list[dict]]:
-    """Container env vars (`<CONN>_<KEY>`, promptflow's override convention), which are secret, and
-    secret-free connection descriptions for `pf flow build`."""
-    from genaiops.deploy.targets.base import env_prefix
-    from genaiops.engines.promptflow.connections import endpoint_for
-
-    env, secrets, build = {}, [], []
-    for conn in experiment.connections:
-        prefix = env_prefix(conn.name)
-        endpoint = endpoint_for(conn, simulator_url)
-        endpoint_key = "BASE_URL" if conn.type == "open_ai" else "API_BASE"
-        env[f"{prefix}_{endpoint_key}"] = endpoint
-        env[f"{prefix}_API_KEY"] = conn.api_key or "none"
-        secrets.append(f"{prefix}_API_KEY")
-        if conn.type != "open_ai" and conn.api_version:
-            env[f"{prefix}_API_VERSION"] = conn.api_version
-        build.append({"name": conn.name, "type": conn.type, "api_version": conn.api_version,
-                      # the endpoint baked into connections/*.yaml is a default overridden at start
-                      "endpoint": endpoint if not conn.uses_simulator else "http://127.0.0.1:8765" +
-                      ("/v1" if conn.type == "open_ai" else "")})
-    return env, secrets, build
 
 
 def _uses_simulator(experiment) -> bool:

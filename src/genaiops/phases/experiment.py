@@ -2,10 +2,12 @@
 reusing runs whose inputs are unchanged, and leave a run ledger for evaluate and deploy.
 
 Plan -> reuse -> budget -> stage -> run -> record:
-- every (dataset, variant) gets a run key from flow hash, variant, dataset hash, column mapping
-  and the output-relevant connection settings; a finished run with that key is reused;
-- DAG variants of one dataset run as one composite promptflow run (see `composite`), flex and
-  prompty parameter variants as one run each; batches run `max_parallel` at a time;
+- every (dataset, variant) gets a run key from flow hash, variant, dataset hash, column mapping,
+  the output-relevant connection settings and the engine version; a finished run with that key
+  is reused;
+- the engine stages as many variants of one dataset into one batch run as it can (promptflow: a
+  composite DAG of up to 8 variants; flex and prompty one variant a batch); batches run
+  `max_parallel` at a time through the shared scheduling loop;
 - each finished run is written to the ledger at once, so an interrupted experiment resumes.
 """
 
@@ -14,21 +16,18 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from genaiops.config.model import Dataset, ExperimentConfig
-from genaiops.engines import BatchJob, BatchResult, open_runner
-from genaiops.engines.promptflow.composite import stage_composite
-from genaiops.engines.promptflow.composite import suffix as composite_suffix
-from genaiops.engines.promptflow.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
-from genaiops.engines.promptflow.staging import apply_prompty_overrides, copy_flow
+from genaiops.engines.base import BatchJob, BatchResult, VariantSpec
 from genaiops.errors import RunFailed, UsageError
 from genaiops.hashing import hash_file, hash_tree
-from genaiops.progress import Progress
+from genaiops.phases.context import PhaseContext
+from genaiops.scheduling import Unit, run_concurrently
 from genaiops.secrets import redact
-from genaiops.variants import VariantSpec, select_variants
+from genaiops.variants import select_variants
+from genaiops.workspace.files import count_jsonl_rows
 from genaiops.workspace.ledger import (
     STATUS_COMPLETED,
     Ledger,
@@ -36,9 +35,7 @@ from genaiops.workspace.ledger import (
     new_experiment_id,
     run_key,
 )
-from genaiops.workspace.repo import state_dir
 
-MAX_VARIANTS_PER_BATCH = 8  # chains per composite line; bounded so one line stays light
 MAX_ERRORS_KEPT = 5
 
 
@@ -51,7 +48,6 @@ class ExperimentOptions:
     max_runs: int = 64
     force: bool = False
     budget: float | None = None
-    show_progress: bool = True
 
 
 @dataclass
@@ -67,13 +63,52 @@ class PlannedRun:
 @dataclass
 class Batch:
     job: BatchJob
+    staging: Path  # the staged copy of the flow, removed once the batch is recorded
     runs: list[PlannedRun] = field(default_factory=list)
     rows: int = 0
 
 
-def plan_runs(config: ExperimentConfig, options: ExperimentOptions, settings: dict,
+@dataclass
+class ExperimentResult:
+    """What `run experiment` did: one entry per (dataset, variant) run, reused or new."""
+
+    experiment_id: str
+    use_case: str
+    env: str | None
+    variants: str
+    runs: list[dict]  # RunRecord fields + `reused`
+    totals: dict
+    simulator: dict | None = None  # the simulator's request counters, when one answered
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict:
+        data = {"phase": "experiment", "ok": self.ok, "experiment_id": self.experiment_id,
+                "use_case": self.use_case, "env": self.env, "variants": self.variants,
+                "runs": self.runs, "totals": self.totals, "simulator": self.simulator}
+        if self.failures:
+            data["failures"] = self.failures
+        return data
+
+    def raise_if_failed(self) -> None:
+        if self.ok:
+            return
+        lines = []
+        for failure in self.failures:
+            first = failure["errors"][0]["message"] if failure["errors"] else "run failed"
+            lines.append(f"{failure['variant']} on {failure['dataset']}: {failure['lines_failed']} "
+                         f"failed line(s); first error: {first}")
+        raise RunFailed("experiment failed:\n  " + "\n  ".join(lines),
+                        hint="fix the cause, then rerun: completed runs are reused")
+
+
+def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
               ledger: Ledger) -> list[PlannedRun]:
-    variants = select_variants(config, options.variants, options.max_runs)
+    config = ctx.config
+    variants = select_variants(config, ctx.flow, options.variants, options.max_runs)
     datasets = list(config.datasets)
     if options.datasets:
         known = {d.name: d for d in datasets}
@@ -82,17 +117,17 @@ def plan_runs(config: ExperimentConfig, options: ExperimentOptions, settings: di
             raise UsageError(f"unknown dataset(s): {', '.join(unknown)}",
                              hint=f"datasets of {config.use_case}: {', '.join(known)}")
         datasets = [known[n] for n in options.datasets]
-    flow_root = config.flow if config.flow.is_dir() else config.flow.parent
-    flow_hash = hash_tree(flow_root)
+    flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns)
     planned = []
     for dataset in datasets:
         dataset_hash = hash_file(dataset.source)
         for variant in variants:
             identity = {
                 "use_case": config.use_case,
+                "engine": ctx.engine.name,
                 "flow_hash": flow_hash,
-                "flow_kind": config.flow_kind,
-                "flow_entry": config.flow.name if config.flow_kind == "prompty" else "",
+                "flow_kind": ctx.flow.kind,
+                "flow_entry": ctx.flow.entry.name if ctx.flow.entry != ctx.flow.root else "",
                 "variant": variant.identity(),
                 "dataset_hash": dataset_hash,
                 "column_mapping": dataset.mappings,
@@ -104,11 +139,6 @@ def plan_runs(config: ExperimentConfig, options: ExperimentOptions, settings: di
     return planned
 
 
-def _count_rows(path: Path) -> int:
-    with path.open(encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 def estimate_cost(config: ExperimentConfig, pending: list[PlannedRun], ledger: Ledger) -> float | None:
     """Rows x variants x tokens per line from this use case's previous runs (None: no history)."""
     price = unit_price(config)
@@ -117,7 +147,7 @@ def estimate_cost(config: ExperimentConfig, pending: list[PlannedRun], ledger: L
         return None
     prompt_per_line = sum(r.prompt_tokens for r in history) / sum(r.lines_total for r in history)
     completion_per_line = sum(r.completion_tokens for r in history) / sum(r.lines_total for r in history)
-    lines = sum(_count_rows(run.dataset.source) for run in pending)
+    lines = sum(count_jsonl_rows(run.dataset.source) for run in pending)
     return lines * (prompt_per_line * price[0] + completion_per_line * price[1]) / 1000
 
 
@@ -128,47 +158,28 @@ def unit_price(config: ExperimentConfig) -> tuple[float, float] | None:
     return (entry["prompt"], entry["completion"]) if entry else None
 
 
-def _stage(config: ExperimentConfig, runs: list[PlannedRun], staging: Path,
-           name: str) -> tuple[str, list[str], dict | None]:
-    """Stage the flow for one batch: (entry to run, member output suffixes, init parameters)."""
-    dest = staging / name / "flow"
-    if config.flow_kind == "dag":
-        stage_composite(config.flow, [r.variant.nodes for r in runs], dest)
-        return str(dest), [composite_suffix(i) for i in range(len(runs))], None
-    variant = runs[0].variant
-    if config.flow_kind == "prompty":
-        copy_flow(config.flow.parent, dest)
-        apply_prompty_overrides(dest / config.flow.name, variant.init)
-        return str(dest / config.flow.name), [""], None
-    copy_flow(config.flow, dest)
-    return str(dest), [""], variant.init or None
-
-
-def make_batches(config: ExperimentConfig, pending: list[PlannedRun], options: ExperimentOptions,
-                 experiment_id: str, staging: Path) -> list[Batch]:
+def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: ExperimentOptions,
+                 experiment_id: str) -> list[Batch]:
+    """Group pending runs by dataset into as few engine batches as the engine allows, and stage each."""
+    config, engine = ctx.config, ctx.engine
     worker_count = options.worker_count or config.runtime.worker_count
+    per_batch = engine.max_variants_per_batch(ctx.flow)
     groups: list[list[PlannedRun]] = []
     for dataset_name in dict.fromkeys(r.dataset.name for r in pending):
         runs = [r for r in pending if r.dataset.name == dataset_name]
-        if config.flow_kind == "dag":
-            groups += [runs[i:i + MAX_VARIANTS_PER_BATCH]
-                       for i in range(0, len(runs), MAX_VARIANTS_PER_BATCH)]
-        else:
-            groups += [[r] for r in runs]
+        groups += [runs[i:i + per_batch] for i in range(0, len(runs), per_batch)]
     batches = []
     for number, runs in enumerate(groups):
         name = f"{experiment_id}-{number:02d}"
-        flow, suffixes, init = _stage(config, runs, staging, name)
-        # standalone prompty resolves its connection per line; forked workers trip filelock's
-        # fork check there, spawned ones do not
-        environment = {"PF_BATCH_METHOD": "spawn"} if config.flow_kind == "prompty" else {}
-        environment.update({ENV_ATTEMPTS: str(config.runtime.retries.max_attempts),
-                            ENV_BACKOFF: str(config.runtime.retries.backoff_sec)})
-        job = BatchJob(name=name, flow=flow, data=str(runs[0].dataset.source),
-                       column_mapping=dict(runs[0].dataset.mappings), member_suffixes=suffixes,
-                       init=init, worker_count=worker_count,
-                       line_timeout_sec=config.runtime.line_timeout_sec, environment=environment)
-        batches.append(Batch(job=job, runs=runs, rows=_count_rows(runs[0].dataset.source)))
+        folder = ctx.workspace.staging(name)
+        staged = engine.stage(ctx.flow, [r.variant for r in runs], folder / "flow")
+        job = BatchJob(name=name, flow=staged.entry, data=str(runs[0].dataset.source),
+                       column_mapping=dict(runs[0].dataset.mappings),
+                       member_suffixes=staged.member_suffixes, init=staged.init,
+                       worker_count=worker_count, line_timeout_sec=config.runtime.line_timeout_sec,
+                       environment={**staged.environment,
+                                    **engine.run_environment(config.runtime.retries)})
+        batches.append(Batch(job, folder, runs, count_jsonl_rows(runs[0].dataset.source)))
     return batches
 
 
@@ -180,8 +191,9 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(ordered[rank], 4)
 
 
-def record_batch(config: ExperimentConfig, batch: Batch, result: BatchResult, experiment_id: str,
+def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experiment_id: str,
                  ledger: Ledger, started: float) -> list[RunRecord]:
+    config = ctx.config
     records = []
     price = unit_price(config)
     for index, run in enumerate(batch.runs):
@@ -200,7 +212,7 @@ def record_batch(config: ExperimentConfig, batch: Batch, result: BatchResult, ex
         latencies = [line.latency_s for line in ok if line.latency_s is not None]
         record = RunRecord(
             key=run.key, use_case=config.use_case, env=config.env, experiment_id=experiment_id,
-            flow=config.flow_rel, flow_kind=config.flow_kind, flow_hash=run.identity["flow_hash"],
+            flow=config.flow_rel, flow_kind=ctx.flow.kind, flow_hash=run.identity["flow_hash"],
             variant=run.variant.label, variant_spec=run.variant.identity(), dataset=run.dataset.name,
             dataset_source=run.dataset.source_rel, dataset_hash=run.dataset_hash,
             column_mapping=dict(run.dataset.mappings), settings=run.identity["settings"],
@@ -222,21 +234,21 @@ def record_batch(config: ExperimentConfig, batch: Batch, result: BatchResult, ex
     return records
 
 
-def _tolerance_exceeded(record: RunRecord, tolerance: float) -> bool:
-    if record.status != STATUS_COMPLETED:
+def _tolerance_exceeded(record: dict, tolerance: float) -> bool:
+    if record["status"] != STATUS_COMPLETED:
         return True
-    allowed = tolerance * record.lines_total if 0 < tolerance < 1 else tolerance
-    return record.lines_failed > allowed
+    allowed = tolerance * record["lines_total"] if 0 < tolerance < 1 else tolerance
+    return record["lines_failed"] > allowed
 
 
-def run_experiment(config: ExperimentConfig, options: ExperimentOptions, *, simulator=None,
-                   runner=None) -> dict:
-    from genaiops.llm_session import llm_session, output_settings
+def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentResult:
+    from genaiops.llm_session import output_settings
 
-    ledger = Ledger(config.repo_root)
+    config = ctx.config
+    ledger = ctx.workspace.ledger()
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
-    planned = plan_runs(config, options, output_settings(config), ledger)
+    planned = plan_runs(ctx, options, output_settings(config), ledger)
     pending = [run for run in planned if run.reused is None]
     estimate = estimate_cost(config, pending, ledger) if pending else 0.0
     if options.budget is not None and estimate is not None and estimate > options.budget:
@@ -244,100 +256,65 @@ def run_experiment(config: ExperimentConfig, options: ExperimentOptions, *, simu
                          hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
     records = {run.key: run.reused for run in planned if run.reused is not None}
     simulator_stats = None
-    if pending:  # nothing to run: no simulator, no connections, no promptflow import
-        staging = state_dir(config.repo_root) / "staging"
-        batches = make_batches(config, pending, options, experiment_id, staging)
-        runner = runner or open_runner(config.runtime.backend, settings=dict(config.registry))
+    if pending:  # nothing to run: no simulator, no connections, no engine import
+        batches = make_batches(ctx, pending, options, experiment_id)
         max_parallel = options.max_parallel or config.runtime.max_parallel
-        if hasattr(runner, "prewarm"):  # workers import promptflow while we prepare connections
-            runner.prewarm(min(max_parallel, len(batches)))
+        ctx.engine.prewarm(min(max_parallel, len(batches)))  # workers import while we prepare
         try:
-            with llm_session(config, simulator) as session:
-                records.update(_run_batches(config, batches, options, experiment_id, ledger, runner))
+            with ctx.llm() as session:
+                records.update(_run_batches(ctx, batches, max_parallel, experiment_id, ledger))
                 simulator_stats = session.simulator.stats.snapshot() if session.simulator else None
         finally:
-            if hasattr(runner, "close"):
-                runner.close()
+            ctx.engine.close()
             for batch in batches:  # staged copies are disposable once recorded
-                shutil.rmtree(staging / batch.job.name, ignore_errors=True)
-    elif simulator is not None:
-        simulator_stats = simulator.stats.snapshot()
+                shutil.rmtree(batch.staging, ignore_errors=True)
+    elif ctx.simulator is not None:
+        simulator_stats = ctx.simulator.stats.snapshot()
 
-    runs = []
-    for run in planned:
-        record = records[run.key]
-        runs.append({**record.as_dict(), "reused": run.reused is not None})
+    runs = [{**records[run.key].as_dict(), "reused": run.reused is not None} for run in planned]
     tolerance = config.runtime.failed_line_tolerance
-    failing = [r for r in runs if _tolerance_exceeded(RunRecord(**{k: v for k, v in r.items()
-                                                                     if k != "reused"}), tolerance)]
-    experiment = {
+    failing = [r for r in runs if _tolerance_exceeded(r, tolerance)]
+    ledger.save_experiment({
         "id": experiment_id, "use_case": config.use_case, "env": config.env,
-        "flow": config.flow_rel, "flow_kind": config.flow_kind, "variants": options.variants,
+        "flow": config.flow_rel, "flow_kind": ctx.flow.kind, "variants": options.variants,
         "started_at": started, "finished_at": time.time(),
         "runs": [{"key": r["key"], "variant": r["variant"], "dataset": r["dataset"],
                   "reused": r["reused"]} for r in runs],
         "ok": not failing,
+    })
+    totals = {
+        "runs": len(runs), "reused": sum(r["reused"] for r in runs),
+        "lines_ok": sum(r["lines_ok"] for r in runs),
+        "lines_failed": sum(r["lines_failed"] for r in runs),
+        "total_tokens": sum(r["total_tokens"] for r in runs),
+        "cost": round(sum(r["cost"] or 0 for r in runs), 6) if unit_price(config) else None,
+        "estimated_cost": estimate,
+        "duration_s": round(time.time() - started, 3),
     }
-    ledger.save_experiment(experiment)
-    result = {
-        "phase": "experiment", "ok": not failing, "experiment_id": experiment_id,
-        "use_case": config.use_case, "env": config.env, "variants": options.variants,
-        "runs": runs,
-        "totals": {
-            "runs": len(runs), "reused": sum(r["reused"] for r in runs),
-            "lines_ok": sum(r["lines_ok"] for r in runs),
-            "lines_failed": sum(r["lines_failed"] for r in runs),
-            "total_tokens": sum(r["total_tokens"] for r in runs),
-            "cost": round(sum(r["cost"] or 0 for r in runs), 6) if unit_price(config) else None,
-            "estimated_cost": estimate,
-            "duration_s": round(time.time() - started, 3),
-        },
-        "simulator": simulator_stats,
-    }
-    if failing:
-        result["failures"] = [{"variant": r["variant"], "dataset": r["dataset"],
-                               "lines_failed": r["lines_failed"], "errors": r["errors"]} for r in failing]
-    return result
+    failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
+                 "errors": r["errors"]} for r in failing]
+    return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
+                            totals, simulator_stats, failures)
 
 
-def _run_batches(config, batches, options, experiment_id, ledger, runner) -> dict:
-    max_parallel = options.max_parallel or config.runtime.max_parallel
-    total = sum(batch.rows * len(batch.runs) for batch in batches)
-    progress = Progress(total, f"experiment {experiment_id}", enabled=options.show_progress)
-    records = {}
-    attempts = max(1, config.runtime.retries.max_attempts)
+def _run_batches(ctx: PhaseContext, batches: list[Batch], max_parallel: int, experiment_id: str,
+                 ledger: Ledger) -> dict:
+    retries = ctx.config.runtime.retries
+    attempts = max(1, retries.max_attempts)
 
-    def execute(batch: Batch) -> list[RunRecord]:
-        label = f"{batch.runs[0].dataset.name}x{len(batch.runs)}"
-        progress.add_task(label, batch.rows * len(batch.runs))
+    def execute(batch: Batch, report) -> list[RunRecord]:
         started = time.time()
         result = None
         for attempt in range(attempts):  # whole-run failures (worker crash) are retried
-            result = runner.run(batch.job, lambda done: progress.update(label, done * len(batch.runs)))
+            result = ctx.engine.run_batch(batch.job, lambda done: report(done * len(batch.runs)))
             if result.members or attempt == attempts - 1:
                 break
-            time.sleep(config.runtime.retries.backoff_sec * 2 ** attempt)
+            time.sleep(retries.backoff_sec * 2 ** attempt)
             batch.job.name = f"{batch.job.name}-r{attempt + 1}"
-        return record_batch(config, batch, result, experiment_id, ledger, started)
+        return record_batch(ctx, batch, result, experiment_id, ledger, started)
 
-    try:
-        with ThreadPoolExecutor(max_workers=max_parallel) as pool:
-            futures = [pool.submit(execute, batch) for batch in batches]
-            for future in as_completed(futures):
-                for record in future.result():
-                    records[record.key] = record
-    finally:
-        progress.close()
-    return records
-
-
-def raise_if_failed(result: dict) -> None:
-    if result["ok"]:
-        return
-    lines = []
-    for failure in result["failures"]:
-        first = failure["errors"][0]["message"] if failure["errors"] else "run failed"
-        lines.append(f"{failure['variant']} on {failure['dataset']}: {failure['lines_failed']} failed "
-                     f"line(s); first error: {first}")
-    raise RunFailed("experiment failed:\n  " + "\n  ".join(lines),
-                    hint="fix the cause, then rerun: completed runs are reused")
+    units = [Unit(batch, f"{batch.runs[0].dataset.name}x{len(batch.runs)}", batch.rows * len(batch.runs))
+             for batch in batches]
+    done = run_concurrently(units, execute, max_parallel=max_parallel,
+                            title=f"experiment {experiment_id}", show_progress=ctx.show_progress)
+    return {record.key: record for records in done for record in records}

@@ -1,38 +1,48 @@
-"""init: validate the config, resolve the overlay, create/update connections, register changed datasets."""
+"""init: validate the config, resolve the overlay, prepare connections, register changed datasets."""
 
 from __future__ import annotations
 
-from genaiops.config import ExperimentConfig
-from genaiops.engines.promptflow.connections import upsert_connections
+from dataclasses import dataclass
+
+from genaiops.phases.context import PhaseContext
 from genaiops.workspace.files import atomic_write_json
-from genaiops.workspace.repo import state_dir
 
 
-def simulator_url_for_init(config: ExperimentConfig) -> str:
+@dataclass
+class InitResult:
+    config: dict  # the secret-free resolved config (`ExperimentConfig.summary()`)
+    connections: list[dict]
+    datasets: list[dict]
+
+    ok = True
+
+    def to_json(self) -> dict:
+        return {"phase": "init", "ok": True, **self.config, "connections": self.connections,
+                "datasets": self.datasets}
+
+
+def simulator_url_for_init(ctx: PhaseContext) -> str:
     """Connections that use the simulator point at `genaiops simulator`'s fixed port after init;
     phases that start their own simulator re-point them at its ephemeral port."""
-    return f"http://127.0.0.1:{config.simulator.port}"
+    return f"http://127.0.0.1:{ctx.config.simulator.port}"
 
 
-def run_init(config: ExperimentConfig, *, registry_backend: str | None = None) -> dict:
-    connections = upsert_connections(config, simulator_url_for_init(config))
-    datasets = register_datasets(config, registry_backend)
-    result = {
-        "phase": "init",
-        "ok": True,
-        **config.summary(),
-        "connections": connections,
-        "datasets": datasets,
-    }
-    env_dir = state_dir(config.repo_root) / config.use_case / (config.env or "default")
-    atomic_write_json(env_dir / "resolved-config.json", config.summary())
-    return result
+def run_init(ctx: PhaseContext, *, registry_backend: str | None = None) -> InitResult:
+    from genaiops.llm_session import endpoints
+
+    config = ctx.config
+    connections = ctx.engine.prepare_connections(config.connections,
+                                                 endpoints(config, simulator_url_for_init(ctx)))
+    datasets = register_datasets(ctx, registry_backend)
+    atomic_write_json(ctx.workspace.resolved_config(config.use_case, config.env), config.summary())
+    return InitResult(config.summary(), connections, datasets)
 
 
-def register_datasets(config: ExperimentConfig, backend: str | None) -> list[dict]:
+def register_datasets(ctx: PhaseContext, backend: str | None) -> list[dict]:
     """Register each dataset file only when its content changed (pinned by content hash)."""
     from genaiops.registry import AssetSpec, open_registry
 
+    config = ctx.config
     kind = backend or config.registry.get("backend", "local")
     registry = open_registry(kind, config.repo_root, config.registry)
     records = []

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from genaiops.errors import UsageError
-
 BACKENDS = ("local", "azureml")
 KINDS = ("dataset", "flow")
 
@@ -25,6 +23,7 @@ class AssetSpec:
     kind: Literal["dataset", "flow"]
     path: Path
     description: str = ""
+    ignores: tuple[str, ...] = ()  # gitignore patterns beyond the defaults (a flow engine's caches)
 
 
 @dataclass(frozen=True)
@@ -94,24 +93,3 @@ class AssetStore(Protocol):
 
     def list_assets(self) -> list[dict]:
         """Name, kind, latest_version, versions per asset."""
-
-
-def open_registry(kind: str, repo_root: Path, settings: dict | None = None) -> Registry:
-    """The registry backend named by config or `--backend`: "local" (default) or "azureml"."""
-    from genaiops.registry.core import ContentRegistry
-
-    settings = dict(settings or {})
-    if kind == "local":
-        from genaiops.registry.local import LocalStore
-
-        store = LocalStore.for_repo(Path(repo_root), settings)
-    elif kind == "azureml":
-        from genaiops.registry.azureml import AzureMLStore
-
-        store = AzureMLStore.from_settings(settings)
-    else:
-        raise UsageError(
-            f"unknown registry backend {kind!r}",
-            hint=f"use one of: {', '.join(BACKENDS)}",
-        )
-    return ContentRegistry(store, Path(repo_root))

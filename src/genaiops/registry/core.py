@@ -97,7 +97,7 @@ class ContentRegistry:
             path = self.repo_root / path
         spec = replace(spec, path=path)
         validate_spec(spec)
-        snap = hashing.snapshot(path)
+        snap = hashing.snapshot(path, spec.ignores)
         if not snap.files:
             raise UsageError(
                 f"asset {spec.name!r}: nothing to register in {path}",

@@ -19,7 +19,6 @@ from pathlib import Path
 from genaiops.errors import GenaiopsError
 from genaiops.registry.base import AssetSpec, Registration, VersionTaken
 from genaiops.registry.blobstore import BlobStore
-from genaiops.workspace.repo import state_dir
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 60_000
@@ -52,7 +51,9 @@ class LocalStore:
     @classmethod
     def for_repo(cls, repo_root: Path, settings: dict | None = None) -> LocalStore:
         root = (settings or {}).get("path")
-        return cls(Path(root) if root else state_dir(repo_root) / "registry")
+        from genaiops.workspace import Workspace
+
+        return cls(Path(root) if root else Workspace.for_repo(repo_root).registry_dir)
 
     # -- connection ---------------------------------------------------------------------------
 

@@ -1,12 +1,13 @@
 """Evaluation reports, one folder per evaluation: summary.json (machine-readable, also the
-baseline format), results.csv, metrics.csv, report.html, junit.xml, summary.md.
+baseline format), results.csv, metrics.csv, report.html, junit.xml, summary.md; and the console
+view of a summary (`console`). Reports read a typed `Summary` and nothing else of evaluation.
 Every file is redacted before it is written."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from genaiops.evaluation.summary import Summary
 from genaiops.reports.html import render_html
 from genaiops.reports.junit import render_junit
 from genaiops.reports.markdown import render_markdown
@@ -14,18 +15,14 @@ from genaiops.reports.tables import metrics_csv, results_csv
 from genaiops.secrets import redact
 from genaiops.workspace.files import atomic_write_text
 
-SUMMARY_EXCLUDES = ("rows",)  # per-row inputs/outputs live in results.csv and report.html
+__all__ = ["write_reports"]
 
 
-def summary_for_json(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k not in SUMMARY_EXCLUDES}
-
-
-def write_reports(summary: dict, folder: Path) -> dict[str, Path]:
+def write_reports(summary: Summary, folder: Path) -> dict[str, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "summary.json": json.dumps(summary_for_json(summary), indent=2, sort_keys=True, default=str) + "\n",
+        "summary.json": summary.to_json(),
         "results.csv": results_csv(summary),
         "metrics.csv": metrics_csv(summary),
         "report.html": render_html(summary),

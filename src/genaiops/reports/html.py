@@ -11,7 +11,7 @@ import math
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from genaiops.phases.evaluate import BUILTIN
+from genaiops.evaluation.summary import BUILTIN, Summary
 
 MAX_DRILL_ROWS = 500
 
@@ -52,23 +52,25 @@ def _lines(value) -> str:
     return _compact(value)
 
 
-def _charts(summary: dict) -> list[dict]:
+def _charts(summary: Summary) -> list[dict]:
     """One bar chart per evaluator metric: a bar per variant with its confidence interval."""
-    order = [row["variant"] for row in summary.get("leaderboard", [])]
+    order = [row.variant for row in summary.leaderboard]
     charts: dict[tuple, dict] = {}
-    backed = {(m["evaluator"], m["eval_dataset"], m["row_score"]) for m in summary["metrics"]
-              if m["source"] == "reported" and m.get("row_score")}
-    for m in summary["metrics"]:
-        if m["evaluator"] == BUILTIN:
+    backed = {(m.evaluator, m.eval_dataset, m.row_score) for m in summary.metrics
+              if m.source == "reported" and m.row_score}
+    for m in summary.metrics:
+        if m.evaluator == BUILTIN:
             continue
-        if m["source"] == "rows" and (m["evaluator"], m["eval_dataset"], m["metric"]) in backed:
+        if m.source == "rows" and (m.evaluator, m.eval_dataset, m.metric) in backed:
             continue  # already charted as the reported metric it backs
-        key = (m["evaluator"], m["eval_dataset"], m["metric"])
-        chart = charts.setdefault(key, {"evaluator": m["evaluator"], "dataset": m["dataset"],
-                                        "eval_dataset": m["eval_dataset"], "metric": m["metric"], "bars": []})
-        chart["bars"].append(dict(m))
+        key = (m.evaluator, m.eval_dataset, m.metric)
+        chart = charts.setdefault(key, {"evaluator": m.evaluator, "dataset": m.dataset,
+                                        "eval_dataset": m.eval_dataset, "metric": m.metric,
+                                        "bars": []})
+        chart["bars"].append(m.model_dump())
     for chart in charts.values():
-        top = max([b["value"] or 0 for b in chart["bars"]] + [b["ci_high"] or 0 for b in chart["bars"]] + [1e-9])
+        top = max([b["value"] or 0 for b in chart["bars"]]
+                  + [b["ci_high"] or 0 for b in chart["bars"]] + [1e-9])
         scale = 1.0 if top <= 1.0 else top
         for bar in chart["bars"]:
             pct = lambda v, s=scale: None if v is None else max(0.0, min(100.0, 100 * v / s))  # noqa: E731
@@ -77,44 +79,42 @@ def _charts(summary: dict) -> list[dict]:
     return list(charts.values())
 
 
-def _baseline_deltas(summary: dict) -> list[dict]:
-    baseline = summary.get("baseline") or {}
-    best = (summary.get("best") or {}).get("variant")
-    if not baseline or not best:
+def _baseline_deltas(summary: Summary) -> list[dict]:
+    best = summary.candidate
+    if summary.baseline is None or best is None:
         return []
-    base = {(m["evaluator"], m.get("eval_dataset"), m["metric"]): m for m in baseline.get("metrics", [])}
+    base = {(m.evaluator, m.eval_dataset, m.metric): m for m in summary.baseline.metrics}
     rows = []
-    for m in summary["metrics"]:
-        if m["variant"] != best:
-            continue
-        other = base.get((m["evaluator"], m.get("eval_dataset"), m["metric"]))
+    for m in summary.metrics:
+        other = base.get((m.evaluator, m.eval_dataset, m.metric)) if m.variant == best else None
         if other is None:
             continue
-        delta = None if m["value"] is None or other["value"] is None else m["value"] - other["value"]
-        rows.append({"metric": m["metric"], "evaluator": m["evaluator"], "value": m["value"],
-                     "baseline": other["value"], "delta": delta})
+        delta = None if m.value is None or other.value is None else m.value - other.value
+        rows.append({"metric": m.metric, "evaluator": m.evaluator, "value": m.value,
+                     "baseline": other.value, "delta": delta})
     return rows
 
 
-def _drill(summary: dict) -> tuple[list[dict], int]:
-    rows = summary.get("rows", [])
+def _drill(summary: Summary) -> tuple[list[dict], int]:
+    """The first MAX_DRILL_ROWS lines, each marked when variants disagree or one failed."""
     shown = []
-    for item in rows[:MAX_DRILL_ROWS]:
-        scores = {v: json.dumps(c["scores"], sort_keys=True, default=str) for v, c in item["variants"].items()}
-        outputs = {v: _compact(c["outputs"]) for v, c in item["variants"].items()}
-        judged = scores if any(c["scores"] for c in item["variants"].values()) else outputs
-        item = dict(item, disagree=len(set(judged.values())) > 1,
-                    failed=any(c["error"] for c in item["variants"].values()))
-        shown.append(item)
-    return shown, len(rows)
+    for item in summary.rows[:MAX_DRILL_ROWS]:
+        cells = item.variants
+        scores = {v: json.dumps(c.scores, sort_keys=True, default=str) for v, c in cells.items()}
+        outputs = {v: _compact(c.outputs) for v, c in cells.items()}
+        judged = scores if any(c.scores for c in cells.values()) else outputs
+        shown.append({"dataset": item.dataset, "line": item.line, "inputs": item.inputs,
+                      "variants": cells, "disagree": len(set(judged.values())) > 1,
+                      "failed": any(c.error for c in cells.values())})
+    return shown, len(summary.rows)
 
 
-def render_html(summary: dict) -> str:
-    variants = [row["variant"] for row in summary.get("leaderboard", [])]
+def render_html(summary: Summary) -> str:
+    variants = [row.variant for row in summary.leaderboard]
     rows, total = _drill(summary)
     status_counts = {}
-    for gate in summary.get("gates", []):
-        status_counts[gate["status"]] = status_counts.get(gate["status"], 0) + 1
+    for gate in summary.gates:
+        status_counts[gate.status] = status_counts.get(gate.status, 0) + 1
     return _env().get_template("report.html.jinja2").render(
         s=summary, variants=variants, charts=_charts(summary), deltas=_baseline_deltas(summary),
         rows=rows, total_rows=total, max_rows=MAX_DRILL_ROWS, status_counts=status_counts,
@@ -125,11 +125,12 @@ OPERATIONAL = ["error_rate", "latency_p50_s", "latency_p95_s", "latency_p99_s", 
                "tokens_per_line", "cost"]
 
 
-def _operational(summary: dict) -> list[dict]:
+def _operational(summary: Summary) -> list[dict]:
     """Built-in metrics pivoted: one row per (variant, dataset)."""
     table: dict[tuple, dict] = {}
-    for m in summary["metrics"]:
-        if m["evaluator"] == BUILTIN:
-            row = table.setdefault((m["variant"], m["dataset"]), {"variant": m["variant"], "dataset": m["dataset"]})
-            row[m["metric"]] = m
+    for m in summary.metrics:
+        if m.evaluator == BUILTIN:
+            row = table.setdefault((m.variant, m.dataset),
+                                   {"variant": m.variant, "dataset": m.dataset})
+            row[m.metric] = m
     return list(table.values())

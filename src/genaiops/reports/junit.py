@@ -1,34 +1,37 @@
 """junit.xml: one test case per gate (plus one for the evaluation runs themselves), for Azure
-DevOps PublishTestResults@2 (testResultsFormat: JUnit). Skipped = not enough samples / no baseline."""
+DevOps PublishTestResults@2 (testResultsFormat: JUnit).
+Skipped = not enough samples / no baseline."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from genaiops.evaluation.summary import Summary
 
-def render_junit(summary: dict) -> str:
-    gates = summary.get("gates", [])
-    problems = summary.get("problems", [])
-    suite = ET.Element("testsuite", name=f"genaiops.evaluate.{summary['use_case']}",
-                       timestamp=summary.get("created_at", ""), time=str(summary.get("duration_s") or 0))
+
+def render_junit(summary: Summary) -> str:
+    gates, problems = summary.gates, summary.problems
+    suite = ET.Element("testsuite", name=f"genaiops.evaluate.{summary.use_case}",
+                       timestamp=summary.created_at, time=str(summary.duration_s or 0))
     failures = skipped = 0
-    case = ET.SubElement(suite, "testcase", classname=f"genaiops.{summary['use_case']}.evaluation",
+    case = ET.SubElement(suite, "testcase", classname=f"genaiops.{summary.use_case}.evaluation",
                          name="evaluation runs completed")
-    blocking = list(problems)
-    if blocking:
+    if problems:
         failures += 1
-        ET.SubElement(case, "failure", message=blocking[0][:500], type="EvaluationFailed").text = "\n".join(blocking)
+        failure = ET.SubElement(case, "failure", message=problems[0][:500], type="EvaluationFailed")
+        failure.text = "\n".join(problems)
     for gate in gates:
-        case = ET.SubElement(suite, "testcase", classname=f"genaiops.{summary['use_case']}.gates",
-                             name=gate["name"])
-        if gate["status"] == "fail":
+        case = ET.SubElement(suite, "testcase", classname=f"genaiops.{summary.use_case}.gates",
+                             name=gate.name)
+        if gate.status == "fail":
             failures += 1
-            ET.SubElement(case, "failure", message=gate["message"][:500], type="GateFailed").text = gate["message"]
-        elif gate["status"] in ("insufficient", "skipped"):
+            failure = ET.SubElement(case, "failure", message=gate.message[:500], type="GateFailed")
+            failure.text = gate.message
+        elif gate.status in ("insufficient", "skipped"):
             skipped += 1
-            ET.SubElement(case, "skipped", message=gate["message"][:500])
+            ET.SubElement(case, "skipped", message=gate.message[:500])
         else:
-            ET.SubElement(case, "system-out").text = gate["message"]
+            ET.SubElement(case, "system-out").text = gate.message
     suite.set("tests", str(len(gates) + 1))
     suite.set("failures", str(failures))
     suite.set("errors", "0")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-ICONS = {"pass": "PASS", "fail": "FAIL", "insufficient": "SKIP (not enough samples)", "skipped": "SKIP"}
+from genaiops.evaluation.summary import Summary
+
+ICONS = {"pass": "PASS", "fail": "FAIL", "insufficient": "SKIP (not enough samples)",
+         "skipped": "SKIP"}
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -15,34 +18,37 @@ def _fmt(value, digits: int = 4) -> str:
 
 def _md(text) -> str:
     """Table-safe: pipes and newlines would break the table; angle brackets are escaped too."""
-    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    text = str(text).replace("|", "\\|").replace("\n", " ")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
-def render_markdown(summary: dict) -> str:
-    verdict = (summary.get("verdict") or "?").upper()
-    lines = [f"## genaiops evaluate: {summary['use_case']} - {verdict}", ""]
-    if summary["llm"]["simulator"]:
-        lines += [f"> LLM: {summary['llm']['label']}. Scores show the pipeline works, not model quality.", ""]
-    best = summary.get("best")
-    primary = summary["evaluation"]["primary_metric"]
-    lines.append(f"Experiment `{summary['experiment_id']}`, evaluation `{summary['id']}`"
-                 f"{', env ' + summary['env'] if summary.get('env') else ''}.")
+def render_markdown(summary: Summary) -> str:
+    lines = [f"## genaiops evaluate: {summary.use_case} - {(summary.verdict or '?').upper()}", ""]
+    if summary.llm.simulator:
+        lines += [f"> LLM: {summary.llm.label}. Scores show the pipeline works, "
+                  "not model quality.", ""]
+    best, primary = summary.best, summary.evaluation.primary_metric
+    lines.append(f"Experiment `{summary.experiment_id}`, evaluation `{summary.id}`"
+                 f"{', env ' + summary.env if summary.env else ''}.")
     if best:
-        lines.append(f"Best variant: **{_md(best['variant'])}** ({primary} {_fmt(best['value'])}, "
-                     f"CI {_fmt(best['ci_low'])}..{_fmt(best['ci_high'])}; flow hash `{best['flow_hash'].split(':')[-1][:12]}`).")
-    lines += ["", f"| rank | variant | {_md(primary)} | 95% CI | errors | tokens/line | cost | p95 s |",
-              "|---:|---|---:|---|---:|---:|---:|---:|"]
-    for row in summary.get("leaderboard", []):
-        lines.append(f"| {row['rank']} | {_md(row['variant'])} | {_fmt(row['value'])} | "
-                     f"{_fmt(row['ci_low'])}..{_fmt(row['ci_high'])} | {row['lines_failed']} | "
-                     f"{_fmt(row['tokens_per_line'])} | {_fmt(row['cost'])} | {_fmt(row['latency_p95_s'])} |")
-    if summary.get("gates"):
+        lines.append(f"Best variant: **{_md(best.variant)}** ({primary} {_fmt(best.value)}, "
+                     f"CI {_fmt(best.ci_low)}..{_fmt(best.ci_high)}; "
+                     f"flow hash `{best.flow_hash.split(':')[-1][:12]}`).")
+    lines += ["", f"| rank | variant | {_md(primary)} | 95% CI | errors | tokens/line | cost "
+                  "| p95 s |", "|---:|---|---:|---|---:|---:|---:|---:|"]
+    for row in summary.leaderboard:
+        lines.append(f"| {row.rank} | {_md(row.variant)} | {_fmt(row.value)} | "
+                     f"{_fmt(row.ci_low)}..{_fmt(row.ci_high)} | {row.lines_failed} | "
+                     f"{_fmt(row.tokens_per_line)} | {_fmt(row.cost)} | "
+                     f"{_fmt(row.latency_p95_s)} |")
+    if summary.gates:
         lines += ["", "| gate | result | detail |", "|---|---|---|"]
-        for gate in summary["gates"]:
-            lines.append(f"| {_md(gate['name'])} | {ICONS.get(gate['status'], gate['status'])} | {_md(gate['message'])} |")
-    if summary.get("problems"):
-        lines += ["", "Problems:"] + [f"- {_md(p)}" for p in summary["problems"]]
-    if summary.get("baseline"):
-        lines += ["", f"Baseline: `{_md(summary['baseline'].get('source'))}` (best variant "
-                      f"{_md(summary['baseline'].get('variant'))})."]
+        for gate in summary.gates:
+            lines.append(f"| {_md(gate.name)} | {ICONS.get(gate.status, gate.status)} | "
+                         f"{_md(gate.message)} |")
+    if summary.problems:
+        lines += ["", "Problems:"] + [f"- {_md(p)}" for p in summary.problems]
+    if summary.baseline:
+        lines += ["", f"Baseline: `{_md(summary.baseline.source)}` (best variant "
+                      f"{_md(summary.baseline.variant)})."]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""CSV views: results.csv (one row per dataset line x variant) and metrics.csv (one row per metric)."""
+"""CSV views: results.csv (one row per dataset line x variant), metrics.csv (one per metric)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import csv
 import io
 import json
 
-METRIC_COLUMNS = ["variant", "dataset", "evaluator", "eval_dataset", "metric", "value", "ci_low", "ci_high",
-                  "method", "n", "n_valid", "n_nan", "n_error", "source", "row_score"]
+from genaiops.evaluation.summary import Summary
+
+METRIC_COLUMNS = ["variant", "dataset", "evaluator", "eval_dataset", "metric", "value", "ci_low",
+                  "ci_high", "method", "n", "n_valid", "n_nan", "n_error", "source", "row_score"]
 
 
 def _csv(header: list[str], rows: list[list]) -> str:
@@ -26,18 +28,20 @@ def _cell(value) -> str:
     return str(value)
 
 
-def metrics_csv(summary: dict) -> str:
-    return _csv(METRIC_COLUMNS, [[_cell(m.get(c)) for c in METRIC_COLUMNS] for m in summary["metrics"]])
+def metrics_csv(summary: Summary) -> str:
+    return _csv(METRIC_COLUMNS,
+                [[_cell(getattr(m, c)) for c in METRIC_COLUMNS] for m in summary.metrics])
 
 
-def results_csv(summary: dict) -> str:
-    rows = summary.get("rows", [])
-    score_names = sorted({name for item in rows for cell in item["variants"].values() for name in cell["scores"]})
+def results_csv(summary: Summary) -> str:
+    rows = summary.rows
+    score_names = sorted({name for item in rows for cell in item.variants.values()
+                          for name in cell.scores})
     header = ["dataset", "line", "variant", "inputs", "outputs", "error", "latency_s", *score_names]
     body = []
     for item in rows:
-        for variant, cell in item["variants"].items():
-            body.append([item["dataset"], item["line"], variant, _cell(item["inputs"]), _cell(cell["outputs"]),
-                         _cell(cell["error"]), _cell(cell["latency_s"]),
-                         *[_cell(cell["scores"].get(n)) for n in score_names]])
+        for variant, cell in item.variants.items():
+            body.append([item.dataset, item.line, variant, _cell(item.inputs), _cell(cell.outputs),
+                         _cell(cell.error), _cell(cell.latency_s),
+                         *[_cell(cell.scores.get(n)) for n in score_names]])
     return _csv(header, body)

@@ -3,8 +3,9 @@ deterministic answers from rules, usage tokens, latency and fault injection.
 
 It lets flows, tests and benchmarks run offline; a user reaches a real model by pointing the
 connection at Azure OpenAI/OpenAI instead. Modules: `rules` (the simulator.yaml format and
-answering), `faults` (429/500/timeout injection), `stats` (counters), `server` (HTTP),
-and `genaiops.cli.simulator` (`genaiops simulator`). Importing this package needs only the stdlib and PyYAML.
+answering), `faults` (429/500/timeout injection), `stats` (counters), `server` (HTTP) and
+`foreground` (serve until Ctrl-C: `genaiops simulator`, `python -m genaiops.simulator`).
+Importing this package needs only the stdlib and PyYAML.
 
     from genaiops.simulator import SimulatorServer
     with SimulatorServer(rules_path="configs/x/simulator.yaml", latency_ms=50) as sim:
@@ -16,7 +17,10 @@ from genaiops.simulator.rules import Answer, Rules, count_tokens, load_rules, pa
 from genaiops.simulator.server import SERVER_HEADER, SIMULATOR_NAME, SimulatorServer
 from genaiops.simulator.stats import Stats
 
+DEFAULT_PORT = 8765  # where `genaiops simulator` listens unless --port says otherwise
+
 __all__ = [
+    "DEFAULT_PORT",
     "SERVER_HEADER",
     "SIMULATOR_NAME",
     "Answer",

@@ -32,3 +32,41 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj, *, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
+
+
+def jsonl_text(rows) -> str:
+    """JSON Lines: one compact, key-sorted object per line."""
+    return "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows)
+
+
+def atomic_write_jsonl(path: Path, rows) -> None:
+    atomic_write_text(path, jsonl_text(rows))
+
+
+class JsonlError(ValueError):
+    """A line of a JSON Lines file is not valid JSON; `line` is its 1-based number."""
+
+    def __init__(self, path: Path, line: int, reason: str):
+        super().__init__(f"{path}:{line}: not valid JSON ({reason})")
+        self.path, self.line, self.reason = Path(path), line, reason
+
+
+def iter_jsonl(path: Path):
+    """(line number, parsed value) for every non-blank line; a bad line raises JsonlError."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise JsonlError(path, number, exc.msg) from None
+
+
+def read_jsonl(path: Path) -> list:
+    """Every non-blank line of a JSON Lines file, parsed."""
+    return [value for _number, value in iter_jsonl(path)]
+
+
+def count_jsonl_rows(path: Path) -> int:
+    with Path(path).open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())

@@ -14,8 +14,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from genaiops.workspace.files import atomic_write_json, atomic_write_text
-from genaiops.workspace.repo import state_dir
+from genaiops.workspace.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_jsonl,
+)
 
 STATUS_COMPLETED = "completed"  # every line ran (failed lines are counted in the record)
 STATUS_FAILED = "failed"  # the run itself could not complete
@@ -65,10 +69,11 @@ class RunRecord:
 
 
 class Ledger:
-    def __init__(self, repo_root: Path):
-        self.root = state_dir(repo_root) / "ledger"
-        self.runs_dir = self.root / "runs"
-        self.experiments_dir = self.root / "experiments"
+    """Run records and experiments in a workspace (`ledger/runs`, `ledger/experiments`)."""
+
+    def __init__(self, workspace):
+        self.runs_dir = workspace.runs_dir
+        self.experiments_dir = workspace.experiments_dir
 
     def _record_path(self, key: str) -> Path:
         return self.runs_dir / f"{key}.json"
@@ -89,13 +94,11 @@ class Ledger:
 
     def save(self, record: RunRecord, line_results: list[dict]) -> None:
         """Outputs first, then the record: a record never points at missing outputs."""
-        text = "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in line_results)
-        atomic_write_text(self.outputs_path(record.key), text)
+        atomic_write_jsonl(self.outputs_path(record.key), line_results)
         atomic_write_json(self._record_path(record.key), record.as_dict())
 
     def read_outputs(self, key: str) -> list[dict]:
-        with self.outputs_path(key).open(encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return read_jsonl(self.outputs_path(key))
 
     # -- experiments ----------------------------------------------------------------------------
     def save_experiment(self, experiment: dict) -> Path:
@@ -131,3 +134,4 @@ class Ledger:
 def new_experiment_id(use_case: str) -> str:
     return time.strftime(f"{use_case}-%Y%m%d-%H%M%S-", time.gmtime()) + hashlib.sha256(
         str(time.time_ns()).encode()).hexdigest()[:6]
+

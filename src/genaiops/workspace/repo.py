@@ -1,4 +1,4 @@
-"""Where things live: the repository root, the state directory, safe paths inside the repo."""
+"""The flow repository: where its root is, and which paths stay inside it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 
 from genaiops.errors import UsageError
-
-STATE_DIR_NAME = ".genaiops"
 
 
 def repo_from_flag(value: str | os.PathLike, source: str = "--repo") -> Path:
@@ -31,14 +29,6 @@ def find_repo_root(start: Path | None = None) -> Path:
         f"no flow repository found at or above {here} (looked for configs/ and flows/)",
         hint="run genaiops inside the repository, or pass --repo PATH",
     )
-
-
-def state_dir(repo_root: Path) -> Path:
-    """Per-repository state (ledger, registry, reports); ignored by git. `$GENAIOPS_STATE_DIR` moves it."""
-    env = os.environ.get("GENAIOPS_STATE_DIR")
-    path = Path(env).expanduser().resolve() if env else repo_root / STATE_DIR_NAME
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def resolve_inside(repo_root: Path, relative: str | os.PathLike) -> Path | None:

@@ -9,7 +9,7 @@ __all__ = ["DeployOutcome", "DeployRequest", "DeploymentTarget", "SmokeSpec", "m
 
 
 def make_target(name: str, **kwargs) -> DeploymentTarget:
-    """kwargs: progress, plus extra_labels (docker) or ml_client/pusher (aml)."""
+    """kwargs: progress, plus extra_labels (docker), ml_client/pusher (aml) or workspace (kubernetes)."""
     progress = kwargs.get("progress")
     if name == "docker":
         from genaiops.deploy.targets.docker import DockerTarget
@@ -23,7 +23,7 @@ def make_target(name: str, **kwargs) -> DeploymentTarget:
     if name == "kubernetes":
         from genaiops.deploy.targets.kubernetes import KubernetesTarget
 
-        return KubernetesTarget(progress=progress)
+        return KubernetesTarget(kwargs["workspace"], progress=progress)
     from genaiops.errors import UsageError
 
     raise UsageError(f"unknown target {name!r}", hint="use docker, aml or kubernetes")

@@ -79,10 +79,5 @@ def check_smoke(status: int, body: bytes | str, expect: tuple[str, ...]) -> dict
     return result
 
 
-def env_prefix(connection_name: str) -> str:
-    """promptflow's `<CONN>_<KEY>` convention (`connection_name.replace(' ', '_').upper()`)."""
-    return re.sub(r"\s", "_", connection_name).upper()
-
-
 def slug(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")

@@ -9,10 +9,9 @@ removed and the old one keeps serving. Containers use `--network host` so the fl
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
+
+import httpx
 
 from genaiops.deploy import dockercli
 from genaiops.deploy.targets.base import DeployOutcome, DeployRequest, check_smoke, slug
@@ -22,16 +21,6 @@ from genaiops.secrets import redact
 LABEL_DEPLOYMENT = "io.genaiops.deployment"
 LABEL_SLOT = "io.genaiops.slot"
 SLOTS = ("blue", "green")
-
-
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Content-Type": "application/json"} if body else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 class DockerTarget:
@@ -110,10 +99,9 @@ class DockerTarget:
                 code = state["State"]["ExitCode"] if state else "?"
                 return {"ok": False, "reason": f"container exited (code {code}) before it was healthy"}
             try:
-                status, _ = http("GET", url + "/health", timeout=2)
-                if status == 200:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
                     return {"ok": True, "seconds": round(time.monotonic() - started, 2)}
-            except OSError:
+            except httpx.HTTPError:
                 pass
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
@@ -121,11 +109,11 @@ class DockerTarget:
 
     def _smoke(self, port: int, request: DeployRequest) -> dict:
         try:
-            status, body = http("POST", f"http://127.0.0.1:{port}/score",
-                                json.dumps(request.smoke.body).encode(), timeout=request.smoke.timeout_sec)
-        except OSError as exc:
-            return {"ok": False, "reason": f"POST /score failed: {exc}"}
-        return check_smoke(status, body, request.smoke.expect_outputs)
+            response = httpx.post(f"http://127.0.0.1:{port}/score", json=request.smoke.body,
+                                  timeout=request.smoke.timeout_sec)
+        except httpx.HTTPError as exc:
+            return {"ok": False, "reason": f"POST /score failed: {type(exc).__name__}: {exc}"}
+        return check_smoke(response.status_code, response.content, request.smoke.expect_outputs)
 
     @staticmethod
     def _logs(name: str) -> str:

@@ -14,7 +14,6 @@ import yaml
 
 from genaiops.deploy.targets.base import DeployOutcome, DeployRequest, slug
 from genaiops.workspace.files import atomic_write_text
-from genaiops.workspace.repo import state_dir
 
 PORT = 8080
 
@@ -70,15 +69,16 @@ def manifests(request: DeployRequest) -> list[dict]:
 class KubernetesTarget:
     name = "kubernetes"
 
-    def __init__(self, progress=None):
+    def __init__(self, workspace, progress=None):
+        self.workspace = workspace
         self.progress = progress or (lambda message: None)
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
         docs = manifests(request)
         out = request.env.settings.get("output")
         root = request.config.repo_root
-        path = (root / out) if out else state_dir(root) / "deploy" / request.use_case / request.env.name / \
-            "kubernetes.yaml"
+        path = (root / out) if out else \
+            self.workspace.deploy_dir(request.use_case) / request.env.name / "kubernetes.yaml"
         atomic_write_text(Path(path), yaml.safe_dump_all(docs, sort_keys=False))
         check = _check(docs, request)
         self.progress(f"wrote {path}")

@@ -1,1 +1,134 @@
-"""TODO docstring."""
+"""The promptflow engine: the only package that knows promptflow's internals.
+
+    env           quiet, offline promptflow (telemetry, trace service, keyring) before import
+    flowspec      DAG / flex / prompty flows read from their files (variants, inputs, outputs)
+    staging       private copies: composite DAG batches (`composite`), prompty overrides, serving
+    connections   the local connection store
+    local         batch runs in worker processes (`worker`), results read from run folders
+                  (`results`), genaiops' LLM retry policy inside line workers (`retry_policy`,
+                  `bootstrap/`)
+    azure         batch runs on Azure ML compute (promptflow-azure)
+    serving       the serving image's files (`pf flow build`, in a child process: `build`)
+
+Importing this package is cheap: promptflow itself is imported only inside worker processes,
+the connection store and the Azure runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from genaiops.engines.base import (
+    BatchJob,
+    BatchResult,
+    FlowSpec,
+    ProgressCallback,
+    Runner,
+    ServingBundle,
+    ServingConnections,
+    StagedBatch,
+    VariantSpec,
+)
+from genaiops.engines.promptflow import flowspec, staging
+from genaiops.engines.promptflow.env import promptflow_home
+from genaiops.engines.promptflow.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
+
+BACKENDS = ("local", "azure")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+class PromptflowEngine:
+    name = "promptflow"
+    # promptflow writes these into flow folders while running: never part of a flow's identity
+    cache_patterns = staging.CACHE_PATTERNS
+    flow_hint = "point it at a folder with flow.dag.yaml, flow.flex.yaml or a .prompty file"
+
+    def __init__(self, backend: str = "local", settings: dict | None = None, runner: Runner | None = None):
+        from genaiops.errors import UsageError
+
+        if backend not in BACKENDS:
+            raise UsageError(f"unknown runtime backend {backend!r}",
+                             hint="use runtime.backend: local or azure")
+        self.backend = backend
+        self.settings = dict(settings or {})
+        self._runner = runner
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            if self.backend == "azure":
+                from genaiops.engines.promptflow.azure import AzureRunner
+
+                self._runner = AzureRunner(self.settings)
+            else:
+                from genaiops.engines.promptflow.local import LocalRunner
+
+                self._runner = LocalRunner()
+        return self._runner
+
+    def version(self) -> str:
+        return f"promptflow=={_version('promptflow')};promptflow-tools=={_version('promptflow-tools')}"
+
+    def read_flow(self, path: Path) -> FlowSpec:
+        return flowspec.read_flow(path)
+
+    def max_variants_per_batch(self, flow: FlowSpec) -> int:
+        return staging.max_variants_per_batch(flow)
+
+    def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
+        return staging.stage_batch(flow, variants, dest)
+
+    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
+        return staging.stage_for_serving(flow, variant, dest)
+
+    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+        from genaiops.engines.promptflow.connections import upsert_connections
+
+        return upsert_connections(connections, endpoints)
+
+    def run_environment(self, retries) -> dict:
+        return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
+
+    def prewarm(self, count: int) -> None:
+        prewarm = getattr(self.runner, "prewarm", None)
+        if prewarm is not None:
+            prewarm(count)
+
+    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
+        return self.runner.run(job, progress)
+
+    def linkable_run(self, name: str | None) -> bool:
+        """A local run can be referenced (`run=`) while its folder exists in this HOME's store;
+        an Azure ML run stays in its workspace."""
+        if not name:
+            return False
+        if self.backend == "azure":
+            return True
+        return (promptflow_home() / ".runs" / name / "flow_outputs").is_dir()
+
+    def serving_connections(self, connections: Sequence, endpoints: dict[str, str],
+                            default_endpoints: dict[str, str]) -> ServingConnections:
+        from genaiops.engines.promptflow.serving import serving_connections
+
+        return serving_connections(connections, endpoints, default_endpoints)
+
+    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
+        from genaiops.engines.promptflow.serving import serving_bundle
+
+        return serving_bundle(flow_dir, context, connections)
+
+    def close(self) -> None:
+        close = getattr(self._runner, "close", None)
+        if close is not None:
+            close()
+
+
+__all__ = ["PromptflowEngine"]

@@ -12,12 +12,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
-
-import yaml
-
-from genaiops.engines.promptflow.flowspec import DAG_FILE
-from genaiops.engines.promptflow.staging import copy_flow
 
 SUFFIX = "__v{index}"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\.")
@@ -67,12 +61,3 @@ def composite_dag(dag: dict, combos: list[dict[str, str]]) -> dict:
     staged["outputs"] = outputs
     staged["nodes"] = out_nodes
     return staged
-
-
-def stage_composite(flow_dir: Path, combos: list[dict[str, str]], dest: Path) -> Path:
-    """Copy the flow to `dest` and replace its DAG with the composite one. Returns `dest`."""
-    copy_flow(flow_dir, dest)
-    dag = yaml.safe_load((flow_dir / DAG_FILE).read_text(encoding="utf-8"))
-    (dest / DAG_FILE).write_text(yaml.safe_dump(composite_dag(dag, combos), sort_keys=False),
-                                 encoding="utf-8")
-    return dest

@@ -6,24 +6,15 @@ Azure OpenAI or OpenAI is a change of connection values in `.env`, never of the 
 
 from __future__ import annotations
 
-from genaiops.config.model import Connection, ExperimentConfig
+from collections.abc import Sequence
+
 from genaiops.engines.promptflow.env import prepare_promptflow
 from genaiops.errors import GenaiopsError
 
 
-def endpoint_for(connection: Connection, simulator_url: str | None) -> str:
-    """The URL the connection points at; `simulator` becomes the running simulator's address."""
-    if not connection.uses_simulator:
-        return connection.api_base
-    if simulator_url is None:
-        raise GenaiopsError(f"connection {connection.name!r} uses the LLM simulator, but none is running")
-    return simulator_url + "/v1" if connection.type == "open_ai" else simulator_url
-
-
-def _entity(connection: Connection, simulator_url: str | None):
+def _entity(connection, endpoint: str):
     from promptflow.entities import AzureOpenAIConnection, OpenAIConnection
 
-    endpoint = endpoint_for(connection, simulator_url)
     if connection.type == "open_ai":
         return OpenAIConnection(name=connection.name, api_key=connection.api_key or "none",
                                 base_url=endpoint,
@@ -40,15 +31,16 @@ def _comparable(entity) -> dict:
     return data
 
 
-def upsert_connections(config: ExperimentConfig, simulator_url: str | None) -> list[dict]:
-    """Returns one secret-free record per connection with action created|updated|unchanged."""
+def upsert_connections(connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+    """`connections` are the config's (name, type, api_key, api_version, extra, public()).
+    Returns one secret-free record per connection with action created|updated|unchanged."""
     prepare_promptflow()
     from promptflow.client import PFClient
 
     client = PFClient()
     records = []
-    for connection in config.connections:
-        wanted = _entity(connection, simulator_url)
+    for connection in connections:
+        wanted = _entity(connection, endpoints[connection.name])
         try:
             current = client.connections.get(connection.name, with_secrets=True)
         except Exception:  # promptflow raises its own not-found types; any failure means "recreate"
@@ -66,7 +58,7 @@ def upsert_connections(config: ExperimentConfig, simulator_url: str | None) -> l
             action = "created" if current is None else "updated"
         records.append({
             **connection.public(),
-            "endpoint": endpoint_for(connection, simulator_url),
+            "endpoint": endpoints[connection.name],
             "simulator": connection.uses_simulator,
             "action": action,
         })

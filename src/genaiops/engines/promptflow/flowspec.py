@@ -6,28 +6,14 @@ promptflow has no public API to list a DAG's variants, so we read `node_variants
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from genaiops.engines.base import FlowSpec, FlowSpecError
+
 DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
-
-
-class FlowSpecError(ValueError):
-    """The folder is not a flow we understand; the message says why."""
-
-
-@dataclass(frozen=True)
-class FlowSpec:
-    kind: str  # dag | flex | prompty
-    root: Path  # folder holding the flow
-    entry: Path  # the file promptflow is pointed at (folder for dag/flex, .prompty file for prompty)
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
-    # node name -> (default variant id, (variant ids...))
-    node_variants: dict = field(default_factory=dict)
 
 
 def read_flow(path: Path) -> FlowSpec:

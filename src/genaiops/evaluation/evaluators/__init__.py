@@ -4,7 +4,7 @@ content and `run_evaluations` runs what is not in the store yet, concurrently.""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import TYPE_CHECKING
 
 from genaiops.config.model import ExperimentConfig
 from genaiops.errors import ConfigError
@@ -18,15 +18,18 @@ from genaiops.evaluation.evaluators.base import (
 from genaiops.evaluation.evaluators.code import CodeEvaluator
 from genaiops.evaluation.evaluators.flow import FlowEvaluator
 from genaiops.hashing import hash_file
-from genaiops.progress import Progress
-from genaiops.workspace.evaluations import EvaluationStore
+from genaiops.scheduling import Unit, run_concurrently
 from genaiops.workspace.ledger import Ledger, RunRecord, run_key
 
+if TYPE_CHECKING:
+    from genaiops.evaluation.store import EvaluationStore
 
-def make_adapter(config: ExperimentConfig, evaluator, runner, *, force_data_mode=False) -> EvaluatorAdapter:
+
+def make_adapter(config: ExperimentConfig, evaluator, engine, *,
+                 force_data_mode=False) -> EvaluatorAdapter:
     if evaluator.code:
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
-    return FlowEvaluator(evaluator.flow, runner, worker_count=config.runtime.worker_count,
+    return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          line_timeout_sec=config.runtime.line_timeout_sec,
                          force_data_mode=force_data_mode)
 
@@ -45,13 +48,15 @@ def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapter
             for record in records:
                 if record.dataset != eval_dataset.reference:
                     continue
-                identity = {"evaluator": evaluator.name, "content": identity_base, "experiment_run": record.key,
+                identity = {"evaluator": evaluator.name, "content": identity_base,
+                            "experiment_run": record.key,
                             "eval_dataset_hash": dataset_hash, "mapping": eval_dataset.mappings,
                             "settings": settings}
                 tasks.append(EvalTask(run_key(identity), evaluator, eval_dataset, record, identity))
     if config.evaluators and not tasks:
         raise ConfigError("no evaluator dataset references a dataset of this experiment",
-                          hint="set evaluators[].datasets[].reference to a dataset the experiment ran")
+                          hint="set evaluators[].datasets[].reference to a dataset the "
+                               "experiment ran")
     return tasks
 
 
@@ -61,27 +66,21 @@ def run_evaluations(tasks: list[EvalTask], adapters: dict, ledger: Ledger, store
     """[(outcome, reused)] in task order; pending tasks run `max_parallel` at a time."""
     found = {t.key: (None if force else store.find(t.key)) for t in tasks}
     pending = [t for t in tasks if found[t.key] is None]
-    rows = {t.key: aligned_rows(t, ledger) for t in pending}  # config problems surface before running
-    progress = Progress(len(pending), f"evaluate {evaluation_id}", enabled=show_progress and bool(pending))
-    done: dict[str, EvalOutcome] = {}
+    rows = {t.key: aligned_rows(t, ledger) for t in pending}  # config problems surface first
 
-    def execute(number: int, task: EvalTask) -> EvalOutcome:
-        progress.add_task(task.key[:8], 1)
-        outcome = adapters[task.evaluator.name].evaluate(task, rows[task.key], f"{evaluation_id}-e{number:02d}")
+    def execute(item: tuple[int, EvalTask], _report) -> EvalOutcome:
+        number, task = item
+        adapter = adapters[task.evaluator.name]
+        outcome = adapter.evaluate(task, rows[task.key], f"{evaluation_id}-e{number:02d}")
         store.save(outcome)
-        progress.update(task.key[:8], 1)
         return outcome
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
-            futures = [pool.submit(execute, n, t) for n, t in enumerate(pending)]
-            for future in as_completed(futures):
-                outcome = future.result()
-                done[outcome.key] = outcome
-    finally:
-        progress.close()
+    units = [Unit((number, task), task.key[:8]) for number, task in enumerate(pending)]
+    outcomes = run_concurrently(units, execute, max_parallel=max_parallel,
+                                title=f"evaluate {evaluation_id}", show_progress=show_progress)
+    done = {outcome.key: outcome for outcome in outcomes}
     return [(found[t.key] or done[t.key], found[t.key] is not None) for t in tasks]
 
 
-__all__ = ["AlignedRow", "CodeEvaluator", "EvalOutcome", "EvalTask", "EvaluationStore",
-           "EvaluatorAdapter", "FlowEvaluator", "make_adapter", "plan_evaluations", "run_evaluations"]
+__all__ = ["AlignedRow", "CodeEvaluator", "EvalOutcome", "EvalTask", "EvaluatorAdapter",
+           "FlowEvaluator", "make_adapter", "plan_evaluations", "run_evaluations"]

@@ -11,11 +11,13 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from genaiops.config.model import Evaluator, EvaluatorDataset
 from genaiops.errors import ConfigError
-from genaiops.workspace.ledger import Ledger, RunRecord
+
+if TYPE_CHECKING:  # annotations only: the workspace's evaluation store imports these types
+    from genaiops.config.model import Evaluator, EvaluatorDataset
+    from genaiops.workspace.ledger import Ledger, RunRecord
 
 _REF = re.compile(r"^\$\{(data|run\.outputs)\.([A-Za-z0-9_.-]+)\}$")
 EXPERIMENT_LINE_FAILED = "experiment line failed: nothing to evaluate"

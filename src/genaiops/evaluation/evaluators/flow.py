@@ -1,9 +1,11 @@
-"""promptflow evaluation flows (DAG or flex) run as a batch with `run=<experiment run>`.
+"""Evaluation flows run by the engine as a batch, linked to the experiment run (`run=`) when the
+engine can still reference it.
 
-`${run.outputs.y}` maps to `${run.outputs.y<suffix>}` when the experiment run was a composite
-of several DAG variants. When that promptflow run is gone from the local store (another HOME,
-a CI agent that only restored the ledger), the run outputs come from the ledger instead: a data
-file with the evaluator dataset's columns plus `__run__<y>` columns, mapped as `${data.__run__y}`.
+`${run.outputs.y}` maps to `${run.outputs.y<suffix>}` when the experiment run computed several
+variants (member suffixes). When that run cannot be referenced (another HOME, a CI agent that
+only restored the ledger, an engine without run links), the run outputs come from the ledger
+instead: a data file with the evaluator dataset's columns plus `__run__<y>` columns, mapped as
+`${data.__run__y}`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genaiops.engines import BatchJob
-from genaiops.engines.promptflow.env import promptflow_home
+from genaiops.engines.base import BatchJob
 from genaiops.evaluation.evaluators.base import (
     AlignedRow,
     EvalOutcome,
@@ -26,11 +27,6 @@ from genaiops.hashing import hash_tree
 from genaiops.secrets import redact
 
 FALLBACK_PREFIX = "__run__"
-
-
-def pf_run_available(name: str | None) -> bool:
-    """The experiment's promptflow run still exists in this machine's store (same HOME)."""
-    return bool(name) and (promptflow_home() / ".runs" / name / "flow_outputs").is_dir()
 
 
 def run_mapping(mapping: dict, suffix: str) -> dict:
@@ -54,23 +50,24 @@ def write_fallback_data(rows: list[AlignedRow], mapping: dict, path: Path) -> No
 
 
 class FlowEvaluator:
-    def __init__(self, flow: Path, runner, *, worker_count: int = 4, line_timeout_sec: int = 120,
+    def __init__(self, flow: Path, engine, *, worker_count: int = 4, line_timeout_sec: int = 120,
                  force_data_mode: bool = False):
         self.flow = Path(flow)
         self.root = self.flow if self.flow.is_dir() else self.flow.parent
-        self.runner = runner
+        self.engine = engine
         self.worker_count = worker_count
         self.line_timeout_sec = line_timeout_sec
         self.force_data_mode = force_data_mode
 
     def content_identity(self) -> dict:
-        return {"kind": "flow", "flow_hash": hash_tree(self.root),
+        return {"kind": "flow", "engine": self.engine.name,
+                "flow_hash": hash_tree(self.root, self.engine.cache_patterns),
                 "entry": self.flow.name if self.flow.is_file() else ""}
 
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
         started = time.monotonic()
         record, mapping = task.record, task.eval_dataset.mappings
-        use_run = not self.force_data_mode and pf_run_available(record.pf_run)
+        use_run = not self.force_data_mode and self.engine.linkable_run(record.pf_run)
         with tempfile.TemporaryDirectory(prefix="genaiops-eval-") as tmp:
             if use_run:
                 job = BatchJob(name=name, flow=str(self.flow), data=str(task.eval_dataset.source),
@@ -83,7 +80,7 @@ class FlowEvaluator:
                 job = BatchJob(name=name, flow=str(self.flow), data=str(data),
                                column_mapping=data_mapping(mapping), member_suffixes=[""],
                                worker_count=self.worker_count, line_timeout_sec=self.line_timeout_sec)
-            result = self.runner.run(job)
+            result = self.engine.run_batch(job)
         lines = {line.line: line for line in (result.members[0].lines if result.members else [])}
         failed = error_rows(rows)
         out_rows = []

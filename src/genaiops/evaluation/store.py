@@ -1,4 +1,4 @@
-"""The ledger's `evaluations/` area: one JSON per evaluation run, keyed by content.
+"""Evaluation runs in a workspace (`evaluations/runs/`): one JSON per evaluation run, keyed by content.
 
 Written atomically once an evaluation finished, so a second identical `run evaluate` reuses
 it and an interrupted one resumes. Failed evaluations are recorded but never reused.
@@ -11,12 +11,11 @@ from pathlib import Path
 
 from genaiops.evaluation.evaluators.base import EvalOutcome
 from genaiops.workspace.files import atomic_write_json
-from genaiops.workspace.repo import state_dir
 
 
 class EvaluationStore:
-    def __init__(self, repo_root: Path):
-        self.root = state_dir(repo_root) / "ledger" / "evaluations"
+    def __init__(self, workspace):
+        self.root = workspace.evaluation_runs_dir
 
     def _path(self, key: str) -> Path:
         return self.root / f"{key}.json"

@@ -1,0 +1,106 @@
+"""`genaiops approve|reject`: record a person's decision on one image for a protected environment,
+after showing the evaluation summary and what would change against the deployment of now."""
+
+from __future__ import annotations
+
+import argparse
+
+from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, repo_root
+from genaiops.errors import EXIT_OK
+
+
+def add_approval_parsers(subparsers) -> None:
+    for name, func in (("approve", cmd_approve), ("reject", cmd_reject)):
+        parser = add_command(subparsers, name, func, use_case=REQUIRED, env=DEPLOYMENT)
+        parser.add_argument("--artifact", required=True, help="image digest sha256:<64 hex>")
+        parser.add_argument("--by", required=True, help="who decides (name or e-mail)")
+        parser.add_argument("--note", default="", help="why")
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve one artifact for a protected environment.
+
+    Records that --by approved the image --artifact (its sha256 digest, printed by
+    `genaiops run deploy`) for --use-case/--env. Shows the evaluation summary and the difference
+    from what is deployed now. Records are tamper-evident and audited.
+    """
+    return _decide(args, "approved")
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    """Reject one artifact for a protected environment.
+
+    Records that --by rejected the image --artifact (its sha256 digest, printed by
+    `genaiops run deploy`) for --use-case/--env, which blocks deploying it there. Shows the
+    evaluation summary and the difference from what is deployed now. Records are tamper-evident
+    and audited.
+    """
+    return _decide(args, "rejected")
+
+
+def _decide(args: argparse.Namespace, decision: str) -> int:
+    from genaiops.cli.render import emit_json, out, table
+    from genaiops.config.deployment import load_deployment
+    from genaiops.deploy.approvals import normalise_digest, record_decision
+    from genaiops.deploy.audit import last_successful
+    from genaiops.deploy.variant import summary_md_for
+    from genaiops.workspace import Workspace
+
+    root = repo_root(args)
+    config = load_deployment(root, args.use_case, args.env)
+    environment = config.environment(args.env)
+    artifact = normalise_digest(args.artifact)
+    workspace = Workspace.for_repo(root)
+    current = last_successful(workspace, args.use_case, args.env) or {}
+    rows = _diff(current, artifact, _image_labels(artifact))
+    summary = summary_md_for(workspace, args.use_case)
+    summary_text = summary.read_text(encoding="utf-8") if summary else None
+    record = record_decision(workspace, use_case=args.use_case, env=args.env, artifact=artifact,
+                             decision=decision, by=args.by, note=args.note,
+                             context={"diff": rows,
+                                      "requires_approval": environment.requires_approval})
+    if args.json:
+        emit_json({"ok": True, "decision": decision, "record": record, "diff": rows,
+                   "summary_md": summary_text})
+        return EXIT_OK
+    if summary_text:
+        out("evaluation summary:")
+        out(summary_text.rstrip())
+        out()
+    else:
+        out(f"(no evaluation summary next to {workspace.best_pointer(args.use_case)}: "
+            f"run `genaiops run evaluate -u {args.use_case}`)")
+    out("change against what is deployed now:")
+    out(table(rows))
+    if not environment.requires_approval:
+        out(f"note: {args.env} does not require approval (requires_approval is not set)")
+    out(f"{decision}: {artifact} for {args.use_case}/{args.env} by {args.by} "
+        f"(record {record['seq']}, valid {environment.approval_ttl_minutes} min)")
+    return EXIT_OK
+
+
+def _diff(current: dict, artifact: str, candidate: dict) -> list[dict]:
+    """What is deployed now against the candidate image, field by field."""
+    deployed_variant = current.get("variant") or {}
+    return [
+        {"field": "artifact", "deployed": current.get("artifact", "(nothing)"),
+         "candidate": artifact},
+        {"field": "flow_hash", "deployed": current.get("flow_hash", ""),
+         "candidate": candidate.get("flow_hash", "?")},
+        {"field": "variant", "deployed": deployed_variant.get("label", ""),
+         "candidate": candidate.get("variant", "?")},
+        {"field": "summary_digest", "deployed": deployed_variant.get("summary_digest", ""),
+         "candidate": candidate.get("summary_digest", "?")},
+    ]
+
+
+def _image_labels(artifact: str) -> dict:
+    """The candidate's provenance labels when the image is on this machine (else empty)."""
+    from genaiops.deploy import dockercli
+    from genaiops.deploy.image import LABEL_PREFIX
+
+    if dockercli.unavailable_reason():
+        return {}
+    info = dockercli.inspect("image", artifact) or {}
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    return {k[len(LABEL_PREFIX):]: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}

@@ -1,0 +1,68 @@
+"""`genaiops run experiment`: the flow over datasets x variants, with a run ledger for reuse."""
+
+from __future__ import annotations
+
+import argparse
+
+from genaiops.cli.args import csv_list, positive_int
+from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
+from genaiops.errors import EXIT_FAILED, EXIT_OK
+
+
+def add_experiment_parser(phases_subparsers) -> None:
+    parser = add_command(phases_subparsers, "experiment", cmd_run_experiment,
+                         use_case=REQUIRED, env=OVERLAY, progress=True)
+    parser.add_argument("--variants", default="defaults",
+                        help="defaults | all (each node's variants, others default) | grid (every "
+                             "combination) | node.variant[+node.variant],... | flex: variant names")
+    parser.add_argument("--datasets", type=csv_list, default=None,
+                        help="comma-separated dataset names (default: all)")
+    parser.add_argument("--max-parallel", type=positive_int, default=None,
+                        help="promptflow runs at once (default: runtime.max_parallel)")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="promptflow workers per run (default: runtime.worker_count)")
+    parser.add_argument("--max-runs", type=positive_int, default=64,
+                        help="refuse to start more variant runs than this (guards --variants grid)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="refuse to start when the estimated cost (from previous runs' tokens "
+                             "and config prices) exceeds this")
+    parser.add_argument("--force", action="store_true",
+                        help="re-run even when an identical run is in the ledger")
+
+
+def cmd_run_experiment(args: argparse.Namespace) -> int:
+    """Run the flow over datasets x variants, concurrently, with a run ledger.
+
+    Runs the standard flow over each selected dataset x variant. DAG variants of a dataset run
+    side by side in one promptflow run; runs whose flow, variant, dataset and settings are
+    unchanged are reused from the ledger (.genaiops/ledger). Exit 1 when failed lines exceed
+    runtime.failed_line_tolerance.
+    """
+    from genaiops.cli.render import emit_json, out, table
+    from genaiops.phases.experiment import ExperimentOptions, run_experiment
+
+    with phase_context(args) as ctx:
+        result = run_experiment(ctx, ExperimentOptions(
+            variants=args.variants, datasets=args.datasets, max_parallel=args.max_parallel,
+            worker_count=args.workers, max_runs=args.max_runs, force=args.force,
+            budget=args.budget))
+    if args.json:
+        emit_json(result.to_json())
+        return EXIT_OK if result.ok else EXIT_FAILED
+    if result.simulator is not None:
+        out("LLM: bundled LLM SIMULATOR (loopback, deterministic, not a real model)")
+    out(table([_run_row(run) for run in result.runs]))
+    totals = result.totals
+    out(f"experiment {result.experiment_id}: {totals['runs']} run(s), {totals['reused']} "
+        f"reused, {totals['lines_ok']} lines ok, {totals['lines_failed']} failed, "
+        f"{totals['total_tokens']} tokens, {totals['duration_s']:.1f}s")
+    result.raise_if_failed()
+    return EXIT_OK
+
+
+def _run_row(run: dict) -> dict:
+    return {"run": run["key"][:8], "variant": run["variant"], "dataset": run["dataset"],
+            "ok": run["lines_ok"], "failed": run["lines_failed"], "tokens": run["total_tokens"],
+            "cost": "" if run["cost"] is None else f"{run['cost']:.4f}",
+            "p50 s": run["latency_p50_s"], "p95 s": run["latency_p95_s"],
+            "reused": "yes" if run["reused"] else "no"}

@@ -1,0 +1,111 @@
+"""The flags several commands share, declared once, and the repository they name.
+
+Each command gets its shared flags as one argparse parent parser (`parents=shared(...)`), so
+`--use-case/-u`, `--env/-e`, `--json` and `--no-progress` mean the same everywhere. `--repo` is on
+the top-level parser and on every command; below the top level it defaults to SUPPRESS so that
+`genaiops --repo X cmd` is not overwritten by the command's own (absent) `--repo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from pathlib import Path
+
+from genaiops.registry import BACKENDS
+
+OPTIONAL, REQUIRED = "optional", "required"
+OVERLAY, DEPLOYMENT = "overlay", "deployment"
+
+_ENV_FLAGS = {
+    OVERLAY: {"default": None,
+              "help": "environment overlay: configs/<use_case>/experiment.<env>.yaml replaces the "
+                      "blocks it names"},
+    DEPLOYMENT: {"required": True,
+                 "help": "environment under `environments:` in configs/<use_case>/deployment.yaml"},
+}
+
+
+def add_repo_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, default=argparse.SUPPRESS, metavar="PATH",
+                        help="flow repository root (default: $GENAIOPS_REPO, else the nearest "
+                             "folder above with configs/ and flows/)")
+
+
+def shared(*, use_case: str | None = None, env: str | None = None, json: bool = True,
+           progress: bool = False) -> list[argparse.ArgumentParser]:
+    """The `parents=` of one command: `--repo` always, the other shared flags where they apply."""
+    parent = argparse.ArgumentParser(add_help=False)
+    add_repo_flag(parent)
+    if use_case:
+        parent.add_argument("--use-case", "-u", required=use_case == REQUIRED, metavar="NAME",
+                            help="use case folder under configs/ (e.g. classification)")
+    if env:
+        parent.add_argument("--env", "-e", metavar="ENV", **_ENV_FLAGS[env])
+    if json:
+        parent.add_argument("--json", action="store_true",
+                            help="print the result (or the error) as JSON for machines")
+    if progress:
+        parent.add_argument("--no-progress", action="store_true",
+                            help="no progress output on stderr")
+    return [parent]
+
+
+class _DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of a flag: still works, and says which flag replaced it."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from genaiops.cli.render import err
+
+        err(f"warning: {option_string} is deprecated, use {self.replacement}")
+        setattr(namespace, self.dest, values)
+
+
+def add_registry_flag(parser: argparse.ArgumentParser, *, default: str,
+                      deprecated_alias: str | None = None) -> None:
+    """`--registry local|azureml`, the same flag for `run init` and `registry list|show`."""
+    parser.add_argument("--registry", choices=BACKENDS, default=None,
+                        help=f"registry backend (default: {default})")
+    if deprecated_alias:
+        parser.add_argument(deprecated_alias, dest="registry", choices=BACKENDS,
+                            action=_DeprecatedAlias, replacement="--registry",
+                            help=argparse.SUPPRESS)
+
+
+def add_command(subparsers, name: str, func, **flags) -> argparse.ArgumentParser:
+    """One command: its parser with the shared `flags` (see `shared`) and the function it runs.
+
+    The function's docstring is written for users and is the command's only help text: its first
+    line is the one-liner of the parent's `--help`, all of it the description of its own.
+    """
+    doc = inspect.getdoc(func)
+    summary = doc.splitlines()[0].rstrip(".")
+    parser = subparsers.add_parser(name, parents=shared(**flags), help=summary,
+                                   description=" ".join(doc.split()))
+    parser.set_defaults(func=func)
+    return parser
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress lines go to stderr unless --no-progress, or --json wants a quiet terminal."""
+    return not (getattr(args, "no_progress", False) or getattr(args, "json", False))
+
+
+def repo_root(args: argparse.Namespace) -> Path:
+    """The repository named by `--repo` (before or after the command), else found from here."""
+    from genaiops.workspace.repo import find_repo_root, repo_from_flag
+
+    repo = getattr(args, "repo", None)
+    return repo_from_flag(repo) if repo else find_repo_root()
+
+
+def phase_context(args: argparse.Namespace):
+    """The phase context (config, workspace, engine) of --repo/--use-case/--env; the config's
+    secrets are registered for redaction before anything is printed."""
+    from genaiops.phases.context import PhaseContext
+
+    return PhaseContext.open(repo_root(args), args.use_case, args.env, show_progress=show_progress(args))

@@ -1,0 +1,52 @@
+"""`genaiops validate`: every problem of one use case (or all), with file, line, field and fix."""
+
+from __future__ import annotations
+
+import argparse
+
+from genaiops.cli.options import OPTIONAL, OVERLAY, add_command, repo_root
+from genaiops.errors import EXIT_OK, EXIT_USAGE, ConfigError, GenaiopsError, Problem
+
+
+def add_validate_parser(subparsers) -> None:
+    add_command(subparsers, "validate", cmd_validate, use_case=OPTIONAL, env=OVERLAY)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check configs, overlays, flows and datasets.
+
+    Validates one use case (default: all) and reports every problem with file, line, field and
+    fix. Exit 2 on any problem.
+    """
+    from genaiops.cli.render import emit_json, out
+    from genaiops.config import list_use_cases
+
+    root = repo_root(args)
+    use_cases = [args.use_case] if args.use_case else list_use_cases(root)
+    if not use_cases:
+        raise GenaiopsError("no use cases under configs/", hint="create one: genaiops new <name>")
+    results = [_check(root, use_case, args.env) for use_case in use_cases]
+    ok = all(result["ok"] for result in results)
+    if args.json:
+        emit_json({"ok": ok, "env": args.env, "use_cases": results})
+        return EXIT_OK if ok else EXIT_USAGE
+    for result in results:
+        if result["ok"]:
+            out(f"ok       {result['use_case']}  ({', '.join(result['files'])})")
+        else:
+            out(f"INVALID  {result['use_case']}")
+            for problem in result["problems"]:
+                out(f"  - {Problem(**problem).render()}")
+    return EXIT_OK if ok else EXIT_USAGE
+
+
+def _check(root, use_case: str, env: str | None) -> dict:
+    """One use case's verdict: the files it is made of, or every problem they have."""
+    from genaiops.config import load_experiment
+
+    try:
+        config = load_experiment(root, use_case, env)
+    except ConfigError as exc:
+        return {"use_case": use_case, "ok": False, "problems": [p.as_dict() for p in exc.problems]}
+    return {"use_case": use_case, "ok": True,
+            "files": [str(f.relative_to(root)) for f in config.files]}

@@ -1,0 +1,121 @@
+"""What a promptflow serving image holds, written into a build context's `bundle/` folder.
+
+`pf flow build --format docker` (in a child process, see `build`) gives `flow/` and
+`connections/*.yaml` whose secrets read `${env:<CONN>_<KEY>}`. Its Dockerfile needs
+continuumio/miniconda3 from a registry, so genaiops' own image builder (`deploy.image`) is used
+instead: this module only lays out the files the image copies to `/` and says how to start it
+(gunicorn serving promptflow's flask app on 8080: `POST /score`, `GET /health`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from genaiops.engines.base import ServingBundle, ServingConnections
+from genaiops.errors import GenaiopsError
+from genaiops.workspace.files import atomic_write_text
+
+PROMPTFLOW_PIN = "promptflow==1.18.5"
+SERVING_REQUIREMENTS = ("keyrings.alt", "gunicorn==22.0.0")
+PORT = 8080
+
+SERVE_SH = """\
+#!/bin/sh
+# Connections are created at start from /connections/*.yaml; their secrets read ${env:<CONN>_<KEY>}
+# and any <CONN>_<KEY> variable (e.g. LLM_BASE_URL) overrides a value. Nothing secret is in the image.
+set -e
+for f in /connections/*.yaml; do
+  [ -e "$f" ] && pf connection create --file "$f" > /dev/null
+done
+cd /flow
+exec gunicorn -w "$PROMPTFLOW_WORKER_NUM" --threads 1 -b "0.0.0.0:$PORT" --timeout 300 \\
+  "promptflow.core._serving.app:create_app(engine='flask')"
+"""
+
+PF_CONFIG = "telemetry:\n  enabled: false\ntrace:\n  destination: none\n"
+
+IMAGE_ENV = {
+    "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+    "PF_TRACING_SKIP_LOCAL_SETUP": "true", "PF_DISABLE_TELEMETRY": "true",
+    "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+    "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    "PORT": str(PORT), "PROMPTFLOW_WORKER_NUM": "2",
+}
+
+
+def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> ServingBundle:
+    """Lay out `bundle/` (copied to `/` in the image) for the staged flow at `flow_dir`."""
+    with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-") as tmp:
+        output = Path(tmp) / "out"
+        _pf_build(flow_dir, output, connections)
+        bundle.mkdir(parents=True, exist_ok=True)
+        for part in ("flow", "connections"):
+            if (output / part).exists():
+                shutil.copytree(output / part, bundle / part, dirs_exist_ok=True)
+    atomic_write_text(bundle / "serve.sh", SERVE_SH)
+    atomic_write_text(bundle / "root" / ".promptflow" / "pf.yaml", PF_CONFIG)
+    return ServingBundle(requirements=requirements(bundle / "flow"), env=dict(IMAGE_ENV),
+                         command=["/bin/sh", "/serve.sh"], port=PORT)
+
+
+def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:
+    """`pf flow build` with a throwaway HOME: its connection store holds placeholders only."""
+    with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-home-") as home:
+        env = {**os.environ, "HOME": home}
+        env.pop("PF_HOME_DIRECTORY", None)
+        done = subprocess.run([sys.executable, "-m", "genaiops.engines.promptflow.build", str(flow_dir),
+                               str(output), json.dumps(connections)], capture_output=True, text=True,
+                              env=env, timeout=600, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-5:]
+        raise GenaiopsError("pf flow build failed: " + " | ".join(tail),
+                            hint="check the flow with `pf flow test` or `genaiops validate`")
+
+
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def requirements(flow: Path) -> list[str]:
+    """The flow's requirements.txt plus what serving needs (unless the flow already pins it)."""
+    req_file = flow / "requirements.txt"
+    lines = []
+    if req_file.is_file():
+        lines = [ln.strip() for ln in req_file.read_text(encoding="utf-8").splitlines()
+                 if ln.strip() and not ln.strip().startswith("#")]
+    names = {m.group(1).lower().replace("_", "-") for m in map(_REQ_NAME.match, lines) if m}
+    if "promptflow" not in names:
+        lines.append(PROMPTFLOW_PIN)
+    for extra in SERVING_REQUIREMENTS:
+        if _REQ_NAME.match(extra).group(1).lower() not in names:
+            lines.append(extra)
+    return lines
+
+
+def env_prefix(connection_name: str) -> str:
+    """promptflow's `<CONN>_<KEY>` convention (`connection_name.replace(' ', '_').upper()`)."""
+    return re.sub(r"\s", "_", connection_name).upper()
+
+
+def serving_connections(connections, endpoints: dict[str, str],
+                        default_endpoints: dict[str, str]) -> ServingConnections:
+    """promptflow serving creates connections from /connections/*.yaml at start; any
+    `<CONN>_<KEY>` variable overrides a value there, secrets included."""
+    env, secrets, descriptions = {}, [], []
+    for conn in connections:
+        prefix = env_prefix(conn.name)
+        endpoint_key = "BASE_URL" if conn.type == "open_ai" else "API_BASE"
+        env[f"{prefix}_{endpoint_key}"] = endpoints[conn.name]
+        env[f"{prefix}_API_KEY"] = conn.api_key or "none"
+        secrets.append(f"{prefix}_API_KEY")
+        if conn.type != "open_ai" and conn.api_version:
+            env[f"{prefix}_API_VERSION"] = conn.api_version
+        descriptions.append({"name": conn.name, "type": conn.type, "api_version": conn.api_version,
+                             "endpoint": default_endpoints[conn.name]})
+    return ServingConnections(env, tuple(secrets), descriptions)

@@ -1,0 +1,70 @@
+"""What every phase works with: one use case's config, its workspace, its engine and its LLM.
+
+A phase is a function from a `PhaseContext` (plus its options) to a typed result with
+`to_json()`; the CLI builds the context once per command and renders the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from genaiops.config.model import ExperimentConfig
+from genaiops.engines.base import Engine, FlowSpec
+from genaiops.workspace import Workspace
+
+
+@dataclass
+class PhaseContext:
+    config: ExperimentConfig
+    workspace: Workspace
+    engine: Engine
+    simulator: object | None = None  # a running simulator to use instead of starting one
+    show_progress: bool = True
+
+    @classmethod
+    def open(cls, repo_root: Path, use_case: str, env: str | None = None, *, simulator=None,
+             runner=None, show_progress: bool = True) -> PhaseContext:
+        from genaiops.config import load_experiment
+
+        return cls.for_config(load_experiment(repo_root, use_case, env), simulator=simulator,
+                              runner=runner, show_progress=show_progress)
+
+    @classmethod
+    def for_config(cls, config: ExperimentConfig, *, simulator=None, runner=None,
+                   show_progress: bool = True) -> PhaseContext:
+        from genaiops.engines import engine_for
+        from genaiops.secrets import REDACTOR
+
+        REDACTOR.add(*config.secrets())
+        return cls(config, Workspace.for_repo(config.repo_root), engine_for(config, runner),
+                   simulator, show_progress)
+
+    @cached_property
+    def flow(self) -> FlowSpec:
+        """The standard flow as the engine reads it."""
+        return self.engine.read_flow(self.config.flow)
+
+    @cached_property
+    def deployment(self):
+        """The use case's deployment config (`deployment.yaml` + its overlay for this env)."""
+        from genaiops.config.deployment import load_deployment
+
+        return load_deployment(self.config.repo_root, self.config.use_case, self.config.env)
+
+    def llm(self) -> contextlib.AbstractContextManager:
+        """The LLM endpoint for the phase's runs (starts the simulator when the config says so)."""
+        from genaiops.llm_session import llm_session
+
+        return llm_session(self.config, self.engine, self.simulator)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> PhaseContext:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,129 @@
+"""The architecture, checked: engine internals stay behind the engine protocol, and the package has
+no import cycle (lazy imports inside functions count too: they are dependencies all the same)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "genaiops"
+
+
+MODULE_NAMES: set[str] = set()
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside functions (relative imports resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            # `from pkg import mod` imports a module; `from mod import name` only a name
+            found.update(f"{base}.{alias.name}" for alias in node.names
+                         if f"{base}.{alias.name}" in MODULE_NAMES)
+    return found
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "templates" not in p.parts}
+MODULE_NAMES = set(MODULES)
+# `__main__` modules are entry points (`python -m ...`): they may call the CLI, nothing imports them
+GRAPH = {name: {m for m in _imports(path) if m in MODULES and m != name}
+         for name, path in MODULES.items() if not name.endswith("__main__")}
+
+
+def _owner(module: str) -> str:
+    """The package a module belongs to, for the package-level graph: `genaiops.x`, with each
+    engine adapter and the engine protocol (`engines.base`) apart from the `engines` facade."""
+    parts = module.split(".")
+    if parts[:2] == ["genaiops", "engines"] and len(parts) > 2:
+        return ".".join(parts[:3])
+    return ".".join(parts[:2])
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_module_graph_has_no_cycle():
+    cycle = _cycle(GRAPH)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_packages_do_not_depend_on_each_other_in_a_circle():
+    graph: dict[str, set[str]] = {}
+    for module, deps in GRAPH.items():
+        graph.setdefault(_owner(module), set()).update(_owner(d) for d in deps if _owner(d) != _owner(module))
+    cycle = _cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_only_the_promptflow_engine_knows_promptflow(module):
+    inside = module.startswith("genaiops.engines.promptflow")
+    for imported in _imports(MODULES[module]):
+        if imported.split(".")[0] == "promptflow" or imported.startswith("genaiops.engines.promptflow"):
+            assert inside or module == "genaiops.engines", f"{module} imports {imported}"
+
+
+@pytest.mark.parametrize("layer", ["genaiops.phases", "genaiops.evaluation", "genaiops.reports",
+                                   "genaiops.deploy", "genaiops.cli", "genaiops.config"])
+def test_phases_gates_reports_and_approvals_speak_only_the_engine_protocol(layer):
+    for module, path in MODULES.items():
+        if module == layer or module.startswith(layer + "."):
+            engines = {m for m in _imports(path) if m.startswith("genaiops.engines")}
+            assert engines <= {"genaiops.engines", "genaiops.engines.base"}, \
+                f"{module} imports {sorted(engines)}"
+
+
+def test_reports_read_only_the_evaluation_summary():
+    for module, path in MODULES.items():
+        if module.startswith("genaiops.reports"):
+            evaluation = {m for m in _imports(path) if m.startswith("genaiops.evaluation")}
+            assert evaluation <= {"genaiops.evaluation.summary"}, f"{module} imports {sorted(evaluation)}"
+
+
+def test_state_paths_are_built_only_by_the_workspace():
+    for module, path in MODULES.items():
+        text = path.read_text(encoding="utf-8")
+        if module.startswith("genaiops.workspace"):
+            continue
+        assert "state_dir(" not in text, f"{module} builds a state path itself"
+        assert '".genaiops"' not in text, f"{module} names the state folder"

@@ -1,0 +1,210 @@
+"""Fast unit tests (no promptflow run) of the promptflow engine's staging, composite DAGs and retry
+patch, and of the shared progress display and scheduling loop."""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+import types
+
+import pytest
+import yaml
+
+from genaiops.engines.base import VariantSpec
+from genaiops.engines.promptflow import retry_policy
+from genaiops.engines.promptflow.composite import composite_dag, output_name
+from genaiops.engines.promptflow.flowspec import read_flow
+from genaiops.engines.promptflow.staging import stage_batch, stage_for_serving
+from genaiops.progress import Progress
+from genaiops.scheduling import Unit, run_concurrently
+
+DAG = {
+    "inputs": {"text": {"type": "string"}},
+    "outputs": {"category": {"type": "string", "reference": "${classify.output}"}},
+    "nodes": [
+        {"name": "summarize", "use_variants": True},
+        {"name": "classify", "use_variants": True},
+        {"name": "normalize", "type": "python", "source": {"type": "code", "path": "n.py"},
+         "inputs": {"text": "${classify.output}", "original": "${inputs.text}"}},
+    ],
+    "node_variants": {
+        "summarize": {"default_variant_id": "full", "variants": {
+            "full": {"node": {"type": "llm", "inputs": {"text": "${inputs.text}"}}},
+            "brief": {"node": {"type": "llm", "inputs": {"text": "${inputs.text}", "max_tokens": 5}}}}},
+        "classify": {"default_variant_id": "careful", "variants": {
+            "careful": {"node": {"type": "llm", "inputs": {"summary": "${summarize.output}"}}},
+            "terse": {"node": {"type": "llm", "inputs": {"summary": "${summarize.output}", "t": 0.7}}}}},
+    },
+}
+
+
+def test_composite_dag_gives_each_variant_its_own_renamed_chain():
+    staged = composite_dag(DAG, [{"summarize": "full", "classify": "careful"},
+                                 {"summarize": "brief", "classify": "terse"}])
+    names = [n["name"] for n in staged["nodes"]]
+    assert names == ["summarize__v0", "classify__v0", "normalize__v0",
+                     "summarize__v1", "classify__v1", "normalize__v1"]
+    nodes = {n["name"]: n for n in staged["nodes"]}
+    assert nodes["classify__v1"]["inputs"] == {"summary": "${summarize__v1.output}", "t": 0.7}
+    assert nodes["summarize__v1"]["inputs"]["max_tokens"] == 5  # the chosen variant's node body
+    assert nodes["normalize__v0"]["inputs"] == {"text": "${classify__v0.output}",
+                                                "original": "${inputs.text}"}  # flow inputs untouched
+    assert staged["outputs"] == {"category__v0": {"type": "string", "reference": "${classify__v0.output}"},
+                                 "category__v1": {"type": "string", "reference": "${classify__v1.output}"}}
+    assert "node_variants" not in staged and all("use_variants" not in n for n in staged["nodes"])
+    assert output_name("category", 1) == "category__v1"
+
+
+def _dag_flow(tmp_path):
+    root = tmp_path / "flow"
+    root.mkdir()
+    (root / "flow.dag.yaml").write_text(yaml.safe_dump(DAG, sort_keys=False))
+    (root / "n.py").write_text("x = 1\n")
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "n.cpython-311.pyc").write_bytes(b"junk")
+    return read_flow(root)
+
+
+def test_stage_batch_of_dag_variants_is_one_composite_copy(tmp_path):
+    flow = _dag_flow(tmp_path)
+    variants = [VariantSpec("a", {"summarize": "full", "classify": "careful"}),
+                VariantSpec("b", {"summarize": "brief", "classify": "careful"})]
+    staged = stage_batch(flow, variants, tmp_path / "staged")
+    assert staged.member_suffixes == ["__v0", "__v1"] and staged.init is None
+    assert (tmp_path / "staged" / "n.py").is_file()
+    assert not (tmp_path / "staged" / "__pycache__").exists()  # caches are not copied
+    assert set(yaml.safe_load((tmp_path / "staged" / "flow.dag.yaml").read_text())["outputs"]) == {
+        "category__v0", "category__v1"}
+    assert (flow.root / "flow.dag.yaml").read_text() == yaml.safe_dump(DAG, sort_keys=False)  # the repo's flow is untouched
+
+
+def test_prompty_variant_is_a_copy_with_its_front_matter_changed(tmp_path):
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "ask.prompty").write_text("---\nname: ask\nmodel:\n  parameters:\n    temperature: 0.0\n"
+                                      "    max_tokens: 10\n---\nsystem:\nAnswer {{question}}\n")
+    flow = read_flow(root / "ask.prompty")
+    variant = VariantSpec("hot", init={"model": {"parameters": {"temperature": 0.9}}})
+    staged = stage_batch(flow, [variant], tmp_path / "staged")
+    assert staged.entry == str(tmp_path / "staged" / "ask.prompty")
+    assert staged.environment == {"PF_BATCH_METHOD": "spawn"}
+    front = yaml.safe_load((tmp_path / "staged" / "ask.prompty").read_text().split("---")[1])
+    assert front["model"]["parameters"] == {"temperature": 0.9, "max_tokens": 10}
+    assert "Answer {{question}}" in (tmp_path / "staged" / "ask.prompty").read_text()
+    served = stage_for_serving(flow, variant, tmp_path / "served")
+    assert "temperature: 0.9" in (served / "ask.prompty").read_text()
+    with pytest.raises(ValueError):
+        stage_batch(flow, [variant, variant], tmp_path / "two")  # one prompty variant a batch
+
+
+def test_serving_copy_of_a_dag_makes_the_variant_the_default(tmp_path):
+    flow = _dag_flow(tmp_path)
+    served = stage_for_serving(flow, VariantSpec("b", {"summarize": "brief", "classify": "terse"}),
+                               tmp_path / "served")
+    assert read_flow(served).node_variants == {"summarize": ("brief", ("full", "brief")),
+                                               "classify": ("terse", ("careful", "terse"))}
+
+
+# -- the retry patch ----------------------------------------------------------------------------
+
+def test_retry_interval_backs_off_then_gives_up_with_the_cause():
+    common = types.SimpleNamespace()
+    retry_policy._patch(common, max_attempts=3, backoff=0.5)
+    assert [common.generate_retry_interval(n) for n in (0, 1)] == [0.5, 1.0]
+    try:
+        raise ConnectionError("HTTP 500 from the endpoint")
+    except ConnectionError:
+        with pytest.raises(retry_policy.RetriesExhausted, match=r"gave up after 3 attempt\(s\): "
+                                                                 r"ConnectionError: HTTP 500") as info:
+            common.generate_retry_interval(2)
+    assert isinstance(info.value.__cause__, ConnectionError)
+    retry_policy._patch(common, max_attempts=100, backoff=10)
+    assert common.generate_retry_interval(10) == 30.0  # capped
+
+
+def test_patch_applies_when_the_tools_module_is_imported_later(tmp_path, monkeypatch):
+    module = "genaiops_fake_tools_common"
+    (tmp_path / f"{module}.py").write_text("def generate_retry_interval(n):\n    return 99\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(retry_policy, "TARGET", module)
+    monkeypatch.setenv(retry_policy.ENV_ATTEMPTS, "2")
+    monkeypatch.setenv(retry_policy.ENV_BACKOFF, "0.25")
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    retry_policy.install_from_env()
+    imported = __import__(module)
+    assert imported.generate_retry_interval(0) == 0.25  # ours, not the module's 99
+    assert not any(isinstance(f, retry_policy._PatchOnImport) for f in sys.meta_path)  # one-shot
+
+
+def test_no_policy_without_the_environment(monkeypatch):
+    monkeypatch.delenv(retry_policy.ENV_ATTEMPTS, raising=False)
+    before = list(sys.meta_path)
+    retry_policy.install_from_env()
+    assert sys.meta_path == before
+
+
+# -- progress and the scheduling loop ---------------------------------------------------------------
+
+def test_progress_in_a_log_prints_quarters_only():
+    stream = io.StringIO()
+    progress = Progress(8, "experiment x", stream=stream)
+    progress.add_task("a", 4)
+    progress.add_task("b", 4)
+    for done in range(1, 5):
+        progress.update("a", done)
+    progress.update("b", 9)  # clamped to the task's size
+    lines = [line.split(" after ")[0] for line in stream.getvalue().splitlines()]
+    assert lines == ["experiment x: 1/8 lines (12%)", "experiment x: 2/8 lines (25%)",
+                     "experiment x: 4/8 lines (50%)", "experiment x: 8/8 lines (100%)"]
+    quiet = io.StringIO()
+    Progress(1, "q", stream=quiet, enabled=False).update("a", 1)
+    assert quiet.getvalue() == ""
+
+
+def test_progress_on_a_terminal_redraws_one_line():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    progress = Progress(2, "evaluate", stream=stream)
+    progress.add_task("e1", 2)
+    progress.update("e1", 1)
+    progress.update("e1", 2)
+    progress.close()
+    text = stream.getvalue()
+    assert text.count("\r") == 2 and "[###############---------------] 1/2" in text
+    assert text.endswith("\n")
+
+
+def test_run_concurrently_keeps_order_bounds_parallelism_and_propagates_errors():
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def work(item, report):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05 * (3 - item % 3))
+        report(1)
+        with lock:
+            running -= 1
+        return item * 10
+
+    units = [Unit(i, "same label") for i in range(6)]
+    assert run_concurrently(units, work, max_parallel=2, title="t", show_progress=False) == \
+        [0, 10, 20, 30, 40, 50]
+    assert peak == 2
+
+    def failing(item, report):
+        if item == 1:
+            raise RuntimeError("unit 1 broke")
+        return item
+
+    with pytest.raises(RuntimeError, match="unit 1 broke"):
+        run_concurrently([Unit(i, f"u{i}") for i in range(3)], failing, max_parallel=3, title="t",
+                         show_progress=False)
+    assert run_concurrently([], work, max_parallel=2, title="t") == []
