@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from genaiops.config.yamlsrc import SourceMap, format_path
 from genaiops.engines import open_engine
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
+from genaiops.hashing import escaping_links
 from genaiops.workspace.repo import resolve_inside
 
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
@@ -52,8 +54,27 @@ class Checker:
         except FlowSpecError as exc:
             self.add(path, str(exc), self.engine.flow_hint)
             return None
+        spec = replace(spec, boundary=self.repo_root)
+        if not self.links_stay_inside(path, spec.root):
+            return None
         self.flows[value] = spec
         return spec
+
+    def links_stay_inside(self, path, folder: Path) -> bool:
+        """A symbolic link out of the repository would carry a host file into runs, the registry
+        and images: each one is a problem."""
+        escapes = escaping_links(folder, self.repo_root, self.engine.cache_patterns)
+        for link, target in escapes:
+            self.add(path, f"{self._shown(link)} is a symbolic link to {target}, outside the repository",
+                     "replace it with a regular file (or a link to a file inside the repository), "
+                     "or remove it")
+        return not escapes
+
+    def _shown(self, link: Path) -> str:
+        try:
+            return link.relative_to(self.repo_root).as_posix()
+        except ValueError:
+            return str(link)
 
     def dataset_row(self, path, value: str) -> dict | None:
         """The dataset's first row (for checking mapped columns), or None with a problem added."""

@@ -29,6 +29,8 @@ class FlowSpec:
     outputs: tuple[str, ...] = ()
     # node name -> (default variant id, (variant ids...)): per-node variants, where the engine has them
     node_variants: dict = field(default_factory=dict)
+    # where the flow's symbolic links may point (the repository); None: inside `root` only
+    boundary: Path | None = None
 
 
 @dataclass(frozen=True)

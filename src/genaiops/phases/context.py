@@ -7,7 +7,7 @@ A phase is a function from a `PhaseContext` (plus its options) to a typed result
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -44,8 +44,8 @@ class PhaseContext:
 
     @cached_property
     def flow(self) -> FlowSpec:
-        """The standard flow as the engine reads it."""
-        return self.engine.read_flow(self.config.flow)
+        """The standard flow as the engine reads it; its links may point inside the repository."""
+        return replace(self.engine.read_flow(self.config.flow), boundary=self.config.repo_root)
 
     @cached_property
     def deployment(self):

@@ -117,7 +117,7 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
             raise UsageError(f"unknown dataset(s): {', '.join(unknown)}",
                              hint=f"datasets of {config.use_case}: {', '.join(known)}")
         datasets = [known[n] for n in options.datasets]
-    flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns)
+    flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns, boundary=ctx.flow.boundary)
     planned = []
     for dataset in datasets:
         dataset_hash = hash_file(dataset.source)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from genaiops.engines.base import ServingBundle, ServingConnections
 from genaiops.errors import GenaiopsError
+from genaiops.safecopy import copy_regular_tree
 from genaiops.workspace.files import atomic_write_text
 
 PROMPTFLOW_PIN = "promptflow==1.18.5"
@@ -57,8 +57,8 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
         _pf_build(flow_dir, output, connections)
         bundle.mkdir(parents=True, exist_ok=True)
         for part in ("flow", "connections"):
-            if (output / part).exists():
-                shutil.copytree(output / part, bundle / part, dirs_exist_ok=True)
+            if (output / part).exists():  # regular files only: a link would copy a host file
+                copy_regular_tree(output / part, bundle / part)
     atomic_write_text(bundle / "serve.sh", SERVE_SH)
     atomic_write_text(bundle / "root" / ".promptflow" / "pf.yaml", PF_CONFIG)
     return ServingBundle(requirements=requirements(bundle / "flow"), env=dict(IMAGE_ENV),
