@@ -236,7 +236,8 @@ def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_con
     workspace = Workspace.for_repo(world["root"])
     chain = workspace.audit_log
     normalize = world["root"] / "flows/classification/standard/normalize.py"
-    broken = normalize.read_text()
+    original = normalize.read_text().replace("    raise RuntimeError('deliberately broken flow')\n", "")
+    normalize.write_text(original)  # the flow the gated environment runs
     gated = [r for r in audit_log(workspace).read() if r["event"] == "deployed" and r["env"] == ENV_GATED]
     artifact = gated[-1]["artifact"]
     pristine = None
@@ -260,7 +261,7 @@ def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_con
 
         # 2. edit an old record, with a changed flow that would need a new image and container
         chain.write_bytes(pristine)
-        normalize.write_text(broken.replace("    raise RuntimeError('deliberately broken flow')\n", ""))
+        normalize.write_text(original + "# a change that needs a new image and container\n")
         lines = chain.read_text().splitlines()
         lines[0] = lines[0].replace('"classification"', '"classificatioN"', 1)
         chain.write_text("".join(line + "\n" for line in lines))
@@ -274,8 +275,28 @@ def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_con
     finally:
         if pristine is not None:
             chain.write_bytes(pristine)
-        normalize.write_text(broken)
+        normalize.write_text(original)
     assert audit_log(workspace).read()
+
+
+def test_a_secret_in_the_flow_folder_is_caught_by_the_image_scan(world, capsys):
+    """A key committed into the flow folder is in the built image: the post-build scan refuses it,
+    again on the next deploy (a kept image is not trusted as clean), and no container starts."""
+    notes = world["root"] / "flows/classification/standard/notes.txt"
+    notes.write_text(f"key for later: {CANARY}\n")
+    containers = _containers()
+    try:
+        for _ in range(2):
+            code, refused, text = _deploy(world, ENV, capsys)
+            assert code == 1, text
+            assert "a known secret value in: /flow/notes.txt" in refused["error"] and CANARY not in text
+            assert "docker rmi" in refused["hint"]
+            assert _containers() == containers
+    finally:
+        notes.unlink()
+    scans = [r for r in audit_log(Workspace.for_repo(world["root"])).read() if r["event"] == "image_scanned"]
+    assert [s["ok"] for s in scans[-2:]] == [False, False]
+    assert scans[-1]["scan"]["secrets_in"] == ["/flow/notes.txt"]
 
 
 def test_missing_base_image_is_a_clear_error(world, capsys, tmp_path):

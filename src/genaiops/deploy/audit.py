@@ -195,6 +195,11 @@ class ChainedLog:
     def _mac(self, record: dict) -> str:
         return hmac.new(self.key, _canonical(record), hashlib.sha256).hexdigest()
 
+    def keyed_digest(self, text: str) -> str:
+        """An HMAC of `text` under the chain's key: records can name a set of values (the secrets an
+        image was scanned for) without revealing them to whoever reads the log."""
+        return hmac.new(self.key, b"digest\0" + text.encode("utf-8"), hashlib.sha256).hexdigest()
+
     def append(self, record: dict, check: Callable[[list[dict]], None] | None = None) -> dict:
         """Verify the whole chain (and its anchor), let `check` refuse on what it holds (under the
         same lock, so no other writer slips in between), then add `record` and move the anchor."""

@@ -121,6 +121,8 @@ class ServingBundle:
     env: dict  # image environment variables (never secrets)
     command: list[str]  # the container's CMD
     port: int = 8080
+    flow_dir: str = "/flow"  # where the image holds the flow (checked against its hash after a build)
+    generated: tuple[str, ...] = ()  # glob patterns of files the build adds under flow_dir
 
 
 @dataclass(frozen=True)

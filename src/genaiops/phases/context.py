@@ -35,10 +35,12 @@ class PhaseContext:
     @classmethod
     def for_config(cls, config: ExperimentConfig, *, simulator=None, runner=None,
                    show_progress: bool = True) -> PhaseContext:
+        from genaiops.config.envvars import load_dotenv_values
         from genaiops.engines import engine_for
         from genaiops.secrets import REDACTOR
 
         REDACTOR.add(*config.secrets())
+        REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named
         return cls(config, Workspace.for_repo(config.repo_root), engine_for(config, runner),
                    simulator, show_progress)
 

@@ -50,7 +50,7 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     from genaiops.deploy.image import ImageBuilder, git_commit
     from genaiops.deploy.targets import DeployRequest, SmokeSpec, make_target
     from genaiops.deploy.variant import choose_variant
-    from genaiops.hashing import hash_tree
+    from genaiops.hashing import snapshot
     from genaiops.llm_session import endpoints
     from genaiops.registry import AssetSpec, open_registry
 
@@ -73,7 +73,8 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     if chosen.note:
         progress("note: " + chosen.note)
     staged = engine.stage_for_serving(ctx.flow, chosen.spec(), work / "staged" / "flow")
-    flow_hash = hash_tree(staged, engine.cache_patterns)
+    flow = snapshot(staged, engine.cache_patterns)
+    flow_hash = flow.content_hash
 
     fixed_simulator = f"http://127.0.0.1:{experiment.simulator.port}"
     connections = engine.serving_connections(
@@ -84,7 +85,6 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     image = builder.ensure(staged, flow_hash, connections.descriptions, {
         "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",
         "git_commit": git_commit(repo_root)})
-    _assert_no_secret_in_image(image.tag, experiment.secrets())
     progress(f"image {image.tag} {image.image_id[:19]} ({f'built in {image.build_seconds:.0f}s' if image.built else 'reused'})")
 
     base_record = {
@@ -92,8 +92,12 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
         "artifact": image.image_id, "git_commit": image.labels.get("git_commit", ""),
     }
     grant = None
-    if environment.requires_approval:  # before anything leaves this machine or starts
-        grant = _approval(workspace, trail, records, environment, base_record, options.environ)
+    if gated_by_pipeline:  # its record may hold the chain head that lets a fresh agent's chain take records
+        grant = _approval(workspace, trail, environment, base_record, options.environ)
+    _scan(trail, records, image, flow, _brief(base_record), progress)
+    if environment.requires_approval and grant is None:  # the scan is on record for the approver
+        grant = _approval(workspace, trail, environment, base_record, options.environ)
+    if grant is not None:  # before anything leaves this machine or starts
         progress(f"approval: {grant.source} by {grant.by}")
 
     backend = config.registry.get("backend") or experiment.registry.get("backend", "local")
@@ -145,7 +149,30 @@ def _verified(workspace, trail, brief: dict, *, require_anchor: bool) -> list[di
         raise
 
 
-def _approval(workspace, trail, records: list[dict], environment, base_record: dict, environ):
+def _scan(trail, records: list[dict], image, flow, brief: dict, progress) -> None:
+    """The post-build scan (flow files as hashed, no known secret), once per image and secrets set:
+    a passed scan is an audit record, which only the key holder can write."""
+    from genaiops.deploy.image_scan import require_clean, scan_image
+    from genaiops.secrets import known_secrets
+
+    secrets = known_secrets()
+    fingerprint = trail.keyed_digest("\0".join(sorted(secrets)))
+    if any(r.get("event") == "image_scanned" and r.get("ok") and r.get("image") == image.image_id
+           and r.get("secrets") == fingerprint for r in records):
+        progress("image scan: passed before (same image, same secrets)")
+        return
+    result = scan_image(image.tag, flow_dir=image.labels.get("flow_dir") or "/flow",
+                        expected={entry.rel: entry.sha256 for entry in flow.files},
+                        generated=filter(None, image.labels.get("generated", "").split(",")),
+                        secrets=secrets)
+    trail.append({"event": "image_scanned", **brief, "image": image.image_id, "ok": result.ok,
+                  "secrets": fingerprint, "scan": result.as_dict()})
+    require_clean(result)
+    progress(f"image scan: {result.files} files, {result.bytes / 1e6:.0f} MB in {result.seconds:.1f}s: "
+             "the flow as hashed, no known secret")
+
+
+def _approval(workspace, trail, environment, base_record: dict, environ):
     """The grant for this artifact; a refusal is appended to the chain before it is raised."""
     from genaiops.deploy.approvals import ApprovalRequest, approval_source
     from genaiops.deploy.audit import TamperedLog
@@ -153,8 +180,10 @@ def _approval(workspace, trail, records: list[dict], environment, base_record: d
     request = ApprovalRequest(base_record["use_case"], environment.name, base_record["artifact"],
                               environment.approval_ttl_minutes)
     brief = _brief(base_record)
+    source = approval_source(environment.approval_source, environ)
     try:
-        grant = approval_source(environment.approval_source, environ).grant(request, records)
+        records = trail.read(require_anchor=source.name == "local")  # as of now, not of the start
+        grant = source.grant(request, records)
         if grant.head is not None:  # the source keeps a chain head outside the state folder
             trail.vouch(grant.head)
         else:
@@ -204,17 +233,3 @@ def _smoke_body(config) -> dict:
         raise ConfigError([Problem(config.smoke_request_rel, None, None, "expected a JSON object",
                                    "write the flow's inputs as one JSON object")])
     return body
-
-
-def _assert_no_secret_in_image(tag: str, secrets: set[str]) -> None:
-    """Fail closed if a known secret value shows up in the image's config or layer history."""
-    from genaiops.deploy import dockercli
-
-    values = [s for s in secrets if s and len(s) >= 4]
-    if not values:
-        return
-    blob = dockercli.text("image", "inspect", tag) + dockercli.text("history", "--no-trunc", tag)
-    if any(v in blob for v in values):
-        raise GenaiopsError(f"a connection secret appears in image {tag}'s metadata: refusing to deploy it",
-                            hint="remove secrets from the flow folder and build settings; "
-                                 f"then delete the image: docker rmi {tag}")

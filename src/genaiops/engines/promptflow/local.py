@@ -21,6 +21,7 @@ from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResul
 from genaiops.engines.promptflow.env import promptflow_home
 from genaiops.engines.promptflow.results import count_finished_lines
 from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
+from genaiops.engines.promptflow.rundirs import lock_down, scrub
 from genaiops.workspace.files import atomic_write_json
 
 POLL_SECONDS = 0.3
@@ -74,6 +75,17 @@ class _Worker:
         self._log.close()
 
 
+def _scrub(job: BatchJob, run_dir: Path) -> None:
+    """Known secret values out of what promptflow wrote for this run (an endpoint may echo a key)."""
+    from genaiops.secrets import known_secrets
+
+    values = known_secrets()
+    flow = Path(job.flow)
+    lock_down(run_dir)
+    scrub(run_dir, values)
+    scrub((flow if flow.is_dir() else flow.parent) / ".promptflow", values)
+
+
 class LocalRunner:
     def __init__(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="genaiops-jobs-")
@@ -120,6 +132,8 @@ class LocalRunner:
         except BaseException:  # interrupted: stop the whole worker process group
             worker.stop()
             raise
+        finally:
+            _scrub(job, run_dir)
         worker.close()
         if progress:
             progress(count_finished_lines(run_dir))

@@ -39,6 +39,9 @@ exec gunicorn -w "$PROMPTFLOW_WORKER_NUM" --threads 1 -b "0.0.0.0:$PORT" --timeo
   "promptflow.core._serving.app:create_app(engine='flask')"
 """
 
+# what `pf flow build` adds to the flow folder: tool metadata of DAG and flex flows
+BUILD_GENERATED = (".promptflow/flow.tools.json", ".promptflow/flow.json")
+
 PF_CONFIG = "telemetry:\n  enabled: false\ntrace:\n  destination: none\n"
 
 IMAGE_ENV = {
@@ -62,7 +65,8 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
     atomic_write_text(bundle / "serve.sh", SERVE_SH)
     atomic_write_text(bundle / "root" / ".promptflow" / "pf.yaml", PF_CONFIG)
     return ServingBundle(requirements=requirements(bundle / "flow"), env=dict(IMAGE_ENV),
-                         command=["/bin/sh", "/serve.sh"], port=PORT)
+                         command=["/bin/sh", "/serve.sh"], port=PORT, flow_dir="/flow",
+                         generated=BUILD_GENERATED)
 
 
 def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:

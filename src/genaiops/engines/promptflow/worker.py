@@ -91,8 +91,12 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
+    import os
+
+    from genaiops.engines.promptflow.rundirs import PRIVATE_UMASK
     from genaiops.workspace.files import atomic_write_json
 
+    os.umask(PRIVATE_UMASK)  # run folders, logs, line processes: 0700 folders, 0600 files
     _exit_with_parent()
     if argv == ["--serve"]:
         _warm_up()
