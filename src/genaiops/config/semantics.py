@@ -1,5 +1,6 @@
-"""Checks JSON Schema cannot express: unique names, references that exist, paths inside the repo,
-flow folders that are flows, mapping columns present in the dataset's first row."""
+"""Checks JSON Schema cannot express: unique names, references that exist, paths inside the repo
+(symbolic links included), flow folders that are flows, mapping columns present in the dataset's
+first row, worker counts this machine can hold."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from genaiops.capacity import worker_hint, worker_problem
 from genaiops.config.yamlsrc import SourceMap, format_path
 from genaiops.engines import open_engine
 from genaiops.engines.base import FlowSpec, FlowSpecError
@@ -199,6 +201,14 @@ def check(data: dict, sources: SourceMap,
         if gate.get("dataset") and gate["dataset"] not in names:
             c.add(("gates", g_index, "dataset"), f"no dataset named {gate['dataset']!r}",
                   f"use one of: {', '.join(sorted(names))}")
+
+    runtime = data.get("runtime") or {}
+    if runtime.get("backend", "local") == "local":  # Azure ML compute is not this machine
+        workers, parallel = runtime.get("worker_count", 4), runtime.get("max_parallel", 4)
+        problem = worker_problem(workers, parallel)
+        if problem:  # located at the larger factor
+            field = "max_parallel" if parallel > workers else "worker_count"
+            c.add(("runtime", field if field in runtime else "worker_count"), problem, worker_hint())
 
     rules = (data.get("simulator") or {}).get("rules")
     if rules:

@@ -102,6 +102,7 @@ class BatchResult:
     members: list[MemberResult]
     error: str | None = None  # why the whole run failed
     metrics: dict = field(default_factory=dict)  # aggregated metrics the flow logged (evaluation runs)
+    crashed: bool = False  # a process running it died (killed, out of memory): failed, never retried
 
 
 ProgressCallback = Callable[[int], None]  # lines finished so far
