@@ -137,9 +137,13 @@ def test_docker_end_to_end(world, capsys):
     assert result["outcome"]["smoke"]["outputs"]["category"] == "billing"
     assert result["variant"]["label"] == "summarize.full+classify.careful"
     build_seconds, size_mb = image["build_seconds"], image["size_bytes"] / 1e6
+    [scan] = [r["scan"] for r in audit_log(Workspace.for_repo(world["root"])).read()
+              if r["event"] == "image_scanned" and r["image"] == image["image_id"]]
+    assert scan["ok"] and scan["files"] > 1000 and scan["missing"] == scan["unexpected"] == []
     with capsys.disabled():
         print(f"\nFIGURES image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
-              f"first deploy {time.monotonic() - started:.1f}s")
+              f"first deploy {time.monotonic() - started:.1f}s, scan {scan['seconds']:.1f}s "
+              f"({scan['files']} files, {scan['bytes'] / 1e6:.0f} MB)")
     info = dockercli.inspect("image", image["tag"])
     labels = info["Config"]["Labels"]
     assert labels["io.genaiops.flow_hash"] == result["flow_hash"]
