@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
-import textwrap
 
 import pytest
-from repo_factory import make_repo, write
+from repo_factory import make_repo, use_code_evaluator, write, write_normalize
 
 from genaiops.cli import main
 
@@ -47,23 +46,12 @@ def test_neutralise_leaves_plain_text_and_numbers_alone(value):
 def test_llm_text_reaches_csv_only_as_inert_text(tmp_path, monkeypatch):
     repo = make_repo(tmp_path / "repo")
     monkeypatch.setenv("GENAIOPS_STATE_DIR", str(tmp_path / "state"))
-    config = (repo / "configs/demo/experiment.yaml").read_text()
-    config = config.replace("    flow: flows/demo/evaluation\n",
-                            "    code: evaluators/judge.py:score\n    aggregate: summarize\n")
-    config = config.replace('gates:\n  - {metric: accuracy, op: ">=", threshold: 0.5}',
-                            "evaluation: {primary_metric: match}\ngates: []")
-    write(repo / "configs/demo/experiment.yaml", config)
-    write(repo / "evaluators/judge.py", EVALUATOR)
-    write(repo / "flows/demo/standard/normalize.py", textwrap.dedent("""\
-        from promptflow.core import tool
-
-
-        @tool
-        def normalize(text: str) -> str:
-            if text.startswith("@"):
-                raise ValueError(text)
-            return text
-        """))
+    use_code_evaluator(repo, "evaluators/judge.py", EVALUATOR, "{primary_metric: match}")
+    write_normalize(repo, """\
+        if text.startswith("@"):
+            raise ValueError(text)
+        return text
+        """)
     write(repo / "datasets/demo/rows.jsonl",
           "".join(json.dumps({"text": p, "label": p}) + "\n" for p in PAYLOADS))
     assert main(["--repo", str(repo), "run", "experiment", "-u", "demo", "--no-progress"]) == 1  # "@" raises

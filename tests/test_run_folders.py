@@ -13,27 +13,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from deploy_helpers import copy_use_case, run_cli
+from deploy_helpers import copy_use_case, run_cli, write_overlay
 
 from genaiops.engines.promptflow.env import promptflow_home
 from genaiops.simulator import SimulatorServer
 
 pytestmark = pytest.mark.promptflow
-
-FAST = """\
-datasets:
-  - name: tickets_mini
-    source: datasets/classification/tickets_mini.jsonl
-    mappings: {text: "${data.text}"}
-evaluators: []
-runtime:
-  worker_count: 2
-  max_parallel: 1
-  line_timeout_sec: 30
-  failed_line_tolerance: 0
-  retries: {max_attempts: 1, backoff_sec: 0}
-"""
-
 
 def _files_holding(value: bytes, *roots: Path) -> list[str]:
     found = []
@@ -50,9 +35,7 @@ def _files_holding(value: bytes, *roots: Path) -> list[str]:
 @pytest.fixture
 def repo(tmp_path) -> Path:
     root = copy_use_case(tmp_path / "repo", "classification")
-    rows = (root / "datasets/classification/tickets.jsonl").read_text().splitlines()[:6]
-    (root / "datasets/classification/tickets_mini.jsonl").write_text("\n".join(rows) + "\n")
-    (root / "configs/classification/experiment.fast.yaml").write_text(FAST)
+    write_overlay(root, "fast", rows=6)
     return root
 
 

@@ -14,29 +14,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from deploy_helpers import copy_use_case, run_cli
+from deploy_helpers import copy_use_case, run_cli, write_overlay
 
 from genaiops.capacity import WORKERS_PER_CORE, Machine, worker_problem
-
-SLOW = """\
-datasets:
-  - name: tickets
-    source: datasets/classification/tickets.jsonl
-    mappings: {text: "${data.text}"}
-evaluators: []
-runtime:
-  worker_count: 4
-  max_parallel: 1
-  line_timeout_sec: 60
-  failed_line_tolerance: 40        # a crashed line must fail the run even when lines may fail
-  retries: {max_attempts: 5, backoff_sec: 0.1}
-"""
 
 
 @pytest.fixture
 def repo(tmp_path) -> Path:
     root = copy_use_case(tmp_path / "repo", "classification")
-    (root / "configs/classification/experiment.slow.yaml").write_text(SLOW)
+    # a crashed line must fail the run even where failed lines are tolerated; retries must not hide it
+    write_overlay(root, "slow", worker_count=4, tolerance=40, attempts=5)
     return root
 
 
@@ -52,9 +39,8 @@ def test_capacity_limits_scale_with_the_machine():
 
 @pytest.mark.parametrize("setting", ["worker_count: 100000", "max_parallel: 100000"])
 def test_a_config_worker_count_beyond_the_machine_is_refused_at_validation(repo, setting, capsys):
-    overlay = repo / "configs/classification/experiment.slow.yaml"
-    field = setting.split(":")[0]
-    overlay.write_text(SLOW.replace(f"  {field}: {4 if field == 'worker_count' else 1}", f"  {setting}"))
+    field, value = setting.split(": ")
+    write_overlay(repo, "slow", **{field: int(value)})
     code, out, _ = run_cli(["--repo", str(repo), "validate", "-u", "classification", "-e", "slow", "--json"],
                            capsys)
     [problem] = json.loads(out)["use_cases"][0]["problems"]
@@ -65,8 +51,8 @@ def test_a_config_worker_count_beyond_the_machine_is_refused_at_validation(repo,
 
 
 def test_azure_compute_is_not_held_to_this_machine(repo, capsys):
-    overlay = repo / "configs/classification/experiment.slow.yaml"
-    overlay.write_text(SLOW.replace("  worker_count: 4", "  backend: azure\n  worker_count: 100000"))
+    overlay = write_overlay(repo, "slow", worker_count=100000)
+    overlay.write_text(overlay.read_text().replace("runtime:\n", "runtime:\n  backend: azure\n"))
     code, out, _ = run_cli(["--repo", str(repo), "validate", "-u", "classification", "-e", "slow"], capsys)
     assert code == 0, out
 

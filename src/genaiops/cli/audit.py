@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.options import add_command, add_repo_flag, repo_root
+from genaiops.cli.options import add_command, add_command_group, repo_root
 from genaiops.errors import EXIT_OK
 
 
 def add_audit_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "audit", help="The audit chain: create its key, verify it",
-        description="Approvals, rejections, refusals and deployments form one HMAC-chained log "
-                    "whose key and newest head live outside the state folder.")
-    add_repo_flag(parser)
-    commands = parser.add_subparsers(dest="audit_command", metavar="{init,verify}", required=True)
+    commands = add_command_group(
+        subparsers, "audit", "The audit chain: create its key, verify it",
+        "Approvals, rejections, refusals and deployments form one HMAC-chained log whose key and "
+        "newest head live outside the state folder.", ["init", "verify"])
     add_command(commands, "init", cmd_init)
     verify = add_command(commands, "verify", cmd_verify)
     verify.add_argument("--head", action="append", default=[], metavar="SEQ:MAC",
