@@ -68,6 +68,15 @@ def test_validate_json_names_the_link_with_file_line_and_fix(repo, outside, caps
     assert "symbolic link" in problem["message"] and problem["hint"]
 
 
+def test_a_dataset_linked_out_of_the_repo_is_refused(repo, outside, capsys):
+    dataset = repo / "datasets/classification/tickets.jsonl"
+    outside.write_text(dataset.read_text())
+    dataset.unlink()
+    dataset.symlink_to(outside)
+    code, out, _ = run_cli(["--repo", str(repo), "validate", "-u", "classification"], capsys)
+    assert code == 2 and "datasets/classification/tickets.jsonl" in out and "outside the repository" in out
+
+
 def test_an_evaluator_flow_link_is_refused_too(repo, outside, capsys):
     (repo / "flows/classification/evaluation/x.py").symlink_to(outside)
     code, out, _ = run_cli(["--repo", str(repo), "validate", "-u", "classification"], capsys)

@@ -19,6 +19,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from genaiops.errors import GenaiopsError
 from genaiops.secrets import MASK
 
 PRIVATE_UMASK = 0o077
@@ -28,9 +29,14 @@ _MIN_LEN = 4
 def make_private(folder: Path) -> None:
     """Create `folder` (and missing parents up to it) mode 0700, or tighten it to 0700."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if stat.S_IMODE(folder.stat().st_mode) & 0o077:
-        os.chmod(folder, 0o700)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+            os.chmod(folder, 0o700)
+    except OSError as exc:
+        raise GenaiopsError(f"cannot make {folder} private to this user: {exc.strerror or exc}",
+                            hint="promptflow keeps connection keys and run logs there: give this user "
+                                 "its own HOME (or fix the folder's owner)") from None
 
 
 def lock_down(folder: Path) -> None:
