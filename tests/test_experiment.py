@@ -107,6 +107,22 @@ def test_grid_count_is_printed_and_guarded(repo, state_dir, capsys):
     assert "selects 4 variant runs, over --max-runs 2" in capsys.readouterr().err
 
 
+def test_two_variants_of_one_node_in_one_run_is_a_usage_error(repo, state_dir, capsys):
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+                 "--variants", "classify.careful+classify.terse"])
+    assert code == 2
+    assert "names node 'classify' twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-1"])
+def test_budget_must_be_a_finite_amount(repo, state_dir, capsys, budget):
+    with pytest.raises(SystemExit) as info:
+        main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+              "--budget", budget])
+    assert info.value.code == 2
+    assert "--budget" in capsys.readouterr().err
+
+
 # -- real runs ----------------------------------------------------------------------------------
 
 @pytest.mark.promptflow

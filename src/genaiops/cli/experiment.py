@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.args import csv_list, positive_int
+from genaiops.cli.args import amount, csv_list, positive_int
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
@@ -23,7 +23,7 @@ def add_experiment_parser(phases_subparsers) -> None:
                         help="promptflow workers per run (default: runtime.worker_count)")
     parser.add_argument("--max-runs", type=positive_int, default=64,
                         help="refuse to start more variant runs than this (guards --variants grid)")
-    parser.add_argument("--budget", type=float, default=None,
+    parser.add_argument("--budget", type=amount, default=None,
                         help="refuse to start when the estimated cost (from previous runs' tokens "
                              "and config prices) exceeds this")
     parser.add_argument("--force", action="store_true",

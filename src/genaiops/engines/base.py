@@ -69,6 +69,9 @@ class BatchJob:
     line_timeout_sec: int = 120
     environment: dict = field(default_factory=dict)  # extra env for the run (never secrets)
     run: str | None = None  # an existing run to evaluate (`${run.outputs.x}` mappings)
+    # the config's `environment_variables`, handed to the engine as they are written (promptflow
+    # resolves `${<connection>.<key>}` references inside the run, so no secret passes through here)
+    environment_variables: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -31,7 +31,8 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *,
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          line_timeout_sec=config.runtime.line_timeout_sec,
-                         force_data_mode=force_data_mode)
+                         force_data_mode=force_data_mode, init=evaluator.init,
+                         environment_variables=dict(config.environment_variables))
 
 
 def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapters: dict,
