@@ -43,6 +43,19 @@ runtime:
 """
 
 
+QA_FAST_OVERLAY = """\
+datasets:
+  - name: questions_pr
+    source: datasets/qa/questions_pr.jsonl
+    mappings: {question: "${data.question}", context: "${data.context}"}
+evaluators: []
+runtime:
+  worker_count: 2
+  line_timeout_sec: 60
+  retries: {max_attempts: 2, backoff_sec: 0.1}
+"""
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A private copy of the sample repository with a `fast` overlay (small datasets)."""
@@ -53,6 +66,10 @@ def repo(tmp_path_factory) -> Path:
     rows = (REPO / "datasets/classification/tickets_pr.jsonl").read_text().splitlines()[:4]
     (root / "datasets/classification/tickets_mini.jsonl").write_text("\n".join(rows) + "\n")
     (root / "configs/classification/experiment.fast.yaml").write_text(FAST_OVERLAY)
+    (root / "configs/classification/experiment.patient.yaml").write_text(
+        FAST_OVERLAY.replace("{max_attempts: 2, backoff_sec: 0.1}",
+                             "{max_attempts: 100, backoff_sec: 0.1, max_total_sec: 1}"))
+    (root / "configs/qa/experiment.fast.yaml").write_text(QA_FAST_OVERLAY)
     return root
 
 
@@ -185,11 +202,47 @@ def test_flex_parameter_variants_run(repo, state_dir):
 
 @pytest.mark.promptflow
 def test_429_then_success_passes(repo, state_dir, sim):
+    """Retry-After is honoured within the limits (100 attempts, 1 s: three 0.2 s waits fit)."""
     sim.faults.add(kind="429", count=3, retry_after=0.2)
-    result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    result = experiment(repo, sim, env="patient", variants="defaults", datasets=["tickets_mini"],
+                        force=True)
     assert result.ok
     assert result.runs[0]["lines_failed"] == 0
     assert sim.stats.snapshot()["by_status"].get("429") == 3
+
+
+@pytest.mark.promptflow
+def test_429_with_retry_after_stops_at_max_attempts(repo, state_dir, sim):
+    """promptflow-tools honours Retry-After on its own (101 tries a call): our limit holds anyway."""
+    sim.faults.add(kind="429", count=None, retry_after=0.05)
+    result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    assert result.runs[0]["lines_failed"] == 4
+    assert "gave up after 2 attempt(s)" in result.runs[0]["errors"][0]["message"]
+    # 4 lines x the first LLM node x 2 attempts; the second node never runs
+    assert sim.stats.snapshot()["by_status"].get("429") == 8
+
+
+@pytest.mark.promptflow
+def test_429_with_retry_after_stops_at_max_attempts_in_prompty_flows(repo, state_dir):
+    """A .prompty call retries through promptflow-core (10 tries, its own back-off): bounded too."""
+    with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
+        qa_sim.faults.add(kind="429", count=None, retry_after=0.05)
+        result = experiment(repo, qa_sim, use_case="qa", env="fast", force=True)
+        assert result.runs[0]["lines_failed"] == 8
+        assert "gave up after 2 attempt(s)" in result.runs[0]["errors"][0]["message"]
+        assert qa_sim.stats.snapshot()["by_status"].get("429") == 8 * 2
+
+
+@pytest.mark.promptflow
+def test_retries_stop_at_max_total_sec(repo, state_dir, sim):
+    sim.faults.add(kind="429", count=None, retry_after=0.3)
+    started = time.monotonic()
+    result = experiment(repo, sim, env="patient", variants="defaults", datasets=["tickets_mini"],
+                        force=True)
+    assert result.runs[0]["lines_failed"] == 4
+    assert "max_total_sec 1" in result.runs[0]["errors"][0]["message"]
+    assert sim.stats.snapshot()["by_status"].get("429") <= 4 * 4  # 1 s of 0.3 s waits a line
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.promptflow

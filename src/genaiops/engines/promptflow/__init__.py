@@ -31,9 +31,8 @@ from genaiops.engines.base import (
     StagedBatch,
     VariantSpec,
 )
-from genaiops.engines.promptflow import flowspec, staging
+from genaiops.engines.promptflow import flowspec, retry_policy, staging
 from genaiops.engines.promptflow.env import promptflow_home
-from genaiops.engines.promptflow.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
 
 BACKENDS = ("local", "azure")
 
@@ -95,7 +94,7 @@ class PromptflowEngine:
         return upsert_connections(connections, endpoints)
 
     def run_environment(self, retries) -> dict:
-        return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
+        return retry_policy.environment(retries)
 
     def prewarm(self, count: int) -> None:
         prewarm = getattr(self.runner, "prewarm", None)
