@@ -259,6 +259,41 @@ def test_persistent_500_fails_with_message(repo, state_dir, sim, capsys):
 
 
 @pytest.mark.promptflow
+def test_a_rerun_retries_only_the_failed_lines_and_keeps_the_good_ones(repo, state_dir, sim):
+    sim.faults.add(kind="500", count=None, match="invoices for 2024")  # line 1 fails, persistently
+    first = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
+    assert not first.ok
+    assert [(r["lines_ok"], r["lines_failed"]) for r in first.runs] == [(3, 1), (3, 1)]
+    ledger = Workspace.for_repo(repo).ledger()
+    before = {r["key"]: ledger.read_outputs(r["key"]) for r in first.runs}
+
+    sim.faults.clear()
+    calls = sim.stats.requests
+    second = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
+    assert second.ok, second.failures
+    assert sim.stats.requests == calls + 2 * 2  # line 1 only: 2 variants x 2 LLM nodes
+    for run in second.runs:
+        assert (run["lines_ok"], run["lines_failed"], run["retried_lines"]) == (4, 0, 1)
+        assert not run["reused"] and run["key"] in before
+        after = ledger.read_outputs(run["key"])
+        assert [row["line"] for row in after] == [0, 1, 2, 3]
+        kept = [row for row in after if row["line"] != 1]
+        assert kept == [row for row in before[run["key"]] if row["line"] != 1]  # untouched
+        assert after[1]["ok"] and after[1]["inputs"]["id"] == "PR002"
+    third = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
+    assert all(r["reused"] for r in third.runs) and sim.stats.requests == calls + 4
+
+
+@pytest.mark.promptflow
+def test_a_run_whose_every_line_failed_is_not_reused(repo, state_dir, sim):
+    sim.faults.add(kind="500", count=None)
+    assert experiment(repo, sim, variants="defaults", datasets=["tickets_mini"]).runs[0]["lines_ok"] == 0
+    sim.faults.clear()
+    again = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"])
+    assert again.ok and again.runs[0]["lines_ok"] == 4 and again.runs[0]["retried_lines"] == 4
+
+
+@pytest.mark.promptflow
 def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, monkeypatch):
     import genaiops.llm_session as llm_session
 

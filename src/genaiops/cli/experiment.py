@@ -34,8 +34,9 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
     """Run the flow over datasets x variants, concurrently, with a run ledger.
 
     Runs the standard flow over each selected dataset x variant. DAG variants of a dataset run
-    side by side in one promptflow run; runs whose flow, variant, dataset and settings are
-    unchanged are reused from the ledger (.genaiops/ledger). Exit 1 when failed lines exceed
+    side by side in one promptflow run; runs whose flow, variant, dataset, settings and
+    environment are unchanged are reused from the ledger (.genaiops/ledger), and a run with
+    failed lines runs those lines again only. Exit 1 when failed lines exceed
     runtime.failed_line_tolerance.
     """
     from genaiops.cli.render import emit_json, out, table
@@ -65,4 +66,5 @@ def _run_row(run: dict) -> dict:
             "ok": run["lines_ok"], "failed": run["lines_failed"], "tokens": run["total_tokens"],
             "cost": "" if run["cost"] is None else f"{run['cost']:.4f}",
             "p50 s": run["latency_p50_s"], "p95 s": run["latency_p95_s"],
-            "reused": "yes" if run["reused"] else "no"}
+            "reused": "yes" if run["reused"] else
+            (f"{run['retried_lines']} retried" if run.get("retried_lines") else "no")}

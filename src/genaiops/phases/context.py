@@ -39,8 +39,9 @@ class PhaseContext:
         from genaiops.secrets import REDACTOR
 
         REDACTOR.add(*config.secrets())
-        return cls(config, Workspace.for_repo(config.repo_root), engine_for(config, runner),
-                   simulator, show_progress)
+        workspace = Workspace.for_repo(config.repo_root)
+        workspace.sweep_abandoned()  # what a killed run left behind
+        return cls(config, workspace, engine_for(config, runner), simulator, show_progress)
 
     @cached_property
     def flow(self) -> FlowSpec:

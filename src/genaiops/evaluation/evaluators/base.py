@@ -18,6 +18,7 @@ from genaiops.workspace.files import iter_jsonl
 
 if TYPE_CHECKING:  # annotations only: the workspace's evaluation store imports these types
     from genaiops.config.model import Evaluator, EvaluatorDataset
+    from genaiops.engines.base import FlowReads
     from genaiops.workspace.ledger import Ledger, RunRecord
 
 _REF = re.compile(r"^\$\{(data|run\.outputs)\.([A-Za-z0-9_.-]+)\}$")
@@ -31,6 +32,7 @@ class EvalTask:
     eval_dataset: EvaluatorDataset
     record: RunRecord
     identity: dict
+    reusable: bool = True  # False: what the evaluator reads cannot be known, so never reused
 
 
 @dataclass
@@ -65,6 +67,9 @@ class EvalOutcome:
 class EvaluatorAdapter(Protocol):
     def content_identity(self) -> dict:
         """What changes this evaluator's scores (code/flow hash, entry)."""
+
+    def reads(self) -> FlowReads:
+        """Environment variables and connections the evaluator reads beyond its files."""
 
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome: ...
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genaiops.engines.base import BatchJob
+from genaiops.engines.base import BatchJob, FlowReads
 from genaiops.evaluation.evaluators.base import (
     AlignedRow,
     EvalOutcome,
@@ -66,6 +66,9 @@ class FlowEvaluator:
         return {"kind": "flow", "engine": self.engine.name,
                 "flow_hash": hash_tree(self.root, self.engine.cache_patterns),
                 "entry": self.flow.name if self.flow.is_file() else "", "init": self.init}
+
+    def reads(self) -> FlowReads:
+        return self.engine.flow_reads(self.engine.read_flow(self.flow))
 
     def _job(self, name: str, data: Path, column_mapping: dict, run: str | None = None) -> BatchJob:
         return BatchJob(name=name, flow=str(self.flow), data=str(data), column_mapping=column_mapping,
