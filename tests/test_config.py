@@ -250,6 +250,8 @@ MALFORMED = [
     ("gate-namespace-and-evaluator-disagree",
      CONFIG.replace("metric: accuracy,", "metric: builtin.error_rate, evaluator: exact,"),
      "names evaluator 'exact' but its metric is builtin.error_rate", "gates[0]"),
+    ("primary-metric-unknown-namespace", CONFIG + "evaluation: {primary_metric: exatc.score}\n",
+     "'exatc' is neither `builtin` nor an evaluator", "evaluation.primary_metric"),
     ("env-var-bad-name", CONFIG + "environment_variables: {1X: a}\n", "invalid key '1X'",
      "environment_variables.1X"),
     ("env-var-unknown-connection", CONFIG + "environment_variables: {X: '${nope.api_base}'}\n",

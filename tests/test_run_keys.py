@@ -155,6 +155,9 @@ if "LLM_DEBUG" in os.environ:
 NAME = "LLM_" + "X"
 SECRET = environ.get(NAME)
 EVERYTHING = dict(os.environ)
+os.environ.update({"LLM_SET_BY_THE_FLOW": "1"})
+from dotenv import load_dotenv
+load_dotenv()
 """
 
 
@@ -164,7 +167,9 @@ def test_the_scan_finds_literal_reads_and_locates_the_unknowable(tmp_path):
     assert set(OPENAI_SDK_VARIABLES) <= set(reads.variables)  # `import openai` reads them itself
     assert reads.variables["LLM_MODEL"] == "flow/app.py:6"
     assert reads.unknown == ["flow/app.py:12: reads an environment variable whose name is computed",
-                             "flow/app.py:13: uses the whole environment (os.environ)"]
+                             "flow/app.py:13: uses the whole environment (os.environ)",
+                             "flow/app.py:16: loads a .env file (load_dotenv), whose variables "
+                             "genaiops cannot see"]
     assert python_reads("x = 1\n", "a.py").variables == {} and python_reads("x = (", "a.py").unknown
 
 
@@ -176,3 +181,54 @@ def test_the_promptflow_engine_reads_env_refs_and_connections_of_a_flow(tmp_path
                                "OPENAI_API_KEY": "envflow/classify.prompty:8"}
     dag = engine.flow_reads(read_flow(repo_root / "flows/classification/standard"))
     assert dag.variables == {} and set(dag.connections) == {"llm"} and dag.unknown == []
+
+
+ECHO_ENV = """\
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class Seen:
+    greeting: str
+    endpoint: str
+
+
+def echo(text: str) -> Seen:
+    return Seen(greeting=os.environ.get("GREETING", "unset") + " " + text,
+                endpoint=os.environ.get("LLM_ENDPOINT", "unset"))
+"""
+
+
+@pytest.mark.promptflow
+def test_environment_variables_reach_the_run_and_resolve_connection_references(
+        tmp_path, state_dir, monkeypatch, capsys):
+    """The reference template hands runs `environment_variables`; a `${<connection>.<key>}` value
+    is resolved by promptflow inside the run, so no secret passes through genaiops."""
+    monkeypatch.delenv("GREETING", raising=False)
+    repo = tmp_path / "repo"
+    write(repo / "flows/envflow/echo/echo.py", ECHO_ENV)
+    write(repo / "flows/envflow/echo/flow.flex.yaml", "entry: echo:echo\n")
+    write(repo / "datasets/envflow/rows.jsonl", '{"text": "world"}\n')
+    write(repo / "configs/envflow/experiment.yaml", textwrap.dedent("""\
+        name: envflow
+        flow: flows/envflow/echo
+        connections:
+          - {name: llm, type: open_ai, api_base: "https://llm.example.com/v1", api_key: sk-test-1}
+        datasets:
+          - name: rows
+            source: datasets/envflow/rows.jsonl
+            mappings: {text: "${data.text}"}
+        environment_variables:
+          GREETING: hello
+          LLM_ENDPOINT: ${llm.base_url}
+        runtime: {worker_count: 1}
+        """))
+    assert main(["--repo", str(repo), "run", "init", "-u", "envflow"]) == 0
+    capsys.readouterr()
+    result, err = experiment(repo, capsys)
+    assert "not reused" not in err  # GREETING and LLM_ENDPOINT are declared: the run is known
+    [row] = [json.loads(line) for line in (state_dir / "ledger" / "runs" /
+             f"{result['runs'][0]['key']}.outputs.jsonl").read_text().splitlines()]
+    assert row["outputs"] == {"greeting": "hello world", "endpoint": "https://llm.example.com/v1"}
+    assert experiment(repo, capsys)[0]["runs"][0]["reused"]

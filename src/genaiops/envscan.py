@@ -4,9 +4,9 @@ A run is reused only when everything that can change its outputs is in its key; 
 variables a flow reads are part of that. Python files are read with `ast`: `os.environ[...]`,
 `os.environ.get(...)`, `os.getenv(...)` (also through `from os import environ, getenv`) with a
 literal name are found by name; the same with a computed name, or the environment taken whole
-(`dict(os.environ)`, `os.environ.copy()`, iterating it), cannot be known and is reported as
-such. Importing the OpenAI SDK counts as reading the variables it reads by itself. Text formats
-(YAML, prompty front matter) name variables as `${env:NAME}`.
+(`dict(os.environ)`, `os.environ.copy()`, iterating it) or loading a `.env` file, cannot be known
+and is reported as such. Importing the OpenAI SDK counts as reading the variables it reads by
+itself. Text formats (YAML, prompty front matter) name variables as `${env:NAME}`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ OPENAI_SDK_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "O
                         "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN",
                         "OPENAI_API_VERSION")
 _GETTERS = {"get", "setdefault", "pop", "__getitem__"}
+_WRITERS = {"update", "clear", "__setitem__", "__delitem__"}  # set values: the flow's own, hashed
+_DOTENV = {"load_dotenv", "dotenv_values", "find_dotenv"}  # read a .env file genaiops does not hash
 
 
 @dataclass
@@ -90,6 +92,9 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_Call(self, node):
         func = _dotted(node.func)
+        if func and func.rsplit(".", 1)[-1] in _DOTENV:
+            self.reads.unknown.append(f"{self.where(node)}: loads a .env file ({func}), whose "
+                                      "variables genaiops cannot see")
         if func in self.getenv_names:
             self._name(_literal(node.args[0]) if node.args else None, node)
             self.handled.add(id(node.func))
@@ -97,7 +102,7 @@ class _Visitor(ast.NodeVisitor):
             self.handled.add(id(node.func.value))
             if node.func.attr in _GETTERS:
                 self._name(_literal(node.args[0]) if node.args else None, node)
-            else:  # copy(), items(), keys(), ...: the whole environment
+            elif node.func.attr not in _WRITERS:  # copy(), items(), keys(), ...: all of it
                 self._whole(node)
         self.generic_visit(node)
 
