@@ -189,6 +189,12 @@ def _key_values_differ(repo):
                           "        source: datasets/demo/keyed.jsonl\n        key_column: id\n")
 
 
+def _evaluator_declares_a_builtin_name(repo):
+    dag = (repo / "flows/demo/evaluation/flow.dag.yaml").read_text()
+    write(repo / "flows/demo/evaluation/flow.dag.yaml", dag.replace("  score:", "  error_rate:"))
+    return CONFIG + '  - {metric: error_rate, op: "==", threshold: 0}\n'
+
+
 def _init_on_a_dag_evaluator(repo):
     return CONFIG.replace("    flow: flows/demo/evaluation\n",
                           "    flow: flows/demo/evaluation\n    init: {strict: true}\n")
@@ -250,6 +256,9 @@ MALFORMED = [
     ("gate-namespace-and-evaluator-disagree",
      CONFIG.replace("metric: accuracy,", "metric: builtin.error_rate, evaluator: exact,"),
      "names evaluator 'exact' but its metric is builtin.error_rate", "gates[0]"),
+    ("gate-metric-two-sources-declare", _evaluator_declares_a_builtin_name,
+     "'error_rate' is ambiguous: reported by builtin and exact; write builtin.error_rate or "
+     "exact.error_rate", "gates[1].metric"),
     ("primary-metric-unknown-namespace", CONFIG + "evaluation: {primary_metric: exatc.score}\n",
      "'exatc' is neither `builtin` nor an evaluator", "evaluation.primary_metric"),
     ("env-var-bad-name", CONFIG + "environment_variables: {1X: a}\n", "invalid key '1X'",

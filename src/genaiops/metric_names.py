@@ -60,3 +60,16 @@ def namespace_problem(metric: str, evaluators: Iterable[str],
                 f"write builtin.<metric> or <evaluator>.<metric> (evaluators: "
                 f"{', '.join(evaluators) or 'none'}), or set `evaluator:` to gate a dotted name")
     return None
+
+
+def ambiguity(metric: str, reported: dict[str, set[str]], evaluator: str | None = None) -> str | None:
+    """Why a metric name is ambiguous given what each source is known to report (`builtin` and
+    the outputs evaluator flows declare), or None."""
+    ref = parse_metric(metric, [s for s in reported if s != BUILTIN], evaluator)
+    if ref.source is not None:
+        return None
+    sources = [source for source, names in reported.items() if ref.name in names]
+    if len(sources) < 2:
+        return None
+    return (f"{metric!r} is ambiguous: reported by {' and '.join(sources)}; write "
+            + " or ".join(f"{source}.{ref.name}" for source in sources))

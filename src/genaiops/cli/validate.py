@@ -17,16 +17,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     Validates one use case (default: all) and reports every problem with file, line, field and
     fix: the base config and, without --env, every experiment.<env>.yaml overlay; datasets are
-    read whole. Exit 2 on any problem.
+    read whole. With --env and no --use-case, the use cases that declare that environment. Exit 2
+    on any problem.
     """
     from genaiops.cli.render import emit_json, out
     from genaiops.config import list_use_cases
-    from genaiops.config.environments import overlay_environments
+    from genaiops.config.environments import (
+        declared_environments,
+        overlay_environments,
+        require_declared,
+    )
 
     root = repo_root(args)
     use_cases = [args.use_case] if args.use_case else list_use_cases(root)
     if not use_cases:
         raise GenaiopsError("no use cases under configs/", hint="create one: genaiops new <name>")
+    if args.env and not args.use_case:
+        declaring = [u for u in use_cases if args.env in declared_environments(root, u)]
+        for use_case in declaring or use_cases[:1]:  # none: the first one says what exists
+            require_declared(root, use_case, args.env)
+        use_cases = declaring
     results = [_check(root, use_case, env) for use_case in use_cases
                for env in ([args.env] if args.env else [None, *overlay_environments(root, use_case)])]
     ok = all(result["ok"] for result in results)

@@ -20,7 +20,7 @@ from genaiops.config.yamlsrc import SourceMap, format_path
 from genaiops.engines import open_engine
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
-from genaiops.metric_names import namespace_problem
+from genaiops.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
 from genaiops.workspace.repo import resolve_inside
 
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
@@ -157,11 +157,14 @@ def check(data: dict, sources: SourceMap,
                    None)
 
     eval_names = set()
+    reported = {BUILTIN: set(BUILTIN_METRICS)}  # metric names each source is known to report
     for e_index, ev in enumerate(data.get("evaluators", [])):
         eval_names.add(ev["name"])
         eval_flow = None
         if "flow" in ev:
             eval_flow = c.flow(("evaluators", e_index, "flow"), ev["flow"])
+            if eval_flow is not None:
+                reported[ev["name"]] = set(eval_flow.outputs)
             if ev.get("init") and eval_flow is not None and eval_flow.kind != "flex":
                 c.add(("evaluators", e_index, "init"), f"`init` applies to flex evaluator flows "
                       f"(a class entry); {ev['flow']} is a {eval_flow.kind} flow",
@@ -195,6 +198,10 @@ def check(data: dict, sources: SourceMap,
                   "remove the copy, or give each gate its own `name:`")
         seen_gates.setdefault(label, g_index)
         wrong = namespace_problem(gate["metric"], eval_names, gate.get("evaluator"))
+        unclear = ambiguity(gate["metric"], reported, gate.get("evaluator"))
+        if unclear:
+            c.add(("gates", g_index, "metric"), f"metric {unclear}",
+                  "name the source, so the gate judges what you mean")
         if wrong:
             c.add(("gates", g_index) if gate.get("evaluator") else ("gates", g_index, "metric"),
                   f"metric {gate['metric']!r}: {wrong[0]}", wrong[1])
@@ -205,11 +212,14 @@ def check(data: dict, sources: SourceMap,
             c.add(("gates", g_index, "dataset"), f"no dataset named {gate['dataset']!r}",
                   f"use one of: {', '.join(sorted(names))}")
 
-    primary = (data.get("evaluation") or {}).get("primary_metric")
-    wrong = namespace_problem(primary, eval_names, (data.get("evaluation") or {}).get("evaluator")) \
-        if primary else None
-    if wrong:
-        c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}", wrong[1])
+    settings = data.get("evaluation") or {}
+    primary = settings.get("primary_metric")
+    if primary:
+        wrong = namespace_problem(primary, eval_names, settings.get("evaluator"))
+        unclear = ambiguity(primary, reported, settings.get("evaluator"))
+        if wrong or unclear:
+            c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}" if wrong
+                  else f"metric {unclear}", wrong[1] if wrong else "name the source")
 
     connection_names = {conn["name"] for conn in data.get("connections", [])}
     for name, value in (data.get("environment_variables") or {}).items():
