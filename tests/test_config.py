@@ -69,7 +69,34 @@ def test_overlay_replaces_whole_blocks(repo):
 
 
 def test_env_without_overlay_file_uses_base(repo):
+    write(repo / "configs/demo/deployment.yaml", "environments: {dev: {target: docker}}\n")
     assert load_experiment(repo, "demo", "dev").files == (repo / "configs/demo/experiment.yaml",)
+
+
+def test_unknown_env_exits_2_and_suggests_the_nearest(repo, capsys):
+    """A typo must not silently run the base config: environments are declared by overlays,
+    deployment.yaml and the optional `environments:` list."""
+    write(repo / "configs/demo/experiment.pr.yaml", "evaluators: []\n")
+    write(repo / "configs/demo/deployment.yaml", "environments: {prod: {target: docker}}\n")
+    code, output = validate(repo, capsys, "--env", "prd")
+    assert code == 2
+    assert "unknown environment 'prd'" in output and "did you mean 'prod'" in output
+    assert "pr, prod" in output  # the declared set
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "demo", "-e", "prd"])
+    assert code == 2 and "unknown environment 'prd'" in capsys.readouterr().err
+    write(repo / "configs/demo/experiment.yaml", CONFIG + "environments: [staging]\n")
+    assert load_experiment(repo, "demo", "staging").env == "staging"
+    assert load_experiment(repo, "demo", "prod").env == "prod"
+
+
+def test_validate_without_env_checks_every_overlay(repo, capsys):
+    write(repo / "configs/demo/experiment.pr.yaml", "datasets:\n  - name: pr\n    source: ../x.jsonl\n")
+    code, output = validate(repo, capsys)
+    assert code == 2
+    assert "configs/demo/experiment.pr.yaml:3: datasets[0].source" in output
+    code, output = validate(repo, capsys, "--json")
+    checked = {(r["use_case"], r["env"]): r["ok"] for r in json.loads(output)["use_cases"]}
+    assert checked == {("demo", None): True, ("demo", "pr"): False}
 
 
 def test_env_reference_resolves_from_environment_then_dotenv(repo, monkeypatch):
@@ -125,6 +152,54 @@ def _not_jsonl(repo):
     return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/rows.csv")
 
 
+def _bad_line_in_the_middle(repo):
+    rows = ['{"text": "a"}', '{"text": "b"}', '{"text": "c",', '{"text": "d"}', '{"text": "e"}']
+    write(repo / "datasets/demo/mid.jsonl", "\n".join(rows) + "\n")
+    return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/mid.jsonl")
+
+
+def _row_not_an_object(repo):
+    write(repo / "datasets/demo/list.jsonl", '{"text": "a", "label": "a"}\n[1, 2]\n')
+    return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/list.jsonl")
+
+
+def _column_missing_in_a_later_row(repo):
+    write(repo / "datasets/demo/partial.jsonl",
+          '{"text": "a", "label": "a"}\n{"label": "b"}\n{"text": "c", "label": "c"}\n')
+    return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/partial.jsonl")
+
+
+def _evaluator_rows_misaligned(repo):
+    write(repo / "datasets/demo/labels.jsonl", '{"label": "a"}\n{"label": "b"}\n{"label": "c"}\n')
+    return CONFIG.replace("        reference: rows\n",
+                          "        reference: rows\n        source: datasets/demo/labels.jsonl\n")
+
+
+def _key_column_missing(repo):
+    write(repo / "datasets/demo/keyed.jsonl", '{"id": 1, "label": "a"}\n{"label": "b"}\n')
+    return CONFIG.replace("        reference: rows\n", "        reference: rows\n"
+                          "        source: datasets/demo/keyed.jsonl\n        key_column: id\n")
+
+
+def _key_values_differ(repo):
+    write(repo / "datasets/demo/rows.jsonl", '{"id": 1, "text": "a", "label": "a"}\n'
+                                             '{"id": 2, "text": "b", "label": "b"}\n')
+    write(repo / "datasets/demo/keyed.jsonl", '{"id": 2, "label": "a"}\n{"id": 3, "label": "b"}\n')
+    return CONFIG.replace("        reference: rows\n", "        reference: rows\n"
+                          "        source: datasets/demo/keyed.jsonl\n        key_column: id\n")
+
+
+def _evaluator_declares_a_builtin_name(repo):
+    dag = (repo / "flows/demo/evaluation/flow.dag.yaml").read_text()
+    write(repo / "flows/demo/evaluation/flow.dag.yaml", dag.replace("  score:", "  error_rate:"))
+    return CONFIG + '  - {metric: error_rate, op: "==", threshold: 0}\n'
+
+
+def _init_on_a_dag_evaluator(repo):
+    return CONFIG.replace("    flow: flows/demo/evaluation\n",
+                          "    flow: flows/demo/evaluation\n    init: {strict: true}\n")
+
+
 def _empty_dataset(repo):
     write(repo / "datasets/demo/empty.jsonl", "\n")
     return CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/empty.jsonl")
@@ -152,7 +227,7 @@ MALFORMED = [
     ("dataset-absolute-outside", _absolute_outside, "outside the repository", "datasets[0].source"),
     ("dataset-missing", CONFIG.replace("datasets/demo/rows.jsonl", "datasets/demo/none.jsonl"),
      "does not exist", "datasets[0].source"),
-    ("dataset-bad-json", _bad_json_dataset, "is not valid JSON", "datasets[0].source"),
+    ("dataset-bad-json", _bad_json_dataset, "not valid JSON", "datasets/demo/broken.jsonl:1"),
     ("dataset-not-jsonl", _not_jsonl, "is not a .jsonl file", "datasets[0].source"),
     ("dataset-empty", _empty_dataset, "is empty", "datasets[0].source"),
     ("duplicate-dataset", CONFIG.replace("evaluators:", "  - name: rows\n    source: datasets/demo/rows.jsonl\n"
@@ -160,7 +235,38 @@ MALFORMED = [
     ("unknown-reference", CONFIG.replace("reference: rows", "reference: rowz"), "no dataset named 'rowz'",
      "evaluators[0].datasets[0].reference"),
     ("unknown-column", CONFIG.replace("${data.text}", "${data.txt}"),
-     "column 'txt' is not in the first row", "datasets[0].mappings.text"),
+     "has no column 'txt'", "datasets/demo/rows.jsonl:1"),
+    ("dataset-bad-line-in-the-middle", _bad_line_in_the_middle, "not valid JSON",
+     "datasets/demo/mid.jsonl:3"),
+    ("dataset-row-not-an-object", _row_not_an_object, "is not a JSON object",
+     "datasets/demo/list.jsonl:2"),
+    ("column-missing-in-a-later-row", _column_missing_in_a_later_row, "has no column 'text'",
+     "datasets/demo/partial.jsonl:2"),
+    ("evaluator-rows-misaligned", _evaluator_rows_misaligned, "has 3 rows but dataset 'rows'",
+     "evaluators[0].datasets[0].source"),
+    ("key-column-missing", _key_column_missing, "has no column 'id'", "datasets/demo/keyed.jsonl:2"),
+    ("key-values-differ", _key_values_differ, "no row of datasets/demo/rows.jsonl has id 3",
+     "datasets/demo/keyed.jsonl:2"),
+    ("duplicate-gate-name", CONFIG + '  - {metric: accuracy, op: ">=", threshold: 0.5}\n',
+     "duplicate gate name 'accuracy >= 0.5'", "gates[1]"),
+    ("gate-unknown-namespace", CONFIG.replace("metric: accuracy", "metric: buitin.error_rate"),
+     "'buitin' is neither `builtin` nor an evaluator", "gates[0].metric"),
+    ("gate-unknown-builtin", CONFIG.replace("metric: accuracy", "metric: builtin.accuracy"),
+     "'accuracy' is not a built-in metric", "gates[0].metric"),
+    ("gate-namespace-and-evaluator-disagree",
+     CONFIG.replace("metric: accuracy,", "metric: builtin.error_rate, evaluator: exact,"),
+     "names evaluator 'exact' but its metric is builtin.error_rate", "gates[0]"),
+    ("gate-metric-two-sources-declare", _evaluator_declares_a_builtin_name,
+     "'error_rate' is ambiguous: reported by builtin and exact; write builtin.error_rate or "
+     "exact.error_rate", "gates[1].metric"),
+    ("primary-metric-unknown-namespace", CONFIG + "evaluation: {primary_metric: exatc.score}\n",
+     "'exatc' is neither `builtin` nor an evaluator", "evaluation.primary_metric"),
+    ("env-var-bad-name", CONFIG + "environment_variables: {1X: a}\n", "invalid key '1X'",
+     "environment_variables.1X"),
+    ("env-var-unknown-connection", CONFIG + "environment_variables: {X: '${nope.api_base}'}\n",
+     "no connection named 'nope'", "environment_variables.X"),
+    ("init-on-a-dag-evaluator", _init_on_a_dag_evaluator, "`init` applies to flex evaluator flows",
+     "evaluators[0].init"),
     ("unknown-flow-input", CONFIG.replace("      text: ${data.text}", "      query: ${data.text}"),
      "flow has no input 'query'", "datasets[0].mappings.query"),
     ("unknown-run-output", CONFIG.replace("${run.outputs.category}", "${run.outputs.label}"),

@@ -21,6 +21,7 @@ from genaiops.engines.promptflow.flowspec import read_flow
 from genaiops.engines.promptflow.serving import requirements
 from genaiops.errors import ConfigError, UsageError
 from genaiops.phases.context import PhaseContext
+from genaiops.workspace.integrity import seal
 
 CANARY = "canary-k8s-9876543210"
 
@@ -122,6 +123,10 @@ def test_cli_config_errors_exit_2_without_traceback(repo, state_dir, capsys):
     (repo / "configs/classification/deployment.yaml").unlink()
     code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
                               "--json"], capsys)
+    assert code == 2 and "unknown environment 'dev'" in json.loads(out)["error"]  # declared nowhere
+    (repo / "configs/classification/experiment.dev.yaml").write_text("evaluators: []\n")
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                              "--json"], capsys)
     assert code == 2 and "deployment.yaml not found" in json.loads(out)["error"]
 
 
@@ -139,9 +144,9 @@ def test_variant_best_pointer_default_fallback_and_explicit(repo, state_dir):
     fallback = choose_variant(ctx, "best")
     assert fallback.source == "default" and "no evaluation pointer" in fallback.note
     assert fallback.nodes == {"summarize": "full", "classify": "careful"}
-    ctx.workspace.best_pointer("classification").write_text(json.dumps({
+    ctx.workspace.best_pointer("classification").write_text(json.dumps(seal({
         "variant": "summarize.brief+classify.terse", "flow_hash": "sha256:x", "summary_digest": "sha256:s",
-        "variant_spec": {"nodes": {"summarize": "brief", "classify": "terse"}, "init": {}}}))
+        "variant_spec": {"nodes": {"summarize": "brief", "classify": "terse"}, "init": {}}})))
     best = choose_variant(ctx, "best")
     assert best.source == "best" and best.summary_digest == "sha256:s"
     staged = ctx.engine.stage_for_serving(ctx.flow, best.spec(), state_dir / "staged")

@@ -109,26 +109,75 @@ def test_serving_copy_of_a_dag_makes_the_variant_the_default(tmp_path):
 
 # -- the retry patch ----------------------------------------------------------------------------
 
-def test_retry_interval_backs_off_then_gives_up_with_the_cause():
-    common = types.SimpleNamespace()
-    retry_policy._patch(common, max_attempts=3, backoff=0.5)
-    assert [common.generate_retry_interval(n) for n in (0, 1)] == [0.5, 1.0]
-    try:
-        raise ConnectionError("HTTP 500 from the endpoint")
-    except ConnectionError:
-        with pytest.raises(retry_policy.RetriesExhausted, match=r"gave up after 3 attempt\(s\): "
-                                                                 r"ConnectionError: HTTP 500") as info:
-            common.generate_retry_interval(2)
+def _retrying_call(module, retry_after: float, tries: int = 100) -> int:
+    """handle_openai_error's shape: retry index `i`, `time.sleep` in the except block."""
+    calls = 0
+    for i in range(tries + 1):  # noqa: B007 - `i` is what the policy reads
+        try:
+            calls += 1
+            raise ConnectionError("HTTP 429 from the endpoint")
+        except ConnectionError:
+            module.time.sleep(retry_after)
+    return calls
+
+
+def test_retries_stop_at_max_attempts_even_with_retry_after():
+    module = types.SimpleNamespace(time=time)
+    retry_policy._patch(module, retry_policy.RetryPolicy(3, 0.5, 60))
+    assert [module.generate_retry_interval(n) for n in (0, 1, 10)] == [0.5, 1.0, 30.0]
+    with pytest.raises(retry_policy.RetriesExhausted, match=r"gave up after 3 attempt\(s\): "
+                                                             r"ConnectionError: HTTP 429") as info:
+        _retrying_call(module, retry_after=0.01)
     assert isinstance(info.value.__cause__, ConnectionError)
-    retry_policy._patch(common, max_attempts=100, backoff=10)
-    assert common.generate_retry_interval(10) == 30.0  # capped
+
+
+def test_retries_stop_before_passing_max_total_sec():
+    module = types.SimpleNamespace(time=time)
+    retry_policy._patch(module, retry_policy.RetryPolicy(100, 0.5, 0.3))
+    started = time.monotonic()
+    with pytest.raises(retry_policy.RetriesExhausted, match="max_total_sec 0.3"):
+        _retrying_call(module, retry_after=0.1)
+    assert time.monotonic() - started < 0.35
+
+
+def test_async_retries_are_bounded_too():
+    import asyncio
+
+    module = types.SimpleNamespace(asyncio=asyncio)
+    retry_policy._patch(module, retry_policy.RetryPolicy(2, 0.5, 60))
+
+    async def call():
+        for i in range(11):  # noqa: B007
+            try:
+                raise ConnectionError("HTTP 429")
+            except ConnectionError:
+                await module.asyncio.sleep(0.01)
+
+    with pytest.raises(retry_policy.RetriesExhausted, match=r"after 2 attempt"):
+        asyncio.run(call())
+
+
+@pytest.mark.parametrize("target", retry_policy.TARGETS)
+def test_promptflows_retry_decorators_have_the_shape_the_policy_reads(target):
+    """If a promptflow upgrade renames the retry index or stops sleeping through `time`/`asyncio`,
+    this fails instead of the limits silently not applying."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(target)
+    source = inspect.getsource(module.handle_openai_error)
+    assert f"for {retry_policy.RETRY_INDEX} in range(tries + 1):" in source
+    assert "time.sleep(retry_after_seconds)" in source
+    if hasattr(module, "handle_openai_error_async"):
+        assert "await asyncio.sleep(retry_after_seconds)" in inspect.getsource(
+            module.handle_openai_error_async)
 
 
 def test_patch_applies_when_the_tools_module_is_imported_later(tmp_path, monkeypatch):
     module = "genaiops_fake_tools_common"
-    (tmp_path / f"{module}.py").write_text("def generate_retry_interval(n):\n    return 99\n")
+    (tmp_path / f"{module}.py").write_text("import time\n\ndef generate_retry_interval(n):\n    return 99\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(retry_policy, "TARGET", module)
+    monkeypatch.setattr(retry_policy, "TARGETS", (module,))
     monkeypatch.setenv(retry_policy.ENV_ATTEMPTS, "2")
     monkeypatch.setenv(retry_policy.ENV_BACKOFF, "0.25")
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
@@ -136,6 +185,7 @@ def test_patch_applies_when_the_tools_module_is_imported_later(tmp_path, monkeyp
     retry_policy.install_from_env()
     imported = __import__(module)
     assert imported.generate_retry_interval(0) == 0.25  # ours, not the module's 99
+    assert isinstance(imported.time, retry_policy._Module)
     assert not any(isinstance(f, retry_policy._PatchOnImport) for f in sys.meta_path)  # one-shot
 
 

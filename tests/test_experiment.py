@@ -43,6 +43,19 @@ runtime:
 """
 
 
+QA_FAST_OVERLAY = """\
+datasets:
+  - name: questions_pr
+    source: datasets/qa/questions_pr.jsonl
+    mappings: {question: "${data.question}", context: "${data.context}"}
+evaluators: []
+runtime:
+  worker_count: 2
+  line_timeout_sec: 60
+  retries: {max_attempts: 2, backoff_sec: 0.1}
+"""
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A private copy of the sample repository with a `fast` overlay (small datasets)."""
@@ -53,6 +66,10 @@ def repo(tmp_path_factory) -> Path:
     rows = (REPO / "datasets/classification/tickets_pr.jsonl").read_text().splitlines()[:4]
     (root / "datasets/classification/tickets_mini.jsonl").write_text("\n".join(rows) + "\n")
     (root / "configs/classification/experiment.fast.yaml").write_text(FAST_OVERLAY)
+    (root / "configs/classification/experiment.patient.yaml").write_text(
+        FAST_OVERLAY.replace("{max_attempts: 2, backoff_sec: 0.1}",
+                             "{max_attempts: 100, backoff_sec: 0.1, max_total_sec: 1}"))
+    (root / "configs/qa/experiment.fast.yaml").write_text(QA_FAST_OVERLAY)
     return root
 
 
@@ -105,6 +122,22 @@ def test_grid_count_is_printed_and_guarded(repo, state_dir, capsys):
                  "--variants", "grid", "--max-runs", "2"])
     assert code == 2
     assert "selects 4 variant runs, over --max-runs 2" in capsys.readouterr().err
+
+
+def test_two_variants_of_one_node_in_one_run_is_a_usage_error(repo, state_dir, capsys):
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+                 "--variants", "classify.careful+classify.terse"])
+    assert code == 2
+    assert "names node 'classify' twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-1"])
+def test_budget_must_be_a_finite_amount(repo, state_dir, capsys, budget):
+    with pytest.raises(SystemExit) as info:
+        main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+              "--budget", budget])
+    assert info.value.code == 2
+    assert "--budget" in capsys.readouterr().err
 
 
 # -- real runs ----------------------------------------------------------------------------------
@@ -169,11 +202,47 @@ def test_flex_parameter_variants_run(repo, state_dir):
 
 @pytest.mark.promptflow
 def test_429_then_success_passes(repo, state_dir, sim):
+    """Retry-After is honoured within the limits (100 attempts, 1 s: three 0.2 s waits fit)."""
     sim.faults.add(kind="429", count=3, retry_after=0.2)
-    result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    result = experiment(repo, sim, env="patient", variants="defaults", datasets=["tickets_mini"],
+                        force=True)
     assert result.ok
     assert result.runs[0]["lines_failed"] == 0
     assert sim.stats.snapshot()["by_status"].get("429") == 3
+
+
+@pytest.mark.promptflow
+def test_429_with_retry_after_stops_at_max_attempts(repo, state_dir, sim):
+    """promptflow-tools honours Retry-After on its own (101 tries a call): our limit holds anyway."""
+    sim.faults.add(kind="429", count=None, retry_after=0.05)
+    result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    assert result.runs[0]["lines_failed"] == 4
+    assert "gave up after 2 attempt(s)" in result.runs[0]["errors"][0]["message"]
+    # 4 lines x the first LLM node x 2 attempts; the second node never runs
+    assert sim.stats.snapshot()["by_status"].get("429") == 8
+
+
+@pytest.mark.promptflow
+def test_429_with_retry_after_stops_at_max_attempts_in_prompty_flows(repo, state_dir):
+    """A .prompty call retries through promptflow-core (10 tries, its own back-off): bounded too."""
+    with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
+        qa_sim.faults.add(kind="429", count=None, retry_after=0.05)
+        result = experiment(repo, qa_sim, use_case="qa", env="fast", force=True)
+        assert result.runs[0]["lines_failed"] == 8
+        assert "gave up after 2 attempt(s)" in result.runs[0]["errors"][0]["message"]
+        assert qa_sim.stats.snapshot()["by_status"].get("429") == 8 * 2
+
+
+@pytest.mark.promptflow
+def test_retries_stop_at_max_total_sec(repo, state_dir, sim):
+    sim.faults.add(kind="429", count=None, retry_after=0.3)
+    started = time.monotonic()
+    result = experiment(repo, sim, env="patient", variants="defaults", datasets=["tickets_mini"],
+                        force=True)
+    assert result.runs[0]["lines_failed"] == 4
+    assert "max_total_sec 1" in result.runs[0]["errors"][0]["message"]
+    assert sim.stats.snapshot()["by_status"].get("429") <= 4 * 4  # 1 s of 0.3 s waits a line
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.promptflow
@@ -187,6 +256,41 @@ def test_persistent_500_fails_with_message(repo, state_dir, sim, capsys):
     message = str(info.value)
     assert "4 failed line(s)" in message and "gave up after 2 attempt(s)" in message
     assert "500" in message
+
+
+@pytest.mark.promptflow
+def test_a_rerun_retries_only_the_failed_lines_and_keeps_the_good_ones(repo, state_dir, sim):
+    sim.faults.add(kind="500", count=None, match="invoices for 2024")  # line 1 fails, persistently
+    first = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
+    assert not first.ok
+    assert [(r["lines_ok"], r["lines_failed"]) for r in first.runs] == [(3, 1), (3, 1)]
+    ledger = Workspace.for_repo(repo).ledger()
+    before = {r["key"]: ledger.read_outputs(r["key"]) for r in first.runs}
+
+    sim.faults.clear()
+    calls = sim.stats.requests
+    second = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
+    assert second.ok, second.failures
+    assert sim.stats.requests == calls + 2 * 2  # line 1 only: 2 variants x 2 LLM nodes
+    for run in second.runs:
+        assert (run["lines_ok"], run["lines_failed"], run["retried_lines"]) == (4, 0, 1)
+        assert not run["reused"] and run["key"] in before
+        after = ledger.read_outputs(run["key"])
+        assert [row["line"] for row in after] == [0, 1, 2, 3]
+        kept = [row for row in after if row["line"] != 1]
+        assert kept == [row for row in before[run["key"]] if row["line"] != 1]  # untouched
+        assert after[1]["ok"] and after[1]["inputs"]["id"] == "PR002"
+    third = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
+    assert all(r["reused"] for r in third.runs) and sim.stats.requests == calls + 4
+
+
+@pytest.mark.promptflow
+def test_a_run_whose_every_line_failed_is_not_reused(repo, state_dir, sim):
+    sim.faults.add(kind="500", count=None)
+    assert experiment(repo, sim, variants="defaults", datasets=["tickets_mini"]).runs[0]["lines_ok"] == 0
+    sim.faults.clear()
+    again = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"])
+    assert again.ok and again.runs[0]["lines_ok"] == 4 and again.runs[0]["retried_lines"] == 4
 
 
 @pytest.mark.promptflow

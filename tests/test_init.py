@@ -78,3 +78,24 @@ def test_init_config_error_is_exit_2_without_traceback(repo, capsys):
     code, out, err = init(repo, capsys)
     assert code == 2
     assert "malformed YAML" in err and "Traceback" not in err
+
+
+def test_a_bad_line_in_the_middle_of_a_dataset_stops_init_and_experiment(repo, capsys, state_dir):
+    """Checked whole at init (exit 2, file:line, nothing registered), and again when the file is
+    damaged after init: the experiment refuses before any LLM call."""
+    rows = repo / "datasets/demo/rows.jsonl"
+    good = rows.read_text()
+    rows.write_text(good + '{"text": "half a row",\n' + good)
+    code, _out, err = init(repo, capsys)
+    assert code == 2
+    assert "datasets/demo/rows.jsonl:3: not valid JSON" in err and "Traceback" not in err
+    assert not (state_dir / "registry" / "catalog.sqlite").exists()
+
+    rows.write_text(good)
+    assert init(repo, capsys)[0] == 0
+    rows.write_text(good + '{"label": "no text column"}\n')
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "demo", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "datasets/demo/rows.jsonl:3: row has no column 'text'" in err
+    assert not list(state_dir.glob("ledger/runs/*.json"))

@@ -190,15 +190,57 @@ def test_user_errors_are_usage_errors(registry, repo):
         open_registry("nexus", repo)
 
 
-def test_corrupt_catalogue_is_a_clear_error(registry, repo, state_dir):
-    registry.register(tickets(repo))
-    catalog = state_dir / "registry" / "catalog.sqlite"
+def _garble(catalog: Path, data: bytes) -> None:
     for suffix in ("-wal", "-shm"):
         Path(str(catalog) + suffix).unlink(missing_ok=True)
-    catalog.write_bytes(b"this is not a database" * 100)
+    catalog.write_bytes(data)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"this is not a database" * 100], ids=["0-byte", "garbled"])
+def test_a_lost_catalogue_is_rebuilt_from_the_registration_records(registry, repo, state_dir, garbage):
+    """A 0-byte catalogue used to restart at v1, re-using version numbers already pinned."""
+    registry.register(tickets(repo))
+    (repo / "datasets" / "tickets.jsonl").write_text("v2\n")
+    assert registry.register(tickets(repo)).version == 2
+    catalog = state_dir / "registry" / "catalog.sqlite"
+    _garble(catalog, garbage)
+    fresh = open_registry("local", repo)
+    assert [r.version for r in fresh.versions("tickets")] == [1, 2]
+    (repo / "datasets" / "tickets.jsonl").write_text("v3\n")
+    assert fresh.register(tickets(repo)).version == 3
+    assert len(list((state_dir / "quarantine").rglob("catalog.sqlite"))) == 1
+
+
+def test_a_catalogue_row_that_differs_from_its_record_is_rebuilt(registry, repo, state_dir):
+    first = registry.register(tickets(repo))
+    import sqlite3
+
+    with sqlite3.connect(state_dir / "registry" / "catalog.sqlite") as conn:
+        conn.execute("UPDATE assets SET content_hash = 'sha256:' || printf('%064d', 0)")
+    assert open_registry("local", repo).get("tickets", 1).content_hash == first.content_hash
+
+
+def test_a_corrupt_catalogue_without_records_is_a_clear_error(registry, repo, state_dir):
+    registry.register(tickets(repo))
+    import shutil
+
+    shutil.rmtree(state_dir / "registry" / "records")
+    _garble(state_dir / "registry" / "catalog.sqlite", b"this is not a database" * 100)
     with pytest.raises(GenaiopsError, match="catalog.sqlite is unusable") as err:
-        registry.list_assets()
+        open_registry("local", repo).list_assets()
     assert "move it away" in str(err.value)
+
+
+def test_a_damaged_blob_is_quarantined_and_stored_again(registry, repo, state_dir):
+    registration = registry.register(tickets(repo))
+    blob = Path(registration.location)
+    blob.write_text("garbled\n")
+    with pytest.raises(GenaiopsError, match="registered bytes of local:tickets:1 are damaged"):
+        open_registry("local", repo).get("tickets", 1)
+    again = open_registry("local", repo).register(tickets(repo))  # the source still has the bytes
+    assert (again.version, again.created) == (1, False)
+    assert blob.read_bytes() == (repo / "datasets" / "tickets.jsonl").read_bytes()
+    assert open_registry("local", repo).get("tickets", 1).version == 1
 
 
 # -- concurrency: real processes --------------------------------------------------------------

@@ -64,6 +64,11 @@ def _dag(node_variants: dict, selector: str) -> list[VariantSpec]:
             if vid not in node_variants[node][1]:
                 raise UsageError(f"unknown variant {vid!r} of node {node!r}",
                                  hint=f"variants of {node}: {', '.join(node_variants[node][1])}")
+            if node in changes:
+                raise UsageError(f"--variants {run.strip()!r} names node {node!r} twice",
+                                 hint="a run has one variant per node (join nodes with +); run "
+                                      f"variants of one node separately: {node}.{changes[node]},"
+                                      f"{node}.{vid}")
             changes[node] = vid
         spec = make(changes)
         if spec.label not in seen:

@@ -86,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from genaiops.cli.render import err
+    from genaiops.notices import printed
+
     try:
-        return args.func(args)
+        with printed(err):
+            return args.func(args)
     except GenaiopsError as exc:
         return _report(args, exc.exit_code, exc.message, exc.hint, getattr(exc, "problems", None))
     except KeyboardInterrupt:

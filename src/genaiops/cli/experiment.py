@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.args import csv_list, positive_int
+from genaiops.cli.args import amount, csv_list, positive_int
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
@@ -23,7 +23,7 @@ def add_experiment_parser(phases_subparsers) -> None:
                         help="promptflow workers per run (default: runtime.worker_count)")
     parser.add_argument("--max-runs", type=positive_int, default=64,
                         help="refuse to start more variant runs than this (guards --variants grid)")
-    parser.add_argument("--budget", type=float, default=None,
+    parser.add_argument("--budget", type=amount, default=None,
                         help="refuse to start when the estimated cost (from previous runs' tokens "
                              "and config prices) exceeds this")
     parser.add_argument("--force", action="store_true",
@@ -34,8 +34,9 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
     """Run the flow over datasets x variants, concurrently, with a run ledger.
 
     Runs the standard flow over each selected dataset x variant. DAG variants of a dataset run
-    side by side in one promptflow run; runs whose flow, variant, dataset and settings are
-    unchanged are reused from the ledger (.genaiops/ledger). Exit 1 when failed lines exceed
+    side by side in one promptflow run; runs whose flow, variant, dataset, settings and
+    environment are unchanged are reused from the ledger (.genaiops/ledger), and a run with
+    failed lines runs those lines again only. Exit 1 when failed lines exceed
     runtime.failed_line_tolerance.
     """
     from genaiops.cli.render import emit_json, out, table
@@ -65,4 +66,5 @@ def _run_row(run: dict) -> dict:
             "ok": run["lines_ok"], "failed": run["lines_failed"], "tokens": run["total_tokens"],
             "cost": "" if run["cost"] is None else f"{run['cost']:.4f}",
             "p50 s": run["latency_p50_s"], "p95 s": run["latency_p95_s"],
-            "reused": "yes" if run["reused"] else "no"}
+            "reused": "yes" if run["reused"] else
+            (f"{run['retried_lines']} retried" if run.get("retried_lines") else "no")}

@@ -16,25 +16,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check configs, overlays, flows and datasets.
 
     Validates one use case (default: all) and reports every problem with file, line, field and
-    fix. Exit 2 on any problem.
+    fix: the base config and, without --env, every experiment.<env>.yaml overlay; datasets are
+    read whole. With --env and no --use-case, the use cases that declare that environment. Exit 2
+    on any problem.
     """
     from genaiops.cli.render import emit_json, out
     from genaiops.config import list_use_cases
+    from genaiops.config.environments import (
+        declared_environments,
+        overlay_environments,
+        require_declared,
+    )
 
     root = repo_root(args)
     use_cases = [args.use_case] if args.use_case else list_use_cases(root)
     if not use_cases:
         raise GenaiopsError("no use cases under configs/", hint="create one: genaiops new <name>")
-    results = [_check(root, use_case, args.env) for use_case in use_cases]
+    if args.env and not args.use_case:
+        declaring = [u for u in use_cases if args.env in declared_environments(root, u)]
+        for use_case in declaring or use_cases[:1]:  # none: the first one says what exists
+            require_declared(root, use_case, args.env)
+        use_cases = declaring
+    results = [_check(root, use_case, env) for use_case in use_cases
+               for env in ([args.env] if args.env else [None, *overlay_environments(root, use_case)])]
     ok = all(result["ok"] for result in results)
     if args.json:
         emit_json({"ok": ok, "env": args.env, "use_cases": results})
         return EXIT_OK if ok else EXIT_USAGE
     for result in results:
+        name = result["use_case"] + (f" -e {result['env']}" if result["env"] else "")
         if result["ok"]:
-            out(f"ok       {result['use_case']}  ({', '.join(result['files'])})")
+            out(f"ok       {name}  ({', '.join(result['files'])})")
         else:
-            out(f"INVALID  {result['use_case']}")
+            out(f"INVALID  {name}")
             for problem in result["problems"]:
                 out(f"  - {Problem(**problem).render()}")
     return EXIT_OK if ok else EXIT_USAGE
@@ -47,6 +61,7 @@ def _check(root, use_case: str, env: str | None) -> dict:
     try:
         config = load_experiment(root, use_case, env)
     except ConfigError as exc:
-        return {"use_case": use_case, "ok": False, "problems": [p.as_dict() for p in exc.problems]}
-    return {"use_case": use_case, "ok": True,
+        return {"use_case": use_case, "env": env, "ok": False,
+                "problems": [p.as_dict() for p in exc.problems]}
+    return {"use_case": use_case, "env": env, "ok": True,
             "files": [str(f.relative_to(root)) for f in config.files]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from genaiops.config.environments import require_declared
 from genaiops.config.filemodel import ENV_NAME, LoadContext
 from genaiops.config.layered import build, read_checked
 from genaiops.config.model import ExperimentConfig
@@ -32,6 +33,8 @@ def load_experiment(repo_root: Path, use_case: str, env: str | None = None,
                          hint=f"use one of: {', '.join(available) or '(none yet: genaiops new <name>)'}")
     if env is not None and not re.match(ENV_NAME, env):
         raise UsageError(f"invalid environment name {env!r}", hint="use lowercase letters, digits, - or _")
+    if env is not None:
+        require_declared(repo_root, use_case, env)
 
     data, sources, files = read_checked(
         ExperimentConfig, repo_root / "configs" / use_case / BASE_FILE,

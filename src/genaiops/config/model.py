@@ -14,11 +14,13 @@ from pydantic import ConfigDict, Field, PrivateAttr, WithJsonSchema, model_valid
 from typing_extensions import TypedDict
 
 from genaiops.config.filemodel import (
+    ENV_NAME,
     ConfigFile,
     FileModel,
     NonEmpty,
     NonNegative,
     Number,
+    Positive,
     PositiveInt,
     Probability,
     RelPath,
@@ -32,9 +34,11 @@ CORE_CONNECTION_FIELDS = frozenset({"name", "type", "api_base", "api_key", "api_
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvName = Annotated[str, Field(pattern=ENV_NAME)]
+Scalar = Annotated[str | bool | int | float, WithJsonSchema({"type": ["string", "number", "boolean"]})]
 # flow input -> "${data.<column>}", "${run.outputs.<output>}" or a literal value
-Mappings = dict[str, Annotated[str | bool | int | float,
-                               WithJsonSchema({"type": ["string", "number", "boolean"]})]]
+Mappings = dict[str, Scalar]
 
 
 class Connection(FileModel):
@@ -84,6 +88,8 @@ class EvaluatorDataset(Dataset):
     # without `source`, the file of the referenced dataset (filled in by ExperimentConfig)
     source_rel: RelPath | None = Field(None, alias="source")
     reference: Name
+    # join evaluation rows to the referenced dataset's rows on this column (default: row number)
+    key_column: NonEmpty | None = None
 
 
 class Evaluator(FileModel):
@@ -95,6 +101,7 @@ class Evaluator(FileModel):
     flow_rel: RelPath | None = Field(None, alias="flow")
     code: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     aggregate: Identifier | None = None
+    init: dict[str, Any] = {}  # init values of a flex evaluator flow (a class entry)
     datasets: tuple[EvaluatorDataset, ...] = Field(min_length=1)
     _flow: Path | None = PrivateAttr(None)
 
@@ -116,8 +123,12 @@ class Variant(FileModel):
 
 
 class Retries(FileModel):
+    """Every retry of one LLM call stops at `max_attempts` attempts or `max_total_sec` seconds
+    spent retrying, whichever comes first (Retry-After headers included)."""
+
     max_attempts: PositiveInt = 5
     backoff_sec: NonNegative = 0.5
+    max_total_sec: Positive = 60
 
 
 class Runtime(FileModel):
@@ -160,8 +171,18 @@ class Registry(TypedDict, total=False):
     workspace_name: str
 
 
+def gate_label(metric: str, op: str, threshold, type_: str = "absolute", name: str = "") -> str:
+    """A gate's name: the one it was given, else one made from what it checks."""
+    if name:
+        return name
+    if type_ == "regression":
+        return f"{metric} no regression vs baseline"
+    return f"{metric} {op} {threshold:g}" if isinstance(threshold, (int, float)) else \
+        f"{metric} {op} {threshold}"
+
+
 class Gate(FileModel):
-    metric: NonEmpty
+    metric: NonEmpty  # bare, `builtin.<name>` or `<evaluator>.<name>` (genaiops.metric_names)
     op: Literal[">=", ">", "<=", "<", "=="]
     threshold: Number
     name: str = ""
@@ -171,6 +192,10 @@ class Gate(FileModel):
     min_samples: PositiveInt | None = None
     alpha: Probability | None = None
     description: str = ""
+
+    @property
+    def label(self) -> str:
+        return gate_label(self.metric, self.op, self.threshold, self.type, self.name)
 
 
 class EvaluationSettings(FileModel):
@@ -197,6 +222,10 @@ class ExperimentConfig(ConfigFile):
     evaluators: tuple[Evaluator, ...] = ()
     variants: tuple[Variant, ...] = ()
     runtime: Runtime = Field(default_factory=Runtime)
+    # set for every run of the flow (promptflow resolves `${<connection>.<key>}` in values); the
+    # variables a flow reads are only known to genaiops - and its runs reusable - when declared
+    environment_variables: dict[EnvVarName, Scalar] = {}
+    environments: tuple[EnvName, ...] = ()  # environments besides overlays and deployment.yaml
     prices: dict[str, Price] = {}
     registry: Registry = {}
     gates: tuple[Gate, ...] = ()

@@ -1,24 +1,35 @@
 """Checks JSON Schema cannot express: unique names, references that exist, paths inside the repo
-(symbolic links included), flow folders that are flows, mapping columns present in the dataset's
-first row, worker counts this machine can hold."""
+(symbolic links included), flow folders that are flows, datasets checked whole (`config.datasets`),
+metric names that can refer to something, environment variables that name declared connections,
+worker counts this machine can hold."""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
 
 from genaiops.capacity import worker_hint, worker_problem
+from genaiops.config.datasets import (
+    ALIGN_HINT,
+    DatasetFile,
+    key_join_problems,
+    misaligned_count,
+    missing_column,
+    read_dataset,
+)
+from genaiops.config.model import gate_label
 from genaiops.config.yamlsrc import SourceMap, format_path
 from genaiops.engines import open_engine
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.hashing import escaping_links
+from genaiops.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
 from genaiops.workspace.repo import resolve_inside
 
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
 RUN_OUTPUT_REF = re.compile(r"^\$\{run\.outputs\.([^}]+)\}$")
+CONNECTION_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.([A-Za-z0-9_]+)\}")
 
 
 class Checker:
@@ -28,7 +39,7 @@ class Checker:
         self.sources = sources
         self.problems: list[Problem] = []
         self.flows: dict[str, FlowSpec] = {}  # by the path as written
-        self._first_rows: dict[Path, dict | None] = {}
+        self._datasets: dict[Path, DatasetFile] = {}
 
     def add(self, path, message, hint=None):
         file, line = self.sources.locate(path)
@@ -78,37 +89,21 @@ class Checker:
         except ValueError:
             return str(link)
 
-    def dataset_row(self, path, value: str) -> dict | None:
-        """The dataset's first row (for checking mapped columns), or None with a problem added."""
+    def dataset(self, path, value: str) -> DatasetFile | None:
+        """The dataset read whole (its problems added once), or None when it cannot be used."""
         resolved = self.repo_path(path, value, "dataset")
         if resolved is None:
             return None
         if resolved.suffix != ".jsonl":
             self.add(path, f"dataset {value!r} is not a .jsonl file", "use JSON Lines, one object a line")
             return None
-        if resolved not in self._first_rows:
-            self._first_rows[resolved] = self._read_first_row(path, resolved, value)
-        return self._first_rows[resolved]
-
-    def _read_first_row(self, path, file: Path, value: str) -> dict | None:
-        try:
-            with file.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if line.strip():
-                        row = json.loads(line)
-                        if not isinstance(row, dict):
-                            self.add(path, f"{value}:{number} is not a JSON object",
-                                     "each line must be an object of column: value")
-                            return None
-                        return row
-        except json.JSONDecodeError as exc:
-            self.add(path, f"{value}:{number} is not valid JSON ({exc.msg})", "fix that line")
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            self.add(path, f"cannot read dataset {value!r}: {exc}")
-            return None
-        self.add(path, f"dataset {value!r} is empty", "add at least one row")
-        return None
+        if resolved not in self._datasets:
+            self._datasets[resolved] = read_dataset(resolved, value)
+            self.problems += self._datasets[resolved].problems
+            if self._datasets[resolved].whole_file:
+                self.add(path, *self._datasets[resolved].whole_file)
+        dataset = self._datasets[resolved]
+        return dataset if dataset.usable else None
 
     # -- names and mappings -------------------------------------------------------------------
     def unique(self, items: list, base_path, what: str) -> None:
@@ -122,8 +117,8 @@ class Checker:
             else:
                 seen[name] = index
 
-    def mappings(self, path, mappings: dict, row: dict | None, flow: FlowSpec | None,
-                 run_outputs: tuple[str, ...] | None, dataset_value: str) -> None:
+    def mappings(self, path, mappings: dict, dataset: DatasetFile | None, flow: FlowSpec | None,
+                 run_outputs: tuple[str, ...] | None) -> None:
         for key, ref in (mappings or {}).items():
             where = path + (key,)
             if flow is not None and flow.inputs and key not in flow.inputs:
@@ -132,9 +127,8 @@ class Checker:
             if not isinstance(ref, str):
                 continue
             data = DATA_REF.match(ref)
-            if data and row is not None and data.group(1) not in row:
-                self.add(where, f"column {data.group(1)!r} is not in the first row of {dataset_value}",
-                         f"use one of its columns: {', '.join(sorted(row))}")
+            if data and dataset is not None:
+                self.problems += missing_column(dataset, data.group(1), format_path(where))
             run = RUN_OUTPUT_REF.match(ref)
             if run is not None and run_outputs is None:
                 self.add(where, f"{ref} refers to a run, but this dataset feeds the standard flow",
@@ -145,6 +139,20 @@ class Checker:
             if ref.startswith("${") and not (data or run):
                 self.add(where, f"unknown reference {ref!r}",
                          "use ${data.<column>} or ${run.outputs.<output>}")
+
+
+    def aligned(self, base, ds: dict, rows: DatasetFile | None, reference: DatasetFile | None) -> None:
+        """Evaluation rows line up with the rows they evaluate: by key column, else by count."""
+        if rows is None or reference is None:
+            return
+        if ds.get("key_column"):
+            self.problems += key_join_problems(rows, reference, ds["key_column"])
+            return
+        if rows is reference:
+            return
+        wrong = misaligned_count(rows, reference, ds["name"], ds["reference"])
+        if wrong:
+            self.add(base + ("source",), wrong, ALIGN_HINT)
 
 
 def check(data: dict, sources: SourceMap,
@@ -164,18 +172,30 @@ def check(data: dict, sources: SourceMap,
               "DAG flows take node variants from flow.dag.yaml; remove this block")
 
     names = set()
+    standard = {}
     for index, ds in enumerate(data["datasets"]):
         names.add(ds["name"])
-        row = c.dataset_row(("datasets", index, "source"), ds["source"])
-        c.mappings(("datasets", index, "mappings"), ds.get("mappings"), row, flow, None, ds["source"])
+        standard[ds["name"]] = c.dataset(("datasets", index, "source"), ds["source"])
+        c.mappings(("datasets", index, "mappings"), ds.get("mappings"), standard[ds["name"]], flow,
+                   None)
 
     eval_names = set()
+    reported = {BUILTIN: set(BUILTIN_METRICS)}  # metric names each source is known to report
     for e_index, ev in enumerate(data.get("evaluators", [])):
         eval_names.add(ev["name"])
         eval_flow = None
         if "flow" in ev:
             eval_flow = c.flow(("evaluators", e_index, "flow"), ev["flow"])
+            if eval_flow is not None:
+                reported[ev["name"]] = set(eval_flow.outputs)
+            if ev.get("init") and eval_flow is not None and eval_flow.kind != "flex":
+                c.add(("evaluators", e_index, "init"), f"`init` applies to flex evaluator flows "
+                      f"(a class entry); {ev['flow']} is a {eval_flow.kind} flow",
+                      "remove `init`, or make the evaluator a flex flow whose class takes it")
         else:
+            if ev.get("init"):
+                c.add(("evaluators", e_index, "init"), "`init` applies to flex evaluator flows, "
+                      "not to code evaluators", "remove `init`; a code evaluator is a function")
             code_file = ev["code"].rsplit(":", 1)[0]
             c.repo_path(("evaluators", e_index, "code"), code_file, "code evaluator file")
         c.unique(ev["datasets"], ("evaluators", e_index, "datasets"), "evaluator dataset")
@@ -188,13 +208,26 @@ def check(data: dict, sources: SourceMap,
             else:
                 source = ds.get("source") or next(d["source"] for d in data["datasets"]
                                                   if d["name"] == ds["reference"])
-            row = None
-            if source:
-                row = c.dataset_row(base + ("source",), source)
-            c.mappings(base + ("mappings",), ds.get("mappings"), row, eval_flow, run_outputs,
-                       source or "")
+            rows = c.dataset(base + ("source",), source) if source else None
+            c.mappings(base + ("mappings",), ds.get("mappings"), rows, eval_flow, run_outputs)
+            c.aligned(base, ds, rows, standard.get(ds["reference"]))
 
+    seen_gates: dict[str, int] = {}
     for g_index, gate in enumerate(data.get("gates", [])):
+        label = gate_label(gate["metric"], gate["op"], gate["threshold"],
+                           gate.get("type", "absolute"), gate.get("name", ""))
+        if label in seen_gates:
+            c.add(("gates", g_index), f"duplicate gate name {label!r} (also gates[{seen_gates[label]}])",
+                  "remove the copy, or give each gate its own `name:`")
+        seen_gates.setdefault(label, g_index)
+        wrong = namespace_problem(gate["metric"], eval_names, gate.get("evaluator"))
+        unclear = ambiguity(gate["metric"], reported, gate.get("evaluator"))
+        if unclear:
+            c.add(("gates", g_index, "metric"), f"metric {unclear}",
+                  "name the source, so the gate judges what you mean")
+        if wrong:
+            c.add(("gates", g_index) if gate.get("evaluator") else ("gates", g_index, "metric"),
+                  f"metric {gate['metric']!r}: {wrong[0]}", wrong[1])
         if gate.get("evaluator") and gate["evaluator"] not in eval_names:
             c.add(("gates", g_index, "evaluator"), f"no evaluator named {gate['evaluator']!r}",
                   f"use one of: {', '.join(sorted(eval_names)) or '(no evaluators defined)'}")
@@ -209,6 +242,22 @@ def check(data: dict, sources: SourceMap,
         if problem:  # located at the larger factor
             field = "max_parallel" if parallel > workers else "worker_count"
             c.add(("runtime", field if field in runtime else "worker_count"), problem, worker_hint())
+    settings = data.get("evaluation") or {}
+    primary = settings.get("primary_metric")
+    if primary:
+        wrong = namespace_problem(primary, eval_names, settings.get("evaluator"))
+        unclear = ambiguity(primary, reported, settings.get("evaluator"))
+        if wrong or unclear:
+            c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}" if wrong
+                  else f"metric {unclear}", wrong[1] if wrong else "name the source")
+
+    connection_names = {conn["name"] for conn in data.get("connections", [])}
+    for name, value in (data.get("environment_variables") or {}).items():
+        for ref in CONNECTION_REF.finditer(value if isinstance(value, str) else ""):
+            if ref.group(1) not in connection_names:
+                c.add(("environment_variables", name), f"no connection named {ref.group(1)!r} "
+                      f"(in {ref.group(0)})", "reference a connection of `connections:`: "
+                      f"{', '.join(sorted(connection_names)) or '(none declared)'}")
 
     rules = (data.get("simulator") or {}).get("rules")
     if rules:

@@ -1,8 +1,10 @@
 """Which variant goes to production.
 
 `--variant best` follows the evaluate phase's pointer (`Workspace.best_pointer`: {variant,
-variant_spec: {nodes, init}, flow_hash, summary_digest}); without one we fall back to the flow's
-defaults and say so. The engine then stages a copy of the flow whose defaults are that variant.
+variant_spec: {nodes, init}, flow_hash, summary_digest}, sealed with its hash); without one we
+fall back to the flow's defaults and say so - unless the pointer was damaged (quarantined): then
+deploying the default would be a guess, so we refuse until evaluate writes a new one. The engine
+then stages a copy of the flow whose defaults are that variant.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genaiops.engines.base import VariantSpec
-from genaiops.errors import ConfigError, Problem, UsageError
+from genaiops.errors import UsageError
+from genaiops.workspace.integrity import Damaged, StateDamaged, quarantine, read_sealed
+
+REEVALUATE = "re-run `genaiops run evaluate` to write a new one, or pass --variant NAME"
 
 
 @dataclass(frozen=True)
@@ -55,19 +60,26 @@ def choose_variant(ctx, requested: str = "best") -> ChosenVariant:
     config, workspace = ctx.config, ctx.workspace
     if requested == "best":
         pointer = workspace.best_pointer(config.use_case)
-        if not pointer.is_file():
+        try:
+            data = read_sealed(pointer)
+        except Damaged as damage:
+            quarantine(workspace, damage, recovery="deploy refuses to guess a variant")
+            raise StateDamaged("the best-variant pointer is damaged and was quarantined",
+                               hint=REEVALUATE) from None
+        if data is None and any(workspace.quarantine_dir.rglob(pointer.name)):
+            raise StateDamaged(f"the best-variant pointer {pointer.name} was quarantined as damaged "
+                               "and no evaluation has written a new one", hint=REEVALUATE)
+        if data is None:
             default = select_variants(config, ctx.flow, "defaults")[0]
             return ChosenVariant(default.label, dict(default.nodes), dict(default.init), "default",
                                  note=f"no evaluation pointer at {pointer.name} (run `genaiops run "
                                       f"evaluate -u {config.use_case}` first): deploying the flow's "
                                       f"default variant {default.label!r}")
-        try:
-            data = json.loads(pointer.read_text(encoding="utf-8"))
-            spec = data.get("variant_spec") or {}
-            label = str(data["variant"])
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise ConfigError([Problem(pointer, None, "variant", f"unreadable best-variant pointer ({exc})",
-                                       "re-run `genaiops run evaluate` or pass --variant NAME")]) from None
+        spec = data.get("variant_spec") or {}
+        label = str(data.get("variant") or "")
+        if not label or not isinstance(spec, dict):
+            raise StateDamaged(f"the best-variant pointer {pointer.name} names no variant",
+                               hint=REEVALUATE)
         return ChosenVariant(label, dict(spec.get("nodes") or {}), dict(spec.get("init") or {}), "best",
                              summary_digest=str(data.get("summary_digest") or ""),
                              summary_md=summary_md_for(workspace, config.use_case),

@@ -33,6 +33,16 @@ class FlowSpec:
     boundary: Path | None = None
 
 
+@dataclass
+class FlowReads:
+    """What a flow reads from outside its files, found without running it: run keys cover these,
+    and a run whose reads cannot be known is not reused."""
+
+    variables: dict[str, str] = field(default_factory=dict)  # env variable -> where ("file:line")
+    connections: dict[str, str] = field(default_factory=dict)  # connection name -> where used
+    unknown: list[str] = field(default_factory=list)  # reads no name can be given for, located
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     """One variant run: node assignments (per-node variants) or parameters (named parameter sets)."""
@@ -71,6 +81,9 @@ class BatchJob:
     line_timeout_sec: int = 120
     environment: dict = field(default_factory=dict)  # extra env for the run (never secrets)
     run: str | None = None  # an existing run to evaluate (`${run.outputs.x}` mappings)
+    # the config's `environment_variables`, handed to the engine as they are written (promptflow
+    # resolves `${<connection>.<key>}` references inside the run, so no secret passes through here)
+    environment_variables: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +161,9 @@ class Engine(Protocol):
 
     def read_flow(self, path: Path) -> FlowSpec:
         """The flow at `path` (FlowSpecError when it is not one)."""
+
+    def flow_reads(self, flow: FlowSpec) -> FlowReads:
+        """Environment variables and connections the flow's files read (part of every run key)."""
 
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         """How many variants `stage` can put in one batch run."""

@@ -48,8 +48,7 @@ def baseline_experiment(ledger: Ledger, use_case: str, ref: str, *,
 
 
 def _previous_experiment(ledger: Ledger, use_case: str, current: str) -> str:
-    ids = sorted(p.stem for p in ledger.experiments_dir.glob(f"{use_case}-*.json"))
-    earlier = [i for i in ids if i < current]
+    earlier = [i for i in ledger.experiment_ids(use_case) if i < current]
     if not earlier:
         raise UsageError(f"no experiment of {use_case} before {current} to use as baseline",
                          hint="pass --baseline PATH/summary.json instead")

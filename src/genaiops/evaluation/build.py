@@ -13,7 +13,7 @@ import time
 from genaiops.config.model import ExperimentConfig
 from genaiops.evaluation.drilldown import drill_down
 from genaiops.evaluation.evaluators.base import EvalOutcome
-from genaiops.evaluation.ranking import best_variant, leaderboard
+from genaiops.evaluation.ranking import best_variant, leaderboard, primary_problem
 from genaiops.evaluation.scoring import builtin_metrics, outcome_metrics
 from genaiops.evaluation.summary import (
     BUILTIN,
@@ -42,7 +42,11 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
         metrics += builtin_metrics(record, settings.confidence)
     primary, board = leaderboard(settings, metrics, records)
     best = best_variant(board, records)
-    if best is None and records:
+    ambiguous = primary_problem(settings, metrics, primary, [r.variant for r in records]) \
+        if primary else None
+    if ambiguous:
+        problems.append(ambiguous)
+    elif best is None and records:
         names = sorted({m.metric for m in metrics if m.evaluator != BUILTIN})
         problems.append(f"no variant has a value for the primary metric {primary!r} "
                         f"(evaluator metrics: {', '.join(names) or 'none numeric'}); set "

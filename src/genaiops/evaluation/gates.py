@@ -20,18 +20,14 @@ import operator
 
 from genaiops.config.model import EvaluationSettings, Gate
 from genaiops.evaluation.stats import as_number, paired_test
-from genaiops.evaluation.summary import GateResult, MetricEntry, Summary
+from genaiops.evaluation.summary import GateResult, MetricEntry, Summary, source_label
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 PASS, FAIL, INSUFFICIENT, SKIPPED = "pass", "fail", "insufficient", "skipped"
 
 
 def gate_name(gate: Gate) -> str:
-    if gate.name:
-        return gate.name
-    if gate.type == "regression":
-        return f"{gate.metric} no regression vs baseline"
-    return f"{gate.metric} {gate.op} {gate.threshold:g}"
+    return gate.label
 
 
 def row_scores(summary: Summary, variant: str, entry: MetricEntry) -> dict[str, float] | None:
@@ -79,7 +75,9 @@ def _available(summary: Summary, variant: str) -> str:
 
 
 def _absolute(gate: Gate, summary: Summary, variant: str) -> GateResult:
-    entry = summary.find_metric(variant, gate.metric, gate.evaluator, gate.dataset)
+    entry, ambiguous = summary.resolve_metric(variant, gate.metric, gate.evaluator, gate.dataset)
+    if ambiguous:
+        return _result(gate, FAIL, ambiguous, variant=variant)
     if entry is None:
         return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
                                    f"available: {_available(summary, variant)}", variant=variant)
@@ -100,8 +98,9 @@ def _absolute(gate: Gate, summary: Summary, variant: str) -> GateResult:
         interval = f" (CI {entry.ci_low:.4g}..{entry.ci_high:.4g})"
     verb = "meets" if ok else "fails"
     return _result(gate, PASS if ok else FAIL,
-                   f"{gate.metric}={value:.4g}{interval} {verb} {gate.op} {gate.threshold:g} "
-                   f"({variant}, {entry.dataset})", value=value, variant=variant)
+                   f"{entry.metric}={value:.4g}{interval} {verb} {gate.op} {gate.threshold:g} "
+                   f"({variant}, {entry.dataset}; from {source_label(entry)})", value=value,
+                   variant=variant)
 
 
 def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant: str,
@@ -110,11 +109,13 @@ def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant:
         return _result(gate, SKIPPED, "no baseline given (--baseline): regression not checked",
                        variant=variant)
     base_variant = baseline.candidate
-    entry = summary.find_metric(variant, gate.metric, gate.evaluator, gate.dataset)
+    entry, ambiguous = summary.resolve_metric(variant, gate.metric, gate.evaluator, gate.dataset)
+    if ambiguous:
+        return _result(gate, FAIL, ambiguous, variant=variant)
     if entry is None:
         return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
                                    f"available: {_available(summary, variant)}", variant=variant)
-    base_entry = baseline.find_metric(base_variant, gate.metric, entry.evaluator,
+    base_entry = baseline.find_metric(base_variant, entry.metric, entry.evaluator,
                                       entry.dataset) if base_variant else None
     if base_entry is None:
         return _result(gate, SKIPPED, f"the baseline has no {gate.metric} on dataset "
@@ -146,8 +147,8 @@ def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant:
     test = paired_test([base[line] for line in lines], [mine[line] for line in lines],
                        higher_is_better=higher, margin=abs(gate.threshold))
     shown_base = base_value if base_value is None else round(base_value, 4)
-    summary_text = (f"{gate.metric} {value:.4g} vs baseline {shown_base} "
-                    f"({base_variant}): change {test.delta:+.4f}, {test.method} "
+    summary_text = (f"{gate.metric} {value:.4g} (from {source_label(entry)}) vs baseline "
+                    f"{shown_base} ({base_variant}): change {test.delta:+.4f}, {test.method} "
                     f"p={test.p_value:.3g} over {test.n} pairs, {test.detail}")
     if test.p_value < alpha:
         return _result(gate, FAIL, f"regression: {summary_text} (p < alpha {alpha})", value=value,

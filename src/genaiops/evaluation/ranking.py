@@ -12,17 +12,33 @@ from genaiops.evaluation.summary import (
     BestVariant,
     LeaderboardRow,
     MetricEntry,
-    find_metric,
+    resolve_metric,
 )
 from genaiops.workspace.ledger import RunRecord
 
 
 def primary_metric(settings: EvaluationSettings, metrics: list[MetricEntry]) -> str | None:
-    """`evaluation.primary_metric`, else the first metric an evaluator produced."""
+    """`evaluation.primary_metric`, else the first metric an evaluator produced (named with its
+    evaluator when another source reports the same name)."""
     if settings.primary_metric:
         return settings.primary_metric
     evaluated = [m for m in metrics if m.evaluator != BUILTIN]
-    return evaluated[0].metric if evaluated else None
+    if not evaluated:
+        return None
+    first = evaluated[0]
+    shared = {m.evaluator for m in metrics if m.metric == first.metric} - {first.evaluator}
+    return f"{first.evaluator}.{first.metric}" if shared else first.metric
+
+
+def primary_problem(settings: EvaluationSettings, metrics: list[MetricEntry], primary: str,
+                    variants: list[str]) -> str | None:
+    """Why the primary metric names no single source (an ambiguous name), if it does not."""
+    for variant in variants:
+        _entry, ambiguous = resolve_metric(metrics, variant, primary, settings.evaluator,
+                                           settings.dataset)
+        if ambiguous:
+            return f"evaluation.primary_metric: {ambiguous}"
+    return None
 
 
 def leaderboard(settings: EvaluationSettings, metrics: list[MetricEntry], records: list[RunRecord]
@@ -31,7 +47,7 @@ def leaderboard(settings: EvaluationSettings, metrics: list[MetricEntry], record
     primary = primary_metric(settings, metrics)
     rows = []
     for label in dict.fromkeys(r.variant for r in records):
-        entry = (find_metric(metrics, label, primary, settings.evaluator, settings.dataset)
+        entry = (resolve_metric(metrics, label, primary, settings.evaluator, settings.dataset)[0]
                  if primary else None)
         rows.append(_row(label, primary, entry, [r for r in records if r.variant == label]))
     sign = -1 if settings.higher_is_better else 1

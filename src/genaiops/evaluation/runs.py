@@ -21,8 +21,9 @@ def completed_runs(ledger: Ledger, experiment: dict) -> tuple[list[RunRecord], l
     for run in experiment["runs"]:
         record = ledger.find(run["key"])
         if record is None or record.status != STATUS_COMPLETED:
-            problems.append(f"run {run['variant']} on {run['dataset']} did not complete in "
-                            f"experiment {experiment['id']}: not evaluated")
+            problems.append(f"run {run['variant']} on {run['dataset']} of experiment "
+                            f"{experiment['id']} did not complete or its ledger record is missing "
+                            "or damaged: not evaluated (re-run the experiment)")
         else:
             records.append(record)
     return records, problems

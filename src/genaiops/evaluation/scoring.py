@@ -49,11 +49,14 @@ def outcome_metrics(outcome: EvalOutcome, confidence: float
 
 
 def _score_names(rows: list[dict]) -> list[str]:
-    """Scores that are numeric on some row; text outputs of an evaluator are not scores."""
+    """Scores that are numeric on some row - numbers, or numbers written as text ("5"), as LLM
+    judges answer; other text outputs of an evaluator are not scores."""
     names = []
     for row in rows:
         for name, value in (row["scores"] or {}).items():
-            if name not in names and isinstance(value, (int, float, bool)):
+            numeric = isinstance(value, (int, float, bool)) or (
+                isinstance(value, str) and as_number(value) is not None)
+            if name not in names and numeric:
                 names.append(name)
     return names
 

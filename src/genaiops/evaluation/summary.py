@@ -28,10 +28,10 @@ from pydantic import (
 )
 
 from genaiops.errors import UsageError
+from genaiops.metric_names import BUILTIN, parse_metric
 
 SUMMARY_SCHEMA = "genaiops.evaluation/1"
 SIMULATOR_LABEL = "bundled LLM SIMULATOR (loopback, deterministic rules, not a real model)"
-BUILTIN = "builtin"  # evaluator name of the operational metrics taken from the run ledger
 DIGEST_EXCLUDES = frozenset({"digest", "report_dir", "duration_s", "rows"})  # run-local fields
 WRITTEN_BY_EVALUATE = "pass the summary.json written by `genaiops run evaluate`"
 
@@ -239,6 +239,32 @@ def find_metric(metrics: list[MetricEntry], variant: str, metric: str, evaluator
     return None
 
 
+def source_label(entry: MetricEntry) -> str:
+    """Where a metric entry comes from, as gate messages say it."""
+    return BUILTIN if entry.evaluator == BUILTIN else f"evaluator {entry.evaluator}"
+
+
+def resolve_metric(metrics: list[MetricEntry], variant: str, metric: str,
+                   evaluator: str | None = None, dataset: str | None = None,
+                   evaluators: tuple[str, ...] = ()) -> tuple[MetricEntry | None, str | None]:
+    """(the entry `metric` names for `variant`, None) or (None, why it names none unambiguously).
+
+    `metric` is bare, `builtin.<name>` or `<evaluator>.<name>` (`genaiops.metric_names`); a bare
+    name that several sources report is ambiguous: judging it would be a guess."""
+    sources = tuple(dict.fromkeys([*evaluators, *(m.evaluator for m in metrics if m.evaluator != BUILTIN)]))
+    ref = parse_metric(metric, sources, evaluator)
+    found = [m for m in metrics if m.variant == variant and m.metric == ref.name
+             and (ref.source is None or m.evaluator == ref.source)
+             and (not dataset or dataset in (m.dataset, m.eval_dataset))]
+    reporting = list(dict.fromkeys(m.evaluator for m in found))
+    if len(reporting) > 1:
+        spelled = " or ".join(f"{source}.{ref.name}" for source in reporting)
+        return None, (f"metric {metric!r} is ambiguous for {variant}: reported by "
+                      f"{', '.join(source_label(m) for m in found if m.evaluator in reporting)}; "
+                      f"write {spelled}")
+    return (found[0] if found else None), None
+
+
 def digest_of(data: dict) -> str:
     """sha256 over a summary's JSON content minus the digest itself and run-local fields."""
     body = {k: v for k, v in data.items() if k not in DIGEST_EXCLUDES}
@@ -312,6 +338,11 @@ class Summary(Record):
     def find_metric(self, variant: str, metric: str, evaluator: str | None = None,
                     dataset: str | None = None) -> MetricEntry | None:
         return find_metric(self.metrics, variant, metric, evaluator, dataset)
+
+    def resolve_metric(self, variant: str, metric: str, evaluator: str | None = None,
+                       dataset: str | None = None) -> tuple[MetricEntry | None, str | None]:
+        evaluators = tuple(e.evaluator for e in self.evaluations)
+        return resolve_metric(self.metrics, variant, metric, evaluator, dataset, evaluators)
 
     @property
     def candidate(self) -> str | None:

@@ -41,8 +41,9 @@ class PhaseContext:
 
         REDACTOR.add(*config.secrets())
         REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named
-        return cls(config, Workspace.for_repo(config.repo_root), engine_for(config, runner),
-                   simulator, show_progress)
+        workspace = Workspace.for_repo(config.repo_root)
+        workspace.sweep_abandoned()  # what a killed run left behind
+        return cls(config, workspace, engine_for(config, runner), simulator, show_progress)
 
     @cached_property
     def flow(self) -> FlowSpec:

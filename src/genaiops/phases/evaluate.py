@@ -20,6 +20,7 @@ from genaiops.evaluation.runs import completed_runs, load_experiment_or_fail
 from genaiops.evaluation.summary import Summary
 from genaiops.phases.context import PhaseContext
 from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.integrity import seal
 
 
 @dataclass
@@ -82,11 +83,11 @@ def _write_best_pointer(ctx: PhaseContext, summary: Summary) -> None:
     if summary.best is None:
         return
     config = ctx.config
-    atomic_write_json(ctx.workspace.best_pointer(config.use_case), {
+    atomic_write_json(ctx.workspace.best_pointer(config.use_case), seal({
         **summary.best.model_dump(), "use_case": config.use_case, "env": config.env,
         "evaluation_id": summary.id, "experiment_id": summary.experiment_id,
         "verdict": summary.verdict, "summary_digest": summary.recorded_digest,
-        "report_dir": summary.report_dir})
+        "report_dir": summary.report_dir}))
 
 
 def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOptions) -> Summary:
@@ -104,7 +105,8 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
                 for e in config.evaluators}
     needs_llm = any(e.flow for e in config.evaluators)
     with (ctx.llm() if needs_llm else contextlib.nullcontext(None)) as llm:
-        tasks = plan_evaluations(config, records, adapters, output_settings(config) if llm else {})
+        tasks = plan_evaluations(config, records, adapters, output_settings(config) if llm else {},
+                                 ctx.engine.version())
         outcomes = run_evaluations(tasks, adapters, ledger, EvaluationStore(ctx.workspace),
                                    evaluation_id=evaluation_id,
                                    max_parallel=options.max_parallel or config.runtime.max_parallel,

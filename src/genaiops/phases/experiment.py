@@ -3,17 +3,22 @@ reusing runs whose inputs are unchanged, and leave a run ledger for evaluate and
 
 Plan -> reuse -> budget -> stage -> run -> record:
 - every (dataset, variant) gets a run key from flow hash, variant, dataset hash, column mapping,
-  the output-relevant connection settings and the engine version; a finished run with that key
-  is reused;
+  the output-relevant connection settings and what the flow reads beyond its files (engine
+  version, simulator rules, environment variables: `run_inputs`); a finished run with that key
+  is reused, unless genaiops cannot know everything the flow reads (then it runs again and says
+  why);
 - the engine stages as many variants of one dataset into one batch run as it can (promptflow: a
   composite DAG of up to 8 variants; flex and prompty one variant a batch); batches run
   `max_parallel` at a time through the shared scheduling loop;
+- a finished run with failed lines is run again over those lines only, and its record merges
+  them into the lines it got right (`run_records`): a batch over the failed rows, engine-agnostic
+  and working from the ledger alone (promptflow's resume needs the original run in the local
+  store, which a CI agent that restored only the ledger does not have);
 - each finished run is written to the ledger at once, so an interrupted experiment resumes.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,11 +28,13 @@ from genaiops.config.model import Dataset, ExperimentConfig
 from genaiops.engines.base import BatchJob, BatchResult, VariantSpec
 from genaiops.errors import RunFailed, UsageError
 from genaiops.hashing import hash_file, hash_tree
+from genaiops.notices import notice
 from genaiops.phases.context import PhaseContext
+from genaiops.phases.run_records import build_record, member_rows, merged
+from genaiops.run_inputs import RunInputs, reuse_hint, run_inputs
 from genaiops.scheduling import Unit, run_concurrently
-from genaiops.secrets import redact
 from genaiops.variants import select_variants
-from genaiops.workspace.files import count_jsonl_rows
+from genaiops.workspace.files import atomic_write_jsonl, iter_jsonl
 from genaiops.workspace.ledger import (
     STATUS_COMPLETED,
     Ledger,
@@ -35,8 +42,6 @@ from genaiops.workspace.ledger import (
     new_experiment_id,
     run_key,
 )
-
-MAX_ERRORS_KEPT = 5
 
 
 @dataclass
@@ -58,6 +63,8 @@ class PlannedRun:
     variant: VariantSpec
     identity: dict
     reused: RunRecord | None = None
+    partial: RunRecord | None = None  # an earlier run with failed lines: only those run again
+    retry_lines: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -65,7 +72,12 @@ class Batch:
     job: BatchJob
     staging: Path  # the staged copy of the flow, removed once the batch is recorded
     runs: list[PlannedRun] = field(default_factory=list)
-    rows: int = 0
+    lines: list[int] = field(default_factory=list)  # the dataset line of the batch's line i
+    inputs: dict[int, dict] = field(default_factory=dict)  # dataset rows by line
+
+    @property
+    def rows(self) -> int:
+        return len(self.lines)
 
 
 @dataclass
@@ -80,6 +92,7 @@ class ExperimentResult:
     totals: dict
     simulator: dict | None = None  # the simulator's request counters, when one answered
     failures: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # why runs were not reused, ...
 
     @property
     def ok(self) -> bool:
@@ -88,7 +101,8 @@ class ExperimentResult:
     def to_json(self) -> dict:
         data = {"phase": "experiment", "ok": self.ok, "experiment_id": self.experiment_id,
                 "use_case": self.use_case, "env": self.env, "variants": self.variants,
-                "runs": self.runs, "totals": self.totals, "simulator": self.simulator}
+                "runs": self.runs, "totals": self.totals, "simulator": self.simulator,
+                "notes": self.notes}
         if self.failures:
             data["failures"] = self.failures
         return data
@@ -102,11 +116,12 @@ class ExperimentResult:
             lines.append(f"{failure['variant']} on {failure['dataset']}: {failure['lines_failed']} "
                          f"failed line(s); first error: {first}")
         raise RunFailed("experiment failed:\n  " + "\n  ".join(lines),
-                        hint="fix the cause, then rerun: completed runs are reused")
+                        hint="fix the cause, then rerun: good lines are kept, only the failed "
+                             "lines run again")
 
 
 def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
-              ledger: Ledger) -> list[PlannedRun]:
+              ledger: Ledger, inputs: RunInputs) -> list[PlannedRun]:
     config = ctx.config
     variants = select_variants(config, ctx.flow, options.variants, options.max_runs)
     datasets = list(config.datasets)
@@ -132,11 +147,28 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
                 "dataset_hash": dataset_hash,
                 "column_mapping": dataset.mappings,
                 "settings": settings,
+                "inputs": inputs.identity,
             }
             key = run_key(identity)
-            reused = None if options.force else ledger.find(key)
-            planned.append(PlannedRun(key, dataset, dataset_hash, variant, identity, reused))
+            found = None if options.force or not inputs.reusable else ledger.find(key)
+            planned.append(_plan(PlannedRun(key, dataset, dataset_hash, variant, identity), found,
+                                 ledger))
     return planned
+
+
+def _plan(run: PlannedRun, found: RunRecord | None, ledger: Ledger) -> PlannedRun:
+    """Reuse a run with no failed line; re-run only the failed lines of one that has some."""
+    if found is None:
+        return run
+    if not found.lines_failed:
+        run.reused = found
+        return run
+    rows = ledger.read_outputs(run.key)
+    good = {row["line"] for row in rows if row.get("ok")}
+    retry = [line for line in range(found.lines_total) if line not in good]
+    if retry and len(good) + len(retry) == found.lines_total:
+        run.partial, run.retry_lines = found, retry
+    return run
 
 
 def estimate_cost(config: ExperimentConfig, pending: list[PlannedRun], ledger: Ledger) -> float | None:
@@ -147,7 +179,11 @@ def estimate_cost(config: ExperimentConfig, pending: list[PlannedRun], ledger: L
         return None
     prompt_per_line = sum(r.prompt_tokens for r in history) / sum(r.lines_total for r in history)
     completion_per_line = sum(r.completion_tokens for r in history) / sum(r.lines_total for r in history)
-    lines = sum(count_jsonl_rows(run.dataset.source) for run in pending)
+    rows = {}
+    for run in pending:
+        if not run.partial and run.dataset.name not in rows:
+            rows[run.dataset.name] = sum(1 for _ in iter_jsonl(run.dataset.source))
+    lines = sum(len(run.retry_lines) if run.partial else rows[run.dataset.name] for run in pending)
     return lines * (prompt_per_line * price[0] + completion_per_line * price[1]) / 1000
 
 
@@ -160,35 +196,44 @@ def unit_price(config: ExperimentConfig) -> tuple[float, float] | None:
 
 def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: ExperimentOptions,
                  experiment_id: str) -> list[Batch]:
-    """Group pending runs by dataset into as few engine batches as the engine allows, and stage each."""
-    config, engine = ctx.config, ctx.engine
-    worker_count = options.worker_count or config.runtime.worker_count
-    per_batch = engine.max_variants_per_batch(ctx.flow)
+    """Group pending runs by dataset - runs of every line apart from runs of failed lines only,
+    which share a batch over the union of their lines - into as few engine batches as the engine
+    allows, and stage each."""
+    per_batch = ctx.engine.max_variants_per_batch(ctx.flow)
     groups: list[list[PlannedRun]] = []
     for dataset_name in dict.fromkeys(r.dataset.name for r in pending):
-        runs = [r for r in pending if r.dataset.name == dataset_name]
-        groups += [runs[i:i + per_batch] for i in range(0, len(runs), per_batch)]
+        for partial in (False, True):
+            runs = [r for r in pending if r.dataset.name == dataset_name and bool(r.partial) == partial]
+            groups += [runs[i:i + per_batch] for i in range(0, len(runs), per_batch)]
+    rows: dict[str, dict[int, dict]] = {}
     batches = []
     for number, runs in enumerate(groups):
-        name = f"{experiment_id}-{number:02d}"
-        folder = ctx.workspace.staging(name)
-        staged = engine.stage(ctx.flow, [r.variant for r in runs], folder / "flow")
-        job = BatchJob(name=name, flow=staged.entry, data=str(runs[0].dataset.source),
-                       column_mapping=dict(runs[0].dataset.mappings),
-                       member_suffixes=staged.member_suffixes, init=staged.init,
-                       worker_count=worker_count, line_timeout_sec=config.runtime.line_timeout_sec,
-                       environment={**staged.environment,
-                                    **engine.run_environment(config.runtime.retries)})
-        batches.append(Batch(job, folder, runs, count_jsonl_rows(runs[0].dataset.source)))
+        dataset = runs[0].dataset
+        if dataset.name not in rows:  # promptflow numbers the non-blank lines from 0
+            rows[dataset.name] = {i: row for i, (_n, row) in enumerate(iter_jsonl(dataset.source))}
+        batches.append(_stage_batch(ctx, options, f"{experiment_id}-{number:02d}", runs,
+                                    rows[dataset.name]))
     return batches
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, math.ceil(q / 100 * len(ordered)) - 1)
-    return round(ordered[rank], 4)
+def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs: list[PlannedRun],
+                 rows: dict[int, dict]) -> Batch:
+    config, engine = ctx.config, ctx.engine
+    folder = ctx.workspace.staging(name)
+    staged = engine.stage(ctx.flow, [r.variant for r in runs], folder / "flow")
+    data, lines = runs[0].dataset.source, sorted(rows)
+    if runs[0].partial:
+        lines = sorted({line for run in runs for line in run.retry_lines})
+        data = folder / "retry.jsonl"  # the failed rows only; line i of the batch is lines[i]
+        atomic_write_jsonl(data, [rows[line] for line in lines])
+    job = BatchJob(name=name, flow=staged.entry, data=str(data),
+                   column_mapping=dict(runs[0].dataset.mappings),
+                   member_suffixes=staged.member_suffixes, init=staged.init,
+                   worker_count=options.worker_count or config.runtime.worker_count,
+                   line_timeout_sec=config.runtime.line_timeout_sec,
+                   environment={**staged.environment, **engine.run_environment(config.runtime.retries)},
+                   environment_variables=dict(config.environment_variables))
+    return Batch(job, folder, runs, lines, {line: rows[line] for line in lines})
 
 
 def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experiment_id: str,
@@ -197,38 +242,28 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
     records = []
     price = unit_price(config)
     for index, run in enumerate(batch.runs):
-        member = result.members[index] if index < len(result.members) else None
-        lines = member.lines if member else []
-        ok = [line for line in lines if line.ok]
-        failed = [line for line in lines if not line.ok]
-        if member is None or result.crashed:  # the whole run failed (before producing lines)
-            failed_count, errors = batch.rows, [{"line": None, "message": redact(result.error or "run failed")}]
-        else:
-            failed_count = len(failed)
-            errors = [{"line": line.line, "message": redact(line.error or "failed")}
-                      for line in failed[:MAX_ERRORS_KEPT]]
-        prompt = sum(line.prompt_tokens for line in lines)
-        completion = sum(line.completion_tokens for line in lines)
-        latencies = [line.latency_s for line in ok if line.latency_s is not None]
-        record = RunRecord(
-            key=run.key, use_case=config.use_case, env=config.env, experiment_id=experiment_id,
-            flow=config.flow_rel, flow_kind=ctx.flow.kind, flow_hash=run.identity["flow_hash"],
-            variant=run.variant.label, variant_spec=run.variant.identity(), dataset=run.dataset.name,
-            dataset_source=run.dataset.source_rel, dataset_hash=run.dataset_hash,
-            column_mapping=dict(run.dataset.mappings), settings=run.identity["settings"],
-            pf_run=result.name, pf_output=member.suffix if member else None,
-            status=STATUS_COMPLETED if member is not None and result.status == "completed" else "failed",
-            lines_total=batch.rows, lines_ok=len(ok), lines_failed=failed_count,
-            duration_s=round(result.duration_s, 3), prompt_tokens=prompt, completion_tokens=completion,
-            total_tokens=prompt + completion,
-            cost=round((prompt * price[0] + completion * price[1]) / 1000, 6) if price else None,
-            latency_p50_s=_percentile(latencies, 50), latency_p95_s=_percentile(latencies, 95),
-            latency_p99_s=_percentile(latencies, 99), errors=errors, started_at=started,
-            finished_at=time.time())
-        rows = [{"line": line.line, "ok": line.ok, "inputs": line.inputs, "outputs": line.outputs,
-                 "error": redact(line.error) if line.error else None, "latency_s": line.latency_s,
-                 "prompt_tokens": line.prompt_tokens, "completion_tokens": line.completion_tokens}
-                for line in lines]
+        rows = member_rows(result, index, batch.lines, batch.inputs)
+        # a crashed process (killed, out of memory) fails the run even where failed lines are tolerated
+        member_ok = index < len(result.members) and result.status == "completed" and not result.crashed
+        base = {"key": run.key, "use_case": config.use_case, "env": config.env,
+                "experiment_id": experiment_id, "flow": config.flow_rel, "flow_kind": ctx.flow.kind,
+                "flow_hash": run.identity["flow_hash"], "variant": run.variant.label,
+                "variant_spec": run.variant.identity(), "dataset": run.dataset.name,
+                "dataset_source": run.dataset.source_rel, "dataset_hash": run.dataset_hash,
+                "column_mapping": dict(run.dataset.mappings), "settings": run.identity["settings"],
+                "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None}
+        if run.partial is None:
+            record = build_record(base=base, rows=rows, lines_total=batch.rows, completed=member_ok,
+                                  duration_s=result.duration_s, price=price, started_at=started)
+        else:  # lines from two engine runs: evaluations read them from the ledger, not a run link
+            earlier = run.partial
+            base.update(pf_run="", pf_output=None,
+                        merged_runs=[*(earlier.merged_runs or [earlier.pf_run]), result.name])
+            rows = merged(ledger.read_outputs(run.key), rows, set(run.retry_lines))
+            record = build_record(base=base, rows=rows, lines_total=earlier.lines_total,
+                                  completed=not result.crashed,
+                                  duration_s=earlier.duration_s + result.duration_s,
+                                  price=price, started_at=earlier.started_at)
         ledger.save(record, rows)
         records.append(record)
     return records
@@ -249,7 +284,13 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     ledger = ctx.workspace.ledger()
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
-    planned = plan_runs(ctx, options, output_settings(config), ledger)
+    inputs = run_inputs(config, ctx.engine.flow_reads(ctx.flow), ctx.engine.version())
+    notes = []
+    if not inputs.reusable and not options.force:
+        notes.append(f"runs of {config.use_case} are run again, not reused: "
+                     + "; ".join(inputs.not_reusable) + f" (fix: {reuse_hint(config)})")
+        notice(notes[-1])
+    planned = plan_runs(ctx, options, output_settings(config), ledger, inputs)
     pending = [run for run in planned if run.reused is None]
     estimate = estimate_cost(config, pending, ledger) if pending else 0.0
     if options.budget is not None and estimate is not None and estimate > options.budget:
@@ -272,7 +313,8 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     elif ctx.simulator is not None:
         simulator_stats = ctx.simulator.stats.snapshot()
 
-    runs = [{**records[run.key].as_dict(), "reused": run.reused is not None} for run in planned]
+    runs = [{**records[run.key].as_dict(), "reused": run.reused is not None,
+             "retried_lines": len(run.retry_lines)} for run in planned]
     tolerance = config.runtime.failed_line_tolerance
     failing = [r for r in runs if _tolerance_exceeded(r, tolerance)]
     ledger.save_experiment({
@@ -295,7 +337,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
                  "errors": r["errors"]} for r in failing]
     return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
-                            totals, simulator_stats, failures)
+                            totals, simulator_stats, failures, notes)
 
 
 def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:

@@ -145,11 +145,13 @@ class ContentRegistry:
                 if known
                 else "register it first (genaiops run init)",
             )
-        if version is None:
-            return found[-1]
-        for registration in found:
-            if registration.version == version:
-                return registration
+        chosen = found[-1] if version is None else next(
+            (r for r in found if r.version == version), None)
+        if chosen is not None:
+            verify = getattr(self.store, "verify", None)  # stores that hold the bytes check them
+            if verify is not None:
+                verify(chosen)
+            return chosen
         raise UsageError(
             f"asset {name!r} has no version {version} in the {self.scheme} registry",
             hint="versions: " + ", ".join(str(r.version) for r in found),

@@ -4,10 +4,17 @@
 UNIQUE(name, content_hash) make duplicates impossible even if the lock were bypassed. Writers take
 `BEGIN IMMEDIATE` (one writer at a time, others wait up to `busy_timeout`), and WAL lets readers
 run alongside, so concurrent `genaiops` processes serialise instead of corrupting the catalogue.
+
+Nothing here is trusted unread: each version also has a sealed registration record
+(`registry.journal`), the catalogue is checked against those records when a store first opens it
+and rebuilt from them when it is lost (a 0-byte or garbled file) or disagrees with them, and a
+blob is checked against its hash whenever it is reused or shown. Damage is quarantined in the
+workspace with a notice; what cannot be recovered is an error that says what to do.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import time
@@ -19,8 +26,12 @@ from pathlib import Path
 from genaiops.errors import GenaiopsError
 from genaiops.registry.base import AssetSpec, Registration, VersionTaken
 from genaiops.registry.blobstore import BlobStore
+from genaiops.registry.journal import FIELDS, Journal
+from genaiops.workspace.integrity import Damaged, StateDamaged, quarantine
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every row has a registration record (1 had none: written on upgrade)
+RESTORE = ("restore .genaiops/registry from a backup, or move it away to start an empty registry "
+           "(pins such as local:NAME:N made before then no longer resolve)")
 BUSY_TIMEOUT_MS = 60_000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -42,35 +53,125 @@ _COLUMNS = "name, version, kind, content_hash, description, tags, blob, created_
 class LocalStore:
     scheme = "local"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, workspace):
         self.root = Path(root)
+        self.workspace = workspace  # where damage is quarantined
         self.db_path = self.root / "catalog.sqlite"
-        self.blobs = BlobStore(self.root / "blobs")
+        self.journal = Journal(self.root)
+        self.blobs = BlobStore(self.root / "blobs", on_damage=self._quarantine)
         self._conn: sqlite3.Connection | None = None  # set only inside transaction()
+        self._checked = False  # the catalogue agreed with the records once in this store
 
     @classmethod
     def for_repo(cls, repo_root: Path, settings: dict | None = None) -> LocalStore:
         root = (settings or {}).get("path")
         from genaiops.workspace import Workspace
 
-        return cls(Path(root) if root else Workspace.for_repo(repo_root).registry_dir)
+        workspace = Workspace.for_repo(repo_root)
+        return cls(Path(root) if root else workspace.registry_dir, workspace)
+
+    def _quarantine(self, damage: Damaged, recovery: str) -> None:
+        quarantine(self.workspace, damage, recovery=recovery)
 
     # -- connection ---------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         try:
-            conn = sqlite3.connect(
-                self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
-            )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = FULL")
-            self._ensure_schema(conn)
             return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to a catalogue that agrees with the registration records (rebuilt from
+        them first when it does not)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._open()
+            try:
+                self._ensure_schema(conn)
+                problem = None if self._checked else self._disagreement(conn)
+            except BaseException:
+                conn.close()
+                raise
         except sqlite3.DatabaseError as exc:
-            raise self._broken(exc) from exc
+            if not self.journal.paths():
+                raise self._broken(exc) from exc
+            conn, problem = None, f"unreadable as a database ({exc})"
+        if problem is None:
+            self._checked = True
+            return conn
+        if conn is not None:
+            conn.close()
+        self._rebuild(problem)
+        self._checked = True
+        return self._open()
+
+    def _disagreement(self, conn: sqlite3.Connection) -> str | None:
+        """How the catalogue differs from the registration records, or None when it agrees."""
+        try:
+            records = self.journal.read_all()
+        except Damaged as damage:
+            self._quarantine(damage, "the catalogue row it backed can no longer be verified")
+            raise StateDamaged(f"a registration record of the local registry is damaged: "
+                               f"{damage.path.name}", hint=RESTORE) from None
+        rows = {(r["name"], r["version"]): self._row_fields(r)
+                for r in conn.execute(f"SELECT {_COLUMNS} FROM assets").fetchall()}
+        unbacked = sorted(set(rows) - set(records))
+        if unbacked:
+            raise StateDamaged(f"{len(unbacked)} version(s) in {self.db_path} have no registration "
+                               f"record (e.g. {unbacked[0][0]}:{unbacked[0][1]}): they cannot be "
+                               "verified", hint=RESTORE)
+        for key, record in records.items():
+            if key not in rows:
+                return f"{len(set(records) - set(rows))} registered version(s) are missing from it"
+            if rows[key] != record:
+                return f"its row for {key[0]}:{key[1]} differs from the registration record"
+        return None
+
+    @staticmethod
+    def _row_fields(row: sqlite3.Row) -> dict:
+        return {**{k: row[k] for k in FIELDS}, "tags": json.loads(row["tags"])}
+
+    def _still_disagrees(self) -> bool:
+        """Checked again holding the catalogue's write lock: a writer between its record and its
+        COMMIT, or another process that rebuilt the catalogue first, is no damage."""
+        try:
+            with closing(self._open()) as conn:
+                self._ensure_schema(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    return self._disagreement(conn) is not None
+                finally:
+                    conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError:
+            return True
+
+    def _rebuild(self, problem: str) -> None:
+        """Quarantine the catalogue and write a new one from the registration records."""
+        with (self.root / ".rebuild.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self._still_disagrees():
+                return
+            records = self.journal.read_all()
+            companions = [Path(f"{self.db_path}{suffix}") for suffix in ("-wal", "-shm")]
+            quarantine(self.workspace, Damaged(self.db_path, problem), *companions,
+                       recovery=f"the catalogue was rebuilt from its {len(records)} registration "
+                                "record(s); versions are kept")
+            with closing(self._open()) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.executemany(
+                    f"INSERT INTO assets ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [tuple(json.dumps(r[k], sort_keys=True) if k == "tags" else r[k]
+                           for k in FIELDS) for r in records.values()])
+                conn.execute("COMMIT")
 
     def _broken(self, exc: Exception) -> GenaiopsError:
         if isinstance(exc, sqlite3.OperationalError) and (
@@ -99,6 +200,8 @@ class LocalStore:
                 time.sleep(0.05)
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        """Create the table in a new catalogue; give an upgraded one its registration records.
+        A catalogue without a table while records exist was lost: `_disagreement` says so."""
         found = conn.execute("PRAGMA user_version").fetchone()[0]
         if found == SCHEMA_VERSION:
             return
@@ -110,6 +213,9 @@ class LocalStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(_SCHEMA)
+            if found == 1:  # trusted once, as it stands, when genaiops is upgraded
+                for row in conn.execute(f"SELECT {_COLUMNS} FROM assets").fetchall():
+                    self.journal.write(self._row_fields(row))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -197,7 +303,19 @@ class LocalStore:
                 f"SELECT {_COLUMNS} FROM assets WHERE name = ? AND version = ?",
                 (spec.name, version),
             ).fetchone()
+            self.journal.write(self._row_fields(row))  # before COMMIT: never a row without one
         return self._row(row, created=True)
+
+    def verify(self, registration: Registration) -> None:
+        """The registered bytes still hash to the registration's content hash; a damaged blob is
+        quarantined and StateDamaged says how to store it again."""
+        try:
+            self.blobs.verify(registration.content_hash)
+        except Damaged as damage:
+            self._quarantine(damage, "register the asset again to store its bytes anew")
+            raise StateDamaged(f"the registered bytes of {registration.uri} are damaged and were "
+                               "quarantined", hint="run `genaiops run init` (or register the asset "
+                               "again) while its source still has that content") from None
 
     def list_assets(self) -> list[dict]:
         with self._reading() as conn:

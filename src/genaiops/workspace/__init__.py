@@ -6,7 +6,7 @@ logs, keys, staging folders and deploy work folders. Modules ask it for a path (
 bound to it) instead of joining folder names themselves, so the layout is written down once:
 
     ledger/runs/<key>.json, <key>.outputs.jsonl    experiment runs (`workspace.ledger`)
-    ledger/experiments/<id>.json, latest-<uc>      experiments
+    ledger/experiments/<id>.json, latest-<uc>.json experiments
     evaluations/runs/<key>.json                    evaluation runs (`evaluation.store`)
     pointers/best-<uc>.json                        what `run deploy --variant best` promotes
     reports/<uc>/<evaluation id>/                  report folders
@@ -15,6 +15,7 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     audit/audit.jsonl                              the audit chain: approvals, rejections,
                                                    refusals, deployments (HMAC-chained)
     staging/<name>/                                throw-away copies of flows for one run
+    quarantine/<time>-<id>/                        damaged state, moved aside when read (never read again)
     deploy/<uc>/                                   image build contexts, manifests
     deploy/wheels/                                 wheel cache (or $GENAIOPS_WHEEL_CACHE)
 
@@ -116,8 +117,27 @@ class Workspace:
 
     # -- scratch space ------------------------------------------------------------------------
     def staging(self, name: str) -> Path:
-        """A folder for throw-away copies of flows (promptflow writes into flow folders)."""
-        return self._dir("staging") / name
+        """A folder for throw-away copies of flows (promptflow writes into flow folders), named
+        with its owner so a crashed run's copy is swept (`sweep_abandoned`)."""
+        from genaiops.workspace.sweep import owner_tag
+
+        return self._dir("staging") / f"{name}.{owner_tag()}"
+
+    def sweep_abandoned(self) -> int:
+        """Remove what interrupted writers left behind: staging copies and temp files of
+        processes of this machine that are gone. Returns how many entries were removed."""
+        from genaiops.workspace.sweep import sweep
+
+        removed = sweep(self.root / "staging", "*")
+        for folder in {path.parent for path in self.root.rglob(".*.tmp")}:
+            removed += sweep(folder, ".*.tmp")
+        removed += sweep(self.root / "registry" / "blobs" / "sha256", ".incoming-*")
+        return len(removed)
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where damaged state goes (`workspace.integrity.quarantine`): kept, never read again."""
+        return self._dir("quarantine")
 
     def deploy_dir(self, use_case: str) -> Path:
         return self._dir("deploy", use_case)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never truncates one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash never truncates one (the
+temp file carries its writer's owner tag, so a crash's leftover is swept on the next start)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from genaiops.workspace.sweep import owner_tag
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -4,6 +4,11 @@ One JSON record per run under `<state>/ledger/runs/<key>.json` plus its line out
 `<key>.outputs.jsonl`, each written atomically (temp file + rename). A record exists only once
 its run finished, so an interrupted experiment resumes by re-running what has no record.
 The run key is a hash of everything that changes a run's outputs, never of secrets.
+
+Records and experiments are sealed with their own hash and a record lists its outputs' hash
+(`workspace.integrity`); a damaged record, outputs file or experiment is quarantined when read,
+never trusted: the run is run again, the latest-experiment pointer is re-derived from the
+experiment records, and an unrecoverable read says what to do.
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from genaiops.workspace.files import (
-    atomic_write_json,
-    atomic_write_jsonl,
-    atomic_write_text,
-    read_jsonl,
+from genaiops.workspace.files import atomic_write_json, atomic_write_text, jsonl_text
+from genaiops.workspace.integrity import (
+    Damaged,
+    StateDamaged,
+    quarantine,
+    read_sealed,
+    seal,
+    verify_file,
 )
+
+RERUN = "the run is run again by the next `genaiops run experiment`"
 
 STATUS_COMPLETED = "completed"  # every line ran (failed lines are counted in the record)
 STATUS_FAILED = "failed"  # the run itself could not complete
@@ -63,6 +73,8 @@ class RunRecord:
     errors: list = field(default_factory=list)  # [{line, message}] first few, redacted
     started_at: float = 0.0
     finished_at: float = 0.0
+    outputs_sha256: str = ""  # of `<key>.outputs.jsonl`, verified whenever the outputs are read
+    merged_runs: list = field(default_factory=list)  # engine runs whose lines it merges (retries)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +84,7 @@ class Ledger:
     """Run records and experiments in a workspace (`ledger/runs`, `ledger/experiments`)."""
 
     def __init__(self, workspace):
+        self.workspace = workspace
         self.runs_dir = workspace.runs_dir
         self.experiments_dir = workspace.experiments_dir
 
@@ -81,53 +94,105 @@ class Ledger:
     def outputs_path(self, key: str) -> Path:
         return self.runs_dir / f"{key}.outputs.jsonl"
 
-    def find(self, key: str) -> RunRecord | None:
-        """A finished run with this key whose outputs are still there, else None."""
-        path = self._record_path(key)
+    def _load(self, path: Path) -> RunRecord | None:
+        """The record at `path` if intact; a damaged one is quarantined with its outputs."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            data = read_sealed(path)
+        except Damaged as damage:
+            quarantine(self.workspace, damage, path.with_name(f"{path.stem}.outputs.jsonl"),
+                       recovery=RERUN)
             return None
-        if data.get("status") != STATUS_COMPLETED or not self.outputs_path(key).is_file():
+        if data is None:
             return None
         return RunRecord(**{k: v for k, v in data.items() if k in RunRecord.__dataclass_fields__})
 
+    def find(self, key: str) -> RunRecord | None:
+        """A finished run with this key whose record and outputs are intact, else None."""
+        record = self._load(self._record_path(key))
+        if record is None or record.status != STATUS_COMPLETED:
+            return None
+        try:
+            verify_file(self.outputs_path(key), record.outputs_sha256)
+        except Damaged as damage:
+            quarantine(self.workspace, damage, self._record_path(key), recovery=RERUN)
+            return None
+        return record
+
     def save(self, record: RunRecord, line_results: list[dict]) -> None:
-        """Outputs first, then the record: a record never points at missing outputs."""
-        atomic_write_jsonl(self.outputs_path(record.key), line_results)
-        atomic_write_json(self._record_path(record.key), record.as_dict())
+        """Outputs first, then the record that lists their hash: a record never points at
+        missing or other outputs."""
+        text = jsonl_text(line_results)
+        record.outputs_sha256 = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        atomic_write_text(self.outputs_path(record.key), text)
+        atomic_write_json(self._record_path(record.key), seal(record.as_dict()))
 
     def read_outputs(self, key: str) -> list[dict]:
-        return read_jsonl(self.outputs_path(key))
+        """The run's line outputs, verified against its record; StateDamaged when they are not
+        intact (quarantined: re-run the experiment)."""
+        record = self._load(self._record_path(key))
+        path = self.outputs_path(key)
+        try:
+            if record is None:
+                raise Damaged(path, "its run record is missing or damaged")
+            verify_file(path, record.outputs_sha256)
+            text = path.read_text(encoding="utf-8")
+        except Damaged as damage:
+            quarantine(self.workspace, damage, self._record_path(key), recovery=RERUN)
+            raise StateDamaged(f"the outputs of run {key[:8]} are damaged and were quarantined",
+                               hint="re-run `genaiops run experiment` (intact runs are reused), "
+                                    "then evaluate again") from None
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     # -- experiments ----------------------------------------------------------------------------
+    def _latest_path(self, use_case: str) -> Path:
+        return self.experiments_dir / f"latest-{use_case}.json"
+
     def save_experiment(self, experiment: dict) -> Path:
         path = self.experiments_dir / f"{experiment['id']}.json"
-        atomic_write_json(path, experiment)
-        atomic_write_text(self.experiments_dir / f"latest-{experiment['use_case']}", experiment["id"])
+        atomic_write_json(path, seal(experiment))
+        atomic_write_json(self._latest_path(experiment["use_case"]),
+                          seal({"use_case": experiment["use_case"], "id": experiment["id"]}))
         return path
 
+    def experiment_ids(self, use_case: str) -> list[str]:
+        """Ids of the use case's experiments, oldest first (ids start with their UTC time)."""
+        return sorted(p.stem for p in self.experiments_dir.glob(f"{use_case}-*.json"))
+
+    def _latest_id(self, use_case: str) -> str | None:
+        pointer = self._latest_path(use_case)
+        try:
+            data = read_sealed(pointer)
+        except Damaged as damage:
+            newest = (self.experiment_ids(use_case) or [None])[-1]
+            quarantine(self.workspace, damage, recovery=f"the latest experiment is taken from the "
+                       f"newest experiment record instead ({newest or 'none'})")
+            if newest:
+                atomic_write_json(pointer, seal({"use_case": use_case, "id": newest}))
+            return newest
+        return None if data is None else str(data.get("id"))
+
     def load_experiment(self, use_case: str, experiment_id: str = "latest") -> dict | None:
+        """The experiment record (None when there is none); StateDamaged when it is damaged."""
         if experiment_id == "latest":
-            pointer = self.experiments_dir / f"latest-{use_case}"
-            if not pointer.is_file():
+            experiment_id = self._latest_id(use_case)
+            if experiment_id is None:
                 return None
-            experiment_id = pointer.read_text().strip()
         path = self.experiments_dir / f"{experiment_id}.json"
-        if not path.is_file():
-            return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return read_sealed(path)
+        except Damaged as damage:
+            quarantine(self.workspace, damage, recovery="its runs stay in the ledger")
+            raise StateDamaged(f"experiment {experiment_id} is damaged and was quarantined",
+                               hint="re-run `genaiops run experiment` (intact runs are reused) "
+                                    "or pass --experiment with another id") from None
 
     def history(self, use_case: str) -> list[RunRecord]:
+        """Every intact run record of the use case (damaged ones are quarantined on the way)."""
         records = []
         for path in sorted(self.runs_dir.glob("*.json")):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                continue
-            if data.get("use_case") == use_case:
-                records.append(RunRecord(**{k: v for k, v in data.items()
-                                            if k in RunRecord.__dataclass_fields__}))
+            record = self._load(path)
+            if record is not None and record.use_case == use_case:
+                records.append(record)
         return records
 
 

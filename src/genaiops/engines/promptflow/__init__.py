@@ -2,6 +2,7 @@
 
     env           quiet, offline promptflow (telemetry, trace service, keyring) before import
     flowspec      DAG / flex / prompty flows read from their files (variants, inputs, outputs)
+    reads         what a flow reads from outside its files (environment variables, connections)
     staging       private copies: composite DAG batches (`composite`), prompty overrides, serving
     connections   the local connection store
     local         batch runs in worker processes (`worker`), results read from run folders
@@ -23,6 +24,7 @@ from pathlib import Path
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
+    FlowReads,
     FlowSpec,
     ProgressCallback,
     Runner,
@@ -31,9 +33,8 @@ from genaiops.engines.base import (
     StagedBatch,
     VariantSpec,
 )
-from genaiops.engines.promptflow import flowspec, staging
+from genaiops.engines.promptflow import flowspec, reads, retry_policy, staging
 from genaiops.engines.promptflow.env import promptflow_home
-from genaiops.engines.promptflow.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
 
 BACKENDS = ("local", "azure")
 
@@ -80,6 +81,9 @@ class PromptflowEngine:
     def read_flow(self, path: Path) -> FlowSpec:
         return flowspec.read_flow(path)
 
+    def flow_reads(self, flow: FlowSpec) -> FlowReads:
+        return reads.flow_reads(flow, self.cache_patterns)
+
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         return staging.max_variants_per_batch(flow)
 
@@ -95,7 +99,7 @@ class PromptflowEngine:
         return upsert_connections(connections, endpoints)
 
     def run_environment(self, retries) -> dict:
-        return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
+        return retry_policy.environment(retries)
 
     def prewarm(self, count: int) -> None:
         prewarm = getattr(self.runner, "prewarm", None)

@@ -119,7 +119,8 @@ class AzureRunner:
             flow=job.flow, data=job.data, column_mapping=dict(job.column_mapping), run=job.run or None,
             name=job.name, display_name=job.name, tags={"genaiops.run": job.name},
             # read by the promptflow executor on the compute, as locally
-            environment_variables={"PF_WORKER_COUNT": str(job.worker_count),
+            environment_variables={**{k: str(v) for k, v in job.environment_variables.items()},
+                                   "PF_WORKER_COUNT": str(job.worker_count),
                                    "PF_LINE_TIMEOUT_SEC": str(job.line_timeout_sec)},
             init=job.init or None, resources=resources or None)
         options = {"runtime": self.settings["runtime"]} if self.settings.get("runtime") else {}

@@ -74,6 +74,17 @@ class CrashWatch:
         return found
 
 
+def run_error(run_dir: Path, status: str) -> str:
+    """Why a run ended `status`: promptflow's own message (its `error.json`, which holds the run's
+    exception or the first line error), not only the status."""
+    try:
+        data = json.loads((run_dir / "error.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    message = _error_text(data) if isinstance(data, dict) else None
+    return f"promptflow run status {status}: {message}" if message else f"promptflow run status {status}"
+
+
 def count_finished_lines(run_dir: Path) -> int:
     folder = run_dir / "flow_artifacts"
     return sum(1 for _ in folder.glob("*.jsonl")) if folder.is_dir() else 0

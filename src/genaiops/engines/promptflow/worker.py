@@ -37,7 +37,7 @@ def run_job(job: dict, on_crash=None) -> dict:
 
     install_from_env()  # before pf.run: forked line workers inherit it
 
-    from genaiops.engines.promptflow.results import read_members
+    from genaiops.engines.promptflow.results import read_members, run_error
 
     client = PFClient()
     if on_crash is not None:
@@ -48,6 +48,8 @@ def run_job(job: dict, on_crash=None) -> dict:
         kwargs["init"] = job["init"]
     if job.get("run"):
         kwargs["run"] = job["run"]
+    if job.get("environment_variables"):
+        kwargs["environment_variables"] = {k: str(v) for k, v in job["environment_variables"].items()}
     run = client.run(flow=job["flow"], data=job["data"], column_mapping=job["column_mapping"],
                      name=job["name"], stream=False, **kwargs)
     run_dir = Path(run._output_path)
@@ -61,7 +63,7 @@ def run_job(job: dict, on_crash=None) -> dict:
         "status": "completed" if run.status == "Completed" else "failed",
         "duration_s": round(time.monotonic() - started, 3),
         "members": [asdict(m) for m in members],
-        "error": None if run.status == "Completed" else f"promptflow run status {run.status}",
+        "error": None if run.status == "Completed" else run_error(run_dir, run.status),
         "run_dir": str(run_dir),
         "metrics": _metrics(client, run),
     }

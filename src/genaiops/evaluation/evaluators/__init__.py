@@ -18,6 +18,8 @@ from genaiops.evaluation.evaluators.base import (
 from genaiops.evaluation.evaluators.code import CodeEvaluator
 from genaiops.evaluation.evaluators.flow import FlowEvaluator
 from genaiops.hashing import hash_file
+from genaiops.notices import notice
+from genaiops.run_inputs import reuse_hint, run_inputs
 from genaiops.scheduling import Unit, run_concurrently
 from genaiops.workspace.ledger import Ledger, RunRecord, run_key
 
@@ -31,16 +33,24 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *,
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          line_timeout_sec=config.runtime.line_timeout_sec,
-                         force_data_mode=force_data_mode, boundary=config.repo_root)
+                         force_data_mode=force_data_mode, boundary=config.repo_root,
+                         init=evaluator.init,
+                         environment_variables=dict(config.environment_variables))
 
 
 def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapters: dict,
-                     settings: dict) -> list[EvalTask]:
-    """Every evaluator dataset x every experiment run of the dataset it references."""
+                     settings: dict, engine_version: str) -> list[EvalTask]:
+    """Every evaluator dataset x every experiment run of the dataset it references, keyed by
+    everything that changes its scores: the evaluator's content and what it reads beyond its
+    files (`run_inputs`), the experiment run's outputs, the evaluator dataset and mapping."""
     tasks = []
     referenced = {r.dataset for r in records}
     for evaluator in config.evaluators:
         identity_base = adapters[evaluator.name].content_identity()
+        inputs = run_inputs(config, adapters[evaluator.name].reads(), engine_version)
+        if not inputs.reusable:
+            notice(f"evaluator {evaluator.name} is run again, not reused: "
+                   + "; ".join(inputs.not_reusable) + f" (fix: {reuse_hint(config)})")
         for eval_dataset in evaluator.datasets:
             if eval_dataset.reference not in referenced:
                 continue  # that dataset was not part of this experiment (e.g. --datasets)
@@ -50,10 +60,13 @@ def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapter
                     continue
                 identity = {"evaluator": evaluator.name, "content": identity_base,
                             "experiment_run": record.key,
+                            "experiment_outputs": record.outputs_sha256,
                             "eval_dataset_hash": dataset_hash, "mapping": eval_dataset.mappings,
-                            "settings": settings}
-                tasks.append(EvalTask(run_key(identity), evaluator, eval_dataset, record, identity))
-    if config.evaluators and not tasks:
+                            "key_column": eval_dataset.key_column,
+                            "settings": settings, "inputs": inputs.identity}
+                tasks.append(EvalTask(run_key(identity), evaluator, eval_dataset, record, identity,
+                                      reusable=inputs.reusable))
+    if config.evaluators and records and not tasks:  # (no records: the problems say why)
         raise ConfigError("no evaluator dataset references a dataset of this experiment",
                           hint="set evaluators[].datasets[].reference to a dataset the "
                                "experiment ran")
@@ -64,7 +77,7 @@ def run_evaluations(tasks: list[EvalTask], adapters: dict, ledger: Ledger, store
                     *, evaluation_id: str, max_parallel: int = 2, force: bool = False,
                     show_progress: bool = True) -> list[tuple[EvalOutcome, bool]]:
     """[(outcome, reused)] in task order; pending tasks run `max_parallel` at a time."""
-    found = {t.key: (None if force else store.find(t.key)) for t in tasks}
+    found = {t.key: (None if force or not t.reusable else store.find(t.key)) for t in tasks}
     pending = [t for t in tasks if found[t.key] is None]
     rows = {t.key: aligned_rows(t, ledger) for t in pending}  # config problems surface first
 

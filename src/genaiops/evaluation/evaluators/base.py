@@ -1,22 +1,24 @@
 """What an evaluator is asked to score and what it returns, whatever kind it is.
 
 An `EvalTask` pairs one evaluator dataset with one experiment run of the standard dataset it
-references; `aligned_rows` lines both up by line number so every adapter (promptflow
-evaluation flow, plain Python function) sees the same rows and reports one `EvalOutcome`.
+references; `aligned_rows` lines both up - on the evaluator dataset's `key_column` when it has
+one, else by line number - so every adapter (promptflow evaluation flow, plain Python function)
+sees the same rows and reports one `EvalOutcome`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from genaiops.config.datasets import join_key
 from genaiops.errors import ConfigError
+from genaiops.workspace.files import iter_jsonl
 
 if TYPE_CHECKING:  # annotations only: the workspace's evaluation store imports these types
     from genaiops.config.model import Evaluator, EvaluatorDataset
+    from genaiops.engines.base import FlowReads
     from genaiops.workspace.ledger import Ledger, RunRecord
 
 _REF = re.compile(r"^\$\{(data|run\.outputs)\.([A-Za-z0-9_.-]+)\}$")
@@ -30,6 +32,7 @@ class EvalTask:
     eval_dataset: EvaluatorDataset
     record: RunRecord
     identity: dict
+    reusable: bool = True  # False: what the evaluator reads cannot be known, so never reused
 
 
 @dataclass
@@ -65,32 +68,53 @@ class EvaluatorAdapter(Protocol):
     def content_identity(self) -> dict:
         """What changes this evaluator's scores (code/flow hash, entry)."""
 
+    def reads(self) -> FlowReads:
+        """Environment variables and connections the evaluator reads beyond its files."""
+
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome: ...
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def aligned_rows(task: EvalTask, ledger: Ledger) -> list[AlignedRow]:
-    """Evaluator dataset row i <-> experiment line i (the evaluator dataset references the
-    standard dataset, so it must have the same number of rows)."""
-    data = read_jsonl(task.eval_dataset.source)
+    """Every evaluator dataset row with the experiment line it evaluates, in line order.
+
+    Both sides were checked when the config loaded; an experiment run recorded from another
+    version of the dataset can still disagree, which is a configuration error, never a guess."""
+    data = list(iter_jsonl(task.eval_dataset.source))
     outputs = {row["line"]: row for row in ledger.read_outputs(task.record.key)}
+    where = (f"evaluator {task.evaluator.name!r} dataset {task.eval_dataset.name!r} "
+             f"({task.eval_dataset.source_rel})")
     if len(data) != task.record.lines_total:
         raise ConfigError(
-            f"evaluator {task.evaluator.name!r} dataset {task.eval_dataset.name!r} "
-            f"({task.eval_dataset.source_rel}) has {len(data)} rows but the referenced dataset "
-            f"{task.record.dataset!r} has {task.record.lines_total}",
-            hint="an evaluator dataset must line up row by row with the dataset it references")
+            f"{where} has {len(data)} rows but the referenced dataset "
+            f"{task.record.dataset!r} has {task.record.lines_total} in run {task.record.key[:8]}",
+            hint="an evaluator dataset must line up with the dataset it references (row by row, "
+                 "or on key_column); re-run the experiment if the dataset changed")
+    key = task.eval_dataset.key_column
+    lines = _lines_by_key(where, data, outputs, key) if key else list(range(len(data)))
     rows = []
-    for line, row in enumerate(data):
+    for line, (_number, row) in sorted(zip(lines, data), key=lambda pair: pair[0]):
         result = outputs.get(line)
         ok = bool(result and result.get("ok") and result.get("outputs") is not None)
         rows.append(AlignedRow(line, row, result["outputs"] if ok else None,
                                None if ok else (result or {}).get("error") or "line missing"))
     return rows
+
+
+def _lines_by_key(where: str, data: list[tuple[int, dict]], outputs: dict[int, dict],
+                  key: str) -> list[int]:
+    """The experiment line of each evaluator row, joined on `key` (the experiment's outputs
+    carry the dataset row they ran on)."""
+    line_of = {join_key((row.get("inputs") or {}).get(key)): line for line, row in outputs.items()}
+    lines = []
+    for number, row in data:
+        line = line_of.get(join_key(row.get(key)))
+        if line is None or line in lines:
+            raise ConfigError(f"{where}: line {number} ({key} {row.get(key)!r}) matches no "
+                              f"single line of the experiment run",
+                              hint="key values must be unique and present on both sides; re-run "
+                                   "the experiment if the dataset changed")
+        lines.append(line)
+    return lines
 
 
 def resolve_mapping(mapping: dict, row: AlignedRow) -> dict:

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from genaiops.engines.base import FlowReads
+from genaiops.envscan import python_reads
 from genaiops.errors import ConfigError
 from genaiops.evaluation.evaluators.base import (
     AlignedRow,
@@ -38,6 +40,11 @@ class CodeEvaluator:
     def content_identity(self) -> dict:
         return {"kind": "code", "code_hash": hash_file(self.file), "entry": self.code,
                 "aggregate": self.aggregate_name}
+
+    def reads(self) -> FlowReads:
+        """A code evaluator runs in this process: what its file reads from the environment."""
+        found = python_reads(self.file.read_text(encoding="utf-8"), self.file.name)
+        return FlowReads(variables=found.variables, unknown=found.unknown)
 
     def _load(self):
         with _LOCK:  # module import is not thread safe per name

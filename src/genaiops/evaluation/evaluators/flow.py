@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from genaiops.engines.base import BatchJob
+from genaiops.engines.base import BatchJob, FlowReads
 from genaiops.evaluation.evaluators.base import (
     AlignedRow,
     EvalOutcome,
@@ -51,7 +51,8 @@ def write_fallback_data(rows: list[AlignedRow], mapping: dict, path: Path) -> No
 
 class FlowEvaluator:
     def __init__(self, flow: Path, engine, *, worker_count: int = 4, line_timeout_sec: int = 120,
-                 force_data_mode: bool = False, boundary: Path | None = None):
+                 force_data_mode: bool = False, boundary: Path | None = None,
+                 init: dict | None = None, environment_variables: dict | None = None):
         self.flow = Path(flow)
         self.boundary = boundary  # where the flow's links may point (the repository)
         self.root = self.flow if self.flow.is_dir() else self.flow.parent
@@ -59,34 +60,44 @@ class FlowEvaluator:
         self.worker_count = worker_count
         self.line_timeout_sec = line_timeout_sec
         self.force_data_mode = force_data_mode
+        self.init = dict(init or {})
+        self.environment_variables = dict(environment_variables or {})
 
     def content_identity(self) -> dict:
         return {"kind": "flow", "engine": self.engine.name,
                 "flow_hash": hash_tree(self.root, self.engine.cache_patterns, boundary=self.boundary),
-                "entry": self.flow.name if self.flow.is_file() else ""}
+                "entry": self.flow.name if self.flow.is_file() else "", "init": self.init}
+
+    def reads(self) -> FlowReads:
+        return self.engine.flow_reads(self.engine.read_flow(self.flow))
+
+    def _job(self, name: str, data: Path, column_mapping: dict, run: str | None = None) -> BatchJob:
+        return BatchJob(name=name, flow=str(self.flow), data=str(data), column_mapping=column_mapping,
+                        member_suffixes=[""], init=self.init or None, worker_count=self.worker_count,
+                        line_timeout_sec=self.line_timeout_sec, run=run,
+                        environment_variables=self.environment_variables)
 
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
+        """promptflow's `run=` pairs evaluation row i with run line i, so rows joined on a key
+        column are evaluated from the ledger's outputs instead (data mode)."""
         started = time.monotonic()
         record, mapping = task.record, task.eval_dataset.mappings
-        use_run = not self.force_data_mode and self.engine.linkable_run(record.pf_run)
+        use_run = (not self.force_data_mode and not task.eval_dataset.key_column
+                   and self.engine.linkable_run(record.pf_run))
         with tempfile.TemporaryDirectory(prefix="genaiops-eval-") as tmp:
             if use_run:
-                job = BatchJob(name=name, flow=str(self.flow), data=str(task.eval_dataset.source),
-                               column_mapping=run_mapping(mapping, record.pf_output or ""),
-                               member_suffixes=[""], worker_count=self.worker_count,
-                               line_timeout_sec=self.line_timeout_sec, run=record.pf_run)
+                job = self._job(name, task.eval_dataset.source,
+                                run_mapping(mapping, record.pf_output or ""), run=record.pf_run)
             else:
                 data = Path(tmp) / "eval-data.jsonl"
                 write_fallback_data(rows, mapping, data)
-                job = BatchJob(name=name, flow=str(self.flow), data=str(data),
-                               column_mapping=data_mapping(mapping), member_suffixes=[""],
-                               worker_count=self.worker_count, line_timeout_sec=self.line_timeout_sec)
+                job = self._job(name, data, data_mapping(mapping))
             result = self.engine.run_batch(job)
         lines = {line.line: line for line in (result.members[0].lines if result.members else [])}
         failed = error_rows(rows)
         out_rows = []
-        for row in rows:
-            line = lines.get(row.line)
+        for index, row in enumerate(rows):  # the evaluation run's line i is rows[i]
+            line = lines.get(index)
             if row.line in failed:
                 out_rows.append({"line": row.line, "scores": {}, "error": failed[row.line]})
             elif line is None:

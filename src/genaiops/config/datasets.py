@@ -1,0 +1,136 @@
+"""Datasets checked whole, before any LLM call: every row of a JSON Lines file is a JSON object,
+every column a mapping names is in every row, and an evaluator dataset lines up with the dataset
+it references - row by row, or by a key column. Problems name the dataset file and line.
+
+promptflow fills a missing column with NaN and runs the line anyway, and a broken line fails only
+at run time; checking the whole file at `validate`/`init` (and on every load, so a file changed
+after init is caught before experiment spends anything) keeps both out of the results.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genaiops.errors import Problem
+
+MAX_PROBLEMS_PER_CHECK = 10  # a broken 100k-row file gives ten located problems and a count
+ALIGN_HINT = ("an evaluator dataset lines up with the dataset it references row by row: give both "
+              "the same rows in the same order, or set key_column to join them on a column")
+
+
+@dataclass
+class DatasetFile:
+    """A dataset's parsed rows as (line number, row), plus the problems reading it found."""
+
+    shown: str  # the path as the config wrote it (what problems name)
+    rows: list[tuple[int, dict]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # located at file:line
+    whole_file: tuple[str, str | None] | None = None  # (message, fix) about the file as a whole
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems and self.whole_file is None
+
+
+def read_dataset(path: Path, shown: str) -> DatasetFile:
+    """Every non-blank line parsed; each bad line is a problem at `shown:line`."""
+    dataset = DatasetFile(shown)
+    bad: list[Problem] = []
+    try:
+        with Path(path).open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    bad.append(Problem(shown, number, None, f"not valid JSON ({exc.msg})",
+                                       "fix that line: one JSON object per line"))
+                    continue
+                if not isinstance(row, dict):
+                    bad.append(Problem(shown, number, None, "is not a JSON object",
+                                       "each line must be an object of column: value"))
+                    continue
+                dataset.rows.append((number, row))
+    except (OSError, UnicodeDecodeError) as exc:
+        dataset.whole_file = (f"cannot read dataset {shown!r}: {exc}", None)
+        return dataset
+    dataset.problems = _capped(bad, shown, "more bad lines")
+    if not bad and not dataset.rows:
+        dataset.whole_file = (f"dataset {shown!r} is empty", "add at least one row")
+    return dataset
+
+
+def _capped(problems: list[Problem], shown: str, what: str) -> list[Problem]:
+    if len(problems) <= MAX_PROBLEMS_PER_CHECK:
+        return problems
+    extra = len(problems) - MAX_PROBLEMS_PER_CHECK
+    return problems[:MAX_PROBLEMS_PER_CHECK] + [Problem(shown, None, None, f"... and {extra} {what}")]
+
+
+def missing_column(dataset: DatasetFile, column: str, mapped_by: str) -> list[Problem]:
+    """One problem per row (capped) that lacks `column`."""
+    problems = [Problem(dataset.shown, number, None,
+                        f"row has no column {column!r}, which {mapped_by} maps",
+                        f"add it to every row, or map one of: {', '.join(sorted(row)) or '(none)'}")
+                for number, row in dataset.rows if column not in row]
+    return _capped(problems, dataset.shown, f"rows without column {column!r}")
+
+
+def misaligned_count(evaluation: DatasetFile, reference: DatasetFile, eval_name: str,
+                     ref_name: str) -> str | None:
+    """Row by row: both files need the same number of rows."""
+    if len(evaluation.rows) == len(reference.rows):
+        return None
+    return (f"evaluator dataset {eval_name!r} ({evaluation.shown}) has {len(evaluation.rows)} "
+            f"rows but dataset {ref_name!r} ({reference.shown}) has {len(reference.rows)}")
+
+
+def join_key(value) -> str | None:
+    """The comparable form of a key value (1 and "1" stay different); None when unusable."""
+    if isinstance(value, (str, int, float, bool)):
+        return json.dumps(value)
+    return None
+
+
+def keyed_lines(dataset: DatasetFile, column: str) -> tuple[dict[str, int], list[Problem]]:
+    """{key: line} of a dataset, and a problem for each row without a usable, unique key."""
+    keys: dict[str, int] = {}
+    problems = []
+    for number, row in dataset.rows:
+        if column not in row:
+            problems.append(Problem(dataset.shown, number, None,
+                                    f"row has no column {column!r}, the key_column",
+                                    "every row of both datasets needs the key"))
+            continue
+        key = join_key(row[column])
+        if key is None:
+            problems.append(Problem(dataset.shown, number, None,
+                                    f"{column} must be a string or a number, not {row[column]!r}"))
+        elif key in keys:
+            problems.append(Problem(dataset.shown, number, None,
+                                    f"{column} {row[column]!r} is also at line {keys[key]}",
+                                    "key values must be unique"))
+        else:
+            keys[key] = number
+    return keys, problems
+
+
+def key_join_problems(evaluation: DatasetFile, reference: DatasetFile, column: str) -> list[Problem]:
+    """Both files keyed by `column`, and the same keys on both sides."""
+    eval_keys, problems = keyed_lines(evaluation, column)
+    ref_keys, ref_problems = keyed_lines(reference, column)
+    problems += ref_problems
+    for key, number in eval_keys.items():
+        if key not in ref_keys:
+            problems.append(Problem(evaluation.shown, number, None,
+                                    f"no row of {reference.shown} has {column} {json.loads(key)!r}",
+                                    "every evaluation row must match a row it evaluates"))
+    for key, number in ref_keys.items():
+        if key not in eval_keys:
+            problems.append(Problem(reference.shown, number, None,
+                                    f"no row of {evaluation.shown} has {column} {json.loads(key)!r}",
+                                    "every row of the referenced dataset needs its evaluation row"))
+    return _capped(problems, evaluation.shown, f"rows that do not join on {column!r}")

@@ -1,0 +1,69 @@
+"""What a promptflow flow reads from outside its files: environment variables (`${env:NAME}` in
+flow YAML and prompty front matter, `os.environ`/`os.getenv` in its Python code) and the
+connections its DAG nodes and prompty model configurations name. Read from the files the flow's
+hash covers, without running anything."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from genaiops.engines.base import FlowReads, FlowSpec
+from genaiops.envscan import EnvReads, python_reads, text_reads
+
+TEXT_SUFFIXES = (".yaml", ".yml", ".prompty")
+CONNECTION_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.[A-Za-z0-9_]+\}")  # ${<connection>.<key>}
+
+
+def _yaml_documents(text: str, suffix: str) -> list:
+    """The YAML of a flow file (a prompty's front matter); nothing when it does not parse."""
+    if suffix == ".prompty":
+        parts = text.split("---", 2)
+        text = parts[1] if len(parts) == 3 else ""
+    try:
+        return [yaml.safe_load(text)]
+    except yaml.YAMLError:
+        return []
+
+
+def _connections(node, where: str, found: dict[str, str]) -> None:
+    """Every `connection: <name>` (DAG nodes, variants, prompty configuration) and every
+    `${<connection>.<key>}` under an `environment_variables:` block."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "connection" and isinstance(value, str) and value:
+                found.setdefault(value, where)
+            elif key == "environment_variables" and isinstance(value, dict):
+                for item in value.values():
+                    for match in CONNECTION_REF.finditer(item if isinstance(item, str) else ""):
+                        found.setdefault(match.group(1), where)
+            else:
+                _connections(value, where, found)
+    elif isinstance(node, list):
+        for item in node:
+            _connections(item, where, found)
+
+
+def flow_reads(flow: FlowSpec, cache_patterns: tuple[str, ...]) -> FlowReads:
+    from genaiops.hashing import snapshot
+
+    reads, connections = EnvReads(), {}
+    root = flow.root
+    for entry in snapshot(root, cache_patterns).files:
+        shown = f"{root.name}/{entry.rel}"
+        suffix = entry.path.suffix
+        if suffix not in (".py", *TEXT_SUFFIXES):
+            continue
+        try:
+            text = entry.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            reads.unknown.append(f"{shown}: cannot be read as text")
+            continue
+        if suffix == ".py":
+            reads.merge(python_reads(text, shown))
+            continue
+        reads.merge(text_reads(text, shown))
+        for document in _yaml_documents(text, suffix):
+            _connections(document, shown, connections)
+    return FlowReads(variables=reads.variables, connections=connections, unknown=reads.unknown)

@@ -1,0 +1,158 @@
+"""Which environment variables code and config text read, found without running them.
+
+A run is reused only when everything that can change its outputs is in its key; environment
+variables a flow reads are part of that. Python files are read with `ast`: `os.environ[...]`,
+`os.environ.get(...)`, `os.getenv(...)` (also through `from os import environ, getenv`) with a
+literal name are found by name; the same with a computed name, or the environment taken whole
+(`dict(os.environ)`, `os.environ.copy()`, iterating it) or loading a `.env` file, cannot be known
+and is reported as such. Importing the OpenAI SDK counts as reading the variables it reads by
+itself. Text formats (YAML, prompty front matter) name variables as `${env:NAME}`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)")
+# what `openai.OpenAI()` / `AzureOpenAI()` read when a flow passes no argument
+OPENAI_SDK_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
+                        "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN",
+                        "OPENAI_API_VERSION")
+_GETTERS = {"get", "setdefault", "pop", "__getitem__"}
+_WRITERS = {"update", "clear", "__setitem__", "__delitem__"}  # set values: the flow's own, hashed
+_DOTENV = {"load_dotenv", "dotenv_values", "find_dotenv"}  # read a .env file genaiops does not hash
+
+
+@dataclass
+class EnvReads:
+    """Variables read by name (name -> first place, "file:line") and reads that cannot be known."""
+
+    variables: dict[str, str] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+
+    def add(self, name: str, where: str) -> None:
+        self.variables.setdefault(name, where)
+
+    def merge(self, other: EnvReads) -> None:
+        for name, where in other.variables.items():
+            self.add(name, where)
+        self.unknown += other.unknown
+
+
+def text_reads(text: str, shown: str) -> EnvReads:
+    """`${env:NAME}` references in a text file."""
+    reads = EnvReads()
+    for match in ENV_REF.finditer(text):
+        reads.add(match.group(1), f"{shown}:{text.count(chr(10), 0, match.start()) + 1}")
+    return reads
+
+
+class _Visitor(ast.NodeVisitor):
+    def __init__(self, shown: str, reads: EnvReads):
+        self.shown, self.reads = shown, reads
+        self.environ_names = {"os.environ"}  # spellings of os.environ in this file
+        self.getenv_names = {"os.getenv"}
+        self.handled: set[int] = set()  # nodes already read as part of a bigger expression
+
+    def where(self, node) -> str:
+        return f"{self.shown}:{node.lineno}"
+
+    def visit_Import(self, node):
+        for alias in node.names:
+            if alias.name == "os" and alias.asname:
+                self.environ_names.add(f"{alias.asname}.environ")
+                self.getenv_names.add(f"{alias.asname}.getenv")
+            if alias.name.split(".")[0] == "openai":
+                self._sdk(node)
+        self.generic_visit(node)
+
+    def visit_ImportFrom(self, node):
+        if node.module == "os":
+            for alias in node.names:
+                if alias.name == "environ":
+                    self.environ_names.add(alias.asname or "environ")
+                elif alias.name == "getenv":
+                    self.getenv_names.add(alias.asname or "getenv")
+        if (node.module or "").split(".")[0] == "openai":
+            self._sdk(node)
+        self.generic_visit(node)
+
+    def _sdk(self, node) -> None:
+        for name in OPENAI_SDK_VARIABLES:
+            self.reads.add(name, f"{self.where(node)} (the OpenAI SDK reads it)")
+
+    def _name(self, name: str | None, node) -> None:
+        if name is None:
+            self.reads.unknown.append(f"{self.where(node)}: reads an environment variable whose "
+                                      "name is computed")
+        else:
+            self.reads.add(name, self.where(node))
+
+    def visit_Call(self, node):
+        func = _dotted(node.func)
+        if func and func.rsplit(".", 1)[-1] in _DOTENV:
+            self.reads.unknown.append(f"{self.where(node)}: loads a .env file ({func}), whose "
+                                      "variables genaiops cannot see")
+        if func in self.getenv_names:
+            self._name(_literal(node.args[0]) if node.args else None, node)
+            self.handled.add(id(node.func))
+        elif isinstance(node.func, ast.Attribute) and _dotted(node.func.value) in self.environ_names:
+            self.handled.add(id(node.func.value))
+            if node.func.attr in _GETTERS:
+                self._name(_literal(node.args[0]) if node.args else None, node)
+            elif node.func.attr not in _WRITERS:  # copy(), items(), keys(), ...: all of it
+                self._whole(node)
+        self.generic_visit(node)
+
+    def visit_Subscript(self, node):
+        if _dotted(node.value) in self.environ_names:
+            self.handled.add(id(node.value))
+            self._name(_literal(node.slice), node)
+        self.generic_visit(node)
+
+    def visit_Compare(self, node):  # "NAME" in os.environ
+        for op, right in zip(node.ops, node.comparators):
+            if isinstance(op, (ast.In, ast.NotIn)) and _dotted(right) in self.environ_names:
+                self.handled.add(id(right))
+                self._name(_literal(node.left), node)
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node):
+        if id(node) not in self.handled and _dotted(node) in self.environ_names:
+            self._whole(node)
+        self.generic_visit(node)
+
+    def visit_Name(self, node):
+        if id(node) not in self.handled and node.id in self.environ_names:
+            self._whole(node)
+
+    def _whole(self, node) -> None:
+        self.reads.unknown.append(f"{self.where(node)}: uses the whole environment "
+                                  f"({ast.unparse(node)[:60]})")
+
+
+def _dotted(node) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _literal(node) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def python_reads(source: str, shown: str) -> EnvReads:
+    """Environment reads of one Python file; a file that does not parse cannot be known."""
+    reads = EnvReads()
+    try:
+        tree = ast.parse(source, filename=shown)
+    except (SyntaxError, ValueError) as exc:
+        reads.unknown.append(f"{shown}: cannot be read as Python ({exc.__class__.__name__})")
+        return reads
+    _Visitor(shown, reads).visit(tree)
+    return reads
