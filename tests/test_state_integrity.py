@@ -122,7 +122,7 @@ def test_a_damaged_registry_blob_is_refused_then_stored_again(repo, state_dir, c
     assert genaiops(repo, capsys, "registry", "show", "rows")[0] == 0
 
 
-def test_a_damaged_best_variant_pointer_is_never_followed(tmp_path, state_dir, capsys, monkeypatch):
+def test_a_damaged_best_variant_pointer_is_never_followed(tmp_path, state_dir, trust_dir, capsys, monkeypatch):
     repo = copy_use_case(tmp_path / "repo", "classification")
     monkeypatch.setenv("PATH", "/nonexistent")  # no docker: deploy would stop right after choosing
     pointer = state_dir / "pointers" / "best-classification.json"

@@ -74,13 +74,21 @@ def _available(summary: Summary, variant: str) -> str:
     return ", ".join(names) or "(none)"
 
 
-def _absolute(gate: Gate, summary: Summary, variant: str) -> GateResult:
+def _gate_metric(gate: Gate, summary: Summary, variant: str):
+    """(the metric entry a gate judges, None) - or (None, a failed result saying why there is none)."""
     entry, ambiguous = summary.resolve_metric(variant, gate.metric, gate.evaluator, gate.dataset)
     if ambiguous:
-        return _result(gate, FAIL, ambiguous, variant=variant)
+        return None, _result(gate, FAIL, ambiguous, variant=variant)
     if entry is None:
-        return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
-                                   f"available: {_available(summary, variant)}", variant=variant)
+        return None, _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
+                                         f"available: {_available(summary, variant)}", variant=variant)
+    return entry, None
+
+
+def _absolute(gate: Gate, summary: Summary, variant: str) -> GateResult:
+    entry, failed = _gate_metric(gate, summary, variant)
+    if failed:
+        return failed
     value = _value(entry)
     if value is None:
         return _result(gate, FAIL, f"{gate.metric} is NaN for {variant} (no usable rows: "
@@ -109,12 +117,9 @@ def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant:
         return _result(gate, SKIPPED, "no baseline given (--baseline): regression not checked",
                        variant=variant)
     base_variant = baseline.candidate
-    entry, ambiguous = summary.resolve_metric(variant, gate.metric, gate.evaluator, gate.dataset)
-    if ambiguous:
-        return _result(gate, FAIL, ambiguous, variant=variant)
-    if entry is None:
-        return _result(gate, FAIL, f"metric {gate.metric!r} not reported for {variant}; "
-                                   f"available: {_available(summary, variant)}", variant=variant)
+    entry, failed = _gate_metric(gate, summary, variant)
+    if failed:
+        return failed
     base_entry = baseline.find_metric(base_variant, entry.metric, entry.evaluator,
                                       entry.dataset) if base_variant else None
     if base_entry is None:
