@@ -62,11 +62,17 @@ class ImageRef:
     build_seconds: float = 0.0
     size_bytes: int = 0
     labels: dict = field(default_factory=dict)
+    reference: str = ""  # <registry>/<name>@sha256:... once pushed: what deployments pull
+
+    @property
+    def artifact(self) -> str:
+        """The digest approvals are bound to: the pushed manifest digest, else the local image id."""
+        return self.reference.rsplit("@", 1)[1] if self.reference else self.image_id
 
     def as_dict(self) -> dict:
         return {"tag": self.tag, "image_id": self.image_id, "artifact_key": self.artifact_key,
                 "built": self.built, "build_seconds": round(self.build_seconds, 1),
-                "size_bytes": self.size_bytes, "labels": dict(self.labels)}
+                "size_bytes": self.size_bytes, "labels": dict(self.labels), "reference": self.reference}
 
 
 def git_commit(repo_root: Path) -> str:

@@ -2,7 +2,9 @@
 approval gate, roll it out to the environment's target, smoke-test it, and record everything.
 
 Order matters: the image is built *before* the gate because approvals are bound to its digest;
-nothing reaches a protected environment until an approval of exactly that digest exists.
+nothing reaches a protected environment until an approval of exactly that digest exists. With
+`evidence` (written by `run build --push`) nothing is built: the image is the pushed digest the
+evidence names, deployed only if the checkout still stages to the flow inside it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class DeployOptions:
     pusher: object = None  # aml: pushes the image (tests pass a recorder)
     progress: object = None  # callable(str) for progress lines
     environ: dict | None = None  # ado approvals: where SYSTEM_ACCESSTOKEN etc. are read
+    evidence: object = None  # a path to evidence.json: deploy that pushed digest, build nothing
 
 
 @dataclass
@@ -45,55 +48,44 @@ class DeployResult:
 
 def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     from genaiops.deploy import audit
-    from genaiops.deploy.image import ImageBuilder, git_commit
     from genaiops.deploy.targets import DeployRequest, SmokeSpec, make_target
     from genaiops.deploy.variant import choose_variant
-    from genaiops.hashing import hash_tree
-    from genaiops.llm_session import endpoints
-    from genaiops.registry import AssetSpec, open_registry
+    from genaiops.phases.build import build_image, register_candidate, stage_candidate
 
     progress = options.progress or (lambda message: None)
     started = time.monotonic()
-    experiment, workspace, engine = ctx.config, ctx.workspace, ctx.engine
-    use_case, repo_root = experiment.use_case, experiment.repo_root
+    experiment, workspace = ctx.config, ctx.workspace
+    use_case = experiment.use_case
     config = ctx.deployment
     environment = config.environment(options.env)
     target_name = options.target or environment.target
-    work = workspace.deploy_dir(use_case)
 
-    chosen = choose_variant(ctx, options.variant)
+    evidence = _read_evidence(options.evidence)
+    chosen = evidence.chosen_variant() if evidence else choose_variant(ctx, options.variant)
     if chosen.note:
         progress("note: " + chosen.note)
-    staged = engine.stage_for_serving(ctx.flow, chosen.spec(), work / "staged" / "flow")
-    flow_hash = hash_tree(staged, engine.cache_patterns)
-    backend = config.registry.get("backend") or experiment.registry.get("backend", "local")
-    registration = open_registry(backend, repo_root, experiment.registry).register(
-        AssetSpec(name=f"{use_case}-flow", kind="flow", path=staged,
-                  description=f"deployed flow, variant {chosen.label}", ignores=engine.cache_patterns))
-    progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
-
-    fixed_simulator = f"http://127.0.0.1:{experiment.simulator.port}"
-    connections = engine.serving_connections(
-        experiment.connections, endpoints(experiment, options.simulator_url or fixed_simulator),
-        endpoints(experiment, fixed_simulator))
-    builder = ImageBuilder(engine=engine, name=config.image_name, base_image=config.base_image,
-                           work_dir=work, wheel_cache=workspace.wheel_cache, progress=progress)
-    image = builder.ensure(staged, flow_hash, connections.descriptions, {
-        "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",
-        "git_commit": git_commit(repo_root), "registration": registration.uri})
-    _assert_no_secret_in_image(image.tag, experiment.secrets())
-    progress(f"image {image.tag} {image.image_id[:19]} ({f'built in {image.build_seconds:.0f}s' if image.built else 'reused'})")
+    candidate = stage_candidate(ctx, chosen, simulator_url=options.simulator_url)
+    if evidence:  # before anything is registered or deployed
+        evidence.check_deployable(use_case=use_case, flow_hash=candidate.flow_hash,
+                                  registry=config.image_registry_for(environment))
+    register_candidate(ctx, candidate, progress)
+    flow_hash, registration, connections = candidate.flow_hash, candidate.registration, candidate.connections
+    if evidence:
+        image = evidence.image_ref()
+        progress(f"image {image.reference} (built once in run {evidence.build_id or '?'}, not rebuilt)")
+    else:
+        image = build_image(ctx, candidate, progress)
 
     base_record = {
         "use_case": use_case, "env": options.env, "target": target_name, "variant": chosen.as_dict(),
         "flow_hash": flow_hash, "registration": registration.uri, "image": image.as_dict(),
-        "artifact": image.image_id, "git_commit": image.labels.get("git_commit", ""),
+        "artifact": image.artifact, "git_commit": image.labels.get("git_commit", ""),
     }
     log = audit.audit_log(workspace)
     approval = None
     if environment.requires_approval:
         try:
-            approval = _check_approval(workspace, use_case, environment, image.image_id, options.environ)
+            approval = _check_approval(workspace, use_case, environment, image.artifact, options.environ)
         except GenaiopsError as exc:
             log.append({"event": "deploy_refused", **_brief(base_record), "reason": exc.message})
             raise
@@ -113,9 +105,9 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
             _serve_simulator_if_free(stack, experiment, progress)
         outcome = target.deploy(request)
 
-    approval_ref = None if approval is None else {k: approval.get(k) for k in
-                                                   ("source", "seq", "by", "at", "run_id", "approval_ids")
-                                                   if approval.get(k) is not None}
+    approval_ref = None if approval is None else {
+        k: approval.get(k) for k in ("source", "seq", "by", "at", "run_id", "stage", "approval_ids", "digest")
+        if approval.get(k) is not None}
     record = {**base_record, "ok": outcome.ok, "outcome": outcome.as_dict(), "approval": approval_ref,
               "previous_artifact": previous.get("artifact") if previous else None,
               "duration_s": round(time.monotonic() - started, 1)}
@@ -134,7 +126,7 @@ def _check_approval(workspace, use_case, environment, artifact, environ) -> dict
     if environment.approval_source == "azure_devops":
         from genaiops.deploy.ado import AdoApprovalsClient, AdoRun
 
-        return AdoApprovalsClient(AdoRun.from_env(environ)).verify_run_approved()
+        return AdoApprovalsClient(AdoRun.from_env(environ)).verify_deploy_approved(artifact)
     from genaiops.deploy.approvals import require_approval
 
     record = require_approval(workspace, use_case=use_case, env=environment.name, artifact=artifact,
@@ -173,15 +165,9 @@ def _smoke_body(config) -> dict:
     return body
 
 
-def _assert_no_secret_in_image(tag: str, secrets: set[str]) -> None:
-    """Fail closed if a known secret value shows up in the image's config or layer history."""
-    from genaiops.deploy import dockercli
+def _read_evidence(path):
+    if path is None:
+        return None
+    from genaiops.deploy.evidence import Evidence
 
-    values = [s for s in secrets if s and len(s) >= 4]
-    if not values:
-        return
-    blob = dockercli.text("image", "inspect", tag) + dockercli.text("history", "--no-trunc", tag)
-    if any(v in blob for v in values):
-        raise GenaiopsError(f"a connection secret appears in image {tag}'s metadata: refusing to deploy it",
-                            hint="remove secrets from the flow folder and build settings; "
-                                 f"then delete the image: docker rmi {tag}")
+    return Evidence.read(path)
