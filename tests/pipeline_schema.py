@@ -159,9 +159,11 @@ _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P
                     r"|(?P<punct>[(),\[\]]))")
 
 
-def evaluate(text: str, context: dict):
-    """A compile-time expression: literals, dotted names, ['key'] indexing, and the functions this
-    repository's templates use."""
+def evaluate(text: str, context: dict, functions: dict | None = None, lenient: bool = False):
+    """An expression: literals, dotted names, ['key'] indexing, and the functions this repository's
+    templates use. Compile time (`${{ }}`) by default; the agent emulation evaluates runtime
+    expressions (`$[ ]`, conditions) with its status `functions` (succeeded(), ...) and `lenient`
+    lookups (a missing variable or output is '', as Azure Pipelines has it)."""
     tokens, pos = [], 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
@@ -171,7 +173,7 @@ def evaluate(text: str, context: dict):
             raise TemplateError(f"cannot parse expression {text!r} at {text[pos:]!r}")
         tokens.append((match.lastgroup, match.group(match.lastgroup)))
         pos = match.end()
-    value, rest = _parse(tokens, context)
+    value, rest = _parse(tokens, context, ({**FUNCTIONS, **(functions or {})}, lenient))
     if rest:
         raise TemplateError(f"unexpected {rest[0][1]!r} in {text!r}")
     return value
@@ -187,6 +189,11 @@ FUNCTIONS = {
     "or": lambda *a: any(_truthy(x) for x in a),
     "not": lambda a: not _truthy(a),
     "format": lambda f, *a: re.sub(r"\{(\d+)\}", lambda m: str(a[int(m.group(1))]), f),
+    "join": lambda sep, items: str(sep).join(str(i) for i in items) if isinstance(items, list) else str(items),
+    "startsWith": lambda s, p: str(s).lower().startswith(str(p).lower()),
+    "endsWith": lambda s, p: str(s).lower().endswith(str(p).lower()),
+    "contains": lambda s, p: str(p).lower() in str(s).lower(),
+    "in": lambda s, *items: str(s).lower() in {str(i).lower() for i in items},
 }
 
 
@@ -196,7 +203,8 @@ def _truthy(value) -> bool:
     return bool(value)
 
 
-def _parse(tokens, context):
+def _parse(tokens, context, env):
+    functions, lenient = env
     if not tokens:
         raise TemplateError("empty expression")
     kind, text = tokens[0]
@@ -208,29 +216,31 @@ def _parse(tokens, context):
     if kind != "name":
         raise TemplateError(f"unexpected {text!r}")
     if rest and rest[0] == ("punct", "("):
-        if text not in FUNCTIONS:
+        if text not in functions:
             raise TemplateError(f"unsupported function {text}()")
         args, rest = [], rest[1:]
         while rest and rest[0] != ("punct", ")"):
-            value, rest = _parse(rest, context)
+            value, rest = _parse(rest, context, env)
             args.append(value)
             if rest and rest[0] == ("punct", ","):
                 rest = rest[1:]
         if not rest:
             raise TemplateError(f"unclosed {text}(")
-        return FUNCTIONS[text](*args), rest[1:]
-    value = _lookup(context, text.split("."), text)
+        return functions[text](*args), rest[1:]
+    value = _lookup(context, text.split("."), text, lenient)
     while rest and rest[0] == ("punct", "["):
-        key, rest = _parse(rest[1:], context)
+        key, rest = _parse(rest[1:], context, env)
         rest = rest[1:]  # ]
-        value = _lookup(value, [key], f"{text}[{key!r}]")
+        value = _lookup(value, [key], f"{text}[{key!r}]", lenient)
     return value, rest
 
 
-def _lookup(value, parts, name):
+def _lookup(value, parts, name, lenient=False):
     for part in parts:
         if isinstance(value, dict) and part in value:
             value = value[part]
+        elif lenient:
+            return ""
         else:
             raise TemplateError(f"undefined reference {name!r}")
     return value
@@ -300,7 +310,7 @@ class Expander:
         if section not in document:
             raise TemplateError(f"{path}: a {section} template must have `{section}:`")
         inner = {"parameters": params, "variables": context.get("variables", {})}
-        return self.node(document[section], inner, path.parent)
+        return self.node(document[section], inner, path.parent, section)
 
     def node(self, node, context, base: Path, section: str | None = None):
         if isinstance(node, str):
