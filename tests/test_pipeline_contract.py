@@ -24,7 +24,9 @@ to pull python:3.11-slim from), GENAIOPS_RUNTIME_BACKEND=local (no Azure ML comp
 group documents `azure`), the pytest step of Checks is not executed (it is this suite), pip and wheel
 caches are the machine's.
 
-Docker: hold /tmp/genaiops-docker.lock while running it (see the README).
+Docker: hold /tmp/genaiops-docker.lock while running it (see the README). GENAIOPS_CONTRACT_SOURCE=DIR
+runs the contract against another tree's pipeline and configs (e.g. `git archive main` unpacked, with
+PYTHONPATH=DIR/src for its code): how this test was seen to fail before the fix.
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ from fakes.proxy import InterceptingProxy
 from fakes.registry import USER, FakeRegistry
 from fakes.tls import make_ca
 from pipeline_agent import Agent, Decision, Trigger
+from pipeline_docs import documented_variables
 
 from genaiops.config.deployment import OFFLINE_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.simulator import SimulatorServer
 
 REPO = Path(__file__).resolve().parents[1]
+SOURCE = Path(os.environ.get("GENAIOPS_CONTRACT_SOURCE") or REPO)  # the pipeline and configs under test
 FAKES_BIN = Path(__file__).resolve().parent / "fakes" / "bin"
 BASE_IMAGE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 
@@ -82,10 +86,13 @@ def _origin(root: Path) -> Path:
     development and main."""
     origin = root / "origin"
     origin.mkdir()
-    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    if (SOURCE / ".git").exists():
+        files = subprocess.run(["git", "-C", str(SOURCE), "ls-files", "--cached", "--others", "--exclude-standard",
+                                "-z"], capture_output=True, check=True).stdout.decode().split("\0")
+    else:
+        files = [str(p.relative_to(SOURCE)) for p in SOURCE.rglob("*") if p.is_file() and ".venv" not in p.parts]
     for rel in filter(None, files):
-        source = REPO / rel
+        source = SOURCE / rel
         if source.is_file():
             (origin / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, origin / rel)
@@ -111,7 +118,7 @@ def _simulator_rules() -> dict:
     """One LLM endpoint for the project (as one Azure OpenAI deployment would be): both samples' rules."""
     merged = {"default_reply": "no rule matches", "tables": {}, "rules": []}
     for use_case in ("classification", "qa"):
-        data = yaml.safe_load((REPO / f"configs/{use_case}/simulator.yaml").read_text())
+        data = yaml.safe_load((SOURCE / f"configs/{use_case}/simulator.yaml").read_text())
         merged["tables"].update(data.get("tables") or {})
         merged["rules"].extend(data.get("rules") or [])
     return merged
@@ -132,16 +139,16 @@ def world(tmp_path_factory):
     aml.add_workspace(SUB, *PROD)
     for workspace in aml.workspaces.values():
         workspace.connections["llm"] = {"credentials": {"key": LLM_KEY}}
-    proxy = InterceptingProxy({"*.blob.core.windows.net": (BlobHandler, blobs)}, ca.server_context()).__enter__()
+    proxy = InterceptingProxy({"*.blob.core.windows.net": (BlobHandler, blobs)}, ca.server_context()).start()
     ado = FakeAzureDevOps().start()
     origin = _origin(root)
     llm = {"LLM_API_TYPE": "open_ai", "LLM_API_BASE": f"{sim.url}/v1", "LLM_API_VERSION": "2024-06-01",
            "LLM_API_KEY": LLM_KEY}
-    azure = {"AZURE_SUBSCRIPTION_ID": SUB, "GENAIOPS_IMAGE_REGISTRY": registry.host,
-             "GENAIOPS_RUNTIME_BACKEND": "local", "GENAIOPS_BASE_IMAGE": BASE_IMAGE}
+    azure = {"AZURE_SUBSCRIPTION_ID": SUB, "GENAIOPS_IMAGE_REGISTRY": registry.host, "GENAIOPS_RUNTIME_BACKEND": "local"}
     groups = {
         "genaiops-pr": dict(llm),
-        "genaiops-dev": {**llm, **azure, "AZURE_RESOURCE_GROUP": DEV[0], "AZUREML_WORKSPACE_NAME": DEV[1]},
+        "genaiops-dev": {**llm, **azure, "AZURE_RESOURCE_GROUP": DEV[0], "AZUREML_WORKSPACE_NAME": DEV[1],
+                         "GENAIOPS_BASE_IMAGE": BASE_IMAGE},
         "genaiops-prod": {**llm, **azure, "AZURE_RESOURCE_GROUP": PROD[0], "AZUREML_WORKSPACE_NAME": PROD[1],
                           "releaseApprovers": APPROVER},
     }
@@ -152,6 +159,7 @@ def world(tmp_path_factory):
         "AZUREML_DEV_URL_MFE": aml.url, "GENAIOPS_WHEEL_CACHE": "/tmp/genaiops-test-wheels",
         "PIP_CONFIG_FILE": os.environ.get("PIP_CONFIG_FILE", "/etc/pip.conf"),
         **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
+        **({"PYTHONPATH": str(SOURCE / "src")} if SOURCE != REPO else {}),  # that tree's genaiops
     }
     decisions: dict[str, list[Decision]] = {}
     world = {"root": root, "origin": origin, "aml": aml, "registry": registry, "ado": ado, "blobs": blobs,
@@ -172,7 +180,7 @@ def world(tmp_path_factory):
                                                 "acr_token": ACR_TOKEN}},
         machine_env=machine, venv=REPO / ".venv", workdir=root / "agent", approver=approver,
         skip_steps=SKIPPED_STEPS)
-    world["pipeline"] = ps.expand_pipeline(REPO / "azure-pipelines.yml").pipeline
+    world["pipeline"] = ps.expand_pipeline(SOURCE / "azure-pipelines.yml").pipeline
     # earlier runs of this pipeline at commit A: what the change detection compares with
     base = _git(origin, "rev-parse", "HEAD")
     for branch in ("refs/heads/development", "refs/heads/main"):
@@ -180,10 +188,8 @@ def world(tmp_path_factory):
     try:
         yield world
     finally:
-        for server in (ado, registry, sim):
+        for server in (ado, registry, sim, proxy, aml):
             server.stop()
-        proxy.__exit__(None, None, None)
-        aml.stop()
         names = {r[0] for r in registry.pushed}
         for name in names:
             ids = dockercli.text("images", "-q", f"{registry.host}/{name}").split()
@@ -215,6 +221,17 @@ def _deployments(world, workspace, endpoint):
 def _image_of(world, workspace, deployment) -> str:
     ws = next(w for w in world["aml"].workspaces.values() if w.name == workspace)
     return world["aml"].image_of_deployment(ws, deployment)
+
+
+def test_the_variable_groups_are_the_documented_ones(world):
+    """The fixture is what docs/azure-devops.md tells a user to create, nothing more or less."""
+    documented = documented_variables()
+    for group, values in world["groups"].items():
+        env = group.removeprefix("genaiops-")
+        required = {n for n, d in documented.items() if env in d.groups and not d.optional}
+        allowed = {n for n, d in documented.items() if env in d.groups}
+        assert required <= set(values) <= allowed, group
+        assert {n for n in values if documented[n].secret} <= world["agent"].secret_variables
 
 
 # -- 1. push to development ----------------------------------------------------------------------

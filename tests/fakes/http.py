@@ -11,30 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
-class FakeServer(ThreadingHTTPServer):
-    """`with FakeServer(Handler) as server:` serves on 127.0.0.1:<free port> in a thread; with an
-    `ssl.SSLContext` it speaks HTTPS. `requests` keeps what every handler saw."""
-
-    daemon_threads = True
-
-    def __init__(self, handler, context: ssl.SSLContext | None = None):
-        super().__init__(("127.0.0.1", 0), handler)
-        self.context = context
-        self.requests: list[dict] = []
-        self.lock = threading.RLock()
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def get_request(self):
-        sock, address = super().get_request()
-        if self.context is not None:
-            sock = self.context.wrap_socket(sock, server_side=True)
-        return sock, address
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.server_port}"
+class Background:
+    """A socketserver served from a daemon thread: `start()`/`stop()`, or `with server:`."""
 
     def start(self):
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -47,6 +28,29 @@ class FakeServer(ThreadingHTTPServer):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class FakeServer(Background, ThreadingHTTPServer):
+    """`with FakeServer(Handler) as server:` serves on 127.0.0.1:<free port> in a thread; with an
+    `ssl.SSLContext` it speaks HTTPS. `requests` keeps what every handler saw."""
+
+    daemon_threads = True
+
+    def __init__(self, handler, context: ssl.SSLContext | None = None):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.context = context
+        self.requests: list[dict] = []
+        self.lock = threading.RLock()
+
+    def get_request(self):
+        sock, address = super().get_request()
+        if self.context is not None:
+            sock = self.context.wrap_socket(sock, server_side=True)
+        return sock, address
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.server_port}"
 
 
 class JsonHandler(BaseHTTPRequestHandler):

@@ -10,11 +10,12 @@ import select
 import socket
 import socketserver
 import ssl
-import threading
 from http.server import BaseHTTPRequestHandler
 
+from fakes.http import Background
 
-class InterceptingProxy(socketserver.ThreadingTCPServer):
+
+class InterceptingProxy(Background, socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -25,19 +26,10 @@ class InterceptingProxy(socketserver.ThreadingTCPServer):
         self.context = context
         self.intercepted: list[str] = []
         self.tunnelled: list[str] = []
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-        self.server_close()
 
 
 class _ConnectHandler(socketserver.BaseRequestHandler):

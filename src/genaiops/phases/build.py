@@ -1,7 +1,7 @@
 """build: turn a passed evaluation into one release candidate - build its serving image once, push
 it by digest, and write the evidence every later deploy checks (`deploy.evidence`).
 
-    genaiops run build -u classification -e dev --summary report/summary.json --push
+    genaiops run build -u classification -e dev --summary report/summary.json
 
 The variant is the evaluation's best one (`summary.json` `best`), the checkout must still hold the
 flow that was evaluated (same content hash), and the summary must have passed its gates and be
