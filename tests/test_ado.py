@@ -60,7 +60,7 @@ def test_the_stage_s_manual_validation_and_the_shown_digest_pass(ado):
     _stage(run, "Prod_classification", validation=("completed", "succeeded"))
     result = _client(ado, run).verify_deploy_approved(DIGEST)
     assert result["stage"] == "Prod_classification" and result["manual_validations"] == 1
-    assert result["digest"] == DIGEST
+    assert result["artifact"] == DIGEST
     [timeline] = [r for r in ado.requests if r["path"].endswith("/timeline")]
     assert timeline["headers"]["Authorization"] == f"Bearer {run.token}" and timeline["query"]["api-version"] == "7.1"
 
@@ -101,13 +101,33 @@ def test_environment_approval_check_is_read_by_its_id(ado):
     assert approval["query"]["$expand"] == "steps"
 
 
-@pytest.mark.parametrize("shown", [OTHER, ""])
-def test_an_approval_of_another_digest_refuses_before_asking_azure_devops(ado, shown):
+def test_an_approval_of_another_digest_refuses(ado):
     run = _run(ado)
     _stage(run, "Prod_classification", validation=("completed", "succeeded"))
-    with pytest.raises(AdoApprovalRefused, match=f"showed digest {shown or '.none'}.* this deploy is of {DIGEST}"):
-        _client(ado, run, digest=shown).verify_deploy_approved(DIGEST)
+    with pytest.raises(AdoApprovalRefused, match=f"showed digest {OTHER}, but this deploy is of {DIGEST}"):
+        _client(ado, run, digest=OTHER).verify_deploy_approved(DIGEST)
+    # the approval source seam: the digest is returned as `artifact` and compared there
+    assert _client(ado, run, digest=OTHER).verify_run_approved()["artifact"] == OTHER
+
+
+def test_an_approval_that_names_no_digest_refuses_before_asking_azure_devops(ado):
+    run = _run(ado)
+    _stage(run, "Prod_classification", validation=("completed", "succeeded"))
+    with pytest.raises(AdoApprovalRefused, match="names no digest .GENAIOPS_APPROVED_DIGEST is not set"):
+        _client(ado, run, digest="").verify_run_approved()
     assert ado.requests == []
+
+
+def test_the_approval_source_refuses_a_digest_the_approver_did_not_see(ado, workspace):
+    from genaiops.deploy.approvals import ApprovalRefused, ApprovalRequest, AzureDevOpsApprovals
+
+    run = _run(ado)
+    _stage(run, "Prod_classification", validation=("completed", "succeeded"))
+    source = AzureDevOpsApprovals(client=_client(ado, run, digest=OTHER))
+    with pytest.raises(ApprovalRefused, match="wrong digest"):
+        source.grant(ApprovalRequest("classification", "prod", DIGEST), [])
+    grant = AzureDevOpsApprovals(client=_client(ado, run)).grant(ApprovalRequest("classification", "prod", DIGEST), [])
+    assert grant.source == "azure_devops" and grant.as_ref()["run_id"] == run.id
 
 
 def test_unreadable_answers_refuse(ado):

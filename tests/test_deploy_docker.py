@@ -20,15 +20,16 @@ from pathlib import Path
 import pytest
 from deploy_helpers import copy_use_case, run_cli
 
-from genaiops.config.deployment import DEFAULT_BASE_IMAGE
+from genaiops.cli import main
+from genaiops.config.deployment import OFFLINE_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.audit import audit_log
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import Workspace
 
 REASON = dockercli.unavailable_reason()
-if REASON is None and dockercli.inspect("image", os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)) is None:
-    REASON = f"base image {DEFAULT_BASE_IMAGE} missing (run .ci/setup-docker.sh)"
+if REASON is None and dockercli.inspect("image", os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)) is None:
+    REASON = f"base image {OFFLINE_BASE_IMAGE} missing (run .ci/setup-docker.sh)"
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
 
 CANARY = "canary-" + secrets.token_hex(12)
@@ -61,7 +62,7 @@ def world(tmp_path_factory):
     (root / "configs/classification/deployment.yaml").write_text(f"""\
 image:
   name: {IMAGE_NAME}
-  base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)}
+  base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)}
 smoke:
   request: configs/classification/sample-request.json
   expect_outputs: [category, summary]
@@ -78,12 +79,16 @@ environments:
     approval_ttl_minutes: 5
 """)
     state = tmp_path_factory.mktemp("state")
-    saved = {k: os.environ.get(k) for k in ("GENAIOPS_STATE_DIR", "LLM_API_KEY", "GENAIOPS_WHEEL_CACHE")}
-    os.environ.update(GENAIOPS_STATE_DIR=str(state), LLM_API_KEY=CANARY,
+    trust = tmp_path_factory.mktemp("trust")
+    saved = {k: os.environ.get(k) for k in ("GENAIOPS_STATE_DIR", "LLM_API_KEY", "GENAIOPS_WHEEL_CACHE",
+                                            "GENAIOPS_TRUST_DIR", "GENAIOPS_AUDIT_KEY")}
+    os.environ.pop("GENAIOPS_AUDIT_KEY", None)
+    os.environ.update(GENAIOPS_STATE_DIR=str(state), LLM_API_KEY=CANARY, GENAIOPS_TRUST_DIR=str(trust),
                       GENAIOPS_WHEEL_CACHE="/tmp/genaiops-test-wheels")
+    assert main(["--repo", str(root), "audit", "init"]) == 0
     sim = SimulatorServer(rules_path=root / "configs/classification/simulator.yaml", api_key=CANARY).start()
     try:
-        yield {"root": root, "state": state, "sim": sim, "port": port}
+        yield {"root": root, "state": state, "trust": trust, "sim": sim, "port": port}
     finally:
         sim.stop()
         for env in (ENV, ENV_GATED):
@@ -132,9 +137,13 @@ def test_docker_end_to_end(world, capsys):
     assert result["outcome"]["smoke"]["outputs"]["category"] == "billing"
     assert result["variant"]["label"] == "summarize.full+classify.careful"
     build_seconds, size_mb = image["build_seconds"], image["size_bytes"] / 1e6
+    [scan] = [r["scan"] for r in audit_log(Workspace.for_repo(world["root"])).read()
+              if r["event"] == "image_scanned" and r["image"] == image["image_id"]]
+    assert scan["ok"] and scan["files"] > 1000 and scan["missing"] == scan["unexpected"] == []
     with capsys.disabled():
         print(f"\nFIGURES image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
-              f"first deploy {time.monotonic() - started:.1f}s")
+              f"first deploy {time.monotonic() - started:.1f}s, scan {scan['seconds']:.1f}s "
+              f"({scan['files']} files, {scan['bytes'] / 1e6:.0f} MB)")
     info = dockercli.inspect("image", image["tag"])
     labels = info["Config"]["Labels"]
     assert labels["io.genaiops.flow_hash"] == result["flow_hash"]
@@ -195,8 +204,8 @@ def test_docker_end_to_end(world, capsys):
     assert running == [live]
     status, body = _score(world["port"])
     assert status == 200 and body["category"] == "account"
-    records = [json.loads(line) for line in
-               Workspace.for_repo(world["root"]).deployments_log("classification", ENV).read_text().splitlines()]
+    records = [r for r in audit_log(Workspace.for_repo(world["root"])).read()
+               if r["event"] in ("deployed", "deploy_failed") and r["env"] == ENV]
     assert [r["ok"] for r in records] == [True, True, True, False]
 
     # 5. canary scan: image history, config and every layer byte; records, logs and all output
@@ -218,11 +227,87 @@ def test_docker_end_to_end(world, capsys):
     assert all(CANARY not in text for text in outputs)
 
 
+def _containers() -> set[str]:
+    return set(dockercli.text("ps", "-aq", "--filter", "label=io.genaiops.deployment").split())
+
+
+def _images() -> set[str]:
+    return set(dockercli.text("images", "-q", IMAGE_NAME).split())
+
+
+def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_container(world, capsys):
+    """Attacks on the audit chain with real images and containers: nothing is built or started."""
+    workspace = Workspace.for_repo(world["root"])
+    chain = workspace.audit_log
+    normalize = world["root"] / "flows/classification/standard/normalize.py"
+    original = normalize.read_text().replace("    raise RuntimeError('deliberately broken flow')\n", "")
+    normalize.write_text(original)  # the flow the gated environment runs
+    gated = [r for r in audit_log(workspace).read() if r["event"] == "deployed" and r["env"] == ENV_GATED]
+    artifact = gated[-1]["artifact"]
+    pristine = None
+    try:
+        code, out, err = run_cli(["--repo", str(world["root"]), "reject", "-u", "classification", "-e",
+                                  ENV_GATED, "--artifact", artifact, "--by", "bob", "--note", "too risky"],
+                                 capsys)
+        assert code == 0, out + err
+        code, refused, _ = _deploy(world, ENV_GATED, capsys)
+        assert code == 1 and "rejected" in refused["error"] and "too risky" in refused["error"]
+        containers, images = _containers(), _images()
+        pristine = chain.read_bytes()  # what the anchor vouches for
+
+        # 1. cut the rejection (and everything after it) off the chain: the anchor notices
+        lines = chain.read_text().splitlines()
+        cut = next(i for i, line in enumerate(lines) if '"event": "rejected"' in line)
+        chain.write_text("".join(line + "\n" for line in lines[:cut]))
+        code, refused, text = _deploy(world, ENV_GATED, capsys)
+        assert code == 1 and "records were removed" in refused["error"], text
+        assert _containers() == containers and _images() == images
+
+        # 2. edit an old record, with a changed flow that would need a new image and container
+        chain.write_bytes(pristine)
+        normalize.write_text(original + "# a change that needs a new image and container\n")
+        lines = chain.read_text().splitlines()
+        lines[0] = lines[0].replace('"classification"', '"classificatioN"', 1)
+        chain.write_text("".join(line + "\n" for line in lines))
+        started = time.monotonic()
+        code, refused, text = _deploy(world, ENV, capsys)
+        assert code == 1 and "line 1" in refused["error"] and "integrity" in refused["error"], text
+        assert time.monotonic() - started < 30  # refused before any build
+        assert _containers() == containers and _images() == images
+        incidents = [json.loads(line) for line in workspace.audit_incidents_log.read_text().splitlines()]
+        assert incidents[-1]["event"] == "deploy_refused" and incidents[-1]["env"] == ENV
+    finally:
+        if pristine is not None:
+            chain.write_bytes(pristine)
+        normalize.write_text(original)
+    assert audit_log(workspace).read()
+
+
+def test_a_secret_in_the_flow_folder_is_caught_by_the_image_scan(world, capsys):
+    """A key committed into the flow folder is in the built image: the post-build scan refuses it,
+    again on the next deploy (a kept image is not trusted as clean), and no container starts."""
+    notes = world["root"] / "flows/classification/standard/notes.txt"
+    notes.write_text(f"key for later: {CANARY}\n")
+    containers = _containers()
+    try:
+        for _ in range(2):
+            code, refused, text = _deploy(world, ENV, capsys)
+            assert code == 1, text
+            assert "a known secret value in: /flow/notes.txt" in refused["error"] and CANARY not in text
+            assert "docker rmi" in refused["hint"]
+            assert _containers() == containers
+    finally:
+        notes.unlink()
+    scans = [r for r in audit_log(Workspace.for_repo(world["root"])).read() if r["event"] == "image_scanned"]
+    assert [s["ok"] for s in scans[-2:]] == [False, False]
+    assert scans[-1]["scan"]["secrets_in"] == ["/flow/notes.txt"]
+
+
 def test_missing_base_image_is_a_clear_error(world, capsys, tmp_path):
     root = world["root"]
     overlay = root / "configs/classification/deployment.nobase.yaml"
     config = (root / "configs/classification/deployment.yaml").read_text()
-    base = os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+    base = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
     overlay.write_text("image:\n  name: " + IMAGE_NAME + "\n  base_image: genaiops/does-not-exist:1\n"
                        "environments:\n  nobase:\n    target: docker\n    port: 18999\n")
     try:

@@ -65,6 +65,7 @@ if REASON is None and dockercli.inspect("image", BASE_IMAGE) is None:
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
 
 LLM_KEY = "canary-llm-key-" + os.urandom(6).hex()
+AUDIT_KEY = os.urandom(32).hex()
 ACR_TOKEN = "acr-refresh-token-" + os.urandom(6).hex()
 SUB = "7c0ffee0-0000-4000-8000-000000000001"
 DEV = ("rg-genaiops-dev", "mlw-genaiops-dev")
@@ -144,7 +145,8 @@ def world(tmp_path_factory):
     origin = _origin(root)
     llm = {"LLM_API_TYPE": "open_ai", "LLM_API_BASE": f"{sim.url}/v1", "LLM_API_VERSION": "2024-06-01",
            "LLM_API_KEY": LLM_KEY}
-    azure = {"AZURE_SUBSCRIPTION_ID": SUB, "GENAIOPS_IMAGE_REGISTRY": registry.host, "GENAIOPS_RUNTIME_BACKEND": "local"}
+    azure = {"AZURE_SUBSCRIPTION_ID": SUB, "GENAIOPS_IMAGE_REGISTRY": registry.host, "GENAIOPS_RUNTIME_BACKEND": "local",
+             "GENAIOPS_AUDIT_KEY": AUDIT_KEY}
     groups = {
         "genaiops-pr": dict(llm),
         "genaiops-dev": {**llm, **azure, "AZURE_RESOURCE_GROUP": DEV[0], "AZUREML_WORKSPACE_NAME": DEV[1],
@@ -174,7 +176,7 @@ def world(tmp_path_factory):
         return queue[min(call, len(queue) - 1)]
 
     world["agent"] = Agent(
-        origin=origin, ado=ado, variable_groups=groups, secret_variables={"LLM_API_KEY"},
+        origin=origin, ado=ado, variable_groups=groups, secret_variables={"LLM_API_KEY", "GENAIOPS_AUDIT_KEY"},
         service_connections={"genaiops-azure": {"arm_token": "arm-" + os.urandom(6).hex(), "subscription": SUB,
                                                 "tenant": "72f988bf-0000-4000-8000-000000000000",
                                                 "acr_token": ACR_TOKEN}},
@@ -344,14 +346,15 @@ def test_main_releases_the_approved_digest_built_once(world, release):
 
 
 def test_no_secret_in_logs_deployments_or_artifacts(world, release):
-    for result in world["runs"]:
-        assert LLM_KEY not in result.output()
-        for folder in result.run.artifacts.values():
-            for path in folder.rglob("*"):
-                if path.is_file():
-                    assert LLM_KEY.encode() not in path.read_bytes(), path
-    for workspace in world["aml"].workspaces.values():
-        assert LLM_KEY not in json.dumps(list(workspace.deployments.values()))
+    for secret in (LLM_KEY, AUDIT_KEY):
+        for result in world["runs"]:
+            assert secret not in result.output()
+            for folder in result.run.artifacts.values():
+                for path in folder.rglob("*"):
+                    if path.is_file():
+                        assert secret.encode() not in path.read_bytes(), path
+        for workspace in world["aml"].workspaces.values():
+            assert secret not in json.dumps(list(workspace.deployments.values()))
 
 
 def test_every_azure_step_keeps_its_session_and_deploy_jobs_download_nothing_implicitly(world, release):

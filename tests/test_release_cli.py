@@ -25,7 +25,7 @@ DIGEST = "sha256:" + "e" * 64
 
 
 @pytest.fixture
-def repo(tmp_path, state_dir, monkeypatch):
+def repo(tmp_path, state_dir, trust_dir, monkeypatch):
     for name, value in AZURE.items():
         monkeypatch.setenv(name, value)
     return copy_use_case(tmp_path / "repo", "classification")

@@ -8,9 +8,10 @@ import time
 
 
 class Progress:
-    """Tracks several tasks (e.g. batch runs) and an overall total of lines."""
+    """Tracks several tasks (e.g. batch runs) and an overall total of `unit`s (lines, runs)."""
 
-    def __init__(self, total: int, label: str, stream=None, enabled: bool = True):
+    def __init__(self, total: int, label: str, stream=None, enabled: bool = True, unit: str = "lines"):
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -41,14 +42,14 @@ class Progress:
             width = 30
             bar = "#" * int(width * fraction) + "-" * (width - int(width * fraction))
             tasks = "  ".join(f"{n} {self.done[n]}/{self.sizes[n]}" for n in self.sizes)
-            self.stream.write(f"\r{self.label} [{bar}] {finished}/{self.total} lines "
+            self.stream.write(f"\r{self.label} [{bar}] {finished}/{self.total} {self.unit} "
                               f"{elapsed:5.1f}s  {tasks}"[:200].ljust(120))
             self.stream.flush()
         else:
             quarter = int(fraction * 4)
             if quarter != self._last_quarter:
                 self._last_quarter = quarter
-                self.stream.write(f"{self.label}: {finished}/{self.total} lines ({fraction:.0%}) "
+                self.stream.write(f"{self.label}: {finished}/{self.total} {self.unit} ({fraction:.0%}) "
                                   f"after {elapsed:.1f}s\n")
                 self.stream.flush()
 

@@ -30,7 +30,7 @@ class Unit(Generic[T]):
 
 
 def run_concurrently(units: Sequence[Unit[T]], work: Callable[[T, Report], R], *, max_parallel: int,
-                     title: str, show_progress: bool = True) -> list[R]:
+                     title: str, show_progress: bool = True, unit: str = "lines") -> list[R]:
     """`work(item, report)` for every unit, at most `max_parallel` at once; results in input order.
 
     The first exception raised by a unit propagates once the units already running have finished
@@ -38,7 +38,7 @@ def run_concurrently(units: Sequence[Unit[T]], work: Callable[[T, Report], R], *
     """
     if not units:
         return []
-    progress = Progress(sum(u.size for u in units), title, enabled=show_progress)
+    progress = Progress(sum(u.size for u in units), title, enabled=show_progress, unit=unit)
     results: dict[int, R] = {}
     labels = _unique([u.label for u in units])
 

@@ -76,6 +76,15 @@ def add_registry_flag(parser: argparse.ArgumentParser, *, default: str,
                             help=argparse.SUPPRESS)
 
 
+def add_command_group(subparsers, name: str, summary: str, description: str, commands: list[str]):
+    """A command with sub-commands (`registry list|show`, `audit init|verify`); returns the
+    sub-parsers to `add_command` them to."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    add_repo_flag(parser)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="{" + ",".join(commands) + "}",
+                                 required=True)
+
+
 def add_command(subparsers, name: str, func, **flags) -> argparse.ArgumentParser:
     """One command: its parser with the shared `flags` (see `shared`) and the function it runs.
 

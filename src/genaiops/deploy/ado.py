@@ -12,9 +12,10 @@ A release deploy job (`approval_source: azure_devops`) asks the Azure DevOps RES
      `GET .../_apis/pipelines/approvals/{id}?$expand=steps`.
    At least one of them must exist. Approvals of other stages - another use case's release still
    waiting - are not looked at.
-2. `GENAIOPS_APPROVED_DIGEST`: the stage-dependency output that the approval's instructions showed
-   must equal the digest about to be deployed. Azure DevOps cannot bind an approval to an image,
-   so the pipeline feeds the approver's text and this variable from the same output.
+2. `GENAIOPS_APPROVED_DIGEST`: the stage-dependency output that the approval's instructions showed.
+   Azure DevOps cannot bind an approval to an image, so the pipeline feeds the approver's text and
+   this variable from the same output; `verify_run_approved` returns it as `artifact`, and the
+   approval source (`deploy.approvals.AzureDevOpsApprovals`) refuses any other digest.
 
 Everything unreadable, missing or pending refuses (exit 1).
 """
@@ -133,12 +134,20 @@ class AdoApprovalsClient:
                 "manual_validations": len(validations), "approval_ids": [a.get("id") for a in approvals],
                 "by": ", ".join(filter(None, approvers))}
 
+    def verify_run_approved(self) -> dict:
+        """This stage's approval and the digest it showed (`artifact`), or AdoApprovalRefused."""
+        if not self.run.approved_digest:
+            raise AdoApprovalRefused(f"the approval of stage {self.run.stage} names no digest "
+                                     f"({APPROVED_DIGEST_ENV} is not set)",
+                                     hint="map GENAIOPS_APPROVED_DIGEST from the same build output the "
+                                          "approval's instructions show")
+        return {**self.verify_stage_approved(), "artifact": self.run.approved_digest}
+
     def verify_deploy_approved(self, digest: str) -> dict:
         """The stage is approved and the approver was shown `digest`, the one being deployed."""
-        if self.run.approved_digest != digest:
-            shown = self.run.approved_digest or "(none: GENAIOPS_APPROVED_DIGEST is not set)"
-            raise AdoApprovalRefused(f"the approval of stage {self.run.stage} showed digest {shown}, "
-                                     f"but this deploy is of {digest}",
-                                     hint="map GENAIOPS_APPROVED_DIGEST from the same build output the "
-                                          "approval's instructions show, and deploy that evidence")
-        return {**self.verify_stage_approved(), "digest": digest}
+        approved = self.verify_run_approved()
+        if approved["artifact"] != digest:
+            raise AdoApprovalRefused(f"the approval of stage {self.run.stage} showed digest "
+                                     f"{approved['artifact']}, but this deploy is of {digest}",
+                                     hint="deploy the evidence whose digest the approval showed")
+        return approved

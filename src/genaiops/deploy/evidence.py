@@ -68,6 +68,7 @@ class Evidence(_Model):
     gates: list[GateBrief]
     git_commit: str
     build_id: str  # the CI run that built it (BUILD_BUILDID), "" outside CI
+    scan: dict = {}  # the post-build scan before the push: ok, files, bytes
     image: PushedImage
 
     # -- files --------------------------------------------------------------------------------
@@ -104,13 +105,26 @@ class Evidence(_Model):
                              dict(self.variant.get("init") or {}), "evidence",
                              summary_digest=self.summary_digest, evaluated_flow_hash=self.evaluated_flow_hash)
 
-    def image_ref(self):
-        """The pushed image as the deploy targets see it (nothing is built)."""
-        from genaiops.deploy.image import ImageRef
+    def pulled_image(self, progress=None):
+        """The pushed image as the deploy targets see it, pulled by digest when this machine does
+        not have it (the deploy scans it before its gate); refused unless the registry's digest
+        holds the image id the evidence recorded. Nothing is built."""
+        from genaiops.deploy import dockercli
+        from genaiops.deploy.image import LABEL_PREFIX, ImageRef
 
-        return ImageRef(tag=self.image.tag, image_id=self.image.image_id,
-                        artifact_key=self.image.labels.get("artifact_key", ""), built=False,
-                        labels=dict(self.image.labels), reference=self.image.reference)
+        reference = self.image.reference
+        info = dockercli.inspect("image", reference)
+        if info is None:
+            (progress or (lambda message: None))(f"docker pull {reference} ...")
+            dockercli.docker("pull", reference, timeout=3600)
+            info = dockercli.inspect("image", reference)
+        if info is None or info.get("Id") != self.image.image_id:
+            raise EvidenceRefused(f"{reference} holds image {info.get('Id') if info else 'nothing'}, but the "
+                                  f"evidence recorded {self.image.image_id}")
+        labels = {k[len(LABEL_PREFIX):]: v for k, v in ((info.get("Config") or {}).get("Labels") or {}).items()
+                  if k.startswith(LABEL_PREFIX)}
+        return ImageRef(tag=reference, image_id=info["Id"], artifact_key=labels.get("artifact_key", ""),
+                        built=False, size_bytes=int(info.get("Size") or 0), labels=labels, reference=reference)
 
     # -- checks -------------------------------------------------------------------------------
     def check_deployable(self, *, use_case: str, flow_hash: str, registry: str | None) -> None:

@@ -5,7 +5,9 @@ it by digest, and write the evidence every later deploy checks (`deploy.evidence
 
 The variant is the evaluation's best one (`summary.json` `best`), the checkout must still hold the
 flow that was evaluated (same content hash), and the summary must have passed its gates and be
-unmodified (its digest recomputed). `run deploy` shares the staging and image steps below.
+unmodified (its digest recomputed). The image is scanned (the staged flow byte for byte, no known
+secret) before it is pushed. Nothing is registered here: `run deploy` registers the flow in each
+environment's registry after its gate. `run deploy` shares the staging and image steps below.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ class Candidate:
 
     chosen: object  # deploy.variant.ChosenVariant
     staged: Path
-    flow_hash: str
+    flow: object  # hashing.Snapshot of the staged flow: the files the image scan expects
     connections: object  # engines.base.ServingConnections
-    registration: object = None  # registry.Registration, once registered
+
+    @property
+    def flow_hash(self) -> str:
+        return self.flow.content_hash
 
 
 def stage_candidate(ctx: PhaseContext, chosen, *, simulator_url: str | None) -> Candidate:
     """Stage `chosen` for serving, hash it and work out its connections (nothing leaves the machine)."""
-    from genaiops.hashing import hash_tree
+    from genaiops.hashing import snapshot
     from genaiops.llm_session import endpoints
 
     experiment, engine = ctx.config, ctx.engine
@@ -41,24 +46,24 @@ def stage_candidate(ctx: PhaseContext, chosen, *, simulator_url: str | None) -> 
     connections = engine.serving_connections(
         experiment.connections, endpoints(experiment, simulator_url or fixed_simulator),
         endpoints(experiment, fixed_simulator))
-    return Candidate(chosen, staged, hash_tree(staged, engine.cache_patterns), connections)
+    return Candidate(chosen, staged, snapshot(staged, engine.cache_patterns), connections)
 
 
-def register_candidate(ctx: PhaseContext, candidate: Candidate, progress) -> None:
+def register_candidate(ctx: PhaseContext, candidate: Candidate, progress):
     """Register the staged flow in the use case's registry, only when its content is new there."""
     from genaiops.registry import AssetSpec, open_registry
 
     experiment, engine = ctx.config, ctx.engine
     backend = ctx.deployment.registry.get("backend") or experiment.registry.get("backend", "local")
-    candidate.registration = open_registry(backend, experiment.repo_root, experiment.registry).register(
+    registration = open_registry(backend, experiment.repo_root, experiment.registry).register(
         AssetSpec(name=f"{experiment.use_case}-flow", kind="flow", path=candidate.staged,
                   description=f"deployed flow, variant {candidate.chosen.label}", ignores=engine.cache_patterns))
-    progress(f"flow {candidate.registration.uri} "
-             f"({'registered' if candidate.registration.created else 'unchanged'})")
+    progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
+    return registration
 
 
 def build_image(ctx: PhaseContext, candidate: Candidate, progress):
-    """Build (or reuse) the candidate's serving image; fail closed if a secret is in it."""
+    """Build (or reuse) the candidate's serving image (the deploy phase scans it before the gate)."""
     from genaiops.deploy.image import ImageBuilder, git_commit
 
     config, use_case = ctx.deployment, ctx.config.use_case
@@ -68,25 +73,26 @@ def build_image(ctx: PhaseContext, candidate: Candidate, progress):
     chosen = candidate.chosen
     image = builder.ensure(candidate.staged, candidate.flow_hash, candidate.connections.descriptions, {
         "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",
-        "git_commit": git_commit(ctx.config.repo_root), "registration": candidate.registration.uri})
-    _assert_no_secret_in_image(image.tag, ctx.config.secrets())
+        "git_commit": git_commit(ctx.config.repo_root)})
     progress(f"image {image.tag} {image.image_id[:19]} "
              f"({f'built in {image.build_seconds:.0f}s' if image.built else 'reused'})")
     return image
 
 
-def _assert_no_secret_in_image(tag: str, secrets: set[str]) -> None:
-    """Fail closed if a known secret value shows up in the image's config or layer history."""
-    from genaiops.deploy import dockercli
+def scan_candidate(image, candidate: Candidate, progress) -> dict:
+    """The post-build scan (`deploy.image_scan`): the image holds the staged flow byte for byte and
+    no known secret; refused otherwise. Returns the scan's summary for the evidence."""
+    from genaiops.deploy.image_scan import require_clean, scan_image
+    from genaiops.secrets import known_secrets
 
-    values = [s for s in secrets if s and len(s) >= 4]
-    if not values:
-        return
-    blob = dockercli.text("image", "inspect", tag) + dockercli.text("history", "--no-trunc", tag)
-    if any(v in blob for v in values):
-        raise GenaiopsError(f"a connection secret appears in image {tag}'s metadata: refusing to deploy it",
-                            hint="remove secrets from the flow folder and build settings; "
-                                 f"then delete the image: docker rmi {tag}")
+    result = scan_image(image.reference or image.tag, flow_dir=image.labels.get("flow_dir") or "/flow",
+                        expected={entry.rel: entry.sha256 for entry in candidate.flow.files},
+                        generated=filter(None, image.labels.get("generated", "").split(",")),
+                        secrets=known_secrets())
+    require_clean(result)
+    progress(f"image scan: {result.files} files, {result.bytes / 1e6:.0f} MB in {result.seconds:.1f}s: "
+             "the flow as hashed, no known secret")
+    return result.as_dict()
 
 
 # -- the build phase ----------------------------------------------------------------------------
@@ -123,8 +129,8 @@ def run_build(ctx: PhaseContext, options: BuildOptions) -> BuildResult:
                          hint="set image_registry (or image.registry) in deployment.yaml, e.g. "
                               "${env:GENAIOPS_IMAGE_REGISTRY}")
     candidate = stage_candidate(ctx, _chosen(summary), simulator_url=None)
-    register_candidate(ctx, candidate, progress)
     image = build_image(ctx, candidate, progress)
+    scan = scan_candidate(image, candidate, progress)
     repository, digest = push_by_digest(image.tag, registry, progress)
     evidence = Evidence(
         use_case=ctx.config.use_case, env=ctx.config.env, variant=candidate.chosen.as_dict(),
@@ -132,6 +138,7 @@ def run_build(ctx: PhaseContext, options: BuildOptions) -> BuildResult:
         evaluation_id=summary.id, summary_digest=summary.digest(), verdict=summary.verdict,
         gates=[GateBrief(name=g.name or g.metric, status=g.status, message=g.message) for g in summary.gates],
         git_commit=image.labels.get("git_commit", ""), build_id=os.environ.get("BUILD_BUILDID", ""),
+        scan={k: scan[k] for k in ("ok", "files", "bytes")},
         image=PushedImage(repository=repository, digest=digest, image_id=image.image_id, tag=image.tag,
                           labels=image.labels))
     path = options.evidence or ctx.workspace.deploy_dir(ctx.config.use_case) / "evidence.json"

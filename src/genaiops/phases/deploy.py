@@ -1,10 +1,13 @@
-"""deploy: choose the variant, register the flow if changed, build (or reuse) its image, pass the
-approval gate, roll it out to the environment's target, smoke-test it, and record everything.
+"""deploy: verify the audit chain, choose the variant, build (or reuse) its image, pass the
+approval gate, register the flow if changed, roll it out to the environment's target, smoke-test
+it, and record everything in the audit chain.
 
-Order matters: the image is built *before* the gate because approvals are bound to its digest;
-nothing reaches a protected environment until an approval of exactly that digest exists. With
-`evidence` (written by `run build --push`) nothing is built: the image is the pushed digest the
-evidence names, deployed only if the checkout still stages to the flow inside it.
+Order matters: the chain is verified before anything else, so a tampered trail stops the deploy
+before any work; the image is built before the gate because approvals are bound to its digest;
+nothing is registered, pushed or started until the gate passed. A refusal is itself recorded.
+With `evidence` (written by `run build`) nothing is built: the image is the pushed digest the
+evidence names, deployed only if the checkout still stages to the flow inside it; the gate is then
+bound to that digest.
 """
 
 from __future__ import annotations
@@ -60,38 +63,41 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     environment = config.environment(options.env)
     target_name = options.target or environment.target
 
+    # the whole audit chain first: a tampered trail stops the deploy before anything is built
+    trail = audit.audit_log(workspace)
+    gated_by_pipeline = environment.requires_approval and environment.approval_source != "local"
+    brief = {"use_case": use_case, "env": options.env, "target": target_name}
+    records = _verified(workspace, trail, brief, require_anchor=not gated_by_pipeline)
+
     evidence = _read_evidence(options.evidence)
     chosen = evidence.chosen_variant() if evidence else choose_variant(ctx, options.variant)
     if chosen.note:
         progress("note: " + chosen.note)
     candidate = stage_candidate(ctx, chosen, simulator_url=options.simulator_url)
-    if evidence:  # before anything is registered or deployed
-        evidence.check_deployable(use_case=use_case, flow_hash=candidate.flow_hash,
-                                  registry=config.image_registry_for(environment))
-    register_candidate(ctx, candidate, progress)
-    flow_hash, registration, connections = candidate.flow_hash, candidate.registration, candidate.connections
+    flow, flow_hash, connections = candidate.flow, candidate.flow_hash, candidate.connections
     if evidence:
-        image = evidence.image_ref()
-        progress(f"image {image.reference} (built once in run {evidence.build_id or '?'}, not rebuilt)")
+        evidence.check_deployable(use_case=use_case, flow_hash=flow_hash,
+                                  registry=config.image_registry_for(environment))
+        image = evidence.pulled_image(progress)
     else:
         image = build_image(ctx, candidate, progress)
 
     base_record = {
-        "use_case": use_case, "env": options.env, "target": target_name, "variant": chosen.as_dict(),
-        "flow_hash": flow_hash, "registration": registration.uri, "image": image.as_dict(),
+        **brief, "variant": chosen.as_dict(), "flow_hash": flow_hash, "image": image.as_dict(),
         "artifact": image.artifact, "git_commit": image.labels.get("git_commit", ""),
     }
-    log = audit.audit_log(workspace)
-    approval = None
-    if environment.requires_approval:
-        try:
-            approval = _check_approval(workspace, use_case, environment, image.artifact, options.environ)
-        except GenaiopsError as exc:
-            log.append({"event": "deploy_refused", **_brief(base_record), "reason": exc.message})
-            raise
-        progress(f"approval: {approval.get('decision', 'approved')} by {approval.get('by')}")
+    grant = None
+    if gated_by_pipeline:  # its record may hold the chain head that lets a fresh agent's chain take records
+        grant = _approval(workspace, trail, environment, base_record, options.environ)
+    _scan(trail, records, image, flow, _brief(base_record), progress)
+    if environment.requires_approval and grant is None:  # the scan is on record for the approver
+        grant = _approval(workspace, trail, environment, base_record, options.environ)
+    if grant is not None:  # before anything leaves this machine or starts
+        progress(f"approval: {grant.source} by {grant.by}")
 
-    previous = audit.last_successful(workspace, use_case, options.env)
+    registration = register_candidate(ctx, candidate, progress)
+
+    previous = audit.last_successful(records, use_case, options.env)
     target = make_target(target_name, workspace=workspace, progress=progress,
                          extra_labels=options.extra_labels, ml_client=options.ml_client,
                          pusher=options.pusher)
@@ -105,33 +111,96 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
             _serve_simulator_if_free(stack, experiment, progress)
         outcome = target.deploy(request)
 
-    approval_ref = None if approval is None else {
-        k: approval.get(k) for k in ("source", "seq", "by", "at", "run_id", "stage", "approval_ids", "digest")
-        if approval.get(k) is not None}
-    record = {**base_record, "ok": outcome.ok, "outcome": outcome.as_dict(), "approval": approval_ref,
+    record = {**base_record, "event": "deployed" if outcome.ok else "deploy_failed", "ok": outcome.ok,
+              "registration": registration.uri, "outcome": outcome.as_dict(),
+              "approval": grant.as_ref() if grant else None,
               "previous_artifact": previous.get("artifact") if previous else None,
               "duration_s": round(time.monotonic() - started, 1)}
-    record = audit.deployments_log(workspace, use_case, options.env).append(record)
-    log.append({"event": "deployed" if outcome.ok else "deploy_failed", **_brief(base_record),
-                "endpoint": outcome.endpoint, "message": outcome.message, "deployment_seq": record["seq"]})
+    try:
+        record = trail.append(record)
+    except audit.TamperedLog as exc:  # changed while deploying: keep the record in the trust folder
+        audit.record_incident(workspace, {**record, "event": "deploy_unrecorded", "reason": exc.message})
+        raise audit.TamperedLog(
+            f"{options.env} now runs {image.artifact} (smoke test {'passed' if outcome.ok else 'failed'}), "
+            f"but the audit chain changed during the deploy, so it was not recorded there: {exc.message}",
+            hint=f"the record is kept in {workspace.audit_incidents_log}; restore the chain from a "
+                 "trusted copy") from None
     return DeployResult(record, chosen.note)
+
+
+def _read_evidence(path):
+    if path is None:
+        return None
+    from genaiops.deploy.evidence import Evidence
+
+    return Evidence.read(path)
+
+
+def _verified(workspace, trail, brief: dict, *, require_anchor: bool) -> list[dict]:
+    """The chain's records; a chain that fails its check refuses the deploy, and the refusal goes
+    to the trust folder's incident log (the chain itself cannot take it)."""
+    from genaiops.deploy import audit
+
+    try:
+        return trail.read(require_anchor=require_anchor)
+    except audit.TamperedLog as exc:
+        audit.record_incident(workspace, {"event": "deploy_refused", **brief, "reason": exc.message})
+        raise
+
+
+def _scan(trail, records: list[dict], image, flow, brief: dict, progress) -> None:
+    """The post-build scan (flow files as hashed, no known secret), once per image and secrets set:
+    a passed scan is an audit record, which only the key holder can write."""
+    from genaiops.deploy.image_scan import require_clean, scan_image
+    from genaiops.secrets import known_secrets
+
+    secrets = known_secrets()
+    fingerprint = trail.keyed_digest("\0".join(sorted(secrets)))
+    if any(r.get("event") == "image_scanned" and r.get("ok") and r.get("image") == image.image_id
+           and r.get("secrets") == fingerprint for r in records):
+        progress("image scan: passed before (same image, same secrets)")
+        return
+    result = scan_image(image.tag, flow_dir=image.labels.get("flow_dir") or "/flow",
+                        expected={entry.rel: entry.sha256 for entry in flow.files},
+                        generated=filter(None, image.labels.get("generated", "").split(",")),
+                        secrets=secrets)
+    trail.append({"event": "image_scanned", **brief, "image": image.image_id, "ok": result.ok,
+                  "secrets": fingerprint, "scan": result.as_dict()})
+    require_clean(result)
+    progress(f"image scan: {result.files} files, {result.bytes / 1e6:.0f} MB in {result.seconds:.1f}s: "
+             "the flow as hashed, no known secret")
+
+
+def _approval(workspace, trail, environment, base_record: dict, environ):
+    """The grant for this artifact; a refusal is appended to the chain before it is raised."""
+    from genaiops.deploy.approvals import ApprovalRequest, approval_source
+    from genaiops.deploy.audit import TamperedLog
+
+    request = ApprovalRequest(base_record["use_case"], environment.name, base_record["artifact"],
+                              environment.approval_ttl_minutes)
+    brief = _brief(base_record)
+    source = approval_source(environment.approval_source, environ)
+    try:
+        records = trail.read(require_anchor=source.name == "local")  # as of now, not of the start
+        grant = source.grant(request, records)
+        if grant.head is not None:  # the source keeps a chain head outside the state folder
+            trail.vouch(grant.head)
+        else:
+            trail.read()  # without one, the local anchor must vouch for the chain
+    except TamperedLog as exc:
+        from genaiops.deploy.audit import record_incident
+
+        record_incident(workspace, {"event": "deploy_refused", **brief, "reason": exc.message})
+        raise
+    except GenaiopsError as exc:
+        trail.append({"event": "deploy_refused", **brief, "reason": exc.message})
+        raise
+    return grant
 
 
 def _brief(record: dict) -> dict:
     return {k: record[k] for k in ("use_case", "env", "target", "artifact", "flow_hash")} | \
         {"variant": record["variant"]["label"]}
-
-
-def _check_approval(workspace, use_case, environment, artifact, environ) -> dict:
-    if environment.approval_source == "azure_devops":
-        from genaiops.deploy.ado import AdoApprovalsClient, AdoRun
-
-        return AdoApprovalsClient(AdoRun.from_env(environ)).verify_deploy_approved(artifact)
-    from genaiops.deploy.approvals import require_approval
-
-    record = require_approval(workspace, use_case=use_case, env=environment.name, artifact=artifact,
-                              ttl_minutes=environment.approval_ttl_minutes)
-    return {**record, "source": "local"}
 
 
 def _uses_simulator(experiment) -> bool:
@@ -163,11 +232,3 @@ def _smoke_body(config) -> dict:
         raise ConfigError([Problem(config.smoke_request_rel, None, None, "expected a JSON object",
                                    "write the flow's inputs as one JSON object")])
     return body
-
-
-def _read_evidence(path):
-    if path is None:
-        return None
-    from genaiops.deploy.evidence import Evidence
-
-    return Evidence.read(path)

@@ -31,7 +31,7 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *,
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          line_timeout_sec=config.runtime.line_timeout_sec,
-                         force_data_mode=force_data_mode)
+                         force_data_mode=force_data_mode, boundary=config.repo_root)
 
 
 def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapters: dict,
@@ -76,7 +76,7 @@ def run_evaluations(tasks: list[EvalTask], adapters: dict, ledger: Ledger, store
         return outcome
 
     units = [Unit((number, task), task.key[:8]) for number, task in enumerate(pending)]
-    outcomes = run_concurrently(units, execute, max_parallel=max_parallel,
+    outcomes = run_concurrently(units, execute, max_parallel=max_parallel, unit="runs",
                                 title=f"evaluate {evaluation_id}", show_progress=show_progress)
     done = {outcome.key: outcome for outcome in outcomes}
     return [(found[t.key] or done[t.key], found[t.key] is not None) for t in tasks]
