@@ -302,12 +302,14 @@ class Agent:
 
     def _link_venv(self, sources: Path) -> None:
         """The clone's `.venv` is the installed one this suite runs in: `make setup` must find it up
-        to date (its stamp newer than pyproject.toml) and never reinstall into it."""
+        to date (its stamp for this pyproject.toml, newer than the file) and never reinstall into it."""
         (sources / ".venv").symlink_to(self.venv)
-        stamps = sorted(self.venv.glob(".installed-*"), key=lambda p: p.stat().st_mtime)
-        if not stamps:
-            raise AssertionError(f"{self.venv} has no `make setup` stamp")
-        older = stamps[-1].stat().st_mtime - 60
+        crc = subprocess.run(["cksum", "pyproject.toml"], cwd=sources, capture_output=True, text=True,
+                             check=True).stdout.split()[0]
+        stamp = self.venv / f".installed-{crc}"
+        if not stamp.is_file():
+            raise AssertionError(f"{self.venv} was not installed from this pyproject.toml: run `make setup`")
+        older = stamp.stat().st_mtime - 60
         os.utime(sources / "pyproject.toml", (older, older))
 
     # -- steps ----------------------------------------------------------------------------------
