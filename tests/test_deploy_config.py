@@ -215,6 +215,19 @@ def test_flex_serving_bundle_holds_the_connection_its_code_looks_up(tmp_path, st
     assert connection["api_key"] == "${env:LLM_API_KEY}" and connection["base_url"] == "http://127.0.0.1:9/v1"
 
 
+def test_the_serving_bundle_holds_no_bytecode_whatever_the_environment(tmp_path, state_dir, monkeypatch):
+    """`pf flow build` imports a DAG's Python tools from its output: on a machine that writes
+    bytecode (a hosted agent) the bundle would hold __pycache__, which the image scan refuses."""
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    repo = copy_use_case(tmp_path / "repo", "classification")
+    ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
+    staged = ctx.engine.stage_for_serving(ctx.flow, choose_variant(ctx, "default").spec(), tmp_path / "staged")
+    ctx.engine.serving_bundle(staged, tmp_path / "bundle", [
+        {"name": "llm", "type": "open_ai", "endpoint": "http://127.0.0.1:9/v1", "api_version": None}])
+    assert (tmp_path / "bundle/flow/normalize.py").is_file()
+    assert not [p for p in (tmp_path / "bundle").rglob("*") if "__pycache__" in p.parts or p.suffix == ".pyc"]
+
+
 def test_requirements_are_pinned_and_serving_deps_added(tmp_path):
     (tmp_path / "requirements.txt").write_text("promptflow==1.18.5\n# comment\nrequests>=2\n")
     assert requirements(tmp_path) == ["promptflow==1.18.5", "requests>=2", "keyrings.alt", "gunicorn==22.0.0"]

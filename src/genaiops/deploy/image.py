@@ -31,7 +31,7 @@ from genaiops.errors import GenaiopsError, UsageError
 from genaiops.safecopy import require_regular_tree
 from genaiops.workspace.files import atomic_write_text
 
-TEMPLATE_VERSION = "4"
+TEMPLATE_VERSION = "5"  # 5: bundles hold no bytecode
 LABEL_PREFIX = "io.genaiops."
 
 DOCKERFILE = """\
