@@ -266,11 +266,12 @@ def test_push_to_development_builds_once_and_deploys_the_digest_to_dev(world, de
     dev_ws = world["aml"].workspaces[next(p for p, w in world["aml"].workspaces.items() if w.name == DEV[1])]
     assert ("data", "tickets") in dev_ws.assets and ("models", "classification-flow") in dev_ws.assets
     assert any(name.endswith("tickets.jsonl") for name in world["blobs"].names())
-    # deployment record and audit log survive the agent
+    # the audit chain (scan, deployment record) survives the agent
     [record_artifact] = [n for n in result.run.artifacts if n.startswith("deploy-dev-classification-")]
-    records = result.run.artifacts[record_artifact]
-    assert (records / "deployments" / "classification-dev.jsonl").is_file()
-    assert (records / "audit" / "audit.jsonl").is_file()
+    chain = [json.loads(line) for line in
+             (result.run.artifacts[record_artifact] / "audit" / "audit.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in chain] == ["image_scanned", "deployed"]
+    assert chain[-1]["artifact"] == digest and chain[-1]["ok"] is True
     assert result.implicit_downloads == []
 
 

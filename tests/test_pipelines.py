@@ -352,7 +352,7 @@ def test_reruns_sessions_caches_and_baselines_cannot_break_a_run():
 def test_deploy_records_and_audit_logs_are_published_whatever_happened(use_case):
     for stage, env in ((f"Dev_{use_case}", "dev"), (f"Prod_{use_case}", "prod")):
         steps = ps.job_steps(_job(_stage(stage), "Deploy"))
-        [collect] = [s for s in steps if "deployments audit" in (ps.step_script(s) or "")]
+        [collect] = [s for s in steps if '$(stateDir)/audit' in (ps.step_script(s) or "")]
         [publish] = [s for s in steps if s.get("task") == "PublishPipelineArtifact@1"]
         assert collect["condition"] == publish["condition"] == "succeededOrFailed()"
         assert publish["inputs"]["artifact"] == f"deploy-{env}-{use_case}-$(System.JobAttempt)"
