@@ -2,7 +2,8 @@
 # Idempotent Docker setup for tests and CI on machines without an image registry:
 #   1. install docker.io + debootstrap when missing (Debian packages),
 #   2. start dockerd in the background when no daemon answers, and wait for it,
-#   3. build the offline base image genaiops/base:bookworm (debootstrap + docker import) when missing.
+#   3. build the offline base image genaiops/base:bookworm (debootstrap + docker import) when missing,
+#      from the Debian mirror the machine's apt sources name (.ci/apt-mirror.sh).
 # Every step is skipped when already done, so calling it again costs about a second.
 set -euo pipefail
 
@@ -35,9 +36,11 @@ fi
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   echo "setup-docker: building $BASE_IMAGE with debootstrap (about 1-2 minutes)"
   start=$(date +%s)
+  MIRROR="$(bash "$(dirname "$0")/apt-mirror.sh" bookworm)"
+  echo "setup-docker: debootstrap from $MIRROR"
   $SUDO rm -rf "$ROOTFS"
   $SUDO debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$ROOTFS" http://deb.debian.org/debian >/tmp/genaiops-debootstrap.log 2>&1 \
+    bookworm "$ROOTFS" "$MIRROR" >/tmp/genaiops-debootstrap.log 2>&1 \
     || { echo "setup-docker: debootstrap failed; see /tmp/genaiops-debootstrap.log" >&2; exit 1; }
   $SUDO rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
   $SUDO tar -C "$ROOTFS" -c . | docker import \

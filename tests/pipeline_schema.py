@@ -1,17 +1,19 @@
 """Offline checks of Azure Pipelines YAML: the official JSON schema plus template expansion.
 
-Azure Pipelines reads every scalar as a string, so files are loaded with `yaml.BaseLoader`, and the
-schema's `integer`/`number`/`boolean` accept the strings Azure would accept ("60", "true"). Template
-files are validated as template files (`stages:`/`jobs:`/`steps:`), with `${{ }}` expressions
-tolerated; the entry pipeline is also expanded the way Azure does at compile time (templates with
-their parameters, `${{ each }}`, `${{ parameters.x }}`, `replace()`) and the result validated as a
-whole, with no expression left. Unknown parameters, missing required ones and undefined references
-are errors, as in Azure.
+The schema and the `${{ }}` data transform are the ones `check-jsonschema` vendors
+(`--builtin-schema vendor.azure-pipelines --data-transform azure-pipelines`), read from the installed
+package, so no file outside the repository is needed. Used raw they give false positives, handled
+here: Azure Pipelines reads every scalar as a string, so files are loaded with `yaml.BaseLoader`, and
+the schema's `integer`/`number`/`boolean` accept the strings Azure would accept ("60", "true").
+Template files are validated as template files (`stages:`/`jobs:`/`steps:`), with `${{ }}`
+expressions tolerated; the entry pipeline is also expanded the way Azure does at compile time
+(templates with their parameters, `${{ each }}`, `${{ if }}`, `${{ parameters.x }}`, `replace()`)
+and the result validated as a whole, with no expression left. Unknown parameters, missing required
+ones and undefined references are errors, as in Azure.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -20,14 +22,13 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from check_jsonschema.builtin_schemas import get_builtin_schema
+from check_jsonschema.transforms import TRANSFORM_LIBRARY
 
+BUILTIN_SCHEMA = "vendor.azure-pipelines"
 EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.DOTALL)
 DIRECTIVE = re.compile(r"^\$\{\{\s*(each|if|elseif|else|insert)\b.*\}\}$", re.DOTALL)
 BOOL_STRINGS = {"true", "false", "y", "n", "yes", "no", "on", "off"}
-
-
-def schema_path(repo_root: Path) -> Path:
-    return repo_root.parent / "shared" / "schemas" / "azure-pipelines.schema.json"
 
 
 def load_yaml(path: Path):
@@ -92,18 +93,15 @@ AzureValidator = jsonschema.validators.extend(
     type_checker=_type_checker())
 
 
-@lru_cache(maxsize=4)
-def _schema(path: str) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def validator_for(schema_file: Path, definition: str | None = None):
-    return _validator(str(schema_file), definition)
+@lru_cache(maxsize=1)
+def pipeline_schema() -> dict:
+    """The Azure Pipelines schema check-jsonschema vendors (microsoft/azure-pipelines-vscode)."""
+    return get_builtin_schema(BUILTIN_SCHEMA)
 
 
 @lru_cache(maxsize=16)
-def _validator(schema_file: str, definition: str | None):
-    schema = _schema(schema_file)
+def validator_for(definition: str | None = None):
+    schema = pipeline_schema()
     if definition:
         schema = {"$ref": f"#/definitions/{definition}", "definitions": schema["definitions"]}
     return AzureValidator(schema)
@@ -120,33 +118,15 @@ def template_kind(document: dict) -> str:
     return "pipeline"
 
 
-def flatten_directives(node):
-    """Template file as Azure would see it for every branch: `${{ each/if }}:` blocks spliced into
-    the enclosing mapping or list, so the schema sees the stages/jobs/steps they contain."""
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if DIRECTIVE.match(key.strip()) and isinstance(value, dict):
-                out.update(flatten_directives(value))
-            else:
-                out[key] = flatten_directives(value)
-        return out
-    if isinstance(node, list):
-        out = []
-        for item in node:
-            if isinstance(item, dict) and len(item) == 1 and DIRECTIVE.match(next(iter(item)).strip()):
-                body = next(iter(item.values()))
-                body = flatten_directives(body)
-                out.extend(body if isinstance(body, list) else [body])
-            else:
-                out.append(flatten_directives(item))
-        return out
-    return node
+def flatten_directives(document: dict) -> dict:
+    """Template file as Azure would see it for every branch: check-jsonschema's `azure-pipelines`
+    transform splices `${{ each/if }}:` blocks into the enclosing mapping or list."""
+    return TRANSFORM_LIBRARY["azure-pipelines"](document)
 
 
-def schema_errors(document, schema_file: Path, definition: str | None = None) -> list[str]:
+def schema_errors(document, definition: str | None = None) -> list[str]:
     """Readable schema errors (empty when valid); the deepest, most specific message first."""
-    validator = validator_for(schema_file, definition)
+    validator = validator_for(definition)
     errors = sorted(validator.iter_errors(document), key=lambda e: -len(e.absolute_path))
     messages = []
     for error in errors:
@@ -156,11 +136,11 @@ def schema_errors(document, schema_file: Path, definition: str | None = None) ->
     return messages
 
 
-def validate_file(path: Path, schema_file: Path) -> list[str]:
+def validate_file(path: Path) -> list[str]:
     document = load_yaml(path)
     if not isinstance(document, dict):
         return [f"{path}: not a mapping"]
-    return schema_errors(flatten_directives(document), schema_file, template_kind(document))
+    return schema_errors(flatten_directives(document), template_kind(document))
 
 
 # ----------------------------------------------------------------------------- template expansion
@@ -179,9 +159,11 @@ _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P
                     r"|(?P<punct>[(),\[\]]))")
 
 
-def evaluate(text: str, context: dict):
-    """A compile-time expression: literals, dotted names, ['key'] indexing, and the functions this
-    repository's templates use."""
+def evaluate(text: str, context: dict, functions: dict | None = None, lenient: bool = False):
+    """An expression: literals, dotted names, ['key'] indexing, and the functions this repository's
+    templates use. Compile time (`${{ }}`) by default; the agent emulation evaluates runtime
+    expressions (`$[ ]`, conditions) with its status `functions` (succeeded(), ...) and `lenient`
+    lookups (a missing variable or output is '', as Azure Pipelines has it)."""
     tokens, pos = [], 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
@@ -191,7 +173,7 @@ def evaluate(text: str, context: dict):
             raise TemplateError(f"cannot parse expression {text!r} at {text[pos:]!r}")
         tokens.append((match.lastgroup, match.group(match.lastgroup)))
         pos = match.end()
-    value, rest = _parse(tokens, context)
+    value, rest = _parse(tokens, context, ({**FUNCTIONS, **(functions or {})}, lenient))
     if rest:
         raise TemplateError(f"unexpected {rest[0][1]!r} in {text!r}")
     return value
@@ -207,6 +189,11 @@ FUNCTIONS = {
     "or": lambda *a: any(_truthy(x) for x in a),
     "not": lambda a: not _truthy(a),
     "format": lambda f, *a: re.sub(r"\{(\d+)\}", lambda m: str(a[int(m.group(1))]), f),
+    "join": lambda sep, items: str(sep).join(str(i) for i in items) if isinstance(items, list) else str(items),
+    "startsWith": lambda s, p: str(s).lower().startswith(str(p).lower()),
+    "endsWith": lambda s, p: str(s).lower().endswith(str(p).lower()),
+    "contains": lambda s, p: str(p).lower() in str(s).lower(),
+    "in": lambda s, *items: str(s).lower() in {str(i).lower() for i in items},
 }
 
 
@@ -216,7 +203,8 @@ def _truthy(value) -> bool:
     return bool(value)
 
 
-def _parse(tokens, context):
+def _parse(tokens, context, env):
+    functions, lenient = env
     if not tokens:
         raise TemplateError("empty expression")
     kind, text = tokens[0]
@@ -228,29 +216,31 @@ def _parse(tokens, context):
     if kind != "name":
         raise TemplateError(f"unexpected {text!r}")
     if rest and rest[0] == ("punct", "("):
-        if text not in FUNCTIONS:
+        if text not in functions:
             raise TemplateError(f"unsupported function {text}()")
         args, rest = [], rest[1:]
         while rest and rest[0] != ("punct", ")"):
-            value, rest = _parse(rest, context)
+            value, rest = _parse(rest, context, env)
             args.append(value)
             if rest and rest[0] == ("punct", ","):
                 rest = rest[1:]
         if not rest:
             raise TemplateError(f"unclosed {text}(")
-        return FUNCTIONS[text](*args), rest[1:]
-    value = _lookup(context, text.split("."), text)
+        return functions[text](*args), rest[1:]
+    value = _lookup(context, text.split("."), text, lenient)
     while rest and rest[0] == ("punct", "["):
-        key, rest = _parse(rest[1:], context)
+        key, rest = _parse(rest[1:], context, env)
         rest = rest[1:]  # ]
-        value = _lookup(value, [key], f"{text}[{key!r}]")
+        value = _lookup(value, [key], f"{text}[{key!r}]", lenient)
     return value, rest
 
 
-def _lookup(value, parts, name):
+def _lookup(value, parts, name, lenient=False):
     for part in parts:
         if isinstance(value, dict) and part in value:
             value = value[part]
+        elif lenient:
+            return ""
         else:
             raise TemplateError(f"undefined reference {name!r}")
     return value
@@ -320,7 +310,7 @@ class Expander:
         if section not in document:
             raise TemplateError(f"{path}: a {section} template must have `{section}:`")
         inner = {"parameters": params, "variables": context.get("variables", {})}
-        return self.node(document[section], inner, path.parent)
+        return self.node(document[section], inner, path.parent, section)
 
     def node(self, node, context, base: Path, section: str | None = None):
         if isinstance(node, str):

@@ -24,6 +24,8 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("GENAIOPS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("GENAIOPS_TRUST_DIR", str(tmp_path / "trust"))
     monkeypatch.setenv("GENAIOPS_AUDIT_KEY", KEY)
+    for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "GENAIOPS_IMAGE_REGISTRY"):
+        monkeypatch.setenv(name, "x")  # prod's Azure settings: required to load the prod environment
     return {"root": root, "state": tmp_path / "state", "trust": tmp_path / "trust"}
 
 
@@ -77,13 +79,13 @@ def test_a_tampered_audit_log_stops_the_deploy_before_anything_runs(world, capsy
     else:
         lines.reverse()
     path.write_text("\n".join(lines) + "\n")
-    code, out, err = _cli(world, capsys, "run", "deploy", "-u", "classification", "-e", "dev")
+    code, out, err = _cli(world, capsys, "run", "deploy", "-u", "classification", "-e", "local")
     assert code == 1, out + err
     assert str(path) in err and "Traceback" not in err
     assert _nothing_staged(world)
     # the refusal is an audit event: the chain cannot take it, so the trust folder's incident log does
     incidents = [json.loads(line) for p in world["trust"].rglob("*.jsonl") for line in p.read_text().splitlines()]
-    assert [(i["event"], i["env"]) for i in incidents] == [("deploy_refused", "dev")]
+    assert [(i["event"], i["env"]) for i in incidents] == [("deploy_refused", "local")]
     assert str(path) in incidents[0]["reason"]
 
 

@@ -1,21 +1,17 @@
 """The approval gate and the audit chain it lives in: bound to artifact digest + use case +
 environment, expiring, rejections final, one HMAC chain whose head is anchored outside the state
 folder (deleting, truncating or reordering records is detected), a key that is never silently
-made; and the Azure DevOps approvals check against a loopback fake of its REST API."""
+made; and the Azure DevOps approval source seam. (The Azure DevOps REST check itself: test_ado.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from deploy_helpers import copy_use_case, run_cli
 
-from genaiops.deploy.ado import AdoApprovalRefused, AdoApprovalsClient, AdoRun
 from genaiops.deploy.approvals import (
     ApprovalRefused,
     ApprovalRequest,
@@ -306,8 +302,10 @@ def test_a_pipeline_head_vouches_for_an_unanchored_chain_and_catches_removal(wor
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, workspace, capsys):
+def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, workspace, capsys, monkeypatch):
     root = copy_use_case(tmp_path / "repo", "classification")
+    for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "GENAIOPS_IMAGE_REGISTRY"):
+        monkeypatch.setenv(name, "x")  # prod's Azure settings: required to load the prod environment
     workspace.best_pointer("classification").with_name("summary.md").write_text("# accuracy 0.93 (gate >= 0.8: passed)\n")
     code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "prod",
                               "--artifact", A, "--by", "alice", "--note", "ok"], capsys)
@@ -327,82 +325,3 @@ def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, workspac
     code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "prod",
                               "--artifact", "sha256:123", "--by", "x"], capsys)
     assert code == 2 and "not an image digest" in err
-
-
-# --- Azure DevOps approvals REST API, loopback fake ----------------------------------------------
-
-class _FakeAdo:
-    """Serves GET {org}/{project}/_apis/pipelines/approvals like Azure DevOps, checks the token."""
-
-    def __init__(self, approvals: list[dict], token: str = "ado-token-123"):
-        self.approvals, self.token, self.requests = approvals, token, []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                fake.requests.append((self.path, dict(self.headers)))
-                url = urlparse(self.path)
-                if self.headers.get("Authorization") != f"Bearer {fake.token}":
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                if url.path != "/myorg/My%20Project/_apis/pipelines/approvals" or \
-                        parse_qs(url.query).get("api-version") != ["7.1"]:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                body = json.dumps({"count": len(fake.approvals), "value": fake.approvals}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def run(self, run_id=42, token=None) -> AdoRun:
-        return AdoRun(f"http://127.0.0.1:{self.server.server_address[1]}/myorg/", "My Project", run_id,
-                      token or self.token)
-
-
-def _approval(run_id, status, approver="Dana"):
-    return {"id": f"appr-{run_id}-{status}", "status": status,
-            "pipeline": {"id": "7", "name": "release", "owner": {"id": run_id, "name": f"2026.{run_id}"}},
-            "steps": [{"status": status, "actualApprover": {"displayName": approver}}]}
-
-
-def test_ado_approved_run_passes():
-    with _FakeAdo([_approval(41, "rejected"), _approval(42, "approved")]) as fake:
-        result = AdoApprovalsClient(fake.run(42)).verify_run_approved()
-    assert result["approval_ids"] == ["appr-42-approved"] and result["by"] == "Dana"
-    path, headers = fake.requests[0]
-    assert "%24expand=steps" in path and headers["Authorization"] == "Bearer ado-token-123"
-
-
-@pytest.mark.parametrize("approvals,match", [
-    ([_approval(41, "approved")], "has no Azure DevOps approval"),
-    ([_approval(42, "pending")], "is pending"),
-    ([_approval(42, "approved"), _approval(42, "rejected", "Eve")], "is rejected.*Eve"),
-])
-def test_ado_refuses_missing_pending_rejected(approvals, match):
-    with _FakeAdo(approvals) as fake, pytest.raises(AdoApprovalRefused, match=match):
-        AdoApprovalsClient(fake.run(42)).verify_run_approved()
-
-
-def test_ado_bad_token_and_missing_env():
-    with _FakeAdo([_approval(42, "approved")]) as fake, pytest.raises(AdoApprovalRefused, match="HTTP 401"):
-        AdoApprovalsClient(fake.run(42, token="wrong")).verify_run_approved()
-    with pytest.raises(UsageError, match="SYSTEM_ACCESSTOKEN"):
-        AdoRun.from_env({"SYSTEM_COLLECTIONURI": "x", "SYSTEM_TEAMPROJECT": "p", "BUILD_BUILDID": "1"})

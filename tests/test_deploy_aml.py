@@ -1,5 +1,7 @@
 """Azure ML target at the SDK boundary: fake `online_endpoints` / `online_deployments` operation
-objects record every call; we assert the exact entities and traffic dicts (Azure cannot be reached)."""
+objects record every call; we assert the exact entities and traffic dicts (Azure cannot be reached).
+The wire-level path (the real MLClient against a loopback workspace) runs in the pipeline contract
+test (`test_pipeline_contract.py`)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ from genaiops.errors import UsageError
 
 CANARY = "canary-aml-0123456789"
 DIGEST = "sha256:" + "c" * 64
+IMAGE_ID = "sha256:" + "d" * 64
+REGISTRY = "myacr.azurecr.io"
+REFERENCE = f"{REGISTRY}/genaiops/classification@{DIGEST}"
+VARIABLES = {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE_NAME": "ws",
+             "GENAIOPS_IMAGE_REGISTRY": REGISTRY}
 
 
 class _Poller:
@@ -72,14 +79,11 @@ class FakeMLClient:
         self.online_deployments = FakeDeployments()
 
 
-def _request(env="prod", traffic=10, mirror=0) -> DeployRequest:
-    config = load_deployment(REPO, "classification", env)
-    environment = config.environment(env).model_copy(update={
-        "traffic_percent": traffic, "mirror_percent": mirror,
-        "workspace": {"subscription_id": "sub", "resource_group": "rg", "workspace_name": "ws"}})
-    config = config.model_copy(update={"image": config.image.model_copy(update={"registry": "myacr.azurecr.io"})})
-    image = ImageRef(tag="genaiops/classification:abc", image_id=DIGEST, artifact_key="k", built=False,
-                     labels={"flow_hash": "sha256:f"})
+def _request(env="prod", traffic=10, mirror=0, reference=REFERENCE) -> DeployRequest:
+    config = load_deployment(REPO, "classification", env, environ=VARIABLES)
+    environment = config.environment(env).model_copy(update={"traffic_percent": traffic, "mirror_percent": mirror})
+    image = ImageRef(tag="genaiops/classification:abc", image_id=IMAGE_ID, artifact_key="k", built=False,
+                     labels={"flow_hash": "sha256:f"}, reference=reference)
     return DeployRequest(use_case="classification", env=environment, config=config, image=image,
                          variant="classify.careful", smoke=SmokeSpec({"text": "refund"}, ("category", "summary")),
                          connection_env={"LLM_API_KEY": CANARY, "LLM_BASE_URL": "https://x/v1"},
@@ -94,7 +98,12 @@ def _existing(traffic: dict) -> ManagedOnlineEndpoint:
 
 def _deploy(client, request):
     pushed = []
-    outcome = AzureMLTarget(ml_client=client, pusher=lambda tag, remote: pushed.append((tag, remote))).deploy(request)
+
+    def pusher(tag, registry, progress):
+        pushed.append((tag, registry))
+        return f"{registry}/genaiops/classification", DIGEST
+
+    outcome = AzureMLTarget(ml_client=client, pusher=pusher).deploy(request)
     return outcome, pushed
 
 
@@ -102,23 +111,25 @@ def test_first_deploy_creates_endpoint_and_sends_all_traffic():
     client = FakeMLClient(endpoint=None)
     outcome, pushed = _deploy(client, _request(traffic=10))
     assert outcome.ok, outcome.message
-    assert pushed == [("genaiops/classification:abc", "myacr.azurecr.io/genaiops/classification:abc")]
+    assert pushed == []  # the evidence's image is already in the registry, by digest
     calls = client.online_endpoints.calls
     assert calls[0] == ("get", "classification-prod")
     created = calls[1]
     assert created[:3] == ("create_or_update", "classification-prod", {})
     assert client.online_endpoints.existing.identity.type == "system_assigned"
+    # secret injection from a workspace connection: the endpoint's identity may read it
+    assert client.online_endpoints.existing.properties == {"enforce_access_to_default_secret_stores": "enabled"}
     assert ("create_or_update", "classification-prod", {"blue": 100}, {}) in calls
     deployment: ManagedOnlineDeployment = client.online_deployments.created[0]
     assert deployment.name == "blue" and deployment.endpoint_name == "classification-prod"
-    assert deployment.environment.image == "myacr.azurecr.io/genaiops/classification:abc"
+    assert deployment.environment.image == REFERENCE  # by digest, never a mutable tag
     assert deployment.environment.inference_config["scoring_route"] == {"path": "/score", "port": 8080}
     assert deployment.instance_type == "Standard_DS3_v2" and deployment.instance_count == 1
     assert deployment.tags["artifact"] == DIGEST
-    assert "LLM_API_KEY" not in deployment.environment_variables
+    assert deployment.environment_variables == {
+        "LLM_API_KEY": "${{azureml://connections/llm/credentials/key}}", "LLM_BASE_URL": "https://x/v1",
+        "PORT": "8080"}
     assert CANARY not in json.dumps(deployment._to_dict(), default=str)
-    assert deployment.environment_variables["PROMPTFLOW_CONNECTION_PROVIDER"].startswith(
-        "azureml://subscriptions/sub/resourceGroups/rg/")
     assert calls[-1] == ("invoke", "classification-prod", "blue", {"text": "refund"})
     assert client.online_deployments.calls == [("create_or_update", "blue")]  # nothing deleted
 
@@ -175,7 +186,44 @@ def test_mirror_traffic_shadows_new_deployment():
 
 def test_aml_needs_an_image_registry():
     request = _request()
-    request.config = request.config.model_copy(
-        update={"image": request.config.image.model_copy(update={"registry": None})})
-    with pytest.raises(UsageError, match="image.registry"):
+    request.env = request.env.model_copy(update={"image_registry": None})
+    with pytest.raises(UsageError, match="needs a container registry") as info:
         _deploy(FakeMLClient(), request)
+    assert "GENAIOPS_IMAGE_REGISTRY" in info.value.hint
+
+
+def test_a_local_build_is_pushed_and_deployed_by_digest():
+    client = FakeMLClient()
+    outcome, pushed = _deploy(client, _request(reference=""))
+    assert outcome.ok and pushed == [("genaiops/classification:abc", REGISTRY)]
+    assert client.online_deployments.created[0].environment.image == REFERENCE
+
+
+def test_an_image_from_another_registry_is_refused():
+    with pytest.raises(UsageError, match="not in myacr.azurecr.io"):
+        _deploy(FakeMLClient(), _request(reference=f"other.azurecr.io/x@{DIGEST}"))
+
+
+@pytest.mark.parametrize("secrets,message", [
+    ({}, "gives no secret reference for LLM_API_KEY"),
+    ({"LLM_API_KEY": "azureml://connections/llm/credentials/key",
+      "OTHER_KEY": "azureml://connections/x/credentials/key"}, "secrets the connections do not use: OTHER_KEY"),
+])
+def test_every_secret_needs_exactly_one_reference(secrets, message):
+    request = _request()
+    request.env = request.env.model_copy(update={"secrets": secrets})
+    client = FakeMLClient()
+    with pytest.raises(UsageError, match=message):
+        _deploy(client, request)
+    assert client.online_deployments.calls == [] and client.online_endpoints.calls == []
+
+
+def test_key_vault_references_are_injected_without_the_connection_grant():
+    request = _request()
+    ref = "keyvault:https://kv-genaiops.vault.azure.net/secrets/llm-api-key/0123abcd"
+    request.env = request.env.model_copy(update={"secrets": {"LLM_API_KEY": ref}})
+    client = FakeMLClient()
+    outcome, _ = _deploy(client, request)
+    assert outcome.ok
+    assert client.online_deployments.created[0].environment_variables["LLM_API_KEY"] == "${{" + ref + "}}"
+    assert client.online_endpoints.existing.properties == {}

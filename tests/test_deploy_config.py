@@ -10,7 +10,7 @@ import yaml
 from deploy_helpers import REPO, copy_use_case, run_cli
 
 from genaiops.config import load_experiment
-from genaiops.config.deployment import load_deployment
+from genaiops.config.deployment import DEFAULT_BASE_IMAGE, load_deployment
 from genaiops.config.schema import DEPLOYMENT_SCHEMA
 from genaiops.deploy.image import ImageRef, _lock
 from genaiops.deploy.targets import DeployRequest, SmokeSpec
@@ -35,14 +35,53 @@ def _write(repo, text, name="deployment.yaml"):
     (repo / "configs/classification" / name).write_text(text)
 
 
+AZURE = {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE_NAME": "ws",
+         "GENAIOPS_IMAGE_REGISTRY": "myacr.azurecr.io"}
+
+
 def test_sample_config_loads_every_environment():
-    config = load_deployment(REPO, "classification")
+    config = load_deployment(REPO, "classification", environ=AZURE)
     assert {n: e.target for n, e in config.environments.items()} == \
-        {"dev": "docker", "staging": "kubernetes", "prod": "aml"}
+        {"local": "docker", "staging": "kubernetes", "dev": "aml", "prod": "aml"}
     assert config.environment("prod").requires_approval and config.environment("prod").approval_ttl_minutes == 60
     assert config.expect_outputs == ("category", "summary")
-    qa = load_deployment(REPO, "qa", "dev")
-    assert qa.environment("dev").settings["port"] == 8090 and qa.expect_outputs == ("answer",)
+    for env in ("dev", "prod"):
+        assert config.image_registry_for(config.environment(env)) == "myacr.azurecr.io"
+        assert config.environment(env).settings["secrets"] == {
+            "LLM_API_KEY": "azureml://connections/llm/credentials/key"}
+    qa = load_deployment(REPO, "qa", "local", environ={})
+    assert qa.environment("local").settings["port"] == 8090 and qa.expect_outputs == ("answer",)
+
+
+def test_the_base_image_is_public_unless_the_machine_names_its_own():
+    assert load_deployment(REPO, "classification", "local", environ={}).base_image == "python:3.11-slim-bookworm"
+    assert load_deployment(REPO, "qa", "local", environ={"GENAIOPS_BASE_IMAGE": "genaiops/base:bookworm"}) \
+        .base_image == "genaiops/base:bookworm"
+
+
+@pytest.mark.parametrize("use_case", ["classification", "qa"])
+def test_azure_environments_need_their_variables_and_only_when_deployed(use_case):
+    """`local` needs no Azure variable; `dev`/`prod` name every missing one (no default hides it)."""
+    assert load_deployment(REPO, use_case, "local", environ={}).environment("local").target == "docker"
+    for env in ("dev", "prod"):
+        with pytest.raises(ConfigError) as info:
+            load_deployment(REPO, use_case, env, environ={})
+        missing = {p.message.split()[2] for p in info.value.problems if "is not set" in p.message}
+        assert missing == {"AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME",
+                           "GENAIOPS_IMAGE_REGISTRY"}
+        assert all(f"environments.{env}." in p.field for p in info.value.problems)
+        config = load_deployment(REPO, use_case, env, environ=AZURE)
+        assert config.environment(env).settings["workspace"] == {
+            "subscription_id": "sub", "resource_group": "rg", "workspace_name": "ws"}
+
+
+def test_secret_references_are_validated(repo):
+    _write(repo, "environments:\n  dev:\n    target: aml\n    secrets:\n      llm_key: azureml://connections/llm/credentials/key\n"
+                 "      LLM_API_KEY: https://example.com/key\n")
+    with pytest.raises(ConfigError) as info:
+        load_deployment(repo, "classification", "dev")
+    text = "\n".join(p.render() for p in info.value.problems)
+    assert "environments.dev.secrets" in text and "llm_key" in text and "https://example.com/key" in text
 
 
 def test_problems_name_file_line_and_field(repo):
@@ -79,7 +118,7 @@ def test_overlay_replaces_whole_blocks(repo):
            "deployment.qa.yaml")
     config = load_deployment(repo, "classification", "qa")
     assert set(config.environments) == {"qa"}  # the base block is replaced, not merged
-    assert config.image_name == "team/classifier" and config.base_image == "genaiops/base:bookworm"
+    assert config.image_name == "team/classifier" and config.base_image == DEFAULT_BASE_IMAGE
     assert [p.name for p in config.files] == ["deployment.yaml", "deployment.qa.yaml"]
     with pytest.raises(UsageError, match="environment 'dev' is not in"):
         config.environment("dev")
@@ -110,18 +149,18 @@ def test_missing_smoke_request_is_located(repo):
 def test_exported_schema_is_the_one_validation_uses(repo, monkeypatch):
     monkeypatch.setitem(DEPLOYMENT_SCHEMA["properties"]["environments"], "maxProperties", 1)
     with pytest.raises(ConfigError) as info:
-        load_deployment(repo, "classification")
-    assert [(p.field, p.line) for p in info.value.problems] == [("environments", 11)]
+        load_deployment(repo, "classification", environ=AZURE)
+    assert [(p.field, p.line) for p in info.value.problems] == [("environments", 14)]
 
 
 def test_cli_config_errors_exit_2_without_traceback(repo, state_dir, capsys):
-    _write(repo, "environments:\n  dev:\n    target: docker\n    colour: blue\n")
-    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev"], capsys)
+    _write(repo, "environments:\n  local:\n    target: docker\n    colour: blue\n")
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "local"], capsys)
     assert code == 2
-    assert "deployment.yaml:4: environments.dev.colour: unknown key 'colour'" in err
+    assert "deployment.yaml:4: environments.local.colour: unknown key 'colour'" in err
     assert "Traceback" not in err
     (repo / "configs/classification/deployment.yaml").unlink()
-    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "local",
                               "--json"], capsys)
     assert code == 2 and "unknown environment 'dev'" in json.loads(out)["error"]  # declared nowhere
     (repo / "configs/classification/experiment.dev.yaml").write_text("evaluators: []\n")
@@ -132,7 +171,7 @@ def test_cli_config_errors_exit_2_without_traceback(repo, state_dir, capsys):
 
 def test_no_docker_daemon_is_a_clear_error(repo, state_dir, trust_dir, capsys, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # no docker CLI on PATH
-    code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+    code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "local",
                               "--variant", "default"], capsys)
     assert code == 1
     assert "cannot build the image: the docker CLI is not installed" in err and "setup-docker.sh" in err
@@ -166,6 +205,32 @@ def test_flex_variant_bakes_init_defaults(tmp_path, state_dir):
     init = yaml.safe_load((staged / "flow.flex.yaml").read_text())["init"]
     assert init["style"] == {"type": "string", "default": "detailed"}
     assert init["temperature"]["default"] == 0.7
+
+
+def test_flex_serving_bundle_holds_the_connection_its_code_looks_up(tmp_path, state_dir):
+    """A flex flow names its connection in code, so `pf flow build` exports none: the container
+    would start without `llm` ("Connection 'llm' is not found")."""
+    repo = copy_use_case(tmp_path / "repo", "qa")
+    ctx = PhaseContext.for_config(load_experiment(repo, "qa"))
+    staged = ctx.engine.stage_for_serving(ctx.flow, choose_variant(ctx, "concise").spec(), tmp_path / "staged")
+    ctx.engine.serving_bundle(staged, tmp_path / "bundle", [
+        {"name": "llm", "type": "open_ai", "endpoint": "http://127.0.0.1:9/v1", "api_version": None}])
+    connection = yaml.safe_load((tmp_path / "bundle/connections/llm.yaml").read_text())
+    assert (connection["type"], connection["name"]) == ("open_ai", "llm")
+    assert connection["api_key"] == "${env:LLM_API_KEY}" and connection["base_url"] == "http://127.0.0.1:9/v1"
+
+
+def test_the_serving_bundle_holds_no_bytecode_whatever_the_environment(tmp_path, state_dir, monkeypatch):
+    """`pf flow build` imports a DAG's Python tools from its output: on a machine that writes
+    bytecode (a hosted agent) the bundle would hold __pycache__, which the image scan refuses."""
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    repo = copy_use_case(tmp_path / "repo", "classification")
+    ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
+    staged = ctx.engine.stage_for_serving(ctx.flow, choose_variant(ctx, "default").spec(), tmp_path / "staged")
+    ctx.engine.serving_bundle(staged, tmp_path / "bundle", [
+        {"name": "llm", "type": "open_ai", "endpoint": "http://127.0.0.1:9/v1", "api_version": None}])
+    assert (tmp_path / "bundle/flow/normalize.py").is_file()
+    assert not [p for p in (tmp_path / "bundle").rglob("*") if "__pycache__" in p.parts or p.suffix == ".pyc"]
 
 
 def test_requirements_are_pinned_and_serving_deps_added(tmp_path):

@@ -21,15 +21,15 @@ import pytest
 from deploy_helpers import copy_use_case, run_cli
 
 from genaiops.cli import main
-from genaiops.config.deployment import DEFAULT_BASE_IMAGE
+from genaiops.config.deployment import OFFLINE_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.audit import audit_log
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import Workspace
 
 REASON = dockercli.unavailable_reason()
-if REASON is None and dockercli.inspect("image", os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)) is None:
-    REASON = f"base image {DEFAULT_BASE_IMAGE} missing (run .ci/setup-docker.sh)"
+if REASON is None and dockercli.inspect("image", os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)) is None:
+    REASON = f"base image {OFFLINE_BASE_IMAGE} missing (run .ci/setup-docker.sh)"
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
 
 CANARY = "canary-" + secrets.token_hex(12)
@@ -62,7 +62,7 @@ def world(tmp_path_factory):
     (root / "configs/classification/deployment.yaml").write_text(f"""\
 image:
   name: {IMAGE_NAME}
-  base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)}
+  base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)}
 smoke:
   request: configs/classification/sample-request.json
   expect_outputs: [category, summary]
@@ -307,7 +307,7 @@ def test_missing_base_image_is_a_clear_error(world, capsys, tmp_path):
     root = world["root"]
     overlay = root / "configs/classification/deployment.nobase.yaml"
     config = (root / "configs/classification/deployment.yaml").read_text()
-    base = os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+    base = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
     overlay.write_text("image:\n  name: " + IMAGE_NAME + "\n  base_image: genaiops/does-not-exist:1\n"
                        "environments:\n  nobase:\n    target: docker\n    port: 18999\n")
     try:

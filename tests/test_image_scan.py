@@ -11,11 +11,11 @@ import subprocess
 
 import pytest
 
-from genaiops.config.deployment import DEFAULT_BASE_IMAGE
+from genaiops.config.deployment import OFFLINE_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.image_scan import ImageScanFailed, require_clean, scan_image
 
-BASE = os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+BASE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 REASON = dockercli.unavailable_reason()
 if REASON is None and dockercli.inspect("image", BASE) is None:
     REASON = f"base image {BASE} missing (run .ci/setup-docker.sh)"

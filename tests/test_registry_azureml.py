@@ -1,5 +1,6 @@
 """The Azure ML registry backend, tested on the wire: the real `MLClient` talks HTTP to a loopback
-fake of the workspace REST API (`AZUREML_DEV_URL_MFE`), so we assert the exact requests and bodies.
+fake of the workspace REST API (`fakes.azureml`, via `AZUREML_DEV_URL_MFE`), so we assert the exact
+requests and bodies. (Over HTTPS with the SDK's own blob upload: test_pipeline_contract.py.)
 
 Blob upload is the one boundary faked above the wire (it needs HTTPS to a storage account): an
 `uploader` setting returns an `azureml://` path; the SDK's own upload path is covered by a fake of
@@ -10,13 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from fakes.azureml import FakeAzureML, workspace_path
 
 from genaiops import hashing
 from genaiops.errors import GenaiopsError, UsageError
@@ -25,208 +24,14 @@ from genaiops.registry import AssetSpec, open_registry
 pytest.importorskip("azure.ai.ml")
 
 SUB, RG, WS = "00000000-0000-0000-0000-000000000000", "rg-genaiops", "ws-genaiops"
-WS_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
-PAGE_SIZE = 2
-COLLECTION = {"data": ("dataUri", "dataType"), "models": ("modelUri", "modelType")}
-
-
-class FakeWorkspace(ThreadingHTTPServer):
-    """Data and model versions of one workspace, with paging, archived versions and 409 on conflicts."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.assets: dict[
-            tuple[str, str], dict[str, dict]
-        ] = {}  # (collection, name) -> version -> rest
-        self.requests: list[dict] = []
-        self.preempt: set[tuple[str, str, str]] = set()  # PUTs that lose a race to "another writer"
-        self.fail_status: int | None = None
-        self.clock = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_port}"
-
-    def add(
-        self,
-        collection,
-        name,
-        version,
-        *,
-        tags=None,
-        uri="azureml://x",
-        kind="uri_file",
-        archived=False,
-    ):
-        self.clock += 1
-        uri_key, type_key = COLLECTION[collection]
-        props = {
-            uri_key: uri,
-            type_key: kind if collection == "data" else "custom_model",
-            "tags": tags or {},
-            "properties": {},
-            "isArchived": archived,
-            "isAnonymous": False,
-            "description": None,
-        }
-        if collection == "models":
-            props["flavors"] = {}
-        rest = {
-            "id": f"{WS_PATH}/{collection}/{name}/versions/{version}",
-            "name": str(version),
-            "type": f"Microsoft.MachineLearningServices/workspaces/{collection}/versions",
-            "properties": props,
-            "systemData": {
-                "createdAt": f"2024-01-01T00:00:{self.clock:02d}Z",
-                "createdBy": "fake",
-                "createdByType": "User",
-            },
-        }
-        self.assets.setdefault((collection, name), {})[str(version)] = rest
-        return rest
-
-    def puts(self) -> list[dict]:
-        return [r for r in self.requests if r["method"] == "PUT"]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeWorkspace
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, code: str, message: str) -> None:
-        self._send(status, {"error": {"code": code, "message": message}})
-
-    def _handle(self) -> None:
-        server = self.server
-        split = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(split.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length)) if length else None
-        server.requests.append(
-            {
-                "method": self.command,
-                "path": split.path,
-                "query": query,
-                "body": body,
-                "auth": self.headers.get("Authorization"),
-            }
-        )
-        if server.fail_status:
-            return self._error(
-                server.fail_status, "AuthorizationFailed", "The client has no access"
-            )
-        if not split.path.startswith(WS_PATH + "/"):
-            return self._error(404, "NotFound", f"unknown path {split.path}")
-        parts = split.path[len(WS_PATH) + 1 :].split("/")
-        if parts[0] not in COLLECTION:
-            return self._error(404, "NotFound", f"unknown collection {parts[0]}")
-        collection = parts[0]
-        if len(parts) == 1 and self.command == "GET":
-            return self._list_containers(collection)
-        name = parts[1]
-        if len(parts) == 3 and parts[2] == "versions" and self.command == "GET":
-            return self._list_versions(collection, name, query)
-        if len(parts) == 4 and parts[2] == "versions":
-            version = parts[3]
-            if self.command == "GET":
-                found = server.assets.get((collection, name), {}).get(version)
-                return (
-                    self._send(200, found)
-                    if found
-                    else self._error(404, "NotFound", "no such version")
-                )
-            if self.command == "PUT":
-                return self._put(collection, name, version, body)
-        return self._error(405, "MethodNotAllowed", self.command)
-
-    def _list_containers(self, collection):
-        value = []
-        for (coll, name), versions in sorted(self.server.assets.items()):
-            if coll == collection:
-                latest = max(versions, key=lambda v: int(v) if v.isdigit() else -1)
-                value.append(
-                    {
-                        "id": f"{WS_PATH}/{collection}/{name}",
-                        "name": name,
-                        "properties": {"latestVersion": latest, "isArchived": False},
-                    }
-                )
-        self._send(200, {"value": value})
-
-    def _list_versions(self, collection, name, query):
-        versions = list(self.server.assets.get((collection, name), {}).values())
-        if query.get("listViewType", "ActiveOnly") == "ActiveOnly":
-            versions = [v for v in versions if not v["properties"]["isArchived"]]
-        if query.get("$orderBy", "").startswith("createdtime"):
-            versions.sort(key=lambda v: v["systemData"]["createdAt"], reverse=True)
-        if "$top" in query:
-            versions = versions[: int(query["$top"])]
-        start = int(query.get("$skipToken", 0))
-        page = {"value": versions[start : start + PAGE_SIZE]}
-        if start + PAGE_SIZE < len(versions):
-            next_query = dict(query, **{"$skipToken": str(start + PAGE_SIZE)})
-            page["nextLink"] = (
-                f"{self.server.url}{WS_PATH}/{collection}/{name}/versions?{urlencode(next_query)}"
-            )
-        self._send(200, page)
-
-    def _put(self, collection, name, version, body):
-        server = self.server
-        uri_key, _ = COLLECTION[collection]
-        if (collection, name, version) in server.preempt:
-            server.preempt.discard((collection, name, version))
-            server.add(
-                collection,
-                name,
-                version,
-                tags={"content_hash": "sha256:" + "f" * 64},
-                uri="azureml://other",
-            )
-        existing = server.assets.get((collection, name), {}).get(version)
-        if existing and existing["properties"][uri_key] != body["properties"][uri_key]:
-            return self._error(409, "UserError", "Asset paths cannot be updated.")
-        rest = server.add(
-            collection,
-            name,
-            version,
-            tags=body["properties"].get("tags"),
-            uri=body["properties"][uri_key],
-            kind=body["properties"].get("dataType"),
-        )
-        rest["properties"].update(
-            {k: v for k, v in body["properties"].items() if k not in ("tags",)}
-        )
-        if collection == "models":
-            rest["properties"].setdefault("flavors", {})
-        self._send(201 if not existing else 200, rest)
-
-    do_GET = do_PUT = do_POST = do_DELETE = _handle
+WS_PATH = workspace_path(SUB, RG, WS)
 
 
 @pytest.fixture
 def workspace(monkeypatch):
-    server = FakeWorkspace()
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    monkeypatch.setenv("AZUREML_DEV_URL_MFE", server.url)
-    yield server
-    server.shutdown()
-    server.server_close()
+    with FakeAzureML(sub=SUB, rg=RG, ws=WS) as server:
+        monkeypatch.setenv("AZUREML_DEV_URL_MFE", server.url)
+        yield server
 
 
 class FakeCredential:

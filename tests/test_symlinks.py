@@ -45,7 +45,7 @@ def keyring_dir() -> Path:
 @pytest.mark.parametrize("command", [
     ["validate", "-u", "classification"],
     ["run", "experiment", "-u", "classification"],
-    ["run", "deploy", "-u", "classification", "-e", "dev"],
+    ["run", "deploy", "-u", "classification", "-e", "local"],
 ], ids=["validate", "experiment", "deploy"])
 def test_a_link_leaving_the_repo_is_refused_by_every_command(repo, outside, keyring_dir, name, command,
                                                              state_dir, capsys):

@@ -24,7 +24,9 @@ genaiops takes versioned promptflow flows through four phases:
   init        validate config, create connections, register changed datasets
   experiment  run the flow over datasets x variants, concurrently, with a run ledger
   evaluate    score runs, compare variants and baseline, apply quality gates
-  deploy      register changed flows, build an image, deploy and smoke-test
+  build       build a passed evaluation's image once, push it by digest, write its evidence
+  deploy      register changed flows, build an image (or take the evidence's digest),
+              deploy and smoke-test
 
 Exit codes: 0 ok, 1 a run/gate/smoke test failed, 2 usage or configuration error,
 130 interrupted. Every command takes --repo PATH, before or after its name.
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     from genaiops.cli import (
         approve,
         audit,
+        build,
         deploy,
         evaluate,
         experiment,
@@ -63,13 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_new_parser(commands)
     validate.add_validate_parser(commands)
     run = commands.add_parser(
-        "run", help="Run a phase: init | experiment | evaluate | deploy",
+        "run", help="Run a phase: init | experiment | evaluate | build | deploy",
         description="Run one phase of a use case. `genaiops run PHASE --help` lists its options.")
     options.add_repo_flag(run)
     phases = run.add_subparsers(dest="phase", metavar="PHASE", required=True)
     init.add_init_parser(phases)
     experiment.add_experiment_parser(phases)
     evaluate.add_evaluate_parser(phases)
+    build.add_build_parser(phases)
     deploy.add_deploy_parser(phases)
     approve.add_approval_parsers(commands)
     audit.add_audit_parser(commands)

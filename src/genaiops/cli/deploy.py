@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, phase_context, show_progress
 from genaiops.errors import EXIT_FAILED, EXIT_OK
@@ -17,6 +18,9 @@ def add_deploy_parser(phases_subparsers) -> None:
     parser.add_argument("--variant", default="best",
                         help="best (the evaluate phase's pick; default) | default | "
                              "node.variant[+...] | a flex variant name")
+    parser.add_argument("--evidence", type=Path, default=None,
+                        help="evidence.json of `genaiops run build --push`: deploy that pushed digest "
+                             "(nothing is built; --variant is the evidence's)")
     parser.add_argument("--simulator-url", default=None,
                         help="where containers reach the LLM simulator "
                              "(default: 127.0.0.1:<simulator.port>)")
@@ -39,13 +43,15 @@ def cmd_run_deploy(args: argparse.Namespace) -> int:
     with phase_context(args) as ctx:
         deployed = run_deploy(ctx, DeployOptions(
             env=args.env, target=args.target, variant=args.variant,
-            simulator_url=args.simulator_url, progress=progress))
+            simulator_url=args.simulator_url, progress=progress, evidence=args.evidence))
     result = deployed.to_json()
     if args.json:
         emit_json(result)
         return EXIT_OK if result["ok"] else EXIT_FAILED
     image, outcome = result["image"], result["outcome"]
     build = f"built in {image['build_seconds']:.0f}s" if image["built"] else "reused, not rebuilt"
+    if image.get("reference"):
+        build = f"{image['reference']}, not rebuilt"
     out(f"deploy {result['use_case']} -> {result['env']} ({result['target']})")
     out(f"variant:  {result['variant']['label']} ({result['variant']['source']})")
     out(f"flow:     {result['registration']}  {result['flow_hash'][:19]}")

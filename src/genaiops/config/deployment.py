@@ -4,6 +4,11 @@ validated like experiment.yaml, so every problem names file, line, field and a f
 An overlay replaces whole top-level blocks (`image`, `smoke`, `environments`, ...), never merges.
 Every block accepts lowercase keys only (`propertyNames`), so a key such as `Traffic` is named
 as invalid, not only as unknown.
+
+`${env:...}` references are resolved strictly in the shared blocks and in the environment being
+deployed; in the other environments an unset variable is left as written, so deploying `local`
+on a desk needs none of the Azure variables `dev` and `prod` require (and they stay required there:
+no default hides their absence).
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from genaiops.errors import ConfigError, Problem, UsageError
 BASE_FILE = "deployment.yaml"
 Target = Literal["docker", "aml", "kubernetes"]
 TARGETS = get_args(Target)
-DEFAULT_BASE_IMAGE = "genaiops/base:bookworm"
+DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"  # public; its Python must match the build host's
+OFFLINE_BASE_IMAGE = "genaiops/base:bookworm"  # built without a registry by .ci/setup-docker.sh
+SECRET_ENV = r"^[A-Z][A-Z0-9_]*$"
+# Azure ML secret injection: a workspace connection's credential, or a Key Vault secret version
+SECRET_REF = (r"^(azureml://connections/[A-Za-z0-9_.-]+/credentials/[A-Za-z0-9_.-]+"
+              r"|keyvault:https://[a-z0-9-]+\.vault\.azure\.net/secrets/[A-Za-z0-9-]+/[A-Za-z0-9]+)$")
 KEY_HINT = ("keys are lowercase letters, digits and _ (environment names may also use -); "
             "no blank or uppercase keys")
 ONLY_LOWERCASE_KEYS = {"propertyNames": {"pattern": "^[a-z][a-z0-9_]*$"}}
@@ -79,6 +89,9 @@ class Environment(Block):
     instance_type: NonEmpty | None = None
     instance_count: PositiveInt | None = None
     workspace: AmlWorkspace | None = None
+    image_registry: NonEmpty | None = None  # the registry this environment pulls from (default image.registry)
+    # container env var -> secret reference Azure ML resolves when the container starts
+    secrets: dict[Annotated[str, Field(pattern=SECRET_ENV)], Annotated[str, Field(pattern=SECRET_REF)]] | None = None
     # kubernetes
     namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")] | None = None
     replicas: PositiveInt | None = None
@@ -158,12 +171,23 @@ class DeploymentConfig(ConfigFile):
     def smoke_timeout_sec(self) -> float:
         return float(self.smoke.timeout_sec)
 
+    def image_registry_for(self, env: Environment) -> str | None:
+        """Where `env` pulls images from: its `image_registry`, else `image.registry`."""
+        return env.settings.get("image_registry") or self.image.registry
+
     def environment(self, env: str) -> Environment:
         if env not in self.environments:
             raise UsageError(f"environment {env!r} is not in configs/{self.use_case}/{BASE_FILE}",
                              hint=f"use one of: {', '.join(sorted(self.environments))}, "
                                   f"or add it under `environments:`")
         return self.environments[env]
+
+
+def _other_environments(env: str | None):
+    """Paths whose unset `${env:}` variables are left as written: environments not deployed now."""
+    if env is None:
+        return None
+    return lambda path: len(path) >= 2 and path[0] == "environments" and path[1] != env
 
 
 def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
@@ -177,7 +201,8 @@ def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
                          hint="create it (see docs/deploy.md), e.g. environments: {dev: {target: docker}}")
     overlay = folder / f"deployment.{env}.yaml" if env else None
     data, sources, files = read_checked(DeploymentConfig, base, overlay, repo_root,
-                                        "start with `environments:`", environ, KEY_HINT)
+                                        "start with `environments:`", environ, KEY_HINT,
+                                        tolerate_unset=_other_environments(env))
     context = LoadContext(repo_root, use_case, env, tuple(files))
     config = build(DeploymentConfig, data, sources, context)
     request = config.smoke_request

@@ -30,9 +30,13 @@ def load_dotenv_values(repo_root: Path) -> dict[str, str]:
 class EnvResolver:
     """Resolves references in a config tree; remembers which values came from variables."""
 
-    def __init__(self, dotenv: dict[str, str], environ: dict[str, str] | None = None):
+    def __init__(self, dotenv: dict[str, str], environ: dict[str, str] | None = None,
+                 tolerate_unset=None):
+        """`tolerate_unset(path) -> bool`: a part of the tree not used now (another deployment
+        environment), where an unset variable without default stays `${env:NAME}` as written."""
         self.dotenv = dotenv
         self.environ = os.environ if environ is None else environ
+        self.tolerate_unset = tolerate_unset or (lambda path: False)
         self.used: set[str] = set()
 
     def lookup(self, name: str) -> str | None:
@@ -62,6 +66,8 @@ class EnvResolver:
             if value is None or (value == "" and default is not None):
                 if default is not None:
                     return default
+                if self.tolerate_unset(path):
+                    return match.group(0)
                 file, line = sources.locate(path)
                 problems.append(Problem(file, line, format_path(path),
                                         f"environment variable {name} is not set",

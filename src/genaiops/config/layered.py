@@ -45,12 +45,14 @@ def load_layered(base: Path, overlay: Path | None, repo_root: Path,
 
 def read_checked(model: type[BaseModel], base: Path, overlay: Path | None, repo_root: Path,
                  start_hint: str, environ: dict | None,
-                 key_hint: str = DEFAULT_KEY_HINT) -> tuple[dict, SourceMap, list[Path]]:
+                 key_hint: str = DEFAULT_KEY_HINT, tolerate_unset=None) -> tuple[dict, SourceMap, list[Path]]:
     """The layered file with `${env:}` resolved, checked against `model`'s generated schema.
-    Raises ConfigError listing every problem at once."""
+    Raises ConfigError listing every problem at once. `tolerate_unset(path)`: where an unset
+    variable is left as written instead of being a problem (see `EnvResolver`)."""
     data, sources, files = load_layered(base, overlay, repo_root, start_hint)
     problems: list[Problem] = []
-    data = EnvResolver(load_dotenv_values(repo_root), environ).resolve(data, sources, problems)
+    resolver = EnvResolver(load_dotenv_values(repo_root), environ, tolerate_unset)
+    data = resolver.resolve(data, sources, problems)
     problems += schema_problems(file_schema(model), data, sources, key_hint)
     if problems:
         raise ConfigError(problems)

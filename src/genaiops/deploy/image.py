@@ -31,7 +31,7 @@ from genaiops.errors import GenaiopsError, UsageError
 from genaiops.safecopy import require_regular_tree
 from genaiops.workspace.files import atomic_write_text
 
-TEMPLATE_VERSION = "4"
+TEMPLATE_VERSION = "5"  # 5: bundles hold no bytecode
 LABEL_PREFIX = "io.genaiops."
 
 DOCKERFILE = """\
@@ -63,11 +63,17 @@ class ImageRef:
     build_seconds: float = 0.0
     size_bytes: int = 0
     labels: dict = field(default_factory=dict)
+    reference: str = ""  # <registry>/<name>@sha256:... once pushed: what deployments pull
+
+    @property
+    def artifact(self) -> str:
+        """The digest approvals are bound to: the pushed manifest digest, else the local image id."""
+        return self.reference.rsplit("@", 1)[1] if self.reference else self.image_id
 
     def as_dict(self) -> dict:
         return {"tag": self.tag, "image_id": self.image_id, "artifact_key": self.artifact_key,
                 "built": self.built, "build_seconds": round(self.build_seconds, 1),
-                "size_bytes": self.size_bytes, "labels": dict(self.labels)}
+                "size_bytes": self.size_bytes, "labels": dict(self.labels), "reference": self.reference}
 
 
 def git_commit(repo_root: Path) -> str:
@@ -88,8 +94,9 @@ def base_image_id(base_image: str) -> str:
     info = dockercli.inspect("image", base_image)
     if info is None:
         raise UsageError(f"base image {base_image!r} is not available to the docker daemon",
-                         hint="build it offline with .ci/setup-docker.sh, or set image.base_image in "
-                              "deployment.yaml to an image you have")
+                         hint=f"docker pull {base_image}; without a registry set GENAIOPS_BASE_IMAGE="
+                              "genaiops/base:bookworm (built offline by .ci/setup-docker.sh), or set "
+                              "image.base_image in deployment.yaml to an image you have")
     return info["Id"]
 
 

@@ -5,6 +5,9 @@ it, and record everything in the audit chain.
 Order matters: the chain is verified before anything else, so a tampered trail stops the deploy
 before any work; the image is built before the gate because approvals are bound to its digest;
 nothing is registered, pushed or started until the gate passed. A refusal is itself recorded.
+With `evidence` (written by `run build`) nothing is built: the image is the pushed digest the
+evidence names, deployed only if the checkout still stages to the flow inside it; the gate is then
+bound to that digest.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class DeployOptions:
     pusher: object = None  # aml: pushes the image (tests pass a recorder)
     progress: object = None  # callable(str) for progress lines
     environ: dict | None = None  # ado approvals: where SYSTEM_ACCESSTOKEN etc. are read
+    evidence: object = None  # a path to evidence.json: deploy that pushed digest, build nothing
 
 
 @dataclass
@@ -47,21 +51,17 @@ class DeployResult:
 
 def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     from genaiops.deploy import audit
-    from genaiops.deploy.image import ImageBuilder, git_commit
     from genaiops.deploy.targets import DeployRequest, SmokeSpec, make_target
     from genaiops.deploy.variant import choose_variant
-    from genaiops.hashing import snapshot
-    from genaiops.llm_session import endpoints
-    from genaiops.registry import AssetSpec, open_registry
+    from genaiops.phases.build import build_image, register_candidate, stage_candidate
 
     progress = options.progress or (lambda message: None)
     started = time.monotonic()
-    experiment, workspace, engine = ctx.config, ctx.workspace, ctx.engine
-    use_case, repo_root = experiment.use_case, experiment.repo_root
+    experiment, workspace = ctx.config, ctx.workspace
+    use_case = experiment.use_case
     config = ctx.deployment
     environment = config.environment(options.env)
     target_name = options.target or environment.target
-    work = workspace.deploy_dir(use_case)
 
     # the whole audit chain first: a tampered trail stops the deploy before anything is built
     trail = audit.audit_log(workspace)
@@ -69,27 +69,22 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     brief = {"use_case": use_case, "env": options.env, "target": target_name}
     records = _verified(workspace, trail, brief, require_anchor=not gated_by_pipeline)
 
-    chosen = choose_variant(ctx, options.variant)
+    evidence = _read_evidence(options.evidence)
+    chosen = evidence.chosen_variant() if evidence else choose_variant(ctx, options.variant)
     if chosen.note:
         progress("note: " + chosen.note)
-    staged = engine.stage_for_serving(ctx.flow, chosen.spec(), work / "staged" / "flow")
-    flow = snapshot(staged, engine.cache_patterns)
-    flow_hash = flow.content_hash
-
-    fixed_simulator = f"http://127.0.0.1:{experiment.simulator.port}"
-    connections = engine.serving_connections(
-        experiment.connections, endpoints(experiment, options.simulator_url or fixed_simulator),
-        endpoints(experiment, fixed_simulator))
-    builder = ImageBuilder(engine=engine, name=config.image_name, base_image=config.base_image,
-                           work_dir=work, wheel_cache=workspace.wheel_cache, progress=progress)
-    image = builder.ensure(staged, flow_hash, connections.descriptions, {
-        "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",
-        "git_commit": git_commit(repo_root)})
-    progress(f"image {image.tag} {image.image_id[:19]} ({f'built in {image.build_seconds:.0f}s' if image.built else 'reused'})")
+    candidate = stage_candidate(ctx, chosen, simulator_url=options.simulator_url)
+    flow, flow_hash, connections = candidate.flow, candidate.flow_hash, candidate.connections
+    if evidence:
+        evidence.check_deployable(use_case=use_case, flow_hash=flow_hash,
+                                  registry=config.image_registry_for(environment))
+        image = evidence.pulled_image(progress)
+    else:
+        image = build_image(ctx, candidate, progress)
 
     base_record = {
         **brief, "variant": chosen.as_dict(), "flow_hash": flow_hash, "image": image.as_dict(),
-        "artifact": image.image_id, "git_commit": image.labels.get("git_commit", ""),
+        "artifact": image.artifact, "git_commit": image.labels.get("git_commit", ""),
     }
     grant = None
     if gated_by_pipeline:  # its record may hold the chain head that lets a fresh agent's chain take records
@@ -100,11 +95,7 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     if grant is not None:  # before anything leaves this machine or starts
         progress(f"approval: {grant.source} by {grant.by}")
 
-    backend = config.registry.get("backend") or experiment.registry.get("backend", "local")
-    registration = open_registry(backend, repo_root, experiment.registry).register(
-        AssetSpec(name=f"{use_case}-flow", kind="flow", path=staged,
-                  description=f"deployed flow, variant {chosen.label}", ignores=engine.cache_patterns))
-    progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
+    registration = register_candidate(ctx, candidate, progress)
 
     previous = audit.last_successful(records, use_case, options.env)
     target = make_target(target_name, workspace=workspace, progress=progress,
@@ -130,11 +121,19 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     except audit.TamperedLog as exc:  # changed while deploying: keep the record in the trust folder
         audit.record_incident(workspace, {**record, "event": "deploy_unrecorded", "reason": exc.message})
         raise audit.TamperedLog(
-            f"{options.env} now runs {image.image_id} (smoke test {'passed' if outcome.ok else 'failed'}), "
+            f"{options.env} now runs {image.artifact} (smoke test {'passed' if outcome.ok else 'failed'}), "
             f"but the audit chain changed during the deploy, so it was not recorded there: {exc.message}",
             hint=f"the record is kept in {workspace.audit_incidents_log}; restore the chain from a "
                  "trusted copy") from None
     return DeployResult(record, chosen.note)
+
+
+def _read_evidence(path):
+    if path is None:
+        return None
+    from genaiops.deploy.evidence import Evidence
+
+    return Evidence.read(path)
 
 
 def _verified(workspace, trail, brief: dict, *, require_anchor: bool) -> list[dict]:

@@ -16,10 +16,9 @@ def make_target(name: str, **kwargs) -> DeploymentTarget:
 
         return DockerTarget(extra_labels=kwargs.get("extra_labels"), progress=progress)
     if name == "aml":
-        from genaiops.deploy.targets.aml import AzureMLTarget, push_image
+        from genaiops.deploy.targets.aml import AzureMLTarget
 
-        return AzureMLTarget(ml_client=kwargs.get("ml_client"), pusher=kwargs.get("pusher") or push_image,
-                             progress=progress)
+        return AzureMLTarget(ml_client=kwargs.get("ml_client"), pusher=kwargs.get("pusher"), progress=progress)
     if name == "kubernetes":
         from genaiops.deploy.targets.kubernetes import KubernetesTarget
 

@@ -7,13 +7,26 @@
 - Smoke test via `online_endpoints.invoke(deployment_name=new)`. On failure the previous traffic
   (and mirror) is restored and the new deployment deleted; deployments left without traffic are
   deleted only after success.
-- No secret goes into the deployment: connections come from the workspace
-  (`PROMPTFLOW_CONNECTION_PROVIDER=azureml://...`), the image from `image.registry` (pushed first).
+- The image is referenced by digest, `<registry>/<name>@sha256:...`, never by a tag: the one built
+  once and promoted (`run deploy --evidence`), or, without evidence, the local build pushed to the
+  environment's `image_registry` first.
+- No secret goes into the deployment. The container gets the connections' non-secret settings as
+  environment variables and each secret one (e.g. `LLM_API_KEY`) as an Azure ML secret-injection
+  reference from the environment's `secrets:` (`${{azureml://connections/llm/credentials/key}}` or
+  `${{keyvault:https://<vault>.vault.azure.net/secrets/<name>/<version>}}`), resolved with the
+  endpoint's identity when the container starts. For connection references the endpoint is created
+  with `enforce_access_to_default_secret_stores`, which grants its system identity the workspace's
+  connection-secret reader role; a Key Vault needs `Key Vault Secrets User` for that identity
+  (docs/azure-devops.md). A secret without a reference is an error, not a container without a key.
+- The client is the workspace's `MLClient` (`registry.azureml_client`: AzureCliCredential inside
+  `AzureCLI@2`, else DefaultAzureCredential; `AZUREML_DEV_URL_MFE` reaches a loopback test double).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,31 +38,26 @@ SLOTS = ("blue", "green")
 PORT = 8080
 
 
-def push_image(local_tag: str, remote: str) -> None:
-    from genaiops.deploy import dockercli
-
-    dockercli.docker("tag", local_tag, remote)
-    dockercli.docker("push", remote, timeout=3600)
-
-
-def ml_client_for(workspace: dict):
-    """A real MLClient (lazy import); unreachable here, so tests pass a fake client instead."""
-    from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
-
-    return MLClient(DefaultAzureCredential(), workspace["subscription_id"], workspace["resource_group"],
-                    workspace["workspace_name"])
-
-
 class AzureMLTarget:
     name = "aml"
 
-    def __init__(self, ml_client=None, pusher=push_image, progress=None):
+    def __init__(self, ml_client=None, pusher=None, progress=None):
+        from genaiops.deploy.push import push_by_digest
+
         self._ml_client = ml_client
-        self.pusher = pusher
+        self.pusher = pusher or push_by_digest  # (local tag, registry, progress) -> (repository, digest)
         self.progress = progress or (lambda message: None)
 
     def deploy(self, request: DeployRequest) -> DeployOutcome:
+        """Every Azure failure becomes one message naming what was being done (no traceback); what
+        the SDK prints goes to stderr, so `--json` output stays one JSON document."""
+        from genaiops.registry.azureml import azure_errors
+
+        with azure_errors(f"deploying {request.use_case} to {request.env.name}"), \
+                contextlib.redirect_stdout(sys.stderr):
+            return self._deploy(request)
+
+    def _deploy(self, request: DeployRequest) -> DeployOutcome:
         from azure.ai.ml.entities import (
             Environment,
             IdentityConfiguration,
@@ -63,23 +71,19 @@ class AzureMLTarget:
         s = request.env.settings
         workspace = s.get("workspace") or {}
         endpoint_name = s.get("endpoint") or f"{request.use_case}-{request.env.name}".replace("_", "-")[:32]
-        registry = request.config.image_registry
-        if not registry:
-            raise UsageError("the aml target needs image.registry in deployment.yaml (a container registry "
-                             "the workspace can pull from, e.g. myacr.azurecr.io)")
-        client = self._ml_client or ml_client_for(workspace)
-        remote = f"{registry.rstrip('/')}/{request.image.tag}"
-        self.progress(f"pushing {remote} ...")
-        self.pusher(request.image.tag, remote)
-
+        image = self._image_reference(request)
+        env_vars = self.container_environment(request)
+        client = self._ml_client or self._client_for(workspace)
         endpoints, deployments = client.online_endpoints, client.online_deployments
         try:
             endpoint = endpoints.get(endpoint_name)
         except ResourceNotFoundError:
             self.progress(f"creating endpoint {endpoint_name} ...")
+            uses_connections = any(ref.startswith("azureml://") for ref in (s.get("secrets") or {}).values())
             endpoints.begin_create_or_update(ManagedOnlineEndpoint(
                 name=endpoint_name, auth_mode="aad_token",
                 identity=IdentityConfiguration(type="system_assigned"),
+                properties={"enforce_access_to_default_secret_stores": "enabled"} if uses_connections else {},
                 tags={"use_case": request.use_case, "env": request.env.name})).result()
             endpoint = endpoints.get(endpoint_name)
         old_traffic = {k: int(v) for k, v in (endpoint.traffic or {}).items()}
@@ -88,15 +92,9 @@ class AzureMLTarget:
         previous = live[0] if live else None
         new = "green" if previous == "blue" else "blue"
 
-        provider = ("azureml://subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/"
-                    "Microsoft.MachineLearningServices/workspaces/{workspace_name}").format(**workspace) \
-            if workspace else ""
-        env_vars = {k: v for k, v in request.connection_env.items() if k not in request.secret_env_names}
-        env_vars.update({"PROMPTFLOW_CONNECTION_PROVIDER": provider, "PORT": str(PORT)} if provider
-                        else {"PORT": str(PORT)})
         deployment = ManagedOnlineDeployment(
             name=new, endpoint_name=endpoint_name,
-            environment=Environment(image=remote, inference_config={
+            environment=Environment(image=image, inference_config={
                 "liveness_route": {"path": "/health", "port": PORT},
                 "readiness_route": {"path": "/health", "port": PORT},
                 "scoring_route": {"path": "/score", "port": PORT}}),
@@ -106,7 +104,7 @@ class AzureMLTarget:
             request_settings=OnlineRequestSettings(request_timeout_ms=90000),
             liveness_probe=ProbeSettings(initial_delay=30, period=10),
             readiness_probe=ProbeSettings(initial_delay=10, period=10),
-            tags={"artifact": request.image.image_id, "variant": request.variant,
+            tags={"artifact": request.image.artifact, "variant": request.variant,
                   "flow_hash": request.image.labels.get("flow_hash", "")})
         self.progress(f"creating deployment {endpoint_name}/{new} ...")
         deployments.begin_create_or_update(deployment).result()
@@ -115,8 +113,9 @@ class AzureMLTarget:
                                      int(s.get("mirror_percent", 0)))
         self._set_traffic(endpoints, endpoint, traffic, mirror)
         smoke = self._smoke(endpoints, endpoint_name, new, request)
-        details = {"endpoint": endpoint_name, "deployment": new, "previous": previous, "image": remote,
-                   "traffic": traffic, "mirror_traffic": mirror}
+        identity = getattr(getattr(endpoint, "identity", None), "principal_id", None)
+        details = {"endpoint": endpoint_name, "deployment": new, "previous": previous, "image": image,
+                   "traffic": traffic, "mirror_traffic": mirror, "identity_principal_id": identity}
         if not smoke["ok"]:
             self.progress("smoke test failed: restoring traffic and deleting the new deployment ...")
             # the slot we overwrote may have carried a share: it goes back to the previous deployment
@@ -140,6 +139,49 @@ class AzureMLTarget:
         details["deleted"] = removed
         return DeployOutcome(True, self.name, endpoint_name, f"deployed {new} with traffic {traffic}",
                              smoke, details)
+
+    def _image_reference(self, request: DeployRequest) -> str:
+        """`<registry>/<name>@sha256:...` in the registry this environment pulls from."""
+        registry = request.config.image_registry_for(request.env)
+        if not registry:
+            raise UsageError("the aml target needs a container registry the workspace can pull from",
+                             hint="set image_registry: ${env:GENAIOPS_IMAGE_REGISTRY} (e.g. "
+                                  "myacr.azurecr.io) in the environment, or image.registry, in deployment.yaml")
+        if request.image.reference:
+            if not request.image.reference.startswith(registry.rstrip("/") + "/"):
+                raise UsageError(f"image {request.image.reference} is not in {registry}, the registry "
+                                 f"environment {request.env.name} pulls from")
+            return request.image.reference
+        repository, digest = self.pusher(request.image.tag, registry, self.progress)
+        return f"{repository}@{digest}"
+
+    @staticmethod
+    def container_environment(request: DeployRequest) -> dict:
+        """Non-secret connection settings as values, secrets as secret-injection references."""
+        refs = dict(request.env.settings.get("secrets") or {})
+        needed = set(request.secret_env_names)
+        missing, unused = sorted(needed - set(refs)), sorted(set(refs) - needed)
+        if missing or unused:
+            raise UsageError(
+                (f"environment {request.env.name} gives no secret reference for {', '.join(missing)}"
+                 if missing else f"environment {request.env.name} has secrets the connections do not "
+                                 f"use: {', '.join(unused)}"),
+                hint="under `secrets:` map each of " + ", ".join(sorted(needed)) + " to "
+                     "azureml://connections/<connection>/credentials/key or "
+                     "keyvault:https://<vault>.vault.azure.net/secrets/<name>/<version>")
+        env_vars = {k: str(v) for k, v in request.connection_env.items() if k not in needed}
+        env_vars.update({name: "${{" + ref + "}}" for name, ref in sorted(refs.items())})
+        env_vars["PORT"] = str(PORT)
+        return env_vars
+
+    @staticmethod
+    def _client_for(workspace: dict):
+        from genaiops.registry.azureml_client import make_ml_client
+
+        if not workspace:
+            raise UsageError("the aml target needs `workspace:` (subscription_id, resource_group, "
+                             "workspace_name) in the environment of deployment.yaml")
+        return make_ml_client(dict(workspace))
 
     @staticmethod
     def split(previous: str | None, new: str, percent: int, mirror_percent: int) -> tuple[dict, dict]:

@@ -52,7 +52,7 @@ class DockerTarget:
         for env_name in sorted(request.connection_env):
             args += ["-e", env_name]  # value comes from the subprocess environment, not argv
         self.progress(f"starting {name} on port {port} ...")
-        dockercli.docker(*args, request.image.tag, env=request.connection_env)
+        dockercli.docker(*args, request.image.reference or request.image.tag, env=request.connection_env)
         url = f"http://127.0.0.1:{port}"
         health = self._wait_healthy(name, url, float(settings.get("health_timeout_sec", 120)))
         smoke = self._smoke(port, request) if health["ok"] else {"ok": False, "reason": health["reason"]}

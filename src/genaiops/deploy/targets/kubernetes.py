@@ -33,10 +33,10 @@ def manifests(request: DeployRequest) -> list[dict]:
     probe = {"httpGet": {"path": "/health", "port": PORT}, "periodSeconds": 10, "timeoutSeconds": 5}
     resources = s.get("resources") or {"requests": {"cpu": "250m", "memory": "512Mi"},
                                        "limits": {"cpu": "1", "memory": "1Gi"}}
-    annotations = {"genaiops.io/artifact": request.image.image_id, "genaiops.io/variant": request.variant,
+    annotations = {"genaiops.io/artifact": request.image.artifact, "genaiops.io/variant": request.variant,
                    "genaiops.io/flow-hash": request.image.labels.get("flow_hash", "")}
-    image = (request.config.image_registry.rstrip("/") + "/" if request.config.image_registry else "") + \
-        request.image.tag
+    registry = request.config.image_registry_for(request.env)
+    image = request.image.reference or (registry.rstrip("/") + "/" if registry else "") + request.image.tag
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "labels": labels, "annotations": annotations},

@@ -3,6 +3,9 @@
 promptflow's build reads the flow's connections from its local store and writes them as
 `connections/*.yaml` whose secrets read `${env:<CONN>_<KEY>}`. We give it a private store holding
 placeholder connections (no real key ever exists there), so no secret can reach the build context.
+It exports only the connections a DAG's nodes name; a flex flow looks its connection up in code
+(`PFClient().connections.get("llm")`), so every configured connection it did not export is
+written the same way (promptflow's own exporter), else the container starts without it.
 Usage: python -m genaiops.engines.promptflow.build FLOW OUTPUT CONNECTIONS_JSON
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 PLACEHOLDER_KEY = "set-at-container-start"
 
@@ -30,6 +34,12 @@ def main(flow: str, output: str, connections_json: str) -> int:
                                            api_base=conn["endpoint"], api_version=conn.get("api_version") or None)
         pf.connections.create_or_update(entity)
     pf.flows.build(flow=flow, output=output, format="docker")
+    folder = Path(output) / "connections"
+    exported = {p.stem for p in folder.glob("*.yaml")}
+    missing = [c["name"] for c in json.loads(connections_json)
+               if pf.flows._refine_connection_name(c["name"]) not in exported]
+    if missing:
+        pf.flows._migrate_connections(connection_names=missing, output_dir=folder)
     return 0
 
 

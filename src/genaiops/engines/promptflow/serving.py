@@ -70,9 +70,11 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
 
 
 def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:
-    """`pf flow build` with a throwaway HOME: its connection store holds placeholders only."""
+    """`pf flow build` with a throwaway HOME: its connection store holds placeholders only. The build
+    imports the flow's Python tools from the output folder: no bytecode may be written there, or the
+    image would hold `__pycache__` files the flow's hash does not cover (and the scan refuses it)."""
     with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-home-") as home:
-        env = {**os.environ, "HOME": home}
+        env = {**os.environ, "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
         env.pop("PF_HOME_DIRECTORY", None)
         done = subprocess.run([sys.executable, "-m", "genaiops.engines.promptflow.build", str(flow_dir),
                                str(output), json.dumps(connections)], capture_output=True, text=True,

@@ -1,0 +1,121 @@
+"""`genaiops run build` and `genaiops run deploy --evidence`, through the CLI, on a copy of the sample
+repository: what they refuse before anything is built, registered or deployed. (Building, pushing
+and deploying for real: test_pipeline_contract.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from deploy_helpers import copy_use_case, run_cli
+
+from genaiops.config import load_experiment
+from genaiops.deploy.evidence import EVIDENCE_SCHEMA
+from genaiops.deploy.variant import ChosenVariant
+from genaiops.evaluation.summary import SUMMARY_SCHEMA, digest_of
+from genaiops.hashing import hash_tree
+from genaiops.phases.build import stage_candidate
+from genaiops.phases.context import PhaseContext
+
+REGISTRY = "127.0.0.1:5999"
+AZURE = {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE_NAME": "ws",
+         "GENAIOPS_IMAGE_REGISTRY": REGISTRY, "GENAIOPS_RUNTIME_BACKEND": "local"}
+NODES = {"summarize": "full", "classify": "careful"}
+DIGEST = "sha256:" + "e" * 64
+
+
+@pytest.fixture
+def repo(tmp_path, state_dir, trust_dir, monkeypatch):
+    for name, value in AZURE.items():
+        monkeypatch.setenv(name, value)
+    return copy_use_case(tmp_path / "repo", "classification")
+
+
+def _summary(repo, tmp_path, *, verdict="pass", use_case="classification", flow_hash=None, tamper=False):
+    """A summary.json as `run evaluate` writes it (digest recorded), with a best variant."""
+    ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
+    data = {
+        "schema": SUMMARY_SCHEMA, "id": "classification-eval-1", "use_case": use_case, "env": "dev",
+        "experiment_id": "classification-1", "created_at": "2026-01-01T00:00:00Z",
+        "flow": "flows/classification/standard", "flow_kind": "dag",
+        "llm": {"simulator": True, "label": "simulator"},
+        "evaluation": {"primary_metric": "accuracy", "higher_is_better": True, "confidence": 0.95, "alpha": 0.05,
+                       "min_samples": 30},
+        "datasets": {}, "metrics": [], "scores": [], "evaluations": [], "problems": [], "leaderboard": [],
+        "best": {"variant": "summarize.full+classify.careful", "variant_spec": {"nodes": NODES, "init": {}},
+                 "flow": "flows/classification/standard", "flow_kind": "dag",
+                 "flow_hash": flow_hash or hash_tree(ctx.flow.root, ctx.engine.cache_patterns),
+                 "run_keys": [], "metric": "accuracy", "value": 0.9, "ci_low": None, "ci_high": None},
+        "gates": [], "verdict": verdict, "baseline": None,
+    }
+    data["digest"] = digest_of(data)
+    if tamper:
+        data["best"]["value"] = 0.99
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _build(repo, summary, capsys, env="dev"):
+    return run_cli(["--repo", str(repo), "run", "build", "-u", "classification", "-e", env,
+                    "--summary", str(summary)], capsys)
+
+
+@pytest.mark.parametrize("kwargs,code,message", [
+    ({"verdict": "fail"}, 1, "did not pass its gates"),
+    ({"tamper": True}, 1, "modified after `genaiops run evaluate` wrote it"),
+    ({"use_case": "qa"}, 2, "evaluates use case 'qa', not 'classification'"),
+    ({"flow_hash": "sha256:" + "0" * 64}, 1, "is not the one evaluation classification-eval-1 ran"),
+])
+def test_build_refuses_an_evaluation_it_cannot_release(repo, tmp_path, capsys, kwargs, code, message):
+    exit_code, out, err = _build(repo, _summary(repo, tmp_path, **kwargs), capsys)
+    assert (exit_code, out) == (code, "")
+    assert message in err and "Traceback" not in err
+
+
+def test_build_needs_a_registry_to_push_to(repo, tmp_path, capsys):
+    exit_code, _, err = _build(repo, _summary(repo, tmp_path), capsys, env="local")
+    assert exit_code == 2 and "names no image registry to push to" in err and "GENAIOPS_IMAGE_REGISTRY" in err
+
+
+def _evidence(repo, tmp_path, **changes) -> str:
+    ctx = PhaseContext.for_config(load_experiment(repo, "classification", "dev"))
+    chosen = ChosenVariant("summarize.full+classify.careful", NODES, {}, "best")
+    candidate = stage_candidate(ctx, chosen, simulator_url=None)
+    data = {"schema": EVIDENCE_SCHEMA, "use_case": "classification", "env": "dev",
+            "variant": {"label": chosen.label, "nodes": NODES, "init": {}},
+            "evaluated_flow_hash": "sha256:" + "1" * 64, "flow_hash": candidate.flow_hash,
+            "evaluation_id": "classification-eval-1", "summary_digest": "f" * 64, "verdict": "pass", "gates": [],
+            "git_commit": "c" * 40, "build_id": "7",
+            "image": {"repository": f"{REGISTRY}/genaiops/classification", "digest": DIGEST,
+                      "image_id": "sha256:" + "d" * 64, "tag": "genaiops/classification:abc", "labels": {}}}
+    for key, value in changes.items():
+        if key == "repository":
+            data["image"]["repository"] = value
+        else:
+            data[key] = value
+    path = tmp_path / "evidence.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"flow_hash": "sha256:" + "0" * 64}, "but image " + DIGEST + " was built from sha256:000"),
+    ({"verdict": "fail"}, "did not pass its gates"),
+    ({"use_case": "qa"}, "the evidence is for use case 'qa'"),
+    ({"repository": "other.azurecr.io/genaiops/classification"}, "is not in 127.0.0.1:5999"),
+])
+def test_deploy_refuses_evidence_that_does_not_match_before_touching_anything(repo, tmp_path, capsys, changes,
+                                                                             message):
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                              "--evidence", _evidence(repo, tmp_path, **changes)], capsys)
+    assert code == 1, err
+    assert message in err and "Traceback" not in err
+    assert "registered" not in err and "unchanged" not in err  # refused before the registry
+
+
+def test_unreadable_evidence_is_a_usage_error(repo, tmp_path, capsys):
+    (tmp_path / "evidence.json").write_text('{"schema": "something else"}')
+    code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                            "--evidence", str(tmp_path / "evidence.json")], capsys)
+    assert code == 2 and "is not a genaiops release evidence" in err
