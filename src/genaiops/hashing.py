@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -225,3 +226,17 @@ def hash_tree(folder: Path, ignores: Iterable[str] = ()) -> str:
 def hash_path(path: Path, ignores: Iterable[str] = ()) -> str:
     """`hash_file` for a file, `hash_tree` for a folder."""
     return snapshot(Path(path), ignores).content_hash
+
+
+def copy_snapshot(source: Path, dest: Path, ignores: Iterable[str] = ()) -> Path:
+    """Copy exactly the files `source`'s content hash covers (no caches, nothing ignored) to a
+    fresh `dest`: a private copy of a flow whose hash equals the original's."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for entry in snapshot(source, ignores).files:
+        target = dest / entry.rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry.path, target)
+        shutil.copymode(entry.path, target)
+    return dest

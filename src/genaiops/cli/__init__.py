@@ -20,11 +20,13 @@ __all__ = ["build_parser", "main"]
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 DESCRIPTION = """\
-genaiops takes versioned promptflow flows through four phases:
+genaiops takes versioned flows (promptflow, or Microsoft Agent Framework apps) through four
+phases:
   init        validate config, create connections, register changed datasets
   experiment  run the flow over datasets x variants, concurrently, with a run ledger
   evaluate    score runs, compare variants and baseline, apply quality gates
   deploy      register changed flows, build an image, deploy and smoke-test
+and compares two engines or flows on the same data (`genaiops compare`, a parity gate).
 
 Exit codes: 0 ok, 1 a run/gate/smoke test failed, 2 usage or configuration error,
 130 interrupted. Every command takes --repo PATH, before or after its name.
@@ -43,7 +45,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from genaiops.cli import (
         approve,
+        compare,
         deploy,
+        engine,
         evaluate,
         experiment,
         init,
@@ -70,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_experiment_parser(phases)
     evaluate.add_evaluate_parser(phases)
     deploy.add_deploy_parser(phases)
+    compare.add_compare_parser(commands)
     approve.add_approval_parsers(commands)
     registry.add_registry_parser(commands)
     simulator.add_simulator_parser(commands)
+    engine.add_engine_parser(commands)
     return parser
 
 

@@ -3,8 +3,8 @@ reusing runs whose inputs are unchanged, and leave a run ledger for evaluate and
 
 Plan -> reuse -> budget -> stage -> run -> record:
 - every (dataset, variant) gets a run key from flow hash, variant, dataset hash, column mapping,
-  the output-relevant connection settings and the engine version; a finished run with that key
-  is reused;
+  the output-relevant connection settings, the engine and its version; a finished run with that
+  key is reused;
 - the engine stages as many variants of one dataset into one batch run as it can (promptflow: a
   composite DAG of up to 8 variants; flex and prompty one variant a batch); batches run
   `max_parallel` at a time through the shared scheduling loop;
@@ -118,6 +118,7 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
                              hint=f"datasets of {config.use_case}: {', '.join(known)}")
         datasets = [known[n] for n in options.datasets]
     flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns)
+    engine_version = ctx.engine.version()
     planned = []
     for dataset in datasets:
         dataset_hash = hash_file(dataset.source)
@@ -125,6 +126,7 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
             identity = {
                 "use_case": config.use_case,
                 "engine": ctx.engine.name,
+                "engine_version": engine_version,
                 "flow_hash": flow_hash,
                 "flow_kind": ctx.flow.kind,
                 "flow_entry": ctx.flow.entry.name if ctx.flow.entry != ctx.flow.root else "",

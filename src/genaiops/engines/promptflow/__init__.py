@@ -60,6 +60,7 @@ class PromptflowEngine:
         self.backend = backend
         self.settings = dict(settings or {})
         self._runner = runner
+        self._owns_runner = runner is None
 
     @property
     def runner(self) -> Runner:
@@ -76,6 +77,16 @@ class PromptflowEngine:
 
     def version(self) -> str:
         return f"promptflow=={_version('promptflow')};promptflow-tools=={_version('promptflow-tools')}"
+
+    def environment(self) -> dict:
+        """promptflow is installed with genaiops: it runs in the orchestrator's interpreter."""
+        import sys
+
+        return {"engine": self.name, "python": sys.executable, "ready": True,
+                "versions": {p: _version(p) for p in ("promptflow", "promptflow-tools")}}
+
+    def setup(self, *, force: bool = False, progress=None) -> dict:
+        return {**self.environment(), "action": "unchanged"}
 
     def read_flow(self, path: Path) -> FlowSpec:
         return flowspec.read_flow(path)
@@ -116,7 +127,7 @@ class PromptflowEngine:
 
     def serving_connections(self, connections: Sequence, endpoints: dict[str, str],
                             default_endpoints: dict[str, str]) -> ServingConnections:
-        from genaiops.engines.promptflow.serving import serving_connections
+        from genaiops.engines.serving import serving_connections
 
         return serving_connections(connections, endpoints, default_endpoints)
 
@@ -126,9 +137,13 @@ class PromptflowEngine:
         return serving_bundle(flow_dir, context, connections)
 
     def close(self) -> None:
+        """Stop what the runner keeps (warm workers, temp files); a later batch gets a new one
+        (one command may run several phases: `genaiops compare`)."""
         close = getattr(self._runner, "close", None)
         if close is not None:
             close()
+        if self._owns_runner:
+            self._runner = None
 
 
 __all__ = ["PromptflowEngine"]

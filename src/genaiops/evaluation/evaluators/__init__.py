@@ -25,13 +25,15 @@ if TYPE_CHECKING:
     from genaiops.evaluation.store import EvaluationStore
 
 
-def make_adapter(config: ExperimentConfig, evaluator, engine, *,
+def make_adapter(config: ExperimentConfig, evaluator, engine, *, link_runs: bool = True,
                  force_data_mode=False) -> EvaluatorAdapter:
+    """`engine` runs an evaluation flow; `link_runs`: it also ran the experiment, so its runs
+    may be referenced instead of copying their outputs."""
     if evaluator.code:
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          line_timeout_sec=config.runtime.line_timeout_sec,
-                         force_data_mode=force_data_mode)
+                         force_data_mode=force_data_mode or not link_runs)
 
 
 def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapters: dict,
