@@ -1,6 +1,7 @@
-"""End to end with a real dockerd: build the sample classification flow's image offline (local base
-image), run it, smoke-test it against the LLM simulator, redeploy unchanged (no rebuild), pass the
-approval gate, then deploy a broken flow (smoke fails, the previous container keeps serving).
+"""End to end with a real dockerd, for each engine: build the sample classification flow's image
+offline (local base image) - the promptflow DAG, and its Agent Framework port (Starlette +
+uvicorn) - run it, smoke-test it against the LLM simulator, redeploy unchanged (no rebuild), pass
+the approval gate, then deploy a broken flow (smoke fails, the previous container keeps serving).
 A canary secret must reach the running container and nothing else (image, history, records, output).
 Skips with the reason when no docker daemon or base image is available (.ci/setup-docker.sh).
 """
@@ -18,11 +19,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from deploy_helpers import copy_use_case, run_cli
+from deploy_helpers import REPO, copy_use_case, run_cli
 
 from genaiops.config.deployment import DEFAULT_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.audit import audit_log
+from genaiops.deploy.targets.base import slug
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import Workspace
 
@@ -35,7 +37,9 @@ CANARY = "canary-" + secrets.token_hex(12)
 RUN_ID = secrets.token_hex(3)
 ENV = f"e2e{RUN_ID}"
 ENV_GATED = f"gated{RUN_ID}"
-IMAGE_NAME = f"genaiops-test/classification-{RUN_ID}"
+# use case -> the file holding its normalize step (broken in step 4)
+CASES = {"classification": "flows/classification/standard/normalize.py",
+         "classification_maf": "flows/classification/maf/app.py"}
 
 
 def _free_pair() -> int:
@@ -53,17 +57,21 @@ def _free_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(CASES))
+def world(request, tmp_path_factory):
     """A private repo copy, state dir, simulator requiring the canary key, and full cleanup."""
+    use_case = request.param
+    image_name = f"genaiops-test/{use_case.replace('_', '-')}-{RUN_ID}"
     root = copy_use_case(tmp_path_factory.mktemp("repo"), "classification")
+    if use_case != "classification":
+        shutil.copytree(REPO / "configs" / use_case, root / "configs" / use_case)
     port, gated_port = _free_pair(), _free_pair()
-    (root / "configs/classification/deployment.yaml").write_text(f"""\
+    (root / f"configs/{use_case}/deployment.yaml").write_text(f"""\
 image:
-  name: {IMAGE_NAME}
+  name: {image_name}
   base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)}
 smoke:
-  request: configs/classification/sample-request.json
+  request: configs/{use_case}/sample-request.json
   expect_outputs: [category, summary]
 environments:
   {ENV}:
@@ -83,14 +91,15 @@ environments:
                       GENAIOPS_WHEEL_CACHE="/tmp/genaiops-test-wheels")
     sim = SimulatorServer(rules_path=root / "configs/classification/simulator.yaml", api_key=CANARY).start()
     try:
-        yield {"root": root, "state": state, "sim": sim, "port": port}
+        yield {"root": root, "state": state, "sim": sim, "port": port, "use_case": use_case,
+               "deployment": slug(use_case, ENV), "image_name": image_name}
     finally:
         sim.stop()
         for env in (ENV, ENV_GATED):
-            ids = dockercli.text("ps", "-aq", "--filter", f"label=io.genaiops.deployment=classification-{env}")
+            ids = dockercli.text("ps", "-aq", "--filter", f"label=io.genaiops.deployment={slug(use_case, env)}")
             if ids:
                 dockercli.docker("rm", "-f", *ids.split(), check=False)
-        tags = dockercli.text("images", "-q", IMAGE_NAME).split()
+        tags = dockercli.text("images", "-q", image_name).split()
         if tags:
             dockercli.docker("rmi", "-f", *sorted(set(tags)), check=False)
         for key, value in saved.items():
@@ -101,7 +110,7 @@ environments:
 
 
 def _deploy(world, env, capsys) -> tuple[int, dict, str]:
-    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", "classification",
+    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", world["use_case"],
                                     "-e", env, "--variant", "classify.careful", "--simulator-url",
                                     world["sim"].url, "--json"], capsys)
     return code, json.loads(stdout), stdout + stderr
@@ -133,7 +142,7 @@ def test_docker_end_to_end(world, capsys):
     assert result["variant"]["label"] == "summarize.full+classify.careful"
     build_seconds, size_mb = image["build_seconds"], image["size_bytes"] / 1e6
     with capsys.disabled():
-        print(f"\nFIGURES image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
+        print(f"\nFIGURES {world['use_case']}: image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
               f"first deploy {time.monotonic() - started:.1f}s")
     info = dockercli.inspect("image", image["tag"])
     labels = info["Config"]["Labels"]
@@ -159,7 +168,7 @@ def test_docker_end_to_end(world, capsys):
     with capsys.disabled():
         print(f"FIGURES unchanged redeploy {time.monotonic() - t0:.1f}s")
 
-    code, human, err = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", "classification", "-e", ENV,
+    code, human, err = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", world["use_case"], "-e", ENV,
                                 "--variant", "classify.careful", "--simulator-url", world["sim"].url], capsys)
     outputs.append(human + err)
     assert code == 0 and "reused, not rebuilt" in human and "smoke:    passed" in human
@@ -169,7 +178,7 @@ def test_docker_end_to_end(world, capsys):
     outputs.append(text)
     assert code == 1 and "requires an approval" in refused["error"]
     assert image["image_id"] in refused["hint"]
-    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "approve", "-u", "classification", "-e",
+    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "approve", "-u", world["use_case"], "-e",
                                     ENV_GATED, "--artifact", image["image_id"], "--by", "alice"], capsys)
     outputs.append(stdout + stderr)
     assert code == 0 and "approved" in stdout and "flow_hash" in stdout
@@ -181,7 +190,8 @@ def test_docker_end_to_end(world, capsys):
     assert events[-3:] == [("deploy_refused", ENV_GATED), ("approved", ENV_GATED), ("deployed", ENV_GATED)]
 
     # 4. broken flow: the smoke test fails, the new container is removed, the old one still serves
-    normalize = world["root"] / "flows/classification/standard/normalize.py"
+    normalize = world["root"] / CASES[world["use_case"]]
+    assert "    words = re.findall" in normalize.read_text()
     normalize.write_text(normalize.read_text().replace(
         "    words = re.findall", "    raise RuntimeError('deliberately broken flow')\n    words = re.findall"))
     code, broken, text = _deploy(world, ENV, capsys)
@@ -191,12 +201,12 @@ def test_docker_end_to_end(world, capsys):
     assert broken["image"]["image_id"] != image["image_id"]
     assert live in broken["outcome"]["message"]  # "... keeps serving"
     running = dockercli.text("ps", "--format", "{{.Names}}", "--filter",
-                             f"label=io.genaiops.deployment=classification-{ENV}").split()
+                             f"label=io.genaiops.deployment={world['deployment']}").split()
     assert running == [live]
     status, body = _score(world["port"])
     assert status == 200 and body["category"] == "account"
     records = [json.loads(line) for line in
-               Workspace.for_repo(world["root"]).deployments_log("classification", ENV).read_text().splitlines()]
+               Workspace.for_repo(world["root"]).deployments_log(world["use_case"], ENV).read_text().splitlines()]
     assert [r["ok"] for r in records] == [True, True, True, False]
 
     # 5. canary scan: image history, config and every layer byte; records, logs and all output
@@ -219,14 +229,14 @@ def test_docker_end_to_end(world, capsys):
 
 
 def test_missing_base_image_is_a_clear_error(world, capsys, tmp_path):
-    root = world["root"]
-    overlay = root / "configs/classification/deployment.nobase.yaml"
-    config = (root / "configs/classification/deployment.yaml").read_text()
+    root, use_case = world["root"], world["use_case"]
+    overlay = root / f"configs/{use_case}/deployment.nobase.yaml"
+    config = (root / f"configs/{use_case}/deployment.yaml").read_text()
     base = os.environ.get("GENAIOPS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
-    overlay.write_text("image:\n  name: " + IMAGE_NAME + "\n  base_image: genaiops/does-not-exist:1\n"
+    overlay.write_text("image:\n  name: " + world["image_name"] + "\n  base_image: genaiops/does-not-exist:1\n"
                        "environments:\n  nobase:\n    target: docker\n    port: 18999\n")
     try:
-        code, _, stderr = run_cli(["--repo", str(root), "run", "deploy", "-u", "classification",
+        code, _, stderr = run_cli(["--repo", str(root), "run", "deploy", "-u", use_case,
                                    "-e", "nobase"], capsys)
     finally:
         overlay.unlink()
