@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
+from deploy_helpers import PORT as MAF
+from deploy_helpers import REPO, copy_classification_and_port, edited, run_cli
 
 from genaiops.cli import main
 from genaiops.config import load_experiment
@@ -27,8 +27,6 @@ from genaiops.phases.experiment import ExperimentOptions, run_experiment
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import Workspace
 
-REPO = Path(__file__).resolve().parents[1]
-MAF = "classification_maf"
 CANARY = "canary-sk-af-5e81c0d94b"
 # what the promptflow DAG scores on tickets.jsonl (configs/classification/simulator.yaml)
 PROMPTFLOW_ACCURACY = {"summarize.full+classify.careful": 0.9565,
@@ -37,42 +35,21 @@ PROMPTFLOW_ACCURACY = {"summarize.full+classify.careful": 0.9565,
                        "summarize.brief+classify.terse": 0.7174}
 
 
-def copy_repo(dest: Path) -> Path:
-    for part in ("flows/classification", "datasets/classification", "configs/classification",
-                 f"configs/{MAF}"):
-        shutil.copytree(REPO / part, dest / part,
-                        ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "process_log"))
-    return dest
-
-
-def cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+cli = run_cli
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    return copy_repo(tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    path = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENAIOPS_STATE_DIR", str(path))
-        yield path
+    return copy_classification_and_port(tmp_path_factory.mktemp("repo"))
 
 
 # -- the engine's environment -----------------------------------------------------------------
 
 def test_the_engine_environment_is_the_dependency_group_of_pyproject():
-    group = tomllib.loads((REPO / "pyproject.toml").read_text())["dependency-groups"]["agent-framework"]
-    assert environment.requirement_lines() == group
+    text = (REPO / "pyproject.toml").read_text()  # tomllib is 3.11+, genaiops runs on 3.10
+    block = re.search(r"^\[dependency-groups\].*?^agent-framework = \[(.*?)^\]", text, re.S | re.M)
+    assert block, "pyproject.toml has no agent-framework dependency group"
+    assert environment.requirement_lines() == re.findall(r'"([^"]+)"', block.group(1))
 
 
 def test_the_engine_environment_is_ready_and_versions_reach_the_run_key(capsys):
@@ -131,15 +108,9 @@ def test_an_app_that_breaks_the_contract_is_named_with_the_fix(tmp_path, source,
 
 def test_validate_locates_agent_framework_config_mistakes(repo, capsys):
     config = repo / f"configs/{MAF}/experiment.yaml"
-    original = config.read_text()
-    try:
-        config.write_text(original.replace("flow: flows/classification/maf/app.py:build",
-                                           "flow: flows/classification/maf/app.py:nope")
-                          .replace("  worker_count: 16", "  backend: azure\n  worker_count: 16")
-                          + "variants:\n  - {name: hot, init: {classify_temperature: 0.9}}\n")
+    with edited(config, "app.py:build", "app.py:nope"), \
+            edited(config, "  worker_count: 16", "  backend: azure\n  worker_count: 16"):
         code, out, _ = cli(["--repo", str(repo), "validate", "-u", MAF, "--json"], capsys)
-    finally:
-        config.write_text(original)
     problems = json.loads(out)["use_cases"][0]["problems"]
     assert code == 2
     by_field = {p["field"]: p for p in problems}
@@ -150,12 +121,8 @@ def test_validate_locates_agent_framework_config_mistakes(repo, capsys):
 
 def test_variants_in_config_are_refused_when_the_app_declares_its_own(repo, capsys):
     config = repo / f"configs/{MAF}/experiment.yaml"
-    original = config.read_text()
-    try:
-        config.write_text(original + "variants:\n  - {name: hot, init: {classify_temperature: 0.9}}\n")
+    with edited(config, "", "variants:\n  - {name: hot, init: {classify_temperature: 0.9}}\n"):
         code, out, _ = cli(["--repo", str(repo), "validate", "-u", MAF, "--json"], capsys)
-    finally:
-        config.write_text(original)
     [problem] = json.loads(out)["use_cases"][0]["problems"]
     assert code == 2 and problem["field"] == "variants"
     assert "declares its variants (summarize, classify)" in problem["message"]

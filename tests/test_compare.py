@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from deploy_helpers import PORT, copy_classification_and_port, edited
 from scipy.optimize import minimize_scalar
 
 from genaiops.cli import main
@@ -23,8 +24,7 @@ from genaiops.evaluation.stats import (
     tango_z,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-BASE, PORT = "classification", "classification_maf"
+BASE = "classification"
 SHIPPING = '    "- shipping: delivery, tracking, damaged parcels, returns of physical goods\\n"\n'
 
 
@@ -95,32 +95,15 @@ def test_continuous_scores_use_the_paired_bootstrap_in_both_directions():
 
 # -- the parity gate on the CLI --------------------------------------------------------------
 
-def copy_repo(dest: Path) -> Path:
-    for part in ("flows/classification", "datasets/classification", "configs/classification",
-                 f"configs/{PORT}"):
-        shutil.copytree(REPO / part, dest / part,
-                        ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "process_log"))
-    return dest
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    """One state dir for the module: the baseline's runs are reused across comparisons."""
-    path = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENAIOPS_STATE_DIR", str(path))
-        yield path
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    return copy_repo(tmp_path_factory.mktemp("repo"))
+    return copy_classification_and_port(tmp_path_factory.mktemp("repo"))
 
 
 @pytest.fixture(scope="module")
 def worse_repo(tmp_path_factory) -> Path:
     """The port with a prompt that dropped the shipping category."""
-    root = copy_repo(tmp_path_factory.mktemp("worse"))
+    root = copy_classification_and_port(tmp_path_factory.mktemp("worse"))
     app = root / "flows/classification/maf/app.py"
     text = app.read_text()
     assert SHIPPING in text
@@ -215,13 +198,8 @@ def test_the_human_view_shows_the_verdict_and_the_interval(worse_repo, state, ca
 
 
 def test_no_margin_is_a_usage_error(repo, state, capsys):
-    config = repo / f"configs/{PORT}/experiment.yaml"
-    original = config.read_text()
-    config.write_text(original.replace("  parity_margin: 0.1\n", ""))
-    try:
+    with edited(repo / f"configs/{PORT}/experiment.yaml", "  parity_margin: 0.1\n", ""):
         code, result, _ = compare(repo)
-    finally:
-        config.write_text(original)
     assert code == 2 and "no non-inferiority margin" in result["error"]
     assert "--margin" in result["hint"]
 
@@ -236,26 +214,18 @@ def test_different_evaluators_are_not_compared(repo, state):
     shadow = repo / "flows/classification/evaluation_port"
     shutil.copytree(grade.parent, shadow)
     (shadow / "grade.py").write_text(grade.read_text().replace(".lower()", ".casefold()"))
-    config = repo / f"configs/{PORT}/experiment.yaml"
-    original = config.read_text()
-    config.write_text(original.replace("flow: flows/classification/evaluation",
-                                       "flow: flows/classification/evaluation_port"))
     try:
-        code, result, _ = compare(repo)
+        with edited(repo / f"configs/{PORT}/experiment.yaml", "flow: flows/classification/evaluation",
+                    "flow: flows/classification/evaluation_port"):
+            code, result, _ = compare(repo)
     finally:
-        config.write_text(original)
         shutil.rmtree(shadow)
     assert code == 1 and result["verdict"] == "fail"
     assert any("evaluator 'accuracy' differs" in p for p in result["problems"])
 
 
 def test_different_datasets_cannot_be_paired(repo, state):
-    config = repo / f"configs/{PORT}/experiment.yaml"
-    original = config.read_text()
-    config.write_text(original.replace("datasets/classification/tickets.jsonl",
-                                       "datasets/classification/tickets_pr.jsonl"))
-    try:
+    with edited(repo / f"configs/{PORT}/experiment.yaml", "datasets/classification/tickets.jsonl",
+                "datasets/classification/tickets_pr.jsonl"):
         code, result, _ = compare(repo)
-    finally:
-        config.write_text(original)
     assert code == 2 and "nothing to pair" in result["error"]

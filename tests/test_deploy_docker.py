@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from deploy_helpers import REPO, copy_use_case, run_cli
+from deploy_helpers import copy_classification_and_port, run_cli
 
 from genaiops.config.deployment import DEFAULT_BASE_IMAGE
 from genaiops.deploy import dockercli
@@ -62,9 +62,7 @@ def world(request, tmp_path_factory):
     """A private repo copy, state dir, simulator requiring the canary key, and full cleanup."""
     use_case = request.param
     image_name = f"genaiops-test/{use_case.replace('_', '-')}-{RUN_ID}"
-    root = copy_use_case(tmp_path_factory.mktemp("repo"), "classification")
-    if use_case != "classification":
-        shutil.copytree(REPO / "configs" / use_case, root / "configs" / use_case)
+    root = copy_classification_and_port(tmp_path_factory.mktemp("repo"))
     port, gated_port = _free_pair(), _free_pair()
     (root / f"configs/{use_case}/deployment.yaml").write_text(f"""\
 image:

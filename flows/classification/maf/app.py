@@ -1,8 +1,8 @@
 """Support-ticket triage on Microsoft Agent Framework: the port of ../standard (a promptflow DAG).
 
 How the DAG maps (docs/migration.md):
-    summarize (llm node, variants full | brief)    -> `Summarize` executor around an Agent
-    classify  (llm node, variants careful | terse) -> `Classify` executor around an Agent
+    summarize (llm node, variants full | brief)    -> an `Ask` executor around an Agent
+    classify  (llm node, variants careful | terse) -> an `Ask` executor around an Agent
     normalize (python node)                        -> `Normalize` executor, plain Python
     node_variants / default_variant_id             -> VARIANTS: named parameter sets per step
     inputs / outputs                               -> INPUTS / OUTPUTS, the workflow's dict in/out
@@ -81,26 +81,17 @@ def normalize(label: str) -> str:
     return "other"
 
 
-class Summarize(Executor):
-    def __init__(self, agent: Agent, options: dict):
-        super().__init__(id="summarize")
-        self.agent, self.options = agent, options
+class Ask(Executor):
+    """An llm node: asks its Agent `prompt` filled from the state, adds the answer as `key`."""
 
-    @handler
-    async def run(self, inputs: dict, ctx: WorkflowContext[dict]) -> None:
-        reply = await self.agent.run(f"Ticket to summarize: {inputs['text']}", options=self.options)
-        await ctx.send_message({"summary": reply.text})
-
-
-class Classify(Executor):
-    def __init__(self, agent: Agent, options: dict):
-        super().__init__(id="classify")
-        self.agent, self.options = agent, options
+    def __init__(self, id: str, agent: Agent, options: dict, prompt: str, key: str):
+        super().__init__(id=id)
+        self.agent, self.options, self.prompt, self.key = agent, options, prompt, key
 
     @handler
     async def run(self, state: dict, ctx: WorkflowContext[dict]) -> None:
-        reply = await self.agent.run(f"Ticket summary: {state['summary']}", options=self.options)
-        await ctx.send_message({**state, "label": reply.text})
+        reply = await self.agent.run(self.prompt.format(**state), options=self.options)
+        await ctx.send_message({**state, self.key: reply.text})
 
 
 class Normalize(Executor):
@@ -117,10 +108,12 @@ def build(llm, *, model="gpt-4o-mini",
           classify_instructions=CLASSIFY_CAREFUL, classify_temperature=0.0, classify_max_tokens=10):
     """The triage workflow for one variant; `model` is the model or Azure deployment name."""
     client = llm.chat_client("llm", model)
-    summarize = Summarize(Agent(client, summarize_instructions, name="summarize"),
-                          {"temperature": summarize_temperature, "max_tokens": summarize_max_tokens})
-    classify = Classify(Agent(client, classify_instructions, name="classify"),
-                        {"temperature": classify_temperature, "max_tokens": classify_max_tokens})
+    summarize = Ask("summarize", Agent(client, summarize_instructions, name="summarize"),
+                    {"temperature": summarize_temperature, "max_tokens": summarize_max_tokens},
+                    "Ticket to summarize: {text}", "summary")
+    classify = Ask("classify", Agent(client, classify_instructions, name="classify"),
+                   {"temperature": classify_temperature, "max_tokens": classify_max_tokens},
+                   "Ticket summary: {summary}", "label")
     finish = Normalize()
     return (WorkflowBuilder(name="ticket_triage", start_executor=summarize)
             .add_edge(summarize, classify).add_edge(classify, finish).build())

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.options import add_command, add_repo_flag
+from genaiops.cli.options import add_command, add_command_group
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_engine_parser(commands) -> None:
-    engine = commands.add_parser(
-        "engine", help="Flow engines: list | setup",
+    actions = add_command_group(
+        commands, "engine", help="Flow engines: list | setup",
         description="The engines a use case can name in `engine:` (promptflow, agent_framework), "
-                    "where each runs and whether it is ready.")
-    add_repo_flag(engine)
-    actions = engine.add_subparsers(dest="action", metavar="ACTION", required=True)
+                    "where each runs and whether it is ready.", dest="action", metavar="{list,setup}")
     add_command(actions, "list", cmd_engine_list)
     setup = add_command(actions, "setup", cmd_engine_setup)
     setup.add_argument("name", choices=_engines(), help="the engine to set up")

@@ -90,6 +90,15 @@ def add_command(subparsers, name: str, func, **flags) -> argparse.ArgumentParser
     return parser
 
 
+def add_command_group(subparsers, name: str, *, help: str, description: str, dest: str,
+                      metavar: str):
+    """A command with sub-commands (`registry list|show`, `engine list|setup`): its parser takes
+    `--repo` too; returns the subparsers to `add_command` the sub-commands to."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    add_repo_flag(parser)
+    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress lines go to stderr unless --no-progress, or --json wants a quiet terminal."""
     return not (getattr(args, "no_progress", False) or getattr(args, "json", False))

@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 
-from genaiops.cli.options import add_command, add_registry_flag, add_repo_flag, repo_root
+from genaiops.cli.options import add_command, add_command_group, add_registry_flag, repo_root
 from genaiops.errors import EXIT_OK
 
 BACKEND_ENV = "GENAIOPS_REGISTRY_BACKEND"
 
 
 def add_registry_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "registry", help="List and inspect registered datasets and flows",
+    commands = add_command_group(
+        subparsers, "registry", help="List and inspect registered datasets and flows",
         description="The registered versions of datasets and flows: one version per distinct "
-                    "content, each pinned by a URI such as local:tickets:3.")
-    add_repo_flag(parser)
-    commands = parser.add_subparsers(dest="registry_command", metavar="{list,show}", required=True)
+                    "content, each pinned by a URI such as local:tickets:3.",
+        dest="registry_command", metavar="{list,show}")
     listing = add_command(commands, "list", cmd_list)
     show = add_command(commands, "show", cmd_show)
     show.add_argument("asset", help="asset name")

@@ -46,6 +46,14 @@ def _name(line: str) -> str | None:
     return match.group(1).lower().replace("_", "-") if match else None
 
 
+class ConnectionVariables:
+    """`Engine.serving_connections` for engines whose image reads the `<CONN>_<KEY>` variables."""
+
+    def serving_connections(self, connections, endpoints: dict[str, str],
+                            default_endpoints: dict[str, str]) -> ServingConnections:
+        return serving_connections(connections, endpoints, default_endpoints)
+
+
 def flow_requirements(flow: Path, serving: list[str]) -> list[str]:
     """The flow's requirements.txt, plus each of `serving` the flow does not already name."""
     req_file = Path(flow) / "requirements.txt"

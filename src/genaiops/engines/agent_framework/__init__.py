@@ -29,15 +29,15 @@ from genaiops.engines.base import (
     ProgressCallback,
     Runner,
     ServingBundle,
-    ServingConnections,
     StagedBatch,
     VariantSpec,
 )
+from genaiops.engines.serving import ConnectionVariables
 
 CONNECTION_FIELDS = ("organization", "model")
 
 
-class AgentFrameworkEngine:
+class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
     name = "agent_framework"
     cache_patterns = staging.CACHE_PATTERNS
     flow_hint = ("point it at an app: `flows/<use_case>/<app>/app.py:build` (a function "
@@ -110,12 +110,6 @@ class AgentFrameworkEngine:
     def linkable_run(self, name: str | None) -> bool:
         """Runs live only in the ledger: evaluations read their outputs from there."""
         return False
-
-    def serving_connections(self, connections: Sequence, endpoints: dict[str, str],
-                            default_endpoints: dict[str, str]) -> ServingConnections:
-        from genaiops.engines.serving import serving_connections
-
-        return serving_connections(connections, endpoints, default_endpoints)
 
     def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
         from genaiops.engines.agent_framework.serving import serving_bundle

@@ -27,13 +27,13 @@ from genaiops.engines.base import (
     ProgressCallback,
     Runner,
     ServingBundle,
-    ServingConnections,
     StagedBatch,
     VariantSpec,
 )
 from genaiops.engines.promptflow import flowspec, staging
 from genaiops.engines.promptflow.env import promptflow_home
 from genaiops.engines.promptflow.retry_policy import ENV_ATTEMPTS, ENV_BACKOFF
+from genaiops.engines.serving import ConnectionVariables
 
 BACKENDS = ("local", "azure")
 
@@ -45,7 +45,7 @@ def _version(package: str) -> str:
         return "absent"
 
 
-class PromptflowEngine:
+class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
     name = "promptflow"
     # promptflow writes these into flow folders while running: never part of a flow's identity
     cache_patterns = staging.CACHE_PATTERNS
@@ -124,12 +124,6 @@ class PromptflowEngine:
         if self.backend == "azure":
             return True
         return (promptflow_home() / ".runs" / name / "flow_outputs").is_dir()
-
-    def serving_connections(self, connections: Sequence, endpoints: dict[str, str],
-                            default_endpoints: dict[str, str]) -> ServingConnections:
-        from genaiops.engines.serving import serving_connections
-
-        return serving_connections(connections, endpoints, default_endpoints)
 
     def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
         from genaiops.engines.promptflow.serving import serving_bundle
