@@ -8,8 +8,13 @@ These runs use the real agent-framework-core/-openai in the engine's environment
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -270,6 +275,52 @@ def test_an_azure_openai_connection_works_unchanged(repo, state, monkeypatch):
     assert result.runs[0]["lines_ok"] == 4
     azure = [r for r in requests if "POST /openai/deployments/gpt-4o-mini/chat/completions 200" in r]
     assert len(azure) == 8 == len(requests)  # 4 lines x (summarize + classify), Azure's wire format
+
+
+def _workers_of(parent: int) -> list[int]:
+    """Processes whose parent is `parent` running the engine's batch worker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"genaiops_af_runtime.batch" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+def test_the_worker_stops_when_the_orchestrator_dies(repo, state):
+    """Within about a second, long before its first line could finish (the endpoint here outlives
+    the orchestrator and answers after 5 s): nothing keeps calling a paid endpoint."""
+    _fast(repo)
+    with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml",
+                         latency_ms=5000) as sim:
+        env = {**os.environ, "LLM_API_BASE": sim.openai_base_url}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "genaiops", "--repo", str(repo), "run", "experiment", "-u", MAF,
+             "--env", "fast", "--force", "--no-progress"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline, workers = time.monotonic() + 60, []
+        while time.monotonic() < deadline and not workers:
+            assert process.poll() is None, "the experiment ended before its worker was seen"
+            workers = _workers_of(process.pid)
+            time.sleep(0.1)
+        assert workers, "no agent_framework worker started"
+        os.killpg(process.pid, signal.SIGKILL)  # the worker has a session of its own: not killed here
+        process.wait()
+        killed = time.monotonic()
+        while time.monotonic() < killed + 3 and any(_alive(pid) for pid in workers):
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "the worker outlived the orchestrator"
 
 
 # -- the app contract: an Agent, parameter-set variants, a failing line -----------------------
