@@ -229,3 +229,12 @@ def test_different_datasets_cannot_be_paired(repo, state):
                 "datasets/classification/tickets_pr.jsonl"):
         code, result, _ = compare(repo)
     assert code == 2 and "nothing to pair" in result["error"]
+
+
+def test_a_side_that_fails_to_run_is_named(repo, state):
+    with edited(repo / "flows/classification/maf/app.py", "    words = re.findall",
+                "    raise RuntimeError('the port is broken')\n    words = re.findall"):
+        code, result, _ = compare(repo)
+    assert code == 1 and result["ok"] is False
+    assert result["error"].startswith("the candidate classification_maf: experiment failed")
+    assert "the port is broken" in result["error"]

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genaiops.errors import UsageError
+from genaiops.errors import RunFailed, UsageError
 from genaiops.evaluation.comparison import PASS, Comparison, Side
 from genaiops.evaluation.summary import Summary
 from genaiops.phases.context import PhaseContext
@@ -124,7 +124,10 @@ def _evaluate_side(ctx: PhaseContext, selector: str, options: CompareOptions,
                          hint="name one, e.g. defaults or " + variants[0].label)
     result = run_experiment(ctx, ExperimentOptions(variants=selector, force=options.force,
                                                    max_parallel=options.max_parallel))
-    result.raise_if_failed()
+    try:
+        result.raise_if_failed()
+    except RunFailed as exc:  # no comparison without both sides' results: say which side failed
+        raise RunFailed(f"the {role} {config.use_case}: {exc.message}", hint=exc.hint) from None
     experiment = ctx.workspace.ledger().load_experiment(config.use_case, result.experiment_id)
     summary = evaluate_experiment(ctx, experiment, EvaluateOptions(
         force=options.force, max_parallel=options.max_parallel, write_reports=False))
