@@ -182,6 +182,19 @@ def test_a_second_identical_experiment_reuses_every_run(phases):
     assert result["simulator"] is None or result["simulator"]["requests"] == 0
 
 
+def test_an_agent_framework_experiment_never_imports_promptflow(repo, state):
+    """Only the evaluation flow is promptflow's: the experiment prepares the connections of the
+    engine it runs, and promptflow costs it nothing (~3 s of imports)."""
+    assert load_experiment(repo, MAF).evaluators[0].engine == "promptflow"
+    script = ("import sys; from genaiops.cli import main; "
+              f"code = main(['--repo', {str(repo)!r}, 'run', 'experiment', '-u', {MAF!r}, "
+              "'--force', '--no-progress']); "
+              "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'promptflow'}))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.stdout.split("\n")[-2] == "0 []", done.stdout + done.stderr
+
+
 def test_force_runs_again(repo, state, phases, capsys):
     code, out, _ = cli(["--repo", str(repo), "run", "experiment", "-u", MAF, "--force", "--json"],
                        capsys)

@@ -72,12 +72,12 @@ class PhaseContext:
                                                     if e.engine])
         return [self.engine_named(name) for name in names]
 
-    def llm(self) -> contextlib.AbstractContextManager:
+    def llm(self, engines: list[Engine] | None = None) -> contextlib.AbstractContextManager:
         """The LLM endpoint for the phase's runs (starts the simulator when the config says so),
-        with the connections prepared in every engine in use."""
+        with the connections prepared in `engines` (default: the use case's engine)."""
         from genaiops.llm_session import llm_session
 
-        return llm_session(self.config, self.engines_in_use(), self.simulator)
+        return llm_session(self.config, engines or [self.engine], self.simulator)
 
     def close(self) -> None:
         self.engine.close()

@@ -106,8 +106,9 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
                                      link_runs=e.engine == ctx.engine.name,
                                      force_data_mode=options.force_data_mode)
                 for e in config.evaluators}
-    needs_llm = any(e.flow for e in config.evaluators)
-    with (ctx.llm() if needs_llm else contextlib.nullcontext(None)) as llm:
+    flow_engines = list({e.engine: ctx.engine_named(e.engine) for e in config.evaluators
+                         if e.flow}.values())  # the engines that run evaluation flows
+    with (ctx.llm(flow_engines) if flow_engines else contextlib.nullcontext(None)) as llm:
         tasks = plan_evaluations(config, records, adapters, output_settings(config) if llm else {})
         outcomes = run_evaluations(tasks, adapters, ledger, EvaluationStore(ctx.workspace),
                                    evaluation_id=evaluation_id,
