@@ -7,7 +7,8 @@ The job (written by genaiops, never secret) names the app, its members' paramete
 the column mapping, concurrency, the line timeout and the retry policy; the connections, API keys
 included, come on stdin so they never touch a file. Progress goes to stdout as `done N` lines;
 the result (per member, per line: outputs, error, latency, tokens) is written atomically. The
-process stops itself when the orchestrator that started it dies.
+process stops itself when the orchestrator that started it dies: a watchdog thread starts before
+anything slow (importing agent-framework, reading stdin) and polls the parent twice a second.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
-from genaiops_af_runtime.app import App, bind_inputs, load_build
-from genaiops_af_runtime.llm import Connections, RetryPolicy
-
 ERROR_CHARS = 1000
+WATCH_SECONDS = 0.5
 
 
 def read_rows(path: str) -> list[dict]:
@@ -52,8 +52,10 @@ class Progress:
         print(f"done {self.done}", flush=True)
 
 
-async def run_line(app: App, number: int, row: dict, mapping: dict, timeout_s: float,
+async def run_line(app, number: int, row: dict, mapping: dict, timeout_s: float,
                    limit: asyncio.Semaphore, progress: Progress) -> dict:
+    from genaiops_af_runtime.app import bind_inputs
+
     async with limit:
         started = time.monotonic()
         inputs = {}
@@ -78,6 +80,9 @@ async def run_line(app: App, number: int, row: dict, mapping: dict, timeout_s: f
 
 
 async def run_job(job: dict, connections: list[dict]) -> dict:
+    from genaiops_af_runtime.app import App, load_build
+    from genaiops_af_runtime.llm import Connections, RetryPolicy
+
     started = time.monotonic()
     policy = RetryPolicy(**job.get("retries", {}))
     llm = Connections(connections, policy, timeout_s=float(job["line_timeout_sec"]))
@@ -105,26 +110,19 @@ async def run_job(job: dict, connections: list[dict]) -> dict:
         await llm.close()
 
 
-async def _stop_with_parent(parent: int) -> None:
+def _stop_with_parent(parent: int) -> None:
     while True:
-        await asyncio.sleep(1.0)
+        time.sleep(WATCH_SECONDS)
         if os.getppid() != parent:
             os._exit(3)
 
 
-async def _main(job: dict, connections: list[dict]) -> dict:
-    watchdog = asyncio.create_task(_stop_with_parent(os.getppid()))
-    try:
-        return await run_job(job, connections)
-    finally:
-        watchdog.cancel()
-
-
 def main(argv: list[str]) -> int:
+    threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
     job_file, result_file = argv[:2]
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     connections = json.loads(sys.stdin.read() or "[]")
-    result = asyncio.run(_main(job, connections))
+    result = asyncio.run(run_job(job, connections))
     write_atomic(result_file, result)
     return 0
 
