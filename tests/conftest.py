@@ -54,3 +54,15 @@ def workspace(tmp_path, state_dir):
     from genaiops.workspace import Workspace
 
     return Workspace.for_repo(tmp_path)
+
+
+@pytest.fixture
+def trust_dir(tmp_path_factory, monkeypatch) -> Path:
+    """A private trust folder (outside repo and state) with an audit key made by `genaiops audit init`."""
+    from genaiops.cli import main
+
+    path = tmp_path_factory.mktemp("trust")
+    monkeypatch.setenv("GENAIOPS_TRUST_DIR", str(path))
+    monkeypatch.delenv("GENAIOPS_AUDIT_KEY", raising=False)
+    assert main(["--repo", str(REPO_ROOT), "audit", "init"]) == 0
+    return path

@@ -1,6 +1,6 @@
-"""Helpers shared by the deploy, engine and compare tests (a helper module, not a test module): a
-private copy of a sample use case, a config edited for one test, and the CLI run in-process like
-the console script."""
+"""Helpers shared by tests (a helper module, not a test module): a private copy of a sample use case
+(and the Agent Framework port's config), an overlay with its own dataset and runtime, a config
+edited for one test, and the CLI run in-process like the console script."""
 
 from __future__ import annotations
 
@@ -36,6 +36,32 @@ def edited(path: Path, old: str, new: str):
         yield path
     finally:
         path.write_text(original)
+
+
+def write_overlay(root: Path, env: str, *, rows: int | None = None, worker_count: int = 2,
+                  max_parallel: int = 1, tolerance: int = 0, attempts: int = 1) -> Path:
+    """configs/classification/experiment.<env>.yaml: the tickets dataset (its first `rows` rows),
+    no evaluators, and this runtime."""
+    source = "datasets/classification/tickets.jsonl"
+    if rows is not None:
+        lines = (root / source).read_text().splitlines()[:rows]
+        source = f"datasets/classification/tickets_{rows}.jsonl"
+        (root / source).write_text("\n".join(lines) + "\n")
+    path = root / f"configs/classification/experiment.{env}.yaml"
+    path.write_text(f"""\
+datasets:
+  - name: tickets
+    source: {source}
+    mappings: {{text: "${{data.text}}"}}
+evaluators: []
+runtime:
+  worker_count: {worker_count}
+  max_parallel: {max_parallel}
+  line_timeout_sec: 60
+  failed_line_tolerance: {tolerance}
+  retries: {{max_attempts: {attempts}, backoff_sec: 0.1}}
+""")
+    return path
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

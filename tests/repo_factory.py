@@ -78,3 +78,21 @@ def make_repo(root: Path, config: str = CONFIG) -> Path:
     write(root / "datasets/demo/rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write(root / "configs/demo/experiment.yaml", config)
     return root
+
+
+def use_code_evaluator(root: Path, file: str, code: str, evaluation: str, gates: str = "[]") -> None:
+    """Replace the demo's flow evaluator by the code evaluator `file` (`score` + `summarize`)."""
+    config = (root / "configs/demo/experiment.yaml").read_text()
+    config = config.replace("    flow: flows/demo/evaluation\n",
+                            f"    code: {file}:score\n    aggregate: summarize\n")
+    config = config.replace('gates:\n  - {metric: accuracy, op: ">=", threshold: 0.5}',
+                            f"evaluation: {evaluation}\ngates: {gates}")
+    write(root / "configs/demo/experiment.yaml", config)
+    write(root / file, code)
+
+
+def write_normalize(root: Path, body: str) -> None:
+    """The demo flow's only node, `normalize(text: str) -> str`, with `body` (indented 4)."""
+    write(root / "flows/demo/standard/normalize.py",
+          "from promptflow.core import tool\n\n\n@tool\ndef normalize(text: str) -> str:\n"
+          + textwrap.indent(textwrap.dedent(body), "    "))

@@ -24,6 +24,8 @@ COMMANDS = {
     "run deploy": ["run", "deploy", "-u", "nope", "-e", "dev"],
     "approve": ["approve", "-u", "nope", "-e", "prod", "--artifact", DIGEST, "--by", "me"],
     "reject": ["reject", "-u", "nope", "-e", "prod", "--artifact", DIGEST, "--by", "me"],
+    "audit init": ["audit", "init"],
+    "audit verify": ["audit", "verify"],
     "registry list": ["registry", "list"],
     "registry show": ["registry", "show", "tickets"],
     "simulator": ["simulator"],
@@ -43,6 +45,8 @@ EXPECTED_SHARED = {
     "run deploy": PHASE | {"--no-progress"},
     "approve": PHASE,
     "reject": PHASE,
+    "audit init": {"--repo", "--json"},
+    "audit verify": {"--repo", "--json"},
     "registry list": {"--repo", "--json"},
     "registry show": {"--repo", "--json"},
     "simulator": {"--repo", "--use-case"},
@@ -85,6 +89,7 @@ def repo(tmp_path, monkeypatch):
         (root / folder).mkdir(parents=True)
     monkeypatch.delenv("GENAIOPS_STATE_DIR", raising=False)
     monkeypatch.delenv("GENAIOPS_REPO", raising=False)
+    monkeypatch.setenv("GENAIOPS_TRUST_DIR", str(tmp_path / "trust"))  # `audit init` writes a key here
     monkeypatch.chdir(tmp_path)  # a lost --repo must not fall back to the repository we run in
     assert main(["--repo", str(root), "new", "demo"]) == 0
     return root

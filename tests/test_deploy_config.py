@@ -125,7 +125,7 @@ def test_cli_config_errors_exit_2_without_traceback(repo, state_dir, capsys):
     assert code == 2 and "deployment.yaml not found" in json.loads(out)["error"]
 
 
-def test_no_docker_daemon_is_a_clear_error(repo, state_dir, capsys, monkeypatch):
+def test_no_docker_daemon_is_a_clear_error(repo, state_dir, trust_dir, capsys, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")  # no docker CLI on PATH
     code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
                               "--variant", "default"], capsys)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from deploy_helpers import copy_classification_and_port, run_cli
 
+from genaiops.cli import main
 from genaiops.config.deployment import DEFAULT_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.audit import audit_log
@@ -37,9 +38,15 @@ CANARY = "canary-" + secrets.token_hex(12)
 RUN_ID = secrets.token_hex(3)
 ENV = f"e2e{RUN_ID}"
 ENV_GATED = f"gated{RUN_ID}"
-# use case -> the file holding its normalize step (broken in step 4)
-CASES = {"classification": "flows/classification/standard/normalize.py",
-         "classification_maf": "flows/classification/maf/app.py"}
+# use case -> its flow folder, the file holding its normalize step (broken in step 4), and where
+# its image holds the flow
+CASES = {"classification": ("flows/classification/standard", "normalize.py", "/flow"),
+         "classification_maf": ("flows/classification/maf", "app.py", "/app/flow")}
+
+
+def _flow_file(world, name: str | None = None) -> Path:
+    folder, normalize, _image_dir = CASES[world["use_case"]]
+    return world["root"] / folder / (name or normalize)
 
 
 def _free_pair() -> int:
@@ -84,13 +91,17 @@ environments:
     approval_ttl_minutes: 5
 """)
     state = tmp_path_factory.mktemp("state")
-    saved = {k: os.environ.get(k) for k in ("GENAIOPS_STATE_DIR", "LLM_API_KEY", "GENAIOPS_WHEEL_CACHE")}
-    os.environ.update(GENAIOPS_STATE_DIR=str(state), LLM_API_KEY=CANARY,
+    trust = tmp_path_factory.mktemp("trust")
+    saved = {k: os.environ.get(k) for k in ("GENAIOPS_STATE_DIR", "LLM_API_KEY", "GENAIOPS_WHEEL_CACHE",
+                                            "GENAIOPS_TRUST_DIR", "GENAIOPS_AUDIT_KEY")}
+    os.environ.pop("GENAIOPS_AUDIT_KEY", None)
+    os.environ.update(GENAIOPS_STATE_DIR=str(state), LLM_API_KEY=CANARY, GENAIOPS_TRUST_DIR=str(trust),
                       GENAIOPS_WHEEL_CACHE="/tmp/genaiops-test-wheels")
+    assert main(["--repo", str(root), "audit", "init"]) == 0
     sim = SimulatorServer(rules_path=root / "configs/classification/simulator.yaml", api_key=CANARY).start()
     try:
-        yield {"root": root, "state": state, "sim": sim, "port": port, "use_case": use_case,
-               "deployment": slug(use_case, ENV), "image_name": image_name}
+        yield {"root": root, "state": state, "trust": trust, "sim": sim, "port": port,
+               "use_case": use_case, "deployment": slug(use_case, ENV), "image_name": image_name}
     finally:
         sim.stop()
         for env in (ENV, ENV_GATED):
@@ -139,9 +150,13 @@ def test_docker_end_to_end(world, capsys):
     assert result["outcome"]["smoke"]["outputs"]["category"] == "billing"
     assert result["variant"]["label"] == "summarize.full+classify.careful"
     build_seconds, size_mb = image["build_seconds"], image["size_bytes"] / 1e6
+    [scan] = [r["scan"] for r in audit_log(Workspace.for_repo(world["root"])).read()
+              if r["event"] == "image_scanned" and r["image"] == image["image_id"]]
+    assert scan["ok"] and scan["files"] > 1000 and scan["missing"] == scan["unexpected"] == []
     with capsys.disabled():
         print(f"\nFIGURES {world['use_case']}: image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
-              f"first deploy {time.monotonic() - started:.1f}s")
+              f"first deploy {time.monotonic() - started:.1f}s, scan {scan['seconds']:.1f}s "
+              f"({scan['files']} files, {scan['bytes'] / 1e6:.0f} MB)")
     info = dockercli.inspect("image", image["tag"])
     labels = info["Config"]["Labels"]
     assert labels["io.genaiops.flow_hash"] == result["flow_hash"]
@@ -188,7 +203,7 @@ def test_docker_end_to_end(world, capsys):
     assert events[-3:] == [("deploy_refused", ENV_GATED), ("approved", ENV_GATED), ("deployed", ENV_GATED)]
 
     # 4. broken flow: the smoke test fails, the new container is removed, the old one still serves
-    normalize = world["root"] / CASES[world["use_case"]]
+    normalize = _flow_file(world)
     assert "    words = re.findall" in normalize.read_text()
     normalize.write_text(normalize.read_text().replace(
         "    words = re.findall", "    raise RuntimeError('deliberately broken flow')\n    words = re.findall"))
@@ -203,8 +218,8 @@ def test_docker_end_to_end(world, capsys):
     assert running == [live]
     status, body = _score(world["port"])
     assert status == 200 and body["category"] == "account"
-    records = [json.loads(line) for line in
-               Workspace.for_repo(world["root"]).deployments_log(world["use_case"], ENV).read_text().splitlines()]
+    records = [r for r in audit_log(Workspace.for_repo(world["root"])).read()
+               if r["event"] in ("deployed", "deploy_failed") and r["env"] == ENV]
     assert [r["ok"] for r in records] == [True, True, True, False]
 
     # 5. canary scan: image history, config and every layer byte; records, logs and all output
@@ -224,6 +239,85 @@ def test_docker_end_to_end(world, capsys):
     leaked = [str(p) for p in state_files if canary in p.read_bytes()]
     assert leaked == []
     assert all(CANARY not in text for text in outputs)
+
+
+def _containers() -> set[str]:
+    return set(dockercli.text("ps", "-aq", "--filter", "label=io.genaiops.deployment").split())
+
+
+def _images(world) -> set[str]:
+    return set(dockercli.text("images", "-q", world["image_name"]).split())
+
+
+def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_container(world, capsys):
+    """Attacks on the audit chain with real images and containers: nothing is built or started."""
+    workspace = Workspace.for_repo(world["root"])
+    chain = workspace.audit_log
+    normalize = _flow_file(world)
+    original = normalize.read_text().replace("    raise RuntimeError('deliberately broken flow')\n", "")
+    normalize.write_text(original)  # the flow the gated environment runs
+    gated = [r for r in audit_log(workspace).read() if r["event"] == "deployed" and r["env"] == ENV_GATED]
+    artifact = gated[-1]["artifact"]
+    pristine = None
+    try:
+        code, out, err = run_cli(["--repo", str(world["root"]), "reject", "-u", world["use_case"], "-e",
+                                  ENV_GATED, "--artifact", artifact, "--by", "bob", "--note", "too risky"],
+                                 capsys)
+        assert code == 0, out + err
+        code, refused, _ = _deploy(world, ENV_GATED, capsys)
+        assert code == 1 and "rejected" in refused["error"] and "too risky" in refused["error"]
+        containers, images = _containers(), _images(world)
+        pristine = chain.read_bytes()  # what the anchor vouches for
+
+        # 1. cut the rejection (and everything after it) off the chain: the anchor notices
+        lines = chain.read_text().splitlines()
+        cut = next(i for i, line in enumerate(lines) if '"event": "rejected"' in line)
+        chain.write_text("".join(line + "\n" for line in lines[:cut]))
+        code, refused, text = _deploy(world, ENV_GATED, capsys)
+        assert code == 1 and "records were removed" in refused["error"], text
+        assert _containers() == containers and _images(world) == images
+
+        # 2. edit an old record, with a changed flow that would need a new image and container
+        chain.write_bytes(pristine)
+        normalize.write_text(original + "# a change that needs a new image and container\n")
+        lines = chain.read_text().splitlines()
+        name = f'"{world["use_case"]}"'
+        assert name in lines[0]
+        lines[0] = lines[0].replace(name, name.upper(), 1)
+        chain.write_text("".join(line + "\n" for line in lines))
+        started = time.monotonic()
+        code, refused, text = _deploy(world, ENV, capsys)
+        assert code == 1 and "line 1" in refused["error"] and "integrity" in refused["error"], text
+        assert time.monotonic() - started < 30  # refused before any build
+        assert _containers() == containers and _images(world) == images
+        incidents = [json.loads(line) for line in workspace.audit_incidents_log.read_text().splitlines()]
+        assert incidents[-1]["event"] == "deploy_refused" and incidents[-1]["env"] == ENV
+    finally:
+        if pristine is not None:
+            chain.write_bytes(pristine)
+        normalize.write_text(original)
+    assert audit_log(workspace).read()
+
+
+def test_a_secret_in_the_flow_folder_is_caught_by_the_image_scan(world, capsys):
+    """A key committed into the flow folder is in the built image: the post-build scan refuses it,
+    again on the next deploy (a kept image is not trusted as clean), and no container starts."""
+    notes = _flow_file(world, "notes.txt")
+    image_notes = CASES[world["use_case"]][2] + "/notes.txt"
+    notes.write_text(f"key for later: {CANARY}\n")
+    containers = _containers()
+    try:
+        for _ in range(2):
+            code, refused, text = _deploy(world, ENV, capsys)
+            assert code == 1, text
+            assert f"a known secret value in: {image_notes}" in refused["error"] and CANARY not in text
+            assert "docker rmi" in refused["hint"]
+            assert _containers() == containers
+    finally:
+        notes.unlink()
+    scans = [r for r in audit_log(Workspace.for_repo(world["root"])).read() if r["event"] == "image_scanned"]
+    assert [s["ok"] for s in scans[-2:]] == [False, False]
+    assert scans[-1]["scan"]["secrets_in"] == [image_notes]
 
 
 def test_missing_base_image_is_a_clear_error(world, capsys, tmp_path):

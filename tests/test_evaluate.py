@@ -4,11 +4,10 @@ against real experiment runs on the LLM simulator, through the `run evaluate` CL
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
-from repo_factory import make_repo, write
+from repo_factory import make_repo, use_code_evaluator, write, write_normalize
 
 from genaiops.cli import main
 from genaiops.config import load_experiment
@@ -174,24 +173,13 @@ def summarize(rows):
 def test_code_evaluator_counts_nan_and_errored_rows(tmp_path, monkeypatch):
     repo = make_repo(tmp_path / "repo")
     monkeypatch.setenv("GENAIOPS_STATE_DIR", str(tmp_path / "state"))
-    config_text = (repo / "configs/demo/experiment.yaml").read_text()
-    config_text = config_text.replace("    flow: flows/demo/evaluation\n",
-                                      "    code: evaluators/exact.py:score\n    aggregate: summarize\n")
-    config_text = config_text.replace("gates:\n  - {metric: accuracy, op: \">=\", threshold: 0.5}",
-                                      "evaluation: {primary_metric: match}\n"
-                                      "gates:\n  - {metric: match, op: \">=\", threshold: 0.9}")
-    write(repo / "configs/demo/experiment.yaml", config_text)
-    write(repo / "evaluators/exact.py", CODE_EVALUATOR)
-    write(repo / "flows/demo/standard/normalize.py", textwrap.dedent("""\
-        from promptflow.core import tool
-
-
-        @tool
-        def normalize(text: str) -> str:
-            if text == "boom":
-                raise ValueError("the flow failed on this line")
-            return text.strip().lower()
-        """))
+    use_code_evaluator(repo, "evaluators/exact.py", CODE_EVALUATOR, "{primary_metric: match}",
+                       '\n  - {metric: match, op: ">=", threshold: 0.9}')
+    write_normalize(repo, """\
+        if text == "boom":
+            raise ValueError("the flow failed on this line")
+        return text.strip().lower()
+        """)
     rows = [("Refund please", "refund please"), ("Hi", "hi"), ("boom", "x"), ("nan", "nan"), ("raise", "raise")]
     write(repo / "datasets/demo/rows.jsonl", "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows))
     config = load_experiment(repo, "demo")

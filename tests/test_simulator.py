@@ -428,6 +428,14 @@ def test_500_fault_forever_until_cleared(sim, client):
     assert ask(client, "hi").choices[0].message.content == "no rule"
 
 
+def test_401_fault_echoes_the_presented_key_like_a_careless_endpoint(sim, client):
+    sim.faults.add("401", count=1)
+    with pytest.raises(openai.AuthenticationError) as info:
+        ask(client, "hi")
+    assert KEY in str(info.value) and info.value.status_code == 401
+    assert ask(client, "hi").choices[0].message.content == "no rule"
+
+
 def test_fault_match_only_hits_matching_prompts(sim, client):
     sim.faults.add("500", match="(?i)password")
     assert ask(client, "Ticket: refund").choices[0].message.content == "billing"

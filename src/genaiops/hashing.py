@@ -8,6 +8,9 @@ no re-run and no new image.
   `len(path) as 8-byte big-endian || path || sha256(bytes)`. The framing makes "a"+"bc" differ
   from "ab"+"c"; a rename changes the hash; mtimes, permissions, walk order and empty folders
   do not count.
+- Symbolic links are read as the files they point to only while they stay inside a boundary (the
+  repository, or the hashed folder itself): a link out of it raises UsageError naming the link, so
+  no host file (a secret, promptflow's keyring key) can slip into a registry or an image.
 - Caches and build outputs are skipped (`DEFAULT_IGNORES`, plus the cache patterns the flow's
   engine declares), plus the patterns of a `.genaiopsignore` at the top of the folder, matched
   exactly as git matches `.gitignore` (pathspec's `GitIgnoreSpec`).
@@ -142,8 +145,23 @@ def hash_file(path: Path) -> str:
     return PREFIX + _file_digest(Path(path))[0].hex()
 
 
-def _walk(root: Path, rules: IgnoreRules) -> list[tuple[str, Path]]:
-    """(relative posix path, absolute path) of every kept file; follows symlinks, never loops."""
+def _inside(path: Path, boundary: Path) -> bool:
+    return path == boundary or boundary in path.parents
+
+
+def _link_escape(link: Path, target: Path, boundary: Path) -> UsageError:
+    return UsageError(
+        f"{link} is a symbolic link to {target}, which is outside {boundary}: genaiops never reads "
+        "or copies files from outside the repository",
+        hint=f"replace the link with a regular file, point it inside the repository, or remove it "
+             f"(or list it in {IGNORE_FILE})",
+    )
+
+
+def _walk(root: Path, rules: IgnoreRules, boundary: Path,
+          on_escape: Callable[[Path, Path], None]) -> list[tuple[str, Path]]:
+    """(relative posix path, absolute path) of every kept file. Symlinks are followed while they
+    resolve inside `boundary` (never looping); `on_escape(link, target)` hears of any other."""
     found: list[tuple[str, Path]] = []
     seen_dirs: set[tuple[int, int]] = set()
 
@@ -173,6 +191,11 @@ def _walk(root: Path, rules: IgnoreRules) -> list[tuple[str, Path]]:
                 continue  # sockets, fifos: not content
             if rules.ignored(rel, is_dir):
                 continue
+            if entry.is_symlink():
+                target = Path(entry.path).resolve()
+                if not _inside(target, boundary):
+                    on_escape(Path(entry.path), target)
+                    continue
             if is_dir:
                 visit(Path(entry.path), rel + "/")
             else:
@@ -181,6 +204,28 @@ def _walk(root: Path, rules: IgnoreRules) -> list[tuple[str, Path]]:
     visit(root, "")
     found.sort(key=lambda item: item[0].encode("utf-8"))
     return found
+
+
+def _boundary(path: Path, boundary: Path | None) -> Path:
+    """The resolved boundary; `path` itself (after resolving links) must lie inside it."""
+    root = path.resolve()
+    limit = root if boundary is None else Path(boundary).resolve()
+    if not _inside(root, limit):
+        raise _link_escape(path, root, limit)
+    return limit
+
+
+def escaping_links(folder: Path, boundary: Path, ignores: Iterable[str] = ()) -> list[tuple[Path, Path]]:
+    """Every (link, target) under `folder` that points outside `boundary` (for validation: all of
+    them at once, without reading any file)."""
+    root = Path(folder).resolve()
+    limit = Path(boundary).resolve()
+    if not _inside(root, limit):
+        return [(Path(folder), root)]
+    escapes: list[tuple[Path, Path]] = []
+    _walk(root, IgnoreRules.for_folder(root, ignores), limit,
+          lambda link, target: escapes.append((link, target)))
+    return escapes
 
 
 def tree_hash(entries: Iterable[tuple[str, bytes]]) -> str:
@@ -194,11 +239,14 @@ def tree_hash(entries: Iterable[tuple[str, bytes]]) -> str:
     return PREFIX + digest.hexdigest()
 
 
-def snapshot(path: Path, ignores: Iterable[str] = ()) -> Snapshot:
+def snapshot(path: Path, ignores: Iterable[str] = (), *, boundary: Path | None = None) -> Snapshot:
     """Hash a file or folder and keep the list of files that went into the hash; `ignores` adds
-    gitignore patterns (an engine's caches) to the defaults."""
+    gitignore patterns (an engine's caches) to the defaults. Links may point anywhere inside
+    `boundary` (default: the folder itself; a file is checked only against a given boundary)."""
     path = Path(path)
     if path.is_file():
+        if boundary is not None:
+            _boundary(path, boundary)
         file_digest, size = _file_digest(path)
         entry = FileEntry(path.name, path.resolve(), size, file_digest)
         return Snapshot(path.resolve(), False, PREFIX + file_digest.hex(), (entry,))
@@ -207,20 +255,25 @@ def snapshot(path: Path, ignores: Iterable[str] = ()) -> Snapshot:
             f"{path} does not exist", hint="check the path in the config or on the command line"
         )
     root = path.resolve()
+    limit = _boundary(path, boundary)
+
+    def refuse(link: Path, target: Path) -> None:
+        raise _link_escape(link, target, limit)
+
     entries = []
-    for rel, file_path in _walk(root, IgnoreRules.for_folder(root, ignores)):
+    for rel, file_path in _walk(root, IgnoreRules.for_folder(root, ignores), limit, refuse):
         file_digest, size = _file_digest(file_path)
         entries.append(FileEntry(rel, file_path, size, file_digest))
     content_hash = tree_hash((e.rel, e.sha256) for e in entries)
     return Snapshot(root, True, content_hash, tuple(entries))
 
 
-def hash_tree(folder: Path, ignores: Iterable[str] = ()) -> str:
+def hash_tree(folder: Path, ignores: Iterable[str] = (), *, boundary: Path | None = None) -> str:
     """`sha256:<hex>` of a folder (a flow): sorted relative paths + bytes, caches excluded."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", hint="point at the flow's folder")
-    return snapshot(folder, ignores).content_hash
+    return snapshot(folder, ignores, boundary=boundary).content_hash
 
 
 def hash_path(path: Path, ignores: Iterable[str] = ()) -> str:
@@ -228,13 +281,15 @@ def hash_path(path: Path, ignores: Iterable[str] = ()) -> str:
     return snapshot(Path(path), ignores).content_hash
 
 
-def copy_snapshot(source: Path, dest: Path, ignores: Iterable[str] = ()) -> Path:
+def copy_snapshot(source: Path, dest: Path, ignores: Iterable[str] = (), *,
+                  boundary: Path | None = None) -> Path:
     """Copy exactly the files `source`'s content hash covers (no caches, nothing ignored) to a
-    fresh `dest`: a private copy of a flow whose hash equals the original's."""
+    fresh `dest`, as regular files: a private copy of a flow whose hash equals the original's. A
+    symbolic link leaving `boundary` (default: `source`) is refused, as in `snapshot`."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for entry in snapshot(source, ignores).files:
+    for entry in snapshot(source, ignores, boundary=boundary).files:
         target = dest / entry.rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(entry.path, target)

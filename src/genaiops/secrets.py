@@ -10,7 +10,8 @@ import re
 import threading
 
 MASK = "***"
-_SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SAS)", re.I)
+# KEYRING names a backend (PYTHON_KEYRING_BACKEND), not a secret
+_SECRET_NAME = re.compile(r"(KEY(?!RING)|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SAS)", re.I)
 _MIN_LEN = 4  # shorter values would mask ordinary words
 
 
@@ -30,6 +31,11 @@ class Redactor:
     def add_env(self, env: dict) -> None:
         self.add(*(v for k, v in env.items() if v and _SECRET_NAME.search(k)))
 
+    def values(self) -> frozenset[str]:
+        """The secret values known so far (to search images and run folders for)."""
+        with self._lock:
+            return frozenset(self._values)
+
     def redact(self, text: str) -> str:
         if not self._values or not text:
             return text
@@ -46,6 +52,11 @@ REDACTOR = Redactor()
 
 def redact(text: str) -> str:
     return REDACTOR.redact(text)
+
+
+def known_secrets() -> frozenset[str]:
+    """Every secret value in play: the config's connection keys, `.env` secrets, the audit key."""
+    return REDACTOR.values()
 
 
 def is_secret_name(name: str) -> bool:

@@ -1,7 +1,7 @@
 """`genaiops` command line. Thin: parse, call a phase, render, exit code.
 
 One module per command (`new`, `validate`, `init`, `experiment`, `evaluate`, `deploy`, `approve`,
-`registry`, `simulator`), the shared flags in `options`, all output through `render`. Heavy
+`audit`, `registry`, `simulator`), the shared flags in `options`, all output through `render`. Heavy
 modules (promptflow, azure) are imported inside the command functions so that `--help` stays fast.
 Errors become exit codes here and nowhere else.
 """
@@ -45,6 +45,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from genaiops.cli import (
         approve,
+        audit,
         compare,
         deploy,
         engine,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_deploy_parser(phases)
     compare.add_compare_parser(commands)
     approve.add_approval_parsers(commands)
+    audit.add_audit_parser(commands)
     registry.add_registry_parser(commands)
     simulator.add_simulator_parser(commands)
     engine.add_engine_parser(commands)

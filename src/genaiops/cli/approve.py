@@ -42,7 +42,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     from genaiops.cli.render import emit_json, out, table
     from genaiops.config.deployment import load_deployment
     from genaiops.deploy.approvals import normalise_digest, record_decision
-    from genaiops.deploy.audit import last_successful
+    from genaiops.deploy.audit import audit_log, last_successful
     from genaiops.deploy.variant import summary_md_for
     from genaiops.workspace import Workspace
 
@@ -51,7 +51,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     environment = config.environment(args.env)
     artifact = normalise_digest(args.artifact)
     workspace = Workspace.for_repo(root)
-    current = last_successful(workspace, args.use_case, args.env) or {}
+    current = last_successful(audit_log(workspace).read(), args.use_case, args.env) or {}
     rows = _diff(current, artifact, _image_labels(artifact))
     summary = summary_md_for(workspace, args.use_case)
     summary_text = summary.read_text(encoding="utf-8") if summary else None
@@ -61,7 +61,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
                                       "requires_approval": environment.requires_approval})
     if args.json:
         emit_json({"ok": True, "decision": decision, "record": record, "diff": rows,
-                   "summary_md": summary_text})
+                   "head": f"{record['seq']}:{record['mac']}", "summary_md": summary_text})
         return EXIT_OK
     if summary_text:
         out("evaluation summary:")
@@ -76,6 +76,8 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
         out(f"note: {args.env} does not require approval (requires_approval is not set)")
     out(f"{decision}: {artifact} for {args.use_case}/{args.env} by {args.by} "
         f"(record {record['seq']}, valid {environment.approval_ttl_minutes} min)")
+    out(f"chain head: {record['seq']}:{record['mac']}  (keep it: `genaiops audit verify --head` "
+        "proves later that nothing up to here was removed)")
     return EXIT_OK
 
 

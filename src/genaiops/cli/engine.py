@@ -10,9 +10,9 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 def add_engine_parser(commands) -> None:
     actions = add_command_group(
-        commands, "engine", help="Flow engines: list | setup",
-        description="The engines a use case can name in `engine:` (promptflow, agent_framework), "
-                    "where each runs and whether it is ready.", dest="action", metavar="{list,setup}")
+        commands, "engine", "Flow engines: list | setup",
+        "The engines a use case can name in `engine:` (promptflow, agent_framework), where each "
+        "runs and whether it is ready.", ["list", "setup"])
     add_command(actions, "list", cmd_engine_list)
     setup = add_command(actions, "setup", cmd_engine_setup)
     setup.add_argument("name", choices=_engines(), help="the engine to set up")

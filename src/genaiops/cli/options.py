@@ -76,6 +76,15 @@ def add_registry_flag(parser: argparse.ArgumentParser, *, default: str,
                             help=argparse.SUPPRESS)
 
 
+def add_command_group(subparsers, name: str, summary: str, description: str, commands: list[str]):
+    """A command with sub-commands (`registry list|show`, `audit init|verify`); returns the
+    sub-parsers to `add_command` them to."""
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    add_repo_flag(parser)
+    return parser.add_subparsers(dest=f"{name}_command", metavar="{" + ",".join(commands) + "}",
+                                 required=True)
+
+
 def add_command(subparsers, name: str, func, **flags) -> argparse.ArgumentParser:
     """One command: its parser with the shared `flags` (see `shared`) and the function it runs.
 
@@ -88,15 +97,6 @@ def add_command(subparsers, name: str, func, **flags) -> argparse.ArgumentParser
                                    description=" ".join(doc.split()))
     parser.set_defaults(func=func)
     return parser
-
-
-def add_command_group(subparsers, name: str, *, help: str, description: str, dest: str,
-                      metavar: str):
-    """A command with sub-commands (`registry list|show`, `engine list|setup`): its parser takes
-    `--repo` too; returns the subparsers to `add_command` the sub-commands to."""
-    parser = subparsers.add_parser(name, help=help, description=description)
-    add_repo_flag(parser)
-    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
 
 
 def show_progress(args: argparse.Namespace) -> bool:

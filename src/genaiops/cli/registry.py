@@ -13,10 +13,9 @@ BACKEND_ENV = "GENAIOPS_REGISTRY_BACKEND"
 
 def add_registry_parser(subparsers) -> None:
     commands = add_command_group(
-        subparsers, "registry", help="List and inspect registered datasets and flows",
-        description="The registered versions of datasets and flows: one version per distinct "
-                    "content, each pinned by a URI such as local:tickets:3.",
-        dest="registry_command", metavar="{list,show}")
+        subparsers, "registry", "List and inspect registered datasets and flows",
+        "The registered versions of datasets and flows: one version per distinct content, each "
+        "pinned by a URI such as local:tickets:3.", ["list", "show"])
     listing = add_command(commands, "list", cmd_list)
     show = add_command(commands, "show", cmd_show)
     show.add_argument("asset", help="asset name")

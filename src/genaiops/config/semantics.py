@@ -1,17 +1,21 @@
-"""Checks JSON Schema cannot express: unique names, references that exist, paths inside the repo,
-flows that their engine reads (the use case's `engine:` for `flow`, the evaluator's or the one
-that reads it for evaluation flows), mapping columns present in the dataset's first row."""
+"""Checks JSON Schema cannot express: unique names, references that exist, paths inside the repo
+(symbolic links included), flows that their engine reads (the use case's `engine:` for `flow`,
+the evaluator's or the one that reads it for evaluation flows), mapping columns present in the
+dataset's first row, worker counts this machine can hold."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
+from genaiops.capacity import worker_hint, worker_problem
 from genaiops.config.yamlsrc import SourceMap, format_path
 from genaiops.engines import DEFAULT_ENGINE, engine_reading, open_engine
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
+from genaiops.hashing import escaping_links
 from genaiops.workspace.repo import resolve_inside
 
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
@@ -63,8 +67,27 @@ class Checker:
             reader = open_engine(engine) if engine else self.engine
             self.add(path, str(exc), reader.flow_hint)
             return None
+        spec = replace(spec, boundary=self.repo_root)
+        if not self.links_stay_inside(path, spec.root):
+            return None
         self.flows[value] = spec
         return spec
+
+    def links_stay_inside(self, path, folder: Path) -> bool:
+        """A symbolic link out of the repository would carry a host file into runs, the registry
+        and images: each one is a problem."""
+        escapes = escaping_links(folder, self.repo_root, self.engine.cache_patterns)
+        for link, target in escapes:
+            self.add(path, f"{self._shown(link)} is a symbolic link to {target}, outside the repository",
+                     "replace it with a regular file (or a link to a file inside the repository), "
+                     "or remove it")
+        return not escapes
+
+    def _shown(self, link: Path) -> str:
+        try:
+            return link.relative_to(self.repo_root).as_posix()
+        except ValueError:
+            return str(link)
 
     def dataset_row(self, path, value: str) -> dict | None:
         """The dataset's first row (for checking mapped columns), or None with a problem added."""
@@ -198,6 +221,16 @@ def check(data: dict, sources: SourceMap,
         if gate.get("dataset") and gate["dataset"] not in names:
             c.add(("gates", g_index, "dataset"), f"no dataset named {gate['dataset']!r}",
                   f"use one of: {', '.join(sorted(names))}")
+
+    runtime = data.get("runtime") or {}
+    # Azure ML compute is not this machine; an agent_framework batch is one process whose lines
+    # are coroutines, so only promptflow's worker processes are counted against cores and memory
+    if runtime.get("backend", "local") == "local" and engine_name == "promptflow":
+        workers, parallel = runtime.get("worker_count", 4), runtime.get("max_parallel", 4)
+        problem = worker_problem(workers, parallel)
+        if problem:  # located at the larger factor
+            field = "max_parallel" if parallel > workers else "worker_count"
+            c.add(("runtime", field if field in runtime else "worker_count"), problem, worker_hint())
 
     rules = (data.get("simulator") or {}).get("rules")
     if rules:

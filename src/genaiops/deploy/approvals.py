@@ -1,24 +1,160 @@
 """Human approvals bound to one artifact: image digest + use case + environment, with an expiry.
 
-`genaiops approve|reject` append decisions to a tamper-evident log (`audit.ChainedLog`);
-`require_approval` is what `run deploy` calls for environments with `requires_approval: true`.
-It fails closed: a missing, expired, rejected, mismatched or tampered approval refuses the deploy.
+Decisions are records of the audit chain (`audit`): `genaiops approve|reject` append them, and
+`run deploy` asks an `ApprovalSource` for a grant before it registers, pushes or starts anything:
+
+- `local`: the newest approval of exactly this digest, use case and environment within its TTL;
+- `azure_devops`: the current pipeline run's approval record (`deploy/ado.py`). When that record
+  names the digest it approved or the chain head it saw (`artifact`, `head` in what
+  `verify_run_approved` returns), both are checked: the pipeline is then the chain's outside anchor.
+
+For every source a rejection of the digest in the chain is final, and every doubt refuses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
-from genaiops.deploy.audit import ChainedLog, audit_key, audit_log
+from genaiops.deploy.audit import ChainHead, audit_log
 from genaiops.errors import GenaiopsError, UsageError
+
+DECISIONS = ("approved", "rejected")
 
 
 class ApprovalRefused(GenaiopsError):
     """The environment needs an approval this artifact does not have (exit 1)."""
 
 
-def approvals_log(workspace, use_case: str, env: str) -> ChainedLog:
-    return ChainedLog(workspace.approvals_log(use_case, env), audit_key(workspace))
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What a deploy asks to be allowed: this digest, for this use case and environment."""
+
+    use_case: str
+    env: str
+    artifact: str
+    ttl_minutes: int = 60
+
+    @property
+    def how(self) -> str:
+        return (f"review it, then: genaiops approve --use-case {self.use_case} --env {self.env} "
+                f"--artifact {self.artifact} --by <your name>")
+
+
+@dataclass(frozen=True)
+class ApprovalGrant:
+    """Why a deploy may go ahead, as recorded with the deployment."""
+
+    source: str  # local | azure_devops
+    by: str
+    at: str | None = None
+    reference: dict = field(default_factory=dict)  # local: the decision's seq; ADO: run and approval ids
+    head: ChainHead | None = None  # a chain head the source keeps outside the state folder
+
+    def as_ref(self) -> dict:
+        ref = {"source": self.source, "by": self.by, "at": self.at, **self.reference}
+        if self.head is not None:
+            ref["head"] = str(self.head)
+        return {k: v for k, v in ref.items() if v is not None}
+
+
+class ApprovalSource(Protocol):
+    """Where the approval of a deploy comes from."""
+
+    name: str
+
+    def grant(self, request: ApprovalRequest, records: list[dict],
+              now: datetime | None = None) -> ApprovalGrant:
+        """The grant for `request` given the verified chain `records`, or ApprovalRefused."""
+        ...
+
+
+def decisions(records: list[dict], use_case: str, env: str, artifact: str | None = None) -> list[dict]:
+    return [r for r in records if r.get("event") in DECISIONS and r.get("use_case") == use_case
+            and r.get("env") == env and (artifact is None or r.get("artifact") == artifact)]
+
+
+def refuse_if_rejected(records: list[dict], request: ApprovalRequest) -> None:
+    """A rejection is final for its digest: no later approval, from any source, undoes it."""
+    for record in decisions(records, request.use_case, request.env, request.artifact):
+        if record["event"] == "rejected":
+            raise ApprovalRefused(
+                f"artifact {request.artifact} was rejected for {request.env} by {record['by']} at "
+                f"{record['at']}: {record.get('note') or '(no note)'}",
+                hint="fix the flow and deploy a new artifact; a rejection is final for this one")
+
+
+class LocalApprovals:
+    """Approvals recorded with `genaiops approve` in the audit chain."""
+
+    name = "local"
+
+    def grant(self, request: ApprovalRequest, records: list[dict],
+              now: datetime | None = None) -> ApprovalGrant:
+        refuse_if_rejected(records, request)
+        mine = decisions(records, request.use_case, request.env, request.artifact)
+        if not mine:
+            others = sorted({r["artifact"] for r in decisions(records, request.use_case, request.env)
+                             if r["event"] == "approved"})
+            if others:
+                raise ApprovalRefused(
+                    f"{request.env} requires an approval of artifact {request.artifact}; the approvals on "
+                    f"record are for other artifacts ({', '.join(a[:19] + '...' for a in others)}): "
+                    "wrong digest", hint=request.how)
+            raise ApprovalRefused(f"{request.env} requires an approval of artifact {request.artifact} "
+                                  "and there is none", hint=request.how)
+        latest = mine[-1]
+        approved_at = datetime.fromisoformat(latest["at"])
+        now = now or datetime.now(timezone.utc)
+        if now > approved_at + timedelta(minutes=request.ttl_minutes):
+            raise ApprovalRefused(f"the approval of {request.artifact} for {request.env} by {latest['by']} "
+                                  f"at {latest['at']} expired (valid {request.ttl_minutes} minutes)",
+                                  hint=request.how)
+        return ApprovalGrant("local", latest["by"], latest["at"], {"seq": latest["seq"]})
+
+
+class AzureDevOpsApprovals:
+    """The approval record of the current Azure DevOps run (`deploy/ado.py` talks to the API)."""
+
+    name = "azure_devops"
+
+    def __init__(self, environ: dict | None = None, client=None):
+        self.environ = environ
+        self._client = client  # anything with verify_run_approved() -> dict (tests pass a fake)
+
+    def _verified(self) -> dict:
+        if self._client is None:
+            from genaiops.deploy.ado import AdoApprovalsClient, AdoRun
+
+            self._client = AdoApprovalsClient(AdoRun.from_env(self.environ))
+        return self._client.verify_run_approved()
+
+    def grant(self, request: ApprovalRequest, records: list[dict],
+              now: datetime | None = None) -> ApprovalGrant:
+        refuse_if_rejected(records, request)
+        approved = self._verified()
+        bound = approved.get("artifact")
+        if bound and normalise_digest(bound) != request.artifact:
+            raise ApprovalRefused(f"the Azure DevOps approval of run {approved.get('run_id')} is for "
+                                  f"artifact {bound}, not {request.artifact}: wrong digest",
+                                  hint="approve the run that built this artifact")
+        head = ChainHead.parse(approved["head"]) if approved.get("head") else None
+        reference = {k: approved.get(k) for k in ("run_id", "approval_ids")}
+        return ApprovalGrant("azure_devops", approved.get("by") or "", None, reference, head)
+
+
+SOURCES: dict[str, Callable[..., ApprovalSource]] = {
+    "local": lambda environ=None: LocalApprovals(),
+    "azure_devops": lambda environ=None: AzureDevOpsApprovals(environ),
+}
+
+
+def approval_source(name: str, environ: dict | None = None) -> ApprovalSource:
+    if name not in SOURCES:
+        raise UsageError(f"unknown approval_source {name!r}", hint=f"use one of: {', '.join(SOURCES)}")
+    return SOURCES[name](environ)
 
 
 def normalise_digest(digest: str) -> str:
@@ -34,44 +170,24 @@ def normalise_digest(digest: str) -> str:
 
 def record_decision(workspace, *, use_case: str, env: str, artifact: str, decision: str, by: str,
                     note: str = "", context: dict | None = None) -> dict:
-    if decision not in ("approved", "rejected"):
+    """Append a person's decision to the audit chain; approving a rejected digest is refused."""
+    if decision not in DECISIONS:
         raise ValueError(decision)
     if not by.strip():
         raise UsageError("--by must name the person deciding")
-    entry = {"kind": "approval", "use_case": use_case, "env": env, "artifact": normalise_digest(artifact),
-             "decision": decision, "by": by.strip(), "note": note, "context": context or {}}
-    record = approvals_log(workspace, use_case, env).append(entry)
-    audit_log(workspace).append({"event": decision, "use_case": use_case, "env": env,
-                             "artifact": entry["artifact"], "by": entry["by"], "note": note,
-                             "approval_seq": record["seq"]})
-    return record
+    request = ApprovalRequest(use_case, env, normalise_digest(artifact))
+
+    def still_allowed(records: list[dict]) -> None:
+        if decision == "approved":
+            refuse_if_rejected(records, request)
+
+    return audit_log(workspace).append(
+        {"event": decision, "use_case": use_case, "env": env, "artifact": request.artifact,
+         "by": by.strip(), "note": note, "context": context or {}}, check=still_allowed)
 
 
 def require_approval(workspace, *, use_case: str, env: str, artifact: str, ttl_minutes: int,
-                     now: datetime | None = None) -> dict:
-    """The approval record that allows deploying `artifact`, or ApprovalRefused saying why not."""
-    artifact = normalise_digest(artifact)
-    how = (f"review it, then: genaiops approve --use-case {use_case} --env {env} "
-           f"--artifact {artifact} --by <your name>")
-    records = [r for r in approvals_log(workspace, use_case, env).read()
-               if r.get("use_case") == use_case and r.get("env") == env]  # TamperedLog propagates
-    mine = [r for r in records if r.get("artifact") == artifact]
-    if not mine:
-        others = sorted({r["artifact"] for r in records if r.get("decision") == "approved"})
-        if others:
-            raise ApprovalRefused(
-                f"{env} requires an approval of artifact {artifact}; the approvals on record are for "
-                f"other artifacts ({', '.join(a[:19] + '...' for a in others)}): wrong digest", hint=how)
-        raise ApprovalRefused(f"{env} requires an approval of artifact {artifact} and there is none",
-                              hint=how)
-    latest = mine[-1]
-    if latest["decision"] == "rejected":
-        raise ApprovalRefused(f"artifact {artifact} was rejected for {env} by {latest['by']} at "
-                              f"{latest['at']}: {latest.get('note') or '(no note)'}",
-                              hint="fix the flow and deploy a new artifact; a rejection is final for this one")
-    approved_at = datetime.fromisoformat(latest["at"])
-    now = now or datetime.now(timezone.utc)
-    if now > approved_at + timedelta(minutes=ttl_minutes):
-        raise ApprovalRefused(f"the approval of {artifact} for {env} by {latest['by']} at {latest['at']} "
-                              f"expired (valid {ttl_minutes} minutes)", hint=how)
-    return latest
+                     now: datetime | None = None) -> ApprovalGrant:
+    """The local grant to deploy `artifact`, or ApprovalRefused saying why not."""
+    request = ApprovalRequest(use_case, env, normalise_digest(artifact), ttl_minutes)
+    return LocalApprovals().grant(request, audit_log(workspace).read(), now)

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from genaiops.deploy import dockercli
 from genaiops.errors import GenaiopsError, UsageError
+from genaiops.safecopy import require_regular_tree
 from genaiops.workspace.files import atomic_write_text
 
-TEMPLATE_VERSION = "3"
+TEMPLATE_VERSION = "4"
 LABEL_PREFIX = "io.genaiops."
 
 DOCKERFILE = """\
@@ -126,9 +127,13 @@ class ImageBuilder:
         _link_wheels(wheels, context / "wheels")
         atomic_write_text(context / "requirements.lock", _lock(wheels))
         atomic_write_text(context / "Dockerfile", dockerfile(self.base_image, bundle))
+        require_regular_tree(context / "bundle", "an image's bundle")
         all_labels = {**{LABEL_PREFIX + k: str(v) for k, v in labels.items()},
                       LABEL_PREFIX + "artifact_key": key, LABEL_PREFIX + "flow_hash": flow_hash,
-                      LABEL_PREFIX + "build_id": uuid.uuid4().hex[:12]}
+                      LABEL_PREFIX + "build_id": uuid.uuid4().hex[:12],
+                      # what the post-build scan compares the image's flow folder with
+                      LABEL_PREFIX + "flow_dir": bundle.flow_dir,
+                      LABEL_PREFIX + "generated": ",".join(bundle.generated)}
         args = ["build", "--network", "none", "-t", tag]
         for k, v in sorted(all_labels.items()):
             args += ["--label", f"{k}={v}"]

@@ -29,6 +29,8 @@ class FlowSpec:
     outputs: tuple[str, ...] = ()
     # node name -> (default variant id, (variant ids...)): per-node variants, where the engine has them
     node_variants: dict = field(default_factory=dict)
+    # where the flow's symbolic links may point (the repository); None: inside `root` only
+    boundary: Path | None = None
     engine: str = "promptflow"  # the engine that read it (and runs it)
 
 
@@ -101,6 +103,7 @@ class BatchResult:
     members: list[MemberResult]
     error: str | None = None  # why the whole run failed
     metrics: dict = field(default_factory=dict)  # aggregated metrics the flow logged (evaluation runs)
+    crashed: bool = False  # a process running it died (killed, out of memory): failed, never retried
 
 
 ProgressCallback = Callable[[int], None]  # lines finished so far
@@ -120,6 +123,8 @@ class ServingBundle:
     env: dict  # image environment variables (never secrets)
     command: list[str]  # the container's CMD
     port: int = 8080
+    flow_dir: str = "/flow"  # where the image holds the flow (checked against its hash after a build)
+    generated: tuple[str, ...] = ()  # glob patterns of files the build adds under flow_dir
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ A phase is a function from a `PhaseContext` (plus its options) to a typed result
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -36,17 +36,19 @@ class PhaseContext:
     @classmethod
     def for_config(cls, config: ExperimentConfig, *, simulator=None, runner=None,
                    show_progress: bool = True) -> PhaseContext:
+        from genaiops.config.envvars import load_dotenv_values
         from genaiops.engines import engine_for
         from genaiops.secrets import REDACTOR
 
         REDACTOR.add(*config.secrets())
+        REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named
         return cls(config, Workspace.for_repo(config.repo_root), engine_for(config, runner),
                    simulator, show_progress)
 
     @cached_property
     def flow(self) -> FlowSpec:
-        """The standard flow as the engine reads it."""
-        return self.engine.read_flow(self.config.flow)
+        """The standard flow as the engine reads it; its links may point inside the repository."""
+        return replace(self.engine.read_flow(self.config.flow), boundary=self.config.repo_root)
 
     @cached_property
     def deployment(self):

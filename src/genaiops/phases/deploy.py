@@ -1,8 +1,10 @@
-"""deploy: choose the variant, register the flow if changed, build (or reuse) its image, pass the
-approval gate, roll it out to the environment's target, smoke-test it, and record everything.
+"""deploy: verify the audit chain, choose the variant, build (or reuse) its image, pass the
+approval gate, register the flow if changed, roll it out to the environment's target, smoke-test
+it, and record everything in the audit chain.
 
-Order matters: the image is built *before* the gate because approvals are bound to its digest;
-nothing reaches a protected environment until an approval of exactly that digest exists.
+Order matters: the chain is verified before anything else, so a tampered trail stops the deploy
+before any work; the image is built before the gate because approvals are bound to its digest;
+nothing is registered, pushed or started until the gate passed. A refusal is itself recorded.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     from genaiops.deploy.image import ImageBuilder, git_commit
     from genaiops.deploy.targets import DeployRequest, SmokeSpec, make_target
     from genaiops.deploy.variant import choose_variant
-    from genaiops.hashing import hash_tree
+    from genaiops.hashing import snapshot
     from genaiops.llm_session import endpoints
     from genaiops.registry import AssetSpec, open_registry
 
@@ -61,16 +63,18 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     target_name = options.target or environment.target
     work = workspace.deploy_dir(use_case)
 
+    # the whole audit chain first: a tampered trail stops the deploy before anything is built
+    trail = audit.audit_log(workspace)
+    gated_by_pipeline = environment.requires_approval and environment.approval_source != "local"
+    brief = {"use_case": use_case, "env": options.env, "target": target_name}
+    records = _verified(workspace, trail, brief, require_anchor=not gated_by_pipeline)
+
     chosen = choose_variant(ctx, options.variant)
     if chosen.note:
         progress("note: " + chosen.note)
     staged = engine.stage_for_serving(ctx.flow, chosen.spec(), work / "staged" / "flow")
-    flow_hash = hash_tree(staged, engine.cache_patterns)
-    backend = config.registry.get("backend") or experiment.registry.get("backend", "local")
-    registration = open_registry(backend, repo_root, experiment.registry).register(
-        AssetSpec(name=f"{use_case}-flow", kind="flow", path=staged,
-                  description=f"deployed flow, variant {chosen.label}", ignores=engine.cache_patterns))
-    progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
+    flow = snapshot(staged, engine.cache_patterns)
+    flow_hash = flow.content_hash
 
     fixed_simulator = f"http://127.0.0.1:{experiment.simulator.port}"
     connections = engine.serving_connections(
@@ -80,26 +84,29 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
                            work_dir=work, wheel_cache=workspace.wheel_cache, progress=progress)
     image = builder.ensure(staged, flow_hash, connections.descriptions, {
         "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",
-        "git_commit": git_commit(repo_root), "registration": registration.uri})
-    _assert_no_secret_in_image(image.tag, experiment.secrets())
+        "git_commit": git_commit(repo_root)})
     progress(f"image {image.tag} {image.image_id[:19]} ({f'built in {image.build_seconds:.0f}s' if image.built else 'reused'})")
 
     base_record = {
-        "use_case": use_case, "env": options.env, "target": target_name, "variant": chosen.as_dict(),
-        "flow_hash": flow_hash, "registration": registration.uri, "image": image.as_dict(),
+        **brief, "variant": chosen.as_dict(), "flow_hash": flow_hash, "image": image.as_dict(),
         "artifact": image.image_id, "git_commit": image.labels.get("git_commit", ""),
     }
-    log = audit.audit_log(workspace)
-    approval = None
-    if environment.requires_approval:
-        try:
-            approval = _check_approval(workspace, use_case, environment, image.image_id, options.environ)
-        except GenaiopsError as exc:
-            log.append({"event": "deploy_refused", **_brief(base_record), "reason": exc.message})
-            raise
-        progress(f"approval: {approval.get('decision', 'approved')} by {approval.get('by')}")
+    grant = None
+    if gated_by_pipeline:  # its record may hold the chain head that lets a fresh agent's chain take records
+        grant = _approval(workspace, trail, environment, base_record, options.environ)
+    _scan(trail, records, image, flow, _brief(base_record), progress)
+    if environment.requires_approval and grant is None:  # the scan is on record for the approver
+        grant = _approval(workspace, trail, environment, base_record, options.environ)
+    if grant is not None:  # before anything leaves this machine or starts
+        progress(f"approval: {grant.source} by {grant.by}")
 
-    previous = audit.last_successful(workspace, use_case, options.env)
+    backend = config.registry.get("backend") or experiment.registry.get("backend", "local")
+    registration = open_registry(backend, repo_root, experiment.registry).register(
+        AssetSpec(name=f"{use_case}-flow", kind="flow", path=staged,
+                  description=f"deployed flow, variant {chosen.label}", ignores=engine.cache_patterns))
+    progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
+
+    previous = audit.last_successful(records, use_case, options.env)
     target = make_target(target_name, workspace=workspace, progress=progress,
                          extra_labels=options.extra_labels, ml_client=options.ml_client,
                          pusher=options.pusher)
@@ -113,33 +120,88 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
             _serve_simulator_if_free(stack, experiment, progress)
         outcome = target.deploy(request)
 
-    approval_ref = None if approval is None else {k: approval.get(k) for k in
-                                                   ("source", "seq", "by", "at", "run_id", "approval_ids")
-                                                   if approval.get(k) is not None}
-    record = {**base_record, "ok": outcome.ok, "outcome": outcome.as_dict(), "approval": approval_ref,
+    record = {**base_record, "event": "deployed" if outcome.ok else "deploy_failed", "ok": outcome.ok,
+              "registration": registration.uri, "outcome": outcome.as_dict(),
+              "approval": grant.as_ref() if grant else None,
               "previous_artifact": previous.get("artifact") if previous else None,
               "duration_s": round(time.monotonic() - started, 1)}
-    record = audit.deployments_log(workspace, use_case, options.env).append(record)
-    log.append({"event": "deployed" if outcome.ok else "deploy_failed", **_brief(base_record),
-                "endpoint": outcome.endpoint, "message": outcome.message, "deployment_seq": record["seq"]})
+    try:
+        record = trail.append(record)
+    except audit.TamperedLog as exc:  # changed while deploying: keep the record in the trust folder
+        audit.record_incident(workspace, {**record, "event": "deploy_unrecorded", "reason": exc.message})
+        raise audit.TamperedLog(
+            f"{options.env} now runs {image.image_id} (smoke test {'passed' if outcome.ok else 'failed'}), "
+            f"but the audit chain changed during the deploy, so it was not recorded there: {exc.message}",
+            hint=f"the record is kept in {workspace.audit_incidents_log}; restore the chain from a "
+                 "trusted copy") from None
     return DeployResult(record, chosen.note)
+
+
+def _verified(workspace, trail, brief: dict, *, require_anchor: bool) -> list[dict]:
+    """The chain's records; a chain that fails its check refuses the deploy, and the refusal goes
+    to the trust folder's incident log (the chain itself cannot take it)."""
+    from genaiops.deploy import audit
+
+    try:
+        return trail.read(require_anchor=require_anchor)
+    except audit.TamperedLog as exc:
+        audit.record_incident(workspace, {"event": "deploy_refused", **brief, "reason": exc.message})
+        raise
+
+
+def _scan(trail, records: list[dict], image, flow, brief: dict, progress) -> None:
+    """The post-build scan (flow files as hashed, no known secret), once per image and secrets set:
+    a passed scan is an audit record, which only the key holder can write."""
+    from genaiops.deploy.image_scan import require_clean, scan_image
+    from genaiops.secrets import known_secrets
+
+    secrets = known_secrets()
+    fingerprint = trail.keyed_digest("\0".join(sorted(secrets)))
+    if any(r.get("event") == "image_scanned" and r.get("ok") and r.get("image") == image.image_id
+           and r.get("secrets") == fingerprint for r in records):
+        progress("image scan: passed before (same image, same secrets)")
+        return
+    result = scan_image(image.tag, flow_dir=image.labels.get("flow_dir") or "/flow",
+                        expected={entry.rel: entry.sha256 for entry in flow.files},
+                        generated=filter(None, image.labels.get("generated", "").split(",")),
+                        secrets=secrets)
+    trail.append({"event": "image_scanned", **brief, "image": image.image_id, "ok": result.ok,
+                  "secrets": fingerprint, "scan": result.as_dict()})
+    require_clean(result)
+    progress(f"image scan: {result.files} files, {result.bytes / 1e6:.0f} MB in {result.seconds:.1f}s: "
+             "the flow as hashed, no known secret")
+
+
+def _approval(workspace, trail, environment, base_record: dict, environ):
+    """The grant for this artifact; a refusal is appended to the chain before it is raised."""
+    from genaiops.deploy.approvals import ApprovalRequest, approval_source
+    from genaiops.deploy.audit import TamperedLog
+
+    request = ApprovalRequest(base_record["use_case"], environment.name, base_record["artifact"],
+                              environment.approval_ttl_minutes)
+    brief = _brief(base_record)
+    source = approval_source(environment.approval_source, environ)
+    try:
+        records = trail.read(require_anchor=source.name == "local")  # as of now, not of the start
+        grant = source.grant(request, records)
+        if grant.head is not None:  # the source keeps a chain head outside the state folder
+            trail.vouch(grant.head)
+        else:
+            trail.read()  # without one, the local anchor must vouch for the chain
+    except TamperedLog as exc:
+        from genaiops.deploy.audit import record_incident
+
+        record_incident(workspace, {"event": "deploy_refused", **brief, "reason": exc.message})
+        raise
+    except GenaiopsError as exc:
+        trail.append({"event": "deploy_refused", **brief, "reason": exc.message})
+        raise
+    return grant
 
 
 def _brief(record: dict) -> dict:
     return {k: record[k] for k in ("use_case", "env", "target", "artifact", "flow_hash")} | \
         {"variant": record["variant"]["label"]}
-
-
-def _check_approval(workspace, use_case, environment, artifact, environ) -> dict:
-    if environment.approval_source == "azure_devops":
-        from genaiops.deploy.ado import AdoApprovalsClient, AdoRun
-
-        return AdoApprovalsClient(AdoRun.from_env(environ)).verify_run_approved()
-    from genaiops.deploy.approvals import require_approval
-
-    record = require_approval(workspace, use_case=use_case, env=environment.name, artifact=artifact,
-                              ttl_minutes=environment.approval_ttl_minutes)
-    return {**record, "source": "local"}
 
 
 def _uses_simulator(experiment) -> bool:
@@ -171,17 +233,3 @@ def _smoke_body(config) -> dict:
         raise ConfigError([Problem(config.smoke_request_rel, None, None, "expected a JSON object",
                                    "write the flow's inputs as one JSON object")])
     return body
-
-
-def _assert_no_secret_in_image(tag: str, secrets: set[str]) -> None:
-    """Fail closed if a known secret value shows up in the image's config or layer history."""
-    from genaiops.deploy import dockercli
-
-    values = [s for s in secrets if s and len(s) >= 4]
-    if not values:
-        return
-    blob = dockercli.text("image", "inspect", tag) + dockercli.text("history", "--no-trunc", tag)
-    if any(v in blob for v in values):
-        raise GenaiopsError(f"a connection secret appears in image {tag}'s metadata: refusing to deploy it",
-                            hint="remove secrets from the flow folder and build settings; "
-                                 f"then delete the image: docker rmi {tag}")

@@ -117,7 +117,7 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
             raise UsageError(f"unknown dataset(s): {', '.join(unknown)}",
                              hint=f"datasets of {config.use_case}: {', '.join(known)}")
         datasets = [known[n] for n in options.datasets]
-    flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns)
+    flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns, boundary=ctx.flow.boundary)
     engine_version = ctx.engine.version()
     planned = []
     for dataset in datasets:
@@ -203,7 +203,7 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
         lines = member.lines if member else []
         ok = [line for line in lines if line.ok]
         failed = [line for line in lines if not line.ok]
-        if member is None:  # the whole run failed before producing lines
+        if member is None or result.crashed:  # the whole run failed (before producing lines)
             failed_count, errors = batch.rows, [{"line": None, "message": redact(result.error or "run failed")}]
         else:
             failed_count = len(failed)
@@ -247,6 +247,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     from genaiops.llm_session import output_settings
 
     config = ctx.config
+    _check_capacity(config, options)
     ledger = ctx.workspace.ledger()
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
@@ -299,6 +300,18 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                             totals, simulator_stats, failures)
 
 
+def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:
+    """--workers / --max-parallel are held to what this machine can run, as the config is."""
+    from genaiops.capacity import worker_hint, worker_problem
+
+    if config.runtime.backend != "local" or not (options.worker_count or options.max_parallel):
+        return
+    problem = worker_problem(options.worker_count or config.runtime.worker_count,
+                             options.max_parallel or config.runtime.max_parallel)
+    if problem:
+        raise UsageError(f"--workers/--max-parallel: {problem}", hint=worker_hint())
+
+
 def _run_batches(ctx: PhaseContext, batches: list[Batch], max_parallel: int, experiment_id: str,
                  ledger: Ledger) -> dict:
     retries = ctx.config.runtime.retries
@@ -307,9 +320,9 @@ def _run_batches(ctx: PhaseContext, batches: list[Batch], max_parallel: int, exp
     def execute(batch: Batch, report) -> list[RunRecord]:
         started = time.time()
         result = None
-        for attempt in range(attempts):  # whole-run failures (worker crash) are retried
+        for attempt in range(attempts):  # whole-run errors are retried; a dead process never
             result = ctx.engine.run_batch(batch.job, lambda done: report(done * len(batch.runs)))
-            if result.members or attempt == attempts - 1:
+            if result.members or result.crashed or attempt == attempts - 1:
                 break
             time.sleep(retries.backoff_sec * 2 ** attempt)
             batch.job.name = f"{batch.job.name}-r{attempt + 1}"

@@ -1,4 +1,6 @@
-"""Fault injection for the LLM simulator: 429 with Retry-After, 500, and slow answers (timeouts).
+"""Fault injection for the LLM simulator: 429 with Retry-After, 500, slow answers (timeouts), and a
+401 that echoes the presented key in its body, as a careless endpoint does (OpenAI's 401 names the
+key it refused): the test that genaiops keeps such echoes out of every file it and promptflow write.
 
 A fault applies to completion requests only (never to /health or /_simulator/*). Faults are
 checked in the order they were added; the first one that fires is used, and checking and
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 
 from genaiops.errors import UsageError
 
-KINDS = ("429", "500", "timeout")
+KINDS = ("429", "500", "timeout", "401")
 _FIELDS = ("kind", "count", "match", "rate", "retry_after", "seconds")
 
 

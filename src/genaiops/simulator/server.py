@@ -21,7 +21,8 @@ SSE chunks (one per word) and, with `stream_options.include_usage`, a final usag
 Latency: each answer waits `latency_ms + jitter_ms * u` where u in [0, 1) comes from the
 request's hash (deterministic); handlers run in their own threads, so N concurrent requests
 take about one latency, not N. Requests are never logged unless `verbose`, and then only
-method, path, status and duration: API keys are read to check presence and then dropped.
+method, path, status and duration: API keys are read to check them and then dropped, except by
+the `401` fault, which echoes the key in its error body on purpose (a test of leak handling).
 """
 
 from __future__ import annotations
@@ -420,7 +421,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _completion(self, chat: bool, body: bytes) -> None:
         key = self._api_key_header()
         refusal = self.sim._check_key(key)
-        del key
         if refusal:
             raise _BadRequest(401, refusal, code="invalid_api_key")
         data = self._parse_json(body)
@@ -439,6 +439,12 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.sim.faults.take(text)
         if fault is not None:
             self.sim.stats.fault(fault.kind)
+            if fault.kind == "401":  # deliberately careless: the body repeats the key it refuses
+                return self._error(
+                    401,
+                    f"Incorrect API key provided: {key}. (fault injected by {SIMULATOR_NAME})",
+                    code="invalid_api_key",
+                )
             if fault.kind == "429":
                 seconds = fault.retry_after
                 return self._error(

@@ -13,16 +13,23 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     comparisons/<candidate uc>/<comparison id>/    `genaiops compare` reports
     resolved/<uc>/<env>.json                       the resolved config `run init` saw
     registry/                                      the embedded registry (catalogue + blobs)
-    approvals/<uc>-<env>.jsonl                     decisions, chained
-    audit/audit.jsonl, deployments/<uc>-<env>.jsonl
-    keys/audit.key                                 HMAC key of the chained logs
+    audit/audit.jsonl                              the audit chain: approvals, rejections,
+                                                   refusals, deployments (HMAC-chained)
     staging/<name>/                                throw-away copies of flows for one run
     deploy/<uc>/                                   image build contexts, manifests
     deploy/wheels/                                 wheel cache (or $GENAIOPS_WHEEL_CACHE)
+
+What must not be editable by whoever can write the state folder lives in the *trust folder*
+(`$GENAIOPS_TRUST_DIR`, else `$XDG_CONFIG_HOME/genaiops`, else `~/.config/genaiops`):
+
+    audit.key                                      HMAC key of the chain (or $GENAIOPS_AUDIT_KEY)
+    anchors/<state id>.json                        the chain's newest head (seq + mac)
+    incidents/<state id>.jsonl                     refusals the chain itself could not take
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,19 +84,39 @@ class Workspace:
     def registry_dir(self) -> Path:
         return self.root / "registry"
 
-    def approvals_log(self, use_case: str, env: str) -> Path:
-        return self._dir("approvals") / f"{use_case}-{env}.jsonl"
-
     @property
     def audit_log(self) -> Path:
         return self._dir("audit") / "audit.jsonl"
 
-    def deployments_log(self, use_case: str, env: str) -> Path:
-        return self._dir("deployments") / f"{use_case}-{env}.jsonl"
+    @property
+    def legacy_audit_key_file(self) -> Path:
+        """Where older versions kept the key: inside the state folder, so never used now."""
+        return self.root / "keys" / "audit.key"
+
+    # -- the trust folder: outside the state folder and the repository ------------------------
+    @property
+    def trust_dir(self) -> Path:
+        env = os.environ.get("GENAIOPS_TRUST_DIR")
+        if env:
+            return Path(env).expanduser().resolve()
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        return Path(config_home).resolve() / "genaiops"
 
     @property
     def audit_key_file(self) -> Path:
-        return self.root / "keys" / "audit.key"
+        return self.trust_dir / "audit.key"
+
+    @property
+    def _state_id(self) -> str:
+        return hashlib.sha256(str(self.root).encode("utf-8")).hexdigest()[:32]
+
+    @property
+    def audit_anchor_file(self) -> Path:
+        return self.trust_dir / "anchors" / f"{self._state_id}.json"
+
+    @property
+    def audit_incidents_log(self) -> Path:
+        return self.trust_dir / "incidents" / f"{self._state_id}.jsonl"
 
     # -- scratch space ------------------------------------------------------------------------
     def staging(self, name: str) -> Path:

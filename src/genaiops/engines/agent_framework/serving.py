@@ -38,4 +38,4 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
     atomic_write_text(app / "genaiops-connections.json", json.dumps(described, indent=2) + "\n")
     return ServingBundle(requirements=flow_requirements(flow_dir, requirement_lines()),
                          env=dict(IMAGE_ENV), command=["python", "-m", f"{RUNTIME_PACKAGE}.serve"],
-                         port=PORT)
+                         port=PORT, flow_dir="/app/flow")

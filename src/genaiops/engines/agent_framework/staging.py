@@ -49,7 +49,7 @@ def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> 
     app = read_app(flow.entry)
     members = [{"suffix": suffix(i, len(variants)), "label": v.label,
                 "params": variant_params(app, v)} for i, v in enumerate(variants)]
-    copy_snapshot(flow.root, dest, CACHE_PATTERNS)
+    copy_snapshot(flow.root, dest, CACHE_PATTERNS, boundary=flow.boundary)
     _write(dest / BATCH_FILE, {"entry": app.entry, "inputs": list(app.inputs),
                                "outputs": list(app.outputs), "members": members})
     return StagedBatch(str(dest / BATCH_FILE), [m["suffix"] for m in members])
@@ -71,7 +71,7 @@ def batch_plan(flow: str, init: dict | None) -> dict:
 def stage_for_serving(flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
     app = read_app(flow.entry)
     params = variant_params(app, variant)
-    copy_snapshot(flow.root, dest, CACHE_PATTERNS)
+    copy_snapshot(flow.root, dest, CACHE_PATTERNS, boundary=flow.boundary)
     _write(dest / APP_FILE, {"entry": app.entry, "inputs": list(app.inputs),
                              "outputs": list(app.outputs), "variant": variant.label,
                              "params": params})

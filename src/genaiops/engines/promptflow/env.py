@@ -2,7 +2,8 @@
 
 promptflow phones home (telemetry), starts a detached trace service on port 23333 that
 outlives us, and needs a keyring for connection secrets. We switch the first two off and
-pick a file keyring on headless machines, without overriding anything the user set.
+pick a file keyring on headless machines, without overriding anything the user set; its home
+(`~/.promptflow`: connection store, run folders) is made private (0700).
 """
 
 from __future__ import annotations
@@ -30,8 +31,12 @@ def promptflow_home() -> Path:
 
 def prepare_promptflow() -> None:
     """Idempotent; call before the first promptflow import in any process we start."""
+    from genaiops.engines.promptflow.rundirs import make_private
+
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    make_private(promptflow_home())  # run folders, the connection store: this user's only
+    make_private(promptflow_home() / ".runs")
     config_path = promptflow_home() / "pf.yaml"
     try:
         current = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}

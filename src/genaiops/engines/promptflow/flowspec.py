@@ -41,6 +41,11 @@ def _load(file: Path) -> dict:
         raise FlowSpecError(f"{file}: malformed YAML ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise FlowSpecError(f"{file}: expected a mapping at the top level")
+    if data.get("additional_includes"):
+        # promptflow copies these paths (absolute ones from anywhere on the host) into runs and
+        # images, around genaiops' staging and its check that nothing comes from outside the repo
+        raise FlowSpecError(f"{file}: additional_includes is not supported: put the files in the "
+                            "flow folder (a symbolic link to a file inside the repository works)")
     return data
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResul
 from genaiops.engines.promptflow.env import promptflow_home
 from genaiops.engines.promptflow.results import count_finished_lines
 from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
+from genaiops.engines.promptflow.rundirs import lock_down, scrub
 from genaiops.workspace.files import atomic_write_json
 
 POLL_SECONDS = 0.3
@@ -42,6 +44,9 @@ def job_environment(job: BatchJob) -> dict:
 
 
 class _Worker:
+    """One worker process, leader of its own process group: promptflow's manager and line processes
+    are in that group, so stopping the group stops all of them, orphans included."""
+
     def __init__(self, folder: Path):
         self.folder = folder
         self.log_path = folder / "worker.log"
@@ -56,22 +61,60 @@ class _Worker:
         self.process.stdin.write(f"{job_file}\t{result_file}\n".encode())
         self.process.stdin.close()
 
-    def stop(self) -> None:
-        import signal
+    def exited(self) -> bool:
+        """Whether the worker exited, without reaping it: while it is unreaped its pid, and so its
+        process group's id, cannot be taken by another process."""
+        if self.process.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
 
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def finish(self) -> int:
+        """After the worker exited: stop whatever is left of its group, reap it, its exit code."""
+        self._signal_group(signal.SIGKILL)
+        code = self.process.wait()
         self.close()
+        return code
+
+    def stop(self) -> None:
+        """Interrupted or unused: SIGTERM the group, SIGKILL it after 10 s, reap."""
+        if not self.exited():
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while not self.exited() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.finish()
 
     def close(self) -> None:
         self._log.close()
+
+
+def _death(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _scrub(job: BatchJob, run_dir: Path) -> None:
+    """Known secret values out of what promptflow wrote for this run (an endpoint may echo a key)."""
+    from genaiops.secrets import known_secrets
+
+    values = known_secrets()
+    flow = Path(job.flow)
+    lock_down(run_dir)
+    scrub(run_dir, values)
+    scrub((flow if flow.is_dir() else flow.parent) / ".promptflow", values)
 
 
 class LocalRunner:
@@ -110,25 +153,29 @@ class LocalRunner:
         try:
             worker.submit(job_file, result_file)
             last = -1
-            while worker.process.poll() is None:
+            while not worker.exited():
                 time.sleep(POLL_SECONDS)
                 if progress:
                     done = count_finished_lines(run_dir)
                     if done != last:
                         progress(done)
                         last = done
+            code = worker.finish()  # nothing of its group outlives it
         except BaseException:  # interrupted: stop the whole worker process group
             worker.stop()
             raise
-        worker.close()
+        finally:
+            _scrub(job, run_dir)
         if progress:
             progress(count_finished_lines(run_dir))
-        if not result_file.is_file():
+        if not result_file.is_file():  # killed (out of memory?) before it could report: a failure
             tail = worker.log_path.read_text(errors="replace")[-1500:]
-            return BatchResult(job.name, "failed", 0.0, [],
-                               error=f"worker exited with code {worker.process.returncode}: {tail}")
+            return BatchResult(job.name, "failed", 0.0, [], crashed=True,
+                               error=f"the worker process {_death(code)} before the run finished; "
+                                     f"its group was stopped. {tail}".strip())
         data = json.loads(result_file.read_text(encoding="utf-8"))
         members = [MemberResult(suffix=m["suffix"], lines=[LineResult(**line) for line in m["lines"]])
                    for m in data["members"]]
         return BatchResult(name=data["name"], status=data["status"], duration_s=data["duration_s"],
-                           members=members, error=data.get("error"), metrics=data.get("metrics") or {})
+                           members=members, error=data.get("error"), metrics=data.get("metrics") or {},
+                           crashed=bool(data.get("crashed")))

@@ -41,6 +41,39 @@ def _error_text(error) -> str | None:
     return str(error)[:1000]
 
 
+CRASH_MARKERS = ("ProcessCrashError", "Process crashed while executing line")
+
+
+class CrashWatch:
+    """Lines whose promptflow process died (killed, out of memory) while running them, read from
+    the run folder as it grows; each artifact file is read again only when it changed."""
+
+    def __init__(self, run_dir: Path):
+        self.folder = Path(run_dir) / "flow_artifacts"
+        self._sizes: dict[Path, int] = {}
+
+    def crashed_lines(self) -> list[int]:
+        found = []
+        for path in sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else ():
+            try:
+                size = path.stat().st_size
+                if self._sizes.get(path) == size:
+                    continue
+                self._sizes[path] = size
+                text = path.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            if not any(marker in text for marker in CRASH_MARKERS):
+                continue
+            for line in text.splitlines():
+                if any(marker in line for marker in CRASH_MARKERS):
+                    try:
+                        found.append(int(json.loads(line).get("line_number")))
+                    except (ValueError, TypeError, AttributeError):
+                        found.append(-1)
+        return found
+
+
 def count_finished_lines(run_dir: Path) -> int:
     folder = run_dir / "flow_artifacts"
     return sum(1 for _ in folder.glob("*.jsonl")) if folder.is_dir() else 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from genaiops.engines.base import ServingBundle
 from genaiops.engines.serving import flow_requirements
 from genaiops.errors import GenaiopsError
+from genaiops.safecopy import copy_regular_tree
 from genaiops.workspace.files import atomic_write_text
 
 PROMPTFLOW_PIN = "promptflow==1.18.5"
@@ -40,6 +40,9 @@ exec gunicorn -w "$PROMPTFLOW_WORKER_NUM" --threads 1 -b "0.0.0.0:$PORT" --timeo
   "promptflow.core._serving.app:create_app(engine='flask')"
 """
 
+# what `pf flow build` adds to the flow folder: tool metadata of DAG and flex flows
+BUILD_GENERATED = (".promptflow/flow.tools.json", ".promptflow/flow.json")
+
 PF_CONFIG = "telemetry:\n  enabled: false\ntrace:\n  destination: none\n"
 
 IMAGE_ENV = {
@@ -58,12 +61,13 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
         _pf_build(flow_dir, output, connections)
         bundle.mkdir(parents=True, exist_ok=True)
         for part in ("flow", "connections"):
-            if (output / part).exists():
-                shutil.copytree(output / part, bundle / part, dirs_exist_ok=True)
+            if (output / part).exists():  # regular files only: a link would copy a host file
+                copy_regular_tree(output / part, bundle / part)
     atomic_write_text(bundle / "serve.sh", SERVE_SH)
     atomic_write_text(bundle / "root" / ".promptflow" / "pf.yaml", PF_CONFIG)
     return ServingBundle(requirements=requirements(bundle / "flow"), env=dict(IMAGE_ENV),
-                         command=["/bin/sh", "/serve.sh"], port=PORT)
+                         command=["/bin/sh", "/serve.sh"], port=PORT, flow_dir="/flow",
+                         generated=BUILD_GENERATED)
 
 
 def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:

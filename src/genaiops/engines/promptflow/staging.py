@@ -25,11 +25,12 @@ MAX_DAG_VARIANTS_PER_BATCH = 8  # chains per composite line; bounded so one line
 CACHE_PATTERNS = (".promptflow/", "process_log/", "__pycache__/", "*.pyc")  # written while running
 
 
-def copy_flow(source: Path, dest: Path) -> Path:
-    """Copy exactly the files a flow's content hash covers (no caches, no state, nothing ignored)."""
+def copy_flow(source: Path, dest: Path, boundary: Path | None = None) -> Path:
+    """Copy exactly the files a flow's content hash covers (no caches, no state, nothing ignored),
+    as regular files; a symbolic link leaving `boundary` (default: the flow folder) is refused."""
     from genaiops.hashing import copy_snapshot
 
-    return copy_snapshot(source, dest, CACHE_PATTERNS)
+    return copy_snapshot(source, dest, CACHE_PATTERNS, boundary=boundary)
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:
@@ -61,13 +62,13 @@ def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> 
     if len(variants) > max_variants_per_batch(flow):
         raise ValueError(f"{len(variants)} variants in one {flow.kind} batch")
     if flow.kind == "dag":
-        copy_flow(flow.root, dest)
+        copy_flow(flow.root, dest, flow.boundary)
         dag = yaml.safe_load((flow.root / DAG_FILE).read_text(encoding="utf-8"))
         staged = composite_dag(dag, [v.nodes for v in variants])
         (dest / DAG_FILE).write_text(yaml.safe_dump(staged, sort_keys=False), encoding="utf-8")
         return StagedBatch(str(dest), [suffix(i) for i in range(len(variants))])
     variant = variants[0]
-    copy_flow(flow.root, dest)
+    copy_flow(flow.root, dest, flow.boundary)
     if flow.kind == "prompty":
         apply_prompty_overrides(dest / flow.entry.name, variant.init)
         # standalone prompty resolves its connection per line; forked workers trip filelock's
@@ -78,7 +79,7 @@ def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> 
 
 def stage_for_serving(flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
     """A copy of the flow whose defaults are `variant`: what `pf flow build` will package."""
-    copy_flow(flow.root, dest)
+    copy_flow(flow.root, dest, flow.boundary)
     if flow.kind == "dag" and variant.nodes:
         _bake_dag_defaults(flow, variant, dest / DAG_FILE)
     elif flow.kind == "flex" and variant.init:

@@ -25,13 +25,14 @@ def _warm_up() -> None:
     import promptflow.client  # noqa: F401  (the expensive part: ~3 s)
 
 
-def run_job(job: dict) -> dict:
+def run_job(job: dict, on_crash=None) -> dict:
     import os
 
     os.environ.update(job.get("env") or {})  # read by promptflow's batch engine at run time
     _warm_up()
     from promptflow.client import PFClient
 
+    from genaiops.engines.promptflow.env import promptflow_home
     from genaiops.engines.promptflow.retry_policy import install_from_env
 
     install_from_env()  # before pf.run: forked line workers inherit it
@@ -39,6 +40,8 @@ def run_job(job: dict) -> dict:
     from genaiops.engines.promptflow.results import read_members
 
     client = PFClient()
+    if on_crash is not None:
+        _watch_for_crashes(promptflow_home() / ".runs" / job["name"], on_crash)
     started = time.monotonic()
     kwargs = {}
     if job.get("init"):
@@ -72,6 +75,45 @@ def _metrics(client, run) -> dict:
         return {}
 
 
+def _watch_for_crashes(run_dir: Path, on_crash) -> None:
+    """promptflow replaces a line process that died and carries on; genaiops does not: the first
+    such death calls `on_crash(line)`, which fails the run and stops this whole process group."""
+    import threading
+
+    from genaiops.engines.promptflow.results import CrashWatch
+
+    watch = CrashWatch(run_dir)
+
+    def poll() -> None:
+        while True:
+            time.sleep(0.5)
+            lines = watch.crashed_lines()
+            if lines:
+                on_crash(lines[0])
+                return
+
+    threading.Thread(target=poll, name="crash-watch", daemon=True).start()
+
+
+def _stop_group_after(result_path: Path, job: dict):
+    """The crash handler: write the failed result, then SIGKILL this worker's process group."""
+
+    def crashed(line: int) -> None:
+        import os
+        import signal
+
+        from genaiops.workspace.files import atomic_write_json
+
+        where = f"line {line}" if line >= 0 else "a line"
+        atomic_write_json(result_path, {
+            "name": job["name"], "status": "failed", "crashed": True, "duration_s": 0.0, "members": [],
+            "error": f"a promptflow line process died while running {where} (killed, e.g. out of "
+                     "memory): the run was stopped and is failed"})
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    return crashed
+
+
 def _exit_with_parent() -> None:
     """If the orchestrator dies (SIGKILL, CI cancel) stop this run and its line workers too:
     a run nobody will record is wasted LLM calls."""
@@ -91,8 +133,12 @@ def _exit_with_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
+    import os
+
+    from genaiops.engines.promptflow.rundirs import PRIVATE_UMASK
     from genaiops.workspace.files import atomic_write_json
 
+    os.umask(PRIVATE_UMASK)  # run folders, logs, line processes: 0700 folders, 0600 files
     _exit_with_parent()
     if argv == ["--serve"]:
         _warm_up()
@@ -103,7 +149,7 @@ def main(argv: list[str]) -> int:
     job_path, result_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text(encoding="utf-8"))
     try:
-        result = run_job(job)
+        result = run_job(job, on_crash=_stop_group_after(result_path, job))
     except Exception as exc:  # reported to the orchestrator, which names the run and the cause
         result = {"name": job["name"], "status": "failed", "duration_s": 0.0, "members": [],
                   "error": f"{type(exc).__name__}: {exc}".strip()[:2000],

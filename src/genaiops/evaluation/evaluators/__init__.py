@@ -33,7 +33,8 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *, link_runs: bool
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          line_timeout_sec=config.runtime.line_timeout_sec,
-                         force_data_mode=force_data_mode or not link_runs)
+                         force_data_mode=force_data_mode or not link_runs,
+                         boundary=config.repo_root)
 
 
 def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapters: dict,

@@ -51,8 +51,9 @@ def write_fallback_data(rows: list[AlignedRow], mapping: dict, path: Path) -> No
 
 class FlowEvaluator:
     def __init__(self, flow: Path, engine, *, worker_count: int = 4, line_timeout_sec: int = 120,
-                 force_data_mode: bool = False):
+                 force_data_mode: bool = False, boundary: Path | None = None):
         self.flow = Path(flow)
+        self.boundary = boundary  # where the flow's links may point (the repository)
         self.root = self.flow if self.flow.is_dir() else self.flow.parent
         self.engine = engine
         self.worker_count = worker_count
@@ -61,7 +62,7 @@ class FlowEvaluator:
 
     def content_identity(self) -> dict:
         return {"kind": "flow", "engine": self.engine.name,
-                "flow_hash": hash_tree(self.root, self.engine.cache_patterns),
+                "flow_hash": hash_tree(self.root, self.engine.cache_patterns, boundary=self.boundary),
                 "entry": self.flow.name if self.flow.is_file() else ""}
 
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
