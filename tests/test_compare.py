@@ -5,6 +5,7 @@ passes), and the ways a comparison refuses to pass without evidence."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -184,9 +185,11 @@ def test_a_port_that_dropped_a_category_fails_the_gate(worse_repo, state):
     folder = Path(result["report_dir"])
     suite = ET.parse(folder / "junit.xml").getroot()
     assert suite.get("failures") == "1"
-    rows = (folder / "changed_rows.csv").read_text().splitlines()
-    assert rows[0].startswith("dataset,line,change,inputs,baseline_outputs,candidate_outputs")
-    assert len(rows) == len(changed) + 1
+    with (folder / "changed_rows.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:6] == ["dataset", "line", "change", "inputs", "baseline_outputs",
+                           "candidate_outputs"]
+    assert len(rows) == len(changed) + 1 and {r[2] for r in rows[1:]} <= {"worse", "better"}
 
 
 def test_the_human_view_shows_the_verdict_and_the_interval(worse_repo, state, capsys):
