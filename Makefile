@@ -2,20 +2,22 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+AF_REQ := src/genaiops/engines/agent_framework/runtime/requirements.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(AF_REQ) | cksum | cut -d' ' -f1)
 USE_CASE ?= classification
 
 export PYTHON_KEYRING_BACKEND ?= keyrings.alt.file.PlaintextKeyring
 
 .PHONY: setup system run test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(AF_REQ)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/genaiops engine setup agent_framework
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP)  ## virtual environment with genaiops, promptflow, keyrings.alt, pytest
+setup: $(STAMP)  ## venv with genaiops, promptflow, keyrings.alt, pytest; the agent_framework engine's own venv
 
 run: setup  ## the main job: sample use case through experiment + evaluate against the bundled LLM simulator
 	$(BIN)/genaiops validate

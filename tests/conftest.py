@@ -39,6 +39,15 @@ def state_dir(tmp_path, monkeypatch) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """A `.genaiops/` state dir shared by one module's tests (their runs are reused across them)."""
+    path = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENAIOPS_STATE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture
 def workspace(tmp_path, state_dir):
     """A `Workspace` whose state folder is `state_dir` (for tests that call modules directly)."""

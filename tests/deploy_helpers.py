@@ -1,19 +1,41 @@
-"""Helpers shared by tests (a helper module, not a test module): a private copy of a sample use case,
-an overlay with its own dataset and runtime, and the CLI run in-process like the console script."""
+"""Helpers shared by tests (a helper module, not a test module): a private copy of a sample use case
+(and the Agent Framework port's config), an overlay with its own dataset and runtime, a config
+edited for one test, and the CLI run in-process like the console script."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PORT = "classification_maf"  # the Agent Framework port of the classification sample
+_IGNORE = shutil.ignore_patterns("__pycache__", ".promptflow", "process_log")
 
 
 def copy_use_case(dest: Path, use_case: str) -> Path:
     for part in ("flows", "datasets", "configs"):
-        shutil.copytree(REPO / part / use_case, dest / part / use_case,
-                        ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "process_log"))
+        shutil.copytree(REPO / part / use_case, dest / part / use_case, ignore=_IGNORE)
     return dest
+
+
+def copy_classification_and_port(dest: Path) -> Path:
+    """The classification sample (both flows) and its Agent Framework port's config."""
+    copy_use_case(dest, "classification")
+    shutil.copytree(REPO / "configs" / PORT, dest / "configs" / PORT, ignore=_IGNORE)
+    return dest
+
+
+@contextlib.contextmanager
+def edited(path: Path, old: str, new: str):
+    """`path` with `old` replaced by `new` (or `new` appended when `old` is empty), restored after."""
+    original = path.read_text()
+    assert not old or old in original, f"{old!r} not in {path}"
+    path.write_text(original.replace(old, new) if old else original + new)
+    try:
+        yield path
+    finally:
+        path.write_text(original)
 
 
 def write_overlay(root: Path, env: str, *, rows: int | None = None, worker_count: int = 2,

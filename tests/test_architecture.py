@@ -113,11 +113,38 @@ def test_phases_gates_reports_and_approvals_speak_only_the_engine_protocol(layer
                 f"{module} imports {sorted(engines)}"
 
 
-def test_reports_read_only_the_evaluation_summary():
+def test_reports_read_only_the_typed_results():
+    """An evaluation's Summary or a parity Comparison, nothing else of evaluation."""
+    allowed = {"genaiops.evaluation.summary", "genaiops.evaluation.comparison"}
     for module, path in MODULES.items():
         if module.startswith("genaiops.reports"):
             evaluation = {m for m in _imports(path) if m.startswith("genaiops.evaluation")}
-            assert evaluation <= {"genaiops.evaluation.summary"}, f"{module} imports {sorted(evaluation)}"
+            assert evaluation <= allowed, f"{module} imports {sorted(evaluation)}"
+
+
+RUNTIME = "genaiops.engines.agent_framework.runtime"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_only_the_agent_framework_runtime_imports_agent_framework(module):
+    """The orchestrator cannot import agent-framework (its environment has promptflow, whose
+    opentelemetry pins conflict); only the runtime, run by the engine's own interpreter, may."""
+    for imported in _imports(MODULES[module]):
+        if imported.split(".")[0] in ("agent_framework", "agent_framework_openai", "starlette",
+                                      "uvicorn"):
+            assert module.startswith(RUNTIME), f"{module} imports {imported}"
+        if imported.startswith("genaiops.engines.agent_framework"):
+            assert module.startswith("genaiops.engines.agent_framework") or \
+                module == "genaiops.engines", f"{module} imports {imported}"
+
+
+def test_the_agent_framework_runtime_needs_nothing_of_genaiops():
+    """It runs in the engine's environment and in serving images, where genaiops is absent."""
+    runtime = [name for name in MODULES if name.startswith(RUNTIME)]
+    assert runtime
+    for module in runtime:
+        imported = {m.split(".")[0] for m in _imports(MODULES[module])}
+        assert "genaiops" not in imported, f"{module} imports genaiops"
 
 
 def test_state_paths_are_built_only_by_the_workspace():

@@ -30,6 +30,9 @@ COMMANDS = {
     "registry list": ["registry", "list"],
     "registry show": ["registry", "show", "tickets"],
     "simulator": ["simulator"],
+    "compare": ["compare", "--baseline", "nope", "--candidate", "nope2"],
+    "engine list": ["engine", "list"],
+    "engine setup": ["engine", "setup", "promptflow"],
 }
 # The shared flags each command must have (and no others of them).
 SHARED = {"--repo", "--use-case", "--env", "--json", "--no-progress"}
@@ -49,6 +52,9 @@ EXPECTED_SHARED = {
     "registry list": {"--repo", "--json"},
     "registry show": {"--repo", "--json"},
     "simulator": {"--repo", "--use-case"},
+    "compare": {"--repo", "--env", "--json", "--no-progress"},
+    "engine list": {"--repo", "--json"},
+    "engine setup": {"--repo", "--json"},
 }
 
 

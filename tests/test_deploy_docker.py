@@ -1,6 +1,7 @@
-"""End to end with a real dockerd: build the sample classification flow's image offline (local base
-image), run it, smoke-test it against the LLM simulator, redeploy unchanged (no rebuild), pass the
-approval gate, then deploy a broken flow (smoke fails, the previous container keeps serving).
+"""End to end with a real dockerd, for each engine: build the sample classification flow's image
+offline (local base image) - the promptflow DAG, and its Agent Framework port (Starlette +
+uvicorn) - run it, smoke-test it against the LLM simulator, redeploy unchanged (no rebuild), pass
+the approval gate, then deploy a broken flow (smoke fails, the previous container keeps serving).
 A canary secret must reach the running container and nothing else (image, history, records, output).
 Skips with the reason when no docker daemon or base image is available (.ci/setup-docker.sh).
 """
@@ -18,12 +19,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from deploy_helpers import copy_use_case, run_cli
+from deploy_helpers import copy_classification_and_port, run_cli
 
 from genaiops.cli import main
 from genaiops.config.deployment import OFFLINE_BASE_IMAGE
 from genaiops.deploy import dockercli
 from genaiops.deploy.audit import audit_log
+from genaiops.deploy.targets.base import slug
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import Workspace
 
@@ -36,7 +38,15 @@ CANARY = "canary-" + secrets.token_hex(12)
 RUN_ID = secrets.token_hex(3)
 ENV = f"e2e{RUN_ID}"
 ENV_GATED = f"gated{RUN_ID}"
-IMAGE_NAME = f"genaiops-test/classification-{RUN_ID}"
+# use case -> its flow folder, the file holding its normalize step (broken in step 4), and where
+# its image holds the flow
+CASES = {"classification": ("flows/classification/standard", "normalize.py", "/flow"),
+         "classification_maf": ("flows/classification/maf", "app.py", "/app/flow")}
+
+
+def _flow_file(world, name: str | None = None) -> Path:
+    folder, normalize, _image_dir = CASES[world["use_case"]]
+    return world["root"] / folder / (name or normalize)
 
 
 def _free_pair() -> int:
@@ -54,17 +64,19 @@ def _free_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(CASES))
+def world(request, tmp_path_factory):
     """A private repo copy, state dir, simulator requiring the canary key, and full cleanup."""
-    root = copy_use_case(tmp_path_factory.mktemp("repo"), "classification")
+    use_case = request.param
+    image_name = f"genaiops-test/{use_case.replace('_', '-')}-{RUN_ID}"
+    root = copy_classification_and_port(tmp_path_factory.mktemp("repo"))
     port, gated_port = _free_pair(), _free_pair()
-    (root / "configs/classification/deployment.yaml").write_text(f"""\
+    (root / f"configs/{use_case}/deployment.yaml").write_text(f"""\
 image:
-  name: {IMAGE_NAME}
+  name: {image_name}
   base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)}
 smoke:
-  request: configs/classification/sample-request.json
+  request: configs/{use_case}/sample-request.json
   expect_outputs: [category, summary]
 environments:
   {ENV}:
@@ -88,14 +100,15 @@ environments:
     assert main(["--repo", str(root), "audit", "init"]) == 0
     sim = SimulatorServer(rules_path=root / "configs/classification/simulator.yaml", api_key=CANARY).start()
     try:
-        yield {"root": root, "state": state, "trust": trust, "sim": sim, "port": port}
+        yield {"root": root, "state": state, "trust": trust, "sim": sim, "port": port,
+               "use_case": use_case, "deployment": slug(use_case, ENV), "image_name": image_name}
     finally:
         sim.stop()
         for env in (ENV, ENV_GATED):
-            ids = dockercli.text("ps", "-aq", "--filter", f"label=io.genaiops.deployment=classification-{env}")
+            ids = dockercli.text("ps", "-aq", "--filter", f"label=io.genaiops.deployment={slug(use_case, env)}")
             if ids:
                 dockercli.docker("rm", "-f", *ids.split(), check=False)
-        tags = dockercli.text("images", "-q", IMAGE_NAME).split()
+        tags = dockercli.text("images", "-q", image_name).split()
         if tags:
             dockercli.docker("rmi", "-f", *sorted(set(tags)), check=False)
         for key, value in saved.items():
@@ -106,7 +119,7 @@ environments:
 
 
 def _deploy(world, env, capsys) -> tuple[int, dict, str]:
-    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", "classification",
+    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", world["use_case"],
                                     "-e", env, "--variant", "classify.careful", "--simulator-url",
                                     world["sim"].url, "--json"], capsys)
     return code, json.loads(stdout), stdout + stderr
@@ -141,7 +154,7 @@ def test_docker_end_to_end(world, capsys):
               if r["event"] == "image_scanned" and r["image"] == image["image_id"]]
     assert scan["ok"] and scan["files"] > 1000 and scan["missing"] == scan["unexpected"] == []
     with capsys.disabled():
-        print(f"\nFIGURES image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
+        print(f"\nFIGURES {world['use_case']}: image build {build_seconds:.1f}s, size {size_mb:.0f} MB, "
               f"first deploy {time.monotonic() - started:.1f}s, scan {scan['seconds']:.1f}s "
               f"({scan['files']} files, {scan['bytes'] / 1e6:.0f} MB)")
     info = dockercli.inspect("image", image["tag"])
@@ -168,7 +181,7 @@ def test_docker_end_to_end(world, capsys):
     with capsys.disabled():
         print(f"FIGURES unchanged redeploy {time.monotonic() - t0:.1f}s")
 
-    code, human, err = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", "classification", "-e", ENV,
+    code, human, err = run_cli(["--repo", str(world["root"]), "run", "deploy", "-u", world["use_case"], "-e", ENV,
                                 "--variant", "classify.careful", "--simulator-url", world["sim"].url], capsys)
     outputs.append(human + err)
     assert code == 0 and "reused, not rebuilt" in human and "smoke:    passed" in human
@@ -178,7 +191,7 @@ def test_docker_end_to_end(world, capsys):
     outputs.append(text)
     assert code == 1 and "requires an approval" in refused["error"]
     assert image["image_id"] in refused["hint"]
-    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "approve", "-u", "classification", "-e",
+    code, stdout, stderr = run_cli(["--repo", str(world["root"]), "approve", "-u", world["use_case"], "-e",
                                     ENV_GATED, "--artifact", image["image_id"], "--by", "alice"], capsys)
     outputs.append(stdout + stderr)
     assert code == 0 and "approved" in stdout and "flow_hash" in stdout
@@ -190,7 +203,8 @@ def test_docker_end_to_end(world, capsys):
     assert events[-3:] == [("deploy_refused", ENV_GATED), ("approved", ENV_GATED), ("deployed", ENV_GATED)]
 
     # 4. broken flow: the smoke test fails, the new container is removed, the old one still serves
-    normalize = world["root"] / "flows/classification/standard/normalize.py"
+    normalize = _flow_file(world)
+    assert "    words = re.findall" in normalize.read_text()
     normalize.write_text(normalize.read_text().replace(
         "    words = re.findall", "    raise RuntimeError('deliberately broken flow')\n    words = re.findall"))
     code, broken, text = _deploy(world, ENV, capsys)
@@ -200,7 +214,7 @@ def test_docker_end_to_end(world, capsys):
     assert broken["image"]["image_id"] != image["image_id"]
     assert live in broken["outcome"]["message"]  # "... keeps serving"
     running = dockercli.text("ps", "--format", "{{.Names}}", "--filter",
-                             f"label=io.genaiops.deployment=classification-{ENV}").split()
+                             f"label=io.genaiops.deployment={world['deployment']}").split()
     assert running == [live]
     status, body = _score(world["port"])
     assert status == 200 and body["category"] == "account"
@@ -231,28 +245,28 @@ def _containers() -> set[str]:
     return set(dockercli.text("ps", "-aq", "--filter", "label=io.genaiops.deployment").split())
 
 
-def _images() -> set[str]:
-    return set(dockercli.text("images", "-q", IMAGE_NAME).split())
+def _images(world) -> set[str]:
+    return set(dockercli.text("images", "-q", world["image_name"]).split())
 
 
 def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_container(world, capsys):
     """Attacks on the audit chain with real images and containers: nothing is built or started."""
     workspace = Workspace.for_repo(world["root"])
     chain = workspace.audit_log
-    normalize = world["root"] / "flows/classification/standard/normalize.py"
+    normalize = _flow_file(world)
     original = normalize.read_text().replace("    raise RuntimeError('deliberately broken flow')\n", "")
     normalize.write_text(original)  # the flow the gated environment runs
     gated = [r for r in audit_log(workspace).read() if r["event"] == "deployed" and r["env"] == ENV_GATED]
     artifact = gated[-1]["artifact"]
     pristine = None
     try:
-        code, out, err = run_cli(["--repo", str(world["root"]), "reject", "-u", "classification", "-e",
+        code, out, err = run_cli(["--repo", str(world["root"]), "reject", "-u", world["use_case"], "-e",
                                   ENV_GATED, "--artifact", artifact, "--by", "bob", "--note", "too risky"],
                                  capsys)
         assert code == 0, out + err
         code, refused, _ = _deploy(world, ENV_GATED, capsys)
         assert code == 1 and "rejected" in refused["error"] and "too risky" in refused["error"]
-        containers, images = _containers(), _images()
+        containers, images = _containers(), _images(world)
         pristine = chain.read_bytes()  # what the anchor vouches for
 
         # 1. cut the rejection (and everything after it) off the chain: the anchor notices
@@ -261,19 +275,21 @@ def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_con
         chain.write_text("".join(line + "\n" for line in lines[:cut]))
         code, refused, text = _deploy(world, ENV_GATED, capsys)
         assert code == 1 and "records were removed" in refused["error"], text
-        assert _containers() == containers and _images() == images
+        assert _containers() == containers and _images(world) == images
 
         # 2. edit an old record, with a changed flow that would need a new image and container
         chain.write_bytes(pristine)
         normalize.write_text(original + "# a change that needs a new image and container\n")
         lines = chain.read_text().splitlines()
-        lines[0] = lines[0].replace('"classification"', '"classificatioN"', 1)
+        name = f'"{world["use_case"]}"'
+        assert name in lines[0]
+        lines[0] = lines[0].replace(name, name.upper(), 1)
         chain.write_text("".join(line + "\n" for line in lines))
         started = time.monotonic()
         code, refused, text = _deploy(world, ENV, capsys)
         assert code == 1 and "line 1" in refused["error"] and "integrity" in refused["error"], text
         assert time.monotonic() - started < 30  # refused before any build
-        assert _containers() == containers and _images() == images
+        assert _containers() == containers and _images(world) == images
         incidents = [json.loads(line) for line in workspace.audit_incidents_log.read_text().splitlines()]
         assert incidents[-1]["event"] == "deploy_refused" and incidents[-1]["env"] == ENV
     finally:
@@ -286,32 +302,33 @@ def test_a_rejection_cannot_be_cut_off_and_a_tampered_chain_stops_before_any_con
 def test_a_secret_in_the_flow_folder_is_caught_by_the_image_scan(world, capsys):
     """A key committed into the flow folder is in the built image: the post-build scan refuses it,
     again on the next deploy (a kept image is not trusted as clean), and no container starts."""
-    notes = world["root"] / "flows/classification/standard/notes.txt"
+    notes = _flow_file(world, "notes.txt")
+    image_notes = CASES[world["use_case"]][2] + "/notes.txt"
     notes.write_text(f"key for later: {CANARY}\n")
     containers = _containers()
     try:
         for _ in range(2):
             code, refused, text = _deploy(world, ENV, capsys)
             assert code == 1, text
-            assert "a known secret value in: /flow/notes.txt" in refused["error"] and CANARY not in text
+            assert f"a known secret value in: {image_notes}" in refused["error"] and CANARY not in text
             assert "docker rmi" in refused["hint"]
             assert _containers() == containers
     finally:
         notes.unlink()
     scans = [r for r in audit_log(Workspace.for_repo(world["root"])).read() if r["event"] == "image_scanned"]
     assert [s["ok"] for s in scans[-2:]] == [False, False]
-    assert scans[-1]["scan"]["secrets_in"] == ["/flow/notes.txt"]
+    assert scans[-1]["scan"]["secrets_in"] == [image_notes]
 
 
 def test_missing_base_image_is_a_clear_error(world, capsys, tmp_path):
-    root = world["root"]
-    overlay = root / "configs/classification/deployment.nobase.yaml"
-    config = (root / "configs/classification/deployment.yaml").read_text()
+    root, use_case = world["root"], world["use_case"]
+    overlay = root / f"configs/{use_case}/deployment.nobase.yaml"
+    config = (root / f"configs/{use_case}/deployment.yaml").read_text()
     base = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
-    overlay.write_text("image:\n  name: " + IMAGE_NAME + "\n  base_image: genaiops/does-not-exist:1\n"
+    overlay.write_text("image:\n  name: " + world["image_name"] + "\n  base_image: genaiops/does-not-exist:1\n"
                        "environments:\n  nobase:\n    target: docker\n    port: 18999\n")
     try:
-        code, _, stderr = run_cli(["--repo", str(root), "run", "deploy", "-u", "classification",
+        code, _, stderr = run_cli(["--repo", str(root), "run", "deploy", "-u", use_case,
                                    "-e", "nobase"], capsys)
     finally:
         overlay.unlink()

@@ -4,7 +4,6 @@ against real experiment runs on the LLM simulator, through the `run evaluate` CL
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -26,18 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 def cli(repo: Path, *argv: str) -> int:
     """`genaiops --repo REPO run evaluate --no-progress ARGV...`, in process."""
     return main(["--repo", str(repo), "run", "evaluate", "--no-progress", *argv])
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    path = tmp_path_factory.mktemp("state")
-    old = os.environ.get("GENAIOPS_STATE_DIR")
-    os.environ["GENAIOPS_STATE_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("GENAIOPS_STATE_DIR", None)
-    else:
-        os.environ["GENAIOPS_STATE_DIR"] = old
 
 
 def experiment(config, **options) -> str:

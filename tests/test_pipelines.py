@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENTRY = REPO / "azure-pipelines.yml"
 PIPELINE_FILES = [ENTRY, *sorted((REPO / "pipelines").rglob("*.yml"))]
 USE_CASES = ["classification", "qa"]  # the default `useCases` of azure-pipelines.yml
+PARITY = [("classification", "classification_maf")]  # the default `parityChecks`
 
 EXPANDED = ps.expand_pipeline(ENTRY)
 PIPELINE = EXPANDED.pipeline
@@ -57,7 +58,8 @@ def test_expanded_pipeline_validates_and_uses_every_template():
     templates = {p.resolve() for p in PIPELINE_FILES if p != ENTRY}
     assert EXPANDED.files == templates, "a template is unused or missing"
     assert [s["stage"] for s in PIPELINE["stages"]] == [
-        "Checks", "PR_classification", "PR_qa", "Dev_classification", "Dev_qa", "Prod_classification", "Prod_qa"]
+        "Checks", "PR_classification", "PR_qa", "Parity_classification_maf", "Dev_classification",
+        "Dev_qa", "Prod_classification", "Prod_qa"]
 
 
 def _first_azure_cli_step(pipeline):
@@ -177,13 +179,17 @@ def _parse(argv):
 def test_pipeline_command_parses_with_the_real_cli(argv):
     args = _parse(argv)
     assert callable(getattr(args, "func", None))
-    assert getattr(args, "use_case", None) in USE_CASES
+    if argv[0] == "compare":
+        assert (args.baseline, args.candidate) in PARITY
+        assert (REPO / "configs" / args.candidate / "experiment.yaml").is_file()
+    else:
+        assert getattr(args, "use_case", None) in USE_CASES
 
 
 def test_pipelines_run_every_phase():
     phases = {tuple(w for w in a[:2] if not w.startswith("-")) for a in _commands()}
     assert {("validate",), ("run", "init"), ("run", "experiment"), ("run", "evaluate"), ("run", "build"),
-            ("run", "deploy")} <= phases
+            ("run", "deploy"), ("compare",)} <= phases
 
 
 def test_a_renamed_flag_breaks_the_command_check(capsys):
@@ -240,6 +246,23 @@ def test_pr_validation_fails_on_a_gate_publishes_reports_and_needs_no_azure(use_
     assert "--deployed-env dev" in ps.step_script(_steps_running(job, "find_baseline.py")[0])
     assert {"group": "genaiops-pr"} in stage["variables"]
     assert not [s for s in steps if s.get("task") == "AzureCLI@2"], "PR validation uses no service connection"
+
+
+@pytest.mark.parametrize("baseline, candidate", PARITY)
+def test_a_migration_pr_is_gated_on_parity_and_still_publishes_reports(baseline, candidate):
+    stage = _stage(f"Parity_{candidate}")
+    assert "eq(variables['Build.Reason'], 'PullRequest')" in stage["condition"]
+    steps = ps.job_steps(_job(stage, "Compare"))
+    [compare] = [s for s in steps if "genaiops compare" in (ps.step_script(s) or "")]
+    script = ps.step_script(compare)
+    assert f"--baseline {baseline} --candidate {candidate}" in script and "--env" not in script
+    assert "set -euo pipefail" in script and compare.get("continueOnError", "false") == "false"
+    after = steps[steps.index(compare) + 1:]
+    [junit] = [s for s in after if s.get("task") == "PublishTestResults@2"]
+    assert junit["inputs"]["testResultsFiles"].endswith("parity/junit.xml")
+    assert junit["condition"] == "succeededOrFailed()" and junit["inputs"]["failTaskOnFailedTests"] == "true"
+    assert any(s.get("task") == "PublishPipelineArtifact@1" and s["condition"] == "succeededOrFailed()"
+               and s["inputs"]["artifact"] == f"parity-{candidate}-$(System.JobAttempt)" for s in after)
 
 
 def test_checks_stage_lints_tests_and_finds_the_changed_use_cases():

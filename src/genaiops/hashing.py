@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -278,3 +279,19 @@ def hash_tree(folder: Path, ignores: Iterable[str] = (), *, boundary: Path | Non
 def hash_path(path: Path, ignores: Iterable[str] = ()) -> str:
     """`hash_file` for a file, `hash_tree` for a folder."""
     return snapshot(Path(path), ignores).content_hash
+
+
+def copy_snapshot(source: Path, dest: Path, ignores: Iterable[str] = (), *,
+                  boundary: Path | None = None) -> Path:
+    """Copy exactly the files `source`'s content hash covers (no caches, nothing ignored) to a
+    fresh `dest`, as regular files: a private copy of a flow whose hash equals the original's. A
+    symbolic link leaving `boundary` (default: `source`) is refused, as in `snapshot`."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for entry in snapshot(source, ignores, boundary=boundary).files:
+        target = dest / entry.rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry.path, target)
+        shutil.copymode(entry.path, target)
+    return dest

@@ -1,8 +1,8 @@
 """The LLM endpoint for a phase: the real one from config, or the bundled simulator started here.
 
 When a connection says `api_base: simulator`, the phase starts the loopback LLM simulator on a
-free port for its own duration and has the engine point its connections at it; a caller (a
-test, a benchmark) may pass a simulator it already runs, e.g. to inject faults.
+free port for its own duration and has every engine in use point its connections at it; a caller
+(a test, a benchmark) may pass a simulator it already runs, e.g. to inject faults.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ class LLMSession:
 
 
 @contextlib.contextmanager
-def llm_session(config: ExperimentConfig, engine, simulator=None):
-    """Start the simulator if a connection needs it (unless one is given), then let the engine
-    prepare the connections for the phase's runs."""
+def llm_session(config: ExperimentConfig, engines, simulator=None):
+    """Start the simulator if a connection needs it (unless one is given), then let each engine
+    (`engines`: one or a list, the use case's first) prepare the connections for the runs."""
+    engines = engines if isinstance(engines, (list, tuple)) else [engines]
     needs_simulator = any(c.uses_simulator for c in config.connections)
     with contextlib.ExitStack() as stack:
         if needs_simulator and simulator is None:
@@ -62,5 +63,6 @@ def llm_session(config: ExperimentConfig, engine, simulator=None):
             simulator = stack.enter_context(
                 SimulatorServer(rules_path=config.simulator.rules, latency_ms=latency, port=0))
         url = simulator.url if (needs_simulator and simulator is not None) else None
-        connections = engine.prepare_connections(config.connections, endpoints(config, url))
+        urls = endpoints(config, url)
+        connections = [engine.prepare_connections(config.connections, urls) for engine in engines][0]
         yield LLMSession(simulator=simulator if needs_simulator else None, connections=connections)

@@ -20,13 +20,15 @@ __all__ = ["build_parser", "main"]
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 DESCRIPTION = """\
-genaiops takes versioned promptflow flows through four phases:
+genaiops takes versioned flows (promptflow, or Microsoft Agent Framework apps) through four
+phases:
   init        validate config, create connections, register changed datasets
   experiment  run the flow over datasets x variants, concurrently, with a run ledger
   evaluate    score runs, compare variants and baseline, apply quality gates
   build       build a passed evaluation's image once, push it by digest, write its evidence
   deploy      register changed flows, build an image (or take the evidence's digest),
               deploy and smoke-test
+and compares two engines or flows on the same data (`genaiops compare`, a parity gate).
 
 Exit codes: 0 ok, 1 a run/gate/smoke test failed, 2 usage or configuration error,
 130 interrupted. Every command takes --repo PATH, before or after its name.
@@ -47,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         approve,
         audit,
         build,
+        compare,
         deploy,
+        engine,
         evaluate,
         experiment,
         init,
@@ -75,10 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_evaluate_parser(phases)
     build.add_build_parser(phases)
     deploy.add_deploy_parser(phases)
+    compare.add_compare_parser(commands)
     approve.add_approval_parsers(commands)
     audit.add_audit_parser(commands)
     registry.add_registry_parser(commands)
     simulator.add_simulator_parser(commands)
+    engine.add_engine_parser(commands)
     return parser
 
 

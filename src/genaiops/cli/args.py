@@ -29,3 +29,11 @@ def amount(value: str) -> float:
     if not math.isfinite(number) or number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be a finite number >= 0")
     return number
+
+
+def probability(value: str) -> float:
+    """A number strictly between 0 and 1 (a confidence level)."""
+    number = amount(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 1, e.g. 0.95")
+    return number

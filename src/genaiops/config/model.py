@@ -26,6 +26,7 @@ from genaiops.config.filemodel import (
     RelPath,
     load_context,
 )
+from genaiops.engines import DEFAULT_ENGINE, ENGINES
 from genaiops.simulator import DEFAULT_PORT
 
 SIMULATOR_BASE = "simulator"  # `api_base: simulator` = the bundled loopback LLM simulator
@@ -33,6 +34,7 @@ SECRET_FIELDS = frozenset({"api_key"})
 CORE_CONNECTION_FIELDS = frozenset({"name", "type", "api_base", "api_key", "api_version"})
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+EngineName = Literal[ENGINES]  # promptflow | agent_framework
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 EnvName = Annotated[str, Field(pattern=ENV_NAME)]
@@ -99,23 +101,35 @@ class Evaluator(FileModel):
     name: Name
     description: str = ""
     flow_rel: RelPath | None = Field(None, alias="flow")
+    # which engine runs `flow`; unset: the use case's engine if it reads the flow, else the one that
+    # does (a promptflow evaluation flow keeps working for an agent_framework use case)
+    engine_rel: EngineName | None = Field(None, alias="engine")
     code: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     aggregate: Identifier | None = None
     init: dict[str, Any] = {}  # init values of a flex evaluator flow (a class entry)
     datasets: tuple[EvaluatorDataset, ...] = Field(min_length=1)
     _flow: Path | None = PrivateAttr(None)
+    _engine: str | None = PrivateAttr(None)
 
     def model_post_init(self, context: Any, /) -> None:
         if self.flow_rel is not None:
-            self._flow = load_context(context).flows[self.flow_rel].entry
+            spec = load_context(context).flows[self.flow_rel]
+            self._flow, self._engine = spec.entry, spec.engine
 
     @property
     def flow(self) -> Path | None:
         return self._flow
 
+    @property
+    def engine(self) -> str | None:
+        """The engine that runs the evaluation flow (None for code evaluators)."""
+        return self._engine
+
 
 class Variant(FileModel):
-    """A named parameter set for flex/prompty flows (DAG flows use node variants instead)."""
+    """A named parameter set for flex/prompty flows and agent_framework apps without VARIANTS
+    (`init` = keyword arguments of the flex class or of `build`); flows with per-node variants
+    (DAG `node_variants`, an app's VARIANTS) take them from the flow instead."""
 
     name: Name
     description: str = ""
@@ -208,6 +222,9 @@ class EvaluationSettings(FileModel):
     min_samples: PositiveInt = 30  # default for gates without their own
     alpha: Probability = 0.05
     confidence: Probability = 0.95
+    # `genaiops compare` with this use case as candidate: how much worse than the baseline it may
+    # be on the compared metric, in the metric's units (0.02 = two points of accuracy)
+    parity_margin: NonNegative | None = None
 
 
 class ExperimentConfig(ConfigFile):
@@ -215,6 +232,7 @@ class ExperimentConfig(ConfigFile):
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{1,40}$")]
     description: str = ""
+    engine: EngineName = DEFAULT_ENGINE  # what runs `flow`
     flow_rel: RelPath = Field(alias="flow")
     connections: tuple[Connection, ...] = ()
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
@@ -255,7 +273,7 @@ class ExperimentConfig(ConfigFile):
         return self._loaded.flows[self.flow_rel].entry
 
     @property
-    def flow_kind(self) -> str:  # dag | flex | prompty
+    def flow_kind(self) -> str:  # dag | flex | prompty (promptflow), maf (agent_framework)
         return self._loaded.flows[self.flow_rel].kind
 
     def dataset(self, name: str) -> Dataset:
@@ -274,12 +292,13 @@ class ExperimentConfig(ConfigFile):
             "use_case": self.use_case,
             "env": self.env,
             "files": [str(f.relative_to(self.repo_root)) for f in self.files],
+            "engine": self.engine,
             "flow": self.flow_rel,
             "flow_kind": self.flow_kind,
             "connections": [c.public() for c in self.connections],
             "datasets": [{"name": d.name, "source": d.source_rel} for d in self.datasets],
             "evaluators": [
-                {"name": e.name, "flow": e.flow_rel, "code": e.code,
+                {"name": e.name, "flow": e.flow_rel, "engine": e.engine, "code": e.code,
                  "datasets": [{"name": d.name, "reference": d.reference, "source": d.source_rel}
                               for d in e.datasets]}
                 for e in self.evaluators

@@ -1,7 +1,8 @@
 """Checks JSON Schema cannot express: unique names, references that exist, paths inside the repo
-(symbolic links included), flow folders that are flows, datasets checked whole (`config.datasets`),
-metric names that can refer to something, environment variables that name declared connections,
-worker counts this machine can hold."""
+(symbolic links included), flows that their engine reads (the use case's `engine:` for `flow`,
+the evaluator's or the one that reads it for evaluation flows), datasets checked whole
+(`config.datasets`), metric names that can refer to something, environment variables that name
+declared connections, worker counts this machine can hold."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from genaiops.config.datasets import (
 )
 from genaiops.config.model import gate_label
 from genaiops.config.yamlsrc import SourceMap, format_path
-from genaiops.engines import open_engine
+from genaiops.engines import DEFAULT_ENGINE, engine_reading, open_engine
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.hashing import escaping_links
@@ -30,6 +31,7 @@ from genaiops.workspace.repo import resolve_inside
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
 RUN_OUTPUT_REF = re.compile(r"^\$\{run\.outputs\.([^}]+)\}$")
 CONNECTION_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.([A-Za-z0-9_]+)\}")
+PY_ENTRY = re.compile(r"^(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")  # app.py:build
 
 
 class Checker:
@@ -58,14 +60,23 @@ class Checker:
             return None
         return resolved
 
-    def flow(self, path, value: str) -> FlowSpec | None:
-        resolved = self.repo_path(path, value, "flow")
+    def flow(self, path, value: str, engine: str | None = None, *,
+             detect: bool = False) -> FlowSpec | None:
+        """The flow `value` as `engine` reads it (default: the use case's); with `detect`, the
+        first engine that reads it, the use case's engine first."""
+        entry = PY_ENTRY.match(value)
+        resolved = self.repo_path(path, entry.group("file") if entry else value, "flow")
         if resolved is None:
             return None
+        target = resolved.with_name(f"{resolved.name}:{entry.group('function')}") if entry else resolved
         try:
-            spec = self.engine.read_flow(resolved)
+            if detect and engine is None:
+                _name, spec = engine_reading(target, preferred=self.engine.name)
+            else:
+                spec = (open_engine(engine) if engine else self.engine).read_flow(target)
         except FlowSpecError as exc:
-            self.add(path, str(exc), self.engine.flow_hint)
+            reader = open_engine(engine) if engine else self.engine
+            self.add(path, str(exc), reader.flow_hint)
             return None
         spec = replace(spec, boundary=self.repo_root)
         if not self.links_stay_inside(path, spec.root):
@@ -158,7 +169,12 @@ class Checker:
 def check(data: dict, sources: SourceMap,
           repo_root: Path) -> tuple[list[Problem], dict[str, FlowSpec]]:
     """Returns problems plus the flow specs read on the way, by the path as written."""
-    c = Checker(repo_root, sources, open_engine())
+    engine_name = data.get("engine", DEFAULT_ENGINE)
+    c = Checker(repo_root, sources, open_engine(engine_name))
+    backend = (data.get("runtime") or {}).get("backend", "local")
+    if engine_name == "agent_framework" and backend != "local":
+        c.add(("runtime", "backend"), f"the agent_framework engine runs batches locally, not on "
+              f"{backend!r}", "use runtime.backend: local (Azure ML runs need engine: promptflow)")
 
     flow = c.flow(("flow",), data["flow"])
     run_outputs = flow.outputs if flow is not None else ()
@@ -170,6 +186,9 @@ def check(data: dict, sources: SourceMap,
     if data.get("variants") and flow is not None and flow.kind == "dag":
         c.add(("variants",), "`variants` (parameter sets) apply to flex and prompty flows only",
               "DAG flows take node variants from flow.dag.yaml; remove this block")
+    elif data.get("variants") and flow is not None and flow.node_variants:
+        c.add(("variants",), f"the flow declares its variants ({', '.join(flow.node_variants)}): "
+              "`variants` here would be ignored", "remove this block, or VARIANTS from the app")
 
     names = set()
     standard = {}
@@ -185,7 +204,8 @@ def check(data: dict, sources: SourceMap,
         eval_names.add(ev["name"])
         eval_flow = None
         if "flow" in ev:
-            eval_flow = c.flow(("evaluators", e_index, "flow"), ev["flow"])
+            eval_flow = c.flow(("evaluators", e_index, "flow"), ev["flow"], ev.get("engine"),
+                               detect=True)
             if eval_flow is not None:
                 reported[ev["name"]] = set(eval_flow.outputs)
             if ev.get("init") and eval_flow is not None and eval_flow.kind != "flex":
@@ -236,7 +256,9 @@ def check(data: dict, sources: SourceMap,
                   f"use one of: {', '.join(sorted(names))}")
 
     runtime = data.get("runtime") or {}
-    if runtime.get("backend", "local") == "local":  # Azure ML compute is not this machine
+    # Azure ML compute is not this machine; an agent_framework batch is one process whose lines
+    # are coroutines, so only promptflow's worker processes are counted against cores and memory
+    if runtime.get("backend", "local") == "local" and engine_name == "promptflow":
         workers, parallel = runtime.get("worker_count", 4), runtime.get("max_parallel", 4)
         problem = worker_problem(workers, parallel)
         if problem:  # located at the larger factor

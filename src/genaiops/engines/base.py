@@ -31,6 +31,7 @@ class FlowSpec:
     node_variants: dict = field(default_factory=dict)
     # where the flow's symbolic links may point (the repository); None: inside `root` only
     boundary: Path | None = None
+    engine: str = "promptflow"  # the engine that read it (and runs it)
 
 
 @dataclass
@@ -158,6 +159,13 @@ class Engine(Protocol):
 
     def version(self) -> str:
         """Engine and tool versions that can change outputs (part of every run key)."""
+
+    def environment(self) -> dict:
+        """Where the engine runs and whether it is ready: {engine, python, ready, versions,
+        problem?} (`genaiops engine list`)."""
+
+    def setup(self, *, force: bool = False, progress=None) -> dict:
+        """Make the engine's environment ready (idempotent); `environment()` plus `action`."""
 
     def read_flow(self, path: Path) -> FlowSpec:
         """The flow at `path` (FlowSpecError when it is not one)."""

@@ -4,7 +4,10 @@
   NaN / non-numeric rows and errored rows separately (never silently dropped);
 - Wilson intervals (scipy) for pass/fail (0/1) scores, percentile bootstrap for continuous ones;
 - paired tests for regression gates: McNemar exact (one-sided binomial test on the discordant
-  pairs) for pass/fail pairs, paired bootstrap of the mean difference for continuous pairs.
+  pairs) for pass/fail pairs, paired bootstrap of the mean difference for continuous pairs;
+- non-inferiority with a margin for `genaiops compare` (`non_inferiority`): for pass/fail pairs
+  McNemar's exact test (margin 0) or its generalisation to a margin, Tango's score test, with
+  Tango's score interval for the difference; for continuous pairs the paired bootstrap.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.optimize import brentq
+from scipy.stats import binomtest, norm
 
 from genaiops.evaluation.summary import PairedTestResult
 
@@ -145,3 +149,96 @@ def paired_test(baseline: list[float], candidate: list[float], *, higher_is_bett
     return PairedTestResult(method="paired_bootstrap", n=n, delta=delta, p_value=p_value,
                             ci_low=low, ci_high=high,
                             detail=f"mean change {delta:+.4f} over {n} paired row(s)")
+
+
+@dataclass
+class NonInferiorityTest:
+    """Is the candidate not worse than the baseline by more than `margin`?
+
+    `delta` and the interval are candidate minus baseline in the metric's units; `p_value` is
+    one-sided, for "worse by `margin` or more". Non-inferior when p < (1 - confidence) / 2,
+    which is when the two-sided `confidence` interval stays above -margin (higher-is-better;
+    mirrored otherwise)."""
+
+    method: str  # mcnemar_exact | tango_score | paired_bootstrap
+    n: int
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    margin: float
+    confidence: float
+    worse: int  # rows where the candidate scored worse
+    better: int
+
+    @property
+    def non_inferior(self) -> bool:
+        return self.n > 0 and self.p_value < (1 - self.confidence) / 2
+
+
+def _tango_restricted_p10(worse: int, better: int, n: int, theta: float) -> float:
+    """MLE of P(baseline passes, candidate fails) under H0: improvement = theta (Tango 1998):
+    the positive root of 2n p^2 - B p - worse*theta*(1 - theta) = 0."""
+    b = worse * (1 - theta) + better * (1 + theta) - 2 * n * theta
+    return (b + math.sqrt(b * b + 8 * n * worse * theta * (1 - theta))) / (4 * n)
+
+
+def tango_z(worse: int, better: int, n: int, theta: float) -> float:
+    """Tango's score statistic for H0: improvement (candidate - baseline pass rate) = theta.
+    At theta = 0 it is McNemar's statistic (better - worse) / sqrt(better + worse)."""
+    p10 = _tango_restricted_p10(worse, better, n, theta)
+    variance = n * (2 * p10 + theta * (1 - theta))
+    numerator = better - worse - n * theta
+    if variance <= 0:
+        return 0.0 if numerator == 0 else math.copysign(math.inf, numerator)
+    return numerator / math.sqrt(variance)
+
+
+def tango_interval(worse: int, better: int, n: int, confidence: float) -> tuple[float, float]:
+    """The score interval for the improvement: every theta the two-sided test does not reject."""
+    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    estimate = (better - worse) / n
+    edge = 1 - 1e-12
+
+    def bound(target: float, low: float, high: float) -> float:
+        f = lambda theta: tango_z(worse, better, n, theta) - target  # noqa: E731
+        if f(low) * f(high) > 0:  # the test does not reject anywhere on this side
+            return low if target > 0 else high
+        return float(brentq(f, low, high, xtol=1e-10))
+
+    return (bound(z, -edge, estimate), bound(-z, estimate, edge))
+
+
+def non_inferiority(baseline: list[float], candidate: list[float], *, margin: float,
+                    confidence: float = 0.95, higher_is_better: bool = True) -> NonInferiorityTest:
+    """Paired non-inferiority of `candidate` against `baseline` (row i with row i)."""
+    n = len(baseline)
+    sign = 1.0 if higher_is_better else -1.0
+    base, cand = np.asarray(baseline, dtype=float), np.asarray(candidate, dtype=float)
+    improvements = sign * (cand - base)
+    worse = int(np.count_nonzero(improvements < 0))
+    better = int(np.count_nonzero(improvements > 0))
+    if not n:
+        return NonInferiorityTest("none", 0, math.nan, math.nan, math.nan, 1.0, margin, confidence,
+                                  0, 0)
+    delta = float((cand - base).mean())
+
+    def natural(low: float, high: float) -> tuple[float, float]:
+        return tuple(sorted((sign * low, sign * high)))
+
+    if is_binary(baseline) and is_binary(candidate):
+        low, high = natural(*tango_interval(worse, better, n, confidence))
+        if margin == 0:
+            # H0: improvement <= 0; exact: of the discordant pairs, are there enough "better"?
+            p_value = binomial_tail(better, worse + better) if worse + better else 1.0
+            method = "mcnemar_exact"
+        else:
+            p_value = float(norm.sf(tango_z(worse, better, n, -margin)))
+            method = "tango_score"
+        return NonInferiorityTest(method, n, delta, low, high, p_value, margin, confidence, worse,
+                                  better)
+    means = bootstrap_means(improvements.tolist())
+    p_value = (int(np.count_nonzero(means <= -margin)) + 1) / (means.size + 1)
+    low, high = natural(*_percentile_interval(means, confidence))
+    return NonInferiorityTest("paired_bootstrap", n, delta, low, high, p_value, margin, confidence,
+                              worse, better)

@@ -7,7 +7,7 @@ A phase is a function from a `PhaseContext` (plus its options) to a typed result
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -23,6 +23,7 @@ class PhaseContext:
     engine: Engine
     simulator: object | None = None  # a running simulator to use instead of starting one
     show_progress: bool = True
+    _others: dict = field(default_factory=dict, repr=False)  # engines of evaluation flows
 
     @classmethod
     def open(cls, repo_root: Path, use_case: str, env: str | None = None, *, simulator=None,
@@ -57,14 +58,34 @@ class PhaseContext:
 
         return load_deployment(self.config.repo_root, self.config.use_case, self.config.env)
 
-    def llm(self) -> contextlib.AbstractContextManager:
-        """The LLM endpoint for the phase's runs (starts the simulator when the config says so)."""
+    def engine_named(self, name: str) -> Engine:
+        """The use case's engine, or another one (an evaluation flow of another engine), opened
+        once and closed with the context."""
+        if name == self.engine.name:
+            return self.engine
+        if name not in self._others:
+            from genaiops.engines import open_engine
+
+            self._others[name] = open_engine(name)
+        return self._others[name]
+
+    def engines_in_use(self) -> list[Engine]:
+        """The use case's engine first, then those its evaluation flows run on."""
+        names = dict.fromkeys([self.engine.name] + [e.engine for e in self.config.evaluators
+                                                    if e.engine])
+        return [self.engine_named(name) for name in names]
+
+    def llm(self, engines: list[Engine] | None = None) -> contextlib.AbstractContextManager:
+        """The LLM endpoint for the phase's runs (starts the simulator when the config says so),
+        with the connections prepared in `engines` (default: the use case's engine)."""
         from genaiops.llm_session import llm_session
 
-        return llm_session(self.config, self.engine, self.simulator)
+        return llm_session(self.config, engines or [self.engine], self.simulator)
 
     def close(self) -> None:
         self.engine.close()
+        for engine in self._others.values():
+            engine.close()
 
     def __enter__(self) -> PhaseContext:
         return self

@@ -32,6 +32,7 @@ class EvaluateOptions:
     max_parallel: int | None = None
     force_data_mode: bool = False  # evaluate from ledger outputs even if the promptflow run exists
     write_reports: bool = True
+    update_best: bool = True  # point deploy's `best` at this evaluation's best variant
 
 
 def new_evaluation_id(use_case: str) -> str:
@@ -62,7 +63,8 @@ def run_evaluate(ctx: PhaseContext, options: EvaluateOptions) -> Summary:
             ctx.workspace.report_dir(config.use_case, summary.id)
         summary.report_dir = str(folder)
         write_reports(summary, folder)
-        _write_best_pointer(ctx, summary)
+        if options.update_best:
+            _write_best_pointer(ctx, summary)
     return summary
 
 
@@ -101,12 +103,14 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
     ledger = ctx.workspace.ledger()
     evaluation_id = new_evaluation_id(config.use_case)
     records, problems = completed_runs(ledger, experiment)
-    adapters = {e.name: make_adapter(config, e, ctx.engine, force_data_mode=options.force_data_mode)
+    adapters = {e.name: make_adapter(config, e, ctx.engine_named(e.engine) if e.engine else None,
+                                     link_runs=e.engine == ctx.engine.name,
+                                     force_data_mode=options.force_data_mode)
                 for e in config.evaluators}
-    needs_llm = any(e.flow for e in config.evaluators)
-    with (ctx.llm() if needs_llm else contextlib.nullcontext(None)) as llm:
-        tasks = plan_evaluations(config, records, adapters, output_settings(config) if llm else {},
-                                 ctx.engine.version())
+    flow_engines = list({e.engine: ctx.engine_named(e.engine) for e in config.evaluators
+                         if e.flow}.values())  # the engines that run evaluation flows
+    with (ctx.llm(flow_engines) if flow_engines else contextlib.nullcontext(None)) as llm:
+        tasks = plan_evaluations(config, records, adapters, output_settings(config) if llm else {})
         outcomes = run_evaluations(tasks, adapters, ledger, EvaluationStore(ctx.workspace),
                                    evaluation_id=evaluation_id,
                                    max_parallel=options.max_parallel or config.runtime.max_parallel,

@@ -3,10 +3,10 @@ reusing runs whose inputs are unchanged, and leave a run ledger for evaluate and
 
 Plan -> reuse -> budget -> stage -> run -> record:
 - every (dataset, variant) gets a run key from flow hash, variant, dataset hash, column mapping,
-  the output-relevant connection settings and what the flow reads beyond its files (engine
-  version, simulator rules, environment variables: `run_inputs`); a finished run with that key
-  is reused, unless genaiops cannot know everything the flow reads (then it runs again and says
-  why);
+  the output-relevant connection settings, the engine, and what the flow reads beyond its files
+  (engine version, simulator rules, environment variables: `run_inputs`); a finished run with
+  that key is reused, unless genaiops cannot know everything the flow reads (then it runs again
+  and says why);
 - the engine stages as many variants of one dataset into one batch run as it can (promptflow: a
   composite DAG of up to 8 variants; flex and prompty one variant a batch); batches run
   `max_parallel` at a time through the shared scheduling loop;
@@ -133,6 +133,7 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
                              hint=f"datasets of {config.use_case}: {', '.join(known)}")
         datasets = [known[n] for n in options.datasets]
     flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns, boundary=ctx.flow.boundary)
+    engine_version = ctx.engine.version()
     planned = []
     for dataset in datasets:
         dataset_hash = hash_file(dataset.source)
@@ -140,6 +141,7 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
             identity = {
                 "use_case": config.use_case,
                 "engine": ctx.engine.name,
+                "engine_version": engine_version,
                 "flow_hash": flow_hash,
                 "flow_kind": ctx.flow.kind,
                 "flow_entry": ctx.flow.entry.name if ctx.flow.entry != ctx.flow.root else "",

@@ -10,6 +10,7 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     evaluations/runs/<key>.json                    evaluation runs (`evaluation.store`)
     pointers/best-<uc>.json                        what `run deploy --variant best` promotes
     reports/<uc>/<evaluation id>/                  report folders
+    comparisons/<candidate uc>/<comparison id>/    `genaiops compare` reports
     resolved/<uc>/<env>.json                       the resolved config `run init` saw
     registry/                                      the embedded registry (catalogue + blobs)
     audit/audit.jsonl                              the audit chain: approvals, rejections,
@@ -72,6 +73,9 @@ class Workspace:
 
     def report_dir(self, use_case: str, evaluation_id: str) -> Path:
         return self.root / "reports" / use_case / evaluation_id
+
+    def comparison_dir(self, use_case: str, comparison_id: str) -> Path:
+        return self.root / "comparisons" / use_case / comparison_id
 
     def resolved_config(self, use_case: str, env: str | None) -> Path:
         return self._dir("resolved", use_case) / f"{env or 'default'}.json"

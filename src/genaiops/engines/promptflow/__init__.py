@@ -29,12 +29,12 @@ from genaiops.engines.base import (
     ProgressCallback,
     Runner,
     ServingBundle,
-    ServingConnections,
     StagedBatch,
     VariantSpec,
 )
 from genaiops.engines.promptflow import flowspec, reads, retry_policy, staging
 from genaiops.engines.promptflow.env import promptflow_home
+from genaiops.engines.serving import ConnectionVariables
 
 BACKENDS = ("local", "azure")
 
@@ -46,7 +46,7 @@ def _version(package: str) -> str:
         return "absent"
 
 
-class PromptflowEngine:
+class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
     name = "promptflow"
     # promptflow writes these into flow folders while running: never part of a flow's identity
     cache_patterns = staging.CACHE_PATTERNS
@@ -61,6 +61,7 @@ class PromptflowEngine:
         self.backend = backend
         self.settings = dict(settings or {})
         self._runner = runner
+        self._owns_runner = runner is None
 
     @property
     def runner(self) -> Runner:
@@ -77,6 +78,16 @@ class PromptflowEngine:
 
     def version(self) -> str:
         return f"promptflow=={_version('promptflow')};promptflow-tools=={_version('promptflow-tools')}"
+
+    def environment(self) -> dict:
+        """promptflow is installed with genaiops: it runs in the orchestrator's interpreter."""
+        import sys
+
+        return {"engine": self.name, "python": sys.executable, "ready": True,
+                "versions": {p: _version(p) for p in ("promptflow", "promptflow-tools")}}
+
+    def setup(self, *, force: bool = False, progress=None) -> dict:
+        return {**self.environment(), "action": "unchanged"}
 
     def read_flow(self, path: Path) -> FlowSpec:
         return flowspec.read_flow(path)
@@ -118,21 +129,19 @@ class PromptflowEngine:
             return True
         return (promptflow_home() / ".runs" / name / "flow_outputs").is_dir()
 
-    def serving_connections(self, connections: Sequence, endpoints: dict[str, str],
-                            default_endpoints: dict[str, str]) -> ServingConnections:
-        from genaiops.engines.promptflow.serving import serving_connections
-
-        return serving_connections(connections, endpoints, default_endpoints)
-
     def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
         from genaiops.engines.promptflow.serving import serving_bundle
 
         return serving_bundle(flow_dir, context, connections)
 
     def close(self) -> None:
+        """Stop what the runner keeps (warm workers, temp files); a later batch gets a new one
+        (one command may run several phases: `genaiops compare`)."""
         close = getattr(self._runner, "close", None)
         if close is not None:
             close()
+        if self._owns_runner:
+            self._runner = None
 
 
 __all__ = ["PromptflowEngine"]

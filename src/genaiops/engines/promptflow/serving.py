@@ -1,7 +1,8 @@
 """What a promptflow serving image holds, written into a build context's `bundle/` folder.
 
 `pf flow build --format docker` (in a child process, see `build`) gives `flow/` and
-`connections/*.yaml` whose secrets read `${env:<CONN>_<KEY>}`. Its Dockerfile needs
+`connections/*.yaml` whose secrets read `${env:<CONN>_<KEY>}` (`engines.serving`: any such
+variable overrides a value there at container start, secrets included). Its Dockerfile needs
 continuumio/miniconda3 from a registry, so genaiops' own image builder (`deploy.image`) is used
 instead: this module only lays out the files the image copies to `/` and says how to start it
 (gunicorn serving promptflow's flask app on 8080: `POST /score`, `GET /health`).
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from genaiops.engines.base import ServingBundle, ServingConnections
+from genaiops.engines.base import ServingBundle
+from genaiops.engines.serving import flow_requirements
 from genaiops.errors import GenaiopsError
 from genaiops.safecopy import copy_regular_tree
 from genaiops.workspace.files import atomic_write_text
@@ -85,43 +86,6 @@ def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:
                             hint="check the flow with `pf flow test` or `genaiops validate`")
 
 
-_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
 def requirements(flow: Path) -> list[str]:
     """The flow's requirements.txt plus what serving needs (unless the flow already pins it)."""
-    req_file = flow / "requirements.txt"
-    lines = []
-    if req_file.is_file():
-        lines = [ln.strip() for ln in req_file.read_text(encoding="utf-8").splitlines()
-                 if ln.strip() and not ln.strip().startswith("#")]
-    names = {m.group(1).lower().replace("_", "-") for m in map(_REQ_NAME.match, lines) if m}
-    if "promptflow" not in names:
-        lines.append(PROMPTFLOW_PIN)
-    for extra in SERVING_REQUIREMENTS:
-        if _REQ_NAME.match(extra).group(1).lower() not in names:
-            lines.append(extra)
-    return lines
-
-
-def env_prefix(connection_name: str) -> str:
-    """promptflow's `<CONN>_<KEY>` convention (`connection_name.replace(' ', '_').upper()`)."""
-    return re.sub(r"\s", "_", connection_name).upper()
-
-
-def serving_connections(connections, endpoints: dict[str, str],
-                        default_endpoints: dict[str, str]) -> ServingConnections:
-    """promptflow serving creates connections from /connections/*.yaml at start; any
-    `<CONN>_<KEY>` variable overrides a value there, secrets included."""
-    env, secrets, descriptions = {}, [], []
-    for conn in connections:
-        prefix = env_prefix(conn.name)
-        endpoint_key = "BASE_URL" if conn.type == "open_ai" else "API_BASE"
-        env[f"{prefix}_{endpoint_key}"] = endpoints[conn.name]
-        env[f"{prefix}_API_KEY"] = conn.api_key or "none"
-        secrets.append(f"{prefix}_API_KEY")
-        if conn.type != "open_ai" and conn.api_version:
-            env[f"{prefix}_API_VERSION"] = conn.api_version
-        descriptions.append({"name": conn.name, "type": conn.type, "api_version": conn.api_version,
-                             "endpoint": default_endpoints[conn.name]})
-    return ServingConnections(env, tuple(secrets), descriptions)
+    return flow_requirements(flow, [PROMPTFLOW_PIN, *SERVING_REQUIREMENTS])

@@ -11,7 +11,6 @@ by editing a copy (never the repository's flow):
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,17 +28,9 @@ CACHE_PATTERNS = (".promptflow/", "process_log/", "__pycache__/", "*.pyc")  # wr
 def copy_flow(source: Path, dest: Path, boundary: Path | None = None) -> Path:
     """Copy exactly the files a flow's content hash covers (no caches, no state, nothing ignored),
     as regular files; a symbolic link leaving `boundary` (default: the flow folder) is refused."""
-    from genaiops.hashing import snapshot
+    from genaiops.hashing import copy_snapshot
 
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for entry in snapshot(source, CACHE_PATTERNS, boundary=boundary).files:
-        target = dest / entry.rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(entry.path, target)
-        shutil.copymode(entry.path, target)
-    return dest
+    return copy_snapshot(source, dest, CACHE_PATTERNS, boundary=boundary)
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:

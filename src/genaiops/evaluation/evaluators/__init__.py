@@ -27,27 +27,30 @@ if TYPE_CHECKING:
     from genaiops.evaluation.store import EvaluationStore
 
 
-def make_adapter(config: ExperimentConfig, evaluator, engine, *,
+def make_adapter(config: ExperimentConfig, evaluator, engine, *, link_runs: bool = True,
                  force_data_mode=False) -> EvaluatorAdapter:
+    """`engine` runs an evaluation flow; `link_runs`: it also ran the experiment, so its runs
+    may be referenced instead of copying their outputs."""
     if evaluator.code:
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          line_timeout_sec=config.runtime.line_timeout_sec,
-                         force_data_mode=force_data_mode, boundary=config.repo_root,
-                         init=evaluator.init,
+                         force_data_mode=force_data_mode or not link_runs,
+                         boundary=config.repo_root, init=evaluator.init,
                          environment_variables=dict(config.environment_variables))
 
 
 def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapters: dict,
-                     settings: dict, engine_version: str) -> list[EvalTask]:
+                     settings: dict) -> list[EvalTask]:
     """Every evaluator dataset x every experiment run of the dataset it references, keyed by
     everything that changes its scores: the evaluator's content and what it reads beyond its
     files (`run_inputs`), the experiment run's outputs, the evaluator dataset and mapping."""
     tasks = []
     referenced = {r.dataset for r in records}
     for evaluator in config.evaluators:
-        identity_base = adapters[evaluator.name].content_identity()
-        inputs = run_inputs(config, adapters[evaluator.name].reads(), engine_version)
+        adapter = adapters[evaluator.name]
+        identity_base = adapter.content_identity()
+        inputs = run_inputs(config, adapter.reads(), adapter.engine_version())
         if not inputs.reusable:
             notice(f"evaluator {evaluator.name} is run again, not reused: "
                    + "; ".join(inputs.not_reusable) + f" (fix: {reuse_hint(config)})")

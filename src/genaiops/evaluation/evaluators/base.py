@@ -71,6 +71,9 @@ class EvaluatorAdapter(Protocol):
     def reads(self) -> FlowReads:
         """Environment variables and connections the evaluator reads beyond its files."""
 
+    def engine_version(self) -> str:
+        """What runs the evaluator and its version (part of every evaluation key)."""
+
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome: ...
 
 

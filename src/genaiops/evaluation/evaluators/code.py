@@ -8,6 +8,7 @@ this process (they are cheap and import no promptflow); an exception is that row
 from __future__ import annotations
 
 import importlib.util
+import platform
 import sys
 import threading
 import time
@@ -40,6 +41,9 @@ class CodeEvaluator:
     def content_identity(self) -> dict:
         return {"kind": "code", "code_hash": hash_file(self.file), "entry": self.code,
                 "aggregate": self.aggregate_name}
+
+    def engine_version(self) -> str:
+        return f"python=={platform.python_version()}"  # a code evaluator runs in this interpreter
 
     def reads(self) -> FlowReads:
         """A code evaluator runs in this process: what its file reads from the environment."""

@@ -68,6 +68,9 @@ class FlowEvaluator:
                 "flow_hash": hash_tree(self.root, self.engine.cache_patterns, boundary=self.boundary),
                 "entry": self.flow.name if self.flow.is_file() else "", "init": self.init}
 
+    def engine_version(self) -> str:
+        return f"{self.engine.name}:{self.engine.version()}"
+
     def reads(self) -> FlowReads:
         return self.engine.flow_reads(self.engine.read_flow(self.flow))
 

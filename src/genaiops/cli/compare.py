@@ -1,0 +1,79 @@
+"""`genaiops compare`: two use cases (two engines, or two flows) on the same dataset and
+evaluators, a paired non-inferiority test, and an exit code a pipeline can gate on (0 the
+candidate is not worse by more than the margin, 1 it is, or that is not shown, 2 usage/config)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from genaiops.cli.args import amount, positive_int, probability
+from genaiops.cli.options import OVERLAY, add_command, repo_root, show_progress
+from genaiops.errors import EXIT_FAILED, EXIT_OK
+
+
+def add_compare_parser(commands) -> None:
+    parser = add_command(commands, "compare", cmd_compare, env=OVERLAY, progress=True)
+    parser.add_argument("--baseline", required=True, metavar="USE_CASE",
+                        help="the use case to compare against (e.g. classification, promptflow)")
+    parser.add_argument("--candidate", required=True, metavar="USE_CASE",
+                        help="the use case that must not be worse (e.g. classification_maf)")
+    parser.add_argument("--baseline-variant", default="defaults", metavar="SELECTOR",
+                        help="the baseline's variant: defaults (default) or one node.variant[+...] "
+                             "/ variant name")
+    parser.add_argument("--candidate-variant", default="defaults", metavar="SELECTOR",
+                        help="the candidate's variant (as --baseline-variant)")
+    parser.add_argument("--metric", action="append", default=[], metavar="NAME",
+                        help="metric to test, repeatable (default: the baseline's "
+                             "evaluation.primary_metric)")
+    parser.add_argument("--margin", type=amount, default=None,
+                        help="how much worse the candidate may be, in the metric's units (0.02 = "
+                             "two points of accuracy; default: the candidate's "
+                             "evaluation.parity_margin)")
+    parser.add_argument("--confidence", type=probability, default=None,
+                        help="confidence of the interval the verdict reads (default: the "
+                             "baseline's evaluation.confidence, 0.95)")
+    parser.add_argument("--min-samples", type=positive_int, default=None,
+                        help="fewer paired rows fail as not enough evidence (default: the "
+                             "baseline's evaluation.min_samples)")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="where to write the reports (default: "
+                             ".genaiops/comparisons/<candidate>/<id>/)")
+    parser.add_argument("--max-parallel", type=positive_int, default=None,
+                        help="runs at once on each side (default: runtime.max_parallel)")
+    parser.add_argument("--force", action="store_true",
+                        help="re-run experiments and evaluations even when reusable")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two engines or two flows: is the candidate not worse than the baseline?
+
+    Runs the baseline and the candidate use case (one variant each, runs reused from the ledger)
+    on the same dataset, scores both with the same evaluators, pairs the rows and tests
+    non-inferiority: McNemar's exact test (margin 0) or Tango's score test for pass/fail scores,
+    a paired bootstrap for continuous ones, with intervals. Writes comparison.json,
+    changed_rows.csv, comparison.md, junit.xml and report.html plus each side's evaluation
+    reports. Exit 0 when the candidate is shown not worse by more than --margin, 1 when it is
+    worse or that is not shown (too few rows), 2 on a usage or config error.
+    """
+    from genaiops.cli.render import emit_json, err, out, table
+    from genaiops.phases.compare import CompareOptions, run_compare
+    from genaiops.phases.context import PhaseContext
+    from genaiops.reports.comparison import console_lines
+
+    root, progress = repo_root(args), show_progress(args)
+    options = CompareOptions(
+        baseline_variant=args.baseline_variant, candidate_variant=args.candidate_variant,
+        metrics=args.metric, margin=args.margin, confidence=args.confidence,
+        min_samples=args.min_samples, force=args.force, max_parallel=args.max_parallel,
+        report_dir=args.report_dir)
+    with PhaseContext.open(root, args.baseline, args.env, show_progress=progress) as baseline, \
+            PhaseContext.open(root, args.candidate, args.env, show_progress=progress) as candidate:
+        comparison = run_compare(baseline, candidate, options)
+    code = EXIT_OK if comparison.verdict == "pass" else EXIT_FAILED
+    if args.json:
+        emit_json({"ok": code == EXIT_OK, **comparison.to_dict()})
+        return code
+    for stream, text in console_lines(comparison, table):
+        (err if stream == "err" else out)(text)
+    return code

@@ -1,0 +1,70 @@
+"""`genaiops engine list|setup`: the flow engines, where they run and whether they are ready."""
+
+from __future__ import annotations
+
+import argparse
+
+from genaiops.cli.options import add_command, add_command_group
+from genaiops.errors import EXIT_FAILED, EXIT_OK
+
+
+def add_engine_parser(commands) -> None:
+    actions = add_command_group(
+        commands, "engine", "Flow engines: list | setup",
+        "The engines a use case can name in `engine:` (promptflow, agent_framework), where each "
+        "runs and whether it is ready.", ["list", "setup"])
+    add_command(actions, "list", cmd_engine_list)
+    setup = add_command(actions, "setup", cmd_engine_setup)
+    setup.add_argument("name", choices=_engines(), help="the engine to set up")
+    setup.add_argument("--force", action="store_true", help="rebuild even when it is ready")
+
+
+def _engines() -> tuple[str, ...]:
+    from genaiops.engines import ENGINES
+
+    return ENGINES
+
+
+def cmd_engine_list(args: argparse.Namespace) -> int:
+    """Show each engine's interpreter, versions and readiness.
+
+    agent_framework runs in an environment of its own (its packages conflict with promptflow's);
+    `genaiops engine setup agent_framework` makes it. Exit 1 when an engine is not ready.
+    """
+    from genaiops.cli.render import emit_json, out, table
+    from genaiops.engines import open_engine
+
+    states = [open_engine(name).environment() for name in _engines()]
+    ok = all(state["ready"] for state in states)
+    if args.json:
+        emit_json({"ok": ok, "engines": states})
+    else:
+        out(table([{"engine": s["engine"], "ready": "yes" if s["ready"] else "NO",
+                    "versions": ", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()),
+                    "python": s["python"]} for s in states]))
+        for state in states:
+            if not state["ready"]:
+                out(f"{state['engine']}: {state['problem']}; fix: genaiops engine setup "
+                    f"{state['engine']}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_engine_setup(args: argparse.Namespace) -> int:
+    """Make an engine's environment ready (idempotent).
+
+    For agent_framework: a virtual environment with agent-framework-core, agent-framework-openai,
+    starlette and uvicorn at pinned versions, beside the orchestrator's (or
+    $GENAIOPS_AGENT_FRAMEWORK_PYTHON). promptflow needs nothing: it is installed with genaiops.
+    """
+    from genaiops.cli.render import emit_json, err, out
+    from genaiops.engines import open_engine
+
+    progress = None if args.json else (lambda message: err(message))
+    state = open_engine(args.name).setup(force=args.force, progress=progress)
+    if args.json:
+        emit_json({"ok": state["ready"], **state})
+    else:
+        versions = ", ".join(f"{k} {v}" for k, v in (state.get("versions") or {}).items())
+        out(f"{state['engine']}: {state['action']}, {'ready' if state['ready'] else 'NOT ready'} "
+            f"({state['python']}; {versions})")
+    return EXIT_OK if state["ready"] else EXIT_FAILED

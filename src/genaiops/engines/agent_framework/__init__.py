@@ -1,0 +1,123 @@
+"""The Microsoft Agent Framework engine: an app (`app.py:build`) returning an Agent or a Workflow,
+run under the same phases, gates, reports and approvals as promptflow flows.
+
+    appspec      what an app declares (INPUTS, OUTPUTS, VARIANTS, build's parameters), read
+                 from its source: the orchestrator never imports agent-framework
+    environment  the engine's own Python environment (agent-framework and promptflow cannot
+                 share one), its setup and versions
+    staging      private copies: a batch of variants (named parameter sets), a served variant
+    local        batch runs in a worker process of that environment, asyncio concurrency
+    serving      the serving image (Starlette + uvicorn, `/score` and `/health`)
+    runtime/     the code that runs inside that environment and the image (`genaiops_af_runtime`)
+
+Connections come from the same config and `.env` as promptflow's: `prepare_connections` keeps
+their endpoints (the simulator, a gateway, or a real endpoint) in memory for this process's
+runs; nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from genaiops.engines.agent_framework import appspec, environment, staging
+from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF
+from genaiops.engines.base import (
+    BatchJob,
+    BatchResult,
+    FlowSpec,
+    ProgressCallback,
+    Runner,
+    ServingBundle,
+    StagedBatch,
+    VariantSpec,
+)
+from genaiops.engines.serving import ConnectionVariables
+
+CONNECTION_FIELDS = ("organization", "model")
+
+
+class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
+    name = "agent_framework"
+    cache_patterns = staging.CACHE_PATTERNS
+    flow_hint = ("point it at an app: `flows/<use_case>/<app>/app.py:build` (a function "
+                 "build(llm, **params) returning an Agent or Workflow, with INPUTS and OUTPUTS)")
+
+    def __init__(self, backend: str = "local", settings: dict | None = None,
+                 runner: Runner | None = None):
+        from genaiops.errors import UsageError
+
+        if backend != "local":
+            raise UsageError(f"the agent_framework engine runs batches locally, not on {backend!r}",
+                             hint="use runtime.backend: local (Azure ML runs need the promptflow engine)")
+        self.settings = dict(settings or {})
+        self._connections: list[dict] = []
+        self._runner = runner
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            from genaiops.engines.agent_framework.local import LocalRunner
+
+            self._runner = LocalRunner(lambda: list(self._connections))
+        return self._runner
+
+    def version(self) -> str:
+        versions = environment.require_ready().get("versions", {})
+        return ";".join(f"{name}=={versions.get(name, 'absent')}"
+                        for name in ("agent-framework-core", "agent-framework-openai", "openai"))
+
+    def environment(self) -> dict:
+        return environment.status()
+
+    def setup(self, *, force: bool = False, progress=None) -> dict:
+        return environment.setup(force=force, progress=progress)
+
+    def read_flow(self, path: Path) -> FlowSpec:
+        app = appspec.read_app(path)
+        return FlowSpec(appspec.KIND, app.root, Path(f"{app.file}:{app.function}"), app.inputs,
+                        app.outputs, {group: (default, tuple(sets))
+                                      for group, (default, sets) in app.variants.items()},
+                        engine=self.name)
+
+    def max_variants_per_batch(self, flow: FlowSpec) -> int:
+        return staging.MAX_VARIANTS_PER_BATCH
+
+    def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
+        return staging.stage_batch(flow, variants, dest)
+
+    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
+        return staging.stage_for_serving(flow, variant, dest)
+
+    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+        """Keep the connections (secrets included) for this process's runs; nothing is stored."""
+        self._connections = [{"name": c.name, "type": c.type, "endpoint": endpoints[c.name],
+                              "api_key": c.api_key, "api_version": c.api_version,
+                              **{k: getattr(c, k) for k in CONNECTION_FIELDS if getattr(c, k)}}
+                             for c in connections]
+        return [{**c.public(), "endpoint": endpoints[c.name], "simulator": c.uses_simulator,
+                 "action": "in memory"} for c in connections]
+
+    def run_environment(self, retries) -> dict:
+        return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
+
+    def prewarm(self, count: int) -> None:
+        """Nothing to warm: a worker imports agent-framework in about half a second."""
+
+    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
+        return self.runner.run(job, progress)
+
+    def linkable_run(self, name: str | None) -> bool:
+        """Runs live only in the ledger: evaluations read their outputs from there."""
+        return False
+
+    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
+        from genaiops.engines.agent_framework.serving import serving_bundle
+
+        return serving_bundle(flow_dir, context, connections)
+
+    def close(self) -> None:
+        """Workers end with their batch; nothing stays running."""
+
+
+__all__ = ["AgentFrameworkEngine"]
