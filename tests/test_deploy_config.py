@@ -162,9 +162,9 @@ def test_cli_config_errors_exit_2_without_traceback(repo, state_dir, capsys):
     (repo / "configs/classification/deployment.yaml").unlink()
     code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "local",
                               "--json"], capsys)
-    assert code == 2 and "unknown environment 'dev'" in json.loads(out)["error"]  # declared nowhere
-    (repo / "configs/classification/experiment.dev.yaml").write_text("evaluators: []\n")
-    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+    assert code == 2 and "unknown environment 'local'" in json.loads(out)["error"]  # declared nowhere
+    (repo / "configs/classification/experiment.local.yaml").write_text("evaluators: []\n")
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "local",
                               "--json"], capsys)
     assert code == 2 and "deployment.yaml not found" in json.loads(out)["error"]
 
