@@ -89,14 +89,14 @@ def test_prompty_variant_is_a_copy_with_its_front_matter_changed(tmp_path):
     variant = VariantSpec("hot", init={"model": {"parameters": {"temperature": 0.9}}})
     staged = stage_batch(flow, [variant], tmp_path / "staged")
     assert staged.entry == str(tmp_path / "staged" / "ask.prompty")
-    assert staged.environment == {"PF_BATCH_METHOD": "spawn"}
+    assert staged.environment == {}  # forked line workers: genaiops renews promptflow's store locks
     front = yaml.safe_load((tmp_path / "staged" / "ask.prompty").read_text().split("---")[1])
     assert front["model"]["parameters"] == {"temperature": 0.9, "max_tokens": 10}
     assert "Answer {{question}}" in (tmp_path / "staged" / "ask.prompty").read_text()
     served = stage_for_serving(flow, variant, tmp_path / "served")
     assert "temperature: 0.9" in (served / "ask.prompty").read_text()
     with pytest.raises(ValueError):
-        stage_batch(flow, [variant, variant], tmp_path / "two")  # one prompty variant a batch
+        stage_batch(flow, [variant] * 9, tmp_path / "nine")  # at most 8 variants a batch
 
 
 def test_serving_copy_of_a_dag_makes_the_variant_the_default(tmp_path):
@@ -128,7 +128,7 @@ def test_patch_applies_when_the_tools_module_is_imported_later(tmp_path, monkeyp
     module = "genaiops_fake_tools_common"
     (tmp_path / f"{module}.py").write_text("def generate_retry_interval(n):\n    return 99\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(retry_policy, "TARGET", module)
+    monkeypatch.setattr(retry_policy, "TARGETS", (module,))
     monkeypatch.setenv(retry_policy.ENV_ATTEMPTS, "2")
     monkeypatch.setenv(retry_policy.ENV_BACKOFF, "0.25")
     monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))

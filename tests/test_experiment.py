@@ -194,7 +194,7 @@ def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, mon
     import genaiops.llm_session as llm_session
 
     real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None: real(config, engine, sim))
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
     sim.faults.add(kind="500", count=None)
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json", "--force"])
@@ -217,7 +217,7 @@ def test_no_secret_in_ledger_or_output(repo, state_dir, sim, tmp_path, monkeypat
     import genaiops.llm_session as llm_session
 
     real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None: real(config, engine, sim))
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json"])
     captured = capsys.readouterr()

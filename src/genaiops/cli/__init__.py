@@ -25,6 +25,7 @@ genaiops takes versioned promptflow flows through four phases:
   experiment  run the flow over datasets x variants, concurrently, with a run ledger
   evaluate    score runs, compare variants and baseline, apply quality gates
   deploy      register changed flows, build an image, deploy and smoke-test
+  verdict     init + experiment + evaluate in one process (a pull request's verdict)
 
 Exit codes: 0 ok, 1 a run/gate/smoke test failed, 2 usage or configuration error,
 130 interrupted. Every command takes --repo PATH, before or after its name.
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         registry,
         simulator,
         validate,
+        verdict,
     )
 
     parser = _Parser(prog="genaiops", description=DESCRIPTION,
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_new_parser(commands)
     validate.add_validate_parser(commands)
     run = commands.add_parser(
-        "run", help="Run a phase: init | experiment | evaluate | deploy",
+        "run", help="Run a phase: init | experiment | evaluate | deploy | verdict",
         description="Run one phase of a use case. `genaiops run PHASE --help` lists its options.")
     options.add_repo_flag(run)
     phases = run.add_subparsers(dest="phase", metavar="PHASE", required=True)
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_experiment_parser(phases)
     evaluate.add_evaluate_parser(phases)
     deploy.add_deploy_parser(phases)
+    verdict.add_verdict_parser(phases)
     approve.add_approval_parsers(commands)
     registry.add_registry_parser(commands)
     simulator.add_simulator_parser(commands)

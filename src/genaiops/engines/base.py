@@ -29,6 +29,7 @@ class FlowSpec:
     outputs: tuple[str, ...] = ()
     # node name -> (default variant id, (variant ids...)): per-node variants, where the engine has them
     node_variants: dict = field(default_factory=dict)
+    calls_llm: bool | None = None  # whether lines call an LLM (None: cannot tell; sizes worker pools)
 
 
 @dataclass(frozen=True)

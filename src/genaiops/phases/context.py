@@ -7,7 +7,7 @@ A phase is a function from a `PhaseContext` (plus its options) to a typed result
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -23,6 +23,8 @@ class PhaseContext:
     engine: Engine
     simulator: object | None = None  # a running simulator to use instead of starting one
     show_progress: bool = True
+    # the command's LLM gateway, started by the first phase that needs it
+    _gateway: object | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, repo_root: Path, use_case: str, env: str | None = None, *, simulator=None,
@@ -54,14 +56,26 @@ class PhaseContext:
 
         return load_deployment(self.config.repo_root, self.config.use_case, self.config.env)
 
-    def llm(self) -> contextlib.AbstractContextManager:
-        """The LLM endpoint for the phase's runs (starts the simulator when the config says so)."""
-        from genaiops.llm_session import llm_session
+    def llm(self, pool: str = "flow") -> contextlib.AbstractContextManager:
+        """The LLM endpoint for the phase's runs (starts the simulator when the config says so),
+        behind the command's LLM gateway as `pool` (`flow`: the flow under test; `evaluators`:
+        LLM-judge evaluation flows). Phases of one command share the gateway and what it learnt."""
+        from genaiops.llm_session import gateway_enabled, llm_session, open_gateway
 
-        return llm_session(self.config, self.engine, self.simulator)
+        if self._gateway is None and gateway_enabled(self.config):
+            self._gateway = open_gateway(self.config)
+        return llm_session(self.config, self.engine, self.simulator, gateway=self._gateway, pool=pool)
+
+    @property
+    def gateway(self):
+        """The running LLM gateway (its counters), or None."""
+        return self._gateway
 
     def close(self) -> None:
         self.engine.close()
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
 
     def __enter__(self) -> PhaseContext:
         return self

@@ -94,6 +94,7 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
     from genaiops.evaluation.build import build_summary
     from genaiops.evaluation.evaluators import make_adapter, plan_evaluations, run_evaluations
     from genaiops.evaluation.store import EvaluationStore
+    from genaiops.gateway import EVALUATOR_POOL
     from genaiops.llm_session import output_settings
 
     config = ctx.config
@@ -102,13 +103,17 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
     records, problems = completed_runs(ledger, experiment)
     adapters = {e.name: make_adapter(config, e, ctx.engine, force_data_mode=options.force_data_mode)
                 for e in config.evaluators}
-    needs_llm = any(e.flow for e in config.evaluators)
-    with (ctx.llm() if needs_llm else contextlib.nullcontext(None)) as llm:
-        tasks = plan_evaluations(config, records, adapters, output_settings(config) if llm else {})
-        outcomes = run_evaluations(tasks, adapters, ledger, EvaluationStore(ctx.workspace),
-                                   evaluation_id=evaluation_id,
-                                   max_parallel=options.max_parallel or config.runtime.max_parallel,
-                                   force=options.force, show_progress=ctx.show_progress)
+    has_flows = any(e.flow for e in config.evaluators)
+    tasks = plan_evaluations(config, records, adapters, output_settings(config) if has_flows else {})
+    store = EvaluationStore(ctx.workspace)
+    max_parallel = options.max_parallel or config.runtime.max_parallel
+    to_run = [t for t in tasks if t.evaluator.flow and (options.force or store.find(t.key) is None)]
+    if to_run:  # nothing to run: no simulator, no connections, no engine import
+        ctx.engine.prewarm(min(max_parallel, len(to_run)))  # workers import while we prepare
+    with ctx.llm(EVALUATOR_POOL) if to_run else contextlib.nullcontext():
+        outcomes = run_evaluations(tasks, adapters, ledger, store, evaluation_id=evaluation_id,
+                                   max_parallel=max_parallel, force=options.force,
+                                   show_progress=ctx.show_progress)
     return build_summary(config, evaluation_id=evaluation_id, experiment_id=experiment["id"],
                          records=records, outcomes=outcomes, problems=problems, ledger=ledger)
 

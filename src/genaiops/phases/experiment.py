@@ -80,6 +80,7 @@ class ExperimentResult:
     totals: dict
     simulator: dict | None = None  # the simulator's request counters, when one answered
     failures: list[dict] = field(default_factory=list)
+    gateway: dict | None = None  # the LLM gateway's counters (attempts, 429s, queueing, quotas)
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,8 @@ class ExperimentResult:
     def to_json(self) -> dict:
         data = {"phase": "experiment", "ok": self.ok, "experiment_id": self.experiment_id,
                 "use_case": self.use_case, "env": self.env, "variants": self.variants,
-                "runs": self.runs, "totals": self.totals, "simulator": self.simulator}
+                "runs": self.runs, "totals": self.totals, "simulator": self.simulator,
+                "gateway": self.gateway}
         if self.failures:
             data["failures"] = self.failures
         return data
@@ -161,8 +163,10 @@ def unit_price(config: ExperimentConfig) -> tuple[float, float] | None:
 def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: ExperimentOptions,
                  experiment_id: str) -> list[Batch]:
     """Group pending runs by dataset into as few engine batches as the engine allows, and stage each."""
+    from genaiops.capacity import worker_count
+    from genaiops.llm_session import engine_retries
+
     config, engine = ctx.config, ctx.engine
-    worker_count = options.worker_count or config.runtime.worker_count
     per_batch = engine.max_variants_per_batch(ctx.flow)
     groups: list[list[PlannedRun]] = []
     for dataset_name in dict.fromkeys(r.dataset.name for r in pending):
@@ -173,13 +177,16 @@ def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: Experime
         name = f"{experiment_id}-{number:02d}"
         folder = ctx.workspace.staging(name)
         staged = engine.stage(ctx.flow, [r.variant for r in runs], folder / "flow")
+        rows = count_jsonl_rows(runs[0].dataset.source)
+        workers = worker_count(options.worker_count or config.runtime.worker_count, rows,
+                               calls_llm=ctx.flow.calls_llm, connections=config.connections)
         job = BatchJob(name=name, flow=staged.entry, data=str(runs[0].dataset.source),
                        column_mapping=dict(runs[0].dataset.mappings),
                        member_suffixes=staged.member_suffixes, init=staged.init,
-                       worker_count=worker_count, line_timeout_sec=config.runtime.line_timeout_sec,
+                       worker_count=workers, line_timeout_sec=config.runtime.line_timeout_sec,
                        environment={**staged.environment,
-                                    **engine.run_environment(config.runtime.retries)})
-        batches.append(Batch(job, folder, runs, count_jsonl_rows(runs[0].dataset.source)))
+                                    **engine.run_environment(engine_retries(config))})
+        batches.append(Batch(job, folder, runs, rows))
     return batches
 
 
@@ -255,7 +262,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
         raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
                          hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
     records = {run.key: run.reused for run in planned if run.reused is not None}
-    simulator_stats = None
+    simulator_stats = gateway_stats = None
     if pending:  # nothing to run: no simulator, no connections, no engine import
         batches = make_batches(ctx, pending, options, experiment_id)
         max_parallel = options.max_parallel or config.runtime.max_parallel
@@ -264,8 +271,8 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
             with ctx.llm() as session:
                 records.update(_run_batches(ctx, batches, max_parallel, experiment_id, ledger))
                 simulator_stats = session.simulator.stats.snapshot() if session.simulator else None
-        finally:
-            ctx.engine.close()
+                gateway_stats = session.gateway.snapshot() if session.gateway else None
+        finally:  # the context's owner closes the engine: its warm workers serve the next phase
             for batch in batches:  # staged copies are disposable once recorded
                 shutil.rmtree(batch.staging, ignore_errors=True)
     elif ctx.simulator is not None:
@@ -294,7 +301,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
                  "errors": r["errors"]} for r in failing]
     return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
-                            totals, simulator_stats, failures)
+                            totals, simulator_stats, failures, gateway_stats)
 
 
 def _run_batches(ctx: PhaseContext, batches: list[Batch], max_parallel: int, experiment_id: str,

@@ -1,44 +1,94 @@
-"""Runs one promptflow batch job in its own process.
+"""A genaiops worker process: imports promptflow once, then runs batch jobs one after another.
 
-`python -m genaiops.engines.promptflow.worker JOB RESULT` runs a job file; `--serve` imports promptflow
-first and then reads one "JOB<tab>RESULT" line from stdin (a warm worker, see `local.py`).
+`python -m genaiops.engines.promptflow.worker --serve [--forkserver]` imports promptflow and
+waits for commands on stdin, one JSON object a line:
 
-A process per batch keeps promptflow's fork-based worker pool away from the orchestrator's
-threads (promptflow cannot fork safely from a threaded parent) and lets the orchestrator stop
-a run by stopping the process. The result is written atomically as JSON.
+    {"op": "run", "job": JOB_FILE, "result": RESULT_FILE}
+    {"op": "connections", "connections": [...], "endpoints": {...}, "result": RESULT_FILE}
+
+and answers each by writing RESULT_FILE atomically. Connection secrets arrive on the pipe and
+are written only into promptflow's connection store. `--forkserver` also starts the forkserver
+that makes a batch run's start-up cheap (`fastbatch`). `python -m ... worker JOB RESULT` runs one
+job and exits.
+
+A process per worker keeps promptflow's fork-based pools away from the orchestrator's threads and
+lets the orchestrator stop a run by stopping the process group. The same warm worker serves every
+phase of one command (connections, experiment batches, evaluation batches). When stdin closes, or
+after `GENAIOPS_WORKER_IDLE_SEC` without a command, or when the orchestrator dies, the worker ends
+its whole process group at once: promptflow's interpreter teardown would take ~1.7 s and its
+forkserver and manager processes would otherwise outlive it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import sys
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+IDLE_ENV = "GENAIOPS_WORKER_IDLE_SEC"
+DEFAULT_IDLE_SEC = 60.0
 
-def _warm_up() -> None:
+
+_WARM: set[str] = set()
+
+
+def _warm_up(forkserver: bool = False) -> None:
+    if "promptflow" in _WARM and (not forkserver or "forkserver" in _WARM):
+        return
     from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
-    import promptflow.client  # noqa: F401  (the expensive part: ~3 s)
+    import promptflow.client  # noqa: F401  (the expensive part: ~1.5-3 s)
+
+    from genaiops.engines.promptflow import fastbatch
+
+    fastbatch.install()
+    _WARM.add("promptflow")
+    if forkserver:
+        fastbatch.start_forkserver()
+        import pandas  # noqa: F401  (promptflow reads the dataset with it; ~0.7 s on first use)
+
+        _WARM.add("forkserver")
+
+
+_CLIENT = None
+
+
+def _client():
+    global _CLIENT
+    if _CLIENT is None:
+        from promptflow.client import PFClient
+
+        _CLIENT = PFClient()
+    return _CLIENT
 
 
 def run_job(job: dict) -> dict:
-    import os
-
+    """One batch run; the job's environment applies for its duration only (a warm worker serves
+    jobs with different worker counts and retry policies)."""
+    saved = dict(os.environ)
     os.environ.update(job.get("env") or {})  # read by promptflow's batch engine at run time
-    _warm_up()
-    from promptflow.client import PFClient
+    try:
+        return _run(job)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
+
+def _run(job: dict) -> dict:
+    _warm_up()
+    from genaiops.engines.promptflow.results import read_members
     from genaiops.engines.promptflow.retry_policy import install_from_env
 
     install_from_env()  # before pf.run: forked line workers inherit it
 
-    from genaiops.engines.promptflow.results import read_members
-
-    client = PFClient()
+    client = _client()
     started = time.monotonic()
     kwargs = {}
     if job.get("init"):
@@ -72,11 +122,41 @@ def _metrics(client, run) -> dict:
         return {}
 
 
+def prepare_connections(command: dict) -> dict:
+    _warm_up()
+    from genaiops.engines.promptflow.connections import ConnectionValues, upsert_connections
+    from genaiops.secrets import REDACTOR
+
+    values = [ConnectionValues(**c) for c in command["connections"]]
+    REDACTOR.add(*(v.api_key for v in values if v.api_key))
+    return {"records": upsert_connections(values, command["endpoints"])}
+
+
+def _failure(exc: Exception, name: str | None = None) -> dict:
+    """Reported to the orchestrator, which names the run and the cause."""
+    return {"name": name, "status": "failed", "duration_s": 0.0, "members": [],
+            "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
+            "traceback": traceback.format_exc()[-4000:]}
+
+
+def handle(command: dict) -> dict:
+    if command.get("op") == "connections":
+        try:
+            return prepare_connections(command)
+        except Exception as exc:
+            from genaiops.secrets import redact
+
+            return {"error": redact(f"{type(exc).__name__}: {exc}")[:2000]}
+    job = json.loads(Path(command["job"]).read_text(encoding="utf-8"))
+    try:
+        return run_job(job)
+    except Exception as exc:
+        return _failure(exc, job.get("name"))
+
+
 def _exit_with_parent() -> None:
     """If the orchestrator dies (SIGKILL, CI cancel) stop this run and its line workers too:
     a run nobody will record is wasted LLM calls."""
-    import os
-    import signal
     import threading
 
     parent = os.getppid()
@@ -85,30 +165,51 @@ def _exit_with_parent() -> None:
         while True:
             time.sleep(0.5)
             if os.getppid() != parent:
-                os.killpg(os.getpgrp(), signal.SIGKILL)
+                _end_group()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _end_group() -> None:
+    """Stop this worker and everything it started (forkserver, managers, line processes)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.getpgrp() == os.getpid():  # our own group (the orchestrator starts us in a new session)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(0)
+
+
+def _next_command(idle_sec: float) -> dict | None:
+    """The next command, or None when stdin closed or nothing came for `idle_sec`."""
+    ready, _, _ = select.select([sys.stdin], [], [], idle_sec)
+    if not ready:
+        return None
+    line = sys.stdin.readline()
+    return json.loads(line) if line.strip() else None
+
+
+def serve(forkserver: bool) -> None:
+    from genaiops.workspace.files import atomic_write_json
+
+    _warm_up(forkserver)
+    idle_sec = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_SEC))
+    while True:
+        command = _next_command(idle_sec)
+        if command is None:
+            break
+        atomic_write_json(Path(command["result"]), handle(command))
+    _end_group()
 
 
 def main(argv: list[str]) -> int:
     from genaiops.workspace.files import atomic_write_json
 
     _exit_with_parent()
-    if argv == ["--serve"]:
-        _warm_up()
-        line = sys.stdin.readline().strip()
-        if not line:  # the orchestrator needed no more workers
-            return 0
-        argv = line.split("\t")
+    if argv and argv[0] == "--serve":
+        serve(forkserver="--forkserver" in argv)
+        return 0
     job_path, result_path = Path(argv[0]), Path(argv[1])
-    job = json.loads(job_path.read_text(encoding="utf-8"))
-    try:
-        result = run_job(job)
-    except Exception as exc:  # reported to the orchestrator, which names the run and the cause
-        result = {"name": job["name"], "status": "failed", "duration_s": 0.0, "members": [],
-                  "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
-                  "traceback": traceback.format_exc()[-4000:]}
-    atomic_write_json(Path(result_path), result)
+    atomic_write_json(result_path, handle({"op": "run", "job": str(job_path), "result": str(result_path)}))
     return 0
 
 

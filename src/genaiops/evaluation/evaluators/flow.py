@@ -50,36 +50,48 @@ def write_fallback_data(rows: list[AlignedRow], mapping: dict, path: Path) -> No
 
 
 class FlowEvaluator:
-    def __init__(self, flow: Path, engine, *, worker_count: int = 4, line_timeout_sec: int = 120,
-                 force_data_mode: bool = False):
+    def __init__(self, flow: Path, engine, *, worker_count: int | str = "auto", connections=(),
+                 line_timeout_sec: int = 120, force_data_mode: bool = False,
+                 environment: dict | None = None):
         self.flow = Path(flow)
         self.root = self.flow if self.flow.is_dir() else self.flow.parent
         self.engine = engine
-        self.worker_count = worker_count
+        self.worker_count = worker_count  # a number, or "auto" (per task, from its rows)
+        self.connections = tuple(connections)
         self.line_timeout_sec = line_timeout_sec
         self.force_data_mode = force_data_mode
+        self.environment = dict(environment or {})  # the engine's retry policy for LLM judges
 
     def content_identity(self) -> dict:
         return {"kind": "flow", "engine": self.engine.name,
                 "flow_hash": hash_tree(self.root, self.engine.cache_patterns),
                 "entry": self.flow.name if self.flow.is_file() else ""}
 
+    def _workers(self, rows: int) -> int:
+        from genaiops.capacity import worker_count
+
+        return worker_count(self.worker_count, rows, calls_llm=self.engine.read_flow(self.flow).calls_llm,
+                            connections=self.connections)
+
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
         started = time.monotonic()
+        workers = self._workers(len(rows))
         record, mapping = task.record, task.eval_dataset.mappings
         use_run = not self.force_data_mode and self.engine.linkable_run(record.pf_run)
         with tempfile.TemporaryDirectory(prefix="genaiops-eval-") as tmp:
             if use_run:
                 job = BatchJob(name=name, flow=str(self.flow), data=str(task.eval_dataset.source),
                                column_mapping=run_mapping(mapping, record.pf_output or ""),
-                               member_suffixes=[""], worker_count=self.worker_count,
-                               line_timeout_sec=self.line_timeout_sec, run=record.pf_run)
+                               member_suffixes=[""], worker_count=workers,
+                               line_timeout_sec=self.line_timeout_sec, run=record.pf_run,
+                               environment=self.environment)
             else:
                 data = Path(tmp) / "eval-data.jsonl"
                 write_fallback_data(rows, mapping, data)
                 job = BatchJob(name=name, flow=str(self.flow), data=str(data),
                                column_mapping=data_mapping(mapping), member_suffixes=[""],
-                               worker_count=self.worker_count, line_timeout_sec=self.line_timeout_sec)
+                               worker_count=workers, line_timeout_sec=self.line_timeout_sec,
+                               environment=self.environment)
             result = self.engine.run_batch(job)
         lines = {line.line: line for line in (result.members[0].lines if result.members else [])}
         failed = error_rows(rows)
