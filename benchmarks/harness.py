@@ -37,7 +37,11 @@ class Measured:
     stderr: str
 
     def json(self) -> dict:
-        return json.loads(self.stdout)
+        """The command's JSON: all of stdout, or its last line (promptflow prints before it)."""
+        try:
+            return json.loads(self.stdout)
+        except ValueError:
+            return json.loads(self.stdout.strip().splitlines()[-1])
 
 
 class Bench:

@@ -124,6 +124,25 @@ def test_retry_interval_backs_off_then_gives_up_with_the_cause():
     assert common.generate_retry_interval(10) == 30.0  # capped
 
 
+def test_behind_the_gateway_one_attempt_gives_the_gateways_own_error():
+    module = types.SimpleNamespace()
+    retry_policy._patch(module, max_attempts=1, backoff=0)
+    try:
+        raise ConnectionError("LLM gateway gave up after 5 attempt(s) ...")
+    except ConnectionError:
+        with pytest.raises(ConnectionError, match="LLM gateway gave up"):
+            module.generate_retry_interval(0)
+
+
+def test_both_promptflow_retry_loops_are_patched():
+    assert retry_policy.TARGETS == ("promptflow.tools.common", "promptflow.core._prompty_utils")
+    import promptflow.core._prompty_utils as prompty
+    import promptflow.tools.common as tools
+
+    for module in (prompty, tools):  # the names the retry loops look up at call time
+        assert callable(module.generate_retry_interval)
+
+
 def test_patch_applies_when_the_tools_module_is_imported_later(tmp_path, monkeypatch):
     module = "genaiops_fake_tools_common"
     (tmp_path / f"{module}.py").write_text("def generate_retry_interval(n):\n    return 99\n")
@@ -208,3 +227,24 @@ def test_run_concurrently_keeps_order_bounds_parallelism_and_propagates_errors()
         run_concurrently([Unit(i, f"u{i}") for i in range(3)], failing, max_parallel=3, title="t",
                          show_progress=False)
     assert run_concurrently([], work, max_parallel=2, title="t") == []
+
+
+# -- worker counts ----------------------------------------------------------------------------------
+
+def test_auto_worker_count_follows_lines_cores_memory_and_quota():
+    from genaiops.capacity import auto_workers, worker_count
+
+    assert auto_workers(10, calls_llm=True, cores=2, memory_mb=10_000) == 10  # no more than lines
+    assert auto_workers(500, calls_llm=True, cores=2, memory_mb=10_000) == 16  # LLM-bound: waits
+    assert auto_workers(500, calls_llm=False, cores=2, memory_mb=10_000) == 2  # CPU-bound: cores
+    assert auto_workers(500, calls_llm=None, cores=2, memory_mb=10_000) == 16  # unknown: LLM-bound
+    assert auto_workers(500, calls_llm=True, quota_rps=10, cores=2, memory_mb=10_000) == 20
+    assert auto_workers(500, calls_llm=True, quota_rps=1000, cores=2, memory_mb=100_000) == 64
+    assert auto_workers(500, calls_llm=True, cores=2, memory_mb=600) == 3  # half of 600 MB / 100
+    assert worker_count(4, 2, calls_llm=True) == 2 and worker_count(4, 50, calls_llm=True) == 4
+
+
+def test_flowspec_knows_which_dag_flows_call_an_llm(repo_root):
+    assert read_flow(repo_root / "flows/classification/standard").calls_llm is True
+    assert read_flow(repo_root / "flows/classification/evaluation").calls_llm is False
+    assert read_flow(repo_root / "flows/qa/standard").calls_llm is None  # flex: cannot tell

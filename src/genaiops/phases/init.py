@@ -31,9 +31,9 @@ def run_init(ctx: PhaseContext, *, registry_backend: str | None = None) -> InitR
     from genaiops.llm_session import endpoints
 
     config = ctx.config
+    datasets = register_datasets(ctx, registry_backend)  # first: the engine may still be starting
     connections = ctx.engine.prepare_connections(config.connections,
                                                  endpoints(config, simulator_url_for_init(ctx)))
-    datasets = register_datasets(ctx, registry_backend)
     atomic_write_json(ctx.workspace.resolved_config(config.use_case, config.env), config.summary())
     return InitResult(config.summary(), connections, datasets)
 

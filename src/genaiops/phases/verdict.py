@@ -9,6 +9,8 @@ stop at the first that fails: failed experiment lines give no verdict worth comp
 
 from __future__ import annotations
 
+import importlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +46,15 @@ class VerdictResult:
                 "evaluate": summary_for_json(self.summary) if self.summary is not None else None}
 
 
+EVALUATE_MODULES = ("genaiops.evaluation.build", "genaiops.evaluation.gates", "genaiops.reports")
+
+
 def run_verdict(ctx: PhaseContext, options: VerdictOptions) -> VerdictResult:
     max_parallel = options.experiment.max_parallel or ctx.config.runtime.max_parallel
     ctx.engine.prewarm(max_parallel)  # one import serves connections, batches and evaluations
+    # evaluate's own modules (statistics, reports) load while the engine runs the experiment
+    threading.Thread(target=lambda: [importlib.import_module(m) for m in EVALUATE_MODULES],
+                     name="preload-evaluate", daemon=True).start()
     init = run_init(ctx, registry_backend=options.registry_backend)
     experiment = run_experiment(ctx, options.experiment)
     if not experiment.ok:

@@ -10,6 +10,8 @@ loops that sleep a whole second between checks (process ready, batch complete, p
   for); the job's environment travels with it, so a forkserver started for one job serves the
   next with another retry policy or worker count.
 - `shorten_polls()`: those one-second sleeps become `POLL_SECONDS`.
+- `node_concurrency()`: promptflow runs at most 2 nodes of a line at once in a batch run; a
+  composite DAG of k variants asks for 2k (`NODE_CONCURRENCY_ENV`), so its chains run side by side.
 - `fresh_store_locks()`: forked processes get their own lock objects for promptflow's local
   store, which filelock otherwise refuses after a fork (a flex class or a prompty reading its
   connection in a line process); this is also what lets prompty run forked instead of spawned.
@@ -27,6 +29,8 @@ import sys
 import time
 
 POLL_SECONDS = 0.05
+NODE_CONCURRENCY_ENV = "GENAIOPS_NODE_CONCURRENCY"
+MAX_NODE_CONCURRENCY = 16  # what promptflow itself allows a single line outside batch runs
 # imported once by the forkserver, so a run's manager process starts without importing them
 PRELOAD = (
     "genaiops.engines.promptflow.fastbatch",
@@ -39,6 +43,8 @@ PRELOAD = (
     "promptflow.tools.aoai",
     "promptflow.core._prompty_utils",
     "promptflow._sdk._orm.session",
+    "promptflow.tracing._integrations._openai_injector",
+    "openai.resources",
 )
 
 
@@ -71,6 +77,17 @@ def shorten_polls() -> bool:
     return True
 
 
+def node_concurrency() -> bool:
+    """Nodes of one line run at once: promptflow's batch default (2), or what the job asks for."""
+    wanted = os.environ.get(NODE_CONCURRENCY_ENV)
+    from promptflow.executor import _line_execution_process_pool as pool
+
+    if not wanted or not hasattr(pool, "DEFAULT_CONCURRENCY_BULK"):
+        return False
+    pool.DEFAULT_CONCURRENCY_BULK = max(1, min(int(wanted), MAX_NODE_CONCURRENCY))
+    return True
+
+
 def _forkserver_context():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
@@ -93,6 +110,7 @@ def _run_manager(environment: dict, target, *args, **kwargs) -> None:
 
     install_from_env()
     shorten_polls()
+    node_concurrency()
     fresh_store_locks()
     target(*args, **kwargs)
 

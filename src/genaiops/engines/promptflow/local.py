@@ -27,6 +27,7 @@ from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResul
 from genaiops.engines.promptflow.env import promptflow_home
 from genaiops.engines.promptflow.results import count_finished_lines
 from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
+from genaiops.engines.promptflow.worker import idle_limit
 from genaiops.errors import GenaiopsError
 from genaiops.workspace.files import atomic_write_json
 
@@ -55,6 +56,7 @@ class _Worker:
         self._log = open(self.log_path, "wb")
         self._commands = 0
         self.died_log = ""  # what the worker wrote before it died in a request
+        self.idle_since = time.monotonic()
         command = [sys.executable, "-m", "genaiops.engines.promptflow.worker", "--serve"]
         self.process = subprocess.Popen(
             command + (["--forkserver"] if forkserver else []),
@@ -72,8 +74,11 @@ class _Worker:
         self._commands += 1
         result = self.folder / f"result-{self._commands}.json"
         log_start = self.log_path.stat().st_size
-        self.process.stdin.write((json.dumps({**command, "result": str(result)}) + "\n").encode())
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write((json.dumps({**command, "result": str(result)}) + "\n").encode())
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it stopped (idle timeout, killed) before it read the command
+            self.process.wait()
         next_progress = 0.0
         while not result.is_file():
             if not self.alive:
@@ -85,6 +90,7 @@ class _Worker:
             time.sleep(RESULT_POLL_SECONDS)
         data = json.loads(result.read_text(encoding="utf-8"))
         result.unlink()
+        self.idle_since = time.monotonic()
         return data
 
     def stop(self) -> None:
@@ -124,13 +130,15 @@ class _Pool:
         return worker
 
     def checkout(self, forkserver: bool = True) -> _Worker:
+        """An idle worker, unless it is about to stop for being idle too long; else a new one."""
         while True:
             try:
                 worker = self.idle.get_nowait()
             except queue.Empty:
                 return self.start(forkserver)
-            if worker.alive:
+            if worker.alive and time.monotonic() - worker.idle_since < idle_limit() - 10:
                 return worker
+            worker.stop()
 
     def checkin(self, worker: _Worker) -> None:
         if worker.alive:

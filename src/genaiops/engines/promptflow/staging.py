@@ -24,6 +24,7 @@ import yaml
 from genaiops.engines.base import FlowSpec, StagedBatch, VariantSpec
 from genaiops.engines.promptflow.composite import composite_dag, suffix
 from genaiops.engines.promptflow.composite_entry import SPEC_FILE
+from genaiops.engines.promptflow.fastbatch import NODE_CONCURRENCY_ENV
 from genaiops.engines.promptflow.flowspec import DAG_FILE, FLEX_FILE
 from genaiops.errors import UsageError
 
@@ -81,7 +82,9 @@ def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> 
         dag = yaml.safe_load((flow.root / DAG_FILE).read_text(encoding="utf-8"))
         staged = composite_dag(dag, [v.nodes for v in variants])
         (dest / DAG_FILE).write_text(yaml.safe_dump(staged, sort_keys=False), encoding="utf-8")
-        return StagedBatch(str(dest), [suffix(i) for i in range(len(variants))])
+        # promptflow runs 2 nodes of a line at once in batch runs: let the k chains run side by side
+        environment = {NODE_CONCURRENCY_ENV: str(2 * len(variants))} if len(variants) > 1 else {}
+        return StagedBatch(str(dest), [suffix(i) for i in range(len(variants))], environment=environment)
     if len(variants) > 1:
         return _stage_parameter_composite(flow, variants, dest)
     variant = variants[0]

@@ -21,11 +21,13 @@ forkserver and manager processes would otherwise outlive it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict
@@ -38,23 +40,30 @@ DEFAULT_IDLE_SEC = 60.0
 _WARM: set[str] = set()
 
 
+def idle_limit() -> float:
+    """How long a warm worker waits for its next job before it stops (the runner knows it too)."""
+    try:
+        return float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_SEC)
+    except ValueError:
+        return DEFAULT_IDLE_SEC
+
+
 def _warm_up(forkserver: bool = False) -> None:
     if "promptflow" in _WARM and (not forkserver or "forkserver" in _WARM):
         return
+    import genaiops.engines.promptflow.fastbatch as fastbatch
     from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
+    if forkserver and "forkserver" not in _WARM:
+        fastbatch.start_forkserver()  # first: it imports promptflow on the other core meanwhile
+        _WARM.add("forkserver")
+        # promptflow reads the dataset with pandas (~0.7 s on first use): not on our critical path
+        threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
     import promptflow.client  # noqa: F401  (the expensive part: ~1.5-3 s)
-
-    from genaiops.engines.promptflow import fastbatch
 
     fastbatch.install()
     _WARM.add("promptflow")
-    if forkserver:
-        fastbatch.start_forkserver()
-        import pandas  # noqa: F401  (promptflow reads the dataset with it; ~0.7 s on first use)
-
-        _WARM.add("forkserver")
 
 
 _CLIENT = None
@@ -157,8 +166,6 @@ def handle(command: dict) -> dict:
 def _exit_with_parent() -> None:
     """If the orchestrator dies (SIGKILL, CI cancel) stop this run and its line workers too:
     a run nobody will record is wasted LLM calls."""
-    import threading
-
     parent = os.getppid()
 
     def watch() -> None:
@@ -192,7 +199,7 @@ def serve(forkserver: bool) -> None:
     from genaiops.workspace.files import atomic_write_json
 
     _warm_up(forkserver)
-    idle_sec = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_SEC))
+    idle_sec = idle_limit()
     while True:
         command = _next_command(idle_sec)
         if command is None:
