@@ -121,12 +121,12 @@ def test_verdict_runs_init_experiment_and_evaluate_on_the_same_warm_workers(repo
                                                                             monkeypatch, capsys):
     started = _count_workers(monkeypatch)
     code = main(["--repo", str(repo), "run", "verdict", "-u", "classification", "-e", "judged",
-                 "--variants", "all", "--json"])
+                 "--variants", "all", "--max-parallel", "2", "--json"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 0, payload
     assert payload["init"]["ok"] and payload["experiment"]["ok"]
     assert payload["evaluate"]["verdict"] == "pass"
-    assert len(started) == 2  # max_parallel workers, each importing promptflow once, for 3 phases
+    assert len(started) == 2  # --max-parallel workers, each importing promptflow once, for 3 phases
     evaluations = {(r["evaluator"], r["variant"]) for r in payload["evaluate"]["metrics"]
                    if r["evaluator"] in {"accuracy", "judge"}}
     assert len(evaluations) == 6  # 2 evaluators x 3 variants

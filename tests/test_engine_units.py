@@ -4,6 +4,7 @@ patch, and of the shared progress display and scheduling loop."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
 import time
@@ -244,7 +245,32 @@ def test_auto_worker_count_follows_lines_cores_memory_and_quota():
     assert worker_count(4, 2, calls_llm=True) == 2 and worker_count(4, 50, calls_llm=True) == 4
 
 
+def test_parallel_runs_default_to_half_the_cores_unless_asked():
+    from genaiops.capacity import parallel_runs
+
+    assert parallel_runs(None, 4, 6, cores=2) == 1  # a second engine worker costs more than it saves
+    assert parallel_runs(None, 4, 6, cores=8) == 4 and parallel_runs(None, 4, 2, cores=8) == 2
+    assert parallel_runs(3, 4, 6, cores=2) == 3  # --max-parallel is taken as given
+
+
 def test_flowspec_knows_which_dag_flows_call_an_llm(repo_root):
     assert read_flow(repo_root / "flows/classification/standard").calls_llm is True
     assert read_flow(repo_root / "flows/classification/evaluation").calls_llm is False
     assert read_flow(repo_root / "flows/qa/standard").calls_llm is None  # flex: cannot tell
+
+
+@pytest.mark.promptflow
+def test_workers_starting_together_never_race_on_pf_yaml(tmp_path):
+    """promptflow writes cli.installation_id into pf.yaml on first use, not atomically; genaiops
+    writes the complete file first, so workers starting at once in a new HOME only read it."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "from genaiops.engines.promptflow.env import "
+                    "prepare_promptflow; prepare_promptflow()"], env=env, check=True)
+    written = (tmp_path / ".promptflow/pf.yaml").read_text()
+    assert yaml.safe_load(written)["cli"]["installation_id"]
+    subprocess.run([sys.executable, "-c", "from promptflow._sdk._configuration import Configuration; "
+                    "Configuration.get_instance().get_or_set_installation_id()"], env=env, check=True)
+    assert (tmp_path / ".promptflow/pf.yaml").read_text() == written  # promptflow wrote nothing

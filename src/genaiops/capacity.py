@@ -1,4 +1,5 @@
-"""How many line workers a batch run gets when the config says `worker_count: auto` (the default).
+"""How many line workers a batch run gets when the config says `worker_count: auto` (the default),
+and how many batch runs go at once.
 
 Enough to keep the LLM quota busy, and never more than the lines to run, the memory can hold or,
 for a flow that makes no LLM call, the cores can use. LLM-bound lines mostly wait, so their
@@ -53,3 +54,14 @@ def worker_count(configured, rows: int, *, calls_llm: bool | None, connections=(
     if configured != "auto":
         return max(1, min(int(configured), max(1, rows)))
     return auto_workers(rows, calls_llm=calls_llm, quota_rps=quota_requests_per_sec(connections))
+
+
+def parallel_runs(explicit: int | None, configured: int, runs: int, cores: int | None = None) -> int:
+    """Batch runs at once: `--max-parallel` as given, else `runtime.max_parallel` but no more than
+    half the cores. Each concurrent run has its own engine worker, whose start (importing the
+    engine, ~2 CPU-s) and line workers keep about a core busy: on 2 cores a second worker costs
+    more to start than running the next batch in the first one, once warm."""
+    if explicit:
+        return max(1, min(explicit, runs))
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(configured, runs, max(1, cores // 2)))

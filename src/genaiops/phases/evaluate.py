@@ -91,6 +91,7 @@ def _write_best_pointer(ctx: PhaseContext, summary: Summary) -> None:
 
 def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOptions) -> Summary:
     """Run (or reuse) every evaluation of one experiment and build the summary without gates."""
+    from genaiops.capacity import parallel_runs
     from genaiops.evaluation.build import build_summary
     from genaiops.evaluation.evaluators import make_adapter, plan_evaluations, run_evaluations
     from genaiops.evaluation.store import EvaluationStore
@@ -106,10 +107,10 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
     has_flows = any(e.flow for e in config.evaluators)
     tasks = plan_evaluations(config, records, adapters, output_settings(config) if has_flows else {})
     store = EvaluationStore(ctx.workspace)
-    max_parallel = options.max_parallel or config.runtime.max_parallel
     to_run = [t for t in tasks if t.evaluator.flow and (options.force or store.find(t.key) is None)]
+    max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, max(1, len(to_run)))
     if to_run:  # nothing to run: no simulator, no connections, no engine import
-        ctx.engine.prewarm(min(max_parallel, len(to_run)))  # workers import while we prepare
+        ctx.engine.prewarm(max_parallel)  # workers import while we prepare
     with ctx.llm(EVALUATOR_POOL) if to_run else contextlib.nullcontext():
         outcomes = run_evaluations(tasks, adapters, ledger, store, evaluation_id=evaluation_id,
                                    max_parallel=max_parallel, force=options.force,

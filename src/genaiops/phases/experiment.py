@@ -265,8 +265,10 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     simulator_stats = gateway_stats = None
     if pending:  # nothing to run: no simulator, no connections, no engine import
         batches = make_batches(ctx, pending, options, experiment_id)
-        max_parallel = options.max_parallel or config.runtime.max_parallel
-        ctx.engine.prewarm(min(max_parallel, len(batches)))  # workers import while we prepare
+        from genaiops.capacity import parallel_runs
+
+        max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, len(batches))
+        ctx.engine.prewarm(max_parallel)  # workers import while we prepare
         try:
             with ctx.llm() as session:
                 records.update(_run_batches(ctx, batches, max_parallel, experiment_id, ledger))

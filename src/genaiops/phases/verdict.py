@@ -50,8 +50,10 @@ EVALUATE_MODULES = ("genaiops.evaluation.build", "genaiops.evaluation.gates", "g
 
 
 def run_verdict(ctx: PhaseContext, options: VerdictOptions) -> VerdictResult:
-    max_parallel = options.experiment.max_parallel or ctx.config.runtime.max_parallel
-    ctx.engine.prewarm(max_parallel)  # one import serves connections, batches and evaluations
+    from genaiops.capacity import parallel_runs
+
+    runtime = ctx.config.runtime  # one import serves connections, batches and evaluations
+    ctx.engine.prewarm(parallel_runs(options.experiment.max_parallel, runtime.max_parallel, runtime.max_parallel))
     # evaluate's own modules (statistics, reports) load while the engine runs the experiment
     threading.Thread(target=lambda: [importlib.import_module(m) for m in EVALUATE_MODULES],
                      name="preload-evaluate", daemon=True).start()

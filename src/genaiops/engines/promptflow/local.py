@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.engines.promptflow.env import promptflow_home
+from genaiops.engines.promptflow.env import prepare_promptflow, promptflow_home
 from genaiops.engines.promptflow.results import count_finished_lines
 from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 from genaiops.engines.promptflow.worker import idle_limit
@@ -122,6 +122,7 @@ class _Pool:
         self.lock = threading.Lock()
 
     def start(self, forkserver: bool = True) -> _Worker:
+        prepare_promptflow()  # pf.yaml complete before workers start together (see env)
         with self.lock:
             folder = Path(self.tmp.name) / f"w{len(self.workers) + 1}"
             folder.mkdir()
