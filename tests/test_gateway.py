@@ -157,6 +157,7 @@ def test_429_storm_loses_and_duplicates_nothing(sim):
     finally:
         gw.stop()
     assert [a.status_code for a in answers] == [200] * 60
+    assert answers[0].headers["server"].startswith("genaiops-simulator")  # relayed as it came
     echoed = [a.json()["choices"][0]["message"]["content"] for a in answers]
     assert sorted(echoed) == sorted(set(echoed)) and len(echoed) == 60  # one answer each, no mix-up
     stats = sim.stats.snapshot()

@@ -206,7 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         if route is None:
-            self._failure(_Failure(404, f"{GATEWAY_NAME} has no route {path!r}: a connection "
+            self.fail(_Failure(404, f"{GATEWAY_NAME} has no route {path!r}: a connection "
                                         "name the LLM session did not register"), 0, 0.0)
             return
         pool, rest = match.group(1), match.group(3)
@@ -226,13 +226,15 @@ class _Handler(BaseHTTPRequestHandler):
             size = -1
         if not 0 <= size <= _MAX_BODY:
             self.close_connection = True
-            self._failure(_Failure(400, "send a valid Content-Length"), 0, 0.0)
+            self.fail(_Failure(400, "send a valid Content-Length"), 0, 0.0)
             return None
         return self.rfile.read(size) if size else b""
 
     def relay(self, response: httpx.Response) -> None:
-        """The upstream's answer as it comes (chunk by chunk for streams)."""
-        self.send_response(response.status_code)
+        """The upstream's answer as it comes (chunk by chunk for streams), its own Server and Date
+        headers included (the simulator says what it is there)."""
+        self.log_request(response.status_code)
+        self.send_response_only(response.status_code)
         for key, value in response.headers.multi_items():
             if key.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):
                 self.send_header(key, value)
@@ -252,7 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
-    def _failure(self, failure: _Failure, attempts: int, elapsed: float) -> None:
+    def fail(self, failure: _Failure, attempts: int, elapsed: float) -> None:
         """The gateway's own answer: the last failure, marked so no SDK retries it again."""
         payload = json.dumps({"error": {"message": failure.message, "type": failure.error_type,
                                         "param": None, "code": failure.code}}).encode()
@@ -361,4 +363,4 @@ class _Call:
                         f"{self.throttled} throttled) in {elapsed:.1f} s (runtime.retries: "
                         f"max_attempts {bounds.max_attempts}, max_throttled {bounds.max_throttled}, "
                         f"max_total_sec {bounds.max_total_sec:g}): {last.message}")
-        self.handler._failure(last, self.attempts, elapsed)
+        self.handler.fail(last, self.attempts, elapsed)

@@ -10,10 +10,11 @@ import re
 
 DEFAULT_MAX_TOKENS = 256  # charged when a request sets no max_tokens (an estimate, like Azure's)
 _AZURE_DEPLOYMENT = re.compile(r"(?:^|/)openai/deployments/([^/]+)/")
-# hop-by-hop headers (RFC 9110 7.6.1) and those the proxy sets itself
+# request headers not forwarded: hop-by-hop (RFC 9110 7.6.1), those the proxy sets itself, and
+# accept-encoding (the gateway asks for identity, to read error messages)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-                        "accept-encoding", "content-encoding"})
+                        "accept-encoding"})
 
 
 def deployment_of(path: str, body: dict | None) -> str:
@@ -46,15 +47,18 @@ def _text_chars(value) -> int:
 
 
 def estimated_tokens(body: dict | None) -> int:
-    """Prompt (~4 characters a token, plus a few per message) plus the most the answer may use."""
+    """Prompt (~4 characters a token, plus a few per message) plus the most the answer may use;
+    an embedding request (`input`) has no answer to allow for."""
     if not body:
         return 1
     messages = body.get("messages")
     if isinstance(messages, list):
         prompt = sum(math.ceil(_text_chars(m.get("content")) / 4) + 4 for m in messages
                      if isinstance(m, dict))
+    elif "prompt" in body:
+        prompt = math.ceil(_text_chars(body.get("prompt")) / 4)
     else:
-        prompt = math.ceil(_text_chars(body.get("prompt") or body.get("input") or "") / 4)
+        return max(1, math.ceil(_text_chars(body.get("input") or "") / 4))
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = int(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) \
         else DEFAULT_MAX_TOKENS

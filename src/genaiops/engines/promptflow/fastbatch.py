@@ -6,9 +6,10 @@ promptflow (~2.4 s of CPU) only to fork the line processes from a clean parent, 
 loops that sleep a whole second between checks (process ready, batch complete, process gone).
 
 - `use_forkserver()`: the per-run manager process is forked from a multiprocessing forkserver
-  that imported promptflow once (a clean, single-threaded parent, which is what the spawn was
-  for); the job's environment travels with it, so a forkserver started for one job serves the
-  next with another retry policy or worker count.
+  (a clean parent without any run's threads, which is what the spawn was for) that is itself a
+  fork of the warm worker, taken right after it imported promptflow; the job's environment
+  travels with each manager, so one forkserver serves jobs with different retry policies or
+  worker counts.
 - `shorten_polls()`: those one-second sleeps become `POLL_SECONDS`.
 - `node_concurrency()`: promptflow runs at most 2 nodes of a line at once in a batch run; a
   composite DAG of k variants asks for 2k (`NODE_CONCURRENCY_ENV`), so its chains run side by side.
@@ -95,11 +96,48 @@ def _forkserver_context():
 
 
 def start_forkserver() -> None:
-    """Start the forkserver now (it imports PRELOAD), so the first run does not wait for it."""
+    """Start the forkserver now, so the first run does not wait for it.
+
+    Called once promptflow is imported and before any run, the forkserver is a fork of this
+    process: it has everything imported already, and no run's threads. (multiprocessing would
+    start a fresh interpreter that imports PRELOAD: another ~2 CPU-seconds per worker.) If that
+    fork cannot be made, multiprocessing's own forkserver serves instead.
+    """
     from multiprocessing import forkserver
 
     _forkserver_context()
-    forkserver.ensure_running()
+    try:
+        _fork_forkserver(forkserver._forkserver)
+    except OSError:
+        forkserver.ensure_running()
+
+
+def _fork_forkserver(server) -> None:
+    """multiprocessing's `ForkServer.ensure_running`, with `os.fork()` where it spawns."""
+    import socket
+    from multiprocessing import connection, forkserver, resource_tracker
+
+    with server._lock:
+        if server._forkserver_pid is not None:
+            return
+        resource_tracker.ensure_running()
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")
+            listener.bind(address)
+            os.chmod(address, 0o600)
+            listener.listen()
+            alive_r, alive_w = os.pipe()  # the server stops when every holder of alive_w is gone
+            pid = os.fork()
+            if pid == 0:  # the forkserver: serve until alive_w closes, then leave
+                try:
+                    os.close(alive_w)
+                    forkserver.main(listener.fileno(), alive_r, [])
+                finally:
+                    os._exit(0)
+            os.close(alive_r)
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
 
 
 def _run_manager(environment: dict, target, *args, **kwargs) -> None:

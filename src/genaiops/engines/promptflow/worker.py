@@ -55,15 +55,15 @@ def _warm_up(forkserver: bool = False) -> None:
     from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
-    if forkserver and "forkserver" not in _WARM:
-        fastbatch.start_forkserver()  # first: it imports promptflow on the other core meanwhile
-        _WARM.add("forkserver")
-        # promptflow reads the dataset with pandas (~0.7 s on first use): not on our critical path
-        threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
     import promptflow.client  # noqa: F401  (the expensive part: ~1.5-3 s)
 
     fastbatch.install()
     _WARM.add("promptflow")
+    if forkserver and "forkserver" not in _WARM:
+        fastbatch.start_forkserver()  # a fork of this process: before any thread of ours starts
+        _WARM.add("forkserver")
+        # promptflow reads the dataset with pandas (~0.7 s on first use): not on our critical path
+        threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
 
 
 _CLIENT = None
