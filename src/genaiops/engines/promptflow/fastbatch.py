@@ -99,9 +99,10 @@ def start_forkserver() -> None:
     """Start the forkserver now, so the first run does not wait for it.
 
     Called once promptflow is imported and before any run, the forkserver is a fork of this
-    process: it has everything imported already, and no run's threads. (multiprocessing would
-    start a fresh interpreter that imports PRELOAD: another ~2 CPU-seconds per worker.) If that
-    fork cannot be made, multiprocessing's own forkserver serves instead.
+    process: it has promptflow imported already (and imports the rest of PRELOAD itself), and no
+    run's threads. (multiprocessing would start a fresh interpreter that imports all of PRELOAD:
+    another ~2 CPU-seconds per worker.) If that fork cannot be made, multiprocessing's own
+    forkserver serves instead.
     """
     from multiprocessing import forkserver
 
@@ -131,7 +132,9 @@ def _fork_forkserver(server) -> None:
             if pid == 0:  # the forkserver: serve until alive_w closes, then leave
                 try:
                     os.close(alive_w)
-                    forkserver.main(listener.fileno(), alive_r, [])
+                    # imports what runs need beyond promptflow.client (tools, openai) while the
+                    # worker serves its first command
+                    forkserver.main(listener.fileno(), alive_r, list(PRELOAD))
                 finally:
                     os._exit(0)
             os.close(alive_r)

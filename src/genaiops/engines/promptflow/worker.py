@@ -40,6 +40,14 @@ DEFAULT_IDLE_SEC = 60.0
 _WARM: set[str] = set()
 
 
+def _import_all(modules) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a tool package that is not installed: the run says so if it matters
+            pass
+
+
 def idle_limit() -> float:
     """How long a warm worker waits for its next job before it stops (the runner knows it too)."""
     try:
@@ -62,8 +70,10 @@ def _warm_up(forkserver: bool = False) -> None:
     if forkserver and "forkserver" not in _WARM:
         fastbatch.start_forkserver()  # a fork of this process: before any thread of ours starts
         _WARM.add("forkserver")
-        # promptflow reads the dataset with pandas (~0.7 s on first use): not on our critical path
-        threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
+        # what the first run imports on its way (pandas for the dataset, the LLM tools, openai's
+        # resources for tracing: ~1.5 s), loaded while the worker serves its first command
+        threading.Thread(target=_import_all, args=(("pandas",) + fastbatch.PRELOAD,),
+                         name="preload", daemon=True).start()
 
 
 _CLIENT = None
