@@ -1,140 +1,126 @@
-"""Experiment-phase benchmark: genaiops vs the reference template's way, measured in one run.
+"""Experiment-phase benchmarks: genaiops against plain promptflow doing the same work, measured
+side by side in one run, each side a fresh process (`harness`).
 
-Sample classification flow, 4 variant runs (the node-variant grid) x 1 dataset of 50 rows,
-LLM simulator latency 200 ms (loopback, not a model). Prints:
-  B1  genaiops wall time / the same 4 runs one after another with plain pf.run      goal <= 0.40
-  B2  second identical genaiops run / first run (and its simulator request count)   goal <= 0.05, 0 requests
-  B3  variant-lines per second / ideal (workers x variants per line / line latency) goal >= 0.8
+The sample classification DAG (two LLM calls a line), LLM simulator latency 200 ms (loopback,
+not a model):
+  B1  4 variant runs x 50 rows: genaiops wall / the same 4 runs as serial plain pf.run   goal <= 0.25
+  B2  the second identical genaiops run / the first (and its LLM requests)             goal <= 0.05, 0
+  B3  variant-lines per second / ideal (workers x variants per line / line latency)
+  B7  one variant (the defaults) over 46 rows from a cold state: genaiops / one plain pf.run
+      goal <= 1.10; also with genaiops held to promptflow's default worker count (4), which
+      isolates what genaiops adds from what its worker count gains
 
-    python benchmarks/bench_experiment.py [--rows 50] [--latency-ms 200] [--workers N]
+    python benchmarks/bench_experiment.py [--rows 50] [--latency-ms 200] [--repeat 3] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
+import statistics
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import Bench, check, load
 
-
-def isolated_environment() -> Path:
-    """A private HOME (promptflow store, connections) and state dir, so nothing leaks either way."""
-    work = Path(tempfile.mkdtemp(prefix="genaiops-bench-"))
-    os.environ["HOME"] = str(work / "home")
-    os.environ["GENAIOPS_STATE_DIR"] = str(work / "state")
-    (work / "home").mkdir()
-    return work
+SELECTOR = "summarize.full,summarize.brief,classify.terse,summarize.brief+classify.terse"
+REFERENCE_VARIANTS = ["${summarize.full}", "${summarize.brief}", "${classify.terse}", "${classify.careful}"]
+FLOW = "flows/classification/standard"
+MAPPING = '{"text": "${data.text}"}'
 
 
-def make_repo(work: Path, rows: int) -> Path:
-    root = work / "repo"
-    for folder in ("flows", "configs", "datasets"):
-        shutil.copytree(REPO / folder, root / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "process_log"))
-    source = [line for line in (REPO / "datasets/classification/tickets.jsonl").read_text().splitlines() if line]
-    (root / "datasets/classification/bench.jsonl").write_text(
-        "".join(source[i % len(source)] + "\n" for i in range(rows)))
-    (root / "configs/classification/experiment.bench.yaml").write_text(
-        "datasets:\n  - name: bench\n    source: datasets/classification/bench.jsonl\n"
-        "    mappings: {text: \"${data.text}\"}\nevaluators: []\n")
-    return root
+def b1_b2_b3(bench: Bench, sim, rows: int, latency_ms: float) -> dict:
+    data = bench.dataset("bench", "datasets/classification/tickets.jsonl", rows)
+    bench.overlay("classification", "bench", "datasets:\n  - name: bench\n"
+                  "    source: datasets/classification/bench.jsonl\n    mappings: {text: \"${data.text}\"}\n"
+                  "evaluators: []\n")
+    reference = check(bench.reference("runs", "--base-url", sim.openai_base_url,
+                                      "--flow", str(bench.repo / FLOW), "--data", str(data),
+                                      "--mapping", MAPPING, "--variants", json.dumps(REFERENCE_VARIANTS)),
+                      "reference serial pf.run")
+    assert all(r["status"] == "Completed" and not r["failed"] for r in reference.json()["runs"])
+    first = check(bench.genaiops("run", "experiment", "-u", "classification", "-e", "bench",
+                                 "--variants", SELECTOR, "--json"), "genaiops run experiment")
+    second = check(bench.genaiops("run", "experiment", "-u", "classification", "-e", "bench",
+                                  "--variants", SELECTOR, "--json"), "genaiops second run")
+    result = first.json()
+    assert result["ok"] and result["totals"]["lines_failed"] == 0
+    assert all(r["reused"] for r in second.json()["runs"]) and second.json()["simulator"] is None
+    from genaiops.capacity import worker_count
+
+    workers = worker_count("auto", rows, calls_llm=True)  # what `runtime.worker_count: auto` picked
+    chains = len(result["runs"])
+    ideal = workers * chains / (2 * latency_ms / 1000)  # two LLM calls in sequence per line
+    lines_per_s = result["totals"]["lines_ok"] / first.seconds
+    return {
+        "B1": round(first.seconds / reference.seconds, 3), "B2": round(second.seconds / first.seconds, 4),
+        "B3": round(lines_per_s / ideal, 3),
+        "reference_s": round(reference.seconds, 2), "genaiops_s": round(first.seconds, 2),
+        "second_s": round(second.seconds, 2), "lines_per_s": round(lines_per_s, 1),
+        "ideal_lines_per_s": round(ideal, 1), "workers": workers,
+        "peak_mb": {"genaiops": round(first.peak_mb), "reference": round(reference.peak_mb)},
+    }
 
 
-def reference_serial(repo: Path, variants: list[dict], sim) -> float:
-    """The reference template's way: one plain pf.run per variant, one after another."""
-    from promptflow.client import PFClient
-    from promptflow.entities import OpenAIConnection
-
-    client = PFClient()
-    client.connections.create_or_update(
-        OpenAIConnection(name="llm", api_key="simulator-key", base_url=sim.openai_base_url))
-    started = time.perf_counter()
-    for assignment in variants:
-        for node, variant_id in assignment.items():
-            run = client.run(flow=str(repo / "flows/classification/standard"),
-                             data=str(repo / "datasets/classification/bench.jsonl"),
-                             column_mapping={"text": "${data.text}"}, variant=f"${{{node}.{variant_id}}}",
-                             stream=False)
-            failed = run.properties["system_metrics"].get("__pf__.lines.failed", 0)
-            assert run.status == "Completed" and not failed, (run.status, failed)
-            break  # pf.run takes one node variant; the others stay on their defaults
-    return time.perf_counter() - started
+def b7(bench: Bench, sim, repeat: int) -> dict:
+    bench.overlay("classification", "single", "evaluators: []\n")
+    data = bench.repo / "datasets/classification/tickets.jsonl"
+    times = {"reference": [], "genaiops": [], "genaiops_4_workers": []}
+    peaks = {key: 0.0 for key in times}
+    for _ in range(repeat):  # interleaved, each from a cold state
+        for key, args in (("reference", None), ("genaiops", []), ("genaiops_4_workers", ["--workers", "4"])):
+            bench.fresh_state()
+            if args is None:
+                measured = check(bench.reference("runs", "--base-url", sim.openai_base_url, "--flow",
+                                                 str(bench.repo / FLOW), "--data", str(data),
+                                                 "--mapping", MAPPING), "reference pf.run")
+            else:
+                measured = check(bench.genaiops("run", "experiment", "-u", "classification", "-e",
+                                                "single", "--json", *args), "genaiops single variant")
+            times[key].append(measured.seconds)
+            peaks[key] = max(peaks[key], measured.peak_mb)
+    median = {key: statistics.median(values) for key, values in times.items()}
+    return {"B7": round(median["genaiops"] / median["reference"], 3),
+            "B7_same_workers": round(median["genaiops_4_workers"] / median["reference"], 3),
+            "seconds": {key: round(value, 2) for key, value in median.items()},
+            "peak_mb": {key: round(value) for key, value in peaks.items()}}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=50)
     parser.add_argument("--latency-ms", type=float, default=200)
-    parser.add_argument("--workers", type=int, default=None, help="default: the config's runtime.worker_count")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-
-    work = isolated_environment()
-    from genaiops.engines.promptflow.env import prepare_promptflow
-
-    prepare_promptflow()
-    from genaiops.config import load_experiment
-    from genaiops.phases.context import PhaseContext
-    from genaiops.phases.experiment import ExperimentOptions, run_experiment
     from genaiops.simulator import SimulatorServer
 
-    repo = make_repo(work, args.rows)
-    config = load_experiment(repo, "classification", "bench")
-    # 4 variant runs that plain pf.run can express too: each a single node variant off default
-    selector = "summarize.full,summarize.brief,classify.terse,summarize.brief+classify.terse"
-    reference_variants = [{"summarize": "full"}, {"summarize": "brief"}, {"classify": "terse"},
-                          {"classify": "careful"}]
-    workers = args.workers or config.runtime.worker_count
+    bench = Bench("experiment")
+    latency = {"GENAIOPS_SIMULATOR_LATENCY_MS": str(args.latency_ms)}
+    bench.env.update(latency)
     try:
-        with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml",
+        with SimulatorServer(rules_path=bench.repo / "configs/classification/simulator.yaml",
                              latency_ms=args.latency_ms) as sim:
-            baseline = reference_serial(repo, reference_variants, sim)
-            options = ExperimentOptions(variants=selector, worker_count=workers)
-            before = sim.stats.requests
-            t0 = time.perf_counter()
-            ctx = PhaseContext.for_config(config, simulator=sim, show_progress=False)
-            first = run_experiment(ctx, options)
-            ours = time.perf_counter() - t0
-            first_requests = sim.stats.requests - before
-            t0 = time.perf_counter()
-            ctx = PhaseContext.for_config(config, simulator=sim, show_progress=False)
-            second = run_experiment(ctx, options)
-            again = time.perf_counter() - t0
-            second_requests = sim.stats.requests - before - first_requests
-        assert first.ok and second.ok
-        variant_lines = sum(r["lines_ok"] for r in first.runs)
-        per_line_latency = 2 * args.latency_ms / 1000  # two LLM nodes in sequence per variant
-        chains = len(first.runs)
-        ideal = workers * chains / per_line_latency
-        result = {
-            "rows": args.rows, "variants": chains, "latency_ms": args.latency_ms, "workers": workers,
-            "reference_serial_s": round(baseline, 2), "genaiops_first_s": round(ours, 2),
-            "genaiops_second_s": round(again, 3), "first_requests": first_requests,
-            "second_requests": second_requests,
-            "B1": round(ours / baseline, 3), "B2": round(again / ours, 4),
-            "B3": round((variant_lines / ours) / ideal, 3),
-            "lines_per_s": round(variant_lines / ours, 1), "ideal_lines_per_s": round(ideal, 1),
-        }
+            variants = b1_b2_b3(bench, sim, args.rows, args.latency_ms)
+            single = b7(bench, sim, args.repeat)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        bench.close()
     if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"reference (4 x plain pf.run, serial): {result['reference_serial_s']:.1f}s")
-        print(f"genaiops run experiment (first):      {result['genaiops_first_s']:.1f}s, "
-              f"{first_requests} simulator requests, {workers} workers")
-        print(f"genaiops run experiment (second):     {result['genaiops_second_s']:.2f}s, "
-              f"{second_requests} simulator requests")
-        print(f"B1 wall / reference serial = {result['B1']:.3f}  (goal <= 0.40)")
-        print(f"B2 second / first          = {result['B2']:.4f} (goal <= 0.05, 0 requests: {second_requests})")
-        print(f"B3 lines/s / ideal         = {result['B3']:.3f}  ({result['lines_per_s']} of "
-              f"{result['ideal_lines_per_s']} variant-lines/s; goal >= 0.8)")
+        print(json.dumps({"variants": variants, "single": single}))
+        return 0
+    print(f"B1 4 variants x {args.rows} rows, {args.latency_ms:g} ms: genaiops {variants['genaiops_s']} s "
+          f"/ serial plain pf.run {variants['reference_s']} s = {variants['B1']}  (goal <= 0.25)")
+    print(f"B2 second identical run / first = {variants['B2']}, 0 LLM requests  (goal <= 0.05)")
+    print(f"B3 {variants['lines_per_s']} variant-lines/s of an ideal {variants['ideal_lines_per_s']} "
+          f"({variants['workers']} workers) = {variants['B3']}")
+    print(f"B7 one variant, 46 rows, cold: genaiops {single['seconds']['genaiops']} s / plain pf.run "
+          f"{single['seconds']['reference']} s = {single['B7']}  (goal <= 1.10); with 4 workers like "
+          f"pf.run: {single['seconds']['genaiops_4_workers']} s = {single['B7_same_workers']}")
+    print(f"   peak memory (PSS of the process tree): B1 genaiops {variants['peak_mb']['genaiops']} MB, "
+          f"reference {variants['peak_mb']['reference']} MB; B7 genaiops {single['peak_mb']['genaiops']} MB, "
+          f"reference {single['peak_mb']['reference']} MB")
+    print("RESULT " + json.dumps({"B1": variants["B1"], "B7": single["B7"],
+                                  "peak_mb": {"B1": variants["peak_mb"], "B7": single["peak_mb"]}}))
+    print(load())
     return 0
 
 

@@ -4,6 +4,7 @@ patch, and of the shared progress display and scheduling loop."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
 import time
@@ -89,14 +90,14 @@ def test_prompty_variant_is_a_copy_with_its_front_matter_changed(tmp_path):
     variant = VariantSpec("hot", init={"model": {"parameters": {"temperature": 0.9}}})
     staged = stage_batch(flow, [variant], tmp_path / "staged")
     assert staged.entry == str(tmp_path / "staged" / "ask.prompty")
-    assert staged.environment == {"PF_BATCH_METHOD": "spawn"}
+    assert staged.environment == {}  # forked line workers: genaiops renews promptflow's store locks
     front = yaml.safe_load((tmp_path / "staged" / "ask.prompty").read_text().split("---")[1])
     assert front["model"]["parameters"] == {"temperature": 0.9, "max_tokens": 10}
     assert "Answer {{question}}" in (tmp_path / "staged" / "ask.prompty").read_text()
     served = stage_for_serving(flow, variant, tmp_path / "served")
     assert "temperature: 0.9" in (served / "ask.prompty").read_text()
     with pytest.raises(ValueError):
-        stage_batch(flow, [variant, variant], tmp_path / "two")  # one prompty variant a batch
+        stage_batch(flow, [variant] * 9, tmp_path / "nine")  # at most 8 variants a batch
 
 
 def test_serving_copy_of_a_dag_makes_the_variant_the_default(tmp_path):
@@ -171,6 +172,32 @@ def test_promptflows_retry_decorators_have_the_shape_the_policy_reads(target):
     if hasattr(module, "handle_openai_error_async"):
         assert "await asyncio.sleep(retry_after_seconds)" in inspect.getsource(
             module.handle_openai_error_async)
+
+
+def test_behind_the_gateway_one_attempt_gives_the_gateways_own_error():
+    """max_attempts 1 (the gateway retried already): the first failure is raised as it came, with
+    the gateway's account of what it tried, not wrapped in a second account."""
+    module = types.SimpleNamespace(time=time)
+    retry_policy._patch(module, retry_policy.RetryPolicy(1, 0, 60))
+    with pytest.raises(ConnectionError, match="HTTP 429 from the endpoint"):
+        _retrying_call(module, retry_after=0)
+
+
+def test_a_warm_workers_next_job_gets_its_own_policy():
+    module = types.SimpleNamespace(time=time)
+    retry_policy._patch(module, retry_policy.RetryPolicy(100, 0.5, 60))
+    retry_policy._patch(module, retry_policy.RetryPolicy(2, 0.5, 60))  # the next job's settings
+    with pytest.raises(retry_policy.RetriesExhausted, match=r"after 2 attempt"):
+        _retrying_call(module, retry_after=0)
+
+
+def test_both_promptflow_retry_loops_are_patched():
+    assert retry_policy.TARGETS == ("promptflow.tools.common", "promptflow.core._prompty_utils")
+    import promptflow.core._prompty_utils as prompty
+    import promptflow.tools.common as tools
+
+    for module in (prompty, tools):  # the names the retry loops look up at call time
+        assert callable(module.generate_retry_interval)
 
 
 def test_patch_applies_when_the_tools_module_is_imported_later(tmp_path, monkeypatch):
@@ -258,3 +285,49 @@ def test_run_concurrently_keeps_order_bounds_parallelism_and_propagates_errors()
         run_concurrently([Unit(i, f"u{i}") for i in range(3)], failing, max_parallel=3, title="t",
                          show_progress=False)
     assert run_concurrently([], work, max_parallel=2, title="t") == []
+
+
+# -- worker counts ----------------------------------------------------------------------------------
+
+def test_auto_worker_count_follows_lines_cores_memory_and_quota():
+    from genaiops.capacity import auto_workers, worker_count
+
+    assert auto_workers(10, calls_llm=True, cores=2, memory_mb=10_000) == 10  # no more than lines
+    assert auto_workers(500, calls_llm=True, cores=2, memory_mb=10_000) == 16  # LLM-bound: waits
+    assert auto_workers(500, calls_llm=False, cores=2, memory_mb=10_000) == 2  # CPU-bound: cores
+    assert auto_workers(500, calls_llm=None, cores=2, memory_mb=10_000) == 16  # unknown: LLM-bound
+    assert auto_workers(500, calls_llm=True, quota_rps=10, cores=2, memory_mb=10_000) == 20
+    assert auto_workers(500, calls_llm=True, quota_rps=1000, cores=2, memory_mb=100_000) == 64
+    assert auto_workers(500, calls_llm=True, cores=2, memory_mb=600) == 3  # half of 600 MB / 100
+    assert worker_count(4, 2, calls_llm=True) == 2 and worker_count(4, 50, calls_llm=True) == 4
+
+
+def test_parallel_runs_default_to_half_the_cores_unless_asked():
+    from genaiops.capacity import parallel_runs
+
+    assert parallel_runs(None, 4, 6, cores=2) == 1  # a second engine worker costs more than it saves
+    assert parallel_runs(None, 4, 6, cores=8) == 4 and parallel_runs(None, 4, 2, cores=8) == 2
+    assert parallel_runs(3, 4, 6, cores=2) == 3  # --max-parallel is taken as given
+
+
+def test_flowspec_knows_which_dag_flows_call_an_llm(repo_root):
+    assert read_flow(repo_root / "flows/classification/standard").calls_llm is True
+    assert read_flow(repo_root / "flows/classification/evaluation").calls_llm is False
+    assert read_flow(repo_root / "flows/qa/standard").calls_llm is None  # flex: cannot tell
+
+
+@pytest.mark.promptflow
+def test_workers_starting_together_never_race_on_pf_yaml(tmp_path):
+    """promptflow writes cli.installation_id into pf.yaml on first use, not atomically; genaiops
+    writes the complete file first, so workers starting at once in a new HOME only read it."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "from genaiops.engines.promptflow.env import "
+                    "prepare_promptflow; prepare_promptflow()"], env=env, check=True)
+    written = (tmp_path / ".promptflow/pf.yaml").read_text()
+    assert yaml.safe_load(written)["cli"]["installation_id"]
+    subprocess.run([sys.executable, "-c", "from promptflow._sdk._configuration import Configuration; "
+                    "Configuration.get_instance().get_or_set_installation_id()"], env=env, check=True)
+    assert (tmp_path / ".promptflow/pf.yaml").read_text() == written  # promptflow wrote nothing

@@ -81,8 +81,8 @@ def sim(repo):
 
 def experiment(repo, sim, **options):
     config = load_experiment(repo, options.pop("use_case", "classification"), options.pop("env", "fast"))
-    ctx = PhaseContext.for_config(config, simulator=sim, show_progress=False)
-    return run_experiment(ctx, ExperimentOptions(**options))
+    with PhaseContext.for_config(config, simulator=sim, show_progress=False) as ctx:
+        return run_experiment(ctx, ExperimentOptions(**options))
 
 
 def variants(config, selector, **kwargs):
@@ -254,8 +254,50 @@ def test_persistent_500_fails_with_message(repo, state_dir, sim, capsys):
     with pytest.raises(RunFailed) as info:
         result.raise_if_failed()
     message = str(info.value)
-    assert "4 failed line(s)" in message and "gave up after 2 attempt(s)" in message
+    assert "4 failed line(s)" in message and "LLM gateway gave up after 2 attempt(s)" in message
     assert "500" in message
+    # runtime.retries.max_attempts is 2: the gateway's attempts are all there are (no SDK retries
+    # on top), 2 per line for the first node, which then fails the line
+    assert sim.stats.requests == 4 * 2
+
+
+@pytest.mark.promptflow
+def test_429_storm_loses_and_duplicates_no_line(repo, state_dir, sim, capsys, monkeypatch):
+    import genaiops.llm_session as llm_session
+
+    real = llm_session.llm_session
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
+    sim.faults.add(kind="429", rate=0.5, retry_after=0.05)  # every other request, forever
+    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
+                 "--datasets", "tickets_pr", "--variants", "all", "--json", "--force"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0, payload.get("failures")
+    assert payload["totals"]["lines_ok"] == 3 * 10 and payload["totals"]["lines_failed"] == 0
+    ledger = Workspace.for_repo(repo).ledger()
+    for run in payload["runs"]:
+        rows = ledger.read_outputs(run["key"])
+        assert [row["line"] for row in rows] == list(range(10))  # each line once, none lost
+        texts = [json.loads(line)["text"] for line in
+                 (repo / "datasets/classification/tickets_pr.jsonl").read_text().splitlines()]
+        assert [row["inputs"]["text"] for row in rows] == texts  # in its own place
+    stats = sim.stats.snapshot()
+    assert stats["by_status"]["200"] == 3 * 10 * 2  # every LLM call answered exactly once
+    assert stats["by_status"]["429"] >= stats["by_status"]["200"] - 1
+    assert payload["gateway"]["outcomes"]["throttled"] == stats["by_status"]["429"]
+
+
+@pytest.mark.promptflow
+def test_a_quota_limited_deployment_runs_without_failed_lines(repo, state_dir):
+    """600 RPM = 10 requests/s, over 1 s windows, not configured: the gateway learns it."""
+    with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml",
+                         quota={"rpm": 600}) as limited:
+        result = experiment(repo, limited, variants="all", datasets=["tickets_pr"], force=True)
+    assert result.ok and result.totals["lines_failed"] == 0
+    stats = limited.stats.snapshot()
+    assert stats["by_status"]["200"] == 60
+    assert stats["throttled"] <= 10  # the first second, before the quota is known
+    upstream = next(iter(result.gateway["upstreams"].values()))
+    assert upstream["quota"]["source"] == "learned" and 600 <= upstream["quota"]["rpm"] <= 640
 
 
 @pytest.mark.promptflow
@@ -298,7 +340,7 @@ def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, mon
     import genaiops.llm_session as llm_session
 
     real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None: real(config, engine, sim))
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
     sim.faults.add(kind="500", count=None)
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json", "--force"])
@@ -321,7 +363,7 @@ def test_no_secret_in_ledger_or_output(repo, state_dir, sim, tmp_path, monkeypat
     import genaiops.llm_session as llm_session
 
     real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None: real(config, engine, sim))
+    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json"])
     captured = capsys.readouterr()

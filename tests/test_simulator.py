@@ -769,6 +769,16 @@ def test_banner_labels_the_simulator_and_warns_off_loopback():
     assert "5 ms + up to 2 ms jitter" in text
     assert "WARNING       listening on 0.0.0.0, not loopback only" in text
     assert text.endswith("Press Ctrl-C to stop.")
+    assert "quota         none" in text
+
+
+def test_cli_quota_flags_reach_the_banner():
+    from genaiops.cli import build_parser
+    from genaiops.simulator.foreground import banner
+
+    args = build_parser().parse_args(["simulator", "--rpm", "600", "--tpm", "60000"])
+    with SimulatorServer(None, quota={"rpm": args.rpm, "tpm": args.tpm}) as sim:
+        assert "quota         600 RPM / 60000 TPM per deployment" in banner(sim, None)
 
 
 def test_foreground_serve_prints_through_the_given_output_and_stops_on_sigint():

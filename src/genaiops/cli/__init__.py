@@ -28,6 +28,7 @@ phases:
   build       build a passed evaluation's image once, push it by digest, write its evidence
   deploy      register changed flows, build an image (or take the evidence's digest),
               deploy and smoke-test
+  verdict     init + experiment + evaluate in one process (a pull request's verdict)
 and compares two engines or flows on the same data (`genaiops compare`, a parity gate).
 
 Exit codes: 0 ok, 1 a run/gate/smoke test failed, 2 usage or configuration error,
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         registry,
         simulator,
         validate,
+        verdict,
     )
 
     parser = _Parser(prog="genaiops", description=DESCRIPTION,
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_new_parser(commands)
     validate.add_validate_parser(commands)
     run = commands.add_parser(
-        "run", help="Run a phase: init | experiment | evaluate | build | deploy",
+        "run", help="Run a phase: init | experiment | evaluate | build | deploy | verdict",
         description="Run one phase of a use case. `genaiops run PHASE --help` lists its options.")
     options.add_repo_flag(run)
     phases = run.add_subparsers(dest="phase", metavar="PHASE", required=True)
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_evaluate_parser(phases)
     build.add_build_parser(phases)
     deploy.add_deploy_parser(phases)
+    verdict.add_verdict_parser(phases)
     compare.add_compare_parser(commands)
     approve.add_approval_parsers(commands)
     audit.add_audit_parser(commands)

@@ -16,15 +16,20 @@ def add_evaluate_parser(phases_subparsers) -> None:
                          use_case=REQUIRED, env=OVERLAY, progress=True)
     parser.add_argument("--experiment", default="latest",
                         help="experiment id to evaluate (default: latest)")
+    add_report_flags(parser)
+    parser.add_argument("--max-parallel", type=positive_int, default=None,
+                        help="evaluation runs at once (default: runtime.max_parallel)")
+    parser.add_argument("--force", action="store_true", help="re-run evaluations even when reusable")
+
+
+def add_report_flags(parser: argparse.ArgumentParser) -> None:
+    """Baseline and report folder (also `run verdict`'s)."""
     parser.add_argument("--baseline", default=None,
                         help="summary.json (or its folder) from a previous evaluation, e.g. main's; "
                              "or experiment:<id> / previous to evaluate an earlier experiment as "
                              "baseline")
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="where to write the reports (default: .genaiops/reports/<use_case>/<id>/)")
-    parser.add_argument("--max-parallel", type=positive_int, default=None,
-                        help="evaluation runs at once (default: runtime.max_parallel)")
-    parser.add_argument("--force", action="store_true", help="re-run evaluations even when reusable")
 
 
 def cmd_run_evaluate(args: argparse.Namespace) -> int:

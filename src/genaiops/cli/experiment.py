@@ -10,8 +10,12 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_experiment_parser(phases_subparsers) -> None:
-    parser = add_command(phases_subparsers, "experiment", cmd_run_experiment,
-                         use_case=REQUIRED, env=OVERLAY, progress=True)
+    add_experiment_flags(add_command(phases_subparsers, "experiment", cmd_run_experiment,
+                                     use_case=REQUIRED, env=OVERLAY, progress=True))
+
+
+def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
+    """What runs: variants, datasets, parallelism, guards (also `run verdict`'s)."""
     parser.add_argument("--variants", default="defaults",
                         help="defaults | all (each node's variants, others default) | grid (every "
                              "combination) | node.variant[+node.variant],... | flex: variant names")
@@ -20,7 +24,8 @@ def add_experiment_parser(phases_subparsers) -> None:
     parser.add_argument("--max-parallel", type=positive_int, default=None,
                         help="promptflow runs at once (default: runtime.max_parallel)")
     parser.add_argument("--workers", type=positive_int, default=None,
-                        help="promptflow workers per run (default: runtime.worker_count)")
+                        help="line workers per run (default: runtime.worker_count, `auto`: from "
+                             "lines, cores, memory and the LLM quota)")
     parser.add_argument("--max-runs", type=positive_int, default=64,
                         help="refuse to start more variant runs than this (guards --variants grid)")
     parser.add_argument("--budget", type=amount, default=None,
@@ -39,17 +44,31 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
     failed lines runs those lines again only. Exit 1 when failed lines exceed
     runtime.failed_line_tolerance.
     """
-    from genaiops.cli.render import emit_json, out, table
-    from genaiops.phases.experiment import ExperimentOptions, run_experiment
+    from genaiops.cli.render import emit_json
+    from genaiops.phases.experiment import run_experiment
 
     with phase_context(args) as ctx:
-        result = run_experiment(ctx, ExperimentOptions(
-            variants=args.variants, datasets=args.datasets, max_parallel=args.max_parallel,
-            worker_count=args.workers, max_runs=args.max_runs, force=args.force,
-            budget=args.budget))
+        result = run_experiment(ctx, experiment_options(args))
     if args.json:
         emit_json(result.to_json())
         return EXIT_OK if result.ok else EXIT_FAILED
+    render(result)
+    result.raise_if_failed()
+    return EXIT_OK
+
+
+def experiment_options(args: argparse.Namespace):
+    from genaiops.phases.experiment import ExperimentOptions
+
+    return ExperimentOptions(variants=args.variants, datasets=args.datasets,
+                             max_parallel=args.max_parallel, worker_count=args.workers,
+                             max_runs=args.max_runs, force=args.force, budget=args.budget)
+
+
+def render(result) -> None:
+    """The experiment's runs as a table and its totals (the console view)."""
+    from genaiops.cli.render import out, table
+
     if result.simulator is not None:
         out("LLM: bundled LLM SIMULATOR (loopback, deterministic, not a real model)")
     out(table([_run_row(run) for run in result.runs]))
@@ -57,8 +76,6 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
     out(f"experiment {result.experiment_id}: {totals['runs']} run(s), {totals['reused']} "
         f"reused, {totals['lines_ok']} lines ok, {totals['lines_failed']} failed, "
         f"{totals['total_tokens']} tokens, {totals['duration_s']:.1f}s")
-    result.raise_if_failed()
-    return EXIT_OK
 
 
 def _run_row(run: dict) -> dict:

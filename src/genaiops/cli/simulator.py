@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from genaiops.cli.args import positive_int
 from genaiops.cli.options import OPTIONAL, add_command, repo_root
 from genaiops.errors import UsageError
 from genaiops.simulator import DEFAULT_PORT
@@ -27,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delay added to every answer (default 0)")
     parser.add_argument("--jitter-ms", type=float, default=0.0,
                         help="extra delay up to this, fixed per request (default 0)")
+    parser.add_argument("--rpm", type=positive_int, default=None,
+                        help="enforce a quota of this many requests per minute per deployment, "
+                             "over 1 s windows, like Azure OpenAI (429 with retry-after-ms)")
+    parser.add_argument("--tpm", type=positive_int, default=None,
+                        help="enforce this many estimated tokens (prompt + max_tokens) per minute "
+                             "per deployment, over 10 s windows")
     parser.add_argument("--verbose", action="store_true",
                         help="log method, path, status and duration of each request")
 
@@ -46,12 +53,13 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     """Serve the bundled LLM simulator (loopback, not a real model).
 
     An OpenAI-compatible LLM SIMULATOR on loopback: deterministic answers from a rules file
-    (--rules, or configs/<use_case>/simulator.yaml with --use-case), usage tokens, latency and
-    fault injection. It is not a language model. Serves until Ctrl-C or SIGTERM.
+    (--rules, or configs/<use_case>/simulator.yaml with --use-case), usage tokens, latency,
+    fault injection and, with --rpm/--tpm, an Azure-like quota. It is not a language model.
+    Serves until Ctrl-C or SIGTERM.
     """
     from genaiops.cli.render import out
     from genaiops.simulator.foreground import serve
 
     return serve(rules_path_from_args(args), host=args.host, port=args.port,
                  latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, verbose=args.verbose,
-                 out=out)
+                 quota={"rpm": args.rpm, "tpm": args.tpm}, out=out)

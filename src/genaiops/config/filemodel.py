@@ -35,6 +35,8 @@ Number = Annotated[float, _KEEP_INT]
 NonNegative = Annotated[float, Field(ge=0), _KEEP_INT]
 Positive = Annotated[float, Field(gt=0), _KEEP_INT]
 Probability = Annotated[float, Field(gt=0, lt=1), _KEEP_INT]  # open interval (0, 1)
+Share = Annotated[float, Field(gt=0, le=1), _KEEP_INT]  # (0, 1]: a part of something, up to all
+WindowSec = Annotated[float, Field(gt=0, le=60), _KEEP_INT]  # a rate-limit window, up to a minute
 PositiveInt = Annotated[int, Field(ge=1)]
 NonEmpty = Annotated[str, Field(min_length=1)]
 RelPath = NonEmpty  # a path relative to the repository root, as written in the file

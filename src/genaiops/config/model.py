@@ -24,6 +24,8 @@ from genaiops.config.filemodel import (
     PositiveInt,
     Probability,
     RelPath,
+    Share,
+    WindowSec,
     load_context,
 )
 from genaiops.engines import DEFAULT_ENGINE, ENGINES
@@ -32,6 +34,7 @@ from genaiops.simulator import DEFAULT_PORT
 SIMULATOR_BASE = "simulator"  # `api_base: simulator` = the bundled loopback LLM simulator
 SECRET_FIELDS = frozenset({"api_key"})
 CORE_CONNECTION_FIELDS = frozenset({"name", "type", "api_base", "api_key", "api_version"})
+QUOTA_FIELDS = frozenset({"rpm", "tpm"})  # how fast we may call, never what the flow outputs
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 EngineName = Literal[ENGINES]  # promptflow | agent_framework
@@ -52,6 +55,8 @@ class Connection(FileModel):
     organization: str | None = None
     auth_mode: Literal["key", "meid_token"] | None = None
     model: str | None = None
+    rpm: PositiveInt | None = None  # requests per minute of each deployment behind it
+    tpm: PositiveInt | None = None  # tokens per minute (estimated: prompt + max_tokens)
 
     @property
     def uses_simulator(self) -> bool:
@@ -59,16 +64,25 @@ class Connection(FileModel):
 
     @property
     def extra(self) -> dict:
-        """The optional settings the file set beyond name, type, endpoint, key and version."""
-        return self.written(exclude=CORE_CONNECTION_FIELDS)
+        """The optional settings the file set beyond name, type, endpoint, key, version and quota."""
+        return self.written(exclude=CORE_CONNECTION_FIELDS | QUOTA_FIELDS)
 
-    def public(self) -> dict:
-        """Settings safe to print or record: everything except secrets."""
+    @property
+    def quota(self) -> dict:
+        """`rpm` / `tpm` as the file set them ({} = learn them from the endpoint's headers)."""
+        return self.written(exclude=frozenset(type(self).model_fields) - QUOTA_FIELDS)
+
+    def output_identity(self) -> dict:
+        """Settings that can change what a flow outputs (part of run keys): no secret, no quota."""
         data = {"name": self.name, "type": self.type, "api_base": self.api_base}
         if self.api_version and self.type == "azure_open_ai":
             data["api_version"] = self.api_version
         data.update(self.extra)
         return data
+
+    def public(self) -> dict:
+        """Settings safe to print or record: everything except secrets."""
+        return {**self.output_identity(), **self.quota}
 
 
 class Dataset(FileModel):
@@ -137,26 +151,48 @@ class Variant(FileModel):
 
 
 class Retries(FileModel):
-    """Every retry of one LLM call stops at `max_attempts` attempts or `max_total_sec` seconds
-    spent retrying, whichever comes first (Retry-After headers included)."""
+    """Bounds on retrying one LLM call: attempts that fail (5xx, connection errors), 429s waited
+    out, and the total time, waiting for a turn under the quota included."""
 
     max_attempts: PositiveInt = 5
     backoff_sec: NonNegative = 0.5
-    max_total_sec: Positive = 60
+    max_total_sec: Positive = 120
+    max_throttled: PositiveInt = 30
+
+
+class Gateway(FileModel):
+    """The loopback LLM gateway that schedules every LLM call of a command (local backend)."""
+
+    enabled: bool = True
+    utilization: Share = 0.95  # of a known quota
+    max_concurrency: PositiveInt = 256  # per pool and deployment
 
 
 class Runtime(FileModel):
     backend: Literal["local", "azure"] = "local"
-    worker_count: PositiveInt = 4
+    # line workers per run: a number, or `auto` (from cores, memory, lines and the LLM quota)
+    worker_count: Annotated[PositiveInt | Literal["auto"], WithJsonSchema(
+        {"type": ["integer", "string"], "minimum": 1, "pattern": "^auto$", "default": "auto"})] = "auto"
     max_parallel: PositiveInt = 4
     line_timeout_sec: PositiveInt = 120
     failed_line_tolerance: NonNegative = 0
     retries: Retries = Field(default_factory=Retries)
+    gateway: Gateway = Field(default_factory=Gateway)
+
+
+class SimulatorQuota(FileModel):
+    """An Azure-like quota the simulator enforces per deployment (see `simulator.quota`)."""
+
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    request_window_sec: WindowSec = 1.0
+    token_window_sec: WindowSec = 10.0
 
 
 class SimulatorSettings(FileModel):
     rules_rel: RelPath | None = Field(None, alias="rules")
     latency_ms: NonNegative = 0
+    quota: SimulatorQuota | None = None
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
     _rules: Path | None = PrivateAttr(None)
 

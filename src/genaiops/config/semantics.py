@@ -259,7 +259,7 @@ def check(data: dict, sources: SourceMap,
     # Azure ML compute is not this machine; an agent_framework batch is one process whose lines
     # are coroutines, so only promptflow's worker processes are counted against cores and memory
     if runtime.get("backend", "local") == "local" and engine_name == "promptflow":
-        workers, parallel = runtime.get("worker_count", 4), runtime.get("max_parallel", 4)
+        workers, parallel = runtime.get("worker_count", "auto"), runtime.get("max_parallel", 4)
         problem = worker_problem(workers, parallel)
         if problem:  # located at the larger factor
             field = "max_parallel" if parallel > workers else "worker_count"

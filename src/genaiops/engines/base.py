@@ -32,6 +32,7 @@ class FlowSpec:
     # where the flow's symbolic links may point (the repository); None: inside `root` only
     boundary: Path | None = None
     engine: str = "promptflow"  # the engine that read it (and runs it)
+    calls_llm: bool | None = None  # whether lines call an LLM (None: cannot tell; sizes worker pools)
 
 
 @dataclass

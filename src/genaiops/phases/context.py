@@ -24,6 +24,8 @@ class PhaseContext:
     simulator: object | None = None  # a running simulator to use instead of starting one
     show_progress: bool = True
     _others: dict = field(default_factory=dict, repr=False)  # engines of evaluation flows
+    # the command's LLM gateway, started by the first phase that needs it
+    _gateway: object | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, repo_root: Path, use_case: str, env: str | None = None, *, simulator=None,
@@ -75,17 +77,30 @@ class PhaseContext:
                                                     if e.engine])
         return [self.engine_named(name) for name in names]
 
-    def llm(self, engines: list[Engine] | None = None) -> contextlib.AbstractContextManager:
+    def llm(self, engines: list[Engine] | None = None, pool: str = "flow") -> contextlib.AbstractContextManager:
         """The LLM endpoint for the phase's runs (starts the simulator when the config says so),
-        with the connections prepared in `engines` (default: the use case's engine)."""
-        from genaiops.llm_session import llm_session
+        with the connections prepared in `engines` (default: the use case's engine), behind the
+        command's LLM gateway as `pool` (`flow`: the flow under test; `evaluators`: LLM-judge
+        evaluation flows). Phases of one command share the gateway and what it learnt."""
+        from genaiops.llm_session import gateway_enabled, llm_session, open_gateway
 
-        return llm_session(self.config, engines or [self.engine], self.simulator)
+        if self._gateway is None and gateway_enabled(self.config):
+            self._gateway = open_gateway(self.config)
+        return llm_session(self.config, engines or [self.engine], self.simulator,
+                           gateway=self._gateway, pool=pool)
+
+    @property
+    def gateway(self):
+        """The running LLM gateway (its counters), or None."""
+        return self._gateway
 
     def close(self) -> None:
         self.engine.close()
         for engine in self._others.values():
             engine.close()
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
 
     def __enter__(self) -> PhaseContext:
         return self

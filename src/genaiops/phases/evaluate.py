@@ -94,9 +94,11 @@ def _write_best_pointer(ctx: PhaseContext, summary: Summary) -> None:
 
 def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOptions) -> Summary:
     """Run (or reuse) every evaluation of one experiment and build the summary without gates."""
+    from genaiops.capacity import parallel_runs
     from genaiops.evaluation.build import build_summary
     from genaiops.evaluation.evaluators import make_adapter, plan_evaluations, run_evaluations
     from genaiops.evaluation.store import EvaluationStore
+    from genaiops.gateway import EVALUATOR_POOL
     from genaiops.llm_session import output_settings
 
     config = ctx.config
@@ -109,12 +111,16 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
                 for e in config.evaluators}
     flow_engines = list({e.engine: ctx.engine_named(e.engine) for e in config.evaluators
                          if e.flow}.values())  # the engines that run evaluation flows
-    with (ctx.llm(flow_engines) if flow_engines else contextlib.nullcontext(None)) as llm:
-        tasks = plan_evaluations(config, records, adapters, output_settings(config) if llm else {})
-        outcomes = run_evaluations(tasks, adapters, ledger, EvaluationStore(ctx.workspace),
-                                   evaluation_id=evaluation_id,
-                                   max_parallel=options.max_parallel or config.runtime.max_parallel,
-                                   force=options.force, show_progress=ctx.show_progress)
+    tasks = plan_evaluations(config, records, adapters, output_settings(config) if flow_engines else {})
+    store = EvaluationStore(ctx.workspace)
+    to_run = [t for t in tasks if t.evaluator.flow and (options.force or store.find(t.key) is None)]
+    max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, max(1, len(to_run)))
+    for name in dict.fromkeys(t.evaluator.engine for t in to_run):  # nothing to run: no simulator,
+        ctx.engine_named(name).prewarm(max_parallel)  # no connections, no engine import
+    with ctx.llm(flow_engines, pool=EVALUATOR_POOL) if to_run else contextlib.nullcontext():
+        outcomes = run_evaluations(tasks, adapters, ledger, store, evaluation_id=evaluation_id,
+                                   max_parallel=max_parallel, force=options.force,
+                                   show_progress=ctx.show_progress)
     return build_summary(config, evaluation_id=evaluation_id, experiment_id=experiment["id"],
                          records=records, outcomes=outcomes, problems=problems, ledger=ledger)
 

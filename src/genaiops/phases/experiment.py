@@ -93,6 +93,7 @@ class ExperimentResult:
     simulator: dict | None = None  # the simulator's request counters, when one answered
     failures: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why runs were not reused, ...
+    gateway: dict | None = None  # the LLM gateway's counters (attempts, 429s, queueing, quotas)
 
     @property
     def ok(self) -> bool:
@@ -102,7 +103,7 @@ class ExperimentResult:
         data = {"phase": "experiment", "ok": self.ok, "experiment_id": self.experiment_id,
                 "use_case": self.use_case, "env": self.env, "variants": self.variants,
                 "runs": self.runs, "totals": self.totals, "simulator": self.simulator,
-                "notes": self.notes}
+                "notes": self.notes, "gateway": self.gateway}
         if self.failures:
             data["failures"] = self.failures
         return data
@@ -220,6 +221,9 @@ def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: Experime
 
 def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs: list[PlannedRun],
                  rows: dict[int, dict]) -> Batch:
+    from genaiops.capacity import worker_count
+    from genaiops.llm_session import engine_retries
+
     config, engine = ctx.config, ctx.engine
     folder = ctx.workspace.staging(name)
     staged = engine.stage(ctx.flow, [r.variant for r in runs], folder / "flow")
@@ -228,12 +232,13 @@ def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs:
         lines = sorted({line for run in runs for line in run.retry_lines})
         data = folder / "retry.jsonl"  # the failed rows only; line i of the batch is lines[i]
         atomic_write_jsonl(data, [rows[line] for line in lines])
+    workers = worker_count(options.worker_count or config.runtime.worker_count, len(lines),
+                           calls_llm=ctx.flow.calls_llm, connections=config.connections)
     job = BatchJob(name=name, flow=staged.entry, data=str(data),
                    column_mapping=dict(runs[0].dataset.mappings),
                    member_suffixes=staged.member_suffixes, init=staged.init,
-                   worker_count=options.worker_count or config.runtime.worker_count,
-                   line_timeout_sec=config.runtime.line_timeout_sec,
-                   environment={**staged.environment, **engine.run_environment(config.runtime.retries)},
+                   worker_count=workers, line_timeout_sec=config.runtime.line_timeout_sec,
+                   environment={**staged.environment, **engine.run_environment(engine_retries(config))},
                    environment_variables=dict(config.environment_variables))
     return Batch(job, folder, runs, lines, {line: rows[line] for line in lines})
 
@@ -299,17 +304,19 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
         raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
                          hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
     records = {run.key: run.reused for run in planned if run.reused is not None}
-    simulator_stats = None
+    simulator_stats = gateway_stats = None
     if pending:  # nothing to run: no simulator, no connections, no engine import
         batches = make_batches(ctx, pending, options, experiment_id)
-        max_parallel = options.max_parallel or config.runtime.max_parallel
-        ctx.engine.prewarm(min(max_parallel, len(batches)))  # workers import while we prepare
+        from genaiops.capacity import parallel_runs
+
+        max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, len(batches))
+        ctx.engine.prewarm(max_parallel)  # workers import while we prepare
         try:
             with ctx.llm() as session:
                 records.update(_run_batches(ctx, batches, max_parallel, experiment_id, ledger))
                 simulator_stats = session.simulator.stats.snapshot() if session.simulator else None
-        finally:
-            ctx.engine.close()
+                gateway_stats = session.gateway.snapshot() if session.gateway else None
+        finally:  # the context's owner closes the engine: its warm workers serve the next phase
             for batch in batches:  # staged copies are disposable once recorded
                 shutil.rmtree(batch.staging, ignore_errors=True)
     elif ctx.simulator is not None:
@@ -339,7 +346,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
                  "errors": r["errors"]} for r in failing]
     return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
-                            totals, simulator_stats, failures, notes)
+                            totals, simulator_stats, failures, notes, gateway_stats)
 
 
 def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:

@@ -31,10 +31,10 @@ def run_init(ctx: PhaseContext, *, registry_backend: str | None = None) -> InitR
     from genaiops.llm_session import endpoints
 
     config = ctx.config
+    datasets = register_datasets(ctx, registry_backend)  # first: the engine may still be starting
     urls = endpoints(config, simulator_url_for_init(ctx))
     connections = [engine.prepare_connections(config.connections, urls)
                    for engine in ctx.engines_in_use()][0]  # the use case's engine's records
-    datasets = register_datasets(ctx, registry_backend)
     atomic_write_json(ctx.workspace.resolved_config(config.use_case, config.env), config.summary())
     return InitResult(config.summary(), connections, datasets)
 

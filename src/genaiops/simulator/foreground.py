@@ -47,6 +47,7 @@ def banner(sim: SimulatorServer, rules_path: Path | None) -> str:
         "=" * 72,
         f"  rules         {rules}",
         f"  latency       {sim.latency_ms:g} ms{jitter}",
+        f"  quota         {_quota_text(sim)}",
         f"  OpenAI        base_url={sim.openai_base_url}   (any non-empty api key)",
         f"  Azure OpenAI  api_base={sim.azure_endpoint}   (any deployment, any api-version)",
         f"  control       {sim.url}/_simulator/stats  /_simulator/faults  /_simulator/reset",
@@ -57,12 +58,20 @@ def banner(sim: SimulatorServer, rules_path: Path | None) -> str:
     return "\n".join(lines)
 
 
+def _quota_text(sim: SimulatorServer) -> str:
+    spec = sim.quota.spec
+    if not spec.enabled:
+        return "none"
+    parts = [f"{spec.rpm} RPM" if spec.rpm else "", f"{spec.tpm} TPM" if spec.tpm else ""]
+    return " / ".join(p for p in parts if p) + " per deployment (429 with retry-after-ms beyond)"
+
+
 def serve(rules_path: Path | None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           latency_ms: float = 0.0, jitter_ms: float = 0.0, verbose: bool = False,
-          out: Callable[[str], None] = print) -> int:
+          quota: dict | None = None, out: Callable[[str], None] = print) -> int:
     """Serve until Ctrl-C or SIGTERM, then stop cleanly, say what was served, and return 0."""
     sim = SimulatorServer(rules_path, latency_ms=latency_ms, host=host, port=port,
-                          jitter_ms=jitter_ms, verbose=verbose)
+                          jitter_ms=jitter_ms, verbose=verbose, quota=quota)
     stop = threading.Event()
     previous = _install_signal_handlers(stop)
     try:

@@ -18,6 +18,10 @@ Not simulated: tools / function calling, logprobs, stop sequences, content filte
 finish_reason "length"; `n` > 1 repeats the same deterministic answer; `stream: true` sends
 SSE chunks (one per word) and, with `stream_options.include_usage`, a final usage chunk.
 
+Quota (optional, `quota=QuotaSpec(rpm=..., tpm=...)`): each deployment (the Azure route's
+deployment, else the body's `model`) gets Azure's rate limits over short windows, 429 with
+`retry-after-ms`, and `x-ratelimit-remaining-*` headers (see `quota`).
+
 Latency: each answer waits `latency_ms + jitter_ms * u` where u in [0, 1) comes from the
 request's hash (deterministic); handlers run in their own threads, so N concurrent requests
 take about one latency, not N. Requests are never logged unless `verbose`, and then only
@@ -41,6 +45,7 @@ from pathlib import Path
 
 from genaiops.errors import GenaiopsError, UsageError
 from genaiops.simulator.faults import FaultSet, fault_from_dict
+from genaiops.simulator.quota import QuotaBook, QuotaSpec, estimated_tokens
 from genaiops.simulator.rules import (
     Rules,
     count_tokens,
@@ -136,6 +141,7 @@ class SimulatorServer:
         rules: Rules | dict | None = None,
         jitter_ms: float = 0,
         api_key: str | None = None,
+        quota: QuotaSpec | dict | None = None,
         verbose: bool = False,
         log: Callable[[str], None] | None = None,
     ):
@@ -161,6 +167,7 @@ class SimulatorServer:
         self.verbose = verbose
         self._log_fn = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.faults = FaultSet()
+        self.quota = QuotaBook(QuotaSpec(**quota) if isinstance(quota, dict) else quota)
         self.stats = Stats()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -378,7 +385,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.sim.stats.begin()
         self._counting = True
         try:
-            self._completion(kind == "chat/completions", body)
+            self._completion(kind == "chat/completions", body, azure.group(1) if azure else None)
         except _BadRequest as exc:
             self._error(exc.status, exc.message, code=exc.code)
         finally:
@@ -418,7 +425,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- completions
 
-    def _completion(self, chat: bool, body: bytes) -> None:
+    def _completion(self, chat: bool, body: bytes, deployment: str | None) -> None:
         key = self._api_key_header()
         refusal = self.sim._check_key(key)
         if refusal:
@@ -465,6 +472,24 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             self.sim._sleep(fault.seconds)  # "timeout": answer late, normally
 
+        headers = {}
+        if self.sim.quota.enabled:  # charged on arrival, by estimate, like Azure
+            deployment = deployment or str(data.get("model") or "default")
+            charge = estimated_tokens(count_tokens(text), max_tokens, n)
+            decision = self.sim.quota.decide(deployment, charge)
+            headers.update(decision.headers())
+            if decision.admitted:
+                self.sim.stats.charged(charge)
+            if not decision.admitted:
+                self.sim.stats.throttled()
+                wait_ms = headers["retry-after-ms"]
+                return self._error(
+                    429,
+                    f"Rate limit of simulated deployment {deployment!r} exceeded "
+                    f"({self.sim.quota.spec.rpm} RPM / {self.sim.quota.spec.tpm} TPM quota of the "
+                    f"{SIMULATOR_NAME}). Retry after {wait_ms} ms.",
+                    err_type="requests", code="429", headers=headers)
+
         answer = self.sim.rules.answer(messages, temperature)
         digest = request_digest(messages)
         self.sim._sleep(self.sim.latency_seconds(messages))
@@ -482,7 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
         number = self.sim.stats.requests
         prefix = "chatcmpl" if chat else "cmpl"
         ident = f"{prefix}-sim-{number}-{digest.hex()[:12]}"
-        headers = {"x-genaiops-simulator-rule": answer.rule or "<default>"}
+        headers["x-genaiops-simulator-rule"] = answer.rule or "<default>"
         if data.get("stream") is True:
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
             return self._stream(

@@ -7,11 +7,13 @@ a request header, so API keys cannot leak through stats.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 
 class Stats:
-    """Thread-safe request, status, rule, fault and token counters, plus peak concurrency."""
+    """Thread-safe request, status, rule, fault, quota and token counters, peak concurrency, and
+    when the first and last answers left (achieved throughput = answers / that span)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -27,6 +29,10 @@ class Stats:
             self._completion_tokens = 0
             self._in_flight = 0
             self._peak_in_flight = 0
+            self._throttled = 0
+            self._charged = 0
+            self._first_answer: float | None = None
+            self._last_answer: float | None = None
 
     # -- recording (called by the request handler)
 
@@ -48,8 +54,21 @@ class Stats:
         with self._lock:
             self._faults[kind] += 1
 
-    def answered(self, rule: str | None, prompt_tokens: int, completion_tokens: int) -> None:
+    def throttled(self) -> None:
+        """A request refused by the simulated quota (429)."""
         with self._lock:
+            self._throttled += 1
+
+    def charged(self, tokens: int) -> None:
+        """Estimated tokens the simulated quota charged an admitted request."""
+        with self._lock:
+            self._charged += tokens
+
+    def answered(self, rule: str | None, prompt_tokens: int, completion_tokens: int) -> None:
+        now = time.time()
+        with self._lock:
+            self._first_answer = self._first_answer or now
+            self._last_answer = now
             self._by_rule[rule or "<default>"] += 1
             self._prompt_tokens += prompt_tokens
             self._completion_tokens += completion_tokens
@@ -79,4 +98,8 @@ class Stats:
                 "total_tokens": self._prompt_tokens + self._completion_tokens,
                 "in_flight": self._in_flight,
                 "peak_in_flight": self._peak_in_flight,
+                "throttled": self._throttled,
+                "charged_tokens": self._charged,
+                "first_answer_at": self._first_answer,
+                "last_answer_at": self._last_answer,
             }

@@ -105,6 +105,11 @@ class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KE
         return staging.stage_for_serving(flow, variant, dest)
 
     def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+        in_worker = getattr(self.runner, "prepare_connections", None)
+        if in_worker is not None:  # a warm local worker: the orchestrator never imports promptflow
+            from genaiops.engines.promptflow.local import connection_payload
+
+            return in_worker(connection_payload(connections), endpoints)
         from genaiops.engines.promptflow.connections import upsert_connections
 
         return upsert_connections(connections, endpoints)

@@ -7,9 +7,32 @@ Azure OpenAI or OpenAI is a change of connection values in `.env`, never of the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from genaiops.engines.promptflow.env import prepare_promptflow
 from genaiops.errors import GenaiopsError
+
+
+@dataclass(frozen=True)
+class ConnectionValues:
+    """What the store needs of a config connection, in a form that travels to a worker process
+    over its stdin pipe (never through a file: `api_key` is a secret)."""
+
+    name: str
+    type: str
+    api_key: str
+    api_version: str
+    extra: dict = field(default_factory=dict)
+    public_view: dict = field(default_factory=dict)
+    uses_simulator: bool = False
+
+    @classmethod
+    def of(cls, connection) -> ConnectionValues:
+        return cls(connection.name, connection.type, connection.api_key, connection.api_version,
+                   dict(connection.extra), connection.public(), connection.uses_simulator)
+
+    def public(self) -> dict:
+        return dict(self.public_view)
 
 
 def _entity(connection, endpoint: str):

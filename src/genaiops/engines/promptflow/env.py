@@ -9,6 +9,7 @@ pick a file keyring on headless machines, without overriding anything the user s
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,8 @@ _QUIET_ENV = {
     "PF_LOGGING_LEVEL": "WARNING",
 }
 
-_QUIET_CONFIG = {"telemetry": {"enabled": False}, "trace": {"destination": "none"}}
+_QUIET_CONFIG = {"telemetry": {"enabled": False}, "trace": {"destination": "none"},
+                 "cli": {"installation_id": lambda: str(uuid.uuid4())}}
 
 
 def promptflow_home() -> Path:
@@ -30,8 +32,12 @@ def promptflow_home() -> Path:
 
 
 def prepare_promptflow() -> None:
-    """Idempotent; call before the first promptflow import in any process we start."""
+    """Idempotent; call before the first promptflow import in any process we start, and in the
+    orchestrator before starting workers: promptflow writes `cli.installation_id` into pf.yaml
+    on first use, not atomically, so workers starting together in a new HOME would race on the
+    file (one reads it half-written); we write it once, atomically, first."""
     from genaiops.engines.promptflow.rundirs import make_private
+    from genaiops.workspace.files import atomic_write_text
 
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
@@ -50,8 +56,8 @@ def prepare_promptflow() -> None:
             continue
         for key, value in values.items():
             if key not in block:
-                block[key] = value
+                block[key] = value() if callable(value) else value
                 changed = True
     if changed:
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(yaml.safe_dump(current, sort_keys=True))
+        atomic_write_text(config_path, yaml.safe_dump(current, sort_keys=True))

@@ -53,15 +53,25 @@ def _names(block) -> tuple[str, ...]:
     return tuple(block) if isinstance(block, dict) else ()
 
 
+def _calls_llm(node) -> bool:
+    """An `llm` node, or any node given a connection (a tool that reaches a model)."""
+    if not isinstance(node, dict):
+        return False
+    inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+    return node.get("type") == "llm" or "connection" in node or "connection" in inputs
+
+
 def _dag(root: Path) -> FlowSpec:
     data = _load(root / DAG_FILE)
     variants = {}
+    nodes = list(data.get("nodes") or [])
     for node, spec in (data.get("node_variants") or {}).items():
         ids = tuple((spec or {}).get("variants") or {})
         default = (spec or {}).get("default_variant_id") or (ids[0] if ids else None)
         variants[node] = (default, ids)
+        nodes += [(v or {}).get("node") for v in ((spec or {}).get("variants") or {}).values()]
     return FlowSpec("dag", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
-                    variants)
+                    variants, calls_llm=any(_calls_llm(n) for n in nodes))
 
 
 def _flex(root: Path) -> FlowSpec:
@@ -80,4 +90,5 @@ def _prompty(file: Path, root: Path) -> FlowSpec:
         front = yaml.safe_load(parts[1]) or {}
     except yaml.YAMLError:
         raise FlowSpecError(f"{file}: malformed YAML front matter") from None
-    return FlowSpec("prompty", root, file, _names(front.get("inputs")), _names(front.get("outputs")))
+    return FlowSpec("prompty", root, file, _names(front.get("inputs")), _names(front.get("outputs")),
+                    calls_llm=True)

@@ -1,9 +1,11 @@
-"""Local runner: each batch job runs promptflow in a worker process on this machine.
+"""Local runner: batch jobs run in warm genaiops worker processes on this machine.
 
-Importing promptflow costs ~3 s of CPU, so `prewarm(n)` starts workers that import it while
-the orchestrator is still planning and preparing connections; a warm worker then waits for one
-job on stdin. The job carries its environment (worker count, timeouts, retry policy), which
-the worker applies before the run, so warm workers need not know their job in advance.
+Importing promptflow costs ~1.5-3 s of CPU, so `prewarm(n)` starts workers that import it (and
+start the forkserver that makes each batch run's start-up cheap, see `fastbatch`) while the
+orchestrator is still planning. A worker runs one job at a time and then waits for the next, so
+the workers of one command serve all its phases: connections, experiment batches, evaluations.
+The job carries its environment (worker count, timeouts, retry policy), which the worker applies
+for that job only. `close()` ends every worker's process group at once.
 """
 
 from __future__ import annotations
@@ -15,18 +17,23 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
+from dataclasses import asdict
 from pathlib import Path
 
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.engines.promptflow.env import promptflow_home
+from genaiops.engines.promptflow.env import prepare_promptflow, promptflow_home
 from genaiops.engines.promptflow.results import count_finished_lines
 from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 from genaiops.engines.promptflow.rundirs import lock_down, scrub
+from genaiops.engines.promptflow.worker import idle_limit
+from genaiops.errors import GenaiopsError
 from genaiops.workspace.files import atomic_write_json
 
-POLL_SECONDS = 0.3
-
+RESULT_POLL_SECONDS = 0.05
+PROGRESS_SECONDS = 0.3
 
 # Read when promptflow is imported, so set when a worker starts. Token counts per node are
 # recorded only with tracing on (no trace service: pfenv sets PF_TRACING_SKIP_LOCAL_SETUP).
@@ -38,28 +45,58 @@ def job_environment(job: BatchJob) -> dict:
     env = {**job.environment,
            "PF_WORKER_COUNT": str(job.worker_count),
            "PF_LINE_TIMEOUT_SEC": str(job.line_timeout_sec)}
-    if ENV_ATTEMPTS in env:  # line workers start from a spawned process: bootstrap them
+    if ENV_ATTEMPTS in env:  # line workers started by spawn (not our forkserver): bootstrap them
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP_DIR, os.environ.get("PYTHONPATH")]))
     return env
 
 
 class _Worker:
     """One worker process, leader of its own process group: promptflow's manager and line processes
-    are in that group, so stopping the group stops all of them, orphans included."""
+    (and the worker's forkserver) are in that group, so stopping the group stops all of them,
+    orphans included."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, forkserver: bool):
         self.folder = folder
         self.log_path = folder / "worker.log"
         self._log = open(self.log_path, "wb")
+        self._commands = 0
+        self.died_log = ""  # what the worker wrote before it died in a request
+        self.idle_since = time.monotonic()
+        command = [sys.executable, "-m", "genaiops.engines.promptflow.worker", "--serve"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "genaiops.engines.promptflow.worker", "--serve"],
+            command + (["--forkserver"] if forkserver else []),
             stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, **WORKER_STATIC_ENV},
             start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
 
-    def submit(self, job_file: Path, result_file: Path) -> None:
-        self.process.stdin.write(f"{job_file}\t{result_file}\n".encode())
-        self.process.stdin.close()
+    @property
+    def alive(self) -> bool:
+        return not self.exited()
+
+    def request(self, command: dict, progress=None) -> dict | None:
+        """Send one command and wait for its result file; None when the worker died first
+        (`progress()` is called every PROGRESS_SECONDS while waiting)."""
+        self._commands += 1
+        result = self.folder / f"result-{self._commands}.json"
+        log_start = self.log_path.stat().st_size
+        try:
+            self.process.stdin.write((json.dumps({**command, "result": str(result)}) + "\n").encode())
+            self.process.stdin.flush()
+        except BrokenPipeError:  # it stopped (idle timeout, killed) before it read the command
+            self.process.wait()
+        next_progress = 0.0
+        while not result.is_file():
+            if not self.alive:
+                self.died_log = self.log_path.read_bytes()[log_start:].decode(errors="replace")
+                return None
+            if progress is not None and time.monotonic() >= next_progress:
+                progress()
+                next_progress = time.monotonic() + PROGRESS_SECONDS
+            time.sleep(RESULT_POLL_SECONDS)
+        data = json.loads(result.read_text(encoding="utf-8"))
+        result.unlink()
+        self.idle_since = time.monotonic()
+        return data
 
     def exited(self) -> bool:
         """Whether the worker exited, without reaping it: while it is unreaped its pid, and so its
@@ -78,23 +115,74 @@ class _Worker:
             pass
 
     def finish(self) -> int:
-        """After the worker exited: stop whatever is left of its group, reap it, its exit code."""
+        """Stop whatever is left of the worker's group (its results are on disk), reap the worker
+        (only now: see `exited`), close its pipe and log; its exit code. Once reaped, its group id
+        may belong to another process: a second call signals nothing."""
+        if self.process.returncode is not None:
+            return self.process.returncode
         self._signal_group(signal.SIGKILL)
-        code = self.process.wait()
-        self.close()
+        try:
+            code = self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+            code = -signal.SIGKILL
+        for stream in (self.process.stdin, self._log):
+            try:
+                stream.close()
+            except OSError:
+                pass
         return code
 
-    def stop(self) -> None:
-        """Interrupted or unused: SIGTERM the group, SIGKILL it after 10 s, reap."""
-        if not self.exited():
+    def stop(self, grace_sec: float = 0.0) -> None:
+        """End the worker's process group: SIGTERM first when given a grace period (interrupted
+        mid-run: promptflow stops its line processes), then SIGKILL, then reap."""
+        if grace_sec and not self.exited():
             self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + grace_sec
             while not self.exited() and time.monotonic() < deadline:
                 time.sleep(0.1)
         self.finish()
 
+
+class _Pool:
+    """The runner's workers; idle ones wait in a queue. Kept apart from the runner so that a
+    runner dropped without `close()` still stops its workers (finalizer, atexit)."""
+
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="genaiops-jobs-")
+        self.idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self.workers: list[_Worker] = []
+        self.lock = threading.Lock()
+
+    def start(self, forkserver: bool = True) -> _Worker:
+        prepare_promptflow()  # pf.yaml complete before workers start together (see env)
+        with self.lock:
+            folder = Path(self.tmp.name) / f"w{len(self.workers) + 1}"
+            folder.mkdir()
+            worker = _Worker(folder, forkserver)
+            self.workers.append(worker)
+        return worker
+
+    def checkout(self, forkserver: bool = True) -> _Worker:
+        """An idle worker, unless it is about to stop for being idle too long; else a new one."""
+        while True:
+            try:
+                worker = self.idle.get_nowait()
+            except queue.Empty:
+                return self.start(forkserver)
+            if worker.alive and time.monotonic() - worker.idle_since < idle_limit() - 10:
+                return worker
+            worker.stop()
+
+    def checkin(self, worker: _Worker) -> None:
+        if worker.alive:
+            self.idle.put(worker)
+
     def close(self) -> None:
-        self._log.close()
+        with self.lock:
+            workers, self.workers = self.workers, []
+        for worker in workers:
+            worker.stop()
+        self.tmp.cleanup()
 
 
 def _death(code: int) -> str:
@@ -119,63 +207,73 @@ def _scrub(job: BatchJob, run_dir: Path) -> None:
 
 class LocalRunner:
     def __init__(self):
-        self._tmp = tempfile.TemporaryDirectory(prefix="genaiops-jobs-")
-        self._warm: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
-        self._count = 0
-
-    def _new_worker(self) -> _Worker:
-        self._count += 1
-        folder = Path(self._tmp.name) / f"w{self._count}"
-        folder.mkdir()
-        return _Worker(folder)
+        self._pool = _Pool()
+        self._finalizer = weakref.finalize(self, self._pool.close)  # also runs at exit
 
     def prewarm(self, count: int) -> None:
-        for _ in range(count):
-            self._warm.put(self._new_worker())
+        """Start workers (with their forkservers) until `count` exist."""
+        for _ in range(max(0, count - len(self._pool.workers))):
+            self._pool.idle.put(self._pool.start())
 
     def close(self) -> None:
-        """Stop warm workers that got no job."""
-        while True:
-            try:
-                self._warm.get_nowait().stop()
-            except queue.Empty:
-                break
-        self._tmp.cleanup()
+        self._finalizer()
+
+    def prepare_connections(self, connections: list[dict], endpoints: dict[str, str]) -> list[dict]:
+        """Create or update connections in the store from a worker (which imports promptflow
+        anyway), so the orchestrator never pays for importing it."""
+        worker = self._pool.checkout(forkserver=False)
+        try:
+            data = worker.request({"op": "connections", "connections": connections,
+                                   "endpoints": endpoints})
+        except BaseException:
+            worker.stop()
+            raise
+        self._pool.checkin(worker)
+        if data is None:
+            raise GenaiopsError(f"the promptflow worker stopped while saving connections: "
+                                f"{worker.died_log[-800:]}")
+        if "error" in data:
+            raise GenaiopsError(f"could not save connections in the promptflow store: {data['error']}",
+                                hint="check that keyrings.alt is installed and HOME is writable")
+        return data["records"]
 
     def run(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
-        try:
-            worker = self._warm.get_nowait()
-        except queue.Empty:
-            worker = self._new_worker()
-        job_file, result_file = worker.folder / "job.json", worker.folder / "result.json"
+        worker = self._pool.checkout()
+        job_file = worker.folder / f"{job.name}.job.json"
         atomic_write_json(job_file, {**job.as_dict(), "env": job_environment(job)})
         run_dir = promptflow_home() / ".runs" / job.name
+        last = [-1]
+
+        def report() -> None:
+            done = count_finished_lines(run_dir)
+            if done != last[0]:
+                progress(done)
+                last[0] = done
+
         try:
-            worker.submit(job_file, result_file)
-            last = -1
-            while not worker.exited():
-                time.sleep(POLL_SECONDS)
-                if progress:
-                    done = count_finished_lines(run_dir)
-                    if done != last:
-                        progress(done)
-                        last = done
-            code = worker.finish()  # nothing of its group outlives it
+            data = worker.request({"op": "run", "job": str(job_file)}, report if progress else None)
         except BaseException:  # interrupted: stop the whole worker process group
-            worker.stop()
+            worker.stop(grace_sec=10)
             raise
         finally:
             _scrub(job, run_dir)
         if progress:
             progress(count_finished_lines(run_dir))
-        if not result_file.is_file():  # killed (out of memory?) before it could report: a failure
-            tail = worker.log_path.read_text(errors="replace")[-1500:]
+        if data is None:  # killed (out of memory?) before it could report: a failure
+            code = worker.finish()  # nothing of its group outlives it
             return BatchResult(job.name, "failed", 0.0, [], crashed=True,
                                error=f"the worker process {_death(code)} before the run finished; "
-                                     f"its group was stopped. {tail}".strip())
-        data = json.loads(result_file.read_text(encoding="utf-8"))
+                                     f"its group was stopped. {worker.died_log[-1500:]}".strip())
+        self._pool.checkin(worker)
         members = [MemberResult(suffix=m["suffix"], lines=[LineResult(**line) for line in m["lines"]])
                    for m in data["members"]]
         return BatchResult(name=data["name"], status=data["status"], duration_s=data["duration_s"],
                            members=members, error=data.get("error"), metrics=data.get("metrics") or {},
                            crashed=bool(data.get("crashed")))
+
+
+def connection_payload(connections) -> list[dict]:
+    """The config's connections as the worker receives them (secrets included: pipe only)."""
+    from genaiops.engines.promptflow.connections import ConnectionValues
+
+    return [asdict(ConnectionValues.of(c)) for c in connections]

@@ -2,7 +2,9 @@
 
 promptflow 1.18 writes one `flow_artifacts/*.jsonl` record per line (status, error, inputs,
 outputs, times) and `node_artifacts/<node>/<line>.jsonl` per node (times, token counts when
-tracing is on). A composite run's member `i` owns the nodes and outputs suffixed `__v<i>`.
+tracing is on). A composite run's member `i` owns the nodes and outputs suffixed `__v<i>`; a
+composite flex run also says per member what its LLM calls cost and how long it took
+(`__member__<suffix>`) and why it failed (`__error__<suffix>`), since its lines have no nodes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from genaiops.engines.base import LineResult, MemberResult
+from genaiops.engines.promptflow.composite_entry import ERROR_KEY, METRICS_KEY
 
 
 def _time(value) -> float | None:
@@ -120,15 +123,18 @@ def read_members(run_dir: Path, suffixes: list[str], inputs_by_line: dict[int, d
 def _member_line(number: int, info: dict, node_infos: list[dict], suffix: str, inputs: dict) -> LineResult:
     mine = [n for n in node_infos if not suffix or str(n.get("node", "")).endswith(suffix)]
     output = info.get("output") if isinstance(info.get("output"), dict) else None
-    outputs = None
+    outputs, member, member_error = None, None, None
     if output is not None:
         if suffix:
             picked = {k[: -len(suffix)]: v for k, v in output.items() if k.endswith(suffix)}
+            member = picked.pop(METRICS_KEY, None)
+            member_error = picked.pop(ERROR_KEY, None)
             outputs = picked or None
         else:
             outputs = output
     node_error = next((_error_text(n.get("error")) for n in mine if n.get("status") == "Failed"), None)
-    line_ok = info.get("status") == "Completed" and outputs is not None
+    node_error = node_error or (_error_text(member_error) if member_error else None)
+    line_ok = info.get("status") == "Completed" and outputs is not None and member_error is None
     error = None
     if not line_ok:
         error = node_error or _error_text(info.get("error")) or (
@@ -139,14 +145,16 @@ def _member_line(number: int, info: dict, node_infos: list[dict], suffix: str, i
     ends = [_time(n.get("end_time")) for n in mine if n.get("end_time")]
     if starts and ends:
         latency = max(ends) - min(starts)
+    elif isinstance(member, dict) and member.get("latency_s") is not None:
+        latency = float(member["latency_s"])
     else:
         begin, end = _time(info.get("start_time")), _time(info.get("end_time"))
         latency = (end - begin) if begin and end else None
     if mine:
         prompt = sum(int((n.get("system_metrics") or {}).get("prompt_tokens", 0) or 0) for n in mine)
         completion = sum(int((n.get("system_metrics") or {}).get("completion_tokens", 0) or 0) for n in mine)
-    else:  # flex/prompty: tokens of the whole line
-        metrics = info.get("system_metrics") or {}
+    else:  # flex/prompty: the member's own tokens in a composite, else those of the whole line
+        metrics = member if isinstance(member, dict) else info.get("system_metrics") or {}
         prompt = int(metrics.get("prompt_tokens", 0) or 0)
         completion = int(metrics.get("completion_tokens", 0) or 0)
     return LineResult(line=number, ok=line_ok, inputs=inputs, outputs=outputs, error=error,

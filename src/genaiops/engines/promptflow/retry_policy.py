@@ -11,6 +11,11 @@ each module a `time`/`asyncio` whose `sleep` first asks our policy: past the lim
 `RetriesExhausted` with the last error, else it sleeps what the server or our back-off (from
 `backoff_sec`, doubling) asks, never past the time left. A persistently failing endpoint then
 fails the line with the real cause instead of holding it until the line timeout.
+
+Behind the LLM gateway `max_attempts` is 1 (`llm_session.engine_retries`): the gateway already
+retried within `runtime.retries` and must see every 429 to schedule around it; its final answer
+says what it tried, so that error is raised as it is. Without the gateway (disabled, or the
+Azure ML backend) the policy above applies in the workers.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class RetryPolicy:
         with self._lock:
             self._first_failure.pop(key, None)
         error = sys.exc_info()[1]  # called while promptflow handles the API error
+        if self.max_attempts == 1 and error is not None:
+            raise error  # the gateway's answer says what it tried and why it stopped
         detail = f"{type(error).__name__}: {error}" if error else "LLM call failed"
         raise RetriesExhausted(f"{reason}: {detail}") from error
 
@@ -85,6 +92,8 @@ class _Module:
 
 
 def _patch(module, policy: RetryPolicy) -> None:
+    """Give `module` our back-off and sleeps; patching again (a warm worker's next job) replaces
+    the policy."""
     real_sleep, real_async_sleep = time.sleep, asyncio.sleep
 
     def sleep(seconds):
@@ -94,9 +103,9 @@ def _patch(module, policy: RetryPolicy) -> None:
         return real_async_sleep(policy.allowed_wait(float(seconds), sys._getframe(1)), *args, **kwargs)
 
     module.generate_retry_interval = policy.interval
-    if isinstance(getattr(module, "time", None), type(time)):
+    if isinstance(getattr(module, "time", None), (type(time), _Module)):
         module.time = _Module(time, sleep)
-    if isinstance(getattr(module, "asyncio", None), type(asyncio)):
+    if isinstance(getattr(module, "asyncio", None), (type(asyncio), _Module)):
         module.asyncio = _Module(asyncio, async_sleep)
 
 
@@ -110,12 +119,13 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         if fullname not in self.pending:
             return None
         self.pending.discard(fullname)
-        sys.meta_path.remove(self)  # find the real spec without us
+        index = sys.meta_path.index(self)
+        sys.meta_path.remove(self)  # find the real spec without meeting ourselves again
         try:
             spec = importlib.util.find_spec(fullname)
         finally:
             if self.pending:
-                sys.meta_path.insert(0, self)
+                sys.meta_path.insert(index, self)
         if spec is None or spec.loader is None:
             return spec
         original, policy = spec.loader.exec_module, self.policy
@@ -138,8 +148,10 @@ def policy_from_env() -> RetryPolicy | None:
 def install_from_env() -> None:
     """Apply the policy in this process, now or when the retrying modules get imported.
 
-    promptflow's line workers are forked from a *spawned* manager process, so the orchestrator
-    also puts `bootstrap/` (a sitecustomize) on their PYTHONPATH, which calls this at start-up.
+    promptflow's line workers are forked from a manager process that genaiops starts with the
+    job's environment (`fastbatch`); processes started by spawn get `bootstrap/` (a
+    sitecustomize) on their PYTHONPATH, which calls this at start-up. A warm worker calls it
+    again for every job: the job's policy replaces the previous one.
     """
     policy = policy_from_env()
     if policy is None:
@@ -150,7 +162,9 @@ def install_from_env() -> None:
             _patch(sys.modules[name], policy)
         else:
             pending.add(name)
-    if pending and not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+    for finder in [f for f in sys.meta_path if isinstance(f, _PatchOnImport)]:
+        sys.meta_path.remove(finder)
+    if pending:
         sys.meta_path.insert(0, _PatchOnImport(policy, pending))
 
 

@@ -2,15 +2,20 @@
 
 promptflow writes logs and caches into the flow folder, and some variants can only be expressed
 by editing a copy (never the repository's flow):
-- a batch of DAG variants is one composite DAG (`composite`); a prompty variant is a copy with
-  its front matter changed (promptflow 1.18 drops `init=` for `.prompty` batch runs); a flex
-  variant passes `init=` and needs only a copy;
+- a batch of DAG variants is one composite DAG (`composite`);
+- a batch of flex or prompty variants is one composite flex flow (`composite_entry`) whose lines
+  call every variant: a flex class built once per parameter set, or a prompty copy per variant
+  with its front matter changed (promptflow 1.18 drops `init=` for `.prompty` batch runs);
+- a single flex variant passes `init=` and needs only a copy, a single prompty variant is a copy
+  with its front matter changed;
 - a served variant is a copy whose *defaults* are that variant, because `pf flow build` ignores
   `variant=` (DAG: `default_variant_id`; flex: `init` defaults; prompty: front matter).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,10 +23,14 @@ import yaml
 
 from genaiops.engines.base import FlowSpec, StagedBatch, VariantSpec
 from genaiops.engines.promptflow.composite import composite_dag, suffix
+from genaiops.engines.promptflow.composite_entry import SPEC_FILE
+from genaiops.engines.promptflow.fastbatch import NODE_CONCURRENCY_ENV
 from genaiops.engines.promptflow.flowspec import DAG_FILE, FLEX_FILE
 from genaiops.errors import UsageError
 
-MAX_DAG_VARIANTS_PER_BATCH = 8  # chains per composite line; bounded so one line stays light
+MAX_VARIANTS_PER_BATCH = 8  # variants per composite line; bounded so one line stays light
+COMPOSITE_MODULE = "__genaiops_composite__"
+COMPOSITE_ENTRY = Path(__file__).resolve().parent / "composite_entry.py"
 CACHE_PATTERNS = (".promptflow/", "process_log/", "__pycache__/", "*.pyc")  # written while running
 
 
@@ -54,27 +63,69 @@ def apply_prompty_overrides(prompty: Path, overrides: dict) -> None:
 
 
 def max_variants_per_batch(flow: FlowSpec) -> int:
-    return MAX_DAG_VARIANTS_PER_BATCH if flow.kind == "dag" else 1
+    return MAX_VARIANTS_PER_BATCH
 
 
 def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
     """A copy of the flow at `dest` that computes `variants` in one batch run."""
     if len(variants) > max_variants_per_batch(flow):
         raise ValueError(f"{len(variants)} variants in one {flow.kind} batch")
+    copy_flow(flow.root, dest, flow.boundary)
     if flow.kind == "dag":
-        copy_flow(flow.root, dest, flow.boundary)
         dag = yaml.safe_load((flow.root / DAG_FILE).read_text(encoding="utf-8"))
         staged = composite_dag(dag, [v.nodes for v in variants])
         (dest / DAG_FILE).write_text(yaml.safe_dump(staged, sort_keys=False), encoding="utf-8")
-        return StagedBatch(str(dest), [suffix(i) for i in range(len(variants))])
+        # promptflow runs 2 nodes of a line at once in batch runs: let the k chains run side by side
+        environment = {NODE_CONCURRENCY_ENV: str(2 * len(variants))} if len(variants) > 1 else {}
+        return StagedBatch(str(dest), [suffix(i) for i in range(len(variants))], environment=environment)
+    if len(variants) > 1:
+        return _stage_parameter_composite(flow, variants, dest)
     variant = variants[0]
-    copy_flow(flow.root, dest, flow.boundary)
     if flow.kind == "prompty":
         apply_prompty_overrides(dest / flow.entry.name, variant.init)
-        # standalone prompty resolves its connection per line; forked workers trip filelock's
-        # fork check there, spawned ones do not
-        return StagedBatch(str(dest / flow.entry.name), [""], environment={"PF_BATCH_METHOD": "spawn"})
+        return StagedBatch(str(dest / flow.entry.name), [""])
     return StagedBatch(str(dest), [""], init=variant.init or None)
+
+
+def _declared_inputs(block) -> list[dict] | None:
+    """[{name, default?}] from a flex yaml's or a prompty's `inputs:`; None when not declared."""
+    if not isinstance(block, dict) or not block:
+        return None
+    inputs = []
+    for name, spec in block.items():
+        item = {"name": name}
+        if isinstance(spec, dict) and "default" in spec:
+            item["default"] = spec["default"]
+        inputs.append(item)
+    return inputs
+
+
+def _stage_parameter_composite(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
+    """Flex or prompty variants as one flex flow whose lines call every variant (`composite_entry`)."""
+    suffixes = [suffix(i) for i in range(len(variants))]
+    if flow.kind == "flex":
+        flex = yaml.safe_load((flow.root / FLEX_FILE).read_text(encoding="utf-8"))
+        spec = {"kind": "flex", "entry": flex["entry"], "inits": [v.init for v in variants],
+                "inputs": _declared_inputs(flex.get("inputs"))}
+        staged = {k: v for k, v in flex.items() if k not in {"entry", "init", "outputs", "sample"}}
+    else:
+        prompty = dest / flow.entry.name
+        _, front, _ = prompty.read_text(encoding="utf-8").split("---", 2)
+        files = []
+        for item, variant in zip(suffixes, variants):
+            copy = dest / f"{item}.prompty"
+            shutil.copyfile(prompty, copy)
+            apply_prompty_overrides(copy, variant.init)
+            files.append(copy.name)
+        spec = {"kind": "prompty", "files": files,
+                "inputs": _declared_inputs((yaml.safe_load(front) or {}).get("inputs")) or []}
+        staged = {}
+    staged["entry"] = f"{COMPOSITE_MODULE}:Composite"
+    shutil.copyfile(COMPOSITE_ENTRY, dest / f"{COMPOSITE_MODULE}.py")
+    (dest / SPEC_FILE).write_text(json.dumps({**spec, "suffixes": suffixes}),
+                                                     encoding="utf-8")
+    (dest / FLEX_FILE).write_text(yaml.safe_dump(staged, sort_keys=False), encoding="utf-8")
+    return StagedBatch(str(dest), suffixes)
 
 
 def stage_for_serving(flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:

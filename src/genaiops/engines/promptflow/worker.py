@@ -1,47 +1,126 @@
-"""Runs one promptflow batch job in its own process.
+"""A genaiops worker process: imports promptflow once, then runs batch jobs one after another.
 
-`python -m genaiops.engines.promptflow.worker JOB RESULT` runs a job file; `--serve` imports promptflow
-first and then reads one "JOB<tab>RESULT" line from stdin (a warm worker, see `local.py`).
+`python -m genaiops.engines.promptflow.worker --serve [--forkserver]` imports promptflow and
+waits for commands on stdin, one JSON object a line:
 
-A process per batch keeps promptflow's fork-based worker pool away from the orchestrator's
-threads (promptflow cannot fork safely from a threaded parent) and lets the orchestrator stop
-a run by stopping the process. The result is written atomically as JSON.
+    {"op": "run", "job": JOB_FILE, "result": RESULT_FILE}
+    {"op": "connections", "connections": [...], "endpoints": {...}, "result": RESULT_FILE}
+
+and answers each by writing RESULT_FILE atomically. Connection secrets arrive on the pipe and
+are written only into promptflow's connection store. `--forkserver` also starts the forkserver
+that makes a batch run's start-up cheap (`fastbatch`). `python -m ... worker JOB RESULT` runs one
+job and exits.
+
+A process per worker keeps promptflow's fork-based pools away from the orchestrator's threads and
+lets the orchestrator stop a run by stopping the process group. The same warm worker serves every
+phase of one command (connections, experiment batches, evaluation batches). When stdin closes, or
+after `GENAIOPS_WORKER_IDLE_SEC` without a command, or when the orchestrator dies, the worker ends
+its whole process group at once: promptflow's interpreter teardown would take ~1.7 s and its
+forkserver and manager processes would otherwise outlive it.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import select
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+IDLE_ENV = "GENAIOPS_WORKER_IDLE_SEC"
+DEFAULT_IDLE_SEC = 60.0
 
-def _warm_up() -> None:
+
+_WARM: set[str] = set()
+
+
+def _import_all(modules) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a tool package that is not installed: the run says so if it matters
+            pass
+
+
+def idle_limit() -> float:
+    """How long a warm worker waits for its next job before it stops (the runner knows it too)."""
+    try:
+        return float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE_SEC)
+    except ValueError:
+        return DEFAULT_IDLE_SEC
+
+
+def _warm_up(forkserver: bool = False) -> None:
+    if "promptflow" in _WARM and (not forkserver or "forkserver" in _WARM):
+        return
+    import genaiops.engines.promptflow.fastbatch as fastbatch
     from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
-    import promptflow.client  # noqa: F401  (the expensive part: ~3 s)
+    import promptflow.client  # noqa: F401  (the expensive part: ~1.5-3 s)
+
+    fastbatch.install()
+    _WARM.add("promptflow")
+    if forkserver and "forkserver" not in _WARM:
+        fastbatch.start_forkserver()  # a fork of this process: before any thread of ours starts
+        _WARM.add("forkserver")
+        # what the first run imports on its way (pandas for the dataset, the LLM tools, openai's
+        # resources for tracing: ~1.5 s), loaded while the worker serves its first command
+        threading.Thread(target=_import_all, args=(("pandas",) + fastbatch.PRELOAD,),
+                         name="preload", daemon=True).start()
+
+
+_CLIENT = None
+
+
+def _client():
+    global _CLIENT
+    if _CLIENT is None:
+        from promptflow.client import PFClient
+
+        _CLIENT = PFClient()
+    return _CLIENT
 
 
 def run_job(job: dict, on_crash=None) -> dict:
-    import os
-
+    """One batch run; the job's environment applies for its duration only (a warm worker serves
+    jobs with different worker counts and retry policies). `on_crash(line)`: see
+    `_watch_for_crashes`."""
+    saved = dict(os.environ)
     os.environ.update(job.get("env") or {})  # read by promptflow's batch engine at run time
-    _warm_up()
-    from promptflow.client import PFClient
+    try:
+        return _run(job, on_crash)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
+
+def _run(job: dict, on_crash=None) -> dict:
+    _warm_up()
     from genaiops.engines.promptflow.env import promptflow_home
     from genaiops.engines.promptflow.retry_policy import install_from_env
 
     install_from_env()  # before pf.run: forked line workers inherit it
+    watch = None
+    if on_crash is not None:
+        watch = _watch_for_crashes(promptflow_home() / ".runs" / job["name"], on_crash)
+    try:
+        return _batch_run(job)
+    finally:
+        if watch is not None:
+            watch.set()  # this job is over: a warm worker's next job gets its own watch
 
+
+def _batch_run(job: dict) -> dict:
     from genaiops.engines.promptflow.results import read_members, run_error
 
-    client = PFClient()
-    if on_crash is not None:
-        _watch_for_crashes(promptflow_home() / ".runs" / job["name"], on_crash)
+    client = _client()
     started = time.monotonic()
     kwargs = {}
     if job.get("init"):
@@ -77,33 +156,30 @@ def _metrics(client, run) -> dict:
         return {}
 
 
-def _watch_for_crashes(run_dir: Path, on_crash) -> None:
+def _watch_for_crashes(run_dir: Path, on_crash) -> threading.Event:
     """promptflow replaces a line process that died and carries on; genaiops does not: the first
-    such death calls `on_crash(line)`, which fails the run and stops this whole process group."""
-    import threading
-
+    such death calls `on_crash(line)`, which fails the run and stops this whole process group.
+    Watches until the returned event is set."""
     from genaiops.engines.promptflow.results import CrashWatch
 
     watch = CrashWatch(run_dir)
+    done = threading.Event()
 
     def poll() -> None:
-        while True:
-            time.sleep(0.5)
+        while not done.wait(0.5):
             lines = watch.crashed_lines()
             if lines:
                 on_crash(lines[0])
                 return
 
     threading.Thread(target=poll, name="crash-watch", daemon=True).start()
+    return done
 
 
 def _stop_group_after(result_path: Path, job: dict):
     """The crash handler: write the failed result, then SIGKILL this worker's process group."""
 
     def crashed(line: int) -> None:
-        import os
-        import signal
-
         from genaiops.workspace.files import atomic_write_json
 
         where = f"line {line}" if line >= 0 else "a line"
@@ -116,47 +192,94 @@ def _stop_group_after(result_path: Path, job: dict):
     return crashed
 
 
+def prepare_connections(command: dict) -> dict:
+    _warm_up()
+    from genaiops.engines.promptflow.connections import ConnectionValues, upsert_connections
+    from genaiops.secrets import REDACTOR
+
+    values = [ConnectionValues(**c) for c in command["connections"]]
+    REDACTOR.add(*(v.api_key for v in values if v.api_key))
+    return {"records": upsert_connections(values, command["endpoints"])}
+
+
+def _failure(exc: Exception, name: str | None = None) -> dict:
+    """Reported to the orchestrator, which names the run and the cause."""
+    return {"name": name, "status": "failed", "duration_s": 0.0, "members": [],
+            "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
+            "traceback": traceback.format_exc()[-4000:]}
+
+
+def handle(command: dict) -> dict:
+    if command.get("op") == "connections":
+        try:
+            return prepare_connections(command)
+        except Exception as exc:
+            from genaiops.secrets import redact
+
+            return {"error": redact(f"{type(exc).__name__}: {exc}")[:2000]}
+    job = json.loads(Path(command["job"]).read_text(encoding="utf-8"))
+    try:
+        return run_job(job, on_crash=_stop_group_after(Path(command["result"]), job))
+    except Exception as exc:
+        return _failure(exc, job.get("name"))
+
+
 def _exit_with_parent() -> None:
     """If the orchestrator dies (SIGKILL, CI cancel) stop this run and its line workers too:
     a run nobody will record is wasted LLM calls."""
-    import os
-    import signal
-    import threading
-
     parent = os.getppid()
 
     def watch() -> None:
         while True:
             time.sleep(0.5)
             if os.getppid() != parent:
-                os.killpg(os.getpgrp(), signal.SIGKILL)
+                _end_group()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def main(argv: list[str]) -> int:
-    import os
+def _end_group() -> None:
+    """Stop this worker and everything it started (forkserver, managers, line processes)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.getpgrp() == os.getpid():  # our own group (the orchestrator starts us in a new session)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(0)
 
+
+def _next_command(idle_sec: float) -> dict | None:
+    """The next command, or None when stdin closed or nothing came for `idle_sec`."""
+    ready, _, _ = select.select([sys.stdin], [], [], idle_sec)
+    if not ready:
+        return None
+    line = sys.stdin.readline()
+    return json.loads(line) if line.strip() else None
+
+
+def serve(forkserver: bool) -> None:
+    from genaiops.workspace.files import atomic_write_json
+
+    _warm_up(forkserver)
+    idle_sec = idle_limit()
+    while True:
+        command = _next_command(idle_sec)
+        if command is None:
+            break
+        atomic_write_json(Path(command["result"]), handle(command))
+    _end_group()
+
+
+def main(argv: list[str]) -> int:
     from genaiops.engines.promptflow.rundirs import PRIVATE_UMASK
     from genaiops.workspace.files import atomic_write_json
 
     os.umask(PRIVATE_UMASK)  # run folders, logs, line processes: 0700 folders, 0600 files
     _exit_with_parent()
-    if argv == ["--serve"]:
-        _warm_up()
-        line = sys.stdin.readline().strip()
-        if not line:  # the orchestrator needed no more workers
-            return 0
-        argv = line.split("\t")
+    if argv and argv[0] == "--serve":
+        serve(forkserver="--forkserver" in argv)
+        return 0
     job_path, result_path = Path(argv[0]), Path(argv[1])
-    job = json.loads(job_path.read_text(encoding="utf-8"))
-    try:
-        result = run_job(job, on_crash=_stop_group_after(result_path, job))
-    except Exception as exc:  # reported to the orchestrator, which names the run and the cause
-        result = {"name": job["name"], "status": "failed", "duration_s": 0.0, "members": [],
-                  "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
-                  "traceback": traceback.format_exc()[-4000:]}
-    atomic_write_json(Path(result_path), result)
+    atomic_write_json(result_path, handle({"op": "run", "job": str(job_path), "result": str(result_path)}))
     return 0
 
 

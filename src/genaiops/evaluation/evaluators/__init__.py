@@ -33,11 +33,15 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *, link_runs: bool
     may be referenced instead of copying their outputs."""
     if evaluator.code:
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
+    from genaiops.llm_session import engine_retries
+
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
+                         connections=config.connections,
                          line_timeout_sec=config.runtime.line_timeout_sec,
                          force_data_mode=force_data_mode or not link_runs,
                          boundary=config.repo_root, init=evaluator.init,
-                         environment_variables=dict(config.environment_variables))
+                         environment_variables=dict(config.environment_variables),
+                         environment=engine.run_environment(engine_retries(config)))
 
 
 def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapters: dict,

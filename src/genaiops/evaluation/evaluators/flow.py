@@ -50,18 +50,21 @@ def write_fallback_data(rows: list[AlignedRow], mapping: dict, path: Path) -> No
 
 
 class FlowEvaluator:
-    def __init__(self, flow: Path, engine, *, worker_count: int = 4, line_timeout_sec: int = 120,
-                 force_data_mode: bool = False, boundary: Path | None = None,
-                 init: dict | None = None, environment_variables: dict | None = None):
+    def __init__(self, flow: Path, engine, *, worker_count: int | str = "auto", connections=(),
+                 line_timeout_sec: int = 120, force_data_mode: bool = False,
+                 boundary: Path | None = None, init: dict | None = None,
+                 environment_variables: dict | None = None, environment: dict | None = None):
         self.flow = Path(flow)
         self.boundary = boundary  # where the flow's links may point (the repository)
         self.root = self.flow if self.flow.is_dir() else self.flow.parent
         self.engine = engine
-        self.worker_count = worker_count
+        self.worker_count = worker_count  # a number, or "auto" (per task, from its rows)
+        self.connections = tuple(connections)
         self.line_timeout_sec = line_timeout_sec
         self.force_data_mode = force_data_mode
         self.init = dict(init or {})
         self.environment_variables = dict(environment_variables or {})
+        self.environment = dict(environment or {})  # the engine's retry policy for LLM judges
 
     def content_identity(self) -> dict:
         return {"kind": "flow", "engine": self.engine.name,
@@ -74,27 +77,36 @@ class FlowEvaluator:
     def reads(self) -> FlowReads:
         return self.engine.flow_reads(self.engine.read_flow(self.flow))
 
-    def _job(self, name: str, data: Path, column_mapping: dict, run: str | None = None) -> BatchJob:
+    def _job(self, name: str, data: Path, column_mapping: dict, workers: int,
+             run: str | None = None) -> BatchJob:
         return BatchJob(name=name, flow=str(self.flow), data=str(data), column_mapping=column_mapping,
-                        member_suffixes=[""], init=self.init or None, worker_count=self.worker_count,
+                        member_suffixes=[""], init=self.init or None, worker_count=workers,
                         line_timeout_sec=self.line_timeout_sec, run=run,
-                        environment_variables=self.environment_variables)
+                        environment_variables=self.environment_variables,
+                        environment=self.environment)
+
+    def _workers(self, rows: int) -> int:
+        from genaiops.capacity import worker_count
+
+        return worker_count(self.worker_count, rows, calls_llm=self.engine.read_flow(self.flow).calls_llm,
+                            connections=self.connections)
 
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
         """promptflow's `run=` pairs evaluation row i with run line i, so rows joined on a key
         column are evaluated from the ledger's outputs instead (data mode)."""
         started = time.monotonic()
+        workers = self._workers(len(rows))
         record, mapping = task.record, task.eval_dataset.mappings
         use_run = (not self.force_data_mode and not task.eval_dataset.key_column
                    and self.engine.linkable_run(record.pf_run))
         with tempfile.TemporaryDirectory(prefix="genaiops-eval-") as tmp:
             if use_run:
                 job = self._job(name, task.eval_dataset.source,
-                                run_mapping(mapping, record.pf_output or ""), run=record.pf_run)
+                                run_mapping(mapping, record.pf_output or ""), workers, run=record.pf_run)
             else:
                 data = Path(tmp) / "eval-data.jsonl"
                 write_fallback_data(rows, mapping, data)
-                job = self._job(name, data, data_mapping(mapping))
+                job = self._job(name, data, data_mapping(mapping), workers)
             result = self.engine.run_batch(job)
         lines = {line.line: line for line in (result.members[0].lines if result.members else [])}
         failed = error_rows(rows)
