@@ -99,6 +99,24 @@ def test_validate_without_env_checks_every_overlay(repo, capsys):
     assert checked == {("demo", None): True, ("demo", "pr"): False}
 
 
+def test_an_overlay_needing_unset_variables_is_skipped_only_when_not_asked_for(repo, capsys):
+    """An Azure environment's overlay reads variables its pipeline sets: `validate` alone names
+    them and goes on; `validate -e dev`, and a base config missing one, still fail."""
+    write(repo / "configs/demo/experiment.dev.yaml", "registry:\n  backend: azureml\n"
+          "  subscription_id: ${env:DEMO_SUBSCRIPTION}\n")
+    code, output = validate(repo, capsys)
+    assert code == 0 and "skipped  demo -e dev  (reads DEMO_SUBSCRIPTION, not set here" in output
+    code, output = validate(repo, capsys, "--json")
+    [base, dev] = json.loads(output)["use_cases"]
+    assert base["ok"] and dev == {"use_case": "demo", "env": "dev", "ok": True, "needs": ["DEMO_SUBSCRIPTION"]}
+    code, output = validate(repo, capsys, "-e", "dev")
+    assert code == 2 and "environment variable DEMO_SUBSCRIPTION is not set" in output
+    write(repo / "configs/demo/experiment.dev.yaml", "registry:\n  backend: azureml\n"
+          "  subscription_id: ${env:DEMO_SUBSCRIPTION}\n  colour: blue\n")  # a second kind of problem
+    code, output = validate(repo, capsys)
+    assert code == 2 and "INVALID  demo -e dev" in output
+
+
 def test_env_reference_resolves_from_environment_then_dotenv(repo, monkeypatch):
     assert load_experiment(repo, "demo").connections[0].api_key == "simulator-key"  # default
     (repo / ".env").write_text("DEMO_KEY=from-dotenv\n")

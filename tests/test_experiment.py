@@ -70,6 +70,11 @@ def repo(tmp_path_factory) -> Path:
         FAST_OVERLAY.replace("{max_attempts: 2, backoff_sec: 0.1}",
                              "{max_attempts: 100, backoff_sec: 0.1, max_total_sec: 1}"))
     (root / "configs/qa/experiment.fast.yaml").write_text(QA_FAST_OVERLAY)
+    for use_case, overlay in (("classification", FAST_OVERLAY), ("qa", QA_FAST_OVERLAY)):
+        (root / f"configs/{use_case}/experiment.nogateway.yaml").write_text(
+            overlay.replace("runtime:\n", "runtime:\n  gateway: {enabled: false}\n"))
+        (root / f"configs/{use_case}/experiment.strict.yaml").write_text(  # 2 throttled attempts
+            overlay.replace("backoff_sec: 0.1}", "backoff_sec: 0.1, max_throttled: 2}"))
     return root
 
 
@@ -212,24 +217,29 @@ def test_429_then_success_passes(repo, state_dir, sim):
 
 
 @pytest.mark.promptflow
-def test_429_with_retry_after_stops_at_max_attempts(repo, state_dir, sim):
-    """promptflow-tools honours Retry-After on its own (101 tries a call): our limit holds anyway."""
+@pytest.mark.parametrize("env, account", [("strict", "LLM gateway gave up after 2 attempt(s)"),
+                                          ("nogateway", "gave up after 2 attempt(s)")])
+def test_429_with_retry_after_stops_at_max_attempts(repo, state_dir, sim, env, account):
+    """promptflow-tools honours Retry-After on its own (101 tries a call): our limit holds anyway,
+    in the LLM gateway (`max_throttled` 429s) and, without it, in the line workers."""
     sim.faults.add(kind="429", count=None, retry_after=0.05)
-    result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
+    result = experiment(repo, sim, env=env, variants="defaults", datasets=["tickets_mini"], force=True)
     assert result.runs[0]["lines_failed"] == 4
-    assert "gave up after 2 attempt(s)" in result.runs[0]["errors"][0]["message"]
+    assert account in result.runs[0]["errors"][0]["message"]
     # 4 lines x the first LLM node x 2 attempts; the second node never runs
     assert sim.stats.snapshot()["by_status"].get("429") == 8
 
 
 @pytest.mark.promptflow
-def test_429_with_retry_after_stops_at_max_attempts_in_prompty_flows(repo, state_dir):
+@pytest.mark.parametrize("env, account", [("strict", "LLM gateway gave up after 2 attempt(s)"),
+                                          ("nogateway", "gave up after 2 attempt(s)")])
+def test_429_with_retry_after_stops_at_max_attempts_in_prompty_flows(repo, state_dir, env, account):
     """A .prompty call retries through promptflow-core (10 tries, its own back-off): bounded too."""
     with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
         qa_sim.faults.add(kind="429", count=None, retry_after=0.05)
-        result = experiment(repo, qa_sim, use_case="qa", env="fast", force=True)
+        result = experiment(repo, qa_sim, use_case="qa", env=env, force=True)
         assert result.runs[0]["lines_failed"] == 8
-        assert "gave up after 2 attempt(s)" in result.runs[0]["errors"][0]["message"]
+        assert account in result.runs[0]["errors"][0]["message"]
         assert qa_sim.stats.snapshot()["by_status"].get("429") == 8 * 2
 
 

@@ -50,7 +50,7 @@ def test_an_echoed_key_is_nowhere_on_disk_after_the_run(repo, state_dir, tmp_pat
         # every answer is a 401 whose body repeats the key
         sim.faults.add("401", count=None)
         monkeypatch.setattr(llm_session, "llm_session",
-                            lambda config, engine, simulator=None: real(config, engine, sim))
+                            lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
         code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification", "-e",
                                   "fast", "--no-progress"], capsys)
     assert code == 1 and "Incorrect API key provided" in err, out + err

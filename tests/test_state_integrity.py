@@ -132,7 +132,7 @@ def test_a_damaged_best_variant_pointer_is_never_followed(tmp_path, state_dir, t
     edited = {**good, "variant": "summarize.brief+classify.terse",
               "variant_spec": {"nodes": {"summarize": "brief", "classify": "terse"}, "init": {}}}
     pointer.write_text(json.dumps(edited))
-    deploy = ("run", "deploy", "-u", "classification", "-e", "dev", "--variant", "best")
+    deploy = ("run", "deploy", "-u", "classification", "-e", "local", "--variant", "best")
     code, _out, err = genaiops(repo, capsys, *deploy)
     assert code == 1 and "best-variant pointer is damaged" in err and "re-run `genaiops run evaluate`" in err
     assert not pointer.exists()

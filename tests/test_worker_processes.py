@@ -76,6 +76,15 @@ def _start(repo: Path, state_dir: Path) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
+def _depth(process: psutil.Process, ancestor: psutil.Process) -> int | None:
+    """Generations between them: promptflow's line processes are at 3 (worker -> forkserver ->
+    the run's process manager -> line process)."""
+    depth = 0
+    while process is not None and process.pid != ancestor.pid:
+        process, depth = process.parent(), depth + 1
+    return depth if process is not None else None
+
+
 def _busy_worker(cli: subprocess.Popen) -> tuple[psutil.Process, list[psutil.Process]]:
     """The worker running the batch, once promptflow's line processes are up."""
     deadline = time.monotonic() + 120
@@ -85,8 +94,7 @@ def _busy_worker(cli: subprocess.Popen) -> tuple[psutil.Process, list[psutil.Pro
             try:
                 if "promptflow.worker" not in " ".join(worker.cmdline()):
                     continue
-                lines = [p for p in worker.children(recursive=True)
-                         if "spawn_main" in " ".join(p.cmdline()) and "spawn_main" in " ".join(p.parent().cmdline())]
+                lines = [p for p in worker.children(recursive=True) if _depth(p, worker) == 3]
             except psutil.Error:
                 continue
             if len(lines) >= 2:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)")
 # what `openai.OpenAI()` / `AzureOpenAI()` read when a flow passes no argument
@@ -155,4 +156,29 @@ def python_reads(source: str, shown: str) -> EnvReads:
         reads.unknown.append(f"{shown}: cannot be read as Python ({exc.__class__.__name__})")
         return reads
     _Visitor(shown, reads).visit(tree)
+    return reads
+
+
+def tree_reads(root: Path, cache_patterns: tuple[str, ...], text_suffixes: tuple[str, ...],
+               on_text=None) -> EnvReads:
+    """The reads of every Python and text file of a flow folder (the files its hash covers).
+    `on_text(text, suffix, shown)` sees each text file too (an engine's own references)."""
+    from genaiops.hashing import snapshot
+
+    reads = EnvReads()
+    for entry in snapshot(root, cache_patterns).files:
+        shown, suffix = f"{root.name}/{entry.rel}", entry.path.suffix
+        if suffix not in (".py", *text_suffixes):
+            continue
+        try:
+            text = entry.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            reads.unknown.append(f"{shown}: cannot be read as text")
+            continue
+        if suffix == ".py":
+            reads.merge(python_reads(text, shown))
+            continue
+        reads.merge(text_reads(text, shown))
+        if on_text is not None:
+            on_text(text, suffix, shown)
     return reads

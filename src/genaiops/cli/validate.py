@@ -17,8 +17,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     Validates one use case (default: all) and reports every problem with file, line, field and
     fix: the base config and, without --env, every experiment.<env>.yaml overlay; datasets are
-    read whole. With --env and no --use-case, the use cases that declare that environment. Exit 2
-    on any problem.
+    read whole (an overlay whose only problem is a variable not set here is skipped, named with
+    what it reads). With --env and no --use-case, the use cases that declare that environment.
+    Exit 2 on any problem.
     """
     from genaiops.cli.render import emit_json, out
     from genaiops.config import list_use_cases
@@ -37,7 +38,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for use_case in declaring or use_cases[:1]:  # none: the first one says what exists
             require_declared(root, use_case, args.env)
         use_cases = declaring
-    results = [_check(root, use_case, env) for use_case in use_cases
+    results = [_check(root, use_case, env, implicit=not args.env) for use_case in use_cases
                for env in ([args.env] if args.env else [None, *overlay_environments(root, use_case)])]
     ok = all(result["ok"] for result in results)
     if args.json:
@@ -45,7 +46,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK if ok else EXIT_USAGE
     for result in results:
         name = result["use_case"] + (f" -e {result['env']}" if result["env"] else "")
-        if result["ok"]:
+        if result.get("needs"):
+            out(f"skipped  {name}  (reads {', '.join(result['needs'])}, not set here: "
+                f"`genaiops validate -e {result['env']}` where they are)")
+        elif result["ok"]:
             out(f"ok       {name}  ({', '.join(result['files'])})")
         else:
             out(f"INVALID  {name}")
@@ -54,13 +58,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_USAGE
 
 
-def _check(root, use_case: str, env: str | None) -> dict:
-    """One use case's verdict: the files it is made of, or every problem they have."""
+def _check(root, use_case: str, env: str | None, *, implicit: bool = False) -> dict:
+    """One use case's verdict: the files it is made of, or every problem they have. An overlay
+    checked only because no --env was given, whose sole problems are variables not set on this
+    machine (an Azure environment's, set in its pipeline), is skipped and says what it needs;
+    `validate -e <env>` checks it in full."""
     from genaiops.config import load_experiment
+    from genaiops.config.envvars import unset_variable
 
     try:
         config = load_experiment(root, use_case, env)
     except ConfigError as exc:
+        unset = [unset_variable(p) for p in exc.problems]
+        if implicit and env and all(unset):
+            return {"use_case": use_case, "env": env, "ok": True, "needs": sorted(set(unset))}
         return {"use_case": use_case, "env": env, "ok": False,
                 "problems": [p.as_dict() for p in exc.problems]}
     return {"use_case": use_case, "env": env, "ok": True,

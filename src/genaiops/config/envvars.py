@@ -14,6 +14,14 @@ from genaiops.config.yamlsrc import SourceMap, format_path
 from genaiops.errors import Problem
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+UNSET = "environment variable {name} is not set"
+_UNSET = re.compile("^" + re.escape(UNSET).replace(re.escape("{name}"), r"(?P<name>\w+)") + "$")
+
+
+def unset_variable(problem: Problem) -> str | None:
+    """The variable a problem says is not set, or None for any other problem."""
+    match = _UNSET.match(problem.message or "")
+    return match.group("name") if match else None
 MALFORMED_REF = re.compile(r"\$\{env:(?![A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})[^}]*\}?")
 
 
@@ -69,8 +77,7 @@ class EnvResolver:
                 if self.tolerate_unset(path):
                     return match.group(0)
                 file, line = sources.locate(path)
-                problems.append(Problem(file, line, format_path(path),
-                                        f"environment variable {name} is not set",
+                problems.append(Problem(file, line, format_path(path), UNSET.format(name=name),
                                         f"set {name} in the environment or in .env "
                                         f"(see .env.example), or give a default: ${{env:{name}:-value}}"))
                 return ""

@@ -25,6 +25,7 @@ from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
+    FlowReads,
     FlowSpec,
     ProgressCallback,
     Runner,
@@ -79,6 +80,15 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
                         app.outputs, {group: (default, tuple(sets))
                                       for group, (default, sets) in app.variants.items()},
                         engine=self.name)
+
+    def flow_reads(self, flow: FlowSpec) -> FlowReads:
+        """What the app's Python and YAML files read from the environment. Its connections are the
+        config's, handed to `build(llm, ...)` by the runtime (their output settings are in every
+        run key already), so the app names none itself."""
+        from genaiops.envscan import tree_reads
+
+        reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
+        return FlowReads(variables=reads.variables, unknown=reads.unknown)
 
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         return staging.MAX_VARIANTS_PER_BATCH

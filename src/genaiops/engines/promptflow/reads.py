@@ -10,7 +10,7 @@ import re
 import yaml
 
 from genaiops.engines.base import FlowReads, FlowSpec
-from genaiops.envscan import EnvReads, python_reads, text_reads
+from genaiops.envscan import tree_reads
 
 TEXT_SUFFIXES = (".yaml", ".yml", ".prompty")
 CONNECTION_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.[A-Za-z0-9_]+\}")  # ${<connection>.<key>}
@@ -46,24 +46,11 @@ def _connections(node, where: str, found: dict[str, str]) -> None:
 
 
 def flow_reads(flow: FlowSpec, cache_patterns: tuple[str, ...]) -> FlowReads:
-    from genaiops.hashing import snapshot
+    connections: dict[str, str] = {}
 
-    reads, connections = EnvReads(), {}
-    root = flow.root
-    for entry in snapshot(root, cache_patterns).files:
-        shown = f"{root.name}/{entry.rel}"
-        suffix = entry.path.suffix
-        if suffix not in (".py", *TEXT_SUFFIXES):
-            continue
-        try:
-            text = entry.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            reads.unknown.append(f"{shown}: cannot be read as text")
-            continue
-        if suffix == ".py":
-            reads.merge(python_reads(text, shown))
-            continue
-        reads.merge(text_reads(text, shown))
+    def references(text: str, suffix: str, shown: str) -> None:
         for document in _yaml_documents(text, suffix):
             _connections(document, shown, connections)
+
+    reads = tree_reads(flow.root, cache_patterns, TEXT_SUFFIXES, references)
     return FlowReads(variables=reads.variables, connections=connections, unknown=reads.unknown)
