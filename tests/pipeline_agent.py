@@ -47,6 +47,8 @@ RUNTIME = re.compile(r"^\s*\$\[(.*)\]\s*$", re.DOTALL)
 LOGGING = re.compile(r"##vso\[([\w.]+)([^\]]*)\](.*)")
 OK = ("Succeeded", "SucceededWithIssues")
 
+AGENT_FRAMEWORK_REQUIREMENTS = "src/genaiops/engines/agent_framework/runtime/requirements.txt"
+
 
 @dataclass
 class Trigger:
@@ -302,15 +304,17 @@ class Agent:
 
     def _link_venv(self, sources: Path) -> None:
         """The clone's `.venv` is the installed one this suite runs in: `make setup` must find it up
-        to date (its stamp for this pyproject.toml, newer than the file) and never reinstall into it."""
+        to date (its stamp for this checkout's pyproject.toml and engine requirements, newer than
+        them: `make -q setup` says so) and never reinstall into it."""
         (sources / ".venv").symlink_to(self.venv)
-        crc = subprocess.run(["cksum", "pyproject.toml"], cwd=sources, capture_output=True, text=True,
-                             check=True).stdout.split()[0]
-        stamp = self.venv / f".installed-{crc}"
-        if not stamp.is_file():
-            raise AssertionError(f"{self.venv} was not installed from this pyproject.toml: run `make setup`")
-        older = stamp.stat().st_mtime - 60
-        os.utime(sources / "pyproject.toml", (older, older))
+        stamps = sorted(self.venv.glob(".installed-*"))
+        if stamps:
+            older = stamps[0].stat().st_mtime - 60
+            for dependency in ("pyproject.toml", AGENT_FRAMEWORK_REQUIREMENTS):
+                if (sources / dependency).is_file():
+                    os.utime(sources / dependency, (older, older))
+        if subprocess.run(["make", "-q", "setup"], cwd=sources, capture_output=True).returncode != 0:
+            raise AssertionError(f"{self.venv} was not installed from this checkout: run `make setup`")
 
     # -- steps ----------------------------------------------------------------------------------
     def _steps(self, stage: dict, job: dict, runtime: dict) -> str:

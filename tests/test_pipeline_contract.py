@@ -295,7 +295,9 @@ def pull_request(world, dev_push):
 def test_pull_request_into_development_is_validated_against_the_dev_deployment(world, pull_request):
     result = pull_request
     assert result.run.result == "succeeded", result.failures()
-    assert _ran(result) == {"Checks", "PR_classification"}
+    assert _ran(result) == {"Checks", "PR_classification", "Parity_classification_maf"}  # parity: every PR
+    [parity] = [n for n in result.run.artifacts if n.startswith("parity-classification_maf-")]
+    assert json.loads((result.run.artifacts[parity] / "comparison.json").read_text())["verdict"] == "pass"
     [report] = [n for n in result.run.artifacts if n.startswith("report-pr-classification-")]
     summary = json.loads((result.run.artifacts[report] / "summary.json").read_text())
     dev_evidence = _evidence(world["runs"][0], "classification")
