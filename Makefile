@@ -8,7 +8,7 @@ USE_CASE ?= classification
 
 export PYTHON_KEYRING_BACKEND ?= keyrings.alt.file.PlaintextKeyring
 
-.PHONY: setup system run test lint bench clean
+.PHONY: setup system run test test-fast lint bench clean
 
 $(STAMP): pyproject.toml $(AF_REQ)
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ system:  ## chromium + docker daemon + offline base image (idempotent; needs roo
 
 test: setup system  ## the whole test suite
 	$(BIN)/python -m pytest
+
+test-fast: setup  ## the fast tier for development: no real engine process, no Docker (under 3 minutes)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -5,13 +5,19 @@
 #   3. build the offline base image genaiops/base:bookworm (debootstrap + docker import) when missing,
 #      from the Debian mirror the machine's apt sources name (.ci/apt-mirror.sh).
 # Every step is skipped when already done, so calling it again costs about a second.
+# Two runs at once (two CI jobs, two checkouts) wait for each other on a lock; the root filesystem is
+# built in a private temporary folder, and whatever debootstrap mounted inside it (/proc, /sys) is
+# unmounted and the folder removed on every exit path, so no test ever walks into a mounted /proc.
 set -euo pipefail
 
 BASE_IMAGE="${GENAIOPS_BASE_IMAGE:-genaiops/base:bookworm}"
-ROOTFS="${GENAIOPS_ROOTFS_DIR:-/tmp/genaiops-rootfs}"
+LOCK="${GENAIOPS_SETUP_LOCK:-/tmp/genaiops-setup-docker.lock}"
 LOG="${GENAIOPS_DOCKERD_LOG:-/tmp/genaiops-dockerd.log}"
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+exec 9>"$LOCK"
+flock 9   # held until this script exits: one setup at a time on this machine
 
 need_apt=()
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
@@ -33,19 +39,41 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup-docker: dockerd did not start; see $LOG" >&2; exit 1; }
 fi
 
+ROOTFS=""
+BUILDER=""
+cleanup_rootfs() {
+  if [ -n "$BUILDER" ] && kill -0 "$BUILDER" 2>/dev/null; then
+    $SUDO kill -TERM -- "-$BUILDER" 2>/dev/null || true   # debootstrap and everything it started
+    wait "$BUILDER" 2>/dev/null || true
+  fi
+  [ -n "$ROOTFS" ] && [ -d "$ROOTFS" ] || return 0
+  # debootstrap mounts /proc and /sys inside the target; a failed or killed run leaves them mounted
+  for mnt in $(awk -v root="$ROOTFS" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r); do
+    $SUDO umount -l "$mnt" 2>/dev/null || true
+  done
+  $SUDO rm -rf --one-file-system "$ROOTFS"
+}
+trap cleanup_rootfs EXIT
+trap 'exit 130' INT TERM
+
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   echo "setup-docker: building $BASE_IMAGE with debootstrap (about 1-2 minutes)"
   start=$(date +%s)
   MIRROR="$(bash "$(dirname "$0")/apt-mirror.sh" bookworm)"
   echo "setup-docker: debootstrap from $MIRROR"
-  $SUDO rm -rf "$ROOTFS"
-  $SUDO debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$ROOTFS" "$MIRROR" >/tmp/genaiops-debootstrap.log 2>&1 \
-    || { echo "setup-docker: debootstrap failed; see /tmp/genaiops-debootstrap.log" >&2; exit 1; }
-  $SUDO rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-  $SUDO tar -C "$ROOTFS" -c . | docker import \
+  ROOTFS="$(mktemp -d "${TMPDIR:-/tmp}/genaiops-ci-rootfs.XXXXXX")"
+  DEBOOTSTRAP_LOG="$ROOTFS/debootstrap.log"
+  # in the background, in a session of its own: a signal to this script runs the cleanup at once
+  # (bash runs traps only between foreground commands) and stops debootstrap's whole group
+  $SUDO setsid debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+    bookworm "$ROOTFS/root" "$MIRROR" >"$DEBOOTSTRAP_LOG" 2>&1 </dev/null &
+  BUILDER=$!
+  wait "$BUILDER" || { BUILDER=""; echo "setup-docker: debootstrap failed; its log ends:" >&2
+                       tail -n 20 "$DEBOOTSTRAP_LOG" >&2; exit 1; }
+  BUILDER=""
+  $SUDO rm -rf "$ROOTFS"/root/var/cache/apt/archives/*.deb "$ROOTFS"/root/var/lib/apt/lists/*
+  $SUDO tar -C "$ROOTFS/root" -c . | docker import \
     --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
-  $SUDO rm -rf "$ROOTFS"
   echo "setup-docker: $BASE_IMAGE built in $(( $(date +%s) - start ))s"
 fi
 echo "setup-docker: ready (daemon up, base image $BASE_IMAGE present)"

@@ -66,3 +66,29 @@ def trust_dir(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.delenv("GENAIOPS_AUDIT_KEY", raising=False)
     assert main(["--repo", str(REPO_ROOT), "audit", "init"]) == 0
     return path
+
+
+# -- tiers ------------------------------------------------------------------------------------------
+# `slow`: a test that starts real engine processes or Docker. The fast tier (`make test-fast`,
+# `pytest -m "not slow"`) leaves them out; `make test` runs everything. A test is slow when it
+# carries one of these markers (on the test or its module):
+SLOW_MARKERS = ("promptflow", "agent_framework", "docker")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every engine or Docker test `slow`, and under GENAIOPS_REQUIRE_DOCKER=1 (CI) refuse to
+    let a Docker test skip: a missing daemon or base image would otherwise turn the release tests
+    (image builds, the pipeline contract run) into silent skips and CI into a green that proved
+    nothing."""
+    require_docker = os.environ.get("GENAIOPS_REQUIRE_DOCKER") == "1"
+    would_skip = []
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_MARKERS):
+            item.add_marker(pytest.mark.slow)
+        if require_docker and item.get_closest_marker("docker"):
+            for mark in item.iter_markers("skipif"):
+                if mark.args and mark.args[0] is True:
+                    would_skip.append(f"{item.nodeid}: {mark.kwargs.get('reason', '')}")
+    if would_skip:
+        raise pytest.UsageError("GENAIOPS_REQUIRE_DOCKER=1 but these Docker tests would skip:\n  "
+                                + "\n  ".join(would_skip[:5]))

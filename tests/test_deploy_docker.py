@@ -346,3 +346,23 @@ def test_setup_script_is_idempotent():
     assert "ready" in done.stdout and "building" not in done.stdout
     assert time.monotonic() - started < 30
     assert shutil.which("docker")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("debootstrap") is None,
+                    reason="building a base image needs root and debootstrap")
+def test_a_failed_base_image_build_leaves_nothing_behind(tmp_path):
+    """A debootstrap that fails (here: a mirror nobody answers on) ends the setup with its log's
+    tail, and leaves no root filesystem, no mount and no log in the temp folder: nothing a later
+    test could walk into."""
+    script = Path(__file__).resolve().parents[1] / ".ci/setup-docker.sh"
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(private_tmp), "GENAIOPS_DEBIAN_MIRROR": "http://127.0.0.1:9/debian",
+           "GENAIOPS_BASE_IMAGE": f"genaiops/never-built:{os.getpid()}",
+           "GENAIOPS_SETUP_LOCK": str(tmp_path / "setup.lock")}
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=240, env=env,
+                          check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "debootstrap failed" in done.stderr
+    assert list(private_tmp.iterdir()) == []
+    assert str(private_tmp) not in Path("/proc/mounts").read_text()

@@ -41,6 +41,11 @@ def repo(tmp_path) -> Path:
 
 def test_an_echoed_key_is_nowhere_on_disk_after_the_run(repo, state_dir, tmp_path, monkeypatch, capsys):
     canary = "sk-canary-" + secrets.token_hex(16)
+    # the command's temp files go to a folder this test made: it searches only what it made
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir(mode=0o700)
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     (tmp_path / ".env").write_text(f"LLM_API_KEY={canary}\n")
     monkeypatch.setenv("GENAIOPS_DOTENV", str(tmp_path / ".env"))
     import genaiops.llm_session as llm_session
@@ -58,8 +63,7 @@ def test_an_echoed_key_is_nowhere_on_disk_after_the_run(repo, state_dir, tmp_pat
     runs = promptflow_home() / ".runs"
     run_dirs = [d for d in runs.iterdir() if d.is_dir()]
     assert run_dirs
-    leaked = _files_holding(canary.encode(), Path(os.path.expanduser("~")), state_dir, repo,
-                            *Path(tempfile.gettempdir()).glob("genaiops-*"))
+    leaked = _files_holding(canary.encode(), Path(os.path.expanduser("~")), state_dir, repo, private_tmp)
     assert leaked == []
     newest = max(run_dirs, key=lambda d: d.stat().st_mtime)
     for path in [newest, *newest.rglob("*")]:
