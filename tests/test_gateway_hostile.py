@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from genaiops.gateway import LLMGateway, Quota, RetryBounds
+from genaiops.gateway.limits import QuotaLearner
 from genaiops.simulator import SimulatorServer
 
 AZURE_PATH = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-06-01"
@@ -300,6 +301,23 @@ def test_a_dripping_stream_ends_at_the_deadline_with_an_error_event():
     event = json.loads(answer.text.rstrip().rsplit("data: ", 1)[1])
     assert "max_total_sec 1.5 s) passed" in event["error"]["message"]
     assert elapsed < 1.5 + 1.0 and state["pools"]["flow"]["in_flight"] == 0
+
+
+def test_an_upstream_cannot_pause_or_throttle_the_gateway_for_ever(sim):
+    """A Retry-After of days pauses at most a minute; an `inf`, `nan` or 1e-300 quota is no quota."""
+    sim.faults.add(kind="429", count=1, retry_after=1e9)
+    gw = gateway(sim.url, RetryBounds(1, 0.01, 1, max_throttled=1))
+    try:
+        answer = post(gw, {"messages": MESSAGES})
+        paused = upstream_state(gw)["paused_for_s"]
+    finally:
+        gw.stop()
+    assert answer.status_code == 429 and 0 < paused <= 60
+    learner = QuotaLearner()
+    for rpm, tpm in (("inf", "nan"), ("1e-300", "0.5"), ("-5", "1e999")):
+        assert not learner.observe({"x-ratelimit-limit-requests": rpm,
+                                    "x-ratelimit-limit-tokens": tpm}, learner.sent(0.0, 10))
+    assert learner.quota.known is False
 
 
 # -- crashes: bad input is a 400 naming the problem ------------------------------------------------

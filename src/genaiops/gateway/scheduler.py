@@ -222,6 +222,7 @@ class Upstream:
                 "quota": None if quota is None else {"rpm": quota.rpm, "tpm": quota.tpm,
                                                      "source": quota.source},
                 "planned_fraction": round(self.settings.utilization * self._rate_factor, 3),
+                "paused_for_s": round(max(0.0, self._paused_until - time.monotonic()), 3),
                 "tpm_debt_s": 0.0 if self._tokens is None
                 else round(self._tokens.debt_seconds(time.monotonic()), 3),
                 "pools": {name: {"limit": round(p.limit, 1), "in_flight": p.in_flight,
