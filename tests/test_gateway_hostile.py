@@ -281,7 +281,7 @@ def test_a_call_ends_at_its_deadline_whatever_the_upstream_does(behave):
     assert answer.status_code == 504 and answer.headers["x-should-retry"] == "false"
     message = answer.json()["error"]["message"]
     assert "max_total_sec 1.5" in message and "the call's deadline passed while" in message
-    assert elapsed < 1.5 + 1.0
+    assert elapsed < 1.5 + 1.5  # the bound, plus slack for a loaded machine
     assert state["pools"]["flow"]["in_flight"] == 0  # the pool slot is free
 
 
@@ -300,7 +300,7 @@ def test_a_dripping_stream_ends_at_the_deadline_with_an_error_event():
     assert answer.status_code == 200 and answer.text.count("data: {}") >= 3
     event = json.loads(answer.text.rstrip().rsplit("data: ", 1)[1])
     assert "max_total_sec 1.5 s) passed" in event["error"]["message"]
-    assert elapsed < 1.5 + 1.0 and state["pools"]["flow"]["in_flight"] == 0
+    assert elapsed < 1.5 + 1.5 and state["pools"]["flow"]["in_flight"] == 0
 
 
 def test_an_upstream_cannot_pause_or_throttle_the_gateway_for_ever(sim):
