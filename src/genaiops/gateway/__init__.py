@@ -9,6 +9,10 @@ test and the LLM-judge evaluators (`scheduler`). It retries within `runtime.retr
 and total time) and then answers with the last failure marked not to be retried (`server`).
 Quotas come from config (`rpm`, `tpm` per connection) or are learned from `x-ratelimit-*`
 headers (`limits`). Keys and bodies pass through and are never logged.
+
+Neither the flow nor the endpoint is trusted: bodies are bounded, every call ends by one deadline
+(`deadline`), estimates are checked, capped and refunded, and bad requests get a JSON 4xx
+(docs/trust.md lists the bounds).
 """
 
 from genaiops.gateway.limits import Quota

@@ -3,6 +3,7 @@ the `x-ratelimit-*` headers the upstream sends when the config gives none."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -44,6 +45,16 @@ class TokenBucket:
     def take(self, cost: float, now: float) -> None:
         self._refill(now)
         self.level -= cost
+
+    def give(self, amount: float, now: float) -> None:
+        """Refund what a request was charged and did not use (never above capacity)."""
+        self._refill(now)
+        self.level = min(self.capacity, self.level + max(0.0, amount))
+
+    def debt_seconds(self, now: float) -> float:
+        """How long until the bucket is out of debt (0: it is not)."""
+        self._refill(now)
+        return max(0.0, -self.level / self.rate)
 
     def drain(self, now: float) -> None:
         """After a 429: no burst when the pause ends."""
@@ -91,6 +102,8 @@ class QuotaLearner:
                 estimate = remaining + ours_used
             else:
                 continue
+            if estimate < 1:  # "1e-300 tokens a minute" would stop every call: not a quota
+                continue
             current = getattr(self, attr)
             setattr(self, attr, estimate if current is None else max(current, estimate))
         return (self.rpm, self.tpm) != before
@@ -101,8 +114,10 @@ class QuotaLearner:
 
 
 def _number(value) -> float | None:
+    """A header's number; None when unreadable, negative or not finite (an upstream's `inf` or
+    `nan` would plan an infinite or no rate)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if number >= 0 else None
+    return number if math.isfinite(number) and number >= 0 else None

@@ -2,8 +2,12 @@
 
 One `Upstream` per endpoint + deployment holds:
 - token buckets for its quota (RPM, and TPM charged by *estimated* tokens: prompt + max_tokens,
-  which is what Azure charges on arrival), at `utilization` of the quota;
-- a pause until the end of the last 429's `retry-after(-ms)`, during which nothing is sent;
+  which is what Azure charges on arrival), at `utilization` of the quota. One request is charged
+  at most one minute of the TPM quota, so no request can put the bucket in debt for longer, and
+  is refunded what it did not use: all of it when it fails or is refused, the part above the
+  answer's `usage` when it succeeds;
+- a pause until the end of the last 429's `retry-after(-ms)` (at most `MAX_PAUSE_SEC`), during
+  which nothing is sent;
 - one pool per kind of caller (the flow under test, LLM-judge evaluators), each with its own
   queue and its own AIMD concurrency limit: +1 per success until the first 429 (slow start),
   then +1/limit per success; halved by a 429 (at most once per pause);
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from genaiops.gateway.limits import MINUTE, Quota, QuotaLearner, TokenBucket
 
 _FOREVER = 1.0  # re-check at least this often while waiting for a notification
+MAX_PAUSE_SEC = MINUTE  # a 429's Retry-After of days would stop every call of the command
 
 
 class QueueDeadline(Exception):
@@ -106,10 +111,13 @@ class Upstream:
     # -- granting
 
     def acquire(self, pool: str, cost: float, deadline: float) -> Grant:
-        """Wait for this request's turn; raises QueueDeadline when `deadline` (monotonic) passes."""
+        """Wait for this request's turn; raises QueueDeadline when `deadline` (monotonic) passes.
+        The grant's cost is what was charged: `cost`, at most one minute of the TPM quota."""
         started = time.monotonic()
         ticket = object()
         with self._cond:
+            if self._tokens is not None:
+                cost = min(cost, self._tokens.rate * MINUTE)
             state = self._pools.get(pool)
             if state is None:
                 state = self._pools[pool] = _Pool(pool, float(self.settings.initial_concurrency))
@@ -155,10 +163,13 @@ class Upstream:
 
     # -- outcomes
 
-    def succeeded(self, grant: Grant, headers) -> None:
+    def succeeded(self, grant: Grant, headers, used: float | None = None) -> None:
+        """An answer; `used` = the tokens its `usage` reports, when it does (the rest is refunded)."""
         with self._cond:
             state = self._pools[grant.pool]
             state.in_flight -= 1
+            if used is not None:
+                self._refund(grant.cost - used)
             if state.limit < self.settings.max_concurrency:
                 state.limit += (1.0 / state.limit) if state.throttled_once else 1.0
                 state.limit = min(state.limit, float(self.settings.max_concurrency))
@@ -172,7 +183,8 @@ class Upstream:
             now = time.monotonic()
             state = self._pools[grant.pool]
             state.in_flight -= 1
-            pause = retry_after_s if retry_after_s is not None else 1.0
+            pause = min(retry_after_s if retry_after_s is not None else 1.0, MAX_PAUSE_SEC)
+            self._refund(grant.cost)  # refused: it used nothing (the drain below still applies)
             self._paused_until = max(self._paused_until, now + pause)
             if now >= self._hold_decrease_until:  # one decrease per burst of 429s
                 state.limit = max(1.0, state.limit / 2)
@@ -188,10 +200,16 @@ class Upstream:
             self._cond.notify_all()
 
     def failed(self, grant: Grant) -> None:
-        """An answer that says nothing about the quota (5xx, connection error)."""
+        """An answer that says nothing about the quota (4xx, 5xx, connection error, the deadline):
+        the estimate is refunded whole."""
         with self._cond:
             self._pools[grant.pool].in_flight -= 1
+            self._refund(grant.cost)
             self._cond.notify_all()
+
+    def _refund(self, tokens: float) -> None:
+        if self._tokens is not None and tokens > 0:
+            self._tokens.give(tokens, time.monotonic())
 
     def _learn(self, headers, grant: Grant) -> None:
         if headers is not None and self.learner.observe(headers, grant.ours) and self.configured is None:
@@ -204,6 +222,9 @@ class Upstream:
                 "quota": None if quota is None else {"rpm": quota.rpm, "tpm": quota.tpm,
                                                      "source": quota.source},
                 "planned_fraction": round(self.settings.utilization * self._rate_factor, 3),
+                "paused_for_s": round(max(0.0, self._paused_until - time.monotonic()), 3),
+                "tpm_debt_s": 0.0 if self._tokens is None
+                else round(self._tokens.debt_seconds(time.monotonic()), 3),
                 "pools": {name: {"limit": round(p.limit, 1), "in_flight": p.in_flight,
                                  "waiting": len(p.waiting)} for name, p in self._pools.items()},
             }
