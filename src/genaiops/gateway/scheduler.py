@@ -4,8 +4,8 @@ One `Upstream` per endpoint + deployment holds:
 - token buckets for its quota (RPM, and TPM charged by *estimated* tokens: prompt + max_tokens,
   which is what Azure charges on arrival), at `utilization` of the quota. One request is charged
   at most one minute of the TPM quota, so no request can put the bucket in debt for longer, and
-  is refunded what it did not use: all of it when it fails or is refused, the part above the
-  answer's `usage` when it succeeds;
+  is refunded whole when the upstream did not count it (it failed or was refused); an answer keeps
+  its charge, as Azure OpenAI counts the estimate, not the usage, against the minute;
 - a pause until the end of the last 429's `retry-after(-ms)` (at most `MAX_PAUSE_SEC`), during
   which nothing is sent;
 - one pool per kind of caller (the flow under test, LLM-judge evaluators), each with its own
@@ -163,13 +163,11 @@ class Upstream:
 
     # -- outcomes
 
-    def succeeded(self, grant: Grant, headers, used: float | None = None) -> None:
-        """An answer; `used` = the tokens its `usage` reports, when it does (the rest is refunded)."""
+    def succeeded(self, grant: Grant, headers) -> None:
+        """An answer: its estimate stays charged (what the upstream counts against the minute)."""
         with self._cond:
             state = self._pools[grant.pool]
             state.in_flight -= 1
-            if used is not None:
-                self._refund(grant.cost - used)
             if state.limit < self.settings.max_concurrency:
                 state.limit += (1.0 / state.limit) if state.throttled_once else 1.0
                 state.limit = min(state.limit, float(self.settings.max_concurrency))

@@ -49,7 +49,6 @@ from genaiops.gateway.wire import (
     estimated_tokens,
     read_request,
     retry_after_seconds,
-    used_tokens,
 )
 
 GATEWAY_NAME = "genaiops-llm-gateway"
@@ -219,7 +218,6 @@ class LLMGateway:
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # a header name (RFC 9110 5.1)
 _FIELD_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")  # no control characters but HTAB
 _STREAM_TYPE = "text/event-stream"
-_USAGE_SCAN_BYTES = 4 * MIB  # answers up to this size are read for their `usage` (refunds)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -566,8 +564,9 @@ class _Call:
             self.gateway.stats.outcome("bad_answer")
             return failure
         if response.status_code < 400:
-            used = used_tokens(bytes(body)) if len(body) <= _USAGE_SCAN_BYTES else None
-            self.upstream.succeeded(grant, response.headers, used)
+            # the estimate stays charged: Azure OpenAI counts it (not the answer's usage) against
+            # the minute, so a refund here would send faster than the upstream allows
+            self.upstream.succeeded(grant, response.headers)
             self.gateway.stats.outcome("answered", retried=self.attempts > 1)
         else:  # a request the upstream refuses (400, 401, 404): nothing to retry or learn
             self.upstream.failed(grant)

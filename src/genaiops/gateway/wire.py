@@ -161,13 +161,6 @@ def estimated_tokens(body: dict | None) -> int:
     return prompt + completion * n
 
 
-def used_tokens(raw: bytes) -> int | None:
-    """`usage.total_tokens` of an answer (what the call really cost), None when it says nothing."""
-    usage = (parse_body(raw) or {}).get("usage")
-    total = usage.get("total_tokens") if isinstance(usage, dict) else None
-    return int(total) if _whole(total, 0, 10**12) else None
-
-
 def retry_after_seconds(headers) -> float | None:
     """`retry-after-ms` (Azure), else `Retry-After` in seconds; None when absent or unreadable."""
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
