@@ -1,0 +1,168 @@
+"""Hostile and odd inputs end at `genaiops validate` (before any LLM call) in a located message and
+exit 2 - never a traceback or "internal error" (issues 19 and 20). Everything runs through the CLI
+on a temp copy of the sample repository."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+from deploy_helpers import copy_use_case
+
+from genaiops.cli import main
+
+DATASET = "datasets/classification/tickets.jsonl"
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch, state_dir):
+    monkeypatch.chdir(tmp_path)
+    for name in ("LLM_API_TYPE", "LLM_API_BASE", "LLM_API_KEY", "LLM_API_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    return copy_use_case(tmp_path / "repo", "classification")
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def validate(repo, capsys, *extra) -> tuple[int, str]:
+    return run(capsys, "--repo", str(repo), "validate", "--use-case", "classification", *extra)
+
+
+def assert_clean(code: int, output: str) -> None:
+    assert code in (0, 2), output
+    assert "internal error" not in output and "Traceback" not in output, output
+
+
+def append_row(repo, raw: bytes) -> int:
+    """`raw` as the dataset's last line; its line number."""
+    path = repo / DATASET
+    data = path.read_bytes()
+    path.write_bytes(data + raw + b"\n")
+    return data.count(b"\n") + 1
+
+
+# -- 1, 2: rows the later phases cannot write back out ------------------------------------------
+
+def test_lone_surrogate_in_a_row_is_refused_at_validate(repo, capsys):
+    """JSON "\\ud800" parses into a str no UTF-8 file can hold: evaluate used to crash in
+    write_reports after every LLM call was made."""
+    line = append_row(repo, b'{"text": "refund \\ud800 now", "label": "billing"}')
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert f"{DATASET}:{line}: column 'text' holds a lone surrogate" in output
+    assert "internal error" not in output
+    code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "classification",
+                       "--no-progress")
+    assert code == 2 and f"{DATASET}:{line}" in output, output
+
+
+def test_row_nested_50000_deep_is_a_located_problem(repo, capsys):
+    deep = b"[" * 50_000 + b"]" * 50_000
+    line = append_row(repo, b'{"text": ' + deep + b', "label": "billing"}')
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert f"{DATASET}:{line}: nested too deeply" in output
+    assert "RecursionError" not in output and "internal error" not in output
+
+
+# -- the fuzz: 1,000 generated malformed rows ---------------------------------------------------
+
+GOOD = {"text": "My invoice is wrong", "label": "billing"}
+
+
+def _row(**change) -> bytes:
+    return json.dumps({**GOOD, **change}).encode()
+
+
+READ, COLUMN = "read", "column"  # refused when read; refused when the file reads (mapping checks)
+
+
+def _fuzzed(rng: random.Random) -> tuple[bytes, str | bool]:
+    """One generated line and whether validate must refuse it: READ, COLUMN, False (may pass)."""
+    kind = rng.randrange(16)
+    good = _row()
+    if kind == 0:  # truncated or damaged JSON
+        cut = rng.randrange(1, len(good) - 1)
+        return rng.choice([good[:cut], good[:cut] + b"}", good.replace(b'"', b"'"),
+                           good[:-1] + b",}", b"{" + good]), READ
+    if kind == 1:  # lone surrogates, escaped
+        surrogate = rng.choice([0xD800, 0xDBFF, 0xDC00, 0xDFFF, rng.randrange(0xD800, 0xE000)])
+        return _row(text=f"x\\u{surrogate:04x}y").replace(b"\\\\u", b"\\u"), READ
+    if kind == 2:  # raw control characters, NUL included, inside a string
+        char = bytes([rng.choice([0, 1, 7, 8, 11, 12, 13, 27, 31])])
+        return good.replace(b"invoice", b"inv" + char + b"oice"), READ
+    if kind == 3:  # nested past the limit
+        depth = rng.choice([65, 100, 1000, 5000, 50_000])
+        opener, closer = rng.choice([(b"[", b"]"), (b'{"a":', b"}")])
+        return b'{"text": ' + opener * depth + b"1" * (opener == b'{"a":') + closer * depth + b"}", READ
+    if kind == 4:  # bytes that are not UTF-8
+        junk = bytes(rng.choice([0x80, 0xC0, 0xFF, 0xFE, 0xED]) for _ in range(rng.randrange(1, 5)))
+        return good.replace(b"wrong", b"wr" + junk + b"ong"), READ
+    if kind == 5:  # a byte order mark before the row
+        return rng.choice([b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"]) + good, READ
+    if kind == 6:  # not an object
+        return rng.choice([b"[1, 2]", b'"text"', b"42", b"null", b"true", b"[]"]), READ
+    if kind == 7:  # NaN, Infinity, integers past Python's digit limit
+        return rng.choice([b'{"text": NaN, "label": "x"}', b'{"text": -Infinity, "label": "x"}',
+                           b'{"text": ' + b"9" * rng.randrange(4301, 9000) + b', "label": "x"}']), READ
+    if kind == 8:  # a mapped column missing
+        return json.dumps(rng.choice([{}, {"label": "x"}, {"text": "x"}, {"TEXT": "x", "label": "y"}])
+                          ).encode(), COLUMN
+    if kind == 9:  # wrong types in a mapped column
+        return _row(text=rng.choice([1, 1.5, True, [1, "a"], {"k": [1]}, ""])), False
+    if kind == 10:  # odd but valid unicode
+        text = "".join(chr(rng.choice([0x200B, 0x202E, 0xFEFF, 0x0301, 0x1F600, 0x10FFFF, 0xFFFD,
+                                       0x0000, 0x2028, 0x00E9])) for _ in range(rng.randrange(1, 30)))
+        return json.dumps({**GOOD, "text": text}, ensure_ascii=rng.random() < 0.5).encode(), False
+    if kind == 11:  # CRLF line ends, and bare carriage returns between tokens
+        return rng.choice([good + b"\r", good.replace(b", ", b",\r")]), False
+    if kind == 12:  # huge rows
+        return _row(text="x" * rng.randrange(100_000, 1_000_000)), False
+    if kind == 13:  # nested within the limit
+        depth = rng.randrange(1, 60)
+        return b'{"label": "x", "text": "t", "extra": ' + b"[" * depth + b"]" * depth + b"}", False
+    if kind == 14:  # random bytes
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80))).replace(b"\n", b""), False
+    # several JSON values on one line, trailing garbage
+    return rng.choice([good + good, good + b" x", good + b"\x00"]), READ
+
+
+def test_fuzz_1000_malformed_rows_end_in_located_messages(repo, capsys):
+    rng = random.Random(20)
+    path = repo / DATASET
+    header = path.read_bytes().splitlines(keepends=True)[:2]  # two good rows first
+    started, rows = time.monotonic(), 0
+    for _ in range(100):
+        lines = [_fuzzed(rng) for _ in range(10)]
+        path.write_bytes(b"".join(header) + b"".join(raw + b"\n" for raw, _ in lines))
+        code, output = validate(repo, capsys, "--json")
+        rows += len(lines)
+        assert_clean(code, output)
+        report = json.loads(output)
+        problems = [p for uc in report["use_cases"] for p in uc.get("problems", [])]
+        assert code == (2 if problems else 0)
+        unreadable = any(refused == READ for _, refused in lines)
+        for number, (raw, refused) in enumerate(lines, start=len(header) + 1):
+            if refused == READ or (refused == COLUMN and not unreadable):  # named at its line
+                assert any(p["file"] == DATASET and p["line"] == number for p in problems), \
+                    (number, raw[:200], problems)
+        for problem in problems:
+            if problem["file"] == DATASET and problem["line"] is not None:
+                assert len(header) < problem["line"] <= len(header) + len(lines)
+    assert rows >= 1000
+    assert time.monotonic() - started < 120
+
+
+# -- 12: --no-progress on every phase -----------------------------------------------------------
+
+def test_run_init_accepts_no_progress_like_the_other_phases(repo, capsys):
+    code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "classification",
+                       "--no-progress")
+    assert code == 0, output
+    assert "datasets:" in output and "unrecognized arguments" not in output
