@@ -166,3 +166,34 @@ def test_run_init_accepts_no_progress_like_the_other_phases(repo, capsys):
                        "--no-progress")
     assert code == 0, output
     assert "datasets:" in output and "unrecognized arguments" not in output
+
+
+# -- 3: binary bytes in the audit chain ---------------------------------------------------------
+
+AUDIT_KEY = "0123456789abcdef" * 4
+
+
+def test_binary_bytes_in_the_audit_chain_are_damage_with_an_incident(repo, capsys, monkeypatch,
+                                                                     tmp_path):
+    trust = tmp_path / "trust"
+    monkeypatch.setenv("GENAIOPS_TRUST_DIR", str(trust))
+    monkeypatch.setenv("GENAIOPS_AUDIT_KEY", AUDIT_KEY)
+    approve = ["--repo", str(repo), "approve", "-u", "classification", "-e", "local",
+               "--artifact", "sha256:" + "a" * 64, "--by", "alice"]
+    code, output = run(capsys, *approve)
+    assert code == 0, output
+    chain = next((tmp_path / "state").rglob("audit.jsonl"))
+    chain.write_bytes(chain.read_bytes() + b'{"seq": 1, "by": "\xff\xfe\x00mallory"}\n')
+    commands = {"verify_failed": ["--repo", str(repo), "audit", "verify"],
+                "decision_unrecorded": approve,
+                "deploy_refused": ["--repo", str(repo), "run", "deploy", "-u", "classification",
+                                   "-e", "local"]}
+    for argv in commands.values():
+        code, output = run(capsys, *argv)
+        assert code == 1, output  # a broken chain, as for any other tampering
+        assert f"audit chain damaged: {chain} line 2 holds bytes that are not UTF-8 text" in output
+        assert "internal error" not in output and "UnicodeDecodeError" not in output
+    incidents = [json.loads(line) for path in trust.rglob("incidents/*.jsonl")
+                 for line in path.read_text().splitlines()]
+    assert [i["event"] for i in incidents] == list(commands)
+    assert all(str(chain) in i["reason"] for i in incidents)
