@@ -197,3 +197,21 @@ def test_binary_bytes_in_the_audit_chain_are_damage_with_an_incident(repo, capsy
                  for line in path.read_text().splitlines()]
     assert [i["event"] for i in incidents] == list(commands)
     assert all(str(chain) in i["reason"] for i in incidents)
+
+
+# -- 4: a resealed registry record with a version that is not a number --------------------------
+
+def test_resealed_registry_record_with_a_bad_version_is_damaged_state(repo, capsys, state_dir):
+    from genaiops.workspace.integrity import SEAL, seal
+
+    code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "classification",
+                       "--no-progress")
+    assert code == 0, output
+    record = next((state_dir / "registry" / "records").rglob("1.json"))
+    data = json.loads(record.read_text())
+    data.pop(SEAL)
+    record.write_text(json.dumps(seal({**data, "version": "x"})))  # the seal holds, the content not
+    code, output = run(capsys, "--repo", str(repo), "registry", "list")
+    assert code == 1, output
+    assert f"{record} (its version 'x' is not a positive whole number)" in output
+    assert "internal error" not in output and "ValueError" not in output
