@@ -215,3 +215,45 @@ def test_resealed_registry_record_with_a_bad_version_is_damaged_state(repo, caps
     assert code == 1, output
     assert f"{record} (its version 'x' is not a positive whole number)" in output
     assert "internal error" not in output and "ValueError" not in output
+
+
+# -- 5, 6: runs at once are bounded -------------------------------------------------------------
+
+CONFIG = "configs/classification/experiment.yaml"
+
+
+def edit(repo, old: str, new: str, file: str = CONFIG) -> int:
+    """`old` replaced by `new` in `file`; the line `new` starts on."""
+    path = repo / file
+    text = path.read_text()
+    assert old in text, (old, file)
+    path.write_text(text.replace(old, new, 1))
+    return text[:text.index(old)].count("\n") + 1
+
+
+def test_max_parallel_in_config_is_bounded(repo, capsys):
+    line = edit(repo, "  max_parallel: 2\n", "  max_parallel: 100000\n")
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert (f"{CONFIG}:{line}: runtime.max_parallel: 100000 runs at once is more than genaiops "
+            "starts (at most 64") in output
+    assert "fix: set it to 64 or less" in output
+
+
+def test_max_parallel_flag_is_bounded_with_auto_workers(repo, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exited:  # argparse: a usage error
+        main(["--repo", str(repo), "run", "experiment", "-u", "classification",
+              "--max-parallel", "100000"])
+    assert exited.value.code == 2
+    assert "'100000' is more than 64 runs at once" in capsys.readouterr().err
+    # within 64 but more than the machine's memory holds at one worker a run (worker_count: auto)
+    from genaiops import capacity
+
+    small = capacity.Machine(cores=2, memory_bytes=1 * 2**30)  # holds 5 workers at ~150 MB
+    monkeypatch.setattr(capacity.Machine, "current", classmethod(lambda cls: small))
+    code, output = run(capsys, "--repo", str(repo), "run", "experiment", "-u", "classification",
+                       "--max-parallel", "8", "--no-progress")
+    assert code == 2, output
+    assert "--workers/--max-parallel: 8 runs at once, each with at least one worker, is more " \
+           "than this machine's memory holds" in output
+    assert not list((repo.parent / "state").rglob("runs/*.json"))  # nothing ran

@@ -10,7 +10,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from genaiops.capacity import worker_hint, worker_problem
+from genaiops.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
 from genaiops.config.datasets import (
     ALIGN_HINT,
     DatasetFile,
@@ -256,13 +256,16 @@ def check(data: dict, sources: SourceMap,
                   f"use one of: {', '.join(sorted(names))}")
 
     runtime = data.get("runtime") or {}
+    workers, parallel = runtime.get("worker_count", "auto"), runtime.get("max_parallel", 4)
+    too_many = parallel_problem(parallel)
+    if too_many:
+        c.add(("runtime", "max_parallel"), too_many, parallel_hint())
     # Azure ML compute is not this machine; an agent_framework batch is one process whose lines
     # are coroutines, so only promptflow's worker processes are counted against cores and memory
-    if runtime.get("backend", "local") == "local" and engine_name == "promptflow":
-        workers, parallel = runtime.get("worker_count", "auto"), runtime.get("max_parallel", 4)
+    elif runtime.get("backend", "local") == "local" and engine_name == "promptflow":
         problem = worker_problem(workers, parallel)
         if problem:  # located at the larger factor
-            field = "max_parallel" if parallel > workers else "worker_count"
+            field = "max_parallel" if workers == "auto" or parallel > workers else "worker_count"
             c.add(("runtime", field if field in runtime else "worker_count"), problem, worker_hint())
     settings = data.get("evaluation") or {}
     primary = settings.get("primary_metric")
