@@ -257,3 +257,24 @@ def test_max_parallel_flag_is_bounded_with_auto_workers(repo, capsys, monkeypatc
     assert "--workers/--max-parallel: 8 runs at once, each with at least one worker, is more " \
            "than this machine's memory holds" in output
     assert not list((repo.parent / "state").rglob("runs/*.json"))  # nothing ran
+
+
+# -- 7: the smoke request stays inside the repository -------------------------------------------
+
+DEPLOYMENT = "configs/classification/deployment.yaml"
+
+
+@pytest.mark.parametrize("request_path", ["/etc/passwd", "../../../etc/passwd"])
+def test_smoke_request_outside_the_repository_is_refused_at_validate(repo, capsys, request_path):
+    line = edit(repo, "request: configs/classification/sample-request.json",
+                f"request: {request_path}", DEPLOYMENT)
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert (f"{DEPLOYMENT}:{line}: smoke.request: smoke request file {request_path!r} is outside "
+            "the repository (fix: use a path relative to the repository root") in output
+
+
+def test_validate_checks_deployment_yaml_and_passes_the_sample(repo, capsys):
+    code, output = validate(repo, capsys)
+    assert code == 0, output
+    assert DEPLOYMENT in output  # checked, and named among the files
