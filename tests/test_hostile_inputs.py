@@ -278,3 +278,27 @@ def test_validate_checks_deployment_yaml_and_passes_the_sample(repo, capsys):
     code, output = validate(repo, capsys)
     assert code == 0, output
     assert DEPLOYMENT in output  # checked, and named among the files
+
+
+# -- 8: variables the engine sets itself --------------------------------------------------------
+
+def test_engine_reserved_variables_are_refused_naming_the_field_to_use(repo, capsys):
+    """PF_WORKER_COUNT: 64 with worker_count: 2 used to start 36 line processes."""
+    edit(repo, "  worker_count: auto ", "  worker_count: 2 ")
+    line = edit(repo, "prices:\n", 'environment_variables:\n  PF_WORKER_COUNT: "64"\n'
+                "  PF_HOME_DIRECTORY: /tmp/elsewhere\n  CLASSIFIER_MODE: strict\nprices:\n") + 1
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert (f"{CONFIG}:{line}: environment_variables.PF_WORKER_COUNT: PF_WORKER_COUNT is set by the "
+            "promptflow engine for every run; a value here would override it "
+            "(fix: remove it; set runtime.worker_count)") in output
+    assert f"{CONFIG}:{line + 1}: environment_variables.PF_HOME_DIRECTORY" in output
+    assert "CLASSIFIER_MODE" not in output  # the flow's own variables stay allowed
+
+
+def test_every_engine_names_its_reserved_variables():
+    from genaiops.engines import ENGINES, open_engine
+
+    for name in ENGINES:
+        reserved = open_engine(name).reserved_variables()
+        assert reserved and all(isinstance(v, str) and v for v in reserved.values()), name

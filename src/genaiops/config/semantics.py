@@ -276,8 +276,19 @@ def check(data: dict, sources: SourceMap,
             c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}" if wrong
                   else f"metric {unclear}", wrong[1] if wrong else "name the source")
 
+    # what the engines running the use case's flows set themselves (the flow's and evaluators')
+    engines = {**{spec.engine: None for spec in c.flows.values()}, c.engine.name: c.engine}
+    reserved = {}
+    for name, engine in engines.items():
+        for variable, instead in (engine or open_engine(name)).reserved_variables().items():
+            reserved.setdefault(variable, (name, instead))
     connection_names = {conn["name"] for conn in data.get("connections", [])}
     for name, value in (data.get("environment_variables") or {}).items():
+        if name in reserved:
+            engine_name, instead = reserved[name]
+            c.add(("environment_variables", name), f"{name} is set by the {engine_name} engine for "
+                  "every run; a value here would override it", f"remove it; set {instead}"
+                  if not instead.startswith("nothing") else f"remove it ({instead})")
         for ref in CONNECTION_REF.finditer(value if isinstance(value, str) else ""):
             if ref.group(1) not in connection_names:
                 c.add(("environment_variables", name), f"no connection named {ref.group(1)!r} "

@@ -190,6 +190,10 @@ class Engine(Protocol):
     def run_environment(self, retries) -> dict:
         """Environment for batch runs that applies genaiops' LLM retry policy inside the engine."""
 
+    def reserved_variables(self) -> dict[str, str]:
+        """Environment variables the engine sets for its runs itself, each with what to change
+        instead (a config field): `environment_variables:` may not set them (validate refuses)."""
+
     def prewarm(self, count: int) -> None:
         """Start `count` workers ahead of use (optional speed-up; may do nothing)."""
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genaiops.engines.agent_framework import appspec, environment, staging
-from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF
+from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF, QUIET_ENV
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
@@ -110,6 +110,15 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
 
     def run_environment(self, retries) -> dict:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
+
+    def reserved_variables(self) -> dict[str, str]:
+        """What the batch worker and the serving image set themselves (local, runtime/serve)."""
+        return {ENV_ATTEMPTS: "runtime.retries.max_attempts",
+                ENV_BACKOFF: "runtime.retries.backoff_sec",
+                "GENAIOPS_APP_DIR": "flow (genaiops stages the app and points the runtime at it)",
+                **{name: "nothing: genaiops sets it for the engine's worker" for name in QUIET_ENV},
+                "PYTHONPATH": "nothing: the engine's environment is its own venv",
+                "PYTHONHOME": "nothing: the engine's environment is its own venv"}
 
     def prewarm(self, count: int) -> None:
         """Nothing to warm: a worker imports agent-framework in about half a second."""
