@@ -302,3 +302,31 @@ def test_every_engine_names_its_reserved_variables():
     for name in ENGINES:
         reserved = open_engine(name).reserved_variables()
         assert reserved and all(isinstance(v, str) and v for v in reserved.values()), name
+
+
+# -- 9: inputs that silently take their default, null in mapped columns -------------------------
+
+def test_an_unmapped_input_with_a_default_is_a_note(repo, capsys):
+    """promptflow gives every line an unmapped input's default, even when the rows hold a column
+    of that name: worth a note, not an error."""
+    line = edit(repo, "    mappings:\n      text: ${data.text}\n", "    mappings: {}\n")
+    code, output = validate(repo, capsys)
+    assert code == 0, output
+    assert (f"note: {CONFIG}:{line}: datasets[0].mappings: flow input 'text' is not mapped: every "
+            "row takes its default") in output
+    assert output.count("flow input 'text' is not mapped") == 1  # once, not once per overlay
+
+
+def test_null_in_a_mapped_column_is_an_error_unless_allowed(repo, capsys):
+    line = append_row(repo, b'{"text": null, "label": "billing"}')
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert (f"{DATASET}:{line}: column 'text', which datasets[0].mappings.text maps, is null "
+            "(fix: give it a value, or allow null for it: `allow_null: [text]`") in output
+    edit(repo, "    mappings:\n      text: ${data.text}\n",
+         "    mappings:\n      text: ${data.text}\n    allow_null: [text]\n")
+    code, output = validate(repo, capsys)
+    assert code == 0, output
+    edit(repo, "    allow_null: [text]\n", "    allow_null: [txet]\n")
+    code, output = validate(repo, capsys)
+    assert code == 2 and "datasets[0].allow_null: allow_null names 'txet', which no mapping" in output

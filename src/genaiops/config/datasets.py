@@ -134,13 +134,23 @@ def _capped(problems: list[Problem], shown: str, what: str) -> list[Problem]:
     return problems[:MAX_PROBLEMS_PER_CHECK] + [Problem(shown, None, None, f"... and {extra} {what}")]
 
 
-def missing_column(dataset: DatasetFile, column: str, mapped_by: str) -> list[Problem]:
-    """One problem per row (capped) that lacks `column`."""
-    problems = [Problem(dataset.shown, number, None,
-                        f"row has no column {column!r}, which {mapped_by} maps",
-                        f"add it to every row, or map one of: {', '.join(sorted(row)) or '(none)'}")
-                for number, row in dataset.rows if column not in row]
-    return _capped(problems, dataset.shown, f"rows without column {column!r}")
+def missing_column(dataset: DatasetFile, column: str, mapped_by: str,
+                   null_ok: bool = False) -> list[Problem]:
+    """One problem per row (capped) that lacks `column`, or holds null there (unless `null_ok`):
+    the flow would get None for an input a person meant to fill."""
+    problems = []
+    for number, row in dataset.rows:
+        if column not in row:
+            problems.append(Problem(dataset.shown, number, None,
+                                    f"row has no column {column!r}, which {mapped_by} maps",
+                                    f"add it to every row, or map one of: "
+                                    f"{', '.join(sorted(row)) or '(none)'}"))
+        elif row[column] is None and not null_ok:
+            problems.append(Problem(dataset.shown, number, None,
+                                    f"column {column!r}, which {mapped_by} maps, is null",
+                                    f"give it a value, or allow null for it: `allow_null: "
+                                    f"[{column}]` on that dataset"))
+    return _capped(problems, dataset.shown, f"rows without a value in column {column!r}")
 
 
 def misaligned_count(evaluation: DatasetFile, reference: DatasetFile, eval_name: str,

@@ -26,6 +26,7 @@ from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.hashing import escaping_links
 from genaiops.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
+from genaiops.notices import notice
 from genaiops.workspace.repo import resolve_inside
 
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
@@ -129,7 +130,8 @@ class Checker:
                 seen[name] = index
 
     def mappings(self, path, mappings: dict, dataset: DatasetFile | None, flow: FlowSpec | None,
-                 run_outputs: tuple[str, ...] | None) -> None:
+                 run_outputs: tuple[str, ...] | None, allow_null=()) -> None:
+        allow_null = set(allow_null or ())
         for key, ref in (mappings or {}).items():
             where = path + (key,)
             if flow is not None and flow.inputs and key not in flow.inputs:
@@ -139,7 +141,8 @@ class Checker:
                 continue
             data = DATA_REF.match(ref)
             if data and dataset is not None:
-                self.problems += missing_column(dataset, data.group(1), format_path(where))
+                self.problems += missing_column(dataset, data.group(1), format_path(where),
+                                                null_ok=data.group(1) in allow_null)
             run = RUN_OUTPUT_REF.match(ref)
             if run is not None and run_outputs is None:
                 self.add(where, f"{ref} refers to a run, but this dataset feeds the standard flow",
@@ -150,6 +153,21 @@ class Checker:
             if ref.startswith("${") and not (data or run):
                 self.add(where, f"unknown reference {ref!r}",
                          "use ${data.<column>} or ${run.outputs.<output>}")
+        columns = {m.group(1) for ref in (mappings or {}).values()
+                   if isinstance(ref, str) and (m := DATA_REF.match(ref))}
+        for column in sorted(allow_null - columns):
+            self.add(path[:-1] + ("allow_null",), f"allow_null names {column!r}, which no mapping "
+                     "of this dataset reads", f"map it, or remove it (mapped: "
+                     f"{', '.join(sorted(columns)) or 'none'})")
+        for name in (flow.defaulted if flow is not None else ()):
+            if name not in (mappings or {}):
+                self.note(path, f"flow input {name!r} is not mapped: every row takes its default",
+                          f"map it ({name}: ${{data.<column>}}) if the rows should set it")
+
+    def note(self, path, message: str, hint: str) -> None:
+        """Not an error: said once a command (`note:` on stderr), located like a problem."""
+        file, line = self.sources.locate(path)
+        notice(Problem(file, line, format_path(path), message, hint).render(), once=True)
 
 
     def aligned(self, base, ds: dict, rows: DatasetFile | None, reference: DatasetFile | None) -> None:
@@ -196,7 +214,7 @@ def check(data: dict, sources: SourceMap,
         names.add(ds["name"])
         standard[ds["name"]] = c.dataset(("datasets", index, "source"), ds["source"])
         c.mappings(("datasets", index, "mappings"), ds.get("mappings"), standard[ds["name"]], flow,
-                   None)
+                   None, ds.get("allow_null"))
 
     eval_names = set()
     reported = {BUILTIN: set(BUILTIN_METRICS)}  # metric names each source is known to report
@@ -229,7 +247,8 @@ def check(data: dict, sources: SourceMap,
                 source = ds.get("source") or next(d["source"] for d in data["datasets"]
                                                   if d["name"] == ds["reference"])
             rows = c.dataset(base + ("source",), source) if source else None
-            c.mappings(base + ("mappings",), ds.get("mappings"), rows, eval_flow, run_outputs)
+            c.mappings(base + ("mappings",), ds.get("mappings"), rows, eval_flow, run_outputs,
+                       ds.get("allow_null"))
             c.aligned(base, ds, rows, standard.get(ds["reference"]))
 
     seen_gates: dict[str, int] = {}

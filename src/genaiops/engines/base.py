@@ -33,6 +33,8 @@ class FlowSpec:
     boundary: Path | None = None
     engine: str = "promptflow"  # the engine that read it (and runs it)
     calls_llm: bool | None = None  # whether lines call an LLM (None: cannot tell; sizes worker pools)
+    # inputs with a default value: left unmapped, every line takes the default (not a column)
+    defaulted: tuple[str, ...] = ()
 
 
 @dataclass
