@@ -330,3 +330,26 @@ def test_null_in_a_mapped_column_is_an_error_unless_allowed(repo, capsys):
     edit(repo, "    allow_null: [text]\n", "    allow_null: [txet]\n")
     code, output = validate(repo, capsys)
     assert code == 2 and "datasets[0].allow_null: allow_null names 'txet', which no mapping" in output
+
+
+# -- 10: prompty variants in a shape promptflow ignores -----------------------------------------
+
+def test_prompty_variant_keys_promptflow_ignores_are_refused(tmp_path, capsys, state_dir):
+    root = tmp_path / "prompty"
+    for folder in ("configs", "flows", "datasets"):
+        (root / folder).mkdir(parents=True)
+    code, output = run(capsys, "--repo", str(root), "new", "demo", "--kind", "prompty")
+    assert code == 0, output
+    config = "configs/demo/experiment.yaml"
+    line = edit(root, "    init: {model: {parameters: {temperature: 0.9}}}\n",
+                "    init: {temperature: 0.9, model: {temprature: 1}}\n", config)
+    code, output = run(capsys, "--repo", str(root), "validate", "-u", "demo")
+    assert code == 2, output
+    assert (f"{config}:{line}: variants[1].init.temperature: `temperature` is not a parameter the "
+            "promptflow engine applies to a prompty flow") in output
+    assert "init: {model: {parameters: {temperature: 0.9}}}" in output  # the fix shows the shape
+    assert "variants[1].init.model.temprature" in output
+    edit(root, "    init: {temperature: 0.9, model: {temprature: 1}}\n",
+         "    init: {model: {parameters: {temperature: 0.9}}}\n", config)  # the working shape
+    code, output = run(capsys, "--repo", str(root), "validate", "-u", "demo")
+    assert code == 0, output

@@ -208,6 +208,13 @@ def check(data: dict, sources: SourceMap,
         c.add(("variants",), f"the flow declares its variants ({', '.join(flow.node_variants)}): "
               "`variants` here would be ignored", "remove this block, or VARIANTS from the app")
 
+    if flow is not None:  # keys of a variant the engine would silently drop
+        for v_index, variant in enumerate(data.get("variants", [])):
+            for key, instead in c.engine.ignored_parameters(flow, variant.get("init") or {}):
+                c.add(("variants", v_index, "init", *key.split(".")),
+                      f"`{key}` is not a parameter the {c.engine.name} engine applies to a "
+                      f"{flow.kind} flow (ignored, or a failure in every run)", instead)
+
     names = set()
     standard = {}
     for index, ds in enumerate(data["datasets"]):

@@ -192,6 +192,10 @@ class Engine(Protocol):
     def run_environment(self, retries) -> dict:
         """Environment for batch runs that applies genaiops' LLM retry policy inside the engine."""
 
+    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+        """The keys of a variant's `init` that the engine would silently ignore for `flow`, as
+        (dotted key, what to write instead): validate refuses them."""
+
     def reserved_variables(self) -> dict[str, str]:
         """Environment variables the engine sets for its runs itself, each with what to change
         instead (a config field): `environment_variables:` may not set them (validate refuses)."""

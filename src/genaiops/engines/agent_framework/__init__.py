@@ -111,6 +111,13 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
     def run_environment(self, retries) -> dict:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
 
+    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+        """`init` is build()'s keyword arguments: a name it does not take would fail every run."""
+        app = appspec.read_app(flow.entry)
+        takes = ", ".join(sorted(app.parameters)) or "no parameters besides the chat clients"
+        return [(name, f"{app.function}() takes: {takes}")
+                for name in app.unknown_parameters(init or {})]
+
     def reserved_variables(self) -> dict[str, str]:
         """What the batch worker and the serving image set themselves (local, runtime/serve)."""
         return {ENV_ATTEMPTS: "runtime.retries.max_attempts",

@@ -139,6 +139,11 @@ class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KE
     def reserved_variables(self) -> dict[str, str]:
         return RESERVED_VARIABLES
 
+    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+        """A prompty variant's keys outside what promptflow reads from front matter; flex `init`
+        goes to the class's __init__, where a wrong name fails the run loudly."""
+        return staging.ignored_prompty_keys(init) if flow.kind == "prompty" else []
+
     def prewarm(self, count: int) -> None:
         prewarm = getattr(self.runner, "prewarm", None)
         if prewarm is not None:
