@@ -353,3 +353,23 @@ def test_prompty_variant_keys_promptflow_ignores_are_refused(tmp_path, capsys, s
          "    init: {model: {parameters: {temperature: 0.9}}}\n", config)  # the working shape
     code, output = run(capsys, "--repo", str(root), "validate", "-u", "demo")
     assert code == 0, output
+
+
+# -- 11: the flow's requirements.txt ------------------------------------------------------------
+
+def test_flow_requirements_missing_from_the_engine_environment_are_named(repo, capsys):
+    requirements = "flows/classification/standard/requirements.txt"
+    (repo / requirements).write_text("# what the flow imports\npyyaml>=5\n"
+                                     "genaiops-test-absent-package==1.0  # like bs4\n"
+                                     "PyYAML<1\n-r other.txt\n")
+    code, output = validate(repo, capsys)
+    assert code == 2, output
+    assert (f"{requirements}:3: the flow needs 'genaiops-test-absent-package==1.0', but the "
+            "promptflow engine's environment") in output
+    assert "is not installed: every line would fail" in output
+    assert f"{requirements}:4: the flow needs 'PyYAML<1'" in output and "finds 6." in output
+    assert f"-m pip install -r {repo / requirements}" in output
+    assert f"{requirements}:2" not in output and f"{requirements}:5" not in output
+    (repo / requirements).write_text("pyyaml>=5\n")  # what is installed passes
+    code, output = validate(repo, capsys)
+    assert code == 0, output

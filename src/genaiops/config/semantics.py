@@ -170,6 +170,21 @@ class Checker:
         notice(Problem(file, line, format_path(path), message, hint).render(), once=True)
 
 
+    def requirements(self, check, engine: str) -> None:
+        """Each requirement the flow's environment lacks, at requirements.txt:line."""
+        if check is None:
+            return
+        shown = self._shown(check.file)
+        for line, what in check.unreadable:
+            self.problems.append(Problem(shown, line or None, None, what,
+                                         "write one requirement a line, as pip reads them"))
+        for unmet in check.unmet:
+            found = "is not installed" if unmet.found is None else f"finds {unmet.found} installed"
+            self.problems.append(Problem(
+                shown, unmet.line, None, f"the flow needs {unmet.requirement!r}, but the {engine} "
+                f"engine's environment ({check.python}) {found}: every line would fail",
+                f"install the flow's requirements there: {check.install}"))
+
     def aligned(self, base, ds: dict, rows: DatasetFile | None, reference: DatasetFile | None) -> None:
         """Evaluation rows line up with the rows they evaluate: by key column, else by count."""
         if rows is None or reference is None:
@@ -301,6 +316,14 @@ def check(data: dict, sources: SourceMap,
         if wrong or unclear:
             c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}" if wrong
                   else f"metric {unclear}", wrong[1] if wrong else "name the source")
+
+    checked = set()  # each flow's requirements.txt, where the engine that runs it runs
+    for spec in c.flows.values() if backend == "local" else ():  # Azure ML: its own environment
+        if spec.root in checked:
+            continue
+        checked.add(spec.root)
+        engine = c.engine if spec.engine == c.engine.name else open_engine(spec.engine)
+        c.requirements(engine.check_requirements(spec), spec.engine)
 
     # what the engines running the use case's flows set themselves (the flow's and evaluators')
     engines = {**{spec.engine: None for spec in c.flows.values()}, c.engine.name: c.engine}

@@ -192,6 +192,11 @@ class Engine(Protocol):
     def run_environment(self, retries) -> dict:
         """Environment for batch runs that applies genaiops' LLM retry policy inside the engine."""
 
+    def check_requirements(self, flow: FlowSpec):
+        """The flow's requirements.txt against the environment that runs it
+        (`engines.requirements.RequirementsCheck`); None without one, or where it cannot be
+        known from here (a cloud backend)."""
+
     def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
         """The keys of a variant's `init` that the engine would silently ignore for `flow`, as
         (dotted key, what to write instead): validate refuses them."""

@@ -111,6 +111,13 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
     def run_environment(self, retries) -> dict:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
 
+    def check_requirements(self, flow: FlowSpec):
+        """Batches run in the engine's own interpreter: asked there (None before it is set up)."""
+        from genaiops.engines.requirements import check_requirements
+
+        python = environment.python_path()
+        return check_requirements(flow.root, python) if python.exists() else None
+
     def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
         """`init` is build()'s keyword arguments: a name it does not take would fail every run."""
         app = appspec.read_app(flow.entry)

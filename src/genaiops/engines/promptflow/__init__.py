@@ -139,6 +139,12 @@ class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KE
     def reserved_variables(self) -> dict[str, str]:
         return RESERVED_VARIABLES
 
+    def check_requirements(self, flow: FlowSpec):
+        """Local batches run in workers of this interpreter; Azure ML builds its own environment."""
+        from genaiops.engines.requirements import check_requirements
+
+        return check_requirements(flow.root) if self.backend == "local" else None
+
     def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
         """A prompty variant's keys outside what promptflow reads from front matter; flex `init`
         goes to the class's __init__, where a wrong name fails the run loudly."""
