@@ -24,6 +24,12 @@ def repo(tmp_path, monkeypatch, state_dir):
     return copy_use_case(tmp_path / "repo", "classification")
 
 
+def away_from_the_simulator(monkeypatch) -> None:
+    """`run init` stores the `llm` connection in the session's promptflow home: at an endpoint of
+    its own, so that tests after these still see their connection created or updated."""
+    monkeypatch.setenv("LLM_API_BASE", "http://127.0.0.1:9/hostile-inputs/v1")
+
+
 def run(capsys, *argv) -> tuple[int, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
@@ -161,7 +167,8 @@ def test_fuzz_1000_malformed_rows_end_in_located_messages(repo, capsys):
 
 # -- 12: --no-progress on every phase -----------------------------------------------------------
 
-def test_run_init_accepts_no_progress_like_the_other_phases(repo, capsys):
+def test_run_init_accepts_no_progress_like_the_other_phases(repo, capsys, monkeypatch):
+    away_from_the_simulator(monkeypatch)
     code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "classification",
                        "--no-progress")
     assert code == 0, output
@@ -201,8 +208,11 @@ def test_binary_bytes_in_the_audit_chain_are_damage_with_an_incident(repo, capsy
 
 # -- 4: a resealed registry record with a version that is not a number --------------------------
 
-def test_resealed_registry_record_with_a_bad_version_is_damaged_state(repo, capsys, state_dir):
+def test_resealed_registry_record_with_a_bad_version_is_damaged_state(repo, capsys, state_dir,
+                                                                      monkeypatch):
     from genaiops.workspace.integrity import SEAL, seal
+
+    away_from_the_simulator(monkeypatch)
 
     code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "classification",
                        "--no-progress")
