@@ -41,7 +41,7 @@ PHASE = {"--repo", "--use-case", "--env", "--json"}
 EXPECTED_SHARED = {
     "new": {"--repo", "--json"},
     "validate": PHASE,
-    "run init": PHASE,
+    "run init": PHASE | {"--no-progress"},
     "run experiment": PHASE | {"--no-progress"},
     "run evaluate": PHASE | {"--no-progress"},
     "run build": PHASE | {"--no-progress"},

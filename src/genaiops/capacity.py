@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WORKERS_PER_CORE = 16
+MAX_PARALLEL_RUNS = 64  # batch runs at once (`runtime.max_parallel`, `--max-parallel`), any machine
 WORKER_MB = 150
 MEMORY_SHARE = 0.75
 _CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
@@ -65,13 +66,32 @@ class Machine:
         return f"{self.cores} core(s), {self.memory_bytes / 2**30:.1f} GiB"
 
 
+def parallel_problem(max_parallel: int) -> str | None:
+    """Why `max_parallel` batch runs at once is more than genaiops starts anywhere; or None."""
+    if max_parallel > MAX_PARALLEL_RUNS:
+        return (f"{max_parallel} runs at once is more than genaiops starts (at most "
+                f"{MAX_PARALLEL_RUNS}: each run at once holds an engine worker process or an Azure "
+                "ML submission)")
+    return None
+
+
+def parallel_hint() -> str:
+    return (f"set it to {MAX_PARALLEL_RUNS} or less; more lines at once come from "
+            "worker_count (`auto` sizes it to the quota)")
+
+
 def worker_problem(worker_count: int | str, max_parallel: int,
                    machine: Machine | None = None) -> str | None:
-    """Why `worker_count` workers per run, `max_parallel` runs at once, is too much here; or None
-    (`auto` sizes itself to the memory available when the batch starts: `auto_workers`)."""
-    if worker_count == "auto":
-        return None
+    """Why `worker_count` workers per run, `max_parallel` runs at once, is too much here; or None.
+    `auto` sizes itself to the memory available when a batch starts (`auto_workers`), but every run
+    at once has at least one worker."""
     machine = machine or Machine.current()
+    if worker_count == "auto":
+        if max_parallel > machine.workers_at_once:
+            return (f"{max_parallel} runs at once, each with at least one worker, is more than this "
+                    f"machine's memory holds ({machine.describe()}: at most "
+                    f"{machine.workers_at_once} workers at ~{WORKER_MB} MB each)")
+        return None
     if worker_count > machine.workers_per_run:
         return (f"{worker_count} workers per run is more than this machine can run ({machine.describe()}: "
                 f"at most {machine.workers_per_run}, {WORKERS_PER_CORE} per core)")

@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterator
 LOGGER = logging.getLogger("genaiops")
 
 
-def notice(message: str) -> None:
+_SAID: set[str] = set()  # `once` notes given in this command (cleared by `printed`)
+
+
+def notice(message: str, *, once: bool = False) -> None:
+    """`once`: not again in the same command (a config loaded for each overlay notes it once)."""
+    if once and message in _SAID:
+        return
+    _SAID.add(message)
     LOGGER.warning(message)
 
 
@@ -31,6 +38,7 @@ class _Printer(logging.Handler):
 def printed(show: Callable[[str], None]) -> Iterator[None]:
     """Notices of the block go to `show` (and not on to the root logger's handlers as well)."""
     handler, propagate = _Printer(show), LOGGER.propagate
+    _SAID.clear()
     LOGGER.addHandler(handler)
     LOGGER.propagate = False
     try:

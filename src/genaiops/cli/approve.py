@@ -42,7 +42,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     from genaiops.cli.render import emit_json, out, table
     from genaiops.config.deployment import load_deployment
     from genaiops.deploy.approvals import normalise_digest, record_decision
-    from genaiops.deploy.audit import audit_log, last_successful
+    from genaiops.deploy.audit import audit_log, incident_on_damage, last_successful
     from genaiops.deploy.variant import summary_md_for
     from genaiops.workspace import Workspace
 
@@ -51,14 +51,17 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     environment = config.environment(args.env)
     artifact = normalise_digest(args.artifact)
     workspace = Workspace.for_repo(root)
-    current = last_successful(audit_log(workspace).read(), args.use_case, args.env) or {}
-    rows = _diff(current, artifact, _image_labels(artifact))
-    summary = summary_md_for(workspace, args.use_case)
-    summary_text = summary.read_text(encoding="utf-8") if summary else None
-    record = record_decision(workspace, use_case=args.use_case, env=args.env, artifact=artifact,
-                             decision=decision, by=args.by, note=args.note,
-                             context={"diff": rows,
-                                      "requires_approval": environment.requires_approval})
+    refused = {"event": "decision_unrecorded", "decision": decision, "use_case": args.use_case,
+               "env": args.env, "artifact": artifact, "by": args.by}
+    with incident_on_damage(workspace, refused):
+        current = last_successful(audit_log(workspace).read(), args.use_case, args.env) or {}
+        rows = _diff(current, artifact, _image_labels(artifact))
+        summary = summary_md_for(workspace, args.use_case)
+        summary_text = summary.read_text(encoding="utf-8") if summary else None
+        record = record_decision(workspace, use_case=args.use_case, env=args.env, artifact=artifact,
+                                 decision=decision, by=args.by, note=args.note,
+                                 context={"diff": rows,
+                                          "requires_approval": environment.requires_approval})
     if args.json:
         emit_json({"ok": True, "decision": decision, "record": record, "diff": rows,
                    "head": f"{record['seq']}:{record['mac']}", "summary_md": summary_text})

@@ -20,6 +20,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def runs_at_once(value: str) -> int:
+    """`--max-parallel`: a whole number from 1 to the most batch runs genaiops starts at once."""
+    from genaiops.capacity import MAX_PARALLEL_RUNS
+
+    number = positive_int(value)
+    if number > MAX_PARALLEL_RUNS:
+        raise argparse.ArgumentTypeError(f"{value!r} is more than {MAX_PARALLEL_RUNS} runs at once; "
+                                         f"use {MAX_PARALLEL_RUNS} or less")
+    return number
+
+
 def amount(value: str) -> float:
     """A finite number >= 0 (`nan` would switch a comparison off, `inf` is no limit)."""
     try:

@@ -51,13 +51,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     tampered with, 2 when no usable key exists.
     """
     from genaiops.cli.render import emit_json, out
-    from genaiops.deploy.audit import ChainHead, audit_log
+    from genaiops.deploy.audit import ChainHead, audit_log, incident_on_damage
     from genaiops.workspace import Workspace
 
     workspace = Workspace.for_repo(repo_root(args))
     log = audit_log(workspace)
-    adopted = log.adopt() if args.adopt else None
-    records = log.read([ChainHead.parse(h) for h in args.head])
+    heads = [ChainHead.parse(h) for h in args.head]
+    with incident_on_damage(workspace, {"event": "verify_failed"}):
+        adopted = log.adopt() if args.adopt else None
+        records = log.read(heads)
     head = str(ChainHead.of(records[-1])) if records else None
     result = {"ok": True, "log": str(log.path), "anchor": str(log.anchor), "records": len(records),
               "head": head, "adopted": str(adopted) if adopted else None}

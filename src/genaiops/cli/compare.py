@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genaiops.cli.args import amount, positive_int, probability
+from genaiops.cli.args import amount, positive_int, probability, runs_at_once
 from genaiops.cli.options import OVERLAY, add_command, repo_root, show_progress
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
@@ -39,7 +39,7 @@ def add_compare_parser(commands) -> None:
     parser.add_argument("--report-dir", type=Path, default=None,
                         help="where to write the reports (default: "
                              ".genaiops/comparisons/<candidate>/<id>/)")
-    parser.add_argument("--max-parallel", type=positive_int, default=None,
+    parser.add_argument("--max-parallel", type=runs_at_once, default=None,
                         help="runs at once on each side (default: runtime.max_parallel)")
     parser.add_argument("--force", action="store_true",
                         help="re-run experiments and evaluations even when reusable")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genaiops.cli.args import positive_int
+from genaiops.cli.args import runs_at_once
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
@@ -17,7 +17,7 @@ def add_evaluate_parser(phases_subparsers) -> None:
     parser.add_argument("--experiment", default="latest",
                         help="experiment id to evaluate (default: latest)")
     add_report_flags(parser)
-    parser.add_argument("--max-parallel", type=positive_int, default=None,
+    parser.add_argument("--max-parallel", type=runs_at_once, default=None,
                         help="evaluation runs at once (default: runtime.max_parallel)")
     parser.add_argument("--force", action="store_true", help="re-run evaluations even when reusable")
 

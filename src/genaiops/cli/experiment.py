@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.args import amount, csv_list, positive_int
+from genaiops.cli.args import amount, csv_list, positive_int, runs_at_once
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
@@ -21,7 +21,7 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
                              "combination) | node.variant[+node.variant],... | flex: variant names")
     parser.add_argument("--datasets", type=csv_list, default=None,
                         help="comma-separated dataset names (default: all)")
-    parser.add_argument("--max-parallel", type=positive_int, default=None,
+    parser.add_argument("--max-parallel", type=runs_at_once, default=None,
                         help="promptflow runs at once (default: runtime.max_parallel)")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="line workers per run (default: runtime.worker_count, `auto`: from "

@@ -15,7 +15,8 @@ from genaiops.errors import EXIT_OK
 
 
 def add_init_parser(phases_subparsers) -> None:
-    parser = add_command(phases_subparsers, "init", cmd_run_init, use_case=REQUIRED, env=OVERLAY)
+    parser = add_command(phases_subparsers, "init", cmd_run_init, use_case=REQUIRED, env=OVERLAY,
+                         progress=True)
     add_registry_flag(parser, default="config `registry.backend`, else local")
 
 

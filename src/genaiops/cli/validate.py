@@ -64,15 +64,26 @@ def _check(root, use_case: str, env: str | None, *, implicit: bool = False) -> d
     machine (an Azure environment's, set in its pipeline), is skipped and says what it needs;
     `validate -e <env>` checks it in full."""
     from genaiops.config import load_experiment
+    from genaiops.config.deployment import BASE_FILE, load_deployment
     from genaiops.config.envvars import unset_variable
 
+    problems, files = [], []
     try:
-        config = load_experiment(root, use_case, env)
+        files += load_experiment(root, use_case, env).files
     except ConfigError as exc:
-        unset = [unset_variable(p) for p in exc.problems]
+        problems += exc.problems
+    # deployment.yaml too (smoke request, image, targets); without -e its environments may read
+    # variables set only where they deploy
+    if (root / "configs" / use_case / BASE_FILE).is_file():
+        try:
+            files += load_deployment(root, use_case, env, environments_unset_ok=implicit).files
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        unset = [unset_variable(p) for p in problems]
         if implicit and env and all(unset):
             return {"use_case": use_case, "env": env, "ok": True, "needs": sorted(set(unset))}
         return {"use_case": use_case, "env": env, "ok": False,
-                "problems": [p.as_dict() for p in exc.problems]}
+                "problems": [p.as_dict() for p in problems]}
     return {"use_case": use_case, "env": env, "ok": True,
-            "files": [str(f.relative_to(root)) for f in config.files]}
+            "files": [str(f.relative_to(root)) for f in files]}

@@ -16,6 +16,8 @@ from pathlib import Path
 from genaiops.errors import Problem
 
 MAX_PROBLEMS_PER_CHECK = 10  # a broken 100k-row file gives ten located problems and a count
+MAX_NESTING = 64  # levels of objects/arrays in a row; deeper ones would crash the JSON writers
+MAX_ROW_BYTES = 16 * 1024 * 1024  # one line of a dataset
 ALIGN_HINT = ("an evaluator dataset lines up with the dataset it references row by row: give both "
               "the same rows in the same order, or set key_column to join them on a column")
 
@@ -35,32 +37,94 @@ class DatasetFile:
 
 
 def read_dataset(path: Path, shown: str) -> DatasetFile:
-    """Every non-blank line parsed; each bad line is a problem at `shown:line`."""
+    """Every non-blank line parsed; each bad line is a problem at `shown:line`.
+
+    Lines are split on LF and decoded one by one, so bytes that are not UTF-8, a byte order
+    mark, NaN, a lone surrogate or nesting too deep for the reports are each a problem at their
+    line here rather than a crash in a later phase, after the LLM calls were paid for."""
     dataset = DatasetFile(shown)
     bad: list[Problem] = []
     try:
-        with Path(path).open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    bad.append(Problem(shown, number, None, f"not valid JSON ({exc.msg})",
-                                       "fix that line: one JSON object per line"))
-                    continue
-                if not isinstance(row, dict):
-                    bad.append(Problem(shown, number, None, "is not a JSON object",
-                                       "each line must be an object of column: value"))
-                    continue
-                dataset.rows.append((number, row))
-    except (OSError, UnicodeDecodeError) as exc:
-        dataset.whole_file = (f"cannot read dataset {shown!r}: {exc}", None)
+        with Path(path).open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                row, problem = _parse_line(raw)
+                if problem is not None:
+                    bad.append(Problem(shown, number, None, *problem))
+                elif row is not None:
+                    dataset.rows.append((number, row))
+    except OSError as exc:
+        dataset.whole_file = (f"cannot read dataset {shown!r}: {exc.strerror or exc}", None)
         return dataset
     dataset.problems = _capped(bad, shown, "more bad lines")
     if not bad and not dataset.rows:
         dataset.whole_file = (f"dataset {shown!r} is empty", "add at least one row")
     return dataset
+
+
+ONE_OBJECT = "fix that line: one JSON object per line"
+
+
+def _parse_line(raw: bytes) -> tuple[dict | None, tuple[str, str] | None]:
+    """(row, None), (None, None) for a blank line, or (None, (message, fix))."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return None, ("starts with a byte order mark (BOM)", "save the file as UTF-8 without BOM")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, (f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                      "save the file as UTF-8")
+    if not line.strip():
+        return None, None
+    if len(raw) > MAX_ROW_BYTES:
+        return None, (f"row is {len(raw):,} bytes, over the {MAX_ROW_BYTES:,} a row may hold",
+                      "split the row, or keep large content in files the flow reads")
+    try:
+        row = json.loads(line, parse_constant=_no_constant)
+    except RecursionError:
+        return None, (f"nested too deeply (more than {MAX_NESTING} levels)", ONE_OBJECT)
+    except json.JSONDecodeError as exc:
+        return None, (f"not valid JSON ({exc.msg}, column {exc.colno})", ONE_OBJECT)
+    except ValueError as exc:  # NaN/Infinity, integers over Python's digit limit
+        return None, (f"not valid JSON ({str(exc).split(':')[0]})", ONE_OBJECT)
+    if not isinstance(row, dict):
+        return None, ("is not a JSON object", "each line must be an object of column: value")
+    problem = _value_problem(row)
+    return (None, problem) if problem else (row, None)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _value_problem(row: dict) -> tuple[str, str] | None:
+    """Nesting deeper than MAX_NESTING, or a string no UTF-8 file can hold (a lone surrogate
+    such as JSON "\\ud800"): reports, ledgers and engines write rows back out as UTF-8."""
+    stack = [(row, 1, None)]
+    while stack:
+        value, depth, column = stack.pop()
+        if depth > MAX_NESTING:
+            return (f"column {column!r} is nested more than {MAX_NESTING} levels deep",
+                    "flatten the value")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _unencodable(key):
+                    return (f"column name {key!r} holds a lone surrogate (not valid Unicode)",
+                            "fix the \\uXXXX escape")
+                stack.append((item, depth + 1, key if column is None else column))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, column) for item in value)
+        elif isinstance(value, str) and _unencodable(value):
+            return (f"column {column!r} holds a lone surrogate (not valid Unicode)",
+                    "fix the \\uXXXX escape: a surrogate needs its pair, e.g. \\ud83d\\ude00")
+    return None
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _capped(problems: list[Problem], shown: str, what: str) -> list[Problem]:
@@ -70,13 +134,23 @@ def _capped(problems: list[Problem], shown: str, what: str) -> list[Problem]:
     return problems[:MAX_PROBLEMS_PER_CHECK] + [Problem(shown, None, None, f"... and {extra} {what}")]
 
 
-def missing_column(dataset: DatasetFile, column: str, mapped_by: str) -> list[Problem]:
-    """One problem per row (capped) that lacks `column`."""
-    problems = [Problem(dataset.shown, number, None,
-                        f"row has no column {column!r}, which {mapped_by} maps",
-                        f"add it to every row, or map one of: {', '.join(sorted(row)) or '(none)'}")
-                for number, row in dataset.rows if column not in row]
-    return _capped(problems, dataset.shown, f"rows without column {column!r}")
+def missing_column(dataset: DatasetFile, column: str, mapped_by: str,
+                   null_ok: bool = False) -> list[Problem]:
+    """One problem per row (capped) that lacks `column`, or holds null there (unless `null_ok`):
+    the flow would get None for an input a person meant to fill."""
+    problems = []
+    for number, row in dataset.rows:
+        if column not in row:
+            problems.append(Problem(dataset.shown, number, None,
+                                    f"row has no column {column!r}, which {mapped_by} maps",
+                                    f"add it to every row, or map one of: "
+                                    f"{', '.join(sorted(row)) or '(none)'}"))
+        elif row[column] is None and not null_ok:
+            problems.append(Problem(dataset.shown, number, None,
+                                    f"column {column!r}, which {mapped_by} maps, is null",
+                                    f"give it a value, or allow null for it: `allow_null: "
+                                    f"[{column}]` on that dataset"))
+    return _capped(problems, dataset.shown, f"rows without a value in column {column!r}")
 
 
 def misaligned_count(evaluation: DatasetFile, reference: DatasetFile, eval_name: str,

@@ -183,16 +183,20 @@ class DeploymentConfig(ConfigFile):
         return self.environments[env]
 
 
-def _other_environments(env: str | None):
-    """Paths whose unset `${env:}` variables are left as written: environments not deployed now."""
-    if env is None:
+def _other_environments(env: str | None, every: bool = False):
+    """Paths whose unset `${env:}` variables are left as written: environments not deployed now
+    (with `every`, all of them: `validate` without -e)."""
+    if env is None and not every:
         return None
-    return lambda path: len(path) >= 2 and path[0] == "environments" and path[1] != env
+    return lambda path: len(path) >= 2 and path[0] == "environments" and (every or path[1] != env)
 
 
 def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
-                    *, environ: dict | None = None) -> DeploymentConfig:
-    """Raises ConfigError listing every problem (file, line, field, fix)."""
+                    *, environ: dict | None = None,
+                    environments_unset_ok: bool = False) -> DeploymentConfig:
+    """Raises ConfigError listing every problem (file, line, field, fix).
+    `environments_unset_ok`: variables of every environment may be unset (`validate` without -e
+    checks the file's shape; `-e` checks that environment in full)."""
     repo_root = Path(repo_root).resolve()
     folder = repo_root / "configs" / use_case
     base = folder / BASE_FILE
@@ -202,14 +206,17 @@ def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
     overlay = folder / f"deployment.{env}.yaml" if env else None
     data, sources, files = read_checked(DeploymentConfig, base, overlay, repo_root,
                                         "start with `environments:`", environ, KEY_HINT,
-                                        tolerate_unset=_other_environments(env))
+                                        tolerate_unset=_other_environments(env, environments_unset_ok))
     context = LoadContext(repo_root, use_case, env, tuple(files))
     config = build(DeploymentConfig, data, sources, context)
     request = config.smoke_request
     if request is None or not request.is_file():
         file, line = sources.locate(("smoke", "request"))
-        raise ConfigError([Problem(file or base.relative_to(repo_root), line, "smoke.request",
-                                   f"smoke request file {config.smoke_request_rel!r} not found "
-                                   "inside the repo",
-                                   "write a JSON request body there (the flow's inputs)")])
+        outside = request is None  # absolute, `..`, or a link out: a host file sent to the endpoint
+        raise ConfigError([Problem(
+            file or base.relative_to(repo_root), line, "smoke.request",
+            f"smoke request file {config.smoke_request_rel!r} is outside the repository" if outside
+            else f"smoke request file {config.smoke_request_rel!r} not found inside the repo",
+            f"use a path relative to the repository root, e.g. configs/{use_case}/sample-request.json"
+            if outside else "write a JSON request body there (the flow's inputs)")])
     return config

@@ -90,6 +90,8 @@ class Dataset(FileModel):
     source_rel: RelPath = Field(alias="source")
     description: str = ""
     mappings: Mappings = {}
+    # mapped columns whose value may be JSON null; any other null in a mapped column is an error
+    allow_null: tuple[NonEmpty, ...] = ()
     _source: Path = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:

@@ -10,7 +10,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from genaiops.capacity import worker_hint, worker_problem
+from genaiops.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
 from genaiops.config.datasets import (
     ALIGN_HINT,
     DatasetFile,
@@ -26,6 +26,7 @@ from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.hashing import escaping_links
 from genaiops.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
+from genaiops.notices import notice
 from genaiops.workspace.repo import resolve_inside
 
 DATA_REF = re.compile(r"^\$\{data\.([^}]+)\}$")
@@ -129,7 +130,8 @@ class Checker:
                 seen[name] = index
 
     def mappings(self, path, mappings: dict, dataset: DatasetFile | None, flow: FlowSpec | None,
-                 run_outputs: tuple[str, ...] | None) -> None:
+                 run_outputs: tuple[str, ...] | None, allow_null=()) -> None:
+        allow_null = set(allow_null or ())
         for key, ref in (mappings or {}).items():
             where = path + (key,)
             if flow is not None and flow.inputs and key not in flow.inputs:
@@ -139,7 +141,8 @@ class Checker:
                 continue
             data = DATA_REF.match(ref)
             if data and dataset is not None:
-                self.problems += missing_column(dataset, data.group(1), format_path(where))
+                self.problems += missing_column(dataset, data.group(1), format_path(where),
+                                                null_ok=data.group(1) in allow_null)
             run = RUN_OUTPUT_REF.match(ref)
             if run is not None and run_outputs is None:
                 self.add(where, f"{ref} refers to a run, but this dataset feeds the standard flow",
@@ -150,7 +153,37 @@ class Checker:
             if ref.startswith("${") and not (data or run):
                 self.add(where, f"unknown reference {ref!r}",
                          "use ${data.<column>} or ${run.outputs.<output>}")
+        columns = {m.group(1) for ref in (mappings or {}).values()
+                   if isinstance(ref, str) and (m := DATA_REF.match(ref))}
+        for column in sorted(allow_null - columns):
+            self.add(path[:-1] + ("allow_null",), f"allow_null names {column!r}, which no mapping "
+                     "of this dataset reads", f"map it, or remove it (mapped: "
+                     f"{', '.join(sorted(columns)) or 'none'})")
+        for name in (flow.defaulted if flow is not None else ()):
+            if name not in (mappings or {}):
+                self.note(path, f"flow input {name!r} is not mapped: every row takes its default",
+                          f"map it ({name}: ${{data.<column>}}) if the rows should set it")
 
+    def note(self, path, message: str, hint: str) -> None:
+        """Not an error: said once a command (`note:` on stderr), located like a problem."""
+        file, line = self.sources.locate(path)
+        notice(Problem(file, line, format_path(path), message, hint).render(), once=True)
+
+
+    def requirements(self, check, engine: str) -> None:
+        """Each requirement the flow's environment lacks, at requirements.txt:line."""
+        if check is None:
+            return
+        shown = self._shown(check.file)
+        for line, what in check.unreadable:
+            self.problems.append(Problem(shown, line or None, None, what,
+                                         "write one requirement a line, as pip reads them"))
+        for unmet in check.unmet:
+            found = "is not installed" if unmet.found is None else f"finds {unmet.found} installed"
+            self.problems.append(Problem(
+                shown, unmet.line, None, f"the flow needs {unmet.requirement!r}, but the {engine} "
+                f"engine's environment ({check.python}) {found}: every line would fail",
+                f"install the flow's requirements there: {check.install}"))
 
     def aligned(self, base, ds: dict, rows: DatasetFile | None, reference: DatasetFile | None) -> None:
         """Evaluation rows line up with the rows they evaluate: by key column, else by count."""
@@ -190,13 +223,20 @@ def check(data: dict, sources: SourceMap,
         c.add(("variants",), f"the flow declares its variants ({', '.join(flow.node_variants)}): "
               "`variants` here would be ignored", "remove this block, or VARIANTS from the app")
 
+    if flow is not None:  # keys of a variant the engine would silently drop
+        for v_index, variant in enumerate(data.get("variants", [])):
+            for key, instead in c.engine.ignored_parameters(flow, variant.get("init") or {}):
+                c.add(("variants", v_index, "init", *key.split(".")),
+                      f"`{key}` is not a parameter the {c.engine.name} engine applies to a "
+                      f"{flow.kind} flow (ignored, or a failure in every run)", instead)
+
     names = set()
     standard = {}
     for index, ds in enumerate(data["datasets"]):
         names.add(ds["name"])
         standard[ds["name"]] = c.dataset(("datasets", index, "source"), ds["source"])
         c.mappings(("datasets", index, "mappings"), ds.get("mappings"), standard[ds["name"]], flow,
-                   None)
+                   None, ds.get("allow_null"))
 
     eval_names = set()
     reported = {BUILTIN: set(BUILTIN_METRICS)}  # metric names each source is known to report
@@ -229,7 +269,8 @@ def check(data: dict, sources: SourceMap,
                 source = ds.get("source") or next(d["source"] for d in data["datasets"]
                                                   if d["name"] == ds["reference"])
             rows = c.dataset(base + ("source",), source) if source else None
-            c.mappings(base + ("mappings",), ds.get("mappings"), rows, eval_flow, run_outputs)
+            c.mappings(base + ("mappings",), ds.get("mappings"), rows, eval_flow, run_outputs,
+                       ds.get("allow_null"))
             c.aligned(base, ds, rows, standard.get(ds["reference"]))
 
     seen_gates: dict[str, int] = {}
@@ -256,13 +297,16 @@ def check(data: dict, sources: SourceMap,
                   f"use one of: {', '.join(sorted(names))}")
 
     runtime = data.get("runtime") or {}
+    workers, parallel = runtime.get("worker_count", "auto"), runtime.get("max_parallel", 4)
+    too_many = parallel_problem(parallel)
+    if too_many:
+        c.add(("runtime", "max_parallel"), too_many, parallel_hint())
     # Azure ML compute is not this machine; an agent_framework batch is one process whose lines
     # are coroutines, so only promptflow's worker processes are counted against cores and memory
-    if runtime.get("backend", "local") == "local" and engine_name == "promptflow":
-        workers, parallel = runtime.get("worker_count", "auto"), runtime.get("max_parallel", 4)
+    elif runtime.get("backend", "local") == "local" and engine_name == "promptflow":
         problem = worker_problem(workers, parallel)
         if problem:  # located at the larger factor
-            field = "max_parallel" if parallel > workers else "worker_count"
+            field = "max_parallel" if workers == "auto" or parallel > workers else "worker_count"
             c.add(("runtime", field if field in runtime else "worker_count"), problem, worker_hint())
     settings = data.get("evaluation") or {}
     primary = settings.get("primary_metric")
@@ -273,8 +317,27 @@ def check(data: dict, sources: SourceMap,
             c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}" if wrong
                   else f"metric {unclear}", wrong[1] if wrong else "name the source")
 
+    checked = set()  # each flow's requirements.txt, where the engine that runs it runs
+    for spec in c.flows.values() if backend == "local" else ():  # Azure ML: its own environment
+        if spec.root in checked:
+            continue
+        checked.add(spec.root)
+        engine = c.engine if spec.engine == c.engine.name else open_engine(spec.engine)
+        c.requirements(engine.check_requirements(spec), spec.engine)
+
+    # what the engines running the use case's flows set themselves (the flow's and evaluators')
+    engines = {**{spec.engine: None for spec in c.flows.values()}, c.engine.name: c.engine}
+    reserved = {}
+    for name, engine in engines.items():
+        for variable, instead in (engine or open_engine(name)).reserved_variables().items():
+            reserved.setdefault(variable, (name, instead))
     connection_names = {conn["name"] for conn in data.get("connections", [])}
     for name, value in (data.get("environment_variables") or {}).items():
+        if name in reserved:
+            engine_name, instead = reserved[name]
+            c.add(("environment_variables", name), f"{name} is set by the {engine_name} engine for "
+                  "every run; a value here would override it", f"remove it; set {instead}"
+                  if not instead.startswith("nothing") else f"remove it ({instead})")
         for ref in CONNECTION_REF.finditer(value if isinstance(value, str) else ""):
             if ref.group(1) not in connection_names:
                 c.add(("environment_variables", name), f"no connection named {ref.group(1)!r} "

@@ -25,6 +25,7 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +38,10 @@ KEY_ENV = "GENAIOPS_AUDIT_KEY"
 MIN_KEY_CHARS = 32
 _UNEXPANDED = re.compile(r"^\$\(.+\)$")  # Azure DevOps passes an undefined $(VAR) on as text
 GENERATE = "python -c 'import secrets; print(secrets.token_hex(32))'"
+# bytes that are not UTF-8 are read as lone surrogates (and written back unchanged), so a damaged
+# line is a located TamperedLog, not a UnicodeDecodeError
+BYTES_KEPT = "surrogateescape"
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 class TamperedLog(GenaiopsError):
@@ -204,7 +209,7 @@ class ChainedLog:
         """Verify the whole chain (and its anchor), let `check` refuse on what it holds (under the
         same lock, so no other writer slips in between), then add `record` and move the anchor."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+", encoding="utf-8") as handle:
+        with open(self.path, "a+", encoding="utf-8", errors=BYTES_KEPT) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
             records = self._verify(handle.read(), self.vouched)
@@ -228,7 +233,7 @@ class ChainedLog:
         heads = [*self.vouched, *heads]
         if not self.path.is_file():
             return self._verify("", heads, require_anchor)
-        with open(self.path, encoding="utf-8") as handle:
+        with open(self.path, encoding="utf-8", errors=BYTES_KEPT) as handle:
             fcntl.flock(handle, fcntl.LOCK_SH)  # not between an append and its anchor update
             return self._verify(handle.read(), heads, require_anchor)
 
@@ -238,7 +243,7 @@ class ChainedLog:
             raise UsageError(f"{self.path} is already anchored ({self.anchor})",
                              hint="nothing to adopt; `genaiops audit verify` checks it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+", encoding="utf-8") as handle:
+        with open(self.path, "a+", encoding="utf-8", errors=BYTES_KEPT) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
             records = self._verify_records(handle.read())
@@ -267,6 +272,8 @@ class ChainedLog:
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
+            if _UNDECODED.search(line):
+                raise self._tampered(number, "holds bytes that are not UTF-8 text")
             try:
                 record = json.loads(line)
             except ValueError:
@@ -314,7 +321,8 @@ class ChainedLog:
                                         "at": now_utc(), "anchor_mac": self._anchor_mac(head)})
 
     def _tampered(self, line: int, what: str) -> TamperedLog:
-        return TamperedLog(f"{self.path} line {line} {what}: the log fails its integrity check",
+        return TamperedLog(f"audit chain damaged: {self.path} line {line} {what}: the log fails its "
+                           "integrity check",
                            hint="restore the file from a trusted copy; nothing is trusted from it until then")
 
 
@@ -333,6 +341,17 @@ def record_incident(workspace, event: dict) -> dict | None:
         return log.append({**event, "state": str(workspace.root)})
     except GenaiopsError:
         return None
+
+
+@contextmanager
+def incident_on_damage(workspace, event: dict):
+    """Run a read or append of the chain; if the chain fails its check, note `event` (with the
+    reason) in the trust folder's incident log before the TamperedLog goes on to the user."""
+    try:
+        yield
+    except TamperedLog as exc:
+        record_incident(workspace, {**event, "reason": exc.message})
+        raise
 
 
 def deployments(records: list[dict], use_case: str, env: str) -> list[dict]:

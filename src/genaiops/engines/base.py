@@ -33,6 +33,8 @@ class FlowSpec:
     boundary: Path | None = None
     engine: str = "promptflow"  # the engine that read it (and runs it)
     calls_llm: bool | None = None  # whether lines call an LLM (None: cannot tell; sizes worker pools)
+    # inputs with a default value: left unmapped, every line takes the default (not a column)
+    defaulted: tuple[str, ...] = ()
 
 
 @dataclass
@@ -189,6 +191,19 @@ class Engine(Protocol):
 
     def run_environment(self, retries) -> dict:
         """Environment for batch runs that applies genaiops' LLM retry policy inside the engine."""
+
+    def check_requirements(self, flow: FlowSpec):
+        """The flow's requirements.txt against the environment that runs it
+        (`engines.requirements.RequirementsCheck`); None without one, or where it cannot be
+        known from here (a cloud backend)."""
+
+    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+        """The keys of a variant's `init` that the engine would silently ignore for `flow`, as
+        (dotted key, what to write instead): validate refuses them."""
+
+    def reserved_variables(self) -> dict[str, str]:
+        """Environment variables the engine sets for its runs itself, each with what to change
+        instead (a config field): `environment_variables:` may not set them (validate refuses)."""
 
     def prewarm(self, count: int) -> None:
         """Start `count` workers ahead of use (optional speed-up; may do nothing)."""

@@ -351,8 +351,11 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
 
 def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:
     """--workers / --max-parallel are held to what this machine can run, as the config is."""
-    from genaiops.capacity import worker_hint, worker_problem
+    from genaiops.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
 
+    too_many = parallel_problem(options.max_parallel or 0)
+    if too_many:
+        raise UsageError(f"--max-parallel: {too_many}", hint=parallel_hint())
     if config.runtime.backend != "local" or not (options.worker_count or options.max_parallel):
         return
     problem = worker_problem(options.worker_count or config.runtime.worker_count,

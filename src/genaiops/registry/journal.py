@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genaiops.workspace.files import atomic_write_json
-from genaiops.workspace.integrity import read_sealed, seal
+from genaiops.workspace.integrity import Damaged, read_sealed, seal
 
 FIELDS = ("name", "version", "kind", "content_hash", "description", "tags", "blob", "created_at")
 
@@ -35,5 +35,24 @@ class Journal:
         for path in self.paths():
             data = read_sealed(path)
             if data is not None:
-                records[(data["name"], int(data["version"]))] = {k: data.get(k) for k in FIELDS}
+                wrong = _shape_problem(path, data)
+                if wrong:  # sealed again after an edit: the seal holds, the content does not
+                    raise Damaged(path, wrong)
+                records[(data["name"], data["version"])] = {k: data.get(k) for k in FIELDS}
         return records
+
+
+def _shape_problem(path: Path, data: dict) -> str | None:
+    """What makes a record that passes its seal unusable: it must name itself (its folder and file)
+    with a positive integer version and hold every field."""
+    missing = [k for k in FIELDS if k not in data]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    version = data["version"]
+    if type(version) is not int or version < 1:
+        return f"its version {version!r} is not a positive whole number"
+    if data["name"] != path.parent.name or f"{version}.json" != path.name:
+        return f"it records {data['name']!r} v{version}, not the version its path names"
+    if not isinstance(data["tags"], dict):
+        return "its tags are not an object"
+    return None

@@ -119,7 +119,7 @@ class LocalStore:
         except Damaged as damage:
             self._quarantine(damage, "the catalogue row it backed can no longer be verified")
             raise StateDamaged(f"a registration record of the local registry is damaged: "
-                               f"{damage.path.name}", hint=RESTORE) from None
+                               f"{damage.path} ({damage.reason})", hint=RESTORE) from None
         rows = {(r["name"], r["version"]): self._row_fields(r)
                 for r in conn.execute(f"SELECT {_COLUMNS} FROM assets").fetchall()}
         unbacked = sorted(set(rows) - set(records))

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genaiops.engines.agent_framework import appspec, environment, staging
-from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF
+from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF, QUIET_ENV
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
@@ -110,6 +110,29 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
 
     def run_environment(self, retries) -> dict:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
+
+    def check_requirements(self, flow: FlowSpec):
+        """Batches run in the engine's own interpreter: asked there (None before it is set up)."""
+        from genaiops.engines.requirements import check_requirements
+
+        python = environment.python_path()
+        return check_requirements(flow.root, python) if python.exists() else None
+
+    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+        """`init` is build()'s keyword arguments: a name it does not take would fail every run."""
+        app = appspec.read_app(flow.entry)
+        takes = ", ".join(sorted(app.parameters)) or "no parameters besides the chat clients"
+        return [(name, f"{app.function}() takes: {takes}")
+                for name in app.unknown_parameters(init or {})]
+
+    def reserved_variables(self) -> dict[str, str]:
+        """What the batch worker and the serving image set themselves (local, runtime/serve)."""
+        return {ENV_ATTEMPTS: "runtime.retries.max_attempts",
+                ENV_BACKOFF: "runtime.retries.backoff_sec",
+                "GENAIOPS_APP_DIR": "flow (genaiops stages the app and points the runtime at it)",
+                **{name: "nothing: genaiops sets it for the engine's worker" for name in QUIET_ENV},
+                "PYTHONPATH": "nothing: the engine's environment is its own venv",
+                "PYTHONHOME": "nothing: the engine's environment is its own venv"}
 
     def prewarm(self, count: int) -> None:
         """Nothing to warm: a worker imports agent-framework in about half a second."""

@@ -46,6 +46,25 @@ def _version(package: str) -> str:
         return "absent"
 
 
+_OFFLINE = "nothing: genaiops sets it to keep promptflow quiet and offline"
+# what genaiops sets in every run (local.job_environment, env, retry_policy, rundirs): a value from
+# `environment_variables:` would override it inside the run (PF_WORKER_COUNT: 64 with
+# worker_count: 2 started 36 line processes)
+RESERVED_VARIABLES = {
+    "PF_WORKER_COUNT": "runtime.worker_count",
+    "PF_LINE_TIMEOUT_SEC": "runtime.line_timeout_sec",
+    "PF_BATCH_TIMEOUT_SEC": "runtime.line_timeout_sec (a batch ends when its lines do)",
+    "PF_BATCH_METHOD": "nothing: genaiops starts the line processes (a forkserver per worker)",
+    "PF_HOME_DIRECTORY": "nothing: genaiops keeps promptflow's home private ($HOME/.promptflow)",
+    "PF_DISABLE_TRACING": _OFFLINE,
+    "PF_TRACING_SKIP_LOCAL_SETUP": _OFFLINE,
+    "PF_DISABLE_TELEMETRY": _OFFLINE,
+    retry_policy.ENV_ATTEMPTS: "runtime.retries.max_attempts",
+    retry_policy.ENV_BACKOFF: "runtime.retries.backoff_sec",
+    retry_policy.ENV_MAX_TOTAL: "runtime.retries.max_total_sec",
+}
+
+
 class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
     name = "promptflow"
     # promptflow writes these into flow folders while running: never part of a flow's identity
@@ -116,6 +135,20 @@ class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KE
 
     def run_environment(self, retries) -> dict:
         return retry_policy.environment(retries)
+
+    def reserved_variables(self) -> dict[str, str]:
+        return RESERVED_VARIABLES
+
+    def check_requirements(self, flow: FlowSpec):
+        """Local batches run in workers of this interpreter; Azure ML builds its own environment."""
+        from genaiops.engines.requirements import check_requirements
+
+        return check_requirements(flow.root) if self.backend == "local" else None
+
+    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+        """A prompty variant's keys outside what promptflow reads from front matter; flex `init`
+        goes to the class's __init__, where a wrong name fails the run loudly."""
+        return staging.ignored_prompty_keys(init) if flow.kind == "prompty" else []
 
     def prewarm(self, count: int) -> None:
         prewarm = getattr(self.runner, "prewarm", None)

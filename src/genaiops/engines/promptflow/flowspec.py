@@ -53,6 +53,15 @@ def _names(block) -> tuple[str, ...]:
     return tuple(block) if isinstance(block, dict) else ()
 
 
+def _defaulted(block) -> tuple[str, ...]:
+    """Inputs declared with a default: promptflow gives every line the default unless the run
+    maps the input (it does not fall back to a column of the same name for them)."""
+    if not isinstance(block, dict):
+        return ()
+    return tuple(name for name, spec in block.items()
+                 if isinstance(spec, dict) and spec.get("default") is not None)
+
+
 def _calls_llm(node) -> bool:
     """An `llm` node, or any node given a connection (a tool that reaches a model)."""
     if not isinstance(node, dict):
@@ -71,14 +80,16 @@ def _dag(root: Path) -> FlowSpec:
         variants[node] = (default, ids)
         nodes += [(v or {}).get("node") for v in ((spec or {}).get("variants") or {}).values()]
     return FlowSpec("dag", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
-                    variants, calls_llm=any(_calls_llm(n) for n in nodes))
+                    variants, calls_llm=any(_calls_llm(n) for n in nodes),
+                    defaulted=_defaulted(data.get("inputs")))
 
 
 def _flex(root: Path) -> FlowSpec:
     data = _load(root / FLEX_FILE)
     if not data.get("entry"):
         raise FlowSpecError(f"{root / FLEX_FILE}: missing `entry` (module:function or module:Class)")
-    return FlowSpec("flex", root, root, _names(data.get("inputs")), _names(data.get("outputs")))
+    return FlowSpec("flex", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
+                    defaulted=_defaulted(data.get("inputs")))
 
 
 def _prompty(file: Path, root: Path) -> FlowSpec:
@@ -91,4 +102,4 @@ def _prompty(file: Path, root: Path) -> FlowSpec:
     except yaml.YAMLError:
         raise FlowSpecError(f"{file}: malformed YAML front matter") from None
     return FlowSpec("prompty", root, file, _names(front.get("inputs")), _names(front.get("outputs")),
-                    calls_llm=True)
+                    calls_llm=True, defaulted=_defaulted(front.get("inputs")))

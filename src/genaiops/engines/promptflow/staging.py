@@ -62,6 +62,36 @@ def apply_prompty_overrides(prompty: Path, overrides: dict) -> None:
     prompty.write_text("---\n" + yaml.safe_dump(merged, sort_keys=False) + "---" + body, encoding="utf-8")
 
 
+# what promptflow reads from a prompty's front matter (promptflow.core.Prompty: `model` becomes a
+# PromptyModelConfiguration of these fields; `inputs` carry defaults; `template` the engine); a
+# variant's other keys land in the front matter and change nothing
+PROMPTY_KEYS = {"model": {"api", "configuration", "parameters", "response"}, "inputs": None,
+                "template": None}
+
+
+def ignored_prompty_keys(init: dict) -> list[tuple[str, str]]:
+    """Keys of a prompty variant's `init` (merged into the front matter) promptflow ignores."""
+    ignored = []
+    for key, value in (init or {}).items():
+        if key not in PROMPTY_KEYS:
+            ignored.append((key, f"a prompty variant overrides the front matter: model parameters go "
+                                 f"under model.parameters, e.g. init: {{model: {{parameters: "
+                                 f"{{{key}: {_flow_value(value)}}}}}}}"))
+            continue
+        fields = PROMPTY_KEYS[key]
+        if fields is not None and not isinstance(value, dict):
+            ignored.append((key, f"`{key}` is a mapping of {', '.join(sorted(fields))}"))
+        elif fields is not None:
+            ignored += [(f"{key}.{sub}", f"promptflow reads {', '.join(sorted(fields))} under "
+                                         f"`{key}`; a parameter goes under {key}.parameters")
+                        for sub in value if sub not in fields]
+    return ignored
+
+
+def _flow_value(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def max_variants_per_batch(flow: FlowSpec) -> int:
     return MAX_VARIANTS_PER_BATCH
 
