@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -278,3 +279,17 @@ def test_new_then_validate_through_the_cli(tmp_path, kind, capsys):
     assert main(["--repo", str(tmp_path), "validate", "--use-case", "reviews", "--env", "pr"]) == 0
     assert main(["--repo", str(tmp_path), "new", "reviews", "--kind", kind]) == 2  # never overwrites
     assert "already exist" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(repo_root):
+    """`genaiops validate | head -1`: the reader is gone before genaiops writes; it stops quietly."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "genaiops", "--repo", str(repo_root), "validate",
+                               "-u", "classification"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except GenaiopsError as exc:
         return _report(args, exc.exit_code, exc.message, exc.hint, getattr(exc, "problems", None))
+    except BrokenPipeError:
+        # the reader went away (`genaiops validate | head`): nothing more can be said on stdout;
+        # point it at /dev/null so the interpreter's flush at exit does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return _report(args, EXIT_INTERRUPTED, "interrupted",
                        "run the same command again to resume (completed work is kept)")
