@@ -19,7 +19,7 @@ BASE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 REASON = dockercli.unavailable_reason()
 if REASON is None and dockercli.inspect("image", BASE) is None:
     REASON = f"base image {BASE} missing (run .ci/setup-docker.sh)"
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900), pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")]
 
 CANARY = "canary-" + secrets.token_hex(12)
 FLOW = {"flow.dag.yaml": b"nodes: []\n", "tools/clean.py": b"def f():\n    return 1\n"}

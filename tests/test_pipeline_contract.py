@@ -62,7 +62,7 @@ BASE_IMAGE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 REASON = dockercli.unavailable_reason()
 if REASON is None and dockercli.inspect("image", BASE_IMAGE) is None:
     REASON = f"base image {BASE_IMAGE} missing (run .ci/setup-docker.sh)"
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800), pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")]
 
 LLM_KEY = "canary-llm-key-" + os.urandom(6).hex()
 AUDIT_KEY = os.urandom(32).hex()
