@@ -41,11 +41,13 @@ class PhaseContext:
         from genaiops.config.envvars import load_dotenv_values
         from genaiops.engines import engine_for
         from genaiops.secrets import REDACTOR
+        from genaiops.workspace.sweep import sweep_machine
 
         REDACTOR.add(*config.secrets())
         REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named
         workspace = Workspace.for_repo(config.repo_root)
         workspace.sweep_abandoned()  # what a killed run left behind
+        sweep_machine()  # its processes and temp folders
         return cls(config, workspace, engine_for(config, runner), simulator, show_progress)
 
     @cached_property
