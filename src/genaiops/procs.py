@@ -124,6 +124,29 @@ def stopped(root: int) -> list[int]:
                   if table.get(pid, (0, ""))[1] == "T")
 
 
+class StopWatch:
+    """Notices a process tree that stays stopped (SIGSTOP): `check()` (cheap to call often) says
+    which process once one has been stopped for `grace` seconds."""
+
+    CHECK_SECONDS = 0.5
+
+    def __init__(self, root: int, grace: float = 2.0):
+        self.root, self.grace = root, grace
+        self._next = 0.0
+        self._since: float | None = None
+
+    def check(self) -> str | None:
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self.CHECK_SECONDS
+        halted = stopped(self.root)
+        self._since = (self._since or now) if halted else None
+        if halted and now - self._since >= self.grace:
+            return f"process {halted[0]} of the run was stopped (SIGSTOP) for {self.grace:g} s"
+        return None
+
+
 def kill_all(root: int | None = None, tag: str | None = None) -> int:
     """SIGKILL `root`'s descendants (not `root`) and the processes tagged `tag`, again and again
     until none is left (one may fork between a scan and its kill: its child then appears in the

@@ -42,8 +42,6 @@ from genaiops.workspace.sweep import owner_tag
 
 RESULT_POLL_SECONDS = 0.05
 PROGRESS_SECONDS = 0.3
-STOPPED_CHECK_SECONDS = 0.5
-STOPPED_GRACE_SECONDS = 2.0  # a process of the run stopped this long: the run is stopped
 MAX_TMPDIR_CHARS = 70  # multiprocessing's socket path inside it must fit AF_UNIX's 108 bytes
 
 # Read when promptflow is imported, so set when a worker starts. Token counts per node are
@@ -93,7 +91,7 @@ class _Worker:
     def request(self, command: dict, progress=None, deadline: float | None = None) -> dict | None:
         """Send one command and wait for its result file; None when the worker died first, or
         was given up (`failure` says why): past `deadline` (monotonic), or a process of its tree
-        stopped for STOPPED_GRACE_SECONDS (`progress()` is called every PROGRESS_SECONDS)."""
+        stopped (`procs.StopWatch`); `progress()` is called every PROGRESS_SECONDS."""
         self._commands += 1
         result = self.folder / f"result-{self._commands}.json"
         log_start = self.log_path.stat().st_size
@@ -102,8 +100,8 @@ class _Worker:
             self.process.stdin.flush()
         except BrokenPipeError:  # it stopped (idle timeout, killed) before it read the command
             self.process.wait()
-        next_progress = next_check = 0.0
-        stopped_since = None
+        next_progress = 0.0
+        halt = procs.StopWatch(self.process.pid)
         while not result.is_file():
             if not self.alive:
                 self.died_log = self.log_path.read_bytes()[log_start:].decode(errors="replace")
@@ -112,14 +110,9 @@ class _Worker:
             if deadline is not None and now > deadline:
                 self.failure = "timed out"
                 return None
-            if now >= next_check:
-                next_check = now + STOPPED_CHECK_SECONDS
-                halted = procs.stopped(self.process.pid)
-                stopped_since = (stopped_since or now) if halted else None
-                if halted and now - stopped_since >= STOPPED_GRACE_SECONDS:
-                    self.failure = (f"process {halted[0]} of the run was stopped (SIGSTOP) for "
-                                    f"{STOPPED_GRACE_SECONDS:g} s")
-                    return None
+            self.failure = halt.check() or ""
+            if self.failure:
+                return None
             if progress is not None and time.monotonic() >= next_progress:
                 progress()
                 next_progress = time.monotonic() + PROGRESS_SECONDS
