@@ -99,11 +99,14 @@ def owner_of(pid: int) -> str | None:
         data = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return None
-    key = f"{OWNER_ENV}=".encode()
-    for item in data.split(b"\0"):
-        if item.startswith(key):
-            return item[len(key):].decode(errors="replace")
-    return None
+    key = f"\0{OWNER_ENV}=".encode()
+    data = b"\0" + data
+    start = data.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = data.find(b"\0", start)
+    return data[start:end if end >= 0 else None].decode(errors="replace")
 
 
 def tagged(prefix: str, table: dict | None = None) -> set[int]:
@@ -267,3 +270,15 @@ def sweep_abandoned() -> int:
             except (ProcessLookupError, PermissionError):
                 pass
     return killed
+
+
+def sweep_machine() -> tuple[int, int]:
+    """What killed commands of this machine left outside the state folder: their workers'
+    processes (`sweep_abandoned`) and their temp folders (`$TMPDIR/genaiops-*-<owner tag>-*`).
+    Returns (processes killed, folders removed)."""
+    import tempfile
+
+    from genaiops.workspace.sweep import sweep
+
+    return sweep_abandoned(), len(sweep(Path(tempfile.gettempdir()), "genaiops-*"))
+

@@ -40,8 +40,8 @@ class PhaseContext:
                    show_progress: bool = True) -> PhaseContext:
         from genaiops.config.envvars import load_dotenv_values
         from genaiops.engines import engine_for
+        from genaiops.procs import sweep_machine
         from genaiops.secrets import REDACTOR
-        from genaiops.workspace.sweep import sweep_machine
 
         REDACTOR.add(*config.secrets())
         REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named

@@ -59,13 +59,3 @@ def sweep(folder: Path, pattern: str) -> list[Path]:
             removed.append(path)
     return removed
 
-
-def sweep_machine() -> tuple[int, int]:
-    """What killed commands of this machine left outside the state folder: their workers'
-    processes (`genaiops.procs`) and their temp folders (`$TMPDIR/genaiops-*-<owner tag>-*`).
-    Returns (processes killed, folders removed)."""
-    import tempfile
-
-    from genaiops.procs import sweep_abandoned
-
-    return sweep_abandoned(), len(sweep(Path(tempfile.gettempdir()), "genaiops-*"))

@@ -163,7 +163,7 @@ def _watch_for_crashes(run_dir: Path, on_crash) -> threading.Event:
     (manager) process that died; genaiops does neither: the first such death calls
     `on_crash(what)`, which fails the run and stops this whole process group. Watches until the
     returned event is set."""
-    from genaiops.engines.promptflow import fastbatch
+    import genaiops.engines.promptflow.fastbatch as fastbatch
     from genaiops.engines.promptflow.results import CrashWatch
 
     watch = CrashWatch(run_dir)
