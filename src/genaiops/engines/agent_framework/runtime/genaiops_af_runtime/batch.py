@@ -118,19 +118,29 @@ class Watchdog:
         blocked = (f"line timed out after {self.timeout_s:g}s (runtime.line_timeout_sec): it blocked "
                    f"the event loop{at} (a synchronous call such as time.sleep in async code, or a "
                    "build() that does not return); the batch was stopped")
-        number = line[1] if line else "?"
-        not_run = (f"not run: the batch was stopped when line {number} blocked the event loop past "
+        who = f"line {line[1]}" if line else f"a call{at}"
+        not_run = (f"not run: the batch was stopped when {who} blocked the event loop past "
                    "runtime.line_timeout_sec")
         members = []
         for member in self.job["members"]:
             lines = []
-            for index in range(len(self.rows)):
+            for index, row in enumerate(self.rows):
                 done = self.finished.get((member["suffix"], index))
-                lines.append(done or {"line": index, "inputs": {}, "ok": False, "outputs": None,
+                lines.append(done or {"line": index, "inputs": self._inputs(row), "ok": False,
+                                      "outputs": None,
                                       "error": blocked if (member["suffix"], index) == line else not_run,
                                       "latency_s": None, "prompt_tokens": 0, "completion_tokens": 0})
             members.append({"suffix": member["suffix"], "lines": lines})
         return {**base, "status": "completed", "members": members}
+
+
+    def _inputs(self, row: dict) -> dict:
+        from genaiops_af_runtime.app import bind_inputs
+
+        try:
+            return bind_inputs(self.job["column_mapping"], row)
+        except Exception:  # noqa: BLE001 - the line's own error says it when it runs
+            return {}
 
 
 async def _timed_line(app, suffix: str, number: int, inputs: dict):
