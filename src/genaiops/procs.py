@@ -131,7 +131,7 @@ class StopWatch:
     """Notices a process tree that stays stopped (SIGSTOP): `check()` (cheap to call often) says
     which process once one has been stopped for `grace` seconds."""
 
-    CHECK_SECONDS = 0.5
+    CHECK_SECONDS = 1.0
 
     def __init__(self, root: int, grace: float = 2.0):
         self.root, self.grace = root, grace
