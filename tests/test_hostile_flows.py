@@ -387,3 +387,25 @@ def test_a_stopped_worker_fails_the_run_and_leaves_nothing(engine, mark, tmpdir_
     assert "was stopped (SIGSTOP)" in first_error(result)
     assert took < 15
     assert_nothing_left(mark, cli.pid, tmpdir_)
+
+
+@pytest.mark.promptflow
+def test_a_stopped_worker_of_a_killed_orchestrator_is_ended_by_the_next_command(engine, mark,
+                                                                                tmpdir_, tmp_path):
+    """A stopped worker cannot act on its parent-death signal: its tree outlives the killed
+    command, and the next command ends it (the workers' owner tags name a dead orchestrator)."""
+    repo = hostile_repo(tmp_path / "repo", engine, mark, build="orphans()",
+                        line="time.sleep(60)" if engine == "promptflow" else "await asyncio.sleep(60)",
+                        line_timeout_sec=120)
+    cli = command(repo, tmpdir_)
+    wait_for(lambda: len(marked(mark)) >= 3, what="the flow's children")
+    worker = wait_for(lambda: worker_process(cli), what="the worker")
+    os.killpg(worker.pid, signal.SIGSTOP)
+    os.killpg(cli.pid, signal.SIGKILL)
+    cli.wait()
+    time.sleep(1)
+    assert marked(mark) and workers_of(cli.pid)  # held by the stopped worker
+    next_cli = command(hostile_repo(tmp_path / "next", engine, uuid.uuid4().hex), tmpdir_)
+    finish(next_cli, within=120)
+    assert next_cli.returncode == 0
+    assert_nothing_left(mark, cli.pid, tmpdir_, within=3)

@@ -260,16 +260,26 @@ def sweep_abandoned() -> int:
 
     if not sys.platform.startswith("linux"):
         return 0
-    killed = 0
+    victims = []
     for pid in _table():
         tag = owner_of(pid)
         if tag and pid != os.getpid() and abandoned(tag):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
-    return killed
+            victims.append(pid)
+    # a worker still holds its tree (stopped, say, when its orchestrator died): stop it, kill what
+    # it reaps, then kill it
+    _signal_each(victims, signal.SIGSTOP)
+    for pid in victims:
+        kill_all(pid)
+    _signal_each(victims, signal.SIGKILL)
+    return len(victims)
+
+
+def _signal_each(pids, sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def sweep_machine() -> tuple[int, int]:
