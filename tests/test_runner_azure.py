@@ -150,6 +150,16 @@ def test_submits_to_azure_ml_compute_and_reads_line_details(flow, monkeypatch):
     assert result.metrics == {"accuracy": 0.5}
 
 
+def test_a_batch_timeout_reaches_the_azure_run(flow):
+    from dataclasses import replace
+
+    ops = FakeRunOperations(["Completed"], [{"index": 0, "inputs": {"text": "refund"},
+                                             "output": {"category": "billing"}}])
+    _runner(ops).run(replace(_job(flow), batch_timeout_sec=900))
+    assert ops.bodies[0]["environmentVariables"] == {
+        "PF_WORKER_COUNT": "2", "PF_LINE_TIMEOUT_SEC": "30", "PF_BATCH_TIMEOUT_SEC": "900"}
+
+
 def test_composite_run_splits_outputs_per_variant_member(flow):
     child_runs = [{"index": i, "inputs": {"text": t},
                    "output": {"category__v0": f"a{i}", "category__v1": f"b{i}"}}

@@ -177,6 +177,8 @@ class Runtime(FileModel):
         {"type": ["integer", "string"], "minimum": 1, "pattern": "^auto$", "default": "auto"})] = "auto"
     max_parallel: PositiveInt = 4
     line_timeout_sec: PositiveInt = 120
+    # one batch run, start to end; unset: enough for every line to use its whole line timeout
+    batch_timeout_sec: PositiveInt | None = None
     failed_line_tolerance: NonNegative = 0
     retries: Retries = Field(default_factory=Retries)
     gateway: Gateway = Field(default_factory=Gateway)

@@ -70,6 +70,9 @@ class StagedBatch:
     environment: dict = field(default_factory=dict)  # engine settings for this batch (never secrets)
 
 
+START_ALLOWANCE_SEC = 60
+
+
 @dataclass
 class BatchJob:
     """One batch run over one dataset. A staged flow may compute several variants ("members")
@@ -83,6 +86,7 @@ class BatchJob:
     init: dict | None = None  # flex/prompty init parameters
     worker_count: int = 4
     line_timeout_sec: int = 120
+    batch_timeout_sec: int | None = None  # the whole run (None: `deadline_sec` derives one)
     environment: dict = field(default_factory=dict)  # extra env for the run (never secrets)
     run: str | None = None  # an existing run to evaluate (`${run.outputs.x}` mappings)
     # the config's `environment_variables`, handed to the engine as they are written (promptflow
@@ -91,6 +95,20 @@ class BatchJob:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def deadline_sec(self) -> float:
+        """How long the run may take before the runner stops it, whatever its flow does: the
+        configured batch timeout, else every line using its whole line timeout, `worker_count` at
+        a time, plus one line's worth and `START_ALLOWANCE_SEC` for starting up."""
+        if self.batch_timeout_sec:
+            return float(self.batch_timeout_sec)
+        try:
+            with open(self.data, encoding="utf-8") as handle:
+                lines = sum(1 for line in handle if line.strip())
+        except OSError:
+            lines = 1
+        rounds = -(-max(1, lines) // max(1, self.worker_count))
+        return float(self.line_timeout_sec * (rounds + 1) + START_ALLOWANCE_SEC)
 
 
 @dataclass

@@ -40,12 +40,14 @@ class PhaseContext:
                    show_progress: bool = True) -> PhaseContext:
         from genaiops.config.envvars import load_dotenv_values
         from genaiops.engines import engine_for
+        from genaiops.procs import sweep_machine
         from genaiops.secrets import REDACTOR
 
         REDACTOR.add(*config.secrets())
         REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named
         workspace = Workspace.for_repo(config.repo_root)
         workspace.sweep_abandoned()  # what a killed run left behind
+        sweep_machine()  # its processes and temp folders
         return cls(config, workspace, engine_for(config, runner), simulator, show_progress)
 
     @cached_property

@@ -238,6 +238,7 @@ def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs:
                    column_mapping=dict(runs[0].dataset.mappings),
                    member_suffixes=staged.member_suffixes, init=staged.init,
                    worker_count=workers, line_timeout_sec=config.runtime.line_timeout_sec,
+                   batch_timeout_sec=config.runtime.batch_timeout_sec,
                    environment={**staged.environment, **engine.run_environment(engine_retries(config))},
                    environment_variables=dict(config.environment_variables))
     return Batch(job, folder, runs, lines, {line: rows[line] for line in lines})

@@ -58,3 +58,4 @@ def sweep(folder: Path, pattern: str) -> list[Path]:
             remove(path)
             removed.append(path)
     return removed
+

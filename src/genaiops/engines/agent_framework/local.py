@@ -4,28 +4,34 @@ One process per batch runs every member (variant) and line with asyncio, `worker
 of a member at a time; starting it costs about half a second (importing agent-framework), so a
 batch of several variants pays it once. The job file holds nothing secret; the connections,
 keys included, are written to the worker's stdin. Progress arrives on its stdout (`done N`).
+
+The worker is contained like promptflow's (`genaiops.procs`: subreaper, parent-death signal, owner
+tag, private TMPDIR): when it exits, times out (`BatchJob.deadline_sec`), is stopped (SIGSTOP) or
+the command is interrupted, it and everything the app started are killed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from genaiops import procs
 from genaiops.engines.agent_framework.environment import python_path, require_ready, runtime_env
 from genaiops.engines.agent_framework.staging import batch_plan
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
 from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.sweep import owner_tag
 
 ENV_ATTEMPTS = "GENAIOPS_LLM_MAX_ATTEMPTS"
 ENV_BACKOFF = "GENAIOPS_LLM_BACKOFF_SEC"
 QUIET_ENV = {"AGENT_FRAMEWORK_USER_AGENT_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
 LOG_TAIL_CHARS = 1500
+WAIT_SECONDS = 0.1
 
 
 def retries_of(job: BatchJob) -> dict:
@@ -51,29 +57,29 @@ class LocalRunner:
         require_ready()
         plan = worker_job(job)
         members = max(1, len(plan["members"]))
-        with tempfile.TemporaryDirectory(prefix="genaiops-af-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"genaiops-af-{owner_tag()}-") as tmp:
             job_file, result_file, log_file = (Path(tmp) / n for n in ("job.json", "result.json",
                                                                         "worker.log"))
             atomic_write_json(job_file, plan)
-            env = {**runtime_env(), **job.environment, **QUIET_ENV}
+            tag = procs.new_tag()
+            private_tmp = Path(tmp) / "tmp"  # the app's temp files go with this folder
+            private_tmp.mkdir()
+            env = {**runtime_env(), **job.environment, **QUIET_ENV, **procs.child_env(tag),
+                   "TMPDIR": str(private_tmp)}
             with log_file.open("wb") as log:
-                process = subprocess.Popen(
+                process = procs.spawn(
                     [str(python), "-m", "genaiops_af_runtime.batch", str(job_file), str(result_file)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                     start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
                 try:
-                    feeder = threading.Thread(target=_feed, args=(process, self._connections()),
-                                              daemon=True)
-                    feeder.start()
-                    for raw in process.stdout:
-                        line = raw.decode("utf-8", "replace").strip()
-                        if progress and line.startswith("done "):
-                            progress(int(line.split()[1]) // members)
-                    process.wait()
-                    feeder.join(timeout=5)
-                except BaseException:  # interrupted: stop the worker's process group
-                    _stop(process)
-                    raise
+                    failure = _wait(process, self._connections(), job.deadline_sec(),
+                                    lambda done: progress(done // members) if progress else None)
+                finally:  # ended, given up or interrupted: nothing the app started outlives it
+                    procs.end(process, tag)
+                    process.stdout.close()
+            if failure:
+                return BatchResult(job.name, "failed", 0.0, [], error=f"{failure}: the run was stopped",
+                                   crashed=True)
             if not result_file.is_file():
                 tail = log_file.read_text(errors="replace")[-LOG_TAIL_CHARS:]
                 return BatchResult(job.name, "failed", 0.0, [],
@@ -87,21 +93,44 @@ class LocalRunner:
             error=data.get("error"))
 
 
+def _wait(process: subprocess.Popen, connections: list[dict], limit: float, progress) -> str | None:
+    """Feed the worker its connections and wait for it to exit, reporting `done N` lines; why it
+    was given up (past `limit` seconds, or stopped), or None. stdout is read by a thread: a
+    process the app started may hold it open after the worker exits."""
+    done = [0]
+
+    def read() -> None:
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").strip()
+            if line.startswith("done "):
+                done[0] = int(line.split()[1])
+
+    for target, args in ((_feed, (process, connections)), (read, ())):
+        threading.Thread(target=target, args=args, daemon=True).start()
+    deadline, reported = time.monotonic() + limit, -1
+    halt = procs.StopWatch(process.pid)
+    while True:
+        try:
+            process.wait(timeout=WAIT_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if done[0] != reported:
+            reported = done[0]
+            progress(reported)
+        if time.monotonic() > deadline:
+            return (f"the run did not finish within {limit:g} s (runtime.batch_timeout_sec, or every "
+                    "line using its runtime.line_timeout_sec)")
+        stopped = halt.check()
+        if stopped:
+            return stopped
+    progress(done[0])
+    return None
+
+
 def _feed(process: subprocess.Popen, connections: list[dict]) -> None:
     try:
         process.stdin.write(json.dumps(connections).encode())
         process.stdin.close()
     except (BrokenPipeError, OSError):
         pass  # the worker died early: its exit code and log say why
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

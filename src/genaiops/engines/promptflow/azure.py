@@ -121,7 +121,9 @@ class AzureRunner:
             # read by the promptflow executor on the compute, as locally
             environment_variables={**{k: str(v) for k, v in job.environment_variables.items()},
                                    "PF_WORKER_COUNT": str(job.worker_count),
-                                   "PF_LINE_TIMEOUT_SEC": str(job.line_timeout_sec)},
+                                   "PF_LINE_TIMEOUT_SEC": str(job.line_timeout_sec),
+                                   **({"PF_BATCH_TIMEOUT_SEC": str(job.batch_timeout_sec)}
+                                      if job.batch_timeout_sec else {})},
             init=job.init or None, resources=resources or None)
         options = {"runtime": self.settings["runtime"]} if self.settings.get("runtime") else {}
         return self.client.runs.create_or_update(run=entity, **options)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import sys
 import time
 
@@ -132,6 +133,7 @@ def _fork_forkserver(server) -> None:
             if pid == 0:  # the forkserver: serve until alive_w closes, then leave
                 try:
                     os.close(alive_w)
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the worker's handler is not ours
                     # imports what runs need beyond promptflow.client (tools, openai) while the
                     # worker serves its first command
                     forkserver.main(listener.fileno(), alive_r, list(PRELOAD))
@@ -182,6 +184,45 @@ def fresh_store_locks() -> None:
         _FORK_HOOK.append(True)
 
 
+_MANAGERS: list = []  # the runs' manager processes, in start order
+
+
+def managers_since() -> int:
+    """A mark taken when a job starts: `dead_manager` looks at the managers started after it.
+    Those of earlier jobs that ended are let go."""
+    for process in list(_MANAGERS):
+        try:
+            ended = process.exitcode is not None
+        except (OSError, EOFError, ValueError):
+            ended = True
+        if ended:
+            _MANAGERS.remove(process)
+            try:
+                process.close()
+            except ValueError:
+                pass
+    return len(_MANAGERS)
+
+
+def dead_manager(since: int) -> str | None:
+    """How a manager started after mark `since` died (killed, or a non-zero exit), if one did.
+    promptflow's own manager ends with code 0 when its run is over."""
+    for process in _MANAGERS[since:]:
+        try:
+            code = process.exitcode
+        except (OSError, EOFError, ValueError):  # its sentinel closed: it was seen already
+            continue
+        if code is None or code == 0:
+            continue
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+    return None
+
+
 def use_forkserver() -> bool:
     from promptflow.executor import _process_manager
 
@@ -198,6 +239,10 @@ def use_forkserver() -> bool:
                   self._flow_create_kwargs),
             kwargs=self._kwargs)
         process.start()
+        # only the crash watch polls it (`dead_manager`): multiprocessing's own bookkeeping would
+        # read its exit status from another thread
+        multiprocessing.process._children.discard(process)
+        _MANAGERS.append(process)
         self._spawned_fork_process_manager_pid = process.pid
 
     manager_class.start_processes = start_processes

@@ -5,7 +5,13 @@ start the forkserver that makes each batch run's start-up cheap, see `fastbatch`
 orchestrator is still planning. A worker runs one job at a time and then waits for the next, so
 the workers of one command serve all its phases: connections, experiment batches, evaluations.
 The job carries its environment (worker count, timeouts, retry policy), which the worker applies
-for that job only. `close()` ends every worker's process group at once.
+for that job only. `close()` ends every worker and all it started (`genaiops.procs`).
+
+A run ends within its deadline (`BatchJob.deadline_sec`) whatever its flow does: past it, or when
+a process of the worker's tree stays stopped (SIGSTOP), the worker and its tree are killed and the
+run fails. Each worker has a private TMPDIR inside the runner's temp folder (multiprocessing's
+`pymp-*` folders, a flow's temp files), removed with it; that folder carries the orchestrator's
+owner tag, so the next command removes it if the orchestrator was killed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import weakref
 from dataclasses import asdict
 from pathlib import Path
 
+from genaiops import procs
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
 from genaiops.engines.promptflow.env import prepare_promptflow, promptflow_home
 from genaiops.engines.promptflow.results import count_finished_lines
@@ -31,9 +38,11 @@ from genaiops.engines.promptflow.rundirs import lock_down, scrub
 from genaiops.engines.promptflow.worker import idle_limit
 from genaiops.errors import GenaiopsError
 from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.sweep import owner_tag
 
 RESULT_POLL_SECONDS = 0.05
 PROGRESS_SECONDS = 0.3
+MAX_TMPDIR_CHARS = 70  # multiprocessing's socket path inside it must fit AF_UNIX's 108 bytes
 
 # Read when promptflow is imported, so set when a worker starts. Token counts per node are
 # recorded only with tracing on (no trace service: pfenv sets PF_TRACING_SKIP_LOCAL_SETUP).
@@ -51,9 +60,9 @@ def job_environment(job: BatchJob) -> dict:
 
 
 class _Worker:
-    """One worker process, leader of its own process group: promptflow's manager and line processes
-    (and the worker's forkserver) are in that group, so stopping the group stops all of them,
-    orphans included."""
+    """One worker process, leader of its own process group and subreaper of its tree: promptflow's
+    manager and line processes (and the worker's forkserver) are in that group, and whatever a
+    flow starts stays in its tree or carries its owner tag (`genaiops.procs`)."""
 
     def __init__(self, folder: Path, forkserver: bool):
         self.folder = folder
@@ -61,21 +70,28 @@ class _Worker:
         self._log = open(self.log_path, "wb")
         self._commands = 0
         self.died_log = ""  # what the worker wrote before it died in a request
+        self.failure = ""  # why the runner stopped it in a request (deadline, stopped process)
         self.idle_since = time.monotonic()
+        self.tag = procs.new_tag()
+        env = {**os.environ, **WORKER_STATIC_ENV, **procs.child_env(self.tag)}
+        private_tmp = folder / "tmp"
+        if len(str(private_tmp)) <= MAX_TMPDIR_CHARS:
+            private_tmp.mkdir()
+            env["TMPDIR"] = str(private_tmp)
         command = [sys.executable, "-m", "genaiops.engines.promptflow.worker", "--serve"]
-        self.process = subprocess.Popen(
+        self.process = procs.spawn(
             command + (["--forkserver"] if forkserver else []),
-            stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, **WORKER_STATIC_ENV},
+            stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
 
     @property
     def alive(self) -> bool:
         return not self.exited()
 
-    def request(self, command: dict, progress=None) -> dict | None:
-        """Send one command and wait for its result file; None when the worker died first
-        (`progress()` is called every PROGRESS_SECONDS while waiting)."""
+    def request(self, command: dict, progress=None, deadline: float | None = None) -> dict | None:
+        """Send one command and wait for its result file; None when the worker died first, or
+        was given up (`failure` says why): past `deadline` (monotonic), or a process of its tree
+        stopped (`procs.StopWatch`); `progress()` is called every PROGRESS_SECONDS."""
         self._commands += 1
         result = self.folder / f"result-{self._commands}.json"
         log_start = self.log_path.stat().st_size
@@ -85,9 +101,17 @@ class _Worker:
         except BrokenPipeError:  # it stopped (idle timeout, killed) before it read the command
             self.process.wait()
         next_progress = 0.0
+        halt = procs.StopWatch(self.process.pid)
         while not result.is_file():
             if not self.alive:
                 self.died_log = self.log_path.read_bytes()[log_start:].decode(errors="replace")
+                return None
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                self.failure = "timed out"
+                return None
+            self.failure = halt.check() or ""
+            if self.failure:
                 return None
             if progress is not None and time.monotonic() >= next_progress:
                 progress()
@@ -108,23 +132,13 @@ class _Worker:
         except ChildProcessError:
             return True
 
-    def _signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def finish(self) -> int:
-        """Stop whatever is left of the worker's group (its results are on disk), reap the worker
-        (only now: see `exited`), close its pipe and log; its exit code. Once reaped, its group id
-        may belong to another process: a second call signals nothing."""
+        """Kill whatever is left of the worker's tree, group and tag (its results are on disk),
+        reap the worker (only now: see `exited`), close its pipe and log; its exit code. Once
+        reaped, its group id may belong to another process: a second call signals nothing."""
         if self.process.returncode is not None:
             return self.process.returncode
-        self._signal_group(signal.SIGKILL)
-        try:
-            code = self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
-            code = -signal.SIGKILL
+        code = procs.end(self.process, self.tag)
         for stream in (self.process.stdin, self._log):
             try:
                 stream.close()
@@ -136,7 +150,7 @@ class _Worker:
         """End the worker's process group: SIGTERM first when given a grace period (interrupted
         mid-run: promptflow stops its line processes), then SIGKILL, then reap."""
         if grace_sec and not self.exited():
-            self._signal_group(signal.SIGTERM)
+            os.kill(self.process.pid, signal.SIGTERM)  # unreaped: still the worker's pid
             deadline = time.monotonic() + grace_sec
             while not self.exited() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -148,7 +162,7 @@ class _Pool:
     runner dropped without `close()` still stops its workers (finalizer, atexit)."""
 
     def __init__(self):
-        self.tmp = tempfile.TemporaryDirectory(prefix="genaiops-jobs-")
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"genaiops-jobs-{owner_tag()}-")
         self.idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()
@@ -250,8 +264,10 @@ class LocalRunner:
                 progress(done)
                 last[0] = done
 
+        limit = job.deadline_sec()
         try:
-            data = worker.request({"op": "run", "job": str(job_file)}, report if progress else None)
+            data = worker.request({"op": "run", "job": str(job_file)}, report if progress else None,
+                                  deadline=time.monotonic() + limit)
         except BaseException:  # interrupted: stop the whole worker process group
             worker.stop(grace_sec=10)
             raise
@@ -259,8 +275,16 @@ class LocalRunner:
             _scrub(job, run_dir)
         if progress:
             progress(count_finished_lines(run_dir))
+        if data is None and worker.failure:
+            worker.finish()  # nothing of its tree outlives it
+            if worker.failure == "timed out":
+                why = (f"the run did not finish within {limit:g} s (runtime.batch_timeout_sec, or "
+                       f"every line using its runtime.line_timeout_sec): it was stopped")
+            else:
+                why = f"{worker.failure}: the run was stopped"
+            return BatchResult(job.name, "failed", 0.0, [], error=why, crashed=True)
         if data is None:  # killed (out of memory?) before it could report: a failure
-            code = worker.finish()  # nothing of its group outlives it
+            code = worker.finish()  # nothing of its tree outlives it
             return BatchResult(job.name, "failed", 0.0, [], crashed=True,
                                error=f"the worker process {_death(code)} before the run finished; "
                                      f"its group was stopped. {worker.died_log[-1500:]}".strip())

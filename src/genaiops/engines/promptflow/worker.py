@@ -14,9 +14,11 @@ job and exits.
 A process per worker keeps promptflow's fork-based pools away from the orchestrator's threads and
 lets the orchestrator stop a run by stopping the process group. The same warm worker serves every
 phase of one command (connections, experiment batches, evaluation batches). When stdin closes, or
-after `GENAIOPS_WORKER_IDLE_SEC` without a command, or when the orchestrator dies, the worker ends
-its whole process group at once: promptflow's interpreter teardown would take ~1.7 s and its
-forkserver and manager processes would otherwise outlive it.
+after `GENAIOPS_WORKER_IDLE_SEC` without a command, or when the orchestrator dies (SIGTERM, the
+parent-death signal of `genaiops.procs.contain_self`), the worker kills every descendant (it is
+their subreaper: processes a flow started in a session of their own included) and its whole
+process group at once: promptflow's interpreter teardown would take ~1.7 s and its forkserver and
+manager processes would otherwise outlive it.
 """
 
 from __future__ import annotations
@@ -157,19 +159,27 @@ def _metrics(client, run) -> dict:
 
 
 def _watch_for_crashes(run_dir: Path, on_crash) -> threading.Event:
-    """promptflow replaces a line process that died and carries on; genaiops does not: the first
-    such death calls `on_crash(line)`, which fails the run and stops this whole process group.
-    Watches until the returned event is set."""
+    """promptflow replaces a line process that died and carries on, and waits forever for a batch
+    (manager) process that died; genaiops does neither: the first such death calls
+    `on_crash(what)`, which fails the run and stops this whole process group. Watches until the
+    returned event is set."""
+    import genaiops.engines.promptflow.fastbatch as fastbatch
     from genaiops.engines.promptflow.results import CrashWatch
 
     watch = CrashWatch(run_dir)
     done = threading.Event()
+    managers = fastbatch.managers_since()
 
     def poll() -> None:
-        while not done.wait(0.5):
+        while not done.wait(0.25):
             lines = watch.crashed_lines()
             if lines:
-                on_crash(lines[0])
+                where = f"line {lines[0]}" if lines[0] >= 0 else "a line"
+                on_crash(f"a promptflow line process died while running {where}")
+                return
+            dead = fastbatch.dead_manager(managers)
+            if dead and not done.is_set():
+                on_crash(f"promptflow's batch process (the parent of its line processes) {dead}")
                 return
 
     threading.Thread(target=poll, name="crash-watch", daemon=True).start()
@@ -179,15 +189,13 @@ def _watch_for_crashes(run_dir: Path, on_crash) -> threading.Event:
 def _stop_group_after(result_path: Path, job: dict):
     """The crash handler: write the failed result, then SIGKILL this worker's process group."""
 
-    def crashed(line: int) -> None:
+    def crashed(what: str) -> None:
         from genaiops.workspace.files import atomic_write_json
 
-        where = f"line {line}" if line >= 0 else "a line"
         atomic_write_json(result_path, {
             "name": job["name"], "status": "failed", "crashed": True, "duration_s": 0.0, "members": [],
-            "error": f"a promptflow line process died while running {where} (killed, e.g. out of "
-                     "memory): the run was stopped and is failed"})
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+            "error": f"{what} (killed, e.g. out of memory): the run was stopped and is failed"})
+        _end_group()
 
     return crashed
 
@@ -226,7 +234,13 @@ def handle(command: dict) -> dict:
 
 def _exit_with_parent() -> None:
     """If the orchestrator dies (SIGKILL, CI cancel) stop this run and its line workers too:
-    a run nobody will record is wasted LLM calls."""
+    a run nobody will record is wasted LLM calls. The kernel says so (SIGTERM: the parent-death signal);
+    where it cannot (not Linux), a thread watches the parent."""
+    from genaiops.procs import contain_self
+
+    signal.signal(signal.SIGTERM, lambda *_: _end_group())
+    if contain_self(signal.SIGTERM):
+        return
     parent = os.getppid()
 
     def watch() -> None:
@@ -239,9 +253,13 @@ def _exit_with_parent() -> None:
 
 
 def _end_group() -> None:
-    """Stop this worker and everything it started (forkserver, managers, line processes)."""
+    """Stop this worker and everything it started (forkserver, managers, line processes, and
+    whatever a flow started in a session of its own)."""
+    from genaiops.procs import kill_all
+
     sys.stdout.flush()
     sys.stderr.flush()
+    kill_all(os.getpid())
     if os.getpgrp() == os.getpid():  # our own group (the orchestrator starts us in a new session)
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os._exit(0)

@@ -38,6 +38,7 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *, link_runs: bool
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          connections=config.connections,
                          line_timeout_sec=config.runtime.line_timeout_sec,
+                         batch_timeout_sec=config.runtime.batch_timeout_sec,
                          force_data_mode=force_data_mode or not link_runs,
                          boundary=config.repo_root, init=evaluator.init,
                          environment_variables=dict(config.environment_variables),

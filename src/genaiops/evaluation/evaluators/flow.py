@@ -25,6 +25,7 @@ from genaiops.evaluation.evaluators.base import (
 )
 from genaiops.hashing import hash_tree
 from genaiops.secrets import redact
+from genaiops.workspace.sweep import owner_tag
 
 FALLBACK_PREFIX = "__run__"
 
@@ -51,7 +52,8 @@ def write_fallback_data(rows: list[AlignedRow], mapping: dict, path: Path) -> No
 
 class FlowEvaluator:
     def __init__(self, flow: Path, engine, *, worker_count: int | str = "auto", connections=(),
-                 line_timeout_sec: int = 120, force_data_mode: bool = False,
+                 line_timeout_sec: int = 120, batch_timeout_sec: int | None = None,
+                 force_data_mode: bool = False,
                  boundary: Path | None = None, init: dict | None = None,
                  environment_variables: dict | None = None, environment: dict | None = None):
         self.flow = Path(flow)
@@ -61,6 +63,7 @@ class FlowEvaluator:
         self.worker_count = worker_count  # a number, or "auto" (per task, from its rows)
         self.connections = tuple(connections)
         self.line_timeout_sec = line_timeout_sec
+        self.batch_timeout_sec = batch_timeout_sec
         self.force_data_mode = force_data_mode
         self.init = dict(init or {})
         self.environment_variables = dict(environment_variables or {})
@@ -81,7 +84,8 @@ class FlowEvaluator:
              run: str | None = None) -> BatchJob:
         return BatchJob(name=name, flow=str(self.flow), data=str(data), column_mapping=column_mapping,
                         member_suffixes=[""], init=self.init or None, worker_count=workers,
-                        line_timeout_sec=self.line_timeout_sec, run=run,
+                        line_timeout_sec=self.line_timeout_sec,
+                        batch_timeout_sec=self.batch_timeout_sec, run=run,
                         environment_variables=self.environment_variables,
                         environment=self.environment)
 
@@ -99,7 +103,7 @@ class FlowEvaluator:
         record, mapping = task.record, task.eval_dataset.mappings
         use_run = (not self.force_data_mode and not task.eval_dataset.key_column
                    and self.engine.linkable_run(record.pf_run))
-        with tempfile.TemporaryDirectory(prefix="genaiops-eval-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"genaiops-eval-{owner_tag()}-") as tmp:
             if use_run:
                 job = self._job(name, task.eval_dataset.source,
                                 run_mapping(mapping, record.pf_output or ""), workers, run=record.pf_run)
