@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from genaiops.gateway import deadline
+import genaiops.gateway.deadline as deadline
 from genaiops.gateway.limits import Quota
 from genaiops.gateway.scheduler import QueueDeadline, SchedulerSettings, Upstream
 from genaiops.gateway.stats import GatewayStats
