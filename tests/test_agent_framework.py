@@ -32,6 +32,8 @@ from genaiops.phases.experiment import ExperimentOptions, run_experiment
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import Workspace
 
+pytestmark = pytest.mark.agent_framework  # real engine processes: the slow tier
+
 CANARY = "canary-sk-af-5e81c0d94b"
 # what the promptflow DAG scores on tickets.jsonl (configs/classification/simulator.yaml)
 PROMPTFLOW_ACCURACY = {"summarize.full+classify.careful": 0.9565,

@@ -25,6 +25,8 @@ from genaiops.evaluation.stats import (
     tango_z,
 )
 
+pytestmark = [pytest.mark.promptflow, pytest.mark.agent_framework]  # real engine processes: the slow tier
+
 BASE = "classification"
 SHIPPING = '    "- shipping: delivery, tracking, damaged parcels, returns of physical goods\\n"\n'
 

@@ -207,6 +207,7 @@ def test_flex_variant_bakes_init_defaults(tmp_path, state_dir):
     assert init["temperature"]["default"] == 0.7
 
 
+@pytest.mark.promptflow
 def test_flex_serving_bundle_holds_the_connection_its_code_looks_up(tmp_path, state_dir):
     """A flex flow names its connection in code, so `pf flow build` exports none: the container
     would start without `llm` ("Connection 'llm' is not found")."""
@@ -220,6 +221,7 @@ def test_flex_serving_bundle_holds_the_connection_its_code_looks_up(tmp_path, st
     assert connection["api_key"] == "${env:LLM_API_KEY}" and connection["base_url"] == "http://127.0.0.1:9/v1"
 
 
+@pytest.mark.promptflow
 def test_the_serving_bundle_holds_no_bytecode_whatever_the_environment(tmp_path, state_dir, monkeypatch):
     """`pf flow build` imports a DAG's Python tools from its output: on a machine that writes
     bytecode (a hosted agent) the bundle would hold __pycache__, which the image scan refuses."""

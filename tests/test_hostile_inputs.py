@@ -177,6 +177,7 @@ def test_fuzz_1000_malformed_rows_end_in_located_messages(repo, capsys):
 
 # -- 12: --no-progress on every phase -----------------------------------------------------------
 
+@pytest.mark.promptflow
 def test_run_init_accepts_no_progress_like_the_other_phases(repo, capsys, monkeypatch):
     away_from_the_simulator(monkeypatch)
     code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "classification",

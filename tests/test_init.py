@@ -9,6 +9,8 @@ from repo_factory import make_repo
 
 from genaiops.cli import main
 
+pytestmark = pytest.mark.promptflow  # real engine processes: the slow tier
+
 CANARY = "canary-init-5b1e0c77"
 
 
