@@ -239,7 +239,8 @@ def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs:
                    member_suffixes=staged.member_suffixes, init=staged.init,
                    worker_count=workers, line_timeout_sec=config.runtime.line_timeout_sec,
                    environment={**staged.environment, **engine.run_environment(engine_retries(config))},
-                   environment_variables=dict(config.environment_variables))
+                   environment_variables=dict(config.environment_variables),
+                   passed_variables=tuple(sorted(ctx.flow_reads.variables)))
     return Batch(job, folder, runs, lines, {line: rows[line] for line in lines})
 
 
@@ -291,7 +292,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     ledger = ctx.workspace.ledger()
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
-    inputs = run_inputs(config, ctx.engine.flow_reads(ctx.flow), ctx.engine.version())
+    inputs = run_inputs(config, ctx.flow_reads, ctx.engine.version())
     notes = []
     if not inputs.reusable and not options.force:
         notes.append(f"runs of {config.use_case} are run again, not reused: "

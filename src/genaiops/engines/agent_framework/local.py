@@ -20,6 +20,7 @@ from pathlib import Path
 from genaiops.engines.agent_framework.environment import python_path, require_ready, runtime_env
 from genaiops.engines.agent_framework.staging import batch_plan
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
+from genaiops.engines.processenv import passed_values
 from genaiops.workspace.files import atomic_write_json
 
 ENV_ATTEMPTS = "GENAIOPS_LLM_MAX_ATTEMPTS"
@@ -55,7 +56,10 @@ class LocalRunner:
             job_file, result_file, log_file = (Path(tmp) / n for n in ("job.json", "result.json",
                                                                         "worker.log"))
             atomic_write_json(job_file, plan)
-            env = {**runtime_env(), **job.environment, **QUIET_ENV}
+            declared = {k: str(v) for k, v in job.environment_variables.items()
+                        if "${" not in str(v)}  # `${conn.key}` references are promptflow's
+            env = {**runtime_env(), **passed_values(job.passed_variables), **declared,
+                   **job.environment, **QUIET_ENV}
             with log_file.open("wb") as log:
                 process = subprocess.Popen(
                     [str(python), "-m", "genaiops_af_runtime.batch", str(job_file), str(result_file)],

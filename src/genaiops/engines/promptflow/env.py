@@ -2,13 +2,24 @@
 
 promptflow phones home (telemetry), starts a detached trace service on port 23333 that
 outlives us, and needs a keyring for connection secrets. We switch the first two off and
-pick a file keyring on headless machines, without overriding anything the user set; its home
-(`~/.promptflow`: connection store, run folders) is made private (0700).
+pick a file keyring on headless machines, without overriding anything the user set.
+
+Its home (connection store, run folders, keyring) is the command's own: promptflow keeps
+connections by name in one store per HOME, so two commands naming the same connection (or the
+user's own promptflow work) would overwrite each other's endpoints and keys - one command's runs
+then get another's answers. Every command therefore gives its engine processes a private HOME
+(`command_home()`: a 0700 temp folder removed when the command ends; `pf flow build` needs the
+store under `$HOME`, so HOME is moved, not `PF_HOME_DIRECTORY`). The user's `~/.promptflow` is
+never read or written.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -27,8 +38,36 @@ _QUIET_CONFIG = {"telemetry": {"enabled": False}, "trace": {"destination": "none
                  "cli": {"installation_id": lambda: str(uuid.uuid4())}}
 
 
+HOME_ENV = "GENAIOPS_ENGINE_HOME"  # set in engine processes: the command's private HOME
+KEEP_ENV = "GENAIOPS_KEEP_ENGINE_HOME"  # "1": keep it after the command (to read its run folders)
+
+_HOME: Path | None = None
+_HOME_LOCK = threading.Lock()
+
+
+def command_home() -> Path:
+    """This command's private HOME for promptflow (engine processes get it as HOME and as
+    `GENAIOPS_ENGINE_HOME`); made on first use, removed when the process that made it exits."""
+    global _HOME
+    inside = os.environ.get(HOME_ENV)
+    if inside:
+        return Path(inside)
+    with _HOME_LOCK:
+        if _HOME is None:
+            _HOME = Path(tempfile.mkdtemp(prefix="genaiops-home-"))  # 0700
+            if os.environ.get(KEEP_ENV) != "1":
+                atexit.register(shutil.rmtree, _HOME, True)
+        return _HOME
+
+
 def promptflow_home() -> Path:
-    return Path(os.path.expanduser("~")) / ".promptflow"
+    return command_home() / ".promptflow"
+
+
+def engine_home_environment() -> dict:
+    """What points a promptflow process at the command's private state."""
+    home = str(command_home())
+    return {"HOME": home, HOME_ENV: home}
 
 
 def prepare_promptflow() -> None:

@@ -24,7 +24,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.engines.promptflow.env import prepare_promptflow, promptflow_home
+from genaiops.engines.processenv import engine_environment, passed_values
+from genaiops.engines.promptflow.env import (
+    engine_home_environment,
+    prepare_promptflow,
+    promptflow_home,
+)
 from genaiops.engines.promptflow.results import count_finished_lines
 from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 from genaiops.engines.promptflow.rundirs import lock_down, scrub
@@ -38,6 +43,14 @@ PROGRESS_SECONDS = 0.3
 # Read when promptflow is imported, so set when a worker starts. Token counts per node are
 # recorded only with tracing on (no trace service: pfenv sets PF_TRACING_SKIP_LOCAL_SETUP).
 WORKER_STATIC_ENV = {"PF_DISABLE_TRACING": "false"}
+
+
+def worker_environment() -> dict:
+    """A worker's environment: the allow-listed one (`engines.processenv`: no audit key, no
+    credential it was not given), pointed at the command's private promptflow home."""
+    env = engine_environment({**WORKER_STATIC_ENV, **engine_home_environment()})
+    env.pop("PF_HOME_DIRECTORY", None)  # the store is the private HOME's, never a shared one
+    return env
 
 
 def job_environment(job: BatchJob) -> dict:
@@ -66,7 +79,7 @@ class _Worker:
         self.process = subprocess.Popen(
             command + (["--forkserver"] if forkserver else []),
             stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, **WORKER_STATIC_ENV},
+            env=worker_environment(),
             start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
 
     @property
@@ -251,7 +264,9 @@ class LocalRunner:
                 last[0] = done
 
         try:
-            data = worker.request({"op": "run", "job": str(job_file)}, report if progress else None)
+            data = worker.request({"op": "run", "job": str(job_file),
+                                   "passed": passed_values(job.passed_variables)},
+                                  report if progress else None)
         except BaseException:  # interrupted: stop the whole worker process group
             worker.stop(grace_sec=10)
             raise

@@ -83,7 +83,8 @@ class FlowEvaluator:
                         member_suffixes=[""], init=self.init or None, worker_count=workers,
                         line_timeout_sec=self.line_timeout_sec, run=run,
                         environment_variables=self.environment_variables,
-                        environment=self.environment)
+                        environment=self.environment,
+                        passed_variables=tuple(sorted(self.reads().variables)))
 
     def _workers(self, rows: int) -> int:
         from genaiops.capacity import worker_count
