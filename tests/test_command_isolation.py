@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from repo_factory import write
+from repo_factory import make_llm_use_case
 
 import genaiops
 
@@ -25,83 +25,6 @@ pytestmark = pytest.mark.promptflow
 SRC = Path(genaiops.__file__).resolve().parents[1]  # the sources under test
 ROUNDS = int(os.environ.get("GENAIOPS_TEST_ROUNDS", "20"))  # the issue asks for 20
 USER_BASE_URL = "http://user-own-endpoint.invalid/v1"
-
-FLOW = """\
-inputs:
-  question: {type: string}
-outputs:
-  answer: {type: string, reference: "${ask.output}"}
-nodes:
-  - name: ask
-    type: llm
-    source: {type: code, path: ask.jinja2}
-    inputs:
-      model: gpt-4o-mini
-      deployment_name: gpt-4o-mini
-      max_tokens: 16
-      question: ${inputs.question}
-    connection: open_ai_connection
-    api: chat
-"""
-
-EVAL_DAG = """\
-inputs:
-  groundtruth: {type: string}
-  prediction: {type: string}
-outputs:
-  accuracy: {type: double, reference: "${grade.output}"}
-nodes:
-  - name: grade
-    type: python
-    source: {type: code, path: grade.py}
-    inputs: {groundtruth: "${inputs.groundtruth}", prediction: "${inputs.prediction}"}
-"""
-
-CONFIG = """\
-name: {name}
-flow: flows/{name}/standard
-connections:
-  - name: open_ai_connection
-    type: open_ai
-    api_base: simulator
-    api_key: simulator-key
-simulator:
-  rules: configs/{name}/simulator.yaml
-datasets:
-  - name: rows
-    source: datasets/{name}/rows.jsonl
-    mappings:
-      question: ${{data.question}}
-evaluators:
-  - name: exact
-    flow: flows/{name}/evaluation
-    datasets:
-      - name: rows_eval
-        reference: rows
-        mappings:
-          groundtruth: ${{data.label}}
-          prediction: ${{run.outputs.answer}}
-runtime:
-  worker_count: 2
-evaluation: {{primary_metric: accuracy}}
-gates:
-  - {{metric: accuracy, op: ">=", threshold: 1.0}}
-"""
-
-
-def make_use_case(root: Path, name: str, answer: str) -> None:
-    """A one-LLM-node flow on connection `open_ai_connection` whose simulator answers `answer`."""
-    write(root / f"flows/{name}/standard/flow.dag.yaml", FLOW)
-    write(root / f"flows/{name}/standard/ask.jinja2", "# system:\nAnswer briefly.\n# user:\n{{question}}\n")
-    write(root / f"flows/{name}/evaluation/flow.dag.yaml", EVAL_DAG)
-    write(root / f"flows/{name}/evaluation/grade.py",
-          "from promptflow.core import tool\n\n\n@tool\ndef grade(groundtruth: str, prediction: str) -> float:\n"
-          "    return 1.0 if groundtruth == prediction else 0.0\n")
-    write(root / f"configs/{name}/simulator.yaml", f"default_reply: {answer}\n")
-    write(root / f"configs/{name}/experiment.yaml", CONFIG.format(name=name))
-    rows = [{"question": f"question {i} of {name}", "label": answer} for i in range(4)]
-    write(root / f"datasets/{name}/rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-
 
 def _pf(home: Path, code: str) -> str:
     """Run promptflow as the user would, in their HOME."""
@@ -156,8 +79,8 @@ def _answers(repo: Path, payload: dict) -> set[str]:
 
 def test_two_verdicts_at_once_never_cross_answers_nor_touch_the_users_connection(tmp_path):
     repo, home = tmp_path / "repo", tmp_path / "home"
-    make_use_case(repo, "alpha", "alpha-answer")
-    make_use_case(repo, "beta", "beta-answer")
+    make_llm_use_case(repo, "alpha", "alpha-answer")
+    make_llm_use_case(repo, "beta", "beta-answer")
     home.mkdir()
     (tmp_path / "tmp").mkdir()
     _pf(home, USER_CONNECTION)  # the user's own connection of the same name

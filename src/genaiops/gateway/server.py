@@ -28,6 +28,7 @@ import httpx
 
 from genaiops.gateway.limits import Quota
 from genaiops.gateway.scheduler import QueueDeadline, SchedulerSettings, Upstream
+from genaiops.gateway.served import ServedModels
 from genaiops.gateway.stats import GatewayStats
 from genaiops.gateway.wire import (
     HOP_BY_HOP,
@@ -100,6 +101,7 @@ class LLMGateway:
         self.bounds = bounds or RetryBounds()
         self.settings = settings or SchedulerSettings()
         self.stats = GatewayStats()
+        self.served = ServedModels()  # what answered, per upstream and deployment
         self._routes: dict[str, Route] = {}
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._lock = threading.Lock()
@@ -163,6 +165,11 @@ class LLMGateway:
     def lookup(self, connection: str) -> Route | None:
         with self._lock:
             return self._routes.get(connection)
+
+    def served_by(self, connection: str) -> dict:
+        """{deployment: {"models", "fingerprints"}} that answered the connection's calls so far."""
+        route = self.lookup(connection)
+        return self.served.of_upstream(route.upstream) if route else {}
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -330,7 +337,7 @@ class _Call:
 
     def _answer(self, response: httpx.Response, grant) -> None:
         try:
-            self.handler.relay(response)
+            self.handler.relay(self.gateway.served.tap(self.upstream.key, response))
         except OSError:
             self.handler.close_connection = True  # the client gave up (e.g. its line timed out)
         finally:

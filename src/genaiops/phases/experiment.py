@@ -259,7 +259,8 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
                 "variant_spec": run.variant.identity(), "dataset": run.dataset.name,
                 "dataset_source": run.dataset.source_rel, "dataset_hash": run.dataset_hash,
                 "column_mapping": dict(run.dataset.mappings), "settings": run.identity["settings"],
-                "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None}
+                "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None,
+                "served": served_now(ctx, run.partial)}
         if run.partial is None:
             record = build_record(base=base, rows=rows, lines_total=batch.rows, completed=member_ok,
                                   duration_s=result.duration_s, price=price, started_at=started)
@@ -275,6 +276,52 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
         ledger.save(record, rows)
         records.append(record)
     return records
+
+
+def served_now(ctx: PhaseContext, earlier: RunRecord | None = None) -> dict:
+    """What answered each connection's calls in this command (the LLM gateway's account), with
+    what answered the earlier lines a retry merges into; {} without the gateway."""
+    served = {conn: {dep: dict(info) for dep, info in deps.items()}
+              for conn, deps in ((earlier.served if earlier else None) or {}).items()}
+    if ctx.gateway is None:
+        return served
+    for connection in ctx.config.connections:
+        for deployment, info in ctx.gateway.served_by(connection.name).items():
+            entry = served.setdefault(connection.name, {}).setdefault(deployment, {})
+            for name, values in info.items():
+                entry[name] = sorted(set(entry.get(name, [])) | set(values))
+    return served
+
+
+def check_served(ctx: PhaseContext, planned: list[PlannedRun]) -> list[str]:
+    """A run is reused only while its endpoints still serve the model that answered it: one
+    small request per connection and deployment (`llm_session.probe_models`). A run whose model
+    changed, or whose endpoint cannot be asked, runs again whole; the notes say why."""
+    from genaiops.llm_session import probe_models
+
+    def served(run: PlannedRun) -> dict:
+        record = run.reused or run.partial
+        return (record.served or {}) if record else {}
+
+    wanted = {(conn, dep) for run in planned for conn, deps in served(run).items() for dep in deps}
+    if not wanted:
+        return []
+    now = probe_models(ctx.config, wanted, simulator=ctx.simulator)
+    notes = []
+    for run in planned:
+        changed = [f"connection {conn!r} deployment {dep!r} answered as "
+                   f"{', '.join(info.get('models') or ['?'])}, "
+                   + (f"now as {now[(conn, dep)]}" if now.get((conn, dep)) else "and cannot be asked now")
+                   for conn, deps in sorted(served(run).items()) for dep, info in sorted(deps.items())
+                   if (conn, dep) in now and now[(conn, dep)] not in (info.get("models") or [])]
+        if changed:
+            key = (run.reused or run.partial).key
+            run.reused = run.partial = None
+            run.retry_lines = []
+            notes.append(f"run {key[:8]} ({run.variant.label} on {run.dataset.name}) is run again, "
+                         f"not reused: the model behind its endpoint changed: {'; '.join(changed)}")
+            notice(notes[-1])
+    return notes
 
 
 def _tolerance_exceeded(record: dict, tolerance: float) -> bool:
@@ -299,6 +346,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                      + "; ".join(inputs.not_reusable) + f" (fix: {reuse_hint(config)})")
         notice(notes[-1])
     planned = plan_runs(ctx, options, output_settings(config), ledger, inputs)
+    notes += check_served(ctx, planned)
     pending = [run for run in planned if run.reused is None]
     estimate = estimate_cost(config, pending, ledger) if pending else 0.0
     if options.budget is not None and estimate is not None and estimate > options.budget:

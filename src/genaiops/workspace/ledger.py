@@ -75,6 +75,9 @@ class RunRecord:
     finished_at: float = 0.0
     outputs_sha256: str = ""  # of `<key>.outputs.jsonl`, verified whenever the outputs are read
     merged_runs: list = field(default_factory=list)  # engine runs whose lines it merges (retries)
+    # what answered, as the LLM gateway saw it: {connection: {deployment: {"models": [...],
+    # "fingerprints": [...]}}}; a reuse asks the endpoint first whether it still serves that model
+    served: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
