@@ -6,13 +6,20 @@ and whatever else the user exported; a flow that returned one would put it in th
 reports. So an engine process gets only what running a flow needs: the system's basics (PATH,
 locale, temp folder, proxies and CA bundles), the engines' own settings (`PF_*`, `PROMPTFLOW_*`,
 `GENAIOPS_*` tuning), and, per job, the variables the config declares or the flow names by literal
-name (`run_inputs.passed_variables`). Never the audit key or the trust folder's location, and no
-secret-looking `GENAIOPS_*` variable.
+name (`BatchJob.passed_variables`). Never the audit key or the trust folder's location, and no
+secret-looking `GENAIOPS_*` variable. HOME is the command's own (`command_home()`), so what an
+engine keeps under HOME (promptflow's connection store, keyring and run folders) is never shared
+with another command or the user's own work.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
 
 from genaiops.secrets import is_secret_name
 
@@ -58,3 +65,32 @@ def passed_values(names, environ: dict | None = None) -> dict:
     values = {name: environ[name] for name in names if name in environ and name not in WITHHELD}
     REDACTOR.add_env(values)
     return values
+
+
+HOME_ENV = "GENAIOPS_ENGINE_HOME"  # set in engine processes: the command's private HOME
+KEEP_ENV = "GENAIOPS_KEEP_ENGINE_HOME"  # "1": keep it after the command (to read its run folders)
+
+_HOME: Path | None = None
+_HOME_LOCK = threading.Lock()
+
+
+def command_home() -> Path:
+    """This command's private HOME for its engine processes (they get it as HOME and as
+    `GENAIOPS_ENGINE_HOME`); made on first use, removed when the process that made it exits."""
+    global _HOME
+    inside = os.environ.get(HOME_ENV)
+    if inside:
+        return Path(inside)
+    with _HOME_LOCK:
+        if _HOME is None:
+            _HOME = Path(tempfile.mkdtemp(prefix="genaiops-home-"))  # 0700
+            if os.environ.get(KEEP_ENV) != "1":
+                atexit.register(shutil.rmtree, _HOME, True)
+        return _HOME
+
+
+def home_environment() -> dict:
+    """HOME for an engine process: the command's private one (promptflow keeps its connection
+    store, keyring and run folders there; nothing an engine writes under HOME is shared)."""
+    home = str(command_home())
+    return {"HOME": home, HOME_ENV: home}

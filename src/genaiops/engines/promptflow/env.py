@@ -15,15 +15,16 @@ never read or written.
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
-import threading
 import uuid
 from pathlib import Path
 
 import yaml
+
+from genaiops.engines.processenv import HOME_ENV, KEEP_ENV, command_home, home_environment
+
+__all__ = ["HOME_ENV", "KEEP_ENV", "command_home", "engine_home_environment", "prepare_promptflow",
+           "promptflow_home"]
 
 _QUIET_ENV = {
     "PF_TRACING_SKIP_LOCAL_SETUP": "true",
@@ -38,36 +39,13 @@ _QUIET_CONFIG = {"telemetry": {"enabled": False}, "trace": {"destination": "none
                  "cli": {"installation_id": lambda: str(uuid.uuid4())}}
 
 
-HOME_ENV = "GENAIOPS_ENGINE_HOME"  # set in engine processes: the command's private HOME
-KEEP_ENV = "GENAIOPS_KEEP_ENGINE_HOME"  # "1": keep it after the command (to read its run folders)
-
-_HOME: Path | None = None
-_HOME_LOCK = threading.Lock()
-
-
-def command_home() -> Path:
-    """This command's private HOME for promptflow (engine processes get it as HOME and as
-    `GENAIOPS_ENGINE_HOME`); made on first use, removed when the process that made it exits."""
-    global _HOME
-    inside = os.environ.get(HOME_ENV)
-    if inside:
-        return Path(inside)
-    with _HOME_LOCK:
-        if _HOME is None:
-            _HOME = Path(tempfile.mkdtemp(prefix="genaiops-home-"))  # 0700
-            if os.environ.get(KEEP_ENV) != "1":
-                atexit.register(shutil.rmtree, _HOME, True)
-        return _HOME
-
-
 def promptflow_home() -> Path:
     return command_home() / ".promptflow"
 
 
 def engine_home_environment() -> dict:
     """What points a promptflow process at the command's private state."""
-    home = str(command_home())
-    return {"HOME": home, HOME_ENV: home}
+    return home_environment()
 
 
 def prepare_promptflow() -> None:
