@@ -170,16 +170,17 @@ def test_runs_reuse_and_force(repo, state_dir, sim):
 
     second = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
     assert all(r["reused"] for r in second.runs)
-    assert sim.stats.requests == calls  # zero LLM calls
+    # no run: one probe asks which model gpt-4o-mini serves now (docs/trust.md)
+    assert sim.stats.requests == calls + 1
     assert [r["key"] for r in second.runs] == [r["key"] for r in first.runs]
 
     grid = experiment(repo, sim, variants="grid", datasets=["tickets_mini"])
     assert sum(not r["reused"] for r in grid.runs) == 1  # only brief+terse is new
-    assert sim.stats.requests == calls + 4 * 2
+    assert sim.stats.requests == calls + 1 + 1 + 4 * 2
 
     forced = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
     assert not forced.runs[0]["reused"]
-    assert sim.stats.requests == calls + 4 * 2 + 4 * 2
+    assert sim.stats.requests == calls + 2 + 4 * 2 + 4 * 2  # --force reuses nothing: no probe
 
 
 @pytest.mark.promptflow

@@ -20,6 +20,7 @@ import pytest
 from repo_factory import write
 
 import genaiops
+from genaiops.engines.processenv import sandbox_base
 
 pytestmark = pytest.mark.promptflow
 
@@ -102,7 +103,11 @@ from promptflow.core import tool
 
 @tool
 def grade(prediction: str, key_file: str) -> dict:
-    leaked = os.environ.get("GENAIOPS_AUDIT_KEY", "no-env-key") + " " + Path(key_file).read_text()
+    leaked = os.environ.get("GENAIOPS_AUDIT_KEY", "no-env-key")
+    try:
+        leaked += " " + Path(key_file).read_text()
+    except OSError as exc:
+        leaked += f" file unreadable: {type(exc).__name__}"
     return {"score": 1.0, "leaked": leaked + " " + prediction}
 """
 
@@ -205,7 +210,10 @@ def test_a_flow_that_returns_the_audit_key_or_a_connection_key_stores_nothing_of
     # the audit key's variable never reached the flow; what it read otherwise was masked
     parts = next(iter(answers)).split(" | ")
     assert parts[0] == "no-env-key"
-    assert parts[1] == "***"  # the key file, read by path (same user: see docs/trust.md)
+    if sandbox_base():  # the trust folder is an empty folder to the flow
+        assert parts[1] == "file unreadable: FileNotFoundError"
+    else:  # same user, no sandbox: the file is read, its value masked (docs/trust.md)
+        assert parts[1] == "***"
     assert set(parts[2:]) == {"***"}  # the connection key, from the store and from its variable
     homes = list((world["root"] / "tmp").glob("genaiops-home-*"))
     assert homes and any(homes[0].rglob("flow_outputs"))  # run folders kept to be searched
@@ -213,3 +221,18 @@ def test_a_flow_that_returns_the_audit_key_or_a_connection_key_stores_nothing_of
     canaries = [AUDIT_ENV_CANARY, AUDIT_FILE_CANARY, CONNECTION_CANARY]
     assert _files_holding(world, canaries) == []
     assert not any(c in done.stdout + done.stderr for c in canaries)
+
+
+def test_engine_processes_get_the_allow_list_and_never_the_audit_key():
+    from genaiops.engines.processenv import engine_environment, passed_values
+
+    environ = {"PATH": "/bin", "LC_ALL": "C", "PF_WORKER_COUNT": "2", "GENAIOPS_WORKER_IDLE_SEC": "5",
+               "GENAIOPS_AUDIT_KEY": AUDIT_ENV_CANARY, "GENAIOPS_TRUST_DIR": "/trust",
+               "GENAIOPS_SERVICE_TOKEN": "t0ken-value", "AWS_SECRET_ACCESS_KEY": "aws-secret",
+               "LLM_API_KEY": CONNECTION_CANARY, "HOME": "/home/user", "HTTPS_PROXY": "http://proxy:3128"}
+    env = engine_environment({"GENAIOPS_AUDIT_KEY": "again", "PF_LINE_TIMEOUT_SEC": "9"}, environ)
+    assert env == {"PATH": "/bin", "LC_ALL": "C", "PF_WORKER_COUNT": "2", "GENAIOPS_WORKER_IDLE_SEC": "5",
+                   "HTTPS_PROXY": "http://proxy:3128", "PF_LINE_TIMEOUT_SEC": "9"}
+    # what a flow names by literal is passed, except what is withheld whatever it names
+    assert passed_values(["LLM_API_KEY", "GENAIOPS_AUDIT_KEY", "UNSET"], environ) == \
+        {"LLM_API_KEY": CONNECTION_CANARY}

@@ -94,3 +94,67 @@ def home_environment() -> dict:
     store, keyring and run folders there; nothing an engine writes under HOME is shared)."""
     home = str(command_home())
     return {"HOME": home, HOME_ENV: home}
+
+
+# -- the sandbox: the trust folder hidden from engine processes --------------------------------
+
+# run by `sh` in the engine process's own mount namespace: an empty tmpfs over each path before
+# the `--`; then the command after it, in a user namespace of its own (`$0` is unshare), where
+# those mounts are locked: not even root there can unmount them to see what they cover
+_HIDE_SCRIPT = ('for p in "$@"; do shift; if [ "$p" = -- ]; then exec "$0" --user --map-current-user '
+                '--mount --propagation private -- "$@"; fi; '
+                'mount -t tmpfs -o ro,size=4k,mode=000 genaiops-hidden "$p" || exit 97; done; exit 98')
+_SANDBOX: list | None = None
+_SANDBOX_LOCK = threading.Lock()
+
+
+def _works(base: list[str]) -> bool:
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="genaiops-sandbox-") as folder:
+        try:
+            (Path(folder) / "hidden").write_text("x")
+            done = subprocess.run([*base, "sh", "-c", _HIDE_SCRIPT, base[0], folder, "--", "sh", "-c",
+                                   f'test ! -e {folder}/hidden && ! umount {folder} 2>/dev/null'],
+                                  capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    return done.returncode == 0
+
+
+def sandbox_base() -> list[str]:
+    """How this machine gives a process its own mount namespace: `unshare --mount` (root, or
+    CAP_SYS_ADMIN), else `unshare -r --mount` (unprivileged user namespaces); [] when neither
+    works (a container without those rights): then only the environment and redaction hold."""
+    global _SANDBOX
+    with _SANDBOX_LOCK:
+        if _SANDBOX is None:
+            unshare = shutil.which("unshare")
+            candidates = ([[unshare, "--mount", "--propagation", "private"],
+                           [unshare, "-r", "--mount", "--propagation", "private"]] if unshare else [])
+            _SANDBOX = next((base for base in candidates if _works(base)), [])
+        return list(_SANDBOX)
+
+
+def hidden_paths() -> list[Path]:
+    """What engine processes must not read: the trust folder (audit key, chain anchors), unless
+    it holds what they need (the working folder, temp folder, state folder or Python itself)."""
+    import sys
+
+    from genaiops.workspace import trust_dir
+
+    needed = [Path.cwd(), Path(tempfile.gettempdir()), Path(sys.prefix), Path(sys.executable).parent,
+              *([Path(os.environ["GENAIOPS_STATE_DIR"])] if os.environ.get("GENAIOPS_STATE_DIR") else [])]
+    needed = [path.resolve() for path in needed]
+    return [path for path in [trust_dir()] if path.is_dir()
+            and not any(path == other or path in other.parents for other in needed)]
+
+
+def sandboxed(command: list[str]) -> list[str]:
+    """`command` started where the trust folder reads as an empty, unreadable folder, where the
+    machine allows it (`sandbox_base`); else `command` as it is."""
+    hidden = [str(path) for path in hidden_paths()]
+    base = sandbox_base() if hidden else []
+    if not base:
+        return list(command)
+    return [*base, "sh", "-c", _HIDE_SCRIPT, base[0], *hidden, "--", *command]

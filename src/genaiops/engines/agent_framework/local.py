@@ -20,7 +20,7 @@ from pathlib import Path
 from genaiops.engines.agent_framework.environment import python_path, require_ready, runtime_env
 from genaiops.engines.agent_framework.staging import batch_plan
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.engines.processenv import passed_values
+from genaiops.engines.processenv import passed_values, sandboxed
 from genaiops.workspace.files import atomic_write_json
 
 ENV_ATTEMPTS = "GENAIOPS_LLM_MAX_ATTEMPTS"
@@ -61,8 +61,9 @@ class LocalRunner:
             env = {**runtime_env(), **passed_values(job.passed_variables), **declared,
                    **job.environment, **QUIET_ENV}
             with log_file.open("wb") as log:
-                process = subprocess.Popen(
-                    [str(python), "-m", "genaiops_af_runtime.batch", str(job_file), str(result_file)],
+                process = subprocess.Popen(  # the trust folder hidden from the app
+                    sandboxed([str(python), "-m", "genaiops_af_runtime.batch", str(job_file),
+                               str(result_file)]),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                     start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
                 try:

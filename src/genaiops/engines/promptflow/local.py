@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.engines.processenv import engine_environment, passed_values
+from genaiops.engines.processenv import engine_environment, passed_values, sandboxed
 from genaiops.engines.promptflow.env import (
     engine_home_environment,
     prepare_promptflow,
@@ -77,7 +77,7 @@ class _Worker:
         self.idle_since = time.monotonic()
         command = [sys.executable, "-m", "genaiops.engines.promptflow.worker", "--serve"]
         self.process = subprocess.Popen(
-            command + (["--forkserver"] if forkserver else []),
+            sandboxed(command + (["--forkserver"] if forkserver else [])),  # trust folder hidden
             stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT,
             env=worker_environment(),
             start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from genaiops.engines.base import ServingBundle
-from genaiops.engines.processenv import engine_environment
+from genaiops.engines.processenv import engine_environment, sandboxed
 from genaiops.engines.promptflow.env import HOME_ENV
 from genaiops.engines.serving import flow_requirements
 from genaiops.errors import GenaiopsError
@@ -78,8 +78,9 @@ def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:
     with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-home-") as home:
         env = engine_environment({"HOME": home, HOME_ENV: home, "PYTHONDONTWRITEBYTECODE": "1"})
         env.pop("PF_HOME_DIRECTORY", None)
-        done = subprocess.run([sys.executable, "-m", "genaiops.engines.promptflow.build", str(flow_dir),
-                               str(output), json.dumps(connections)], capture_output=True, text=True,
+        done = subprocess.run(sandboxed([sys.executable, "-m", "genaiops.engines.promptflow.build",
+                                         str(flow_dir), str(output), json.dumps(connections)]),
+                              capture_output=True, text=True,
                               env=env, timeout=600, check=False)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-5:]
