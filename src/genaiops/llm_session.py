@@ -132,12 +132,14 @@ def _probe_request(connection: Connection, endpoint: str, deployment: str) -> tu
 def probe_models(config: ExperimentConfig, wanted, simulator=None) -> dict:
     """What each (connection, deployment) in `wanted` answers as now: {(conn, deployment): model,
     or None when the endpoint could not be asked}. One small request each, straight to the
-    endpoint (the simulator is started for it when the config uses one and none is given)."""
+    endpoint (the simulator is started for it when the config uses one and none is given).
+    Connections that authenticate with Entra ID tokens rather than a key are left out."""
     import httpx
 
     from genaiops.gateway.served import served_model
 
-    known = {c.name: c for c in config.connections}
+    known = {c.name: c for c in config.connections
+             if c.extra.get("auth_mode", "key") == "key"}  # Entra ID tokens: not asked, URL trusted
     wanted = sorted(w for w in wanted if w[0] in known)
     found = {}
     with contextlib.ExitStack() as stack:
