@@ -83,3 +83,22 @@ def test_what_answered_is_read_from_json_and_streams_but_never_from_the_answer_t
     assert served_model(stream) == ("m-1", None)
     forged = json.dumps({"choices": [{"message": {"content": '"model": "forged"'}}]}).encode()
     assert served_model(forged) == (None, None)
+
+
+def test_the_gateway_notes_what_answered_each_connection_json_and_streamed():
+    import httpx
+
+    from genaiops.gateway import LLMGateway
+    from genaiops.simulator import SimulatorServer
+
+    with SimulatorServer(model="gpt-4o-2024-11-20") as sim, LLMGateway() as gateway:
+        gateway.route("llm", sim.url + "/v1")
+        base = gateway.url_for("flow", "llm")
+        for stream in (False, True):
+            response = httpx.post(f"{base}/chat/completions", timeout=30, json={
+                "model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+                headers={"Authorization": "Bearer k"})
+            assert response.status_code == 200
+        assert gateway.served_by("llm") == {"gpt-4o": {"models": ["gpt-4o-2024-11-20"],
+                                                       "fingerprints": ["genaiops-simulator"]}}
+        assert gateway.served_by("other") == {}
