@@ -346,12 +346,12 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                      + "; ".join(inputs.not_reusable) + f" (fix: {reuse_hint(config)})")
         notice(notes[-1])
     planned = plan_runs(ctx, options, output_settings(config), ledger, inputs)
-    notes += check_served(ctx, planned)
+    estimate = _within_budget(config, planned, ledger, options)  # before even a probe is sent
+    served_notes = check_served(ctx, planned)
+    if served_notes:  # runs that were to be reused run again: the estimate grew
+        notes += served_notes
+        estimate = _within_budget(config, planned, ledger, options)
     pending = [run for run in planned if run.reused is None]
-    estimate = estimate_cost(config, pending, ledger) if pending else 0.0
-    if options.budget is not None and estimate is not None and estimate > options.budget:
-        raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
-                         hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
     records = {run.key: run.reused for run in planned if run.reused is not None}
     simulator_stats = gateway_stats = None
     if pending:  # nothing to run: no simulator, no connections, no engine import
@@ -396,6 +396,17 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                  "errors": r["errors"]} for r in failing]
     return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
                             totals, simulator_stats, failures, notes, gateway_stats)
+
+
+def _within_budget(config: ExperimentConfig, planned: list[PlannedRun], ledger: Ledger,
+                   options: ExperimentOptions) -> float | None:
+    """The estimated cost of the runs still to run; UsageError when it exceeds --budget."""
+    pending = [run for run in planned if run.reused is None]
+    estimate = estimate_cost(config, pending, ledger) if pending else 0.0
+    if options.budget is not None and estimate is not None and estimate > options.budget:
+        raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
+                         hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
+    return estimate
 
 
 def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:
