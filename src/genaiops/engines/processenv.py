@@ -9,7 +9,8 @@ locale, temp folder, proxies and CA bundles), the engines' own settings (`PF_*`,
 name (`BatchJob.passed_variables`). Never the audit key or the trust folder's location, and no
 secret-looking `GENAIOPS_*` variable. HOME is the command's own (`command_home()`), so what an
 engine keeps under HOME (promptflow's connection store, keyring and run folders) is never shared
-with another command or the user's own work.
+with another command or the user's own work. Where the machine allows it, they also start where
+the trust folder (the audit key file) is an empty, locked tmpfs (`sandboxed`, docs/trust.md).
 """
 
 from __future__ import annotations
