@@ -96,3 +96,81 @@ def write_normalize(root: Path, body: str) -> None:
     write(root / "flows/demo/standard/normalize.py",
           "from promptflow.core import tool\n\n\n@tool\ndef normalize(text: str) -> str:\n"
           + textwrap.indent(textwrap.dedent(body), "    "))
+
+
+LLM_FLOW = """\
+inputs:
+  question: {type: string}
+outputs:
+  answer: {type: string, reference: "${ask.output}"}
+nodes:
+  - name: ask
+    type: llm
+    source: {type: code, path: ask.jinja2}
+    inputs:
+      model: gpt-4o-mini
+      deployment_name: gpt-4o-mini
+      max_tokens: 16
+      question: ${inputs.question}
+    connection: open_ai_connection
+    api: chat
+"""
+
+SCORE_DAG = """\
+inputs:
+  groundtruth: {type: string}
+  prediction: {type: string}
+outputs:
+  accuracy: {type: double, reference: "${grade.output}"}
+nodes:
+  - name: grade
+    type: python
+    source: {type: code, path: grade.py}
+    inputs: {groundtruth: "${inputs.groundtruth}", prediction: "${inputs.prediction}"}
+"""
+
+LLM_CONFIG = """\
+name: {name}
+flow: flows/{name}/standard
+connections:
+  - name: open_ai_connection
+    type: open_ai
+    api_base: simulator
+    api_key: simulator-key
+simulator:
+  rules: configs/{name}/simulator.yaml
+datasets:
+  - name: rows
+    source: datasets/{name}/rows.jsonl
+    mappings:
+      question: ${{data.question}}
+evaluators:
+  - name: exact
+    flow: flows/{name}/evaluation
+    datasets:
+      - name: rows_eval
+        reference: rows
+        mappings:
+          groundtruth: ${{data.label}}
+          prediction: ${{run.outputs.answer}}
+runtime:
+  worker_count: 2
+evaluation: {{primary_metric: accuracy}}
+gates:
+  - {{metric: accuracy, op: ">=", threshold: 1.0}}
+"""
+
+
+def make_llm_use_case(root: Path, name: str, answer: str) -> None:
+    """Use case `name`: a one-LLM-node DAG on connection `open_ai_connection` whose simulator
+    answers `answer` to everything, an evaluator scoring 1.0 for that answer, a gate at 1.0."""
+    write(root / f"flows/{name}/standard/flow.dag.yaml", LLM_FLOW)
+    write(root / f"flows/{name}/standard/ask.jinja2", "# system:\nAnswer briefly.\n# user:\n{{question}}\n")
+    write(root / f"flows/{name}/evaluation/flow.dag.yaml", SCORE_DAG)
+    write(root / f"flows/{name}/evaluation/grade.py",
+          "from promptflow.core import tool\n\n\n@tool\ndef grade(groundtruth: str, prediction: str) -> float:\n"
+          "    return 1.0 if groundtruth == prediction else 0.0\n")
+    write(root / f"configs/{name}/simulator.yaml", f"default_reply: {answer}\n")
+    write(root / f"configs/{name}/experiment.yaml", LLM_CONFIG.format(name=name))
+    rows = [{"question": f"question {i} of {name}", "label": answer} for i in range(4)]
+    write(root / f"datasets/{name}/rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))

@@ -323,7 +323,7 @@ def test_workers_starting_together_never_race_on_pf_yaml(tmp_path):
     import subprocess
     import sys
 
-    env = {**os.environ, "HOME": str(tmp_path)}
+    env = {**os.environ, "HOME": str(tmp_path), "GENAIOPS_ENGINE_HOME": str(tmp_path)}  # a worker's
     subprocess.run([sys.executable, "-c", "from genaiops.engines.promptflow.env import "
                     "prepare_promptflow; prepare_promptflow()"], env=env, check=True)
     written = (tmp_path / ".promptflow/pf.yaml").read_text()

@@ -170,16 +170,17 @@ def test_runs_reuse_and_force(repo, state_dir, sim):
 
     second = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
     assert all(r["reused"] for r in second.runs)
-    assert sim.stats.requests == calls  # zero LLM calls
+    # no run: one probe asks which model gpt-4o-mini serves now (docs/trust.md)
+    assert sim.stats.requests == calls + 1
     assert [r["key"] for r in second.runs] == [r["key"] for r in first.runs]
 
     grid = experiment(repo, sim, variants="grid", datasets=["tickets_mini"])
     assert sum(not r["reused"] for r in grid.runs) == 1  # only brief+terse is new
-    assert sim.stats.requests == calls + 4 * 2
+    assert sim.stats.requests == calls + 1 + 1 + 4 * 2
 
     forced = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
     assert not forced.runs[0]["reused"]
-    assert sim.stats.requests == calls + 4 * 2 + 4 * 2
+    assert sim.stats.requests == calls + 2 + 4 * 2 + 4 * 2  # --force reuses nothing: no probe
 
 
 @pytest.mark.promptflow
@@ -323,7 +324,8 @@ def test_a_rerun_retries_only_the_failed_lines_and_keeps_the_good_ones(repo, sta
     calls = sim.stats.requests
     second = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
     assert second.ok, second.failures
-    assert sim.stats.requests == calls + 2 * 2  # line 1 only: 2 variants x 2 LLM nodes
+    # line 1 only: 2 variants x 2 LLM nodes, after one probe of the model behind gpt-4o-mini
+    assert sim.stats.requests == calls + 2 * 2 + 1
     for run in second.runs:
         assert (run["lines_ok"], run["lines_failed"], run["retried_lines"]) == (4, 0, 1)
         assert not run["reused"] and run["key"] in before
@@ -333,7 +335,7 @@ def test_a_rerun_retries_only_the_failed_lines_and_keeps_the_good_ones(repo, sta
         assert kept == [row for row in before[run["key"]] if row["line"] != 1]  # untouched
         assert after[1]["ok"] and after[1]["inputs"]["id"] == "PR002"
     third = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
-    assert all(r["reused"] for r in third.runs) and sim.stats.requests == calls + 4
+    assert all(r["reused"] for r in third.runs) and sim.stats.requests == calls + 5 + 1  # a probe
 
 
 @pytest.mark.promptflow

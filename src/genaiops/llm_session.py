@@ -18,6 +18,8 @@ from genaiops.config.model import Connection, ExperimentConfig, Retries
 from genaiops.errors import GenaiopsError
 from genaiops.hashing import hash_file
 
+SIMULATOR_MODEL_ENV = "GENAIOPS_SIMULATOR_MODEL"  # the model the simulator says it is (tests)
+
 
 def endpoint_for(connection: Connection, simulator_url: str | None) -> str:
     """The URL the connection points at; `simulator` becomes the running simulator's address
@@ -77,8 +79,9 @@ def start_simulator(config: ExperimentConfig):
 
     latency = float(os.environ.get("GENAIOPS_SIMULATOR_LATENCY_MS", config.simulator.latency_ms))
     quota = config.simulator.quota
+    model = {"model": os.environ[SIMULATOR_MODEL_ENV]} if os.environ.get(SIMULATOR_MODEL_ENV) else {}
     return SimulatorServer(rules_path=config.simulator.rules, latency_ms=latency, port=0,
-                           quota=QuotaSpec(**quota.model_dump()) if quota else None)
+                           quota=QuotaSpec(**quota.model_dump()) if quota else None, **model)
 
 
 @dataclass
@@ -111,3 +114,47 @@ def llm_session(config: ExperimentConfig, engines, simulator=None, *, gateway=No
                        for engine in engines][0]
         yield LLMSession(simulator=simulator if needs_simulator else None, connections=connections,
                          gateway=gateway)
+
+
+PROBE_TIMEOUT_SEC = 30.0
+
+
+def _probe_request(connection: Connection, endpoint: str, deployment: str) -> tuple[str, dict, dict]:
+    """The cheapest chat completion there is (one token) in the connection's wire protocol."""
+    body = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    if connection.type == "open_ai":
+        return (endpoint.rstrip("/") + "/chat/completions", {**body, "model": deployment},
+                {"Authorization": f"Bearer {connection.api_key or 'none'}"})
+    return (f"{endpoint.rstrip('/')}/openai/deployments/{deployment}/chat/completions"
+            f"?api-version={connection.api_version}", body, {"api-key": connection.api_key or "none"})
+
+
+def probe_models(config: ExperimentConfig, wanted, simulator=None) -> dict:
+    """What each (connection, deployment) in `wanted` answers as now: {(conn, deployment): model,
+    or None when the endpoint could not be asked}. One small request each, straight to the
+    endpoint (the simulator is started for it when the config uses one and none is given).
+    Connections that authenticate with Entra ID tokens rather than a key are left out."""
+    import httpx
+
+    from genaiops.gateway.served import served_model
+
+    known = {c.name: c for c in config.connections
+             if c.extra.get("auth_mode", "key") == "key"}  # Entra ID tokens: not asked, URL trusted
+    wanted = sorted(w for w in wanted if w[0] in known)
+    found = {}
+    with contextlib.ExitStack() as stack:
+        if simulator is None and any(known[c].uses_simulator for c, _ in wanted):
+            simulator = stack.enter_context(start_simulator(config))
+        url = simulator.url if simulator is not None else None
+        client = stack.enter_context(httpx.Client(timeout=PROBE_TIMEOUT_SEC))
+        for name, deployment in wanted:
+            connection = known[name]
+            try:
+                target, body, headers = _probe_request(connection, endpoint_for(connection, url),
+                                                       deployment)
+                response = client.post(target, json=body, headers=headers)
+                found[(name, deployment)] = (served_model(response.content)[0]
+                                             if response.status_code < 300 else None)
+            except (httpx.HTTPError, GenaiopsError):
+                found[(name, deployment)] = None
+    return found

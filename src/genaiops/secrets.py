@@ -1,11 +1,15 @@
 """Keep secret values out of everything we print or write.
 
 The config knows which values are secrets (connection api keys); `.env` values whose names look
-secret are added too. `redact()` is applied to every line the CLI prints and every report it writes.
+secret are added too, and the audit key when there is one. `redact()` is applied to every line the
+CLI prints and every report it writes; `redact_data()` to every output a flow or evaluator returned
+before the ledger or the evaluation store keeps it (a flow can return whatever it can read).
 """
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import threading
 
@@ -37,14 +41,33 @@ class Redactor:
             return frozenset(self._values)
 
     def redact(self, text: str) -> str:
+        """`text` with every known secret masked, as written raw, inside a JSON string or in HTML."""
         if not self._values or not text:
             return text
         with self._lock:
             if self._pattern is None:
-                ordered = sorted(self._values, key=len, reverse=True)
+                forms = set()
+                for value in self._values:
+                    forms |= {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+                              html.escape(value)}
+                ordered = sorted(forms, key=len, reverse=True)
                 self._pattern = re.compile("|".join(map(re.escape, ordered)))
             pattern = self._pattern
         return pattern.sub(MASK, text)
+
+    def redact_data(self, data):
+        """A copy of JSON-like `data` (dicts, lists, strings) with every string redacted, keys
+        included: what a flow returned, before anything stores it."""
+        if not self._values:
+            return data
+        if isinstance(data, str):
+            return self.redact(data)
+        if isinstance(data, dict):
+            return {self.redact_data(k) if isinstance(k, str) else k: self.redact_data(v)
+                    for k, v in data.items()}
+        if isinstance(data, (list, tuple)):
+            return [self.redact_data(item) for item in data]
+        return data
 
 
 REDACTOR = Redactor()
@@ -52,6 +75,10 @@ REDACTOR = Redactor()
 
 def redact(text: str) -> str:
     return REDACTOR.redact(text)
+
+
+def redact_data(data):
+    return REDACTOR.redact_data(data)
 
 
 def known_secrets() -> frozenset[str]:

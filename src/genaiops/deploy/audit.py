@@ -94,6 +94,20 @@ def audit_key(workspace) -> bytes:
     return key.encode("utf-8")
 
 
+def redact_key(workspace) -> None:
+    """Add the audit key, if there is one, to the redactor, without checking it: every command
+    that runs flows does this first, so a flow that reads the key (by its variable, or the file
+    by path) cannot get it stored in the ledger, the reports or run folders."""
+    from genaiops.secrets import REDACTOR
+
+    values = [os.environ.get(KEY_ENV, "").strip()]
+    try:
+        values.append(workspace.audit_key_file.read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError):
+        pass
+    REDACTOR.add(*(v for v in values if v))
+
+
 def _key_from_env(value: str) -> str:
     value = value.strip()
     if not value:

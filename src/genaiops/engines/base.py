@@ -92,6 +92,10 @@ class BatchJob:
     # the config's `environment_variables`, handed to the engine as they are written (promptflow
     # resolves `${<connection>.<key>}` references inside the run, so no secret passes through here)
     environment_variables: dict = field(default_factory=dict)
+    # names of the orchestrator's variables the flow reads by literal name: engine processes get
+    # an allow-listed environment (`engines.processenv`), so these are passed by value at run time
+    # (over a pipe, never through the job file: one may hold a secret)
+    passed_variables: tuple = ()
 
     def as_dict(self) -> dict:
         return asdict(self)

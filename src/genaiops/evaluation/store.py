@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genaiops.evaluation.evaluators.base import EvalOutcome
+from genaiops.secrets import redact_data
 from genaiops.workspace.files import atomic_write_json
 from genaiops.workspace.integrity import Damaged, quarantine, read_sealed, seal
 
@@ -33,4 +34,5 @@ class EvaluationStore:
         return EvalOutcome(**{k: v for k, v in data.items() if k in EvalOutcome.__dataclass_fields__})
 
     def save(self, outcome: EvalOutcome) -> None:
-        atomic_write_json(self._path(outcome.key), seal(outcome.as_dict()))
+        """Redacted before sealing: an evaluator may return a secret it read."""
+        atomic_write_json(self._path(outcome.key), seal(redact_data(outcome.as_dict())))

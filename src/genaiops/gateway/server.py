@@ -40,6 +40,7 @@ import httpx
 import genaiops.gateway.deadline as deadline
 from genaiops.gateway.limits import Quota
 from genaiops.gateway.scheduler import QueueDeadline, SchedulerSettings, Upstream
+from genaiops.gateway.served import ServedModels
 from genaiops.gateway.stats import GatewayStats
 from genaiops.gateway.wire import (
     HOP_BY_HOP,
@@ -139,6 +140,7 @@ class LLMGateway:
         self.max_error_bytes = max_error_bytes
         self.settings = settings or SchedulerSettings()
         self.stats = GatewayStats()
+        self.served = ServedModels()  # what answered, per upstream and deployment
         self._routes: dict[str, Route] = {}
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._lock = threading.Lock()
@@ -203,6 +205,11 @@ class LLMGateway:
     def lookup(self, connection: str) -> Route | None:
         with self._lock:
             return self._routes.get(connection)
+
+    def served_by(self, connection: str) -> dict:
+        """{deployment: {"models", "fingerprints"}} that answered the connection's calls so far."""
+        route = self.lookup(connection)
+        return self.served.of_upstream(route.upstream) if route else {}
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -503,7 +510,7 @@ class _Call:
                 continue
             status = response.status_code
             if status != 429 and status not in RETRIABLE_STATUS:
-                return self._answer(response, grant)
+                return self._answer(self.gateway.served.tap(self.upstream.key, response), grant)
             raw, cut = self._read_error(response)
             last = _Failure(status, f"upstream answered {status}: {error_message(raw)}" +
                             (f" (its body was read only {len(raw):,} bytes far)" if cut else ""),

@@ -39,6 +39,7 @@ class PhaseContext:
     def for_config(cls, config: ExperimentConfig, *, simulator=None, runner=None,
                    show_progress: bool = True) -> PhaseContext:
         from genaiops.config.envvars import load_dotenv_values
+        from genaiops.deploy.audit import redact_key
         from genaiops.engines import engine_for
         from genaiops.procs import sweep_machine
         from genaiops.secrets import REDACTOR
@@ -46,6 +47,7 @@ class PhaseContext:
         REDACTOR.add(*config.secrets())
         REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named
         workspace = Workspace.for_repo(config.repo_root)
+        redact_key(workspace)  # flow code can read it: it never reaches what we store
         workspace.sweep_abandoned()  # what a killed run left behind
         sweep_machine()  # its processes and temp folders
         return cls(config, workspace, engine_for(config, runner), simulator, show_progress)
@@ -54,6 +56,11 @@ class PhaseContext:
     def flow(self) -> FlowSpec:
         """The standard flow as the engine reads it; its links may point inside the repository."""
         return replace(self.engine.read_flow(self.config.flow), boundary=self.config.repo_root)
+
+    @cached_property
+    def flow_reads(self):
+        """What the standard flow reads from outside its files (run keys; what its runs are given)."""
+        return self.engine.flow_reads(self.flow)
 
     @cached_property
     def deployment(self):

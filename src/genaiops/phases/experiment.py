@@ -240,7 +240,8 @@ def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs:
                    worker_count=workers, line_timeout_sec=config.runtime.line_timeout_sec,
                    batch_timeout_sec=config.runtime.batch_timeout_sec,
                    environment={**staged.environment, **engine.run_environment(engine_retries(config))},
-                   environment_variables=dict(config.environment_variables))
+                   environment_variables=dict(config.environment_variables),
+                   passed_variables=tuple(sorted(ctx.flow_reads.variables)))
     return Batch(job, folder, runs, lines, {line: rows[line] for line in lines})
 
 
@@ -259,7 +260,8 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
                 "variant_spec": run.variant.identity(), "dataset": run.dataset.name,
                 "dataset_source": run.dataset.source_rel, "dataset_hash": run.dataset_hash,
                 "column_mapping": dict(run.dataset.mappings), "settings": run.identity["settings"],
-                "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None}
+                "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None,
+                "served": served_now(ctx, run.partial)}
         if run.partial is None:
             record = build_record(base=base, rows=rows, lines_total=batch.rows, completed=member_ok,
                                   duration_s=result.duration_s, price=price, started_at=started)
@@ -277,6 +279,52 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
     return records
 
 
+def served_now(ctx: PhaseContext, earlier: RunRecord | None = None) -> dict:
+    """What answered each connection's calls in this command (the LLM gateway's account), with
+    what answered the earlier lines a retry merges into; {} without the gateway."""
+    served = {conn: {dep: dict(info) for dep, info in deps.items()}
+              for conn, deps in ((earlier.served if earlier else None) or {}).items()}
+    if ctx.gateway is None:
+        return served
+    for connection in ctx.config.connections:
+        for deployment, info in ctx.gateway.served_by(connection.name).items():
+            entry = served.setdefault(connection.name, {}).setdefault(deployment, {})
+            for name, values in info.items():
+                entry[name] = sorted(set(entry.get(name, [])) | set(values))
+    return served
+
+
+def check_served(ctx: PhaseContext, planned: list[PlannedRun]) -> list[str]:
+    """A run is reused only while its endpoints still serve the model that answered it: one
+    small request per connection and deployment (`llm_session.probe_models`). A run whose model
+    changed, or whose endpoint cannot be asked, runs again whole; the notes say why."""
+    from genaiops.llm_session import probe_models
+
+    def served(run: PlannedRun) -> dict:
+        record = run.reused or run.partial
+        return (record.served or {}) if record else {}
+
+    wanted = {(conn, dep) for run in planned for conn, deps in served(run).items() for dep in deps}
+    if not wanted:
+        return []
+    now = probe_models(ctx.config, wanted, simulator=ctx.simulator)
+    notes = []
+    for run in planned:
+        changed = [f"connection {conn!r} deployment {dep!r} answered as "
+                   f"{', '.join(info.get('models') or ['?'])}, "
+                   + (f"now as {now[(conn, dep)]}" if now.get((conn, dep)) else "and cannot be asked now")
+                   for conn, deps in sorted(served(run).items()) for dep, info in sorted(deps.items())
+                   if (conn, dep) in now and now[(conn, dep)] not in (info.get("models") or [])]
+        if changed:
+            key = (run.reused or run.partial).key
+            run.reused = run.partial = None
+            run.retry_lines = []
+            notes.append(f"run {key[:8]} ({run.variant.label} on {run.dataset.name}) is run again, "
+                         f"not reused: the model behind its endpoint changed: {'; '.join(changed)}")
+            notice(notes[-1])
+    return notes
+
+
 def _tolerance_exceeded(record: dict, tolerance: float) -> bool:
     if record["status"] != STATUS_COMPLETED:
         return True
@@ -292,18 +340,19 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     ledger = ctx.workspace.ledger()
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
-    inputs = run_inputs(config, ctx.engine.flow_reads(ctx.flow), ctx.engine.version())
+    inputs = run_inputs(config, ctx.flow_reads, ctx.engine.version())
     notes = []
     if not inputs.reusable and not options.force:
         notes.append(f"runs of {config.use_case} are run again, not reused: "
                      + "; ".join(inputs.not_reusable) + f" (fix: {reuse_hint(config)})")
         notice(notes[-1])
     planned = plan_runs(ctx, options, output_settings(config), ledger, inputs)
+    estimate = _within_budget(config, planned, ledger, options)  # before even a probe is sent
+    served_notes = check_served(ctx, planned)
+    if served_notes:  # runs that were to be reused run again: the estimate grew
+        notes += served_notes
+        estimate = _within_budget(config, planned, ledger, options)
     pending = [run for run in planned if run.reused is None]
-    estimate = estimate_cost(config, pending, ledger) if pending else 0.0
-    if options.budget is not None and estimate is not None and estimate > options.budget:
-        raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
-                         hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
     records = {run.key: run.reused for run in planned if run.reused is not None}
     simulator_stats = gateway_stats = None
     if pending:  # nothing to run: no simulator, no connections, no engine import
@@ -348,6 +397,17 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                  "errors": r["errors"]} for r in failing]
     return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
                             totals, simulator_stats, failures, notes, gateway_stats)
+
+
+def _within_budget(config: ExperimentConfig, planned: list[PlannedRun], ledger: Ledger,
+                   options: ExperimentOptions) -> float | None:
+    """The estimated cost of the runs still to run; UsageError when it exceeds --budget."""
+    pending = [run for run in planned if run.reused is None]
+    estimate = estimate_cost(config, pending, ledger) if pending else 0.0
+    if options.budget is not None and estimate is not None and estimate > options.budget:
+        raise UsageError(f"estimated cost {estimate:.4f} exceeds --budget {options.budget}",
+                         hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
+    return estimate
 
 
 def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:

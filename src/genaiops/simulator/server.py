@@ -144,6 +144,7 @@ class SimulatorServer:
         quota: QuotaSpec | dict | None = None,
         verbose: bool = False,
         log: Callable[[str], None] | None = None,
+        model: str = SIMULATOR_NAME,
     ):
         if rules is not None and rules_path is not None:
             raise UsageError("give the simulator rules_path or rules, not both")
@@ -161,6 +162,7 @@ class SimulatorServer:
             )
         self.latency_ms = float(latency_ms)
         self.jitter_ms = float(jitter_ms)
+        self.model = str(model)  # the `model` answers report (a deployment's upgrade, in tests)
         self.host = host
         self._requested_port = port
         self._api_key = api_key  # when set, only this key is accepted; never logged or returned
@@ -516,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
         base = {
             "id": ident,
             "created": int(time.time()),
-            "model": SIMULATOR_NAME,
+            "model": self.sim.model,
             "system_fingerprint": SIMULATOR_NAME,
         }
         if chat:
@@ -549,7 +551,7 @@ class _Handler(BaseHTTPRequestHandler):
         base = {
             "id": ident,
             "created": int(time.time()),
-            "model": SIMULATOR_NAME,
+            "model": self.sim.model,
             "system_fingerprint": SIMULATOR_NAME,
         }
         obj = "chat.completion.chunk" if chat else "text_completion"

@@ -38,6 +38,16 @@ from pathlib import Path
 STATE_DIR_NAME = ".genaiops"
 
 
+def trust_dir() -> Path:
+    """The trust folder: `$GENAIOPS_TRUST_DIR`, else `$XDG_CONFIG_HOME/genaiops`, else
+    `~/.config/genaiops` (the same for every state folder of this user)."""
+    env = os.environ.get("GENAIOPS_TRUST_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config_home).resolve() / "genaiops"
+
+
 @dataclass(frozen=True)
 class Workspace:
     repo_root: Path
@@ -97,11 +107,7 @@ class Workspace:
     # -- the trust folder: outside the state folder and the repository ------------------------
     @property
     def trust_dir(self) -> Path:
-        env = os.environ.get("GENAIOPS_TRUST_DIR")
-        if env:
-            return Path(env).expanduser().resolve()
-        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-        return Path(config_home).resolve() / "genaiops"
+        return trust_dir()
 
     @property
     def audit_key_file(self) -> Path:

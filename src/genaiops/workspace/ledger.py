@@ -75,6 +75,9 @@ class RunRecord:
     finished_at: float = 0.0
     outputs_sha256: str = ""  # of `<key>.outputs.jsonl`, verified whenever the outputs are read
     merged_runs: list = field(default_factory=list)  # engine runs whose lines it merges (retries)
+    # what answered, as the LLM gateway saw it: {connection: {deployment: {"models": [...],
+    # "fingerprints": [...]}}}; a reuse asks the endpoint first whether it still serves that model
+    served: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -120,11 +123,13 @@ class Ledger:
 
     def save(self, record: RunRecord, line_results: list[dict]) -> None:
         """Outputs first, then the record that lists their hash: a record never points at
-        missing or other outputs."""
-        text = jsonl_text(line_results)
+        missing or other outputs. Both are redacted first: a flow may return a secret it read."""
+        from genaiops.secrets import redact_data
+
+        text = jsonl_text(redact_data(line_results))
         record.outputs_sha256 = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
         atomic_write_text(self.outputs_path(record.key), text)
-        atomic_write_json(self._record_path(record.key), seal(record.as_dict()))
+        atomic_write_json(self._record_path(record.key), seal(redact_data(record.as_dict())))
 
     def read_outputs(self, key: str) -> list[dict]:
         """The run's line outputs, verified against its record; StateDamaged when they are not

@@ -127,8 +127,12 @@ def _run(command: list[str], what: str) -> str:
 
 def runtime_env() -> dict:
     """Environment for processes of the engine's interpreter: its runtime package importable,
-    nothing of the orchestrator's environment leaking in."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    nothing of the orchestrator's environment leaking in (its allow-listed part only: no audit
+    key, no credential the app was not given, `engines.processenv`)."""
+    from genaiops.engines.processenv import engine_environment, home_environment
+
+    env = {k: v for k, v in engine_environment(home_environment()).items()
+           if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = str(RUNTIME_DIR)
     env["PYTHONNOUSERSITE"] = "1"
     return env

@@ -24,6 +24,7 @@ from genaiops import procs
 from genaiops.engines.agent_framework.environment import python_path, require_ready, runtime_env
 from genaiops.engines.agent_framework.staging import batch_plan
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
+from genaiops.engines.processenv import passed_values, sandboxed
 from genaiops.workspace.files import atomic_write_json
 from genaiops.workspace.sweep import owner_tag
 
@@ -64,11 +65,14 @@ class LocalRunner:
             tag = procs.new_tag()
             private_tmp = Path(tmp) / "tmp"  # the app's temp files go with this folder
             private_tmp.mkdir()
-            env = {**runtime_env(), **job.environment, **QUIET_ENV, **procs.child_env(tag),
-                   "TMPDIR": str(private_tmp)}
+            declared = {k: str(v) for k, v in job.environment_variables.items()
+                        if "${" not in str(v)}  # `${conn.key}` references are promptflow's
+            env = {**runtime_env(), **passed_values(job.passed_variables), **declared,
+                   **job.environment, **QUIET_ENV, **procs.child_env(tag), "TMPDIR": str(private_tmp)}
             with log_file.open("wb") as log:
-                process = procs.spawn(
-                    [str(python), "-m", "genaiops_af_runtime.batch", str(job_file), str(result_file)],
+                process = procs.spawn(  # the trust folder hidden from the app
+                    sandboxed([str(python), "-m", "genaiops_af_runtime.batch", str(job_file),
+                               str(result_file)]),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,
                     start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
                 try:

@@ -2,8 +2,15 @@
 
 promptflow phones home (telemetry), starts a detached trace service on port 23333 that
 outlives us, and needs a keyring for connection secrets. We switch the first two off and
-pick a file keyring on headless machines, without overriding anything the user set; its home
-(`~/.promptflow`: connection store, run folders) is made private (0700).
+pick a file keyring on headless machines, without overriding anything the user set.
+
+Its home (connection store, run folders, keyring) is the command's own: promptflow keeps
+connections by name in one store per HOME, so two commands naming the same connection (or the
+user's own promptflow work) would overwrite each other's endpoints and keys - one command's runs
+then get another's answers. Every command therefore gives its engine processes a private HOME
+(`command_home()`: a 0700 temp folder removed when the command ends; `pf flow build` needs the
+store under `$HOME`, so HOME is moved, not `PF_HOME_DIRECTORY`). The user's `~/.promptflow` is
+never read or written.
 """
 
 from __future__ import annotations
@@ -13,6 +20,11 @@ import uuid
 from pathlib import Path
 
 import yaml
+
+from genaiops.engines.processenv import HOME_ENV, KEEP_ENV, command_home, home_environment
+
+__all__ = ["HOME_ENV", "KEEP_ENV", "command_home", "engine_home_environment", "prepare_promptflow",
+           "promptflow_home"]
 
 _QUIET_ENV = {
     "PF_TRACING_SKIP_LOCAL_SETUP": "true",
@@ -28,7 +40,12 @@ _QUIET_CONFIG = {"telemetry": {"enabled": False}, "trace": {"destination": "none
 
 
 def promptflow_home() -> Path:
-    return Path(os.path.expanduser("~")) / ".promptflow"
+    return command_home() / ".promptflow"
+
+
+def engine_home_environment() -> dict:
+    """What points a promptflow process at the command's private state."""
+    return home_environment()
 
 
 def prepare_promptflow() -> None:

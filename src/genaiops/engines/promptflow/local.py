@@ -31,7 +31,12 @@ from pathlib import Path
 
 from genaiops import procs
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.engines.promptflow.env import prepare_promptflow, promptflow_home
+from genaiops.engines.processenv import engine_environment, passed_values, sandboxed
+from genaiops.engines.promptflow.env import (
+    engine_home_environment,
+    prepare_promptflow,
+    promptflow_home,
+)
 from genaiops.engines.promptflow.results import count_finished_lines
 from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 from genaiops.engines.promptflow.rundirs import lock_down, scrub
@@ -47,6 +52,14 @@ MAX_TMPDIR_CHARS = 70  # multiprocessing's socket path inside it must fit AF_UNI
 # Read when promptflow is imported, so set when a worker starts. Token counts per node are
 # recorded only with tracing on (no trace service: pfenv sets PF_TRACING_SKIP_LOCAL_SETUP).
 WORKER_STATIC_ENV = {"PF_DISABLE_TRACING": "false"}
+
+
+def worker_environment() -> dict:
+    """A worker's environment: the allow-listed one (`engines.processenv`: no audit key, no
+    credential it was not given), pointed at the command's private promptflow home."""
+    env = engine_environment({**WORKER_STATIC_ENV, **engine_home_environment()})
+    env.pop("PF_HOME_DIRECTORY", None)  # the store is the private HOME's, never a shared one
+    return env
 
 
 def job_environment(job: BatchJob) -> dict:
@@ -73,14 +86,14 @@ class _Worker:
         self.failure = ""  # why the runner stopped it in a request (deadline, stopped process)
         self.idle_since = time.monotonic()
         self.tag = procs.new_tag()
-        env = {**os.environ, **WORKER_STATIC_ENV, **procs.child_env(self.tag)}
+        env = {**worker_environment(), **procs.child_env(self.tag)}
         private_tmp = folder / "tmp"
         if len(str(private_tmp)) <= MAX_TMPDIR_CHARS:
             private_tmp.mkdir()
             env["TMPDIR"] = str(private_tmp)
         command = [sys.executable, "-m", "genaiops.engines.promptflow.worker", "--serve"]
         self.process = procs.spawn(
-            command + (["--forkserver"] if forkserver else []),
+            sandboxed(command + (["--forkserver"] if forkserver else [])),  # trust folder hidden
             stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)  # our own group: Ctrl-C reaches us, we stop it cleanly
 
@@ -266,8 +279,9 @@ class LocalRunner:
 
         limit = job.deadline_sec()
         try:
-            data = worker.request({"op": "run", "job": str(job_file)}, report if progress else None,
-                                  deadline=time.monotonic() + limit)
+            data = worker.request({"op": "run", "job": str(job_file),
+                                   "passed": passed_values(job.passed_variables)},
+                                  report if progress else None, deadline=time.monotonic() + limit)
         except BaseException:  # interrupted: stop the whole worker process group
             worker.stop(grace_sec=10)
             raise

@@ -11,13 +11,14 @@ instead: this module only lays out the files the image copies to `/` and says ho
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from genaiops.engines.base import ServingBundle
+from genaiops.engines.processenv import engine_environment, sandboxed
+from genaiops.engines.promptflow.env import HOME_ENV
 from genaiops.engines.serving import flow_requirements
 from genaiops.errors import GenaiopsError
 from genaiops.safecopy import copy_regular_tree
@@ -75,10 +76,11 @@ def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:
     imports the flow's Python tools from the output folder: no bytecode may be written there, or the
     image would hold `__pycache__` files the flow's hash does not cover (and the scan refuses it)."""
     with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-home-") as home:
-        env = {**os.environ, "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
+        env = engine_environment({"HOME": home, HOME_ENV: home, "PYTHONDONTWRITEBYTECODE": "1"})
         env.pop("PF_HOME_DIRECTORY", None)
-        done = subprocess.run([sys.executable, "-m", "genaiops.engines.promptflow.build", str(flow_dir),
-                               str(output), json.dumps(connections)], capture_output=True, text=True,
+        done = subprocess.run(sandboxed([sys.executable, "-m", "genaiops.engines.promptflow.build",
+                                         str(flow_dir), str(output), json.dumps(connections)]),
+                              capture_output=True, text=True,
                               env=env, timeout=600, check=False)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-5:]

@@ -90,11 +90,12 @@ def _client():
     return _CLIENT
 
 
-def run_job(job: dict, on_crash=None) -> dict:
-    """One batch run; the job's environment applies for its duration only (a warm worker serves
-    jobs with different worker counts and retry policies). `on_crash(line)`: see
-    `_watch_for_crashes`."""
+def run_job(job: dict, on_crash=None, passed: dict | None = None) -> dict:
+    """One batch run; the job's environment (and `passed`: the variables the flow reads, sent on
+    the pipe) applies for its duration only (a warm worker serves jobs with different worker
+    counts, retry policies and flows). `on_crash(line)`: see `_watch_for_crashes`."""
     saved = dict(os.environ)
+    os.environ.update(passed or {})
     os.environ.update(job.get("env") or {})  # read by promptflow's batch engine at run time
     try:
         return _run(job, on_crash)
@@ -227,7 +228,8 @@ def handle(command: dict) -> dict:
             return {"error": redact(f"{type(exc).__name__}: {exc}")[:2000]}
     job = json.loads(Path(command["job"]).read_text(encoding="utf-8"))
     try:
-        return run_job(job, on_crash=_stop_group_after(Path(command["result"]), job))
+        return run_job(job, on_crash=_stop_group_after(Path(command["result"]), job),
+                       passed=command.get("passed"))
     except Exception as exc:
         return _failure(exc, job.get("name"))
 

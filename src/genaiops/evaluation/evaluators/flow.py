@@ -87,7 +87,8 @@ class FlowEvaluator:
                         line_timeout_sec=self.line_timeout_sec,
                         batch_timeout_sec=self.batch_timeout_sec, run=run,
                         environment_variables=self.environment_variables,
-                        environment=self.environment)
+                        environment=self.environment,
+                        passed_variables=tuple(sorted(self.reads().variables)))
 
     def _workers(self, rows: int) -> int:
         from genaiops.capacity import worker_count
