@@ -77,6 +77,7 @@ def _answers(repo: Path, payload: dict) -> set[str]:
     return answers
 
 
+@pytest.mark.timeout(1500)  # 20 rounds of two real verdicts: minutes on 2 cores
 def test_two_verdicts_at_once_never_cross_answers_nor_touch_the_users_connection(tmp_path):
     repo, home = tmp_path / "repo", tmp_path / "home"
     make_llm_use_case(repo, "alpha", "alpha-answer")
