@@ -116,7 +116,7 @@ def test_approve_shows_the_verdict_and_gates_of_the_evidence_and_refuses_a_faile
     approve = ["--repo", str(repo), "approve", "-u", "classification", "-e", "prod", "--artifact", DIGEST,
                "--by", "alice", "--evidence", evidence]
     code, out, err = run_cli(approve, capsys)
-    assert code == 1 and "whose verdict is fail: not approved" in err and "Traceback" not in err
+    assert code == 1 and "whose verdict is fail (classification-eval-1): not approved" in err and "Traceback" not in err
     passed = json.loads(_summary(repo, tmp_path, gates=[{**FAILED_GATE, "status": "pass",
                                                           "message": "accuracy=0.93 meets >= 0.8"}]).read_text())
     evidence = _evidence(repo, tmp_path, summary_digest=passed["digest"])
@@ -126,7 +126,10 @@ def test_approve_shows_the_verdict_and_gates_of_the_evidence_and_refuses_a_faile
     assert "gate accuracy: pass - accuracy=0.93 meets >= 0.8" in out
     assert f"summary {passed['digest'][:16]} as `run evaluate` kept it" in out
     code, out, err = run_cli(approve[:-1] + [_evidence(repo, tmp_path, summary_digest="a" * 64)], capsys)
-    assert code == 0 and "which no `run evaluate` kept" in out and "NOT verified" not in out
+    assert code == 0 and "which no `run evaluate` kept" in out and "claims verdict pass" in out
+    code, _, err = run_cli(approve[:-1] + [_evidence(repo, tmp_path, summary_digest="a" * 64, verdict="fail")],
+                           capsys)
+    assert code == 1 and "whose verdict is fail: not approved" in err
     code, _, err = run_cli(approve[:8] + ["sha256:" + "9" * 64, "--by", "x", "--evidence", evidence], capsys)
     assert code == 2 and "is for image " + DIGEST in err
 

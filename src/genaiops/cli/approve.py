@@ -61,10 +61,11 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     workspace = Workspace.for_repo(root)
     current = last_successful(audit_log(workspace).read(), args.use_case, args.env) or {}
     labels = _image_labels(artifact)
-    evaluation, shown = _evaluation_of(workspace, artifact, args.evidence, labels)
-    if evaluation is not None and decision == "approved" and evaluation.verdict != "pass":
-        raise GenaiopsError(f"{artifact} was released from evaluation {evaluation.id}, whose verdict is "
-                            f"{evaluation.verdict}: not approved",
+    evaluation, shown, claimed = _evaluation_of(workspace, artifact, args.evidence, labels)
+    verdict = evaluation.verdict if evaluation is not None else claimed
+    if decision == "approved" and verdict not in (None, "pass"):
+        raise GenaiopsError(f"{artifact} was released from an evaluation whose verdict is {verdict}"
+                            f"{f' ({evaluation.id})' if evaluation is not None else ''}: not approved",
                             hint="evaluate and build a version that passes its gates")
     rows = _diff(current, artifact, labels)
     if evaluation is not None:
@@ -137,11 +138,13 @@ def _image_labels(artifact: str) -> dict:
 
 def _evaluation_of(workspace, artifact: str, evidence_path, labels: dict):
     """(the kept summary this artifact was released from or None, one line saying where it came
-    from). The evidence (or the image's `summary_digest` label) names the digest; only a summary
-    kept under that digest by `run evaluate` is shown as the artifact's."""
+    from, the verdict the evidence claims or None). The evidence (or the image's `summary_digest`
+    label) names the digest; only a summary kept under that digest by `run evaluate` is shown as
+    the artifact's."""
     from genaiops.evaluation.store import SummaryStore
 
     digest, where = labels.get("summary_digest", ""), "the local image's summary_digest label"
+    claimed = None
     if evidence_path is not None:
         from genaiops.deploy.evidence import Evidence
 
@@ -150,14 +153,16 @@ def _evaluation_of(workspace, artifact: str, evidence_path, labels: dict):
             raise UsageError(f"evidence {evidence_path} is for image {evidence.image.digest}, not {artifact}",
                              hint="pass the evidence.json that `genaiops run build` wrote for this digest")
         digest, where = evidence.summary_digest, f"evidence {evidence_path}"
+        claimed = evidence.verdict or "none"
     if not digest or digest == "none":
         return None, (f"none found for {artifact}: its verdict and gates cannot be shown (pass "
-                      "--evidence evidence.json)")
+                      "--evidence evidence.json)"), claimed
     kept = SummaryStore(workspace).find(digest)
     if kept is None:
         return None, (f"{where} names summary {digest[:16]}, which no `run evaluate` kept in "
-                      f"{workspace.evaluation_summaries_dir}: its verdict and gates cannot be verified")
-    return kept, f"{where}: summary {digest[:16]} as `run evaluate` kept it"
+                      f"{workspace.evaluation_summaries_dir}: its verdict and gates cannot be "
+                      f"verified (the evidence claims verdict {claimed})"), claimed
+    return kept, f"{where}: summary {digest[:16]} as `run evaluate` kept it", claimed
 
 
 def _brief(summary) -> dict | None:
