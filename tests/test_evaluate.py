@@ -210,5 +210,6 @@ def test_an_earlier_experiment_in_the_ledger_serves_as_baseline(classification, 
     summary = _summary(classification["reports"] / "ref")
     assert code == 1 and summary["baseline"]["variant"] == "summarize.full+classify.careful"
     assert summary["gates"][-1]["status"] == "fail"
-    assert cli(REPO, "-u", "classification", "--baseline", "no-such-thing") == 2
+    assert cli(REPO, "-u", "classification", "--experiment", classification["all"], "--baseline",
+               "no-such-thing") == 2
     assert "neither a summary.json nor an experiment" in capsys.readouterr().err

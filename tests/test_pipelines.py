@@ -285,10 +285,18 @@ def test_dev_evaluates_builds_once_and_deploys_that_digest(use_case):
     assert "ne(variables['Build.Reason'], 'PullRequest')" in stage["condition"] and _changed(use_case) in stage[
         "condition"]
     assert stage["lockBehavior"] == "sequential" and {"group": "genaiops-dev"} in stage["variables"]
-    evaluate, build, deploy = (_job(stage, n) for n in ("Evaluate", "Build", "Deploy"))
-    assert "--deployed-env auto" in ps.step_script(_steps_running(evaluate, "find_baseline.py")[0])
-    assert build["dependsOn"] == "Evaluate" and deploy["dependsOn"] == "Build"
-    assert build["variables"]["reportArtifact"] == "$[ dependencies.Evaluate.outputs['report.artifact'] ]"
+    build, deploy = (_job(stage, n) for n in ("Build", "Deploy"))
+    assert "--deployed-env auto" in ps.step_script(_steps_running(build, "find_baseline.py")[0])
+    assert deploy["dependsOn"] == "Build"
+    # build releases only a summary it can verify against the evaluation kept on its own agent:
+    # evaluate and build are one job, evaluate first, and build reads the summary evaluate wrote
+    steps = [ps.step_script(step) or "" for step in ps.job_steps(build)]
+    [evaluated] = [i for i, text in enumerate(steps) if "genaiops run evaluate" in text]
+    [built] = [i for i, text in enumerate(steps) if "genaiops run build" in text]
+    assert evaluated < built
+    report = '--report-dir "$(Build.ArtifactStagingDirectory)/report"'
+    assert report in steps[evaluated] and '--summary "$(Build.ArtifactStagingDirectory)/report/summary.json"' \
+        in steps[built]
     [release] = _steps_running(build, "genaiops run build")
     script = ps.step_script(release)
     assert release["name"] == "release" and release["task"] == "AzureCLI@2"

@@ -12,10 +12,12 @@ from deploy_helpers import copy_use_case, run_cli
 from genaiops.config import load_experiment
 from genaiops.deploy.evidence import EVIDENCE_SCHEMA
 from genaiops.deploy.variant import ChosenVariant
-from genaiops.evaluation.summary import SUMMARY_SCHEMA, digest_of
+from genaiops.evaluation.store import SummaryStore
+from genaiops.evaluation.summary import SUMMARY_SCHEMA, Summary, digest_of
 from genaiops.hashing import hash_tree
 from genaiops.phases.build import stage_candidate
 from genaiops.phases.context import PhaseContext
+from genaiops.workspace import Workspace
 
 REGISTRY = "127.0.0.1:5999"
 AZURE = {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE_NAME": "ws",
@@ -31,8 +33,10 @@ def repo(tmp_path, state_dir, trust_dir, monkeypatch):
     return copy_use_case(tmp_path / "repo", "classification")
 
 
-def _summary(repo, tmp_path, *, verdict="pass", use_case="classification", flow_hash=None, tamper=False):
-    """A summary.json as `run evaluate` writes it (digest recorded), with a best variant."""
+def _summary(repo, tmp_path, *, verdict="pass", use_case="classification", flow_hash=None, tamper=False,
+             gates=()):
+    """A summary.json as `run evaluate` writes it (digest recorded, kept in the state folder's
+    evaluation store), with a best variant."""
     ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
     data = {
         "schema": SUMMARY_SCHEMA, "id": "classification-eval-1", "use_case": use_case, "env": "dev",
@@ -46,9 +50,10 @@ def _summary(repo, tmp_path, *, verdict="pass", use_case="classification", flow_
                  "flow": "flows/classification/standard", "flow_kind": "dag",
                  "flow_hash": flow_hash or hash_tree(ctx.flow.root, ctx.engine.cache_patterns),
                  "run_keys": [], "metric": "accuracy", "value": 0.9, "ci_low": None, "ci_high": None},
-        "gates": [], "verdict": verdict, "baseline": None,
+        "gates": list(gates), "verdict": verdict, "baseline": None,
     }
     data["digest"] = digest_of(data)
+    SummaryStore(Workspace.for_repo(repo)).keep(Summary.from_dict(data))
     if tamper:
         data["best"]["value"] = 0.99
     path = tmp_path / "summary.json"
@@ -71,6 +76,62 @@ def test_build_refuses_an_evaluation_it_cannot_release(repo, tmp_path, capsys, k
     exit_code, out, err = _build(repo, _summary(repo, tmp_path, **kwargs), capsys)
     assert (exit_code, out) == (code, "")
     assert message in err and "Traceback" not in err
+
+
+FAILED_GATE = {"name": "accuracy", "metric": "accuracy", "type": "absolute", "op": ">=", "threshold": 0.8,
+               "status": "fail", "message": "accuracy=0.61 fails >= 0.8", "value": 0.61, "baseline": None,
+               "test": {}, "variant": "summarize.full+classify.careful"}
+
+
+@pytest.mark.parametrize("forge,message", [
+    ("drop the digest", "has no digest: it is not a summary.json as `genaiops run evaluate` wrote it"),
+    ("digest again", "is not an evaluation kept in"),
+])
+def test_build_refuses_a_failed_summary_turned_into_a_pass(repo, tmp_path, capsys, monkeypatch, forge, message):
+    """A failed evaluation's summary.json with its verdict flipped to pass: without its digest, or
+    re-digested by hand. Only a summary kept by `run evaluate` under its own digest is released."""
+    monkeypatch.setenv("GENAIOPS_BASE_IMAGE", "genaiops-test/no-such-base:never")  # nothing is built either way
+    data = json.loads(_summary(repo, tmp_path, verdict="fail", gates=[FAILED_GATE]).read_text())
+    data["verdict"] = "pass"
+    if forge == "drop the digest":
+        del data["digest"]
+    else:
+        data["digest"] = digest_of(data)
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(data))
+    code, out, err = _build(repo, forged, capsys)
+    assert (code, out) == (1, ""), err
+    assert message in err and "Traceback" not in err
+    assert not list(Workspace.for_repo(repo).deploy_dir("classification").glob("evidence.json"))
+
+
+def test_approve_shows_the_verdict_and_gates_of_the_evidence_and_refuses_a_failed_one(repo, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """The approver sees the evaluation the evidence names, as `run evaluate` kept it: an evidence
+    that claims a pass for a failed evaluation is shown as FAIL and not approved."""
+    monkeypatch.setenv("GENAIOPS_IMAGE_REGISTRY", REGISTRY)
+    failed = json.loads(_summary(repo, tmp_path, verdict="fail", gates=[FAILED_GATE]).read_text())["digest"]
+    evidence = _evidence(repo, tmp_path, summary_digest=failed, verdict="pass",
+                         gates=[{"name": "accuracy", "status": "pass", "message": "claimed"}])
+    approve = ["--repo", str(repo), "approve", "-u", "classification", "-e", "prod", "--artifact", DIGEST,
+               "--by", "alice", "--evidence", evidence]
+    code, out, err = run_cli(approve, capsys)
+    assert code == 1 and "whose verdict is fail (classification-eval-1): not approved" in err and "Traceback" not in err
+    passed = json.loads(_summary(repo, tmp_path, gates=[{**FAILED_GATE, "status": "pass",
+                                                          "message": "accuracy=0.93 meets >= 0.8"}]).read_text())
+    evidence = _evidence(repo, tmp_path, summary_digest=passed["digest"])
+    code, out, err = run_cli(approve[:-1] + [evidence], capsys)
+    assert code == 0, err
+    assert "evaluation classification-eval-1: verdict PASS" in out
+    assert "gate accuracy: pass - accuracy=0.93 meets >= 0.8" in out
+    assert f"summary {passed['digest'][:16]} as `run evaluate` kept it" in out
+    code, out, err = run_cli(approve[:-1] + [_evidence(repo, tmp_path, summary_digest="a" * 64)], capsys)
+    assert code == 0 and "which no `run evaluate` kept" in out and "claims verdict pass" in out
+    code, _, err = run_cli(approve[:-1] + [_evidence(repo, tmp_path, summary_digest="a" * 64, verdict="fail")],
+                           capsys)
+    assert code == 1 and "whose verdict is fail: not approved" in err
+    code, _, err = run_cli(approve[:8] + ["sha256:" + "9" * 64, "--by", "x", "--evidence", evidence], capsys)
+    assert code == 2 and "is for image " + DIGEST in err
 
 
 def test_build_needs_a_registry_to_push_to(repo, tmp_path, capsys):

@@ -1,12 +1,16 @@
 """`genaiops approve|reject`: record a person's decision on one image for a protected environment,
-after showing the evaluation summary and what would change against the deployment of now."""
+after showing the evaluation that image was released from (its verdict and gates, read from the
+summary kept under the state folder for the evidence's or the image's summary digest) and what
+would change against the deployment of now. An image whose evaluation did not pass is not
+approved."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, repo_root
-from genaiops.errors import EXIT_OK
+from genaiops.errors import EXIT_OK, GenaiopsError, UsageError
 
 
 def add_approval_parsers(subparsers) -> None:
@@ -15,6 +19,10 @@ def add_approval_parsers(subparsers) -> None:
         parser.add_argument("--artifact", required=True, help="image digest sha256:<64 hex>")
         parser.add_argument("--by", required=True, help="who decides (name or e-mail)")
         parser.add_argument("--note", default="", help="why")
+        parser.add_argument("--evidence", type=Path, default=None,
+                            help="evidence.json of `genaiops run build` for this artifact: its "
+                                 "evaluation's verdict and gates are shown (default: the summary "
+                                 "digest labelled on the local image)")
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
@@ -55,19 +63,40 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
                "env": args.env, "artifact": artifact, "by": args.by}
     with incident_on_damage(workspace, refused):
         current = last_successful(audit_log(workspace).read(), args.use_case, args.env) or {}
-        rows = _diff(current, artifact, _image_labels(artifact))
-        summary = summary_md_for(workspace, args.use_case)
-        summary_text = summary.read_text(encoding="utf-8") if summary else None
+        labels = _image_labels(artifact)
+        evaluation, shown, claimed = _evaluation_of(workspace, artifact, args.evidence, labels)
+        verdict = evaluation.verdict if evaluation is not None else claimed
+        if decision == "approved" and verdict not in (None, "pass"):
+            raise GenaiopsError(f"{artifact} was released from an evaluation whose verdict is "
+                                f"{verdict}"
+                                f"{f' ({evaluation.id})' if evaluation is not None else ''}: not approved",
+                                hint="evaluate and build a version that passes its gates")
+        rows = _diff(current, artifact, labels)
+        if evaluation is not None:
+            from genaiops.reports.markdown import render_markdown
+
+            summary_text = render_markdown(evaluation)
+        else:
+            summary = summary_md_for(workspace, args.use_case)
+            summary_text = summary.read_text(encoding="utf-8") if summary else None
         record = record_decision(workspace, use_case=args.use_case, env=args.env, artifact=artifact,
                                  decision=decision, by=args.by, note=args.note,
                                  context={"diff": rows,
                                           "requires_approval": environment.requires_approval})
     if args.json:
         emit_json({"ok": True, "decision": decision, "record": record, "diff": rows,
-                   "head": f"{record['seq']}:{record['mac']}", "summary_md": summary_text})
+                   "head": f"{record['seq']}:{record['mac']}", "summary_md": summary_text,
+                   "evaluation": _brief(evaluation), "evidence": shown})
         return EXIT_OK
+    out(f"evidence: {shown}")
+    if evaluation is not None:
+        out(f"evaluation {evaluation.id}: verdict {(evaluation.verdict or '?').upper()}")
+        for gate in evaluation.gates:
+            out(f"  gate {gate.name or gate.metric}: {gate.status} - {gate.message}")
+        out()
     if summary_text:
-        out("evaluation summary:")
+        out("evaluation summary:" if evaluation is not None else
+            "latest evaluation summary (NOT verified to be this artifact's):")
         out(summary_text.rstrip())
         out()
     else:
@@ -109,3 +138,40 @@ def _image_labels(artifact: str) -> dict:
     info = dockercli.inspect("image", artifact) or {}
     labels = (info.get("Config") or {}).get("Labels") or {}
     return {k[len(LABEL_PREFIX):]: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
+
+
+def _evaluation_of(workspace, artifact: str, evidence_path, labels: dict):
+    """(the kept summary this artifact was released from or None, one line saying where it came
+    from, the verdict the evidence claims or None). The evidence (or the image's `summary_digest`
+    label) names the digest; only a summary kept under that digest by `run evaluate` is shown as
+    the artifact's."""
+    from genaiops.evaluation.store import SummaryStore
+
+    digest, where = labels.get("summary_digest", ""), "the local image's summary_digest label"
+    claimed = None
+    if evidence_path is not None:
+        from genaiops.deploy.evidence import Evidence
+
+        evidence = Evidence.read(evidence_path)
+        if artifact not in (evidence.image.digest, evidence.image.image_id):
+            raise UsageError(f"evidence {evidence_path} is for image {evidence.image.digest}, not {artifact}",
+                             hint="pass the evidence.json that `genaiops run build` wrote for this digest")
+        digest, where = evidence.summary_digest, f"evidence {evidence_path}"
+        claimed = evidence.verdict or "none"
+    if not digest or digest == "none":
+        return None, (f"none found for {artifact}: its verdict and gates cannot be shown (pass "
+                      "--evidence evidence.json)"), claimed
+    kept = SummaryStore(workspace).find(digest)
+    if kept is None:
+        return None, (f"{where} names summary {digest[:16]}, which no `run evaluate` kept in "
+                      f"{workspace.evaluation_summaries_dir}: its verdict and gates cannot be "
+                      f"verified (the evidence claims verdict {claimed})"), claimed
+    return kept, f"{where}: summary {digest[:16]} as `run evaluate` kept it", claimed
+
+
+def _brief(summary) -> dict | None:
+    if summary is None:
+        return None
+    return {"id": summary.id, "verdict": summary.verdict, "digest": summary.recorded_digest,
+            "gates": [{"name": g.name or g.metric, "status": g.status, "message": g.message}
+                      for g in summary.gates]}

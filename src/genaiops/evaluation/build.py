@@ -63,6 +63,7 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
                                   higher_is_better=settings.higher_is_better,
                                   confidence=settings.confidence, alpha=settings.alpha,
                                   min_samples=settings.min_samples),
+        flow_hash=", ".join(sorted({r.flow_hash for r in records})) or None,
         datasets={r.dataset: r.dataset_hash for r in records},
         metrics=metrics, scores=scores,
         evaluations=[_evaluation_run(outcome, reused) for outcome, reused in outcomes],

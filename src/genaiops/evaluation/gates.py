@@ -21,6 +21,7 @@ import operator
 from genaiops.config.model import EvaluationSettings, Gate
 from genaiops.evaluation.stats import as_number, paired_test
 from genaiops.evaluation.summary import GateResult, MetricEntry, Summary, source_label
+from genaiops.metric_names import BUILTIN
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 PASS, FAIL, INSUFFICIENT, SKIPPED = "pass", "fail", "insufficient", "skipped"
@@ -107,8 +108,16 @@ def _absolute(gate: Gate, summary: Summary, variant: str) -> GateResult:
     verb = "meets" if ok else "fails"
     return _result(gate, PASS if ok else FAIL,
                    f"{entry.metric}={value:.4g}{interval} {verb} {gate.op} {gate.threshold:g} "
-                   f"({variant}, {entry.dataset}; from {source_label(entry)})", value=value,
+                   f"({variant}, {entry.dataset}; from {source_label(entry)}{_over(entry)})", value=value,
                    variant=variant)
+
+
+def _over(entry) -> str:
+    """The denominator a value is over (`evaluators.base.scored_rows`), and the rows left out."""
+    if entry.n_valid is None or entry.evaluator == BUILTIN:
+        return ""
+    left_out = f", {entry.n_error} failed or errored not scored" if entry.n_error else ""
+    return f"; over {entry.n_valid} of {entry.n} rows{left_out}"
 
 
 def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant: str,

@@ -70,8 +70,9 @@ def _reported_entry(where: dict, name: str, number: float | None, means: dict[st
                     rows: list[dict]) -> MetricEntry:
     backing = next((score for score, agg in means.items() if number is not None
                     and not math.isnan(agg.mean) and abs(agg.mean - number) < SAME_VALUE), None)
-    interval = {"ci_low": None, "ci_high": None, "method": "none", "n": len(rows), "n_valid": None,
-                "n_nan": 0, "n_error": sum(1 for r in rows if r.get("error"))}
+    errors = sum(1 for r in rows if r.get("error"))  # failed experiment lines are never scored
+    interval = {"ci_low": None, "ci_high": None, "method": "none", "n": len(rows),
+                "n_valid": len(rows) - errors, "n_nan": 0, "n_error": errors}
     if backing:
         interval = _interval(means[backing])
         interval.pop("mean")

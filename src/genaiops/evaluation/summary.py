@@ -276,7 +276,8 @@ class Summary(Record):
     the file). `recorded_digest` is the `digest` key as written; `digest()` computes it."""
 
     OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset({"recorded_digest", "report_dir",
-                                                         "duration_s"})
+                                                         "duration_s", "flow_hash",
+                                                         "checkout_changes"})
     schema_id: Literal[SUMMARY_SCHEMA] = Field(SUMMARY_SCHEMA, alias="schema")
     id: str
     use_case: str
@@ -298,6 +299,9 @@ class Summary(Record):
     verdict: Literal["pass", "fail"] | None  # None until gates ran (e.g. an experiment baseline)
     baseline: BaselineRef | None
     rows: list[DrillRow] = Field(default_factory=list, exclude=True)  # in results.csv, report.html
+    flow_hash: str | None = None  # the flow the evaluated runs were made from (older files: absent)
+    checkout_changes: list[str] | None = None  # an experiment named with --experiment that this
+    # checkout would not make again: what differs (flow hash, config, dataset); reports show it
     recorded_digest: str | None = Field(None, alias="digest")
     duration_s: Number | None = None
     report_dir: str | None = None

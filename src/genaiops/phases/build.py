@@ -5,7 +5,9 @@ it by digest, and write the evidence every later deploy checks (`deploy.evidence
 
 The variant is the evaluation's best one (`summary.json` `best`), the checkout must still hold the
 flow that was evaluated (same content hash), and the summary must have passed its gates and be
-unmodified (its digest recomputed). The image is scanned (the staged flow byte for byte, no known
+one `run evaluate` wrote: its digest recorded and recomputed, and a summary of that digest kept in
+the state folder (`evaluation.store.verified_summary`) - a summary.json edited and re-digested by
+hand is refused. The image is scanned (the staged flow byte for byte, no known
 secret) before it is pushed. Nothing is registered here: `run deploy` registers the flow in each
 environment's registry after its gate. `run deploy` shares the staging and image steps below.
 """
@@ -149,6 +151,7 @@ def run_build(ctx: PhaseContext, options: BuildOptions) -> BuildResult:
 
 def _passed_summary(ctx: PhaseContext, path: Path):
     """The evaluation to release: this use case's, unmodified, gates passed, flow unchanged since."""
+    from genaiops.evaluation.store import verified_summary
     from genaiops.evaluation.summary import Summary
     from genaiops.hashing import hash_tree
 
@@ -160,8 +163,7 @@ def _passed_summary(ctx: PhaseContext, path: Path):
     use_case = ctx.config.use_case
     if summary.use_case != use_case:
         raise UsageError(f"{path} evaluates use case {summary.use_case!r}, not {use_case!r}")
-    if summary.recorded_digest and summary.recorded_digest != summary.digest():
-        raise GenaiopsError(f"{path} was modified after `genaiops run evaluate` wrote it (digest mismatch)")
+    summary = verified_summary(ctx.workspace, summary, str(path))  # the copy evaluate kept
     if summary.verdict != "pass" or summary.best is None:
         raise GenaiopsError(f"evaluation {summary.id} did not pass its gates (verdict {summary.verdict}): "
                             "no release candidate is built from it")

@@ -149,16 +149,19 @@ def _verified(workspace, trail, brief: dict, *, require_anchor: bool) -> list[di
 
 
 def _scan(trail, records: list[dict], image, flow, brief: dict, progress) -> None:
-    """The post-build scan (flow files as hashed, no known secret), once per image and secrets set:
-    a passed scan is an audit record, which only the key holder can write."""
+    """The post-build scan (flow files as hashed, no known secret), once per image, expected flow
+    and secrets set: a passed scan is an audit record, which only the key holder can write. The
+    flow hash is part of the key: a scan proves the image holds *that* flow, so a checkout (or an
+    evidence) that expects another flow in the same image is scanned again, and refused."""
     from genaiops.deploy.image_scan import require_clean, scan_image
     from genaiops.secrets import known_secrets
 
     secrets = known_secrets()
     fingerprint = trail.keyed_digest("\0".join(sorted(secrets)))
     if any(r.get("event") == "image_scanned" and r.get("ok") and r.get("image") == image.image_id
-           and r.get("secrets") == fingerprint for r in records):
-        progress("image scan: passed before (same image, same secrets)")
+           and r.get("flow_hash") == flow.content_hash and r.get("secrets") == fingerprint
+           for r in records):
+        progress("image scan: passed before (same image, same flow, same secrets)")
         return
     result = scan_image(image.tag, flow_dir=image.labels.get("flow_dir") or "/flow",
                         expected={entry.rel: entry.sha256 for entry in flow.files},

@@ -48,8 +48,10 @@ def run_evaluate(ctx: PhaseContext, options: EvaluateOptions) -> Summary:
     started = time.time()
     ledger = ctx.workspace.ledger()
     experiment = load_experiment_or_fail(ledger, config.use_case, options.experiment)
+    changes = _checkout_changes(ctx, experiment, explicit=options.experiment != "latest")
     baseline = _load_baseline(ctx, options, experiment["id"]) if options.baseline else None
     summary = evaluate_experiment(ctx, experiment, options)
+    summary.checkout_changes = changes or None
     if baseline is not None:
         summary.baseline = baseline_ref(baseline, options.baseline)
     summary.gates = check_gates(config.gates, summary, baseline, config.evaluation)
@@ -57,15 +59,38 @@ def run_evaluate(ctx: PhaseContext, options: EvaluateOptions) -> Summary:
     summary.duration_s = round(time.time() - started, 3)
     summary.recorded_digest = summary.digest()
     if options.write_reports:
+        from genaiops.evaluation.store import SummaryStore
         from genaiops.reports import write_reports
 
         folder = Path(options.report_dir) if options.report_dir else \
             ctx.workspace.report_dir(config.use_case, summary.id)
         summary.report_dir = str(folder)
         write_reports(summary, folder)
+        SummaryStore(ctx.workspace).keep(summary)  # what `run build` verifies a summary.json against
         if options.update_best:
             _write_best_pointer(ctx, summary)
     return summary
+
+
+def _checkout_changes(ctx: PhaseContext, experiment: dict, *, explicit: bool) -> list[str]:
+    """What the checkout would run differently from `experiment` (`experiment.checkout_changes`).
+    The latest experiment of another flow, config or data is refused (exit 2): a PASS for it would
+    be taken for this checkout's. One named with --experiment is evaluated as it is, and every
+    report says so (and names the flow hash it ran)."""
+    from genaiops.errors import UsageError
+    from genaiops.phases.experiment import checkout_changes
+
+    records, _problems = completed_runs(ctx.workspace.ledger(), experiment)
+    changes = checkout_changes(ctx, experiment, records)
+    if changes and not explicit:
+        use_case, env = ctx.config.use_case, ctx.config.env
+        raise UsageError(
+            f"the latest experiment {experiment['id']} was not made from this checkout: "
+            + "; ".join(changes),
+            hint=f"run `genaiops run experiment -u {use_case}{' -e ' + env if env else ''}` first; "
+                 f"or evaluate that experiment as it is with --experiment {experiment['id']} "
+                 "(its reports then name the flow hash it ran)")
+    return changes
 
 
 def _load_baseline(ctx: PhaseContext, options: EvaluateOptions, current_experiment: str) -> Summary:

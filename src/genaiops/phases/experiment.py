@@ -139,24 +139,81 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
     for dataset in datasets:
         dataset_hash = hash_file(dataset.source)
         for variant in variants:
-            identity = {
-                "use_case": config.use_case,
-                "engine": ctx.engine.name,
-                "engine_version": engine_version,
-                "flow_hash": flow_hash,
-                "flow_kind": ctx.flow.kind,
-                "flow_entry": ctx.flow.entry.name if ctx.flow.entry != ctx.flow.root else "",
-                "variant": variant.identity(),
-                "dataset_hash": dataset_hash,
-                "column_mapping": dataset.mappings,
-                "settings": settings,
-                "inputs": inputs.identity,
-            }
+            identity = _identity(ctx, engine_version, flow_hash, variant, dataset, dataset_hash,
+                                 settings, inputs)
             key = run_key(identity)
             found = None if options.force or not inputs.reusable else ledger.find(key)
             planned.append(_plan(PlannedRun(key, dataset, dataset_hash, variant, identity), found,
                                  ledger))
     return planned
+
+
+def _identity(ctx: PhaseContext, engine_version: str, flow_hash: str, variant: VariantSpec,
+              dataset: Dataset, dataset_hash: str, settings: dict, inputs: RunInputs) -> dict:
+    """Everything a run's outputs depend on: its run key is the hash of this."""
+    return {
+        "use_case": ctx.config.use_case,
+        "engine": ctx.engine.name,
+        "engine_version": engine_version,
+        "flow_hash": flow_hash,
+        "flow_kind": ctx.flow.kind,
+        "flow_entry": ctx.flow.entry.name if ctx.flow.entry != ctx.flow.root else "",
+        "variant": variant.identity(),
+        "dataset_hash": dataset_hash,
+        "column_mapping": dataset.mappings,
+        "settings": settings,
+        "inputs": inputs.identity,
+    }
+
+
+def checkout_changes(ctx: PhaseContext, experiment: dict, records: list[RunRecord]) -> list[str]:
+    """What this checkout would run differently from the runs `experiment` recorded ([] when
+    `run experiment` now would plan exactly their run keys): the flow hash, a dataset's content or
+    column mapping, the config (variants, connection settings) or what the flow reads beyond its
+    files. `run evaluate` refuses to score the latest experiment when this is not empty."""
+    from genaiops.errors import GenaiopsError
+    from genaiops.llm_session import output_settings
+
+    config = ctx.config
+    flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns, boundary=ctx.flow.boundary)
+    settings = output_settings(config)
+    inputs = run_inputs(config, ctx.engine.flow_reads(ctx.flow), ctx.engine.version())
+    try:
+        variants = {v.label: v for v in select_variants(config, ctx.flow, experiment.get("variants")
+                                                        or "defaults", max_runs=1 << 16)}
+    except GenaiopsError:
+        variants = {}
+    datasets = {d.name: d for d in config.datasets}
+    changes: list[str] = []
+
+    def note(text: str) -> None:
+        if text not in changes:
+            changes.append(text)
+
+    for record in records:
+        dataset, variant = datasets.get(record.dataset), variants.get(record.variant)
+        if record.flow_hash != flow_hash:
+            note(f"flow hash: the experiment ran {record.flow_hash[:19]}, the checkout's "
+                 f"{config.flow_rel} is {flow_hash[:19]}")
+        if dataset is None:
+            note(f"config: dataset {record.dataset!r} is no longer configured")
+            continue
+        dataset_hash = hash_file(dataset.source)
+        if dataset_hash != record.dataset_hash:
+            note(f"dataset {record.dataset}: {dataset.source_rel} changed")
+        if dict(dataset.mappings) != dict(record.column_mapping):
+            note(f"config: the column mapping of dataset {record.dataset}")
+        if record.settings != settings:
+            note("config: connection settings (endpoint, model or parameters)")
+        if variant is None or variant.identity() != record.variant_spec:
+            note(f"config: variant {record.variant}")
+            continue
+        identity = _identity(ctx, ctx.engine.version(), flow_hash, variant, dataset, dataset_hash,
+                             settings, inputs)
+        if run_key(identity) != record.key and not changes:
+            note("config: what the flow reads besides its files (engine version, simulator "
+                 "rules or environment variables)")
+    return changes
 
 
 def _plan(run: PlannedRun, found: RunRecord | None, ledger: Ledger) -> PlannedRun:

@@ -38,6 +38,11 @@ def console_lines(summary: Summary, table: Callable[[list[dict]], str]) -> list[
     lines.append(ConsoleLine("out", f"evaluation {summary.id}: {len(summary.evaluations)} "
                                     f"evaluation run(s), {reused} reused; "
                                     f"best: {summary.candidate or '-'}"))
+    if summary.flow_hash:
+        lines.append(ConsoleLine("out", f"flow hash evaluated: {summary.flow_hash}"))
+    if summary.checkout_changes:
+        lines.append(ConsoleLine("err", f"note: experiment {summary.experiment_id} was evaluated as "
+                                        "named, not this checkout: " + "; ".join(summary.checkout_changes)))
     lines += [ConsoleLine("err", f"problem: {problem}") for problem in summary.problems]
     lines += [ConsoleLine("err" if gate.status == "fail" else "out",
                           f"gate {gate.status.upper():<12} {gate.name}: {gate.message}")

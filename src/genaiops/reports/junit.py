@@ -13,6 +13,11 @@ def render_junit(summary: Summary) -> str:
     gates, problems = summary.gates, summary.problems
     suite = ET.Element("testsuite", name=f"genaiops.evaluate.{summary.use_case}",
                        timestamp=summary.created_at, time=str(summary.duration_s or 0))
+    properties = ET.SubElement(suite, "properties")  # what was evaluated
+    for name, value in (("experiment", summary.experiment_id), ("flow_hash", summary.flow_hash),
+                        ("checkout_changes", "; ".join(summary.checkout_changes or ()))):
+        if value:
+            ET.SubElement(properties, "property", name=name, value=value)
     failures = skipped = 0
     case = ET.SubElement(suite, "testcase", classname=f"genaiops.{summary.use_case}.evaluation",
                          name="evaluation runs completed")

@@ -29,7 +29,11 @@ def render_markdown(summary: Summary) -> str:
                   "not model quality.", ""]
     best, primary = summary.best, summary.evaluation.primary_metric
     lines.append(f"Experiment `{summary.experiment_id}`, evaluation `{summary.id}`"
-                 f"{', env ' + summary.env if summary.env else ''}.")
+                 f"{', env ' + summary.env if summary.env else ''}"
+                 f"{', flow hash `' + summary.flow_hash + '`' if summary.flow_hash else ''}.")
+    if summary.checkout_changes:
+        lines += ["", f"> **Evaluated experiment `{summary.experiment_id}` as named, not this "
+                      f"checkout**: {_md('; '.join(summary.checkout_changes))}."]
     if best:
         lines.append(f"Best variant: **{_md(best.variant)}** ({primary} {_fmt(best.value)}, "
                      f"CI {_fmt(best.ci_low)}..{_fmt(best.ci_high)}; "

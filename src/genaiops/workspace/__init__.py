@@ -8,6 +8,8 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     ledger/runs/<key>.json, <key>.outputs.jsonl    experiment runs (`workspace.ledger`)
     ledger/experiments/<id>.json, latest-<uc>.json experiments
     evaluations/runs/<key>.json                    evaluation runs (`evaluation.store`)
+    evaluations/summaries/<digest>.json            every summary `run evaluate` wrote, by digest:
+                                                   what `run build` and `approve` verify against
     pointers/best-<uc>.json                        what `run deploy --variant best` promotes
     reports/<uc>/<evaluation id>/                  report folders
     comparisons/<candidate uc>/<comparison id>/    `genaiops compare` reports
@@ -77,6 +79,10 @@ class Workspace:
     @property
     def evaluation_runs_dir(self) -> Path:
         return self._dir("evaluations", "runs")
+
+    @property
+    def evaluation_summaries_dir(self) -> Path:
+        return self._dir("evaluations", "summaries")
 
     def best_pointer(self, use_case: str) -> Path:
         return self._dir("pointers") / f"best-{use_case}.json"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from genaiops.config.model import ExperimentConfig
 from genaiops.errors import ConfigError
 from genaiops.evaluation.evaluators.base import (
+    SCORED_ROWS,
     AlignedRow,
     EvalOutcome,
     EvalTask,
@@ -71,7 +72,7 @@ def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapter
                             "experiment_outputs": record.outputs_sha256,
                             "eval_dataset_hash": dataset_hash, "mapping": eval_dataset.mappings,
                             "key_column": eval_dataset.key_column,
-                            "settings": settings, "inputs": inputs.identity}
+                            "settings": settings, "inputs": inputs.identity, "scored": SCORED_ROWS}
                 tasks.append(EvalTask(run_key(identity), evaluator, eval_dataset, record, identity,
                                       reusable=inputs.reusable))
     if config.evaluators and records and not tasks:  # (no records: the problems say why)

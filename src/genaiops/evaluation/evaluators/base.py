@@ -158,6 +158,21 @@ def scores_of(value, evaluator_name: str) -> dict:
     return {evaluator_name: value}
 
 
+SCORED_ROWS = "experiment-lines-ok/1"  # in every evaluation key: the rule `scored_rows` applies
+
+
+def scored_rows(rows: list[AlignedRow]) -> list[AlignedRow]:
+    """The rows an evaluation scores - the denominator of every metric it reports, on every path.
+
+    A row whose experiment line failed is never handed to an evaluator: not on the first
+    evaluation of a run with failed lines, not after a rerun merged lines from two engine runs,
+    not by a code evaluator, so an evaluator's own aggregate covers the same rows as the means
+    genaiops computes. Failed lines are counted apart: as the row's error (`n_error`, with
+    `n_valid` the denominator), as `lines_failed` on the leaderboard and in `builtin.error_rate`,
+    which `runtime.failed_line_tolerance` and gates judge."""
+    return [row for row in rows if row.run_outputs is not None]
+
+
 def error_rows(rows: list[AlignedRow]) -> dict[int, str]:
     return {row.line: f"{EXPERIMENT_LINE_FAILED} ({row.run_error})" for row in rows
             if row.run_outputs is None}

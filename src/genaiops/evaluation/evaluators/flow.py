@@ -22,6 +22,7 @@ from genaiops.evaluation.evaluators.base import (
     EvalTask,
     error_rows,
     run_output_refs,
+    scored_rows,
 )
 from genaiops.hashing import hash_tree
 from genaiops.secrets import redact
@@ -102,7 +103,9 @@ class FlowEvaluator:
         started = time.monotonic()
         workers = self._workers(len(rows))
         record, mapping = task.record, task.eval_dataset.mappings
-        use_run = (not self.force_data_mode and not task.eval_dataset.key_column
+        failed = error_rows(rows)
+        scored = scored_rows(rows)  # the run= link would hand the evaluator the failed lines too
+        use_run = (not self.force_data_mode and not task.eval_dataset.key_column and not failed
                    and self.engine.linkable_run(record.pf_run))
         with tempfile.TemporaryDirectory(prefix=f"genaiops-eval-{owner_tag()}-") as tmp:
             if use_run:
@@ -110,14 +113,14 @@ class FlowEvaluator:
                                 run_mapping(mapping, record.pf_output or ""), workers, run=record.pf_run)
             else:
                 data = Path(tmp) / "eval-data.jsonl"
-                write_fallback_data(rows, mapping, data)
+                write_fallback_data(scored, mapping, data)
                 job = self._job(name, data, data_mapping(mapping), workers)
             result = self.engine.run_batch(job)
         lines = {line.line: line for line in (result.members[0].lines if result.members else [])}
-        failed = error_rows(rows)
+        position = {row.line: index for index, row in enumerate(scored)}  # evaluation line -> row
         out_rows = []
-        for index, row in enumerate(rows):  # the evaluation run's line i is rows[i]
-            line = lines.get(index)
+        for row in rows:
+            line = lines.get(position.get(row.line, -1))
             if row.line in failed:
                 out_rows.append({"line": row.line, "scores": {}, "error": failed[row.line]})
             elif line is None:
