@@ -288,3 +288,18 @@ def test_kubernetes_manifests_reference_secrets_and_have_probes(repo, workspace)
     from genaiops.deploy.targets.kubernetes import _check
 
     assert _check(docs, request)["ok"] is False
+
+
+def test_two_checkouts_never_share_an_image_tag(tmp_path):
+    """Image tags carry the state folder's namespace: a second checkout on the same docker daemon
+    builds under its own tag and cannot move the tag of an image approved in the first."""
+    from genaiops.deploy.image import ImageBuilder
+    from genaiops.workspace import Workspace
+
+    first, second = (Workspace.for_repo(tmp_path / name) for name in ("one", "two"))
+    key = "sha256:" + "ab" * 32
+    tags = [ImageBuilder(engine=None, name="genaiops/classification", base_image="b", work_dir=tmp_path,
+                         wheel_cache=tmp_path, namespace=ws.tag_namespace).tag_for(key)
+            for ws in (first, second, first)]
+    assert tags[0] != tags[1] and tags[0] == tags[2]
+    assert all(tag.startswith("genaiops/classification:abababababababab-") for tag in tags)

@@ -104,9 +104,12 @@ class ImageBuilder:
     """Builds (or reuses) the serving image of one staged flow."""
 
     def __init__(self, *, engine, name: str, base_image: str, work_dir: Path, wheel_cache: Path,
-                 progress=None):
+                 progress=None, namespace: str = ""):
         self.engine = engine
         self.name = name
+        # whose tags these are (a hash of the state folder): two checkouts on one docker daemon
+        # never move each other's tags, so an approved image's tag stays where it was approved
+        self.namespace = namespace
         self.base_image = base_image
         self.work_dir = Path(work_dir)
         self.wheel_cache = Path(wheel_cache)
@@ -119,7 +122,7 @@ class ImageBuilder:
             raise GenaiopsError(f"cannot build the image: {reason}",
                                 hint="start dockerd (.ci/setup-docker.sh) or use a machine with docker")
         key = artifact_key(f"{self.engine.name}:{flow_hash}", base_image_id(self.base_image))
-        tag = f"{self.name}:{key.split(':', 1)[1][:16]}"
+        tag = self.tag_for(key)
         existing = dockercli.inspect("image", tag)
         if existing is not None:
             self.progress(f"image {tag} exists for this flow content: reused, not rebuilt")
@@ -153,6 +156,11 @@ class ImageBuilder:
         ref = self._ref(tag, info, key, built=True)
         ref.build_seconds = time.monotonic() - started
         return ref
+
+    def tag_for(self, key: str) -> str:
+        """`<name>:<artifact key>[-<namespace>]`: the same content in one checkout reuses its image."""
+        content = key.split(":", 1)[1][:16]
+        return f"{self.name}:{content}-{self.namespace}" if self.namespace else f"{self.name}:{content}"
 
     @staticmethod
     def _ref(tag: str, info: dict, key: str, *, built: bool) -> ImageRef:

@@ -71,7 +71,7 @@ def build_image(ctx: PhaseContext, candidate: Candidate, progress):
     config, use_case = ctx.deployment, ctx.config.use_case
     builder = ImageBuilder(engine=ctx.engine, name=config.image_name, base_image=config.base_image,
                            work_dir=ctx.workspace.deploy_dir(use_case), wheel_cache=ctx.workspace.wheel_cache,
-                           progress=progress)
+                           progress=progress, namespace=ctx.workspace.tag_namespace)
     chosen = candidate.chosen
     image = builder.ensure(candidate.staged, candidate.flow_hash, candidate.connections.descriptions, {
         "use_case": use_case, "variant": chosen.label, "summary_digest": chosen.summary_digest or "none",

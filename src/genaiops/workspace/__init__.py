@@ -55,6 +55,13 @@ class Workspace:
     repo_root: Path
     root: Path  # the state folder
 
+    @property
+    def tag_namespace(self) -> str:
+        """Eight hex digits naming this state folder in shared places (docker image tags)."""
+        import hashlib
+
+        return hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+
     @classmethod
     def for_repo(cls, repo_root: Path) -> Workspace:
         """The repository's workspace: `$GENAIOPS_STATE_DIR`, else `<repo>/.genaiops`."""
