@@ -6,6 +6,9 @@ promptflow has no public API to list a DAG's variants, so we read `node_variants
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -14,6 +17,10 @@ from genaiops.engines.base import FlowSpec, FlowSpecError
 
 DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
+# where a flow with `additional_includes` is laid out whole (inside promptflow's own cache folder,
+# which no flow hash covers and .gitignore leaves out)
+INCLUDED_DIR = ".promptflow"
+INCLUDED_PREFIX = "genaiops-included-"
 
 
 def read_flow(path: Path) -> FlowSpec:
@@ -41,12 +48,62 @@ def _load(file: Path) -> dict:
         raise FlowSpecError(f"{file}: malformed YAML ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise FlowSpecError(f"{file}: expected a mapping at the top level")
-    if data.get("additional_includes"):
-        # promptflow copies these paths (absolute ones from anywhere on the host) into runs and
-        # images, around genaiops' staging and its check that nothing comes from outside the repo
-        raise FlowSpecError(f"{file}: additional_includes is not supported: put the files in the "
-                            "flow folder (a symbolic link to a file inside the repository works)")
     return data
+
+
+def _with_includes(root: Path, file: Path, data: dict) -> Path:
+    """The flow laid out whole: its files plus every `additional_includes` entry copied to the top
+    (as promptflow does when it runs or builds), the key dropped from the copy. Everything genaiops
+    does - hash, run keys, staging, registration, image, scan - then works on this folder, so an
+    included file is covered like the flow's own. Entries must stay inside the repository."""
+    from genaiops.errors import UsageError
+    from genaiops.hashing import copy_snapshot, hash_tree
+    from genaiops.workspace.repo import find_repo_root, resolve_inside
+
+    includes = data["additional_includes"]
+    if not isinstance(includes, list) or not all(isinstance(i, str) and i for i in includes):
+        raise FlowSpecError(f"{file}: additional_includes must be a list of paths relative to the flow")
+    try:
+        repo = find_repo_root(root)
+    except UsageError:
+        repo = root
+    ignores = (".promptflow/", "process_log/", "__pycache__/", "*.pyc")
+    resolved = []
+    for item in includes:
+        full = None if Path(item).is_absolute() else resolve_inside(repo, root / item)
+        if full is None:
+            raise FlowSpecError(f"{file}: additional_includes entry {item!r} is outside the repository "
+                                f"({repo}): copy it into the repository and include it from there")
+        if not full.exists():
+            raise FlowSpecError(f"{file}: additional_includes entry {item!r} does not exist ({full})")
+        resolved.append((item, full))
+    cache = root / INCLUDED_DIR
+    cache.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=INCLUDED_PREFIX, dir=cache))
+    try:
+        whole = copy_snapshot(root, work / "flow", ignores, boundary=repo)
+        for item, full in resolved:
+            target = whole / full.name
+            if target.exists():
+                raise FlowSpecError(f"{file}: additional_includes entry {item!r} has the name of a file "
+                                    f"the flow already holds ({full.name})")
+            if full.is_dir():
+                copy_snapshot(full, target, ignores, boundary=repo)
+            else:
+                shutil.copyfile(full, target)
+        laid_out = {k: v for k, v in data.items() if k != "additional_includes"}
+        (whole / file.name).write_text(yaml.safe_dump(laid_out, sort_keys=False, allow_unicode=True),
+                                       encoding="utf-8")
+        final = cache / f"{INCLUDED_PREFIX}{hash_tree(whole, ignores)[7:23]}"
+        if not final.is_dir():
+            try:
+                os.rename(whole, final)  # atomic; a concurrent command may have laid out the same
+            except OSError:
+                if not final.is_dir():
+                    raise
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _names(block) -> tuple[str, ...]:
@@ -72,6 +129,8 @@ def _calls_llm(node) -> bool:
 
 def _dag(root: Path) -> FlowSpec:
     data = _load(root / DAG_FILE)
+    if data.get("additional_includes"):
+        return _dag(_with_includes(root, root / DAG_FILE, data))
     variants = {}
     nodes = list(data.get("nodes") or [])
     for node, spec in (data.get("node_variants") or {}).items():
@@ -86,6 +145,8 @@ def _dag(root: Path) -> FlowSpec:
 
 def _flex(root: Path) -> FlowSpec:
     data = _load(root / FLEX_FILE)
+    if data.get("additional_includes"):
+        return _flex(_with_includes(root, root / FLEX_FILE, data))
     if not data.get("entry"):
         raise FlowSpecError(f"{root / FLEX_FILE}: missing `entry` (module:function or module:Class)")
     return FlowSpec("flex", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
