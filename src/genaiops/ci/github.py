@@ -117,3 +117,39 @@ class GitHubApi:
                 return items
             url = found.group(1)
         raise GitHubApiError(f"GET {path}: more than {MAX_PAGES} pages")
+
+
+def pull_request_number(environ: dict | None = None) -> int | None:
+    """The PR of a `pull_request` run, from the event payload GitHub writes to GITHUB_EVENT_PATH."""
+    import json
+
+    env = os.environ if environ is None else environ
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path:
+        return None
+    try:
+        event = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError):
+        return None
+    number = (event.get("pull_request") or {}).get("number") if isinstance(event, dict) else None
+    return number if isinstance(number, int) else None
+
+
+class GitHubPrComments:
+    """A pull request's conversation comments (the issues comments API; `pull-requests: write`)."""
+
+    platform = "github"
+
+    def __init__(self, api: GitHubApi, number: int):
+        self.api, self.number = api, number
+
+    def find(self, marker: str) -> list[str]:
+        comments = self.api.paginate(f"issues/{self.number}/comments")
+        return [str(c["id"]) for c in comments if isinstance(c, dict) and marker in str(c.get("body") or "")]
+
+    def create(self, body: str) -> str:
+        return str(self.api.request("POST", f"issues/{self.number}/comments", json={"body": body},
+                                    expect=(201,)).json()["id"])
+
+    def update(self, comment_id: str, body: str) -> None:
+        self.api.request("PATCH", f"issues/comments/{comment_id}", json={"body": body})
