@@ -184,8 +184,11 @@ def test_pr_validation_gates_against_dev_and_comments_after_a_failed_gate():
     assert any("--deployed-env dev" in r for r in runs)
     [evaluate] = [s for s in job["steps"] if "genaiops run evaluate" in s.get("run", "")]
     assert "--baseline" in evaluate["run"] and "continue-on-error" not in evaluate
-    [comment] = [s for s in job["steps"] if "genaiops report comment" in s.get("run", "")]
-    assert comment["if"].startswith("${{ !cancelled() && hashFiles(")
-    assert job["steps"].index(comment) > job["steps"].index(evaluate)
+    comment, fork = [s for s in job["steps"] if "genaiops report comment" in s.get("run", "")]
+    for step in (comment, fork):  # after a failed gate too; a fork's token cannot comment
+        assert step["if"].startswith("${{ !cancelled() && hashFiles(")
+        assert job["steps"].index(step) > job["steps"].index(evaluate)
+    assert "--platform github" in comment["run"] and "head.repo.full_name == github.repository" in comment["if"]
+    assert '>> "$GITHUB_STEP_SUMMARY"' in fork["run"] and "head.repo.full_name != github.repository" in fork["if"]
     assert not any("azure/login" in s.get("uses", "") for s in job["steps"])  # no Azure for PRs
     assert WORKFLOWS["pr"]["concurrency"]["cancel-in-progress"] is True
