@@ -8,6 +8,10 @@ HTTP on 127.0.0.1, the way api.github.com answers:
   GET   /repos/{owner}/{repo}/issues/{number}/comments                   an issue's / PR's comments, paginated
   POST  /repos/{owner}/{repo}/issues/{number}/comments                   {"body"} -> 201 the comment
   PATCH /repos/{owner}/{repo}/issues/comments/{comment_id}               {"body"} -> 200 the comment
+  GET   /repos/{owner}/{repo}/actions/artifacts?name=                     {total_count, artifacts}, paginated
+  GET   /repos/{owner}/{repo}/actions/artifacts/{id}/zip                  302 to the archive (/_blob/{id},
+                                                                         served without the token, as a
+                                                                         signed storage URL would be)
 
 Every request needs `Authorization: Bearer <a token the fake issued>` (401 "Bad credentials"
 otherwise), `X-GitHub-Api-Version: 2022-11-28` (400 otherwise, as GitHub answers an unsupported
@@ -67,6 +71,9 @@ class FakeGitHub(FakeServer):
         self._ids = itertools.count(7001)
         self._comment_ids = itertools.count(900001)
         self._environment_ids = itertools.count(161088)
+        self.artifacts: list[dict] = []  # newest last; "zip" holds the archive's bytes
+        self.blob_requests: list[dict] = []  # what reached the archive URL (no Authorization header)
+        self._artifact_ids = itertools.count(5001)
 
     @property
     def api_url(self) -> str:
@@ -102,6 +109,13 @@ class FakeGitHub(FakeServer):
         run.reviews.append(entry)
         return entry
 
+    def add_artifact(self, name: str, archive: bytes, run_id: int, created_at: str) -> dict:
+        artifact = {"id": next(self._artifact_ids), "name": name, "size_in_bytes": len(archive), "expired": False,
+                    "created_at": created_at, "workflow_run": {"id": run_id}, "zip": archive}
+        artifact["archive_download_url"] = f"{self.url}/repos/{OWNER}/{REPO}/actions/artifacts/{artifact['id']}/zip"
+        self.artifacts.append(artifact)
+        return artifact
+
     def add_comment(self, number: int, body: str, login: str = "github-actions[bot]") -> dict:
         comment = {"id": next(self._comment_ids), "body": body, "user": user(login),
                    "created_at": "2026-12-06T14:00:00Z", "updated_at": "2026-12-06T14:00:00Z",
@@ -115,6 +129,12 @@ class _Handler(JsonHandler):
     server: FakeGitHub
 
     def route(self) -> None:
+        if self.path_only.startswith("/_blob/"):  # the archive's storage URL: no GitHub token wanted
+            self.server.blob_requests.append({"path": self.path_only, "headers": dict(self.headers)})
+            found = [a for a in self.server.artifacts if f"/_blob/{a['id']}" == self.path_only]
+            if not found or self.headers.get("Authorization"):
+                return self.send(400 if found else 404, {"message": "AuthenticationFailed" if found else "BlobNotFound"})
+            return self.send(200, found[0]["zip"], content_type="application/zip")
         token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         permissions = self.server.tokens.get(token)
         if permissions is None:
@@ -127,6 +147,10 @@ class _Handler(JsonHandler):
         if not self.path_only.startswith(prefix):
             return self.send(404, {"message": "Not Found"})
         parts = self.path_only[len(prefix):].strip("/").split("/")
+        if parts[:2] == ["actions", "artifacts"]:
+            if permissions.get("actions") not in ("read", "write"):
+                return self._forbidden()
+            return self._artifacts(parts[2:])
         if parts[:2] == ["actions", "runs"] and len(parts) >= 3:
             if permissions.get("actions") not in ("read", "write"):
                 return self._forbidden()
@@ -156,6 +180,16 @@ class _Handler(JsonHandler):
         if len(parts) == 4 and parts[1] == "attempts" and parts[3] == "jobs":
             jobs = [j for j in run.jobs if str(j["run_attempt"]) == parts[2]]
             return self._page(jobs, lambda page: {"total_count": len(jobs), "jobs": page})
+        return self.send(404, {"message": "Not Found"})
+
+    def _artifacts(self, parts: list[str]) -> None:
+        listed = [{k: v for k, v in a.items() if k != "zip"} for a in reversed(self.server.artifacts)
+                  if self.query.get("name") in (None, a["name"])]  # newest first
+        if not parts and self.command == "GET":
+            return self._page(listed, lambda page: {"total_count": len(listed), "artifacts": page})
+        if len(parts) == 2 and parts[1] == "zip" and self.command == "GET":
+            if any(str(a["id"]) == parts[0] for a in self.server.artifacts):
+                return self.send(302, b"", headers={"Location": f"{self.server.url}/_blob/{parts[0]}"})
         return self.send(404, {"message": "Not Found"})
 
     def _issues(self, parts: list[str]) -> None:
