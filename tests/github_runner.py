@@ -18,13 +18,16 @@ What is emulated as GitHub does it (and what the tests therefore check):
 Actions that are not the repository's own run as small documented fakes (`ACTIONS` below):
 actions/checkout (a clone of the commit), actions/setup-python (the Python of the venv `make setup`
 built), actions/upload-artifact / download-artifact (a folder per run). An unknown action fails
-the step. Not emulated: environments' protection rules, OIDC and azure/login (PR validation uses
-none), caching, services.
+the step; azure/login signs in the `az` fake only for a federated credential whose subject is the
+job's environment. Environments apply their deployment branches and required review (a hook plays
+the reviewer, who reads the job summaries; prevent self-review) before the job starts, and give the
+job their variables and secrets. Not emulated: caching, services, concurrency groups, re-runs.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import io
 import itertools
 import json
 import os
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,6 +205,10 @@ class Runner:
     venv: Path  # the virtual environment `make setup` built (linked into each checkout)
     workdir: Path
     skip_steps: dict[str, str] = field(default_factory=dict)  # step name -> why it is not executed
+    # GitHub environments: name -> {"vars", "secrets", "branches" (deployment branches),
+    # "prevent_self_review", "review": callable(runner, job name) -> (login, comment) or None}
+    environments: dict[str, dict] = field(default_factory=dict)
+    federated: dict[str, dict] = field(default_factory=dict)  # OIDC subject -> the az sign-in it gets
 
     def __post_init__(self):
         self._runners = itertools.count(2)
@@ -290,7 +298,37 @@ class Runner:
         return root
 
     # -- a job ------------------------------------------------------------------------------------------
+    def _enter_environment(self, name: str, environment: str, context: dict) -> str | None:
+        """The environment's protection rules, as GitHub applies them before the job starts: the
+        deployment branches, then the required review (prevent self-review). None: the job may run."""
+        settings = self.environments.get(environment)
+        if settings is None:
+            return f"environment {environment!r} does not exist"
+        branch = self.event.ref.removeprefix("refs/heads/")
+        if settings.get("branches") and (not self.event.ref.startswith("refs/heads/")
+                                         or not matches(branch, settings["branches"])):
+            return f"branch {self.event.ref} is not allowed to deploy to {environment} due to environment protection rules"
+        review = settings.get("review")
+        if review is not None:
+            decision = review(self, name)
+            if decision is None:
+                return f"the deployment to {environment} was not approved"
+            login, comment = decision
+            if settings.get("prevent_self_review") and login == self.event.actor:
+                return f"{login} cannot approve their own run (prevent self-review)"
+            self.github.review(self.run_record, environment, "approved", login, comment)
+        context["vars"] = {**context["vars"], **settings.get("vars", {})}
+        context["secrets"] = {**context["secrets"], **settings.get("secrets", {})}
+        return None
+
     def _job(self, name: str, job: dict, context: dict, workflow_env: dict, permissions) -> tuple[str, dict]:
+        environment = interpolate(job.get("environment"), context)
+        if environment:
+            context = {**context}
+            refused = self._enter_environment(name, environment, context)
+            if refused:
+                self.result.logs.append(StepLog(name, f"environment {environment}", "failure", refused))
+                return "failure", {}
         runner = self.workdir / "runners" / f"{next(self._runners):03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
         workspace, temp, home = runner / "work", runner / "temp", runner / "home"
         for folder in (workspace, temp, home):
@@ -308,7 +346,8 @@ class Runner:
             path.touch()
         github = self._github_context(workspace, token)
         state = {"workspace": workspace, "temp": temp, "home": home, "runner": runner_name, "files": files,
-                 "path": [], "env": {}, "steps": {}, "status": "success"}
+                 "path": [], "env": {}, "steps": {}, "status": "success", "environment": environment,
+                 "permissions": perms}
         context = {**context, "github": github, "runner": {"temp": str(temp), "name": runner_name, "os": "Linux"},
                    "steps": state["steps"]}
         context["env"] = {**workflow_env, **interpolate(job.get("env") or {}, context)}
@@ -495,6 +534,13 @@ def _upload(runner: Runner, inputs: dict, state: dict) -> str:
         stored.mkdir(parents=True)
         shutil.copy2(source, stored)
     runner.result.artifacts[name] = stored
+    archive = io.BytesIO()  # and on GitHub's artifacts API, where later runs find it
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(stored.rglob("*")):
+            if path.is_file():
+                bundle.write(path, str(path.relative_to(stored)))
+    runner.github.add_artifact(name, archive.getvalue(), runner.run_record.id,
+                               datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"))
     return f"uploaded {name}"
 
 
@@ -508,7 +554,28 @@ def _download(runner: Runner, inputs: dict, state: dict) -> str:
     return f"downloaded {name}"
 
 
+def _azure_login(runner: Runner, inputs: dict, state: dict) -> str:
+    """azure/login with OIDC: the job needs `id-token: write`; Entra ID accepts the token only when
+    a federated credential has its subject, repo:<owner>/<repo>:environment:<the job's environment>
+    (jobs without an environment: ...:ref:<ref>), and that credential's client id. The sign-in the
+    `az` fake reads is written to a fresh AZURE_CONFIG_DIR for the rest of the job; no secret."""
+    if state["permissions"].get("id-token") != "write":
+        raise StepFailed("Unable to get ACTIONS_ID_TOKEN_REQUEST_URL env variable (id-token: write missing)")
+    environment = state.get("environment")
+    subject = f"repo:{OWNER}/{REPO}:" + (f"environment:{environment}" if environment else f"ref:{runner.event.ref}")
+    credential = runner.federated.get(subject)
+    if credential is None or credential["client_id"] != inputs.get("client-id"):
+        raise StepFailed(f"AADSTS700213: No matching federated identity record found for presented assertion "
+                         f"subject '{subject}'")
+    config = state["temp"] / "azcli"
+    config.mkdir(exist_ok=True)
+    (config / "login.json").write_text(json.dumps(credential["login"]))
+    state["env"]["AZURE_CONFIG_DIR"] = str(config)
+    return f"signed in as {credential['client_id']} ({subject})"
+
+
 ACTIONS = {
+    "azure/login": _azure_login,
     "actions/checkout": _checkout,
     "actions/setup-python": _setup_python,
     "actions/upload-artifact": _upload,
