@@ -12,10 +12,8 @@ the LLM simulator and the loopback GitHub fake (`fakes/github.py`), for two push
    duplicated.
 
 Each job's GITHUB_TOKEN has exactly the job's `permissions:` (the fake enforces them). A canary LLM
-key never reaches a log, the comment or a summary. Not covered here (docker, Azure): the release
-workflow; its guarantees are checked structurally (test_github_workflows.py) and the prod approval
-check against the fake (test_github_approvals.py). The pytest step of the checks job is not
-executed (it is this suite).
+key never reaches a log, the comment or a summary. The release workflow (docker, Azure fakes) is
+test_github_release_contract.py. The pytest step of the checks job is not executed (it is this suite).
 """
 
 from __future__ import annotations
