@@ -35,6 +35,7 @@ COMMANDS = {
     "compare": ["compare", "--baseline", "nope", "--candidate", "nope2"],
     "engine list": ["engine", "list"],
     "engine setup": ["engine", "setup", "promptflow"],
+    "report comment": ["report", "comment", "-u", "nope"],
 }
 # The shared flags each command must have (and no others of them).
 SHARED = {"--repo", "--use-case", "--env", "--json", "--no-progress"}
@@ -58,6 +59,7 @@ EXPECTED_SHARED = {
     "compare": {"--repo", "--env", "--json", "--no-progress"},
     "engine list": {"--repo", "--json"},
     "engine setup": {"--repo", "--json"},
+    "report comment": PHASE,
 }
 
 

@@ -248,6 +248,19 @@ def test_pr_validation_fails_on_a_gate_publishes_reports_and_needs_no_azure(use_
     assert not [s for s in steps if s.get("task") == "AzureCLI@2"], "PR validation uses no service connection"
 
 
+@pytest.mark.parametrize("use_case", USE_CASES)
+def test_pr_validation_posts_the_verdict_comment_even_after_a_failed_gate(use_case):
+    steps = ps.job_steps(_job(_stage(f"PR_{use_case}"), "Validate"))
+    [evaluate] = [s for s in steps if "genaiops run evaluate" in (ps.step_script(s) or "")]
+    [comment] = [s for s in steps if "genaiops report comment" in (ps.step_script(s) or "")]
+    assert steps.index(comment) > steps.index(evaluate)
+    assert comment["condition"].startswith("and(succeededOrFailed(), ")
+    assert "eq(variables['Build.Repository.Provider'], 'TfsGit')" in comment["condition"]
+    script = ps.step_script(comment)
+    assert f"--use-case {use_case} --env pr" in script and "--platform azure_devops" in script
+    assert comment["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
+
+
 @pytest.mark.parametrize("baseline, candidate", PARITY)
 def test_a_migration_pr_is_gated_on_parity_and_still_publishes_reports(baseline, candidate):
     stage = _stage(f"Parity_{candidate}")

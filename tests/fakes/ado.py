@@ -6,6 +6,8 @@ runs the agent emulation (`pipeline_agent.py`) executes. Served over HTTP on 127
   GET /{org}/{project}/_apis/build/builds?definitions=&tagFilters=&statusFilter=completed
       &queryOrder=finishTimeDescending&$top=                     runs by tag, newest first
   GET /{org}/{project}/_apis/build/builds/{id}/artifacts         a run's artifacts (names)
+  GET|POST /{org}/{project}/_apis/git/repositories/{repo}/pullRequests/{pr}/threads      PR threads
+  PATCH    .../pullRequests/{pr}/threads/{thread}/comments/{comment}                     edit a comment
 
 Each request needs `Authorization: Bearer <that run's System.AccessToken>` (any run's token reads
 the project, as the build service identity can). The store (`runs`, `approvals`) is what the agent
@@ -51,6 +53,8 @@ class FakeAzureDevOps(FakeServer):
         super().__init__(_Handler)
         self.runs: dict[int, Run] = {}
         self.approvals: dict[str, dict] = {}
+        self.threads: dict[tuple[str, int], list[dict]] = {}  # (repository id, PR id) -> threads
+        self._thread_ids = itertools.count(1)
         self._ids = itertools.count(100)
         self._clock = itertools.count(1)
 
@@ -92,6 +96,9 @@ class _Handler(JsonHandler):
                 return self.send(200, {"count": len(run.artifacts),
                                        "value": [{"name": n, "resource": {"type": "PipelineArtifact"}}
                                                  for n in sorted(run.artifacts)]})
+        if parts[:2] == ["git", "repositories"] and len(parts) >= 6 and parts[3] == "pullRequests" \
+                and parts[5] == "threads" and parts[4].isdigit():
+            return self._threads(self.server.threads.setdefault((parts[2], int(parts[4])), []), parts[6:])
         if parts[:2] == ["pipelines", "approvals"] and len(parts) == 3:
             approval = self.server.approvals.get(parts[2])
             return self.send(200, approval) if approval else self.send(404, {"message": "approval not found"})
@@ -111,3 +118,35 @@ class _Handler(JsonHandler):
         runs.sort(key=lambda r: r.finished, reverse=self.query.get("queryOrder") != "finishTimeAscending")
         top = int(self.query.get("$top", len(runs) or 1))
         self.send(200, {"count": len(runs[:top]), "value": [r.rest() for r in runs[:top]]})
+
+    def _threads(self, threads: list[dict], rest: list[str]) -> None:
+        """A PR's threads as Azure DevOps keeps them: each with its comments; the author is the
+        token's identity (the project's build service)."""
+        author = {"displayName": "GenAI Ops Build Service (contoso)", "uniqueName": "Build\\" + PROJECT_ID}
+        if not rest and self.command == "GET":
+            return self.send(200, {"value": threads, "count": len(threads)})
+        if not rest and self.command == "POST":
+            comments = (self.body or {}).get("comments")
+            if not isinstance(comments, list) or not comments or not all(
+                    isinstance(c, dict) and isinstance(c.get("content"), str) for c in comments):
+                return self.send(400, {"message": "A thread needs at least one comment with content."})
+            if any(len(c["content"]) > 150000 for c in comments):
+                return self.send(400, {"message": "The comment content is too long."})
+            thread = {"id": next(self.server._thread_ids), "status": (self.body or {}).get("status", "active"),
+                      "comments": [{"id": n + 1, "parentCommentId": c.get("parentCommentId", 0),
+                                    "content": c["content"], "commentType": c.get("commentType", "text"),
+                                    "author": author, "isDeleted": False} for n, c in enumerate(comments)]}
+            threads.append(thread)
+            return self.send(200, thread)
+        if len(rest) == 3 and rest[1] == "comments" and self.command == "PATCH":
+            for thread in threads:
+                if str(thread["id"]) == rest[0]:
+                    for comment in thread["comments"]:
+                        if str(comment["id"]) == rest[2]:
+                            content = (self.body or {}).get("content")
+                            if not isinstance(content, str):
+                                return self.send(400, {"message": "content is required"})
+                            comment["content"] = content
+                            return self.send(200, comment)
+            return self.send(404, {"message": "comment not found"})
+        return self.send(405, {"message": f"{self.command} is not supported here"})

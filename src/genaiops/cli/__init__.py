@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         new,
         options,
         registry,
+        report,
         simulator,
         validate,
         verdict,
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_approval_parsers(commands)
     audit.add_audit_parser(commands)
     registry.add_registry_parser(commands)
+    report.add_report_parser(commands)
     simulator.add_simulator_parser(commands)
     engine.add_engine_parser(commands)
     return parser

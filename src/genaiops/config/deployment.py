@@ -77,7 +77,7 @@ class Environment(Block):
     target: Target
     requires_approval: bool = False
     approval_ttl_minutes: Annotated[int, Field(ge=1, le=10080)] = 60
-    approval_source: Literal["local", "azure_devops"] = "local"
+    approval_source: Literal["local", "azure_devops", "github"] = "local"
     # docker
     port: Annotated[int, Field(ge=1, le=65534)] | None = None
     workers: Annotated[int, Field(ge=1, le=64)] | None = None

@@ -6,7 +6,9 @@ Decisions are records of the audit chain (`audit`): `genaiops approve|reject` ap
 - `local`: the newest approval of exactly this digest, use case and environment within its TTL;
 - `azure_devops`: the current pipeline run's approval record (`deploy/ado.py`). When that record
   names the digest it approved or the chain head it saw (`artifact`, `head` in what
-  `verify_run_approved` returns), both are checked: the pipeline is then the chain's outside anchor.
+  `verify_run_approved` returns), both are checked: the pipeline is then the chain's outside anchor;
+- `github`: the current GitHub Actions run's environment review (`deploy/github.py`): approved by
+  someone other than the run's actor, its comment carrying this digest, within the TTL.
 
 For every source a rejection of the digest in the chain is final, and every doubt refuses.
 """
@@ -145,9 +147,35 @@ class AzureDevOpsApprovals:
         return ApprovalGrant("azure_devops", approved.get("by") or "", None, reference, head)
 
 
+class GitHubApprovals:
+    """The environment review of the current GitHub Actions run (`deploy/github.py` reads the API)."""
+
+    name = "github"
+
+    def __init__(self, environ: dict | None = None, client=None):
+        self.environ = environ
+        self._client = client  # anything with verify_run_approved(env, digest, ttl, now) -> dict
+
+    def grant(self, request: ApprovalRequest, records: list[dict],
+              now: datetime | None = None) -> ApprovalGrant:
+        refuse_if_rejected(records, request)
+        if self._client is None:
+            from genaiops.deploy.github import GitHubApprovalsClient, GitHubRun
+
+            self._client = GitHubApprovalsClient(GitHubRun.from_env(self.environ))
+        approved = self._client.verify_run_approved(request.env, request.artifact, request.ttl_minutes, now)
+        if approved.get("artifact") != request.artifact:
+            raise ApprovalRefused(f"the GitHub approval of run {approved.get('run_id')} is for artifact "
+                                  f"{approved.get('artifact')}, not {request.artifact}: wrong digest")
+        reference = {k: approved.get(k) for k in ("run_id", "run_attempt", "job_id", "environment",
+                                                  "repository")}
+        return ApprovalGrant("github", approved["by"], approved.get("at"), reference)
+
+
 SOURCES: dict[str, Callable[..., ApprovalSource]] = {
     "local": lambda environ=None: LocalApprovals(),
     "azure_devops": lambda environ=None: AzureDevOpsApprovals(environ),
+    "github": lambda environ=None: GitHubApprovals(environ),
 }
 
 

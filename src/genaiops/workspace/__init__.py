@@ -97,6 +97,10 @@ class Workspace:
     def report_dir(self, use_case: str, evaluation_id: str) -> Path:
         return self.root / "reports" / use_case / evaluation_id
 
+    def report_dirs(self, use_case: str) -> Path:
+        """The folder holding every report folder of `use_case`."""
+        return self.root / "reports" / use_case
+
     def comparison_dir(self, use_case: str, comparison_id: str) -> Path:
         return self.root / "comparisons" / use_case / comparison_id
 
