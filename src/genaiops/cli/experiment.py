@@ -11,7 +11,7 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 def add_experiment_parser(phases_subparsers) -> None:
     add_experiment_flags(add_command(phases_subparsers, "experiment", cmd_run_experiment,
-                                     use_case=REQUIRED, env=OVERLAY, progress=True))
+                                     use_case=REQUIRED, env=OVERLAY, progress=True, llm=True))
 
 
 def add_experiment_flags(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 def add_verdict_parser(phases_subparsers) -> None:
     parser = add_command(phases_subparsers, "verdict", cmd_run_verdict,
-                         use_case=REQUIRED, env=OVERLAY, progress=True)
+                         use_case=REQUIRED, env=OVERLAY, progress=True, llm=True)
     add_experiment_flags(parser)
     add_report_flags(parser)
     add_registry_flag(parser, default="config `registry.backend`, else local")

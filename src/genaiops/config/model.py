@@ -209,6 +209,15 @@ class SimulatorSettings(FileModel):
         return self._rules
 
 
+class LLMSettings(FileModel):
+    """Where the LLM answers come from (the `llm:` block; `--llm` overrides the mode): `live`
+    calls the endpoints, `record` calls them and keeps the answers in the cassette folder,
+    `replay` answers from the cassette alone (no endpoint, no key; a miss fails the command)."""
+
+    mode: Literal["live", "record", "replay"] = "live"
+    cassettes_rel: RelPath | None = Field(None, alias="cassettes")  # default cassettes/<use_case>
+
+
 class Price(TypedDict):
     """Price per 1000 tokens of one model."""
 
@@ -280,6 +289,7 @@ class ExperimentConfig(ConfigFile):
     evaluators: tuple[Evaluator, ...] = ()
     variants: tuple[Variant, ...] = ()
     runtime: Runtime = Field(default_factory=Runtime)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     # set for every run of the flow (promptflow resolves `${<connection>.<key>}` in values); the
     # variables a flow reads are only known to genaiops - and its runs reusable - when declared
     environment_variables: dict[EnvVarName, Scalar] = {}
@@ -311,6 +321,17 @@ class ExperimentConfig(ConfigFile):
     @property
     def flow(self) -> Path:
         return self._loaded.flows[self.flow_rel].entry
+
+    @property
+    def cassettes(self) -> Path:
+        """The use case's cassette folder (recorded LLM answers, see genaiops.gateway.cassette)."""
+        return self.repo_root / (self.llm.cassettes_rel or f"cassettes/{self.use_case}")
+
+    def with_llm_mode(self, mode: str | None) -> ExperimentConfig:
+        """This config with `llm.mode` set (from `--llm`), or itself."""
+        if mode is None or mode == self.llm.mode:
+            return self
+        return self.model_copy(update={"llm": self.llm.model_copy(update={"mode": mode})})
 
     @property
     def flow_kind(self) -> str:  # dag | flex | prompty (promptflow), maf (agent_framework)

@@ -94,6 +94,8 @@ class ExperimentResult:
     failures: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why runs were not reused, ...
     gateway: dict | None = None  # the LLM gateway's counters (attempts, 429s, queueing, quotas)
+    # replay: the cassette and how many misses it had before this experiment (see raise_if_failed)
+    replay: tuple | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +113,10 @@ class ExperimentResult:
     def raise_if_failed(self) -> None:
         if self.ok:
             return
+        if self.replay is not None:  # calls replay could not answer: exit 2, naming what changed
+            from genaiops.llm_session import replay_misses
+
+            replay_misses(*self.replay, where=[_failed_lines(f) for f in self.failures])
         lines = []
         for failure in self.failures:
             first = failure["errors"][0]["message"] if failure["errors"] else "run failed"
@@ -119,6 +125,18 @@ class ExperimentResult:
         raise RunFailed("experiment failed:\n  " + "\n  ".join(lines),
                         hint="fix the cause, then rerun: good lines are kept, only the failed "
                              "lines run again")
+
+
+def _failed_lines(failure: dict) -> str:
+    """`run <name> (<variant> on <dataset>): line 3, line 7 (node classify)` for a failed run."""
+    errors = failure["errors"]
+    lines = ", ".join(f"line {e['line']}" for e in errors[:5] if e.get("line") is not None)
+    shown = min(len(errors), 5)
+    more = f" and {failure['lines_failed'] - shown} more" if failure["lines_failed"] > shown else ""
+    nodes = sorted({e["node"] for e in errors if e.get("node")})
+    node = f" (node {', '.join(nodes)})" if nodes else ""
+    return (f"run {failure.get('run') or '?'} ({failure['variant']} on {failure['dataset']}): "
+            f"{lines or 'its lines'}{more}{node}")
 
 
 def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
@@ -306,6 +324,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                          hint="raise --budget, select fewer variants/datasets, or use the PR overlay")
     records = {run.key: run.reused for run in planned if run.reused is not None}
     simulator_stats = gateway_stats = None
+    misses_before = len(ctx.cassette.misses) if ctx.cassette is not None else 0
     if pending:  # nothing to run: no simulator, no connections, no engine import
         batches = make_batches(ctx, pending, options, experiment_id)
         from genaiops.capacity import parallel_runs
@@ -313,7 +332,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
         max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, len(batches))
         ctx.engine.prewarm(max_parallel)  # workers import while we prepare
         try:
-            with ctx.llm() as session:
+            with ctx.llm(fail_on_miss=False) as session:
                 records.update(_run_batches(ctx, batches, max_parallel, experiment_id, ledger))
                 simulator_stats = session.simulator.stats.snapshot() if session.simulator else None
                 gateway_stats = session.gateway.snapshot() if session.gateway else None
@@ -345,9 +364,12 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
         "duration_s": round(time.time() - started, 3),
     }
     failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
-                 "errors": r["errors"]} for r in failing]
+                 "errors": r["errors"], "run": r.get("pf_run") or r["key"][:8]} for r in failing]
+    cassette = ctx.cassette
+    replay = (cassette, misses_before) if pending and cassette is not None and \
+        len(cassette.misses) > misses_before else None
     return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
-                            totals, simulator_stats, failures, notes, gateway_stats)
+                            totals, simulator_stats, failures, notes, gateway_stats, replay)
 
 
 def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:
