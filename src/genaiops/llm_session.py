@@ -98,8 +98,8 @@ def open_cassette(config: ExperimentConfig):
 
 
 def check_models(config: ExperimentConfig, recorded: dict[str, set[str]]) -> None:
-    """Refuse a cassette recorded from another model than the connection's: from the simulator
-    when the connection is a real endpoint (or the reverse), or from another `model:`."""
+    """Refuse a cassette recorded from another model than the connection's: not the simulator
+    when the connection is the simulator, not its `model:` (or a version of it) when it names one."""
     from genaiops.simulator import SIMULATOR_NAME
 
     problems = []
@@ -109,9 +109,9 @@ def check_models(config: ExperimentConfig, recorded: dict[str, set[str]]) -> Non
             wrong = sorted(m for m in models if m != SIMULATOR_NAME)
             expected = "the LLM simulator (api_base: simulator)"
         else:
-            wrong = sorted(m for m in models if m == SIMULATOR_NAME or (
-                conn.model and m != conn.model and not m.startswith(conn.model + "-")))
-            expected = f"model {conn.model!r}" if conn.model else "a real endpoint"
+            wrong = sorted(m for m in models if conn.model and m != conn.model
+                           and not m.startswith(conn.model + "-"))  # versions: gpt-4o-2024-08-06
+            expected = f"model {conn.model!r}"
         if wrong:
             problems.append(f"connection {conn.name!r}: the cassette was recorded from "
                             f"{', '.join(wrong)}, but the config names {expected}")

@@ -38,7 +38,8 @@ def cmd_run_verdict(args: argparse.Namespace) -> int:
             report_dir=args.report_dir, registry_backend=args.registry))
     if args.json:
         emit_json(result.to_json())
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return result.experiment.exit_code if not result.experiment.ok else \
+            EXIT_OK if result.ok else EXIT_FAILED
     render_experiment(result.experiment)
     result.experiment.raise_if_failed()
     render_summary(result.summary, out, err)

@@ -75,6 +75,35 @@ def served_model(answer: dict) -> str | None:
     return None
 
 
+def _stable_fields(obj, answer_id: str):
+    if isinstance(obj, dict):
+        if "id" in obj and isinstance(obj["id"], str):
+            obj = {**obj, "id": answer_id}
+        if isinstance(obj.get("created"), int):
+            obj = {**obj, "created": 0}
+    return obj
+
+
+def stable(answer: dict, answer_id: str) -> dict:
+    """The answer without what differs from one recording to the next though the model said
+    the same (its id, its creation time), so that recording again changes only what changed."""
+    if isinstance(answer.get("body"), dict):
+        return {**answer, "body": _stable_fields(answer["body"], answer_id)}
+    if "stream" in answer:
+        events = []
+        for event in answer["stream"]:
+            data = event[5:].strip() if event.startswith("data:") else None
+            try:
+                parsed = json.loads(data) if data and data != "[DONE]" else None
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                event = "data: " + json.dumps(_stable_fields(parsed, answer_id), ensure_ascii=False)
+            events.append(event)
+        return {**answer, "stream": events}
+    return answer
+
+
 @dataclass
 class Miss:
     """A call replay had no answer for, and what changed against the nearest recorded one."""
@@ -141,6 +170,7 @@ class Cassette:
     def record(self, key: str, connection: str, path: str, body: dict, occurrence: int,
                answer: dict) -> None:
         """Keep `answer` (status, body or stream events) as the `occurrence`-th of the request."""
+        answer = stable(answer, f"rec-{key[:16]}-{occurrence}")
         answer = {**answer, "model": served_model(answer)}
         with self._lock:
             entry = self._entries.get(key)

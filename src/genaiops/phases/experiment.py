@@ -101,6 +101,13 @@ class ExperimentResult:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 1 failed lines, 2 when replay met calls its cassette has no answer for."""
+        from genaiops.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+        return EXIT_OK if self.ok else EXIT_USAGE if self.replay is not None else EXIT_FAILED
+
     def to_json(self) -> dict:
         data = {"phase": "experiment", "ok": self.ok, "experiment_id": self.experiment_id,
                 "use_case": self.use_case, "env": self.env, "variants": self.variants,
@@ -108,6 +115,11 @@ class ExperimentResult:
                 "notes": self.notes, "gateway": self.gateway}
         if self.failures:
             data["failures"] = self.failures
+        if self.replay is not None:
+            from genaiops.llm_session import describe_misses
+
+            cassette, before = self.replay
+            data["replay_misses"] = describe_misses(cassette.misses[before:])
         return data
 
     def raise_if_failed(self) -> None:
