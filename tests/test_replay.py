@@ -225,3 +225,22 @@ def test_replay_without_a_cassette_says_how_to_record(tmp_path, state, capsys):
     code, message = experiment(repo, "classification", "replay", capsys)
     assert code == 2 and "no recorded answers in" in message["error"]
     assert "--llm record" in message["hint"]
+
+
+def test_a_replayed_verdict_names_the_cassette_it_answered_from(repo, state, capsys, monkeypatch):
+    """`run verdict -e pr --llm replay` (the PR check): init pins the cassette folder in the
+    registry like a dataset, and the evaluation summary names its hash."""
+    with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml", port=0) as sim:
+        monkeypatch.setenv("LLM_API_BASE", sim.url + "/v1")
+        code, out = experiment(repo, "classification", "record", capsys)
+        assert code == 0, out
+    pinned = cassette_hash(repo / "cassettes/classification")
+    monkeypatch.delenv("LLM_API_BASE")
+    code, out, err = run_cli(["--repo", str(repo), "run", "verdict", "-u", "classification", "-e",
+                              "pr", "--llm", "replay", "--json"], capsys)
+    assert code == 0, out + err
+    result = json.loads(out)
+    assert result["evaluate"]["llm"]["mode"] == "replay"
+    assert result["evaluate"]["llm"]["cassette"] == pinned
+    registered = {d["name"]: d for d in result["init"]["datasets"]}
+    assert registered["classification-cassettes"]["content_hash"] == pinned

@@ -55,8 +55,11 @@ class Record(BaseModel):
 
 
 class LlmInfo(Record):
+    OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset({"mode", "cassette"})
     simulator: bool  # the bundled simulator answered: scores prove the pipeline, not a model
     label: str
+    mode: Literal["replay"] | None = None  # set when the answers came from a cassette
+    cassette: str | None = None  # the hash of that cassette (cassettes/<use_case>)
 
 
 class EvaluationInfo(Record):
