@@ -75,3 +75,67 @@ def test_paired_rates_compare_row_means_over_common_rows():
     assert result.p_value < 0.01 and result.ci_high < 0  # shown worse, clustered by row
     same = paired_rates(base, base)
     assert same.delta == 0
+
+
+# -- the simulator's seeded stochastic mode, through the gateway --------------------------------
+
+RULES = {"rules": [{"name": "category", "when": {"prompt": "(?i)ticket: (.*)"},
+                    "reply": "{table:category:1}", "accuracy": 0.7}],
+         "tables": {"category": [{"pattern": "(?i)invoice", "value": "billing"},
+                                 {"pattern": "(?i)crash", "value": "technical"},
+                                 {"pattern": ".", "value": "other"}]}}
+
+
+def ask(client, url: str, text: str) -> str:
+    body = {"model": "m", "messages": [{"role": "user", "content": f"ticket: {text}"}]}
+    return client.post(url + "/v1/chat/completions", json=body, timeout=10,
+                       headers={"Authorization": "Bearer sim"}).json()[
+        "choices"][0]["message"]["content"]
+
+
+def verdicts(url: str, rows: dict[str, str], repeats: int) -> dict[str, list[float]]:
+    import httpx
+
+    with httpx.Client() as client:
+        return {text: [float(ask(client, url, text) == label) for _ in range(repeats)]
+                for text, label in rows.items()}
+
+
+def test_a_seeded_stochastic_simulator_makes_repeats_vary_and_flaky_rows_show(tmp_path):
+    """spread 0 answers every repeat alike; spread 0.5 varies them per call, reproducibly for
+    a seed, and the rows whose verdict varies are reported; record/replay keeps them."""
+    from genaiops.gateway import LLMGateway
+    from genaiops.gateway.cassette import Cassette
+    from genaiops.simulator import SimulatorServer
+
+    rows = {f"invoice {i}": "billing" for i in range(6)} | {f"crash {i}": "technical" for i in range(6)}
+    with SimulatorServer(rules=RULES, port=0) as sim:
+        steady = verdicts(sim.url, rows, 4)
+    assert flaky_rows(steady) == []
+    runs = []
+    for _ in range(2):
+        with SimulatorServer(rules=RULES, port=0, spread=0.5, seed=11) as sim:
+            runs.append(verdicts(sim.url, rows, 4))
+    assert runs[0] == runs[1]  # seeded: the same calls in the same order, the same answers
+    flaky = flaky_rows(runs[0])
+    assert flaky, runs[0]
+    assert 0 < pass_rate(runs[0]).value < 1
+
+    cassette = Cassette(tmp_path / "c", "record")
+    with SimulatorServer(rules=RULES, port=0, spread=0.5, seed=11) as sim, LLMGateway() as gw:
+        gw.use_cassette(cassette)
+        gw.route("llm", sim.url)
+        recorded = verdicts(gw.url_for("flow", "llm"), rows, 4)
+    cassette.save()
+    with LLMGateway() as gw:  # no simulator: repeats answered by occurrence, in order
+        gw.use_cassette(Cassette(tmp_path / "c", "replay"))
+        gw.route("llm", "http://replay.invalid")
+        assert verdicts(gw.url_for("flow", "llm"), rows, 4) == recorded == runs[0]
+
+
+def test_the_spread_is_checked():
+    from genaiops.errors import UsageError
+    from genaiops.simulator import SimulatorServer
+
+    with pytest.raises(UsageError, match="spread must be a number from 0 to 1"):
+        SimulatorServer(rules=RULES, spread=1.5)

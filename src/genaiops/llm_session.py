@@ -53,6 +53,9 @@ def output_settings(config: ExperimentConfig) -> dict:
             rules = config.simulator.rules
             settings[conn.name] = {"type": conn.type, "endpoint": "simulator",
                                    "rules": hash_file(rules) if rules else None}
+            if config.simulator.spread:  # stochastic answers: part of what the outputs depend on
+                settings[conn.name].update(spread=config.simulator.spread,
+                                           seed=config.simulator.seed)
         else:
             settings[conn.name] = conn.output_identity()
     settings.update(llm_identity(config))
@@ -179,7 +182,8 @@ def start_simulator(config: ExperimentConfig):
     latency = float(os.environ.get("GENAIOPS_SIMULATOR_LATENCY_MS", config.simulator.latency_ms))
     quota = config.simulator.quota
     return SimulatorServer(rules_path=config.simulator.rules, latency_ms=latency, port=0,
-                           quota=QuotaSpec(**quota.model_dump()) if quota else None)
+                           quota=QuotaSpec(**quota.model_dump()) if quota else None,
+                           spread=config.simulator.spread, seed=config.simulator.seed)
 
 
 @dataclass

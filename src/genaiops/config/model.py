@@ -198,6 +198,10 @@ class SimulatorSettings(FileModel):
     latency_ms: NonNegative = 0
     quota: SimulatorQuota | None = None
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
+    # seeded stochastic mode: 0 = deterministic rules; > 0 = answers vary per call around the
+    # rules' accuracy (simulator.rules.Spread), for repeats, flakiness and record/replay offline
+    spread: Annotated[float, Field(ge=0, le=1)] = 0.0
+    seed: int = 0
     _rules: Path | None = PrivateAttr(None)
 
     def model_post_init(self, context: Any, /) -> None:
