@@ -244,3 +244,29 @@ def test_a_replayed_verdict_names_the_cassette_it_answered_from(repo, state, cap
     assert result["evaluate"]["llm"]["cassette"] == pinned
     registered = {d["name"]: d for d in result["init"]["datasets"]}
     assert registered["classification-cassettes"]["content_hash"] == pinned
+
+
+def test_the_record_pipeline_is_valid_and_pr_stages_replay(repo_root):
+    """The record pipeline validates against the Azure Pipelines schema; PR and parity stages
+    replay (GENAIOPS_LLM) and so need no LLM key."""
+    import pipeline_schema as ps
+
+    assert ps.validate_file(repo_root / "azure-pipelines.record.yml") == []
+    expanded = ps.expand_pipeline(repo_root / "azure-pipelines.yml").pipeline
+    for stage in expanded["stages"]:
+        if stage["stage"].startswith(("PR_", "Parity_")):
+            assert {"name": "GENAIOPS_LLM", "value": "replay"} in stage["variables"], stage["stage"]
+
+
+def test_genaiops_llm_sets_the_default_and_is_checked(tmp_path, state, capsys, monkeypatch):
+    repo = copy_classification_and_port(tmp_path / "repo")
+    monkeypatch.setenv("GENAIOPS_LLM", "replay")
+    code, message = experiment(repo, "classification", "live", capsys)  # the flag wins
+    assert code == 0, message
+    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification",
+                              "-e", "pr", "--json"], capsys)
+    assert code == 2 and "no recorded answers" in json.loads(out)["error"]
+    monkeypatch.setenv("GENAIOPS_LLM", "sometimes")
+    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification",
+                              "-e", "pr", "--json"], capsys)
+    assert code == 2 and "GENAIOPS_LLM must be live, record or replay" in out

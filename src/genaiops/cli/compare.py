@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from genaiops.cli.args import amount, positive_int, probability, runs_at_once
-from genaiops.cli.options import OVERLAY, add_command, repo_root, show_progress
+from genaiops.cli.options import OVERLAY, add_command, llm_mode, repo_root, show_progress
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
@@ -67,9 +67,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         metrics=args.metric, margin=args.margin, confidence=args.confidence,
         min_samples=args.min_samples, force=args.force, max_parallel=args.max_parallel,
         report_dir=args.report_dir)
-    with PhaseContext.open(root, args.baseline, args.env, show_progress=progress, llm=args.llm) as baseline, \
+    with PhaseContext.open(root, args.baseline, args.env, show_progress=progress, llm=llm_mode(args)) as baseline, \
             PhaseContext.open(root, args.candidate, args.env, show_progress=progress,
-                              llm=args.llm) as candidate:
+                              llm=llm_mode(args)) as candidate:
         comparison = run_compare(baseline, candidate, options)
     code = EXIT_OK if comparison.verdict == "pass" else EXIT_FAILED
     if args.json:

@@ -53,7 +53,7 @@ def shared(*, use_case: str | None = None, env: str | None = None, json: bool = 
                             help="LLM answers: live (call the endpoints), record (call them and "
                                  "keep the answers in cassettes/<use_case>), replay (answer from "
                                  "the cassette, no endpoint or key; a miss fails with exit 2); "
-                                 "default: `llm.mode` of the config, else live")
+                                 "default: $GENAIOPS_LLM, else `llm.mode` of the config, else live")
     return [parent]
 
 
@@ -124,4 +124,17 @@ def phase_context(args: argparse.Namespace):
     from genaiops.phases.context import PhaseContext
 
     return PhaseContext.open(repo_root(args), args.use_case, args.env, show_progress=show_progress(args),
-                             llm=getattr(args, "llm", None))
+                             llm=llm_mode(args))
+
+
+def llm_mode(args: argparse.Namespace) -> str | None:
+    """`--llm`, else $GENAIOPS_LLM (a pipeline stage's default, e.g. replay for pull requests),
+    else None: the config's `llm.mode`."""
+    import os
+
+    from genaiops.errors import UsageError
+
+    mode = getattr(args, "llm", None) or os.environ.get("GENAIOPS_LLM") or None
+    if mode is not None and mode not in ("live", "record", "replay"):
+        raise UsageError(f"GENAIOPS_LLM must be live, record or replay, not {mode!r}")
+    return mode if hasattr(args, "llm") else None
