@@ -139,3 +139,46 @@ def test_the_spread_is_checked():
 
     with pytest.raises(UsageError, match="spread must be a number from 0 to 1"):
         SimulatorServer(rules=RULES, spread=1.5)
+
+
+# -- `repeats:` through the CLI ---------------------------------------------------------------
+
+
+def test_repeats_run_each_row_n_times_cluster_by_row_report_flaky_rows_and_replay(
+        tmp_path, state_dir, capsys, monkeypatch):
+    """tickets_pr with `repeats: 3` against a stochastic simulator (classify right 60% of calls):
+    30 lines, intervals clustered by row, pass@3 and the flaky rows in the summary; recorded,
+    then replayed with no simulator: the same per-row results."""
+    import json
+
+    from deploy_helpers import copy_classification_and_port, run_cli
+
+    repo = copy_classification_and_port(tmp_path / "repo")
+    rules = repo / "configs/classification/simulator.yaml"
+    rules.write_text(rules.read_text().replace("accuracy: 0.97", "accuracy: 0.6"))
+    overlay = repo / "configs/classification/experiment.pr.yaml"
+    overlay.write_text(overlay.read_text().replace(
+        "    description: 10 labelled tickets, 2 per category (PR smoke set)\n",
+        "    description: 10 labelled tickets, 2 per category (PR smoke set)\n    repeats: 3\n")
+        + "simulator:\n  rules: configs/classification/simulator.yaml\n  spread: 1\n  seed: 3\n")
+
+    def evaluated(mode: str) -> dict:
+        for command in ("experiment", "evaluate"):
+            code, out, err = run_cli(["--repo", str(repo), "run", command, "-u", "classification",
+                                      "-e", "pr", "--llm", mode, "--json"], capsys)
+            assert code in (0, 1), out + err  # 1: a gate may fail on a 60% classifier
+        return json.loads(out)
+
+    recorded = evaluated("record")
+    metrics = {m["metric"]: m for m in recorded["metrics"] if m["source"] != "builtin"}
+    assert metrics["score"]["method"] == "cluster_bootstrap" and metrics["score"]["n"] == 30
+    assert metrics["score_pass_at_3"]["n"] == 10
+    assert metrics["score_pass_at_3"]["value"] >= metrics["score"]["value"]
+    assert metrics["score_flaky_rows"]["value"] > 0  # P(no flaky row) ~ 3e-6
+    assert metrics["score"]["ci_low"] < metrics["score"]["value"] < metrics["score"]["ci_high"]
+
+    replayed = evaluated("replay")
+    again = {m["metric"]: m for m in replayed["metrics"] if m["source"] != "builtin"}
+    for name in ("score", "score_pass_at_3", "score_flaky_rows"):
+        assert again[name]["value"] == metrics[name]["value"], name
+    assert replayed["llm"]["mode"] == "replay"

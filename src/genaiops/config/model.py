@@ -92,6 +92,9 @@ class Dataset(FileModel):
     mappings: Mappings = {}
     # mapped columns whose value may be JSON null; any other null in a mapped column is an error
     allow_null: tuple[NonEmpty, ...] = ()
+    # calls per row: each repeat is its own line (row i, repeat r = line i * repeats + r) and LLM
+    # call; evaluations then cluster by row (evaluation/repeats.py, docs/replay.md)
+    repeats: PositiveInt = 1
     _source: Path = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:

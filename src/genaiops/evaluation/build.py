@@ -34,8 +34,10 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
     problems = problems + [f"evaluator {o.evaluator} on {o.variant}/{o.dataset} failed: {o.error}"
                            for o, _reused in outcomes if o.status != "completed"]
     metrics, scores = [], []
+    repeats = {r.key: r.repeats or 1 for r in records}
     for outcome, _reused in outcomes:
-        entries, blocks = outcome_metrics(outcome, settings.confidence)
+        entries, blocks = outcome_metrics(outcome, settings.confidence,
+                                          repeats.get(outcome.run_key, 1))
         metrics += entries
         scores += blocks
     for record in records:

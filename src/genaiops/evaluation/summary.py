@@ -86,7 +86,7 @@ class MetricEntry(Record):
     source: Literal["rows", "reported", "builtin"]
     row_score: str | None  # the per-row score behind the value (what regression gates pair)
     value: Number | None  # None: no usable row (NaN), never silently 0
-    method: Literal["wilson", "bootstrap", "none"]
+    method: Literal["wilson", "bootstrap", "cluster_bootstrap", "none"]
     ci_low: Number | None
     ci_high: Number | None
     n: int

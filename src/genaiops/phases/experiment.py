@@ -179,6 +179,7 @@ def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
                 "variant": variant.identity(),
                 "dataset_hash": dataset_hash,
                 "column_mapping": dataset.mappings,
+                **({"repeats": dataset.repeats} if dataset.repeats > 1 else {}),
                 "settings": settings,
                 "inputs": inputs.identity,
             }
@@ -215,7 +216,8 @@ def estimate_cost(config: ExperimentConfig, pending: list[PlannedRun], ledger: L
     rows = {}
     for run in pending:
         if not run.partial and run.dataset.name not in rows:
-            rows[run.dataset.name] = sum(1 for _ in iter_jsonl(run.dataset.source))
+            rows[run.dataset.name] = sum(1 for _ in iter_jsonl(run.dataset.source)) * \
+                run.dataset.repeats
     lines = sum(len(run.retry_lines) if run.partial else rows[run.dataset.name] for run in pending)
     return lines * (prompt_per_line * price[0] + completion_per_line * price[1]) / 1000
 
@@ -243,7 +245,9 @@ def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: Experime
     for number, runs in enumerate(groups):
         dataset = runs[0].dataset
         if dataset.name not in rows:  # promptflow numbers the non-blank lines from 0
-            rows[dataset.name] = {i: row for i, (_n, row) in enumerate(iter_jsonl(dataset.source))}
+            n = dataset.repeats  # repeat r of row i is line i * n + r
+            rows[dataset.name] = {i * n + r: row for i, (_n, row) in enumerate(iter_jsonl(dataset.source))
+                                  for r in range(n)}
         batches.append(_stage_batch(ctx, options, f"{experiment_id}-{number:02d}", runs,
                                     rows[dataset.name]))
     return batches
@@ -261,6 +265,9 @@ def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs:
     if runs[0].partial:
         lines = sorted({line for run in runs for line in run.retry_lines})
         data = folder / "retry.jsonl"  # the failed rows only; line i of the batch is lines[i]
+        atomic_write_jsonl(data, [rows[line] for line in lines])
+    elif runs[0].dataset.repeats > 1:
+        data = folder / "repeated.jsonl"  # each row `repeats` times in a row
         atomic_write_jsonl(data, [rows[line] for line in lines])
     workers = worker_count(options.worker_count or config.runtime.worker_count, len(lines),
                            calls_llm=ctx.flow.calls_llm, connections=config.connections)
@@ -289,7 +296,7 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
                 "variant_spec": run.variant.identity(), "dataset": run.dataset.name,
                 "dataset_source": run.dataset.source_rel, "dataset_hash": run.dataset_hash,
                 "column_mapping": dict(run.dataset.mappings), "settings": run.identity["settings"],
-                "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None}
+                "repeats": run.dataset.repeats, "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None}
         if run.partial is None:
             record = build_record(base=base, rows=rows, lines_total=batch.rows, completed=member_ok,
                                   duration_s=result.duration_s, price=price, started_at=started)

@@ -75,6 +75,7 @@ class RunRecord:
     finished_at: float = 0.0
     outputs_sha256: str = ""  # of `<key>.outputs.jsonl`, verified whenever the outputs are read
     merged_runs: list = field(default_factory=list)  # engine runs whose lines it merges (retries)
+    repeats: int = 1  # lines per dataset row: line = row * repeats + repeat (dataset `repeats:`)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -102,7 +102,7 @@ class FlowEvaluator:
         workers = self._workers(len(rows))
         record, mapping = task.record, task.eval_dataset.mappings
         use_run = (not self.force_data_mode and not task.eval_dataset.key_column
-                   and self.engine.linkable_run(record.pf_run))
+                   and (record.repeats or 1) == 1 and self.engine.linkable_run(record.pf_run))
         with tempfile.TemporaryDirectory(prefix=f"genaiops-eval-{owner_tag()}-") as tmp:
             if use_run:
                 job = self._job(name, task.eval_dataset.source,
