@@ -160,7 +160,9 @@ def test_repeats_run_each_row_n_times_cluster_by_row_report_flaky_rows_and_repla
     overlay.write_text(overlay.read_text().replace(
         "    description: 10 labelled tickets, 2 per category (PR smoke set)\n",
         "    description: 10 labelled tickets, 2 per category (PR smoke set)\n    repeats: 3\n")
-        + "simulator:\n  rules: configs/classification/simulator.yaml\n  spread: 1\n  seed: 3\n")
+        + "simulator:\n  rules: configs/classification/simulator.yaml\n  spread: 1\n  seed: 3\n"
+        + "gates:\n  - {metric: accuracy, op: '>=', threshold: 0.1, judge: ci_low}\n"
+        + "  - {metric: accuracy, op: '>=', threshold: 0.99, judge: ci_low}\n")
 
     def evaluated(mode: str) -> dict:
         for command in ("experiment", "evaluate"):
@@ -171,11 +173,16 @@ def test_repeats_run_each_row_n_times_cluster_by_row_report_flaky_rows_and_repla
 
     recorded = evaluated("record")
     metrics = {m["metric"]: m for m in recorded["metrics"] if m["source"] != "builtin"}
-    assert metrics["score"]["method"] == "cluster_bootstrap" and metrics["score"]["n"] == 30
+    assert metrics["score"]["method"] == "cluster_bootstrap"
+    assert metrics["score"]["n"] == 10  # samples are rows (30 lines), for min_samples too
     assert metrics["score_pass_at_3"]["n"] == 10
     assert metrics["score_pass_at_3"]["value"] >= metrics["score"]["value"]
     assert metrics["score_flaky_rows"]["value"] > 0  # P(no flaky row) ~ 3e-6
     assert metrics["score"]["ci_low"] < metrics["score"]["value"] < metrics["score"]["ci_high"]
+
+    low, high = [g for g in recorded["gates"] if g["metric"] == "accuracy"]
+    assert low["status"] == "pass" and high["status"] == "fail", recorded["gates"]
+    assert "on its ci_low" in high["message"]
 
     replayed = evaluated("replay")
     again = {m["metric"]: m for m in replayed["metrics"] if m["source"] != "builtin"}

@@ -262,6 +262,9 @@ class Gate(FileModel):
     min_samples: PositiveInt | None = None
     alpha: Probability | None = None
     description: str = ""
+    # absolute gates: judge the value, or a bound of its interval (`judge: ci_low` with `>=`: the pass
+    # rate is shown to reach the threshold, not just estimated to; clustered by row with repeats)
+    judge: Literal["value", "ci_low", "ci_high"] = "value"
 
     @property
     def label(self) -> str:

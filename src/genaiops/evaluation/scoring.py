@@ -74,7 +74,9 @@ def _clustered(name: str, agg: Aggregate, rows: list[dict], values: list, repeat
     if not usable:
         return agg, []
     low, high = cluster_bootstrap(np.asarray([np.mean(v) for v in usable.values()]), confidence)
-    agg = replace(agg, ci_low=low, ci_high=high, method="cluster_bootstrap")
+    # samples are rows, not calls: min_samples counts rows
+    agg = replace(agg, ci_low=low, ci_high=high, method="cluster_bootstrap", n=len(clusters),
+                  n_valid=len(usable))
     extra = []
     flat = [v for vals in usable.values() for v in vals]
     if is_binary(flat):
