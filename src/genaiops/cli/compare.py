@@ -8,12 +8,12 @@ import argparse
 from pathlib import Path
 
 from genaiops.cli.args import amount, positive_int, probability, runs_at_once
-from genaiops.cli.options import OVERLAY, add_command, repo_root, show_progress
+from genaiops.cli.options import OVERLAY, add_command, llm_mode, repo_root, show_progress
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_compare_parser(commands) -> None:
-    parser = add_command(commands, "compare", cmd_compare, env=OVERLAY, progress=True)
+    parser = add_command(commands, "compare", cmd_compare, env=OVERLAY, progress=True, llm=True)
     parser.add_argument("--baseline", required=True, metavar="USE_CASE",
                         help="the use case to compare against (e.g. classification, promptflow)")
     parser.add_argument("--candidate", required=True, metavar="USE_CASE",
@@ -67,8 +67,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         metrics=args.metric, margin=args.margin, confidence=args.confidence,
         min_samples=args.min_samples, force=args.force, max_parallel=args.max_parallel,
         report_dir=args.report_dir)
-    with PhaseContext.open(root, args.baseline, args.env, show_progress=progress) as baseline, \
-            PhaseContext.open(root, args.candidate, args.env, show_progress=progress) as candidate:
+    with PhaseContext.open(root, args.baseline, args.env, show_progress=progress, llm=llm_mode(args)) as baseline, \
+            PhaseContext.open(root, args.candidate, args.env, show_progress=progress,
+                              llm=llm_mode(args)) as candidate:
         comparison = run_compare(baseline, candidate, options)
     code = EXIT_OK if comparison.verdict == "pass" else EXIT_FAILED
     if args.json:

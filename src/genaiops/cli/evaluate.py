@@ -13,7 +13,7 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 def add_evaluate_parser(phases_subparsers) -> None:
     parser = add_command(phases_subparsers, "evaluate", cmd_run_evaluate,
-                         use_case=REQUIRED, env=OVERLAY, progress=True)
+                         use_case=REQUIRED, env=OVERLAY, progress=True, llm=True)
     parser.add_argument("--experiment", default="latest",
                         help="experiment id to evaluate (default: latest)")
     add_report_flags(parser)

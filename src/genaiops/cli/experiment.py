@@ -6,12 +6,12 @@ import argparse
 
 from genaiops.cli.args import amount, csv_list, positive_int, runs_at_once
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
-from genaiops.errors import EXIT_FAILED, EXIT_OK
+from genaiops.errors import EXIT_OK
 
 
 def add_experiment_parser(phases_subparsers) -> None:
     add_experiment_flags(add_command(phases_subparsers, "experiment", cmd_run_experiment,
-                                     use_case=REQUIRED, env=OVERLAY, progress=True))
+                                     use_case=REQUIRED, env=OVERLAY, progress=True, llm=True))
 
 
 def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def cmd_run_experiment(args: argparse.Namespace) -> int:
         result = run_experiment(ctx, experiment_options(args))
     if args.json:
         emit_json(result.to_json())
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return result.exit_code
     render(result)
     result.raise_if_failed()
     return EXIT_OK

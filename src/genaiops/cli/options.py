@@ -33,7 +33,7 @@ def add_repo_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def shared(*, use_case: str | None = None, env: str | None = None, json: bool = True,
-           progress: bool = False) -> list[argparse.ArgumentParser]:
+           progress: bool = False, llm: bool = False) -> list[argparse.ArgumentParser]:
     """The `parents=` of one command: `--repo` always, the other shared flags where they apply."""
     parent = argparse.ArgumentParser(add_help=False)
     add_repo_flag(parent)
@@ -48,6 +48,12 @@ def shared(*, use_case: str | None = None, env: str | None = None, json: bool = 
     if progress:
         parent.add_argument("--no-progress", action="store_true",
                             help="no progress output on stderr")
+    if llm:
+        parent.add_argument("--llm", choices=("live", "record", "replay"), default=None,
+                            help="LLM answers: live (call the endpoints), record (call them and "
+                                 "keep the answers in cassettes/<use_case>), replay (answer from "
+                                 "the cassette, no endpoint or key; a miss fails with exit 2); "
+                                 "default: $GENAIOPS_LLM, else `llm.mode` of the config, else live")
     return [parent]
 
 
@@ -117,4 +123,18 @@ def phase_context(args: argparse.Namespace):
     secrets are registered for redaction before anything is printed."""
     from genaiops.phases.context import PhaseContext
 
-    return PhaseContext.open(repo_root(args), args.use_case, args.env, show_progress=show_progress(args))
+    return PhaseContext.open(repo_root(args), args.use_case, args.env, show_progress=show_progress(args),
+                             llm=llm_mode(args))
+
+
+def llm_mode(args: argparse.Namespace) -> str | None:
+    """`--llm`, else $GENAIOPS_LLM (a pipeline stage's default, e.g. replay for pull requests),
+    else None: the config's `llm.mode`."""
+    import os
+
+    from genaiops.errors import UsageError
+
+    mode = getattr(args, "llm", None) or os.environ.get("GENAIOPS_LLM") or None
+    if mode is not None and mode not in ("live", "record", "replay"):
+        raise UsageError(f"GENAIOPS_LLM must be live, record or replay, not {mode!r}")
+    return mode if hasattr(args, "llm") else None

@@ -15,7 +15,7 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 def add_verdict_parser(phases_subparsers) -> None:
     parser = add_command(phases_subparsers, "verdict", cmd_run_verdict,
-                         use_case=REQUIRED, env=OVERLAY, progress=True)
+                         use_case=REQUIRED, env=OVERLAY, progress=True, llm=True)
     add_experiment_flags(parser)
     add_report_flags(parser)
     add_registry_flag(parser, default="config `registry.backend`, else local")
@@ -38,7 +38,8 @@ def cmd_run_verdict(args: argparse.Namespace) -> int:
             report_dir=args.report_dir, registry_backend=args.registry))
     if args.json:
         emit_json(result.to_json())
-        return EXIT_OK if result.ok else EXIT_FAILED
+        return result.experiment.exit_code if not result.experiment.ok else \
+            EXIT_OK if result.ok else EXIT_FAILED
     render_experiment(result.experiment)
     result.experiment.raise_if_failed()
     render_summary(result.summary, out, err)

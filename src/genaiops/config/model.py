@@ -92,6 +92,9 @@ class Dataset(FileModel):
     mappings: Mappings = {}
     # mapped columns whose value may be JSON null; any other null in a mapped column is an error
     allow_null: tuple[NonEmpty, ...] = ()
+    # calls per row: each repeat is its own line (row i, repeat r = line i * repeats + r) and LLM
+    # call; evaluations then cluster by row (evaluation/repeats.py, docs/replay.md)
+    repeats: PositiveInt = 1
     _source: Path = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
@@ -198,6 +201,10 @@ class SimulatorSettings(FileModel):
     latency_ms: NonNegative = 0
     quota: SimulatorQuota | None = None
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
+    # seeded stochastic mode: 0 = deterministic rules; > 0 = answers vary per call around the
+    # rules' accuracy (simulator.rules.Spread), for repeats, flakiness and record/replay offline
+    spread: Annotated[float, Field(ge=0, le=1)] = 0.0
+    seed: int = 0
     _rules: Path | None = PrivateAttr(None)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -207,6 +214,15 @@ class SimulatorSettings(FileModel):
     @property
     def rules(self) -> Path | None:
         return self._rules
+
+
+class LLMSettings(FileModel):
+    """Where the LLM answers come from (the `llm:` block; `--llm` overrides the mode): `live`
+    calls the endpoints, `record` calls them and keeps the answers in the cassette folder,
+    `replay` answers from the cassette alone (no endpoint, no key; a miss fails the command)."""
+
+    mode: Literal["live", "record", "replay"] = "live"
+    cassettes_rel: RelPath | None = Field(None, alias="cassettes")  # default cassettes/<use_case>
 
 
 class Price(TypedDict):
@@ -246,6 +262,9 @@ class Gate(FileModel):
     min_samples: PositiveInt | None = None
     alpha: Probability | None = None
     description: str = ""
+    # absolute gates: judge the value, or a bound of its interval (`judge: ci_low` with `>=`: the pass
+    # rate is shown to reach the threshold, not just estimated to; clustered by row with repeats)
+    judge: Literal["value", "ci_low", "ci_high"] = "value"
 
     @property
     def label(self) -> str:
@@ -280,6 +299,7 @@ class ExperimentConfig(ConfigFile):
     evaluators: tuple[Evaluator, ...] = ()
     variants: tuple[Variant, ...] = ()
     runtime: Runtime = Field(default_factory=Runtime)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     # set for every run of the flow (promptflow resolves `${<connection>.<key>}` in values); the
     # variables a flow reads are only known to genaiops - and its runs reusable - when declared
     environment_variables: dict[EnvVarName, Scalar] = {}
@@ -311,6 +331,17 @@ class ExperimentConfig(ConfigFile):
     @property
     def flow(self) -> Path:
         return self._loaded.flows[self.flow_rel].entry
+
+    @property
+    def cassettes(self) -> Path:
+        """The use case's cassette folder (recorded LLM answers, see genaiops.gateway.cassette)."""
+        return self.repo_root / (self.llm.cassettes_rel or f"cassettes/{self.use_case}")
+
+    def with_llm_mode(self, mode: str | None) -> ExperimentConfig:
+        """This config with `llm.mode` set (from `--llm`), or itself."""
+        if mode is None or mode == self.llm.mode:
+            return self
+        return self.model_copy(update={"llm": self.llm.model_copy(update={"mode": mode})})
 
     @property
     def flow_kind(self) -> str:  # dag | flex | prompty (promptflow), maf (agent_framework)

@@ -69,6 +69,8 @@ class Evidence(_Model):
     git_commit: str
     build_id: str  # the CI run that built it (BUILD_BUILDID), "" outside CI
     scan: dict = {}  # the post-build scan before the push: ok, files, bytes
+    # the evaluation answered from recorded LLM calls: {mode: replay, cassette: <hash>}
+    llm: dict = {}
     image: PushedImage
 
     # -- files --------------------------------------------------------------------------------
@@ -155,7 +157,9 @@ class Evidence(_Model):
         gates = ", ".join(f"{g.name}: {g.status}" for g in self.gates) or "no gates"
         return (f"Image {self.image.reference} (variant {self.variant.get('label')}, flow "
                 f"{self.flow_hash[:19]}, commit {self.git_commit[:12]}). Evaluation {self.evaluation_id}: "
-                f"verdict {self.verdict}; gates {gates}; summary digest {self.summary_digest[:16]}.")
+                f"verdict {self.verdict}; gates {gates}; summary digest {self.summary_digest[:16]}." +
+                (f" LLM answers replayed from cassette {self.llm.get('cassette', '')[:19]}."
+                 if self.llm.get("mode") == "replay" else ""))
 
 
 def is_digest(value: str) -> bool:

@@ -34,8 +34,10 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
     problems = problems + [f"evaluator {o.evaluator} on {o.variant}/{o.dataset} failed: {o.error}"
                            for o, _reused in outcomes if o.status != "completed"]
     metrics, scores = [], []
+    repeats = {r.key: r.repeats or 1 for r in records}
     for outcome, _reused in outcomes:
-        entries, blocks = outcome_metrics(outcome, settings.confidence)
+        entries, blocks = outcome_metrics(outcome, settings.confidence,
+                                          repeats.get(outcome.run_key, 1))
         metrics += entries
         scores += blocks
     for record in records:
@@ -58,7 +60,8 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         flow=config.flow_rel, flow_kind=config.flow_kind,
         llm=LlmInfo(simulator=simulator,
-                    label=SIMULATOR_LABEL if simulator else "configured endpoint"),
+                    label=SIMULATOR_LABEL if simulator else "configured endpoint",
+                    **_replayed(records)),
         evaluation=EvaluationInfo(primary_metric=primary,
                                   higher_is_better=settings.higher_is_better,
                                   confidence=settings.confidence, alpha=settings.alpha,
@@ -74,6 +77,16 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
 def _uses_simulator(records: list[RunRecord]) -> bool:
     return any((s or {}).get("endpoint") == "simulator" for r in records
                for s in (r.settings or {}).values())
+
+
+def _replayed(records: list[RunRecord]) -> dict:
+    """`{mode: replay, cassette: <hash>}` when the runs answered from a cassette (one hash: the
+    runs of one evaluation replay one use case's cassette), else nothing."""
+    found = {(r.settings or {}).get("@llm", {}).get("cassette") for r in records
+             if (r.settings or {}).get("@llm", {}).get("mode") == "replay"}
+    if not found:
+        return {}
+    return {"mode": "replay", "cassette": ", ".join(sorted(h for h in found if h))}
 
 
 def _evaluation_run(outcome: EvalOutcome, reused: bool) -> EvaluationRun:

@@ -101,13 +101,19 @@ def _absolute(gate: Gate, summary: Summary, variant: str) -> GateResult:
                                            f"min_samples {gate.min_samples}; "
                                            f"{gate.metric}={value:.4g} not judged",
                        value=value, variant=variant)
-    ok = OPS[gate.op](value, gate.threshold)
+    judged = value if gate.judge == "value" else getattr(entry, gate.judge)
+    if judged is None:
+        return _result(gate, FAIL, f"{gate.metric} has no interval to judge its {gate.judge} on "
+                                   f"({variant}); gate on the value instead", value=value,
+                       variant=variant)
+    ok = OPS[gate.op](judged, gate.threshold)
     interval = ""
     if entry.ci_low is not None and entry.ci_high is not None:
         interval = f" (CI {entry.ci_low:.4g}..{entry.ci_high:.4g})"
     verb = "meets" if ok else "fails"
+    on = "" if gate.judge == "value" else f" on its {gate.judge} {judged:.4g}"
     return _result(gate, PASS if ok else FAIL,
-                   f"{entry.metric}={value:.4g}{interval} {verb} {gate.op} {gate.threshold:g} "
+                   f"{entry.metric}={value:.4g}{interval}{on} {verb} {gate.op} {gate.threshold:g} "
                    f"({variant}, {entry.dataset}; from {source_label(entry)}{_over(entry)})", value=value,
                    variant=variant)
 

@@ -20,10 +20,11 @@ SAME_VALUE = 5e-4  # a reported aggregate this close to a row mean is that mean
 INTERVAL_FIELDS = ("ci_low", "ci_high", "method", "n", "n_valid", "n_nan", "n_error")
 
 
-def outcome_metrics(outcome: EvalOutcome, confidence: float
+def outcome_metrics(outcome: EvalOutcome, confidence: float, repeats: int = 1
                     ) -> tuple[list[MetricEntry], list[ScoreBlock]]:
     """Metric entries (reported aggregates first: they are what a team names in gates) and the
-    per-row score blocks behind them."""
+    per-row score blocks behind them. With `repeats` lines per dataset row, intervals are
+    clustered by row, and pass/fail scores add pass@<repeats> and their flaky-row count."""
     where = {"variant": outcome.variant, "dataset": outcome.dataset, "evaluator": outcome.evaluator,
              "eval_dataset": outcome.eval_dataset}
     errors = {str(r["line"]): r["error"] for r in outcome.rows if r.get("error")}
@@ -35,6 +36,10 @@ def outcome_metrics(outcome: EvalOutcome, confidence: float
         blocks.append(ScoreBlock(**where, score=name, errors=errors, rows={
             str(row["line"]): None if value is ERROR else as_number(value)
             for row, value in zip(outcome.rows, values)}))
+        if repeats > 1:
+            means[name], extra = _clustered(name, means[name], outcome.rows, values, repeats,
+                                            confidence, where)
+            entries += extra
         interval = _interval(means[name])
         entries.append(MetricEntry(**where, metric=name, source="rows", row_score=name,
                                    value=interval.pop("mean"), **interval))
@@ -46,6 +51,48 @@ def outcome_metrics(outcome: EvalOutcome, confidence: float
         entries.append(_reported_entry(where, name, number, means, outcome.rows))
     entries.sort(key=lambda e: e.source != "reported")
     return entries, blocks
+
+
+def _clustered(name: str, agg: Aggregate, rows: list[dict], values: list, repeats: int,
+               confidence: float, where: dict) -> tuple[Aggregate, list[MetricEntry]]:
+    """The row-score mean with its interval clustered by dataset row (line // repeats), and for
+    pass/fail scores `<name>_pass_at_<k>` and `<name>_flaky_rows` (rows whose verdict varies)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from genaiops.evaluation.repeats import cluster_bootstrap, flaky_rows, pass_at_k
+    from genaiops.evaluation.stats import is_binary
+
+    clusters: dict[int, list[float]] = {}
+    for row, value in zip(rows, values):
+        number = None if value is ERROR else as_number(value)
+        clusters.setdefault(row["line"] // repeats, []).append(
+            0.0 if number is None and value is ERROR else number)
+    usable = {row: [v for v in vals if v is not None] for row, vals in clusters.items()}
+    usable = {row: vals for row, vals in usable.items() if vals}
+    if not usable:
+        return agg, []
+    low, high = cluster_bootstrap(np.asarray([np.mean(v) for v in usable.values()]), confidence)
+    # samples are rows, not calls: min_samples counts rows
+    agg = replace(agg, ci_low=low, ci_high=high, method="cluster_bootstrap", n=len(clusters),
+                  n_valid=len(usable))
+    extra = []
+    flat = [v for vals in usable.values() for v in vals]
+    if is_binary(flat):
+        k = min(repeats, min(len(v) for v in usable.values()))
+        at_k = pass_at_k(usable, k, confidence)
+        extra.append(MetricEntry(**where, metric=f"{name}_pass_at_{k}", source="rows",
+                                 row_score=None, value=round(at_k.value, 6),
+                                 ci_low=round(at_k.ci_low, 6), ci_high=round(at_k.ci_high, 6),
+                                 method="cluster_bootstrap", n=at_k.rows, n_valid=at_k.rows,
+                                 n_nan=0, n_error=0))
+        flaky = flaky_rows({str(row): vals for row, vals in usable.items()})
+        extra.append(MetricEntry(**where, metric=f"{name}_flaky_rows", source="rows",
+                                 row_score=None, value=len(flaky), ci_low=None, ci_high=None,
+                                 method="none", n=len(usable), n_valid=len(usable), n_nan=0,
+                                 n_error=0))
+    return agg, extra
 
 
 def _score_names(rows: list[dict]) -> list[str]:

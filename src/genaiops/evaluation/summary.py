@@ -55,8 +55,11 @@ class Record(BaseModel):
 
 
 class LlmInfo(Record):
+    OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset({"mode", "cassette"})
     simulator: bool  # the bundled simulator answered: scores prove the pipeline, not a model
     label: str
+    mode: Literal["replay"] | None = None  # set when the answers came from a cassette
+    cassette: str | None = None  # the hash of that cassette (cassettes/<use_case>)
 
 
 class EvaluationInfo(Record):
@@ -83,7 +86,7 @@ class MetricEntry(Record):
     source: Literal["rows", "reported", "builtin"]
     row_score: str | None  # the per-row score behind the value (what regression gates pair)
     value: Number | None  # None: no usable row (NaN), never silently 0
-    method: Literal["wilson", "bootstrap", "none"]
+    method: Literal["wilson", "bootstrap", "cluster_bootstrap", "none"]
     ci_low: Number | None
     ci_high: Number | None
     n: int

@@ -19,6 +19,9 @@ for a turn, attempts and the answer included (`deadline`): then the client gets 
 error event ending a stream) and the pool slot is free. Bad requests (invalid JSON, NaN, deep
 nesting, absurd `max_tokens`/`n`, a wrong Content-Length, an unknown method) get a JSON 4xx
 naming the problem, never a dropped connection or a traceback.
+
+With a cassette (`use_cassette`) the gateway records the answers it relays (`record`) or answers
+from the cassette alone and never opens an upstream connection (`replay`; see `cassette`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 import genaiops.gateway.deadline as deadline
+from genaiops.gateway.cassette import Cassette, request_key
 from genaiops.gateway.limits import Quota
 from genaiops.gateway.scheduler import QueueDeadline, SchedulerSettings, Upstream
 from genaiops.gateway.served import ServedModels
@@ -153,6 +157,11 @@ class LLMGateway:
         deadline.install(self.client)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.cassette: Cassette | None = None
+
+    def use_cassette(self, cassette: Cassette | None) -> None:
+        """Record into, or replay from, `cassette` (None: live)."""
+        self.cassette = cassette
 
     # -- lifecycle
 
@@ -320,6 +329,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self._refuse(exc.status, exc.message, exc.param)
                 return
         pool, rest = match.group(1), match.group(3)
+        recorder = None
+        cassette = gateway.cassette
+        if cassette is not None:
+            if method != "POST" or not isinstance(parsed, dict):
+                if cassette.mode == "replay":
+                    self._refuse(400, f"replay serves recorded JSON POST calls only, not {method} "
+                                      f"{rest[:200]!r}")
+                    return
+            else:
+                key = request_key(rest, parsed)
+                occurrence = cassette.occurrence(key)
+                if cassette.mode == "replay":
+                    self._replay(cassette, pool, match.group(2), rest, parsed, key, occurrence)
+                    return
+
+                def recorder(answer: dict, _key=key, _n=occurrence) -> None:
+                    cassette.record(_key, match.group(2), rest, parsed, _n, answer)
         url = f"{route.upstream}/{rest}" + (f"?{query}" if query else "")
 
         def build() -> httpx.Request:
@@ -332,7 +358,36 @@ class _Handler(BaseHTTPRequestHandler):
             return
         upstream = gateway.upstream(route, deployment_of(rest, parsed))
         cost = (estimated_tokens(parsed) if parsed is not None else 1) if method == "POST" else 0
-        _Call(self, gateway, upstream, pool, build, cost).run()
+        _Call(self, gateway, upstream, pool, build, cost, recorder).run()
+
+    def _replay(self, cassette: Cassette, pool: str, connection: str, rest: str, body: dict,
+                key: str, occurrence: int) -> None:
+        """The recorded answer, or a non-retryable 400 naming the miss; never an upstream call."""
+        stats = self.server.gateway.stats
+        stats.request(pool)
+        answer = cassette.answer(key, occurrence)
+        if answer is None:
+            miss = cassette.miss(connection, rest, body, key, occurrence)
+            stats.outcome("replay_miss")
+            self.fail(_Failure(400, f"{GATEWAY_NAME}: replay has no recorded answer for this call "
+                                    f"({miss.describe()[:2000]})", "invalid_request_error",
+                               "replay_miss", final=True))
+            return
+        stats.outcome("replayed")
+        status = int(answer.get("status", 200))
+        if "stream" in answer:
+            try:
+                self.start_stream(status, [(b"Content-Type", b"text/event-stream")])
+                for event in answer["stream"]:
+                    self.write_chunk(f"{event}\n\n".encode())
+            except OSError:
+                self.close_connection = True
+                return
+            self.end_stream()
+            return
+        body_out = answer.get("body")
+        raw = body_out.encode() if isinstance(body_out, str) else json.dumps(body_out).encode()
+        self.answer(status, [(b"Content-Type", b"application/json")], raw)
 
     def _body(self) -> bytes | None:
         """The request body, read only as far as `max_request_bytes`; None when refused."""
@@ -466,9 +521,11 @@ class _Call:
     all by one deadline."""
 
     def __init__(self, handler: _Handler, gateway: LLMGateway, upstream: Upstream, pool: str,
-                 build: Callable[[], httpx.Request], cost: int):
+                 build: Callable[[], httpx.Request], cost: int,
+                 recorder: Callable[[dict], None] | None = None):
         self.handler, self.gateway, self.upstream = handler, gateway, upstream
         self.pool, self.build, self.cost = pool, build, cost
+        self.recorder = recorder  # takes a successful answer for the cassette (record mode)
         self.started = time.monotonic()
         self.deadline = self.started + gateway.bounds.max_total_sec
         self.attempts = self.errors = self.throttled = 0
@@ -575,6 +632,12 @@ class _Call:
             # the minute, so a refund here would send faster than the upstream allows
             self.upstream.succeeded(grant, response.headers)
             self.gateway.stats.outcome("answered", retried=self.attempts > 1)
+            if self.recorder is not None:
+                try:
+                    kept = json.loads(bytes(body))
+                except ValueError:
+                    kept = bytes(body).decode("utf-8", "replace")
+                self.recorder({"status": response.status_code, "body": kept})
         else:  # a request the upstream refuses (400, 401, 404): nothing to retry or learn
             self.upstream.failed(grant)
             self.gateway.stats.outcome("refused")
@@ -585,6 +648,7 @@ class _Call:
         """A stream, chunk by chunk; past `max_answer_bytes` or the deadline it ends with an error
         event (its status and first bytes are already the client's)."""
         limit, sent, problem = self.gateway.max_answer_bytes, 0, None
+        kept = bytearray() if self.recorder is not None else None
         try:
             self.handler.start_stream(response.status_code, response.headers.raw)
             for chunk in response.iter_raw():
@@ -594,6 +658,8 @@ class _Call:
                     break
                 if chunk:
                     self.handler.write_chunk(chunk)
+                    if kept is not None:
+                        kept += chunk
         except httpx.HTTPError as exc:
             problem = (f"the call's deadline (runtime.retries.max_total_sec "
                        f"{self.gateway.bounds.max_total_sec:g} s) passed" if deadline.passed()
@@ -607,6 +673,10 @@ class _Call:
             else:
                 self.upstream.failed(grant)
             self.gateway.stats.outcome("answered" if problem is None else "bad_answer")
+        if kept is not None and problem is None and response.status_code < 400:
+            text = bytes(kept).decode("utf-8", "replace").replace("\r\n", "\n")
+            self.recorder({"status": response.status_code,
+                           "stream": [event for event in text.split("\n\n") if event.strip()]})
         if not self.handler.close_connection:
             self.handler.end_stream(None if problem is None else
                                     f"LLM gateway cut the stream after {sent:,} bytes in "

@@ -141,6 +141,7 @@ def run_build(ctx: PhaseContext, options: BuildOptions) -> BuildResult:
         gates=[GateBrief(name=g.name or g.metric, status=g.status, message=g.message) for g in summary.gates],
         git_commit=image.labels.get("git_commit", ""), build_id=os.environ.get("BUILD_BUILDID", ""),
         scan={k: scan[k] for k in ("ok", "files", "bytes")},
+        llm={"mode": summary.llm.mode, "cassette": summary.llm.cassette} if summary.llm.mode else {},
         image=PushedImage(repository=repository, digest=digest, image_id=image.image_id, tag=image.tag,
                           labels=image.labels))
     path = options.evidence or ctx.workspace.deploy_dir(ctx.config.use_case) / "evidence.json"

@@ -29,10 +29,11 @@ class PhaseContext:
 
     @classmethod
     def open(cls, repo_root: Path, use_case: str, env: str | None = None, *, simulator=None,
-             runner=None, show_progress: bool = True) -> PhaseContext:
+             runner=None, show_progress: bool = True, llm: str | None = None) -> PhaseContext:
         from genaiops.config import load_experiment
 
-        return cls.for_config(load_experiment(repo_root, use_case, env), simulator=simulator,
+        config = load_experiment(repo_root, use_case, env).with_llm_mode(llm)
+        return cls.for_config(config, simulator=simulator,
                               runner=runner, show_progress=show_progress)
 
     @classmethod
@@ -86,17 +87,25 @@ class PhaseContext:
                                                     if e.engine])
         return [self.engine_named(name) for name in names]
 
-    def llm(self, engines: list[Engine] | None = None, pool: str = "flow") -> contextlib.AbstractContextManager:
+    def llm(self, engines: list[Engine] | None = None, pool: str = "flow",
+            fail_on_miss: bool = True) -> contextlib.AbstractContextManager:
         """The LLM endpoint for the phase's runs (starts the simulator when the config says so),
         with the connections prepared in `engines` (default: the use case's engine), behind the
         command's LLM gateway as `pool` (`flow`: the flow under test; `evaluators`: LLM-judge
         evaluation flows). Phases of one command share the gateway and what it learnt."""
-        from genaiops.llm_session import gateway_enabled, llm_session, open_gateway
+        from genaiops.llm_session import gateway_enabled, llm_session, open_cassette, open_gateway
 
-        if self._gateway is None and gateway_enabled(self.config):
+        if self._gateway is None and (gateway_enabled(self.config) or self.config.llm.mode != "live"):
+            cassette = open_cassette(self.config)  # before the gateway: it may refuse the mode
             self._gateway = open_gateway(self.config)
+            self._gateway.use_cassette(cassette)
         return llm_session(self.config, engines or [self.engine], self.simulator,
-                           gateway=self._gateway, pool=pool)
+                           gateway=self._gateway, pool=pool, fail_on_miss=fail_on_miss)
+
+    @property
+    def cassette(self):
+        """The cassette the command records into or replays from, or None (live)."""
+        return getattr(self._gateway, "cassette", None)
 
     @property
     def gateway(self):
@@ -109,7 +118,10 @@ class PhaseContext:
             engine.close()
         if self._gateway is not None:
             self._gateway.stop()
+            cassette = self._gateway.cassette
             self._gateway = None
+            if cassette is not None and cassette.mode == "record":
+                cassette.save()  # what this command's calls answered, for replay
 
     def __enter__(self) -> PhaseContext:
         return self

@@ -94,10 +94,19 @@ class ExperimentResult:
     failures: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why runs were not reused, ...
     gateway: dict | None = None  # the LLM gateway's counters (attempts, 429s, queueing, quotas)
+    # replay: the cassette and how many misses it had before this experiment (see raise_if_failed)
+    replay: tuple | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 1 failed lines, 2 when replay met calls its cassette has no answer for."""
+        from genaiops.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+        return EXIT_OK if self.ok else EXIT_USAGE if self.replay is not None else EXIT_FAILED
 
     def to_json(self) -> dict:
         data = {"phase": "experiment", "ok": self.ok, "experiment_id": self.experiment_id,
@@ -106,11 +115,20 @@ class ExperimentResult:
                 "notes": self.notes, "gateway": self.gateway}
         if self.failures:
             data["failures"] = self.failures
+        if self.replay is not None:
+            from genaiops.llm_session import describe_misses
+
+            cassette, before = self.replay
+            data["replay_misses"] = describe_misses(cassette.misses[before:])
         return data
 
     def raise_if_failed(self) -> None:
         if self.ok:
             return
+        if self.replay is not None:  # calls replay could not answer: exit 2, naming what changed
+            from genaiops.llm_session import replay_misses
+
+            replay_misses(*self.replay, where=[_failed_lines(f) for f in self.failures])
         lines = []
         for failure in self.failures:
             first = failure["errors"][0]["message"] if failure["errors"] else "run failed"
@@ -119,6 +137,18 @@ class ExperimentResult:
         raise RunFailed("experiment failed:\n  " + "\n  ".join(lines),
                         hint="fix the cause, then rerun: good lines are kept, only the failed "
                              "lines run again")
+
+
+def _failed_lines(failure: dict) -> str:
+    """`run <name> (<variant> on <dataset>): line 3, line 7 (node classify)` for a failed run."""
+    errors = failure["errors"]
+    lines = ", ".join(f"line {e['line']}" for e in errors[:5] if e.get("line") is not None)
+    shown = min(len(errors), 5)
+    more = f" and {failure['lines_failed'] - shown} more" if failure["lines_failed"] > shown else ""
+    nodes = sorted({e["node"] for e in errors if e.get("node")})
+    node = f" (node {', '.join(nodes)})" if nodes else ""
+    return (f"run {failure.get('run') or '?'} ({failure['variant']} on {failure['dataset']}): "
+            f"{lines or 'its lines'}{more}{node}")
 
 
 def plan_runs(ctx: PhaseContext, options: ExperimentOptions, settings: dict,
@@ -161,6 +191,7 @@ def _identity(ctx: PhaseContext, engine_version: str, flow_hash: str, variant: V
         "variant": variant.identity(),
         "dataset_hash": dataset_hash,
         "column_mapping": dataset.mappings,
+        **({"repeats": dataset.repeats} if dataset.repeats > 1 else {}),
         "settings": settings,
         "inputs": inputs.identity,
     }
@@ -242,7 +273,8 @@ def estimate_cost(config: ExperimentConfig, pending: list[PlannedRun], ledger: L
     rows = {}
     for run in pending:
         if not run.partial and run.dataset.name not in rows:
-            rows[run.dataset.name] = sum(1 for _ in iter_jsonl(run.dataset.source))
+            rows[run.dataset.name] = sum(1 for _ in iter_jsonl(run.dataset.source)) * \
+                run.dataset.repeats
     lines = sum(len(run.retry_lines) if run.partial else rows[run.dataset.name] for run in pending)
     return lines * (prompt_per_line * price[0] + completion_per_line * price[1]) / 1000
 
@@ -270,7 +302,9 @@ def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: Experime
     for number, runs in enumerate(groups):
         dataset = runs[0].dataset
         if dataset.name not in rows:  # promptflow numbers the non-blank lines from 0
-            rows[dataset.name] = {i: row for i, (_n, row) in enumerate(iter_jsonl(dataset.source))}
+            n = dataset.repeats  # repeat r of row i is line i * n + r
+            rows[dataset.name] = {i * n + r: row for i, (_n, row) in enumerate(iter_jsonl(dataset.source))
+                                  for r in range(n)}
         batches.append(_stage_batch(ctx, options, f"{experiment_id}-{number:02d}", runs,
                                     rows[dataset.name]))
     return batches
@@ -288,6 +322,9 @@ def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs:
     if runs[0].partial:
         lines = sorted({line for run in runs for line in run.retry_lines})
         data = folder / "retry.jsonl"  # the failed rows only; line i of the batch is lines[i]
+        atomic_write_jsonl(data, [rows[line] for line in lines])
+    elif runs[0].dataset.repeats > 1:
+        data = folder / "repeated.jsonl"  # each row `repeats` times in a row
         atomic_write_jsonl(data, [rows[line] for line in lines])
     workers = worker_count(options.worker_count or config.runtime.worker_count, len(lines),
                            calls_llm=ctx.flow.calls_llm, connections=config.connections)
@@ -317,7 +354,8 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
                 "variant_spec": run.variant.identity(), "dataset": run.dataset.name,
                 "dataset_source": run.dataset.source_rel, "dataset_hash": run.dataset_hash,
                 "column_mapping": dict(run.dataset.mappings), "settings": run.identity["settings"],
-                "pf_run": result.name, "pf_output": result.members[index].suffix if member_ok else None,
+                "repeats": run.dataset.repeats, "pf_run": result.name,
+                "pf_output": result.members[index].suffix if member_ok else None,
                 "served": served_now(ctx, run.partial)}
         if run.partial is None:
             record = build_record(base=base, rows=rows, lines_total=batch.rows, completed=member_ok,
@@ -361,6 +399,8 @@ def check_served(ctx: PhaseContext, planned: list[PlannedRun]) -> list[str]:
         record = run.reused or run.partial
         return (record.served or {}) if record else {}
 
+    if ctx.cassette is not None:  # replay answers from the cassette (its hash is in the run key,
+        return []                 # its entries name the model), record reuses nothing: no probe
     wanted = {(conn, dep) for run in planned for conn, deps in served(run).items() for dep in deps}
     if not wanted:
         return []
@@ -412,6 +452,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     pending = [run for run in planned if run.reused is None]
     records = {run.key: run.reused for run in planned if run.reused is not None}
     simulator_stats = gateway_stats = None
+    misses_before = len(ctx.cassette.misses) if ctx.cassette is not None else 0
     if pending:  # nothing to run: no simulator, no connections, no engine import
         batches = make_batches(ctx, pending, options, experiment_id)
         from genaiops.capacity import parallel_runs
@@ -419,7 +460,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
         max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, len(batches))
         ctx.engine.prewarm(max_parallel)  # workers import while we prepare
         try:
-            with ctx.llm() as session:
+            with ctx.llm(fail_on_miss=False) as session:
                 records.update(_run_batches(ctx, batches, max_parallel, experiment_id, ledger))
                 simulator_stats = session.simulator.stats.snapshot() if session.simulator else None
                 gateway_stats = session.gateway.snapshot() if session.gateway else None
@@ -451,9 +492,12 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
         "duration_s": round(time.time() - started, 3),
     }
     failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
-                 "errors": r["errors"]} for r in failing]
+                 "errors": r["errors"], "run": r.get("pf_run") or r["key"][:8]} for r in failing]
+    cassette = ctx.cassette
+    replay = (cassette, misses_before) if pending and cassette is not None and \
+        len(cassette.misses) > misses_before else None
     return ExperimentResult(experiment_id, config.use_case, config.env, options.variants, runs,
-                            totals, simulator_stats, failures, notes, gateway_stats)
+                            totals, simulator_stats, failures, notes, gateway_stats, replay)
 
 
 def _within_budget(config: ExperimentConfig, planned: list[PlannedRun], ledger: Ledger,

@@ -40,7 +40,8 @@ def run_init(ctx: PhaseContext, *, registry_backend: str | None = None) -> InitR
 
 
 def register_datasets(ctx: PhaseContext, backend: str | None) -> list[dict]:
-    """Register each dataset file only when its content changed (pinned by content hash)."""
+    """Register each dataset file, and the use case's cassette folder when it has one, only when
+    its content changed (pinned by content hash)."""
     from genaiops.registry import AssetSpec, open_registry
 
     config = ctx.config
@@ -54,6 +55,11 @@ def register_datasets(ctx: PhaseContext, backend: str | None) -> list[dict]:
             if d.source not in known_paths:
                 sources.setdefault(d.name, (d.source, d.description))
                 known_paths.add(d.source)
+    from genaiops.gateway.cassette import cassette_hash
+
+    if cassette_hash(config.cassettes) is not None:  # recorded LLM answers are data replay reads
+        sources.setdefault(f"{config.use_case}-cassettes",
+                           (config.cassettes, "recorded LLM answers for --llm replay"))
     for name, (path, description) in sources.items():
         reg = registry.register(AssetSpec(name=name, kind="dataset", path=path, description=description))
         records.append({

@@ -149,6 +149,30 @@ class Rule:
         return not (too_cold or too_hot)
 
 
+class Spread:
+    """The seeded stochastic mode: a temperature-like `spread` in [0, 1] over the rules' right and
+    wrong answers. A rule with `accuracy` answers wrong when u < 1 - accuracy, where u mixes the
+    request's own draw (fixed per request) with a fresh seeded draw per call:
+    u = (1 - spread) * u_request + spread * u_call. Spread 0 is the deterministic simulator;
+    small spreads make only the rows near the cut flaky (rows keep their difficulty); 1 is a coin
+    per call. Draws follow `seed` in the order calls arrive."""
+
+    def __init__(self, spread: float, seed: int = 0):
+        if isinstance(spread, bool) or not isinstance(spread, (int, float)) or not 0 <= spread <= 1:
+            raise ValueError(f"simulator spread must be a number from 0 to 1, not {spread!r}")
+        import random
+        import threading
+
+        self.spread = float(spread)
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def draw(self, fixed: float) -> float:
+        with self._lock:
+            fresh = self._random.random()
+        return (1.0 - self.spread) * fixed + self.spread * fresh
+
+
 @dataclass(frozen=True)
 class Answer:
     """What the simulator says and why (`rule` is None for the default reply)."""
@@ -165,8 +189,10 @@ class Rules:
     rules: list[Rule] = field(default_factory=list)
     source: str = "<built-in>"
 
-    def answer(self, messages: list, temperature: float | None = None) -> Answer:
-        """The deterministic answer to a chat request: the first matching rule, else the default."""
+    def answer(self, messages: list, temperature: float | None = None,
+               spread: Spread | None = None) -> Answer:
+        """The answer to a chat request: the first matching rule, else the default; deterministic
+        unless a `spread` (stochastic mode) varies it per call."""
         text = prompt_text(messages)
         temp = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
         digest = None
@@ -178,7 +204,8 @@ class Rules:
                 continue
             if digest is None:
                 digest = request_digest(messages)
-            wrong = rule.accuracy is not None and unit_from(digest, 0) < 1.0 - rule.accuracy
+            draw = unit_from(digest, 0) if spread is None else spread.draw(unit_from(digest, 0))
+            wrong = rule.accuracy is not None and draw < 1.0 - rule.accuracy
             content = self._render(rule.reply, match, wrong, digest)
             if content is not None:
                 return Answer(content, rule.name, correct=not wrong)

@@ -48,6 +48,7 @@ from genaiops.simulator.faults import FaultSet, fault_from_dict
 from genaiops.simulator.quota import QuotaBook, QuotaSpec, estimated_tokens
 from genaiops.simulator.rules import (
     Rules,
+    Spread,
     count_tokens,
     load_rules,
     parse_rules,
@@ -145,6 +146,8 @@ class SimulatorServer:
         verbose: bool = False,
         log: Callable[[str], None] | None = None,
         model: str = SIMULATOR_NAME,
+        spread: float = 0.0,
+        seed: int = 0,
     ):
         if rules is not None and rules_path is not None:
             raise UsageError("give the simulator rules_path or rules, not both")
@@ -153,6 +156,10 @@ class SimulatorServer:
         self.rules: Rules = (
             rules if rules is not None else (load_rules(rules_path) if rules_path else Rules())
         )
+        try:  # the seeded stochastic mode (see rules.Spread); 0: every answer is deterministic
+            self.spread = Spread(spread, seed) if spread else None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         for name, value in (("latency_ms", latency_ms), ("jitter_ms", jitter_ms)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise UsageError(f"simulator {name} must be a number >= 0, not {value!r}")
@@ -492,7 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
                     f"{SIMULATOR_NAME}). Retry after {wait_ms} ms.",
                     err_type="requests", code="429", headers=headers)
 
-        answer = self.sim.rules.answer(messages, temperature)
+        answer = self.sim.rules.answer(messages, temperature, self.sim.spread)
         digest = request_digest(messages)
         self.sim._sleep(self.sim.latency_seconds(messages))
         content, finish = answer.content, "stop"

@@ -78,6 +78,7 @@ class RunRecord:
     # what answered, as the LLM gateway saw it: {connection: {deployment: {"models": [...],
     # "fingerprints": [...]}}}; a reuse asks the endpoint first whether it still serves that model
     served: dict = field(default_factory=dict)
+    repeats: int = 1  # lines per dataset row: line = row * repeats + repeat (dataset `repeats:`)
 
     def as_dict(self) -> dict:
         return asdict(self)

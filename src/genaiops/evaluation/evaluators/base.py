@@ -86,6 +86,12 @@ def aligned_rows(task: EvalTask, ledger: Ledger) -> list[AlignedRow]:
     outputs = {row["line"]: row for row in ledger.read_outputs(task.record.key)}
     where = (f"evaluator {task.evaluator.name!r} dataset {task.eval_dataset.name!r} "
              f"({task.eval_dataset.source_rel})")
+    repeats = task.record.repeats or 1
+    if repeats > 1:  # each row evaluates each of its repeats (lines row * repeats + r)
+        if task.eval_dataset.key_column:
+            raise ConfigError(f"{where}: key_column and dataset `repeats:` do not go together yet",
+                              hint="align the evaluator dataset row by row with the dataset")
+        data = [(number, row) for number, row in data for _ in range(repeats)]
     if len(data) != task.record.lines_total:
         raise ConfigError(
             f"{where} has {len(data)} rows but the referenced dataset "
