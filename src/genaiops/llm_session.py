@@ -86,6 +86,7 @@ class LLMSession:
     simulator: object | None  # a running genaiops.simulator.SimulatorServer, or None
     connections: list[dict]
     gateway: object | None = None  # the genaiops.gateway.LLMGateway calls go through, or None
+    endpoints: dict | None = None  # connection name -> the URL callers use (the gateway's)
 
 
 @contextlib.contextmanager
@@ -110,4 +111,4 @@ def llm_session(config: ExperimentConfig, engines, simulator=None, *, gateway=No
         connections = [engine.prepare_connections(config.connections, engine_endpoints)
                        for engine in engines][0]
         yield LLMSession(simulator=simulator if needs_simulator else None, connections=connections,
-                         gateway=gateway)
+                         gateway=gateway, endpoints=engine_endpoints)
