@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+from repo_factory import CONFIG, make_repo, write
 
 from genaiops.cli import main
-from repo_factory import CONFIG, make_repo, write
 
 pytest.importorskip("azure.ai.evaluation")
 
