@@ -332,6 +332,23 @@ class ExperimentConfig(ConfigFile):
         """Secret values in play (for redaction)."""
         return {c.api_key for c in self.connections if c.api_key}
 
+    def canaries(self) -> set[str]:
+        """The `canary` values datasets plant in a flow's context (safety attack packs): masked in
+        every report, but not in run outputs, where the safety detectors look for them."""
+        from genaiops.workspace.files import iter_jsonl
+
+        values = set()
+        sources = {d.source for d in self.datasets} | {
+            d.source for e in self.evaluators for d in e.datasets if d.source_rel}
+        for source in sources:
+            try:
+                rows = [row for _line, row in iter_jsonl(source)]
+            except (OSError, ValueError):
+                continue  # an unreadable dataset is reported where it is read
+            values |= {row["canary"] for row in rows if isinstance(row, dict)
+                       and isinstance(row.get("canary"), str) and row["canary"]}
+        return values
+
     def summary(self) -> dict:
         """A secret-free description for `--json` output and records."""
         return {

@@ -62,7 +62,7 @@ def run_evaluate(ctx: PhaseContext, options: EvaluateOptions) -> Summary:
         folder = Path(options.report_dir) if options.report_dir else \
             ctx.workspace.report_dir(config.use_case, summary.id)
         summary.report_dir = str(folder)
-        write_reports(summary, folder)
+        write_reports(summary, folder, hide=config.canaries())
         if options.update_best:
             _write_best_pointer(ctx, summary)
     return summary
