@@ -58,12 +58,14 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
         rows = _diff(current, artifact, _image_labels(artifact))
         summary = summary_md_for(workspace, args.use_case)
         summary_text = summary.read_text(encoding="utf-8") if summary else None
+        safety = _safety(summary)
         record = record_decision(workspace, use_case=args.use_case, env=args.env, artifact=artifact,
                                  decision=decision, by=args.by, note=args.note,
                                  context={"diff": rows,
                                           "requires_approval": environment.requires_approval})
     if args.json:
         emit_json({"ok": True, "decision": decision, "record": record, "diff": rows,
+                   "safety": safety, "requires_safety": environment.requires_safety,
                    "head": f"{record['seq']}:{record['mac']}", "summary_md": summary_text})
         return EXIT_OK
     if summary_text:
@@ -73,6 +75,10 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     else:
         out(f"(no evaluation summary next to {workspace.best_pointer(args.use_case)}: "
             f"run `genaiops run evaluate -u {args.use_case}`)")
+    from genaiops.evaluation.safety import safety_line
+
+    out(safety_line(safety) + (f"  [{args.env} requires a passed safety evaluation]"
+                               if environment.requires_safety else ""))
     out("change against what is deployed now:")
     out(table(rows))
     if not environment.requires_approval:
@@ -97,6 +103,18 @@ def _diff(current: dict, artifact: str, candidate: dict) -> list[dict]:
         {"field": "summary_digest", "deployed": deployed_variant.get("summary_digest", ""),
          "candidate": candidate.get("summary_digest", "?")},
     ]
+
+
+def _safety(summary_md) -> dict:
+    """The safety gates of the evaluation whose summary is shown ({} when there is none)."""
+    from genaiops.evaluation.safety import safety_result
+    from genaiops.evaluation.summary import Summary
+
+    path = summary_md.with_name("summary.json") if summary_md else None
+    try:
+        return safety_result(Summary.from_json(path.read_text(encoding="utf-8"), str(path)))
+    except Exception:  # unreadable or absent: shown as "not evaluated", never a traceback
+        return {}
 
 
 def _image_labels(artifact: str) -> dict:
