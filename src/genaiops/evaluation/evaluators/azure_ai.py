@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 import time
 
 from genaiops.engines.base import FlowReads
@@ -74,6 +75,15 @@ def flatten(result) -> dict:
     return scores
 
 
+def _row_error(exc: Exception) -> str:
+    text = str(exc)
+    missing = re.search(r"Resource\s+'?(\w+)'?\s+not found", text)
+    if isinstance(exc, LookupError) and missing:  # BLEU, GLEU, METEOR tokenize with nltk data
+        return (f"nltk data {missing.group(1)!r} is not installed (fix: python -m nltk.downloader "
+                f"{missing.group(1)}, or set NLTK_DATA to a folder that has it)")
+    return redact(f"{type(exc).__name__}: {text}")[:500]
+
+
 class AzureAIEvaluator:
     def __init__(self, class_name: str, *, init: dict | None = None, connection=None,
                  connection_identity: dict | None = None, model: str | None = None):
@@ -122,6 +132,12 @@ class AzureAIEvaluator:
                 raise ConfigError(f"{self.class_name} is an LLM judge: it needs `connection:`",
                                   hint="set the evaluator's connection to one of experiment.yaml's")
             kwargs["model_config"] = self._model_config()
+        if "credential" in inspect.signature(cls.__init__).parameters and "credential" not in kwargs:
+            # content-safety evaluators call an Azure AI project (init: azure_ai_project) as the
+            # signed-in identity; not through the gateway (it is not an OpenAI endpoint)
+            from azure.identity import DefaultAzureCredential
+
+            kwargs["credential"] = DefaultAzureCredential()
         try:
             return cls(**kwargs)
         except Exception as exc:
@@ -141,8 +157,7 @@ class AzureAIEvaluator:
             try:
                 result = instance(**resolve_mapping(task.eval_dataset.mappings, row))
             except Exception as exc:  # one bad row is that row's error (e.g. nltk data missing)
-                out_rows.append({"line": row.line, "scores": {},
-                                 "error": redact(f"{type(exc).__name__}: {exc}")[:500]})
+                out_rows.append({"line": row.line, "scores": {}, "error": _row_error(exc)})
                 continue
             out_rows.append({"line": row.line, "scores": flatten(result), "error": None})
         return EvalOutcome(
