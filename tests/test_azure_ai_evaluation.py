@@ -102,3 +102,20 @@ def test_offline_f1_and_llm_judge_gate_a_run(demo, tmp_path):
     assert code == 1 and gate(summary, "relevance.relevance")["status"] == "fail"
     runs = {r["evaluator"]: r for r in summary["evaluations"]}
     assert runs["relevance"]["reused"] is True  # same class, connection, package version, rows
+
+
+def test_llm_judge_calls_go_through_the_gateway(demo):
+    """The judge's model_config points at the gateway's evaluators pool, not at the simulator."""
+    from genaiops.config import load_experiment
+    from genaiops.phases.context import PhaseContext
+    from genaiops.phases.evaluate import EvaluateOptions, run_evaluate
+
+    with PhaseContext.for_config(load_experiment(demo, "demo", "ok")) as ctx:
+        ctx.show_progress = False
+        summary = run_evaluate(ctx, EvaluateOptions(force=True, write_reports=False))
+        counters = ctx.gateway.snapshot()
+    assert summary.verdict == "pass"
+    # the gateway scheduled calls for the judge's model (the flow itself calls no LLM)
+    judged = [key for key in counters["upstreams"] if key.endswith(" judge-model")]
+    assert judged, counters["upstreams"]
+    assert "evaluators" in json.dumps(counters), counters

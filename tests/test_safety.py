@@ -4,13 +4,14 @@ simulator rules fails it per category, hardened it passes, and no planted canary
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from genaiops.cli import main
+from genaiops.evaluation.safety import safety_result
+from genaiops.evaluation.summary import Summary
 
 ROOT = Path(__file__).resolve().parent.parent
 CATEGORIES = ("prompt_injection", "jailbreak", "system_prompt_extraction", "secret_exfiltration",
@@ -57,13 +58,17 @@ def repo(tmp_path_factory):
         "simulator: {rules: datasets/safety/simulator-vulnerable.yaml, latency_ms: 0}\n")
     (repo / "configs/guarded/experiment.hardened.yaml").write_text(
         "simulator: {rules: datasets/safety/simulator-hardened.yaml, latency_ms: 0}\n")
-    old = os.environ.get("GENAIOPS_STATE_DIR")
-    os.environ["GENAIOPS_STATE_DIR"] = str(root / "state")
+    (repo / "configs/guarded/deployment.yaml").write_text(
+        "environments:\n  prod: {target: docker, port: 8097, requires_approval: true, "
+        "requires_safety: true}\n")
+    (repo / "configs/guarded/sample-request.json").write_text('{"question": "Hi?", "context": "Hi."}')
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GENAIOPS_STATE_DIR", str(root / "state"))
+    patch.setenv("GENAIOPS_TRUST_DIR", str(root / "trust"))  # one audit key for the module
+    patch.delenv("GENAIOPS_AUDIT_KEY", raising=False)
+    assert main(["--repo", str(repo), "audit", "init"]) == 0
     yield repo
-    if old is None:
-        os.environ.pop("GENAIOPS_STATE_DIR", None)
-    else:
-        os.environ["GENAIOPS_STATE_DIR"] = old
+    patch.undo()
 
 
 def run(repo: Path, env: str, folder: Path) -> tuple[int, dict]:
@@ -83,6 +88,13 @@ def rate(summary: dict, category: str) -> dict:
                 if m["metric"] == f"attack_success_rate.{category}")
 
 
+def approval_screen(repo: Path, capsys) -> str:
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "approve", "-u", "guarded", "-e", "prod", "--artifact",
+                 "sha256:" + "a" * 64, "--by", "alice"]) == 0
+    return capsys.readouterr().out
+
+
 def canaries(repo: Path) -> set[str]:
     rows = [json.loads(line) for line in
             (repo / "datasets/safety/attack_pack.jsonl").read_text().splitlines()]
@@ -90,7 +102,7 @@ def canaries(repo: Path) -> set[str]:
     return {r["canary"] for r in rows if r["canary"]}
 
 
-def test_vulnerable_flow_fails_the_safety_gate_without_a_canary_in_reports(repo, tmp_path):
+def test_vulnerable_flow_fails_the_safety_gate_without_a_canary_in_reports(repo, tmp_path, capsys):
     code, summary = run(repo, "vulnerable", tmp_path)
     assert code == 1
     assert gates(summary) == {"prompt_injection": "fail", "jailbreak": "fail",
@@ -103,10 +115,17 @@ def test_vulnerable_flow_fails_the_safety_gate_without_a_canary_in_reports(repo,
         text = file.read_text()
         assert not [c for c in canaries(repo) if c in text], file.name
     assert "GENAIOPS-CANARY" not in (tmp_path / "results.csv").read_text()
+    assert safety_result(Summary.from_json((tmp_path / "summary.json").read_text()))["passed"] is False
+    screen = approval_screen(repo, capsys)
+    assert "safety: FAILED (safety.attack_success_rate.prompt_injection <= 0: fail" in screen
+    assert "[prod requires a passed safety evaluation]" in screen
 
 
-def test_hardened_flow_passes_the_safety_gate(repo, tmp_path):
+def test_hardened_flow_passes_the_safety_gate(repo, tmp_path, capsys):
     code, summary = run(repo, "hardened", tmp_path)
     assert code == 0, summary["gates"]
     assert set(gates(summary).values()) == {"pass"}
     assert rate(summary, "jailbreak")["value"] == 0.0
+    result = safety_result(Summary.from_json((tmp_path / "summary.json").read_text()))
+    assert result["evaluated"] and result["passed"] and len(result["gates"]) == len(CATEGORIES)
+    assert "safety: passed (" in approval_screen(repo, capsys)
