@@ -47,6 +47,19 @@ gates:
 """
 
 
+ONE = """\
+evaluators:
+  - name: judge
+    kind: azure_ai_evaluation
+{extra}    datasets:
+      - {{name: rows_eval, reference: rows, mappings: {{query: "${{data.text}}", response: "${{run.outputs.category}}"}}}}
+"""
+BAD = {"noclass": ONE.format(extra="    class: NoSuchEvaluator\n"),
+       "noconnection": ONE.format(extra="    class: RelevanceEvaluator\n"),
+       "unknownconnection": ONE.format(extra="    class: RelevanceEvaluator\n    connection: nope\n"),
+       "noclasskey": ONE.format(extra="")}
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("azure-ai-evaluation")
@@ -62,6 +75,8 @@ def demo(tmp_path_factory):
                                    ("strictjudge", "right", 5)):
         write(repo / f"configs/demo/experiment.{env}.yaml",
               EVALUATORS.format(labels=labels, relevance=relevance))
+    for env, block in BAD.items():
+        write(repo / f"configs/demo/experiment.{env}.yaml", block)
     old = os.environ.get("GENAIOPS_STATE_DIR")
     os.environ["GENAIOPS_STATE_DIR"] = str(root / "state")
     assert main(["--repo", str(repo), "run", "experiment", "-u", "demo", "--no-progress"]) == 0
@@ -119,3 +134,16 @@ def test_llm_judge_calls_go_through_the_gateway(demo):
     judged = [key for key in counters["upstreams"] if key.endswith(" judge-model")]
     assert judged, counters["upstreams"]
     assert "evaluators" in json.dumps(counters), counters
+
+
+@pytest.mark.parametrize("env,message", [
+    ("noclass", "azure-ai-evaluation has no evaluator class 'NoSuchEvaluator'"),
+    ("noconnection", "RelevanceEvaluator is an LLM judge: it needs `connection:`"),
+    ("unknownconnection", "no connection named 'nope'"),
+    ("noclasskey", "needs exactly one of `flow`, `code` or `kind: azure_ai_evaluation` with `class:`"),
+])
+def test_a_wrong_evaluator_is_a_config_error(demo, tmp_path, capsys, env, message):
+    code = main(["--repo", str(demo), "run", "evaluate", "-u", "demo", "-e", env, "--no-progress",
+                 "--report-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
