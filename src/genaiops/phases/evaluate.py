@@ -115,7 +115,7 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
     store = EvaluationStore(ctx.workspace)
     calls_llm = [t for t in tasks if (t.evaluator.flow or getattr(adapters[t.evaluator.name],
                                                                   "calls_llm", False))
-                 and (options.force or store.find(t.key) is None)]
+                 and (options.force or not t.reusable or store.find(t.key) is None)]
     to_run = [t for t in calls_llm if t.evaluator.flow]
     max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, max(1, len(to_run)))
     for name in dict.fromkeys(t.evaluator.engine for t in to_run):  # nothing to run: no simulator,
