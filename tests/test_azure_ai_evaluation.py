@@ -32,6 +32,15 @@ evaluators:
         reference: rows
         source: datasets/demo/{labels}.jsonl
         mappings: {{response: "${{run.outputs.category}}", ground_truth: "${{data.label}}"}}
+  - name: rouge
+    kind: azure_ai_evaluation
+    class: RougeScoreEvaluator
+    init: {{rouge_type: rougeL}}
+    datasets:
+      - name: rows_eval
+        reference: rows
+        source: datasets/demo/{labels}.jsonl
+        mappings: {{response: "${{run.outputs.category}}", ground_truth: "${{data.label}}"}}
   - name: relevance
     kind: azure_ai_evaluation
     class: RelevanceEvaluator
@@ -104,6 +113,8 @@ def test_offline_f1_and_llm_judge_gate_a_run(demo, tmp_path):
     relevance = next(m for m in summary["metrics"] if m["evaluator"] == "relevance"
                      and m["metric"] == "relevance")
     assert relevance["value"] == 4.0 and relevance["n_valid"] == 2
+    rouge = {m["metric"]: m["value"] for m in summary["metrics"] if m["evaluator"] == "rouge"}
+    assert rouge["rouge"] == 1.0 and rouge["rouge_precision"] == 1.0 and "rouge_recall" in rouge
     runs = {r["evaluator"]: r for r in summary["evaluations"]}
     assert runs["f1"]["kind"] == "azure_ai_evaluation" and runs["f1"]["status"] == "completed"
     # the judge's reason is kept per row and shown in the drill-down

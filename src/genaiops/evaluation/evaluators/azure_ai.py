@@ -67,6 +67,9 @@ def flatten(result) -> dict:
         return {"score": result}
     scores = {}
     for key, value in result.items():
+        if key.endswith("_properties") and isinstance(value, dict):
+            scores.update(flatten(value))  # ROUGE's precision / recall / f1 live here
+            continue
         if key.startswith("gpt_") or key.endswith(_DROP_SUFFIXES):
             continue
         if key.endswith("_score") and result.get(key[: -len("_score")]) == value:
