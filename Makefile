@@ -13,7 +13,7 @@ export PYTHON_KEYRING_BACKEND ?= keyrings.alt.file.PlaintextKeyring
 $(STAMP): pyproject.toml $(AF_REQ)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,azure-ai-evaluation]"
 	$(BIN)/genaiops engine setup agent_framework
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -293,7 +293,7 @@ MALFORMED = [
      "the standard flow has no output 'label'", "evaluators[0].datasets[0].mappings.prediction"),
     ("evaluator-flow-and-code", CONFIG.replace("    flow: flows/demo/evaluation",
                                                "    flow: flows/demo/evaluation\n    code: e.py:score"),
-     "exactly one of `flow` or `code`", "evaluators[0]"),
+     "exactly one of `flow`, `code` or `kind: azure_ai_evaluation`", "evaluators[0]"),
     ("bad-gate-op", CONFIG.replace('op: ">="', 'op: "=>"'), "'=>' is not allowed", "gates[0].op"),
     ("name-mismatch", CONFIG.replace("name: demo", "name: other"), "differs from the use case folder",
      "experiment.yaml:1"),

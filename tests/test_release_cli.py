@@ -180,3 +180,41 @@ def test_unreadable_evidence_is_a_usage_error(repo, tmp_path, capsys):
     code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
                             "--evidence", str(tmp_path / "evidence.json")], capsys)
     assert code == 2 and "is not a genaiops release evidence" in err
+
+
+SAFETY_PASSED = {"evaluated": True, "passed": True, "gates": [
+    {"name": "safety.attack_success_rate.jailbreak <= 0", "status": "pass", "message": "0 <= 0"}]}
+SAFETY_FAILED = {"evaluated": True, "passed": False, "gates": [
+    {"name": "safety.attack_success_rate.jailbreak <= 0", "status": "fail", "message": "0.75 > 0"}]}
+
+
+@pytest.mark.parametrize("safety,message", [
+    (None, "says safety: NOT EVALUATED"),
+    (SAFETY_FAILED, "says safety: FAILED (safety.attack_success_rate.jailbreak <= 0: fail)"),
+])
+def test_deploy_refuses_a_digest_without_a_passed_safety_evaluation_where_required(
+        repo, tmp_path, capsys, safety, message):
+    deployment = repo / "configs/classification/deployment.yaml"
+    deployment.write_text(deployment.read_text().replace(
+        "    endpoint: classification-dev\n", "    endpoint: classification-dev\n    requires_safety: true\n"))
+    changes = {} if safety is None else {"safety": safety}
+    code, out, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                              "--evidence", _evidence(repo, tmp_path, **changes)], capsys)
+    assert code == 1, err
+    assert "requires a passed safety evaluation" in err and message in err and DIGEST in err
+    assert "Traceback" not in err and "registered" not in err
+    # the same digest with a passed safety evaluation gets past the check (then needs docker)
+    code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                            "--evidence", _evidence(repo, tmp_path, safety=SAFETY_PASSED)], capsys)
+    assert "safety" not in err
+    # and a local build, which carries no evidence, is refused there too
+    code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev"],
+                           capsys)
+    assert code == 1 and "requires a passed safety evaluation bound to the image digest" in err
+
+
+def test_safety_is_optional_where_not_required(repo, tmp_path, capsys):
+    """Evidence without `safety` (written before it existed) still deploys where it is not required."""
+    code, _, err = run_cli(["--repo", str(repo), "run", "deploy", "-u", "classification", "-e", "dev",
+                            "--evidence", _evidence(repo, tmp_path)], capsys)
+    assert "safety" not in err

@@ -194,6 +194,7 @@ class LLMSession:
     simulator: object | None  # a running genaiops.simulator.SimulatorServer, or None
     connections: list[dict]
     gateway: object | None = None  # the genaiops.gateway.LLMGateway calls go through, or None
+    endpoints: dict | None = None  # connection name -> the URL callers use (the gateway's)
 
 
 @contextlib.contextmanager
@@ -227,7 +228,7 @@ def llm_session(config: ExperimentConfig, engines, simulator=None, *, gateway=No
         already = len(cassette.misses) if cassette is not None else 0
         try:
             yield LLMSession(simulator=simulator if needs_simulator else None,
-                             connections=connections, gateway=gateway)
+                             connections=connections, gateway=gateway, endpoints=engine_endpoints)
         except GenaiopsError:
             if fail_on_miss:
                 replay_misses(cassette, already)  # the cause of the failed lines, when it is that

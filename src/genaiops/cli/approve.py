@@ -75,10 +75,14 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
         if evaluation is not None:
             from genaiops.reports.markdown import render_markdown
 
+            from genaiops.evaluation.safety import safety_result
+
             summary_text = render_markdown(evaluation)
+            safety = safety_result(evaluation)
         else:
             summary = summary_md_for(workspace, args.use_case)
             summary_text = summary.read_text(encoding="utf-8") if summary else None
+            safety = _safety(summary)
         record = record_decision(workspace, use_case=args.use_case, env=args.env, artifact=artifact,
                                  decision=decision, by=args.by, note=args.note,
                                  context={"diff": rows,
@@ -86,7 +90,8 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     if args.json:
         emit_json({"ok": True, "decision": decision, "record": record, "diff": rows,
                    "head": f"{record['seq']}:{record['mac']}", "summary_md": summary_text,
-                   "evaluation": _brief(evaluation), "evidence": shown})
+                   "evaluation": _brief(evaluation), "evidence": shown,
+                   "safety": safety, "requires_safety": environment.requires_safety})
         return EXIT_OK
     out(f"evidence: {shown}")
     if evaluation is not None:
@@ -102,6 +107,10 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     else:
         out(f"(no evaluation summary next to {workspace.best_pointer(args.use_case)}: "
             f"run `genaiops run evaluate -u {args.use_case}`)")
+    from genaiops.evaluation.safety import safety_line
+
+    out(safety_line(safety) + (f"  [{args.env} requires a passed safety evaluation]"
+                               if environment.requires_safety else ""))
     out("change against what is deployed now:")
     out(table(rows))
     if not environment.requires_approval:
@@ -126,6 +135,18 @@ def _diff(current: dict, artifact: str, candidate: dict) -> list[dict]:
         {"field": "summary_digest", "deployed": deployed_variant.get("summary_digest", ""),
          "candidate": candidate.get("summary_digest", "?")},
     ]
+
+
+def _safety(summary_md) -> dict:
+    """The safety gates of the evaluation whose summary is shown ({} when there is none)."""
+    from genaiops.evaluation.safety import safety_result
+    from genaiops.evaluation.summary import Summary
+
+    path = summary_md.with_name("summary.json") if summary_md else None
+    try:
+        return safety_result(Summary.from_json(path.read_text(encoding="utf-8"), str(path)))
+    except Exception:  # unreadable or absent: shown as "not evaluated", never a traceback
+        return {}
 
 
 def _image_labels(artifact: str) -> dict:

@@ -78,6 +78,8 @@ class Environment(Block):
     requires_approval: bool = False
     approval_ttl_minutes: Annotated[int, Field(ge=1, le=10080)] = 60
     approval_source: Literal["local", "azure_devops", "github"] = "local"
+    # deploy only an image whose evidence records a passed safety evaluation (attack pack gates)
+    requires_safety: bool = False
     # docker
     port: Annotated[int, Field(ge=1, le=65534)] | None = None
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
@@ -103,7 +105,8 @@ class Environment(Block):
     def settings(self) -> dict:
         """Target-specific keys (port, endpoint, traffic...)."""
         return self.written(exclude=frozenset(
-            {"name", "target", "requires_approval", "approval_ttl_minutes", "approval_source"}))
+            {"name", "target", "requires_approval", "approval_ttl_minutes", "approval_source",
+             "requires_safety"}))
 
 
 class Image(Block):

@@ -117,8 +117,9 @@ def explain(error) -> tuple[str, str | None]:
     if kind == "type":
         return f"expected {error.validator_value}, got {type(error.instance).__name__}", None
     if kind == "oneOf" and isinstance(error.instance, dict) and "datasets" in error.instance:
-        return "an evaluator needs exactly one of `flow` or `code`", \
-            "flow: flows/<use_case>/<eval_flow>  or  code: path/to/file.py:function"
+        return ("an evaluator needs exactly one of `flow`, `code` or `kind: azure_ai_evaluation` "
+                "with `class:`"), ("flow: flows/<use_case>/<eval_flow>  or  code: path/to/file.py:"
+                                   "function  or  kind: azure_ai_evaluation + class: F1ScoreEvaluator")
     if kind == "pattern":
         return f"{error.instance!r} does not match {error.validator_value}", None
     if kind == "minItems":

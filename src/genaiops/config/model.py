@@ -115,7 +115,8 @@ class EvaluatorDataset(Dataset):
 
 class Evaluator(FileModel):
     model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["flow"]}, {"required": ["code"]}]})
+        json_schema_extra={"oneOf": [{"required": ["flow"]}, {"required": ["code"]},
+                                     {"required": ["kind", "class"]}]})
 
     name: Name
     description: str = ""
@@ -125,7 +126,12 @@ class Evaluator(FileModel):
     engine_rel: EngineName | None = Field(None, alias="engine")
     code: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     aggregate: Identifier | None = None
-    init: dict[str, Any] = {}  # init values of a flex evaluator flow (a class entry)
+    # `kind: azure_ai_evaluation` + `class: F1ScoreEvaluator`: an azure-ai-evaluation evaluator
+    kind: Literal["azure_ai_evaluation"] | None = None
+    class_name: Identifier | None = Field(None, alias="class")
+    connection: Name | None = None  # LLM judges: the connection they call (through the gateway)
+    model: str | None = None  # LLM judges: model / deployment name (default: the connection's)
+    init: dict[str, Any] = {}  # init values of a flex evaluator flow / azure-ai-evaluation class
     datasets: tuple[EvaluatorDataset, ...] = Field(min_length=1)
     _flow: Path | None = PrivateAttr(None)
     _engine: str | None = PrivateAttr(None)
@@ -357,6 +363,23 @@ class ExperimentConfig(ConfigFile):
         """Secret values in play (for redaction)."""
         return {c.api_key for c in self.connections if c.api_key}
 
+    def canaries(self) -> set[str]:
+        """The `canary` values datasets plant in a flow's context (safety attack packs): masked in
+        every report, but not in run outputs, where the safety detectors look for them."""
+        from genaiops.workspace.files import iter_jsonl
+
+        values = set()
+        sources = {d.source for d in self.datasets} | {
+            d.source for e in self.evaluators for d in e.datasets if d.source_rel}
+        for source in sources:
+            try:
+                rows = [row for _line, row in iter_jsonl(source)]
+            except (OSError, ValueError):
+                continue  # an unreadable dataset is reported where it is read
+            values |= {row["canary"] for row in rows if isinstance(row, dict)
+                       and isinstance(row.get("canary"), str) and row["canary"]}
+        return values
+
     def summary(self) -> dict:
         """A secret-free description for `--json` output and records."""
         return {
@@ -370,6 +393,7 @@ class ExperimentConfig(ConfigFile):
             "datasets": [{"name": d.name, "source": d.source_rel} for d in self.datasets],
             "evaluators": [
                 {"name": e.name, "flow": e.flow_rel, "engine": e.engine, "code": e.code,
+                 "class": e.class_name,
                  "datasets": [{"name": d.name, "reference": d.reference, "source": d.source_rel}
                               for d in e.datasets]}
                 for e in self.evaluators

@@ -252,6 +252,17 @@ def check(data: dict, sources: SourceMap,
                 c.add(("evaluators", e_index, "init"), f"`init` applies to flex evaluator flows "
                       f"(a class entry); {ev['flow']} is a {eval_flow.kind} flow",
                       "remove `init`, or make the evaluator a flex flow whose class takes it")
+        elif ev.get("kind") == "azure_ai_evaluation":
+            if "class" not in ev:
+                c.add(("evaluators", e_index), "`kind: azure_ai_evaluation` needs `class:`",
+                      "name an azure.ai.evaluation class, e.g. class: F1ScoreEvaluator")
+            known = [conn.get("name") for conn in data.get("connections") or []]
+            if ev.get("connection") and ev["connection"] not in known:
+                c.add(("evaluators", e_index, "connection"), f"no connection named "
+                      f"{ev['connection']!r}", f"use one of: {', '.join(known) or 'none declared'}")
+        elif "code" not in ev:
+            c.add(("evaluators", e_index), "an evaluator needs `flow:`, `code:` or "
+                  "`kind: azure_ai_evaluation` with `class:`", "see docs/evaluation.md")
         else:
             if ev.get("init"):
                 c.add(("evaluators", e_index, "init"), "`init` applies to flex evaluator flows, "

@@ -6,6 +6,7 @@ approver (`approval_text`) and hands it to every `genaiops run deploy --evidence
 exactly `image.reference` (`<registry>/<name>@sha256:...`) and refuses (`check_deployable`) unless
 
 - the evaluation it names passed its gates (verdict `pass`, summary digest recorded),
+- where the environment `requires_safety`, that evaluation passed its safety gates (`safety`),
 - the checked-out flow, staged with the evidence's variant, still hashes to the flow that was built,
 - the image lives in the registry the target environment pulls from.
 
@@ -71,6 +72,8 @@ class Evidence(_Model):
     scan: dict = {}  # the post-build scan before the push: ok, files, bytes
     # the evaluation answered from recorded LLM calls: {mode: replay, cassette: <hash>}
     llm: dict = {}
+    # the evaluation's safety gates (genaiops.evaluation.safety): {evaluated, passed, gates}
+    safety: dict = {}
     image: PushedImage
 
     # -- files --------------------------------------------------------------------------------
@@ -129,10 +132,19 @@ class Evidence(_Model):
                         built=False, size_bytes=int(info.get("Size") or 0), labels=labels, reference=reference)
 
     # -- checks -------------------------------------------------------------------------------
-    def check_deployable(self, *, use_case: str, flow_hash: str, registry: str | None) -> None:
+    def check_deployable(self, *, use_case: str, flow_hash: str, registry: str | None,
+                         requires_safety: bool = False) -> None:
         """Fail closed unless this candidate may be deployed as `use_case` from this checkout."""
         if self.use_case != use_case:
             raise EvidenceRefused(f"the evidence is for use case {self.use_case!r}, not {use_case!r}")
+        if requires_safety and not (self.safety.get("evaluated") and self.safety.get("passed")):
+            from genaiops.evaluation.safety import safety_line
+
+            raise EvidenceRefused(
+                f"this environment requires a passed safety evaluation, but the evidence of image "
+                f"{self.image.digest} says {safety_line(self.safety)}",
+                hint="add the attack pack and attack_success_rate gates (docs/evaluation.md), "
+                     "evaluate, build and push again")
         if self.verdict != "pass" or not self.summary_digest:
             raise EvidenceRefused(f"evaluation {self.evaluation_id} did not pass its gates "
                                   f"(verdict {self.verdict}): image {self.image.digest} is not deployable")
@@ -155,9 +167,12 @@ class Evidence(_Model):
     def approval_text(self) -> str:
         """One line for an approval's instructions: the digest and why it may be released."""
         gates = ", ".join(f"{g.name}: {g.status}" for g in self.gates) or "no gates"
+        from genaiops.evaluation.safety import safety_line
+
         return (f"Image {self.image.reference} (variant {self.variant.get('label')}, flow "
                 f"{self.flow_hash[:19]}, commit {self.git_commit[:12]}). Evaluation {self.evaluation_id}: "
-                f"verdict {self.verdict}; gates {gates}; summary digest {self.summary_digest[:16]}." +
+                f"verdict {self.verdict}; gates {gates}; {safety_line(self.safety)}; "
+                f"summary digest {self.summary_digest[:16]}." +
                 (f" LLM answers replayed from cassette {self.llm.get('cassette', '')[:19]}."
                  if self.llm.get("mode") == "replay" else ""))
 

@@ -116,7 +116,7 @@ class EvaluationRun(Record):
     eval_dataset: str
     variant: str
     dataset: str
-    kind: Literal["flow", "code"]
+    kind: Literal["flow", "code", "azure_ai_evaluation"]
     mode: Literal["run", "data", "code"]
     pf_run: str | None
     status: Literal["completed", "failed"]

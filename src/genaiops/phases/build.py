@@ -121,6 +121,7 @@ class BuildResult:
 def run_build(ctx: PhaseContext, options: BuildOptions) -> BuildResult:
     from genaiops.deploy.evidence import Evidence, GateBrief, PushedImage
     from genaiops.deploy.push import push_by_digest
+    from genaiops.evaluation.safety import safety_result
 
     progress = options.progress or (lambda message: None)
     summary = _passed_summary(ctx, Path(options.summary))
@@ -140,7 +141,7 @@ def run_build(ctx: PhaseContext, options: BuildOptions) -> BuildResult:
         evaluation_id=summary.id, summary_digest=summary.digest(), verdict=summary.verdict,
         gates=[GateBrief(name=g.name or g.metric, status=g.status, message=g.message) for g in summary.gates],
         git_commit=image.labels.get("git_commit", ""), build_id=os.environ.get("BUILD_BUILDID", ""),
-        scan={k: scan[k] for k in ("ok", "files", "bytes")},
+        scan={k: scan[k] for k in ("ok", "files", "bytes")}, safety=safety_result(summary),
         llm={"mode": summary.llm.mode, "cassette": summary.llm.cassette} if summary.llm.mode else {},
         image=PushedImage(repository=repository, digest=digest, image_id=image.image_id, tag=image.tag,
                           labels=image.labels))

@@ -90,7 +90,8 @@ def run_compare(baseline: PhaseContext, candidate: PhaseContext,
             candidate.workspace.comparison_dir(candidate.config.use_case, comparison.id)
         for name, side in (("baseline", left), ("candidate", right)):
             side.summary.report_dir = str(folder / name)
-            write_reports(side.summary, folder / name)
+            write_reports(side.summary, folder / name,
+                          hide=baseline.config.canaries() | candidate.config.canaries())
         comparison.baseline.report_dir = left.summary.report_dir
         comparison.candidate.report_dir = right.summary.report_dir
         comparison.report_dir = str(folder)

@@ -70,6 +70,12 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     records = _verified(workspace, trail, brief, require_anchor=not gated_by_pipeline)
 
     evidence = _read_evidence(options.evidence)
+    if environment.requires_safety and evidence is None:
+        from genaiops.deploy.evidence import EvidenceRefused
+
+        raise EvidenceRefused(f"environment {options.env!r} requires a passed safety evaluation "
+                              "bound to the image digest; a local build carries none",
+                              hint="`genaiops run build --push`, then deploy with --evidence")
     chosen = evidence.chosen_variant() if evidence else choose_variant(ctx, options.variant)
     if chosen.note:
         progress("note: " + chosen.note)
@@ -77,7 +83,8 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     flow, flow_hash, connections = candidate.flow, candidate.flow_hash, candidate.connections
     if evidence:
         evidence.check_deployable(use_case=use_case, flow_hash=flow_hash,
-                                  registry=config.image_registry_for(environment))
+                                  registry=config.image_registry_for(environment),
+                                  requires_safety=environment.requires_safety)
         image = evidence.pulled_image(progress)
     else:
         image = build_image(ctx, candidate, progress)

@@ -65,7 +65,7 @@ def run_evaluate(ctx: PhaseContext, options: EvaluateOptions) -> Summary:
         folder = Path(options.report_dir) if options.report_dir else \
             ctx.workspace.report_dir(config.use_case, summary.id)
         summary.report_dir = str(folder)
-        write_reports(summary, folder)
+        write_reports(summary, folder, hide=config.canaries())
         SummaryStore(ctx.workspace).keep(summary)  # what `run build` verifies a summary.json against
         if options.update_best:
             _write_best_pointer(ctx, summary)
@@ -138,11 +138,18 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
                          if e.flow}.values())  # the engines that run evaluation flows
     tasks = plan_evaluations(config, records, adapters, output_settings(config) if flow_engines else {})
     store = EvaluationStore(ctx.workspace)
-    to_run = [t for t in tasks if t.evaluator.flow and (options.force or store.find(t.key) is None)]
+    calls_llm = [t for t in tasks if (t.evaluator.flow or getattr(adapters[t.evaluator.name],
+                                                                  "calls_llm", False))
+                 and (options.force or not t.reusable or store.find(t.key) is None)]
+    to_run = [t for t in calls_llm if t.evaluator.flow]
     max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, max(1, len(to_run)))
     for name in dict.fromkeys(t.evaluator.engine for t in to_run):  # nothing to run: no simulator,
         ctx.engine_named(name).prewarm(max_parallel)  # no connections, no engine import
-    with ctx.llm(flow_engines, pool=EVALUATOR_POOL) if to_run else contextlib.nullcontext():
+    with ctx.llm(flow_engines or None, pool=EVALUATOR_POOL) if calls_llm else \
+            contextlib.nullcontext() as session:
+        for adapter in adapters.values():  # LLM judges call the session's (gateway) endpoints
+            if session is not None and getattr(adapter, "calls_llm", False):
+                adapter.bind(session.endpoints)
         outcomes = run_evaluations(tasks, adapters, ledger, store, evaluation_id=evaluation_id,
                                    max_parallel=max_parallel, force=options.force,
                                    show_progress=ctx.show_progress)

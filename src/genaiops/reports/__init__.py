@@ -5,6 +5,7 @@ Every file is redacted before it is written."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from genaiops.evaluation.summary import Summary
@@ -12,13 +13,16 @@ from genaiops.reports.html import render_html
 from genaiops.reports.junit import render_junit
 from genaiops.reports.markdown import render_markdown
 from genaiops.reports.tables import metrics_csv, results_csv
-from genaiops.secrets import redact
+from genaiops.secrets import Redactor, redact
 from genaiops.workspace.files import atomic_write_text
 
 __all__ = ["write_reports"]
 
 
-def write_reports(summary: Summary, folder: Path) -> dict[str, Path]:
+def write_reports(summary: Summary, folder: Path, hide: Iterable[str] = ()) -> dict[str, Path]:
+    """`hide`: values masked like secrets in these files only (planted canaries)."""
+    canaries = Redactor()
+    canaries.add(*hide)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {
@@ -32,5 +36,5 @@ def write_reports(summary: Summary, folder: Path) -> dict[str, Path]:
     paths = {}
     for name, text in files.items():
         paths[name] = folder / name
-        atomic_write_text(paths[name], redact(text))
+        atomic_write_text(paths[name], canaries.redact(redact(text)))
     return paths

@@ -1,5 +1,5 @@
-"""Evaluators: one protocol (`EvaluatorAdapter`), two adapters (promptflow evaluation flows,
-plain Python functions); `plan_evaluations` keys each (evaluator dataset x experiment run) by
+"""Evaluators: one protocol (`EvaluatorAdapter`), three adapters (promptflow evaluation flows,
+plain Python functions, azure-ai-evaluation classes); `plan_evaluations` keys each (evaluator dataset x experiment run) by
 content and `run_evaluations` runs what is not in the store yet, concurrently."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from genaiops.config.model import ExperimentConfig
 from genaiops.errors import ConfigError
+from genaiops.evaluation.evaluators.azure_ai import AzureAIEvaluator
 from genaiops.evaluation.evaluators.base import (
     SCORED_ROWS,
     AlignedRow,
@@ -34,6 +35,13 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *, link_runs: bool
     may be referenced instead of copying their outputs."""
     if evaluator.code:
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
+    if evaluator.kind == "azure_ai_evaluation":
+        from genaiops.llm_session import output_settings
+
+        connection = next((c for c in config.connections if c.name == evaluator.connection), None)
+        return AzureAIEvaluator(evaluator.class_name, init=evaluator.init, connection=connection,
+                                connection_identity=output_settings(config).get(evaluator.connection),
+                                model=evaluator.model)
     from genaiops.llm_session import engine_retries
 
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
@@ -104,5 +112,5 @@ def run_evaluations(tasks: list[EvalTask], adapters: dict, ledger: Ledger, store
     return [(found[t.key] or done[t.key], found[t.key] is not None) for t in tasks]
 
 
-__all__ = ["AlignedRow", "CodeEvaluator", "EvalOutcome", "EvalTask", "EvaluatorAdapter",
+__all__ = ["AlignedRow", "AzureAIEvaluator", "CodeEvaluator", "EvalOutcome", "EvalTask", "EvaluatorAdapter",
            "FlowEvaluator", "make_adapter", "plan_evaluations", "run_evaluations"]

@@ -51,7 +51,7 @@ class EvalOutcome:
     dataset: str  # the standard dataset evaluated
     variant: str
     run_key: str
-    kind: str  # flow | code
+    kind: str  # flow | code | azure_ai_evaluation
     mode: str  # run (promptflow run=) | data (outputs from the ledger) | code
     rows: list[dict]  # [{line, scores: {name: value}, error}]
     metrics: dict = field(default_factory=dict)  # aggregates the evaluator itself reported
