@@ -73,9 +73,8 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
                                 hint="evaluate and build a version that passes its gates")
         rows = _diff(current, artifact, labels)
         if evaluation is not None:
-            from genaiops.reports.markdown import render_markdown
-
             from genaiops.evaluation.safety import safety_result
+            from genaiops.reports.markdown import render_markdown
 
             summary_text = render_markdown(evaluation)
             safety = safety_result(evaluation)
