@@ -234,17 +234,31 @@ def checkout_changes(ctx: PhaseContext, experiment: dict, records: list[RunRecor
             note(f"dataset {record.dataset}: {dataset.source_rel} changed")
         if dict(dataset.mappings) != dict(record.column_mapping):
             note(f"config: the column mapping of dataset {record.dataset}")
-        if record.settings != settings:
+        current = _as_recorded(settings, record.settings)
+        if record.settings != current:
             note("config: connection settings (endpoint, model or parameters)")
         if variant is None or variant.identity() != record.variant_spec:
             note(f"config: variant {record.variant}")
             continue
         identity = _identity(ctx, ctx.engine.version(), flow_hash, variant, dataset, dataset_hash,
-                             settings, inputs)
+                             current, inputs)
         if run_key(identity) != record.key and not changes:
             note("config: what the flow reads besides its files (engine version, simulator "
                  "rules or environment variables)")
     return changes
+
+
+def _as_recorded(settings: dict, recorded: dict) -> dict:
+    """`settings` as the stale check compares them with a run's: a recording run (`--llm record`)
+    is keyed by when it ran, so that entry is never a change of the checkout on either side."""
+    def recording(entry) -> bool:
+        return isinstance(entry, dict) and entry.get("mode") == "record"
+
+    before, now = (recorded or {}).get("@llm"), settings.get("@llm")
+    if not (recording(before) or recording(now)):
+        return settings
+    current = {k: v for k, v in settings.items() if k != "@llm"}
+    return {**current, "@llm": before} if before is not None else current
 
 
 def _plan(run: PlannedRun, found: RunRecord | None, ledger: Ledger) -> PlannedRun:
