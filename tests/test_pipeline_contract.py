@@ -183,10 +183,13 @@ def world(tmp_path_factory):
         machine_env=machine, venv=REPO / ".venv", workdir=root / "agent", approver=approver,
         skip_steps=SKIPPED_STEPS)
     world["pipeline"] = ps.expand_pipeline(SOURCE / "azure-pipelines.yml").pipeline
-    # earlier runs of this pipeline at commit A: what the change detection compares with
-    base = _git(origin, "rev-parse", "HEAD")
-    for branch in ("refs/heads/development", "refs/heads/main"):
-        ado.finish(ado.new_run(branch, "IndividualCI", AUTHOR, base), "succeeded")
+    # an earlier run of this pipeline that deployed qa to dev at commit A: what the change detection
+    # compares qa with (classification was never deployed, so it runs; qa runs only when it changed)
+    earlier = ado.new_run("refs/heads/development", "IndividualCI", AUTHOR, _git(origin, "rev-parse", "HEAD"))
+    earlier.tags.append("deployed-dev-qa")
+    earlier.timeline.append({"id": "earlier-dev-qa", "parentId": None, "type": "Stage", "identifier": "Dev_qa",
+                             "name": "CI to dev qa", "state": "completed", "result": "succeeded"})
+    ado.finish(earlier, "succeeded")
     try:
         yield world
     finally:
