@@ -41,6 +41,7 @@ from pathlib import Path
 import pipeline_schema as ps
 import pytest
 import yaml
+from deploy_helpers import docker_mark
 from fakes.ado import FakeAzureDevOps
 from fakes.azureml import FakeAzureML
 from fakes.blob import BlobHandler, BlobState
@@ -62,7 +63,7 @@ BASE_IMAGE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 REASON = dockercli.unavailable_reason()
 if REASON is None and dockercli.inspect("image", BASE_IMAGE) is None:
     REASON = f"base image {BASE_IMAGE} missing (run .ci/setup-docker.sh)"
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
+pytestmark = docker_mark(REASON)
 
 LLM_KEY = "canary-llm-key-" + os.urandom(6).hex()
 AUDIT_KEY = os.urandom(32).hex()
@@ -187,7 +188,7 @@ def world(tmp_path_factory):
     # compares qa with (classification was never deployed, so it runs; qa runs only when it changed)
     earlier = ado.new_run("refs/heads/development", "IndividualCI", AUTHOR, _git(origin, "rev-parse", "HEAD"))
     earlier.tags.append("deployed-dev-qa")
-    earlier.timeline.append({"id": "earlier-dev-qa", "parentId": None, "type": "Stage", "identifier": "Dev_qa",
+    earlier.timeline.append({"id": "earlier-dev-qa", "parentId": None, "type": "Stage", "identifier": "DeployDev_qa",
                              "name": "CI to dev qa", "state": "completed", "result": "succeeded"})
     ado.finish(earlier, "succeeded")
     try:

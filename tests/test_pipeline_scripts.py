@@ -106,7 +106,7 @@ def _deployed(ado, branch: str, commit: str, env: str, *use_cases: str, result: 
     run = ado.new_run(branch, reason, "a", commit)
     for use_case in use_cases:
         run.tags.append(f"deployed-{env}-{use_case}")
-        stage = ("Dev_" if env == "dev" else "Prod_") + use_case.replace("-", "_")
+        stage = ("DeployDev_" if env == "dev" else "Prod_") + use_case.replace("-", "_")
         run.timeline.append({"id": f"s-{stage}", "parentId": None, "type": "Stage", "identifier": stage,
                              "state": "completed", "result": stage_result})
         run.artifacts[f"evidence-{use_case}-1"] = Path("/x")
@@ -181,7 +181,7 @@ def test_the_newest_deployed_run_and_its_last_evidence_attempt_are_the_baseline(
     old = _deployed(ado, "refs/heads/main", "1", "prod", "classification")
     partial = _deployed(ado, "refs/heads/main", "2", "prod", "classification")  # qa failed, classification deployed
     partial.tags.append("deployed-dev-classification")
-    partial.timeline.append({"id": "s-d", "parentId": None, "type": "Stage", "identifier": "Dev_classification",
+    partial.timeline.append({"id": "s-d", "parentId": None, "type": "Stage", "identifier": "DeployDev_classification",
                              "state": "completed", "result": "succeeded"})
     partial.artifacts.update({"evidence-classification-2": Path("/x"), "evidence-qa-1": Path("/x")})
     partial.result = "partiallySucceeded"

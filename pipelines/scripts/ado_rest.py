@@ -44,7 +44,7 @@ def ado_get(path: str, **params) -> dict:
 PROTECTED_BRANCHES = {"dev": ("refs/heads/development", "refs/heads/main", "refs/heads/release/"),
                       "prod": ("refs/heads/main", "refs/heads/release/")}
 # The stage of a run that deploys a use case to an environment (pipelines/stages/dev.yml, prod.yml).
-DEPLOY_STAGE = {"dev": "Dev_{uc}", "prod": "Prod_{uc}"}
+DEPLOY_STAGE = {"dev": "DeployDev_{uc}", "prod": "Prod_{uc}"}
 SEARCHED_RUNS = 50
 
 
