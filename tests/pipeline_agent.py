@@ -14,8 +14,15 @@ What is emulated as Azure DevOps does it (and what the contract test therefore c
   state passes between jobs only through artifacts and output variables;
 - logging commands: task.setvariable (isOutput), task.prependpath, build.addbuildtag,
   task.logissue, task.complete;
-- the run's timeline (Stage / Job / Task records, task names) in the Azure DevOps fake, which is
-  what genaiops reads back for the per-stage approval check.
+- the run's timeline (Stage / Job / Task records with the display name as recorded - macros
+  expanded - and finishTime) in the Azure DevOps fake, which is what genaiops reads back for the
+  approval check;
+- environments (`environments`, as configured in the project): their checks are evaluated when a
+  stage that uses the environment (a deployment job) starts, for the whole stage - an Approvals
+  check (Checkpoint / Checkpoint.Approval records, the approval with its steps and approver served
+  by the approvals API; only listed approvers, optionally never the run's requester), then an
+  Exclusive lock, held until the stage completes: a stage that finds the lock taken waits
+  (`RunResult.lock_waits`), as with `lockBehavior: sequential`.
 
 Tasks that are not scripts run as small explicit fakes (`TASKS` below), each documented:
 UsePythonVersion@0, Cache@2, AzureCLI@2, PublishPipelineArtifact@1, DownloadPipelineArtifact@2,
@@ -37,6 +44,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pipeline_schema as ps
@@ -75,6 +83,7 @@ class Validation:
     instructions: str
     inputs: dict
     decision: Decision | None = None
+    kind: str = "manual_validation"  # | environment (an Approvals check of the stage's environment)
 
 
 @dataclass
@@ -94,6 +103,7 @@ class RunResult:
     jobs: dict[tuple[str, str], str] = field(default_factory=dict)
     logs: list[StepLog] = field(default_factory=list)
     validations: list[Validation] = field(default_factory=list)
+    lock_waits: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, environment, holder)
     implicit_downloads: list[tuple[str, str]] = field(default_factory=list)
     cache_steps: list[dict] = field(default_factory=list)
     azure_cli_steps: list[dict] = field(default_factory=list)
@@ -116,7 +126,8 @@ class StepFailed(Exception):
 
 
 class Deferred(Exception):
-    """A ManualValidation is still pending: the stage waits while others run."""
+    """A ManualValidation, an environment approval or an Exclusive lock is still pending: the stage
+    waits while others run."""
 
 
 @dataclass
@@ -131,11 +142,15 @@ class Agent:
     workdir: Path
     approver: Callable[[Validation, int], Decision]  # (validation, call number) -> decision
     skip_steps: dict[str, str] = field(default_factory=dict)  # displayName -> why it is not executed
+    # name -> {"exclusive_lock": bool, "approvers": [...], "allow_own_runs": bool, "instructions": str}
+    environments: dict[str, dict] = field(default_factory=dict)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     artifacts: Path = field(init=False)
 
     def __post_init__(self):
         self.artifacts = self.workdir / "artifacts"
         self._uid = itertools.count(1)
+        self.locks: dict[str, str] = {}  # environment -> the stage (run/stage) holding its Exclusive lock
 
     # -- a run ------------------------------------------------------------------------------------
     def run(self, pipeline: dict, trigger: Trigger) -> RunResult:
@@ -165,6 +180,7 @@ class Agent:
             try:
                 result.stages[name] = self._stage(by_name[name], order)
                 self._finish(self.stage_records[name], result.stages[name])
+                self._release_locks(name)
             except Deferred:
                 pending.append(name)
                 waits += 1
@@ -195,9 +211,11 @@ class Agent:
             condition = stage.get("condition", "succeeded()")
             if not self._condition(condition, context, [self.result.stages[d] for d in deps]):
                 return "Skipped"
+            state["variables"] = {**self.pipeline_vars, **_variables(stage.get("variables"), self.variable_groups)}
+            if not self._environment_checks(stage, state):  # Deferred: approval pending or lock taken
+                return "Failed"
             state["started"] = True
             record["state"] = "inProgress"
-            state["variables"] = {**self.pipeline_vars, **_variables(stage.get("variables"), self.variable_groups)}
         jobs = stage["jobs"]
         job_order = [_job_name(j) for j in jobs]
         for job in jobs:
@@ -334,7 +352,7 @@ class Agent:
                 results.append("Skipped")
                 continue
             record = runtime.pop("waiting_record", None) or self._record(
-                runtime["record"]["id"], "Task", label, state="inProgress",
+                runtime["record"]["id"], "Task", self._expand(label, runtime), state="inProgress",
                 task={"name": step["task"].split("@")[0], "version": step["task"].split("@")[1]}
                 if "task" in step else None)
             started = time.monotonic()
@@ -462,8 +480,84 @@ class Agent:
         self.result.run.timeline.append(record)
         return record
 
-    @staticmethod
-    def _finish(record: dict, result: str) -> None:
+    # -- environments: checks at stage start ---------------------------------------------------
+    def _environment_checks(self, stage: dict, state: dict) -> bool:
+        """The checks of every environment the stage's deployment jobs use, before any job runs:
+        approvals first, then the Exclusive lock (kept until the stage completes). False: rejected."""
+        name = stage["stage"]
+        envs = sorted({j["environment"] if isinstance(j["environment"], str) else j["environment"]["name"]
+                       for j in stage["jobs"] if "environment" in j})
+        checks = state.setdefault("checks", {})
+        for env in envs:
+            config = self.environments.get(env, {})
+            if config.get("approvers") and env not in checks:
+                decision = self._environment_approval(stage, env, config, state)
+                if decision is None:
+                    return False
+                checks[env] = decision
+        for env in envs:
+            if not self.environments.get(env, {}).get("exclusive_lock"):
+                continue
+            holder = self.locks.get(env)
+            me = f"{self.result.run.id}/{name}"
+            if holder not in (None, me):
+                self.result.lock_waits.append((name, env, holder))
+                raise Deferred()
+            self.locks[env] = me
+        return True
+
+    def _release_locks(self, stage_name: str) -> None:
+        me = f"{self.result.run.id}/{stage_name}"
+        for env in [e for e, holder in self.locks.items() if holder == me]:
+            del self.locks[env]
+
+    def _environment_approval(self, stage: dict, env: str, config: dict, state: dict):
+        """An Approvals check: Checkpoint and Checkpoint.Approval records under the stage, the
+        approval (steps, approver, time) in the fake's approvals API; the approver fixture answers.
+        Azure DevOps lets only the listed approvers act (and, with the option set, not the run's
+        requester): anyone else's answer leaves it pending, which here fails the check."""
+        name = stage["stage"]
+        pending = state.get("approval")
+        if pending is None:
+            stage_id = self.stage_records[name]["id"]
+            checkpoint = self._record(stage_id, "Checkpoint", "Checkpoint", state="inProgress")
+            approval_id = str(uuid.uuid4())
+            record = self._record(checkpoint["id"], "Checkpoint.Approval", "Checkpoint.Approval", id=approval_id,
+                                  state="inProgress")
+            self.ado.approvals[approval_id] = {"id": approval_id, "status": "pending", "steps": [],
+                                               "instructions": config.get("instructions", ""),
+                                               "createdOn": _iso(self.clock())}
+            pending = state["approval"] = {"id": approval_id, "record": record, "checkpoint": checkpoint, "calls": 0}
+        validation = Validation(name, f"environment {env}", config.get("instructions", ""),
+                                {"approvers": ",".join(config["approvers"])}, kind="environment")
+        decision = self.approver(validation, pending["calls"])
+        pending["calls"] += 1
+        if decision.status == "defer":
+            raise Deferred()
+        validation.decision = decision
+        self.result.validations.append(validation)
+        allowed = {a.lower() for a in config["approvers"]}
+        who = decision.approver.lower()
+        refused = who not in allowed or (not config.get("allow_own_runs", False)
+                                         and who == self.trigger.requested_for.lower())
+        status = "rejected" if refused or decision.status != "approved" else "approved"
+        now = _iso(self.clock())
+        approval = self.ado.approvals[pending["id"]]
+        approval.update(status=status, lastModifiedOn=now, steps=[{
+            "status": status, "assignedApprover": {"displayName": config.get("group", config["approvers"][0])},
+            "actualApprover": {"uniqueName": decision.approver, "displayName": decision.approver.split("@")[0]},
+            "comment": decision.comment, "lastModifiedOn": now}])
+        result = "Succeeded" if status == "approved" else "Failed"
+        self._finish(pending["record"], result)
+        self._finish(pending["checkpoint"], result)
+        if refused:
+            self.result.logs.append(StepLog(name, f"environment {env}", "Approvals check", "Failed",
+                                            f"{decision.approver} may not approve: not an approver of {env}, or "
+                                            "the run's requester"))
+        return decision if status == "approved" else None
+
+    def _finish(self, record: dict, result: str) -> None:
+        record["finishTime"] = _iso(self.clock())
         record["state"] = "completed"
         record["result"] = {"Succeeded": "succeeded", "SucceededWithIssues": "succeededWithIssues",
                             "Failed": "failed", "Skipped": "skipped", "Canceled": "canceled"}[result]
@@ -484,6 +578,10 @@ def triggers(pipeline: dict, trigger: Trigger) -> bool:
     branch = trigger.target_branch if trigger.reason == "PullRequest" else trigger.branch
     name = branch.removeprefix("refs/heads/")
     return any(fnmatch.fnmatch(name, pattern.removeprefix("refs/heads/")) for pattern in includes)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 def ps_truthy(value) -> bool:
