@@ -191,7 +191,7 @@ def world(tmp_path_factory):
                              for name in ("genaiops-azure-dev", "genaiops-azure-prod")},
         machine_env=machine, venv=REPO / ".venv", workdir=root / "agent", approver=approver,
         skip_steps=SKIPPED_STEPS,
-        # docs/azure-devops.md §4; prod's "approvers can't approve their own runs" is left off here so
+        # docs/azure-devops.md §5; prod's "approvers can't approve their own runs" is left off here so
         # that genaiops' own check of the author is what refuses (run 4)
         environments={"dev": {"exclusive_lock": True},
                       "prod": {"exclusive_lock": True, "approvers": [APPROVER, AUTHOR], "allow_own_runs": True,

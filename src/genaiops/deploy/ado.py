@@ -216,7 +216,7 @@ class AdoApprovalsClient:
             raise AdoApprovalRefused(f"stage {self.run.stage} has no environment approval: Azure DevOps "
                                      "records who approved only there",
                                      hint="add an Approvals check with the release approvers to the prod "
-                                          "environment (docs/azure-devops.md §4)")
+                                          "environment (docs/azure-devops.md §5)")
         forbidden = self.requester() | {a.lower() for a in self.run.authors}
         names, ids, times = [], [], [str(t.get("finishTime")) for t in validations if t.get("finishTime")]
         for record in checkpoints:
