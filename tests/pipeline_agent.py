@@ -12,6 +12,10 @@ What is emulated as Azure DevOps does it (and what the contract test therefore c
 - each job runs on a fresh "agent": its own Pipeline.Workspace, HOME and a fresh `git clone` of the
   commit (deployment jobs check out only with an explicit `checkout: self`; server jobs never);
   state passes between jobs only through artifacts and output variables;
+- "Rerun failed jobs" (`rerun_failed_jobs`): the failed jobs again, as attempt 2, in the same run;
+  their stages evaluate their environment checks again, and the timeline shows the latest attempt
+  (earlier attempts' records of those jobs and checks are dropped, as `previousAttempts` hold them);
+  `time_passes` ages everything the run recorded, as if the rerun came that much later;
 - logging commands: task.setvariable (isOutput), task.prependpath, build.addbuildtag,
   task.logissue, task.complete;
 - the run's timeline (Stage / Job / Task records with the display name as recorded - macros
@@ -44,7 +48,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pipeline_schema as ps
@@ -107,6 +111,8 @@ class RunResult:
     implicit_downloads: list[tuple[str, str]] = field(default_factory=list)
     cache_steps: list[dict] = field(default_factory=list)
     azure_cli_steps: list[dict] = field(default_factory=list)
+    trigger: Trigger | None = None
+    internal: dict = field(default_factory=dict, repr=False)  # what a rerun of this run needs
 
     def output(self, stage: str | None = None, job: str | None = None) -> str:
         return "\n".join(f"--- {log.stage}/{log.job}/{log.step}: {log.result}\n{log.output}" for log in self.logs
@@ -155,21 +161,96 @@ class Agent:
     # -- a run ------------------------------------------------------------------------------------
     def run(self, pipeline: dict, trigger: Trigger) -> RunResult:
         run = self.ado.new_run(trigger.branch, trigger.reason, trigger.requested_for, trigger.commit)
-        result = RunResult(run)
+        result = RunResult(run, trigger=trigger)
         self.trigger, self.result = trigger, result
         if not triggers(pipeline, trigger):
             self.ado.finish(run, "notTriggered")
             return result
         stages = pipeline["stages"]
         order = [s["stage"] for s in stages]
-        by_name = {s["stage"]: s for s in stages}
         self.stage_records: dict[str, dict] = {}
         for index, stage in enumerate(stages):
             self.stage_records[stage["stage"]] = self._record(None, "Stage", stage.get("displayName", stage["stage"]),
                                                               identifier=stage["stage"], state="pending", order=index)
         self.pipeline_vars = {**self._run_variables(), **_variables(pipeline.get("variables"), {})}
         self.stage_state: dict[str, dict] = {}
-        pending = list(order)
+        result.internal = {"stage_records": self.stage_records, "pipeline_vars": self.pipeline_vars,
+                           "stage_state": self.stage_state}
+        return self._execute(pipeline, list(order))
+
+    def rerun_failed_jobs(self, pipeline: dict, result: RunResult) -> RunResult:
+        """Azure DevOps' "Rerun failed jobs" on a completed run: each failed job runs again as the
+        next attempt (jobs that succeeded keep their outputs), its stage evaluates its environment
+        checks again, and stages skipped because of it are evaluated again."""
+        self.trigger, self.result = result.trigger, result
+        self.stage_records = result.internal["stage_records"]
+        self.pipeline_vars = result.internal["pipeline_vars"]
+        self.stage_state = result.internal["stage_state"]
+        order = [s["stage"] for s in pipeline["stages"]]
+        by_name = {s["stage"]: s for s in pipeline["stages"]}
+        again = [n for n in order if result.stages.get(n) == "Failed"]
+        for name in order:  # downstream stages that were skipped because of a failed one
+            if result.stages.get(name) == "Skipped" and set(self._stage_deps(by_name[name], order)) & set(again):
+                again.append(name)
+        stale = set()
+        for name in again:
+            state = self.stage_state.get(name, {})
+            for job, outcome in list(state.get("jobs", {}).items()):
+                if outcome in ("Failed", "Canceled", "Skipped"):
+                    del state["jobs"][job]
+                    runtime = state.get("job_runtime", {}).pop(f"{name}.{job}", None)
+                    if runtime:
+                        stale.add(runtime["record"]["id"])
+                    self.result.jobs.pop((name, job), None)
+                    attempts = state.setdefault("attempts", {})
+                    attempts[job] = attempts.get(job, 1) + 1
+            for key in ("checks", "approval"):
+                state.pop(key, None)
+            state["started"] = False
+            stale |= {r["id"] for r in result.run.timeline if r["type"] in ("Checkpoint", "Checkpoint.Approval")
+                      and self._below(result.run.timeline, r, self.stage_records[name]["id"])}
+            result.stages.pop(name, None)
+            self.stage_records[name].update(state="pending", result=None)
+        result.run.timeline[:] = [r for r in result.run.timeline
+                                  if r["id"] not in stale and not self._below(result.run.timeline, r, stale)]
+        result.run.status = "inProgress"
+        return self._execute(pipeline, [n for n in order if n in again])
+
+    @staticmethod
+    def _below(records: list[dict], record: dict, ancestors) -> bool:
+        ancestors = {ancestors} if isinstance(ancestors, str) else set(ancestors)
+        parents = {r["id"]: r.get("parentId") for r in records}
+        parent = record.get("parentId")
+        while parent is not None:
+            if parent in ancestors:
+                return True
+            parent = parents.get(parent)
+        return False
+
+    @staticmethod
+    def time_passes(ado: FakeAzureDevOps, result: RunResult, delta: timedelta) -> None:
+        """Everything the run recorded (timeline, its approvals) becomes `delta` older, as if now
+        were `delta` later: what genaiops, reading the real clock, then sees of an old approval."""
+        ids = {r["id"] for r in result.run.timeline}
+
+        def older(record: dict) -> None:
+            for key in ("finishTime", "lastModifiedOn", "createdOn"):
+                if record.get(key):
+                    when = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", record[key]).replace("Z", "+00:00"))
+                    record[key] = _iso(when - delta)
+        for record in result.run.timeline:
+            older(record)
+        for approval_id, approval in ado.approvals.items():
+            if approval_id in ids:
+                older(approval)
+                for step in approval.get("steps") or []:
+                    older(step)
+
+    def _execute(self, pipeline: dict, pending: list[str]) -> RunResult:
+        result, run = self.result, self.result.run
+        stages = pipeline["stages"]
+        order = [s["stage"] for s in stages]
+        by_name = {s["stage"]: s for s in stages}
         waits = 0
         while pending:
             name = next((n for n in pending if all(d in result.stages for d in self._stage_deps(by_name[n], order))),
@@ -259,10 +340,12 @@ class Agent:
             for var_name, value in _variables(job.get("variables"), self.variable_groups).items():
                 match = RUNTIME.match(str(value))
                 variables[var_name] = _text(ps.evaluate(match.group(1), context, lenient=True)) if match else value
+            attempt = state.get("attempts", {}).get(job_name, 1)
             runtime = {"variables": variables, "step": 0, "outputs": {}, "set": {},
                        "record": self._record(self.stage_records[stage_name]["id"], "Job",
-                                              job.get("displayName", job_name), identifier=key, state="inProgress"),
-                       "agent": self._new_agent(stage, job, variables)}
+                                              job.get("displayName", job_name), identifier=key, state="inProgress",
+                                              attempt=attempt),
+                       "agent": self._new_agent(stage, job, variables, attempt)}
             jobs_state[key] = runtime
         try:
             result = self._steps(stage, job, runtime)
@@ -271,7 +354,7 @@ class Agent:
         self._finish(runtime["record"], result)
         return result
 
-    def _new_agent(self, stage: dict, job: dict, variables: dict) -> dict:
+    def _new_agent(self, stage: dict, job: dict, variables: dict, attempt: int = 1) -> dict:
         """A fresh machine for one job: workspace folders, HOME, the checkout."""
         workspace = self.workdir / "agents" / f"{next(self._uid):03d}-{stage['stage']}-{_job_name(job)}"
         sources = workspace / "s"
@@ -299,7 +382,7 @@ class Agent:
             "Common.TestResultsDirectory": str(workspace / "TestResults"),
             "Agent.TempDirectory": str(workspace / "_temp"), "Agent.OS": "Linux",
             "System.StageName": stage["stage"], "System.StageAttempt": "1", "System.JobName": _job_name(job),
-            "System.JobAttempt": "1",
+            "System.JobAttempt": str(attempt),
         }
         variables.update(predefined)
         variables["System.AccessToken"] = self.result.run.token

@@ -5,6 +5,7 @@ layout does to the releases of other use cases. No docker, no genaiops: seconds.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,23 @@ def test_an_environment_approval_only_counts_from_a_listed_approver_who_did_not_
     assert result.stages["Prod_qa"] == "Failed" and result.run.result == "failed"
     [approval] = agent.ado.approvals.values()
     assert approval["status"] == "rejected"
+
+
+def test_rerun_failed_jobs_runs_them_as_the_next_attempt_and_asks_the_environment_again(agent):
+    stage = {"stage": "Prod_qa", "dependsOn": [], "jobs": [{
+        "deployment": "Deploy", "environment": "prod", "strategy": {"runOnce": {"deploy": {"steps": [
+            {"script": 'test "$SYSTEM_JOBATTEMPT" = 2', "displayName": "deploy"}]}}}}]}
+    pipeline = _pipeline([{"stage": "Approve_qa", "dependsOn": [], "jobs": [_approve()]}, stage])
+    result = agent.run(pipeline, _trigger())
+    assert result.stages["Prod_qa"] == "Failed" and result.run.result == "failed"
+    [validation] = [r for r in result.run.timeline if r.get("task")]
+    approved_at = validation["finishTime"]
+    Agent.time_passes(agent.ado, result, timedelta(days=2))
+    assert validation["finishTime"] < approved_at  # what was recorded is now two days old
+    agent.rerun_failed_jobs(pipeline, result)
+    assert result.stages == {"Approve_qa": "Succeeded", "Prod_qa": "Succeeded"} and result.run.result == "succeeded"
+    assert [kind for stage_name, kind in agent.seen] == ["manual_validation", "environment", "environment"]
+    jobs = [r for r in result.run.timeline if r["type"] == "Job" and r["identifier"] == "Prod_qa.Deploy"]
+    assert [j["attempt"] for j in jobs] == [2]  # the timeline shows the latest attempt
+    assert len([r for r in result.run.timeline if r["type"] == "Checkpoint.Approval"]) == 1
+    assert [r for r in result.run.timeline if r.get("task")] == [validation]  # the approval stage is not rerun

@@ -18,7 +18,9 @@ Five runs of one project, in order:
    are separate stages, so classification's wait holds no `prod` lock), then approved. qa's
    environment approval is given by the change's author - the environment (misconfigured) lets
    them, genaiops refuses: Prod_qa fails. The digest each approver saw is the digest deployed to dev
-   and to prod, built once; the prod audit record names the approver;
+   and to prod, built once; the prod audit record names the approver. Two days later "Rerun
+   failed jobs" with a release approver's environment approval is still refused: the digest's
+   approval has expired;
 5. push to `main` touching neither use case: classification (released in 4) is skipped, qa (whose
    release failed in 4) is released now, approved by a release approver.
 
@@ -44,6 +46,7 @@ import os
 import re
 import shutil
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pipeline_schema as ps
@@ -370,8 +373,11 @@ def release(world, worse_pull_request):
     return _run(world, Trigger("refs/heads/main", commit, requested_for=AUTHOR))
 
 
-def _prod_chain(result, use_case) -> list[dict]:
-    [name] = [n for n in result.run.artifacts if n.startswith(f"deploy-prod-{use_case}-")]
+def _prod_chain(result, use_case, attempt: int | None = None) -> list[dict]:
+    """The audit chain a prod deploy job published (that attempt, or the latest)."""
+    names = sorted((n for n in result.run.artifacts if n.startswith(f"deploy-prod-{use_case}-")),
+                   key=lambda n: int(n.rsplit("-", 1)[1]))
+    name = f"deploy-prod-{use_case}-{attempt}" if attempt else names[-1]
     return [json.loads(line) for line in (result.run.artifacts[name] / "audit" / "audit.jsonl").read_text().splitlines()]
 
 
@@ -415,8 +421,27 @@ def test_an_approval_by_the_change_s_author_is_refused(world, release):
     result = release
     assert result.stages["Prod_qa"] == "Failed" and result.run.result == "failed"
     assert "who requested this run or authored the change" in result.output("Prod_qa", "Deploy")
-    assert [r["event"] for r in _prod_chain(result, "qa")][-1] == "deploy_refused"
+    assert [r["event"] for r in _prod_chain(result, "qa", attempt=1)][-1] == "deploy_refused"
     assert not _deployments(world, PROD[1], "qa-prod") and "deployed-prod-qa" not in result.run.tags
+
+
+@pytest.fixture(scope="module")
+def late_rerun(world, release):
+    """Two days later someone clicks "Rerun failed jobs" on the release; a release approver now
+    approves the environment check. The ManualValidation of Approve_qa is not rerun: it is two days old."""
+    world["decisions"].clear()
+    world["on_approval"] = None
+    Agent.time_passes(world["ado"], release, timedelta(days=2))
+    return world["agent"].rerun_failed_jobs(world["pipeline"], release)
+
+
+def test_rerunning_the_failed_deploy_days_later_needs_a_fresh_approval(world, late_rerun):
+    """Issue 21.6: approval_ttl_minutes holds for Azure DevOps approvals."""
+    result = late_rerun
+    assert result.stages["Prod_qa"] == "Failed" and result.jobs[("Prod_qa", "Deploy")] == "Failed"
+    assert "expired (valid 60 minutes)" in result.output("Prod_qa", "Deploy")
+    assert [r["event"] for r in _prod_chain(result, "qa", attempt=2)][-1] == "deploy_refused"
+    assert not _deployments(world, PROD[1], "qa-prod")
 
 
 @pytest.fixture(scope="module")
