@@ -261,7 +261,7 @@ class _Client:
     def __init__(self, **approved):
         at = datetime.now(timezone.utc).isoformat()
         self.approved = {"source": "azure_devops", "run_id": 42, "approval_ids": ["x"], "by": "Dana",
-                         "at": at, **approved}
+                         "at": at, "artifact": A, **approved}
 
     def verify_run_approved(self):
         return self.approved
@@ -330,6 +330,7 @@ def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, workspac
 
 
 @pytest.mark.parametrize("approved,match", [
+    ({"artifact": None}, "names no digest"),
     ({"by": ""}, "does not say who approved"),
     ({"at": None}, "does not say when it was given"),
     ({"at": "2020-01-01T00:00:00.1234567Z"}, "expired .valid 60 minutes."),

@@ -156,7 +156,11 @@ class AzureDevOpsApprovals:
         refuse_if_rejected(records, request)
         approved = self._verified()
         bound = approved.get("artifact")
-        if bound and normalise_digest(bound) != request.artifact:
+        if not bound:
+            raise ApprovalRefused(f"the Azure DevOps approval of run {approved.get('run_id')} names no digest",
+                                  hint="the approval stage's ManualValidation must be named "
+                                       "'Approve image $(imageDigest)'")
+        if normalise_digest(bound) != request.artifact:
             raise ApprovalRefused(f"the Azure DevOps approval of run {approved.get('run_id')} is for "
                                   f"artifact {bound}, not {request.artifact}: wrong digest",
                                   hint="approve the run that built this artifact")
