@@ -176,7 +176,8 @@ def world(tmp_path_factory):
         "AZUREML_DEV_URL_MFE": aml.url, "GENAIOPS_WHEEL_CACHE": "/tmp/genaiops-test-wheels",
         "PIP_CONFIG_FILE": os.environ.get("PIP_CONFIG_FILE", "/etc/pip.conf"),
         **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
-        **({"PYTHONPATH": str(SOURCE / "src")} if SOURCE != REPO else {}),  # that tree's genaiops
+        # the genaiops under test: the venv `make setup` built may be shared by several checkouts
+        "PYTHONPATH": str(SOURCE / "src"),
     }
     decisions: dict[str, list[Decision]] = {}
     world = {"root": root, "origin": origin, "aml": aml, "registry": registry, "ado": ado, "blobs": blobs,
