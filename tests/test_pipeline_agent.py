@@ -116,3 +116,32 @@ def test_rerun_failed_jobs_runs_them_as_the_next_attempt_and_asks_the_environmen
     assert [j["attempt"] for j in jobs] == [2]  # the timeline shows the latest attempt
     assert len([r for r in result.run.timeline if r["type"] == "Checkpoint.Approval"]) == 1
     assert [r for r in result.run.timeline if r.get("task")] == [validation]  # the approval stage is not rerun
+
+
+def test_genaiops_reads_the_emulated_records_as_it_reads_azure_devops(agent):
+    """The records the emulation writes (the ManualValidation's recorded name, the environment
+    approval and its approver, the run's requester) are what `deploy/ado.py` checks - the same fake
+    the contract test's prod deploys ask."""
+    from fakes.ado import PROJECT
+
+    from genaiops.deploy.ado import AdoApprovalRefused, AdoApprovalsClient, AdoRun
+    from genaiops.deploy.approvals import ApprovalRefused, ApprovalRequest, AzureDevOpsApprovals
+
+    digest = "sha256:" + "a" * 64
+    result = agent.run(_pipeline([
+        {"stage": "Approve_qa", "dependsOn": [], "jobs": [_approve()]},
+        {"stage": "Prod_qa", "dependsOn": ["Approve_qa"], "jobs": [_deploy("prod")]},
+    ]), _trigger())
+
+    def client(authors=("someone@contoso.com",)):
+        return AdoApprovalsClient(AdoRun(agent.ado.collection_uri, PROJECT, result.run.id, "Prod_qa",
+                                         result.run.token, "Approve_qa", (APPROVER,), authors))
+    approved = client().verify_deploy_approved(digest)
+    assert approved["by"] == APPROVER and approved["artifact"] == digest and approved["at"]
+    grant = AzureDevOpsApprovals(client=client()).grant(ApprovalRequest("qa", "prod", digest), [])
+    assert grant.by == APPROVER
+    with pytest.raises(AdoApprovalRefused, match="authored the change"):
+        client(authors=(APPROVER,)).verify_deploy_approved(digest)
+    Agent.time_passes(agent.ado, result, timedelta(days=2))
+    with pytest.raises(ApprovalRefused, match="expired"):
+        AzureDevOpsApprovals(client=client()).grant(ApprovalRequest("qa", "prod", digest), [])
