@@ -75,3 +75,15 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def docker_mark(reason: str | None):
+    """The skip marker of a docker test module. With GENAIOPS_REQUIRE_DOCKER=1 (the pipeline's Checks
+    stage, which set docker up first) a missing daemon or base image is an error, not a silent skip."""
+    import os
+
+    import pytest
+
+    if reason is not None and os.environ.get("GENAIOPS_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"docker: {reason}, and GENAIOPS_REQUIRE_DOCKER=1 says these tests must run", pytrace=False)
+    return pytest.mark.skipif(reason is not None, reason=f"docker: {reason}")

@@ -12,10 +12,21 @@ What is emulated as Azure DevOps does it (and what the contract test therefore c
 - each job runs on a fresh "agent": its own Pipeline.Workspace, HOME and a fresh `git clone` of the
   commit (deployment jobs check out only with an explicit `checkout: self`; server jobs never);
   state passes between jobs only through artifacts and output variables;
+- "Rerun failed jobs" (`rerun_failed_jobs`): the failed jobs again, as attempt 2, in the same run;
+  their stages evaluate their environment checks again, and the timeline shows the latest attempt
+  (earlier attempts' records of those jobs and checks are dropped, as `previousAttempts` hold them);
+  `time_passes` ages everything the run recorded, as if the rerun came that much later;
 - logging commands: task.setvariable (isOutput), task.prependpath, build.addbuildtag,
   task.logissue, task.complete;
-- the run's timeline (Stage / Job / Task records, task names) in the Azure DevOps fake, which is
-  what genaiops reads back for the per-stage approval check.
+- the run's timeline (Stage / Job / Task records with the display name as recorded - macros
+  expanded - and finishTime) in the Azure DevOps fake, which is what genaiops reads back for the
+  approval check;
+- environments (`environments`, as configured in the project): their checks are evaluated when a
+  stage that uses the environment (a deployment job) starts, for the whole stage - an Approvals
+  check (Checkpoint / Checkpoint.Approval records, the approval with its steps and approver served
+  by the approvals API; only listed approvers, optionally never the run's requester), then an
+  Exclusive lock, held until the stage completes: a stage that finds the lock taken waits
+  (`RunResult.lock_waits`), as with `lockBehavior: sequential`.
 
 Tasks that are not scripts run as small explicit fakes (`TASKS` below), each documented:
 UsePythonVersion@0, Cache@2, AzureCLI@2, PublishPipelineArtifact@1, DownloadPipelineArtifact@2,
@@ -37,6 +48,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pipeline_schema as ps
@@ -75,6 +87,7 @@ class Validation:
     instructions: str
     inputs: dict
     decision: Decision | None = None
+    kind: str = "manual_validation"  # | environment (an Approvals check of the stage's environment)
 
 
 @dataclass
@@ -94,9 +107,12 @@ class RunResult:
     jobs: dict[tuple[str, str], str] = field(default_factory=dict)
     logs: list[StepLog] = field(default_factory=list)
     validations: list[Validation] = field(default_factory=list)
+    lock_waits: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, environment, holder)
     implicit_downloads: list[tuple[str, str]] = field(default_factory=list)
     cache_steps: list[dict] = field(default_factory=list)
     azure_cli_steps: list[dict] = field(default_factory=list)
+    trigger: Trigger | None = None
+    internal: dict = field(default_factory=dict, repr=False)  # what a rerun of this run needs
 
     def output(self, stage: str | None = None, job: str | None = None) -> str:
         return "\n".join(f"--- {log.stage}/{log.job}/{log.step}: {log.result}\n{log.output}" for log in self.logs
@@ -116,7 +132,8 @@ class StepFailed(Exception):
 
 
 class Deferred(Exception):
-    """A ManualValidation is still pending: the stage waits while others run."""
+    """A ManualValidation, an environment approval or an Exclusive lock is still pending: the stage
+    waits while others run."""
 
 
 @dataclass
@@ -131,30 +148,109 @@ class Agent:
     workdir: Path
     approver: Callable[[Validation, int], Decision]  # (validation, call number) -> decision
     skip_steps: dict[str, str] = field(default_factory=dict)  # displayName -> why it is not executed
+    # name -> {"exclusive_lock": bool, "approvers": [...], "allow_own_runs": bool, "instructions": str}
+    environments: dict[str, dict] = field(default_factory=dict)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     artifacts: Path = field(init=False)
 
     def __post_init__(self):
         self.artifacts = self.workdir / "artifacts"
         self._uid = itertools.count(1)
+        self.locks: dict[str, str] = {}  # environment -> the stage (run/stage) holding its Exclusive lock
 
     # -- a run ------------------------------------------------------------------------------------
     def run(self, pipeline: dict, trigger: Trigger) -> RunResult:
         run = self.ado.new_run(trigger.branch, trigger.reason, trigger.requested_for, trigger.commit)
-        result = RunResult(run)
+        result = RunResult(run, trigger=trigger)
         self.trigger, self.result = trigger, result
         if not triggers(pipeline, trigger):
             self.ado.finish(run, "notTriggered")
             return result
         stages = pipeline["stages"]
         order = [s["stage"] for s in stages]
-        by_name = {s["stage"]: s for s in stages}
         self.stage_records: dict[str, dict] = {}
         for index, stage in enumerate(stages):
             self.stage_records[stage["stage"]] = self._record(None, "Stage", stage.get("displayName", stage["stage"]),
                                                               identifier=stage["stage"], state="pending", order=index)
         self.pipeline_vars = {**self._run_variables(), **_variables(pipeline.get("variables"), {})}
         self.stage_state: dict[str, dict] = {}
-        pending = list(order)
+        result.internal = {"stage_records": self.stage_records, "pipeline_vars": self.pipeline_vars,
+                           "stage_state": self.stage_state}
+        return self._execute(pipeline, list(order))
+
+    def rerun_failed_jobs(self, pipeline: dict, result: RunResult) -> RunResult:
+        """Azure DevOps' "Rerun failed jobs" on a completed run: each failed job runs again as the
+        next attempt (jobs that succeeded keep their outputs), its stage evaluates its environment
+        checks again, and stages skipped because of it are evaluated again."""
+        self.trigger, self.result = result.trigger, result
+        self.stage_records = result.internal["stage_records"]
+        self.pipeline_vars = result.internal["pipeline_vars"]
+        self.stage_state = result.internal["stage_state"]
+        order = [s["stage"] for s in pipeline["stages"]]
+        by_name = {s["stage"]: s for s in pipeline["stages"]}
+        again = [n for n in order if result.stages.get(n) == "Failed"]
+        for name in order:  # downstream stages that were skipped because of a failed one
+            if result.stages.get(name) == "Skipped" and set(self._stage_deps(by_name[name], order)) & set(again):
+                again.append(name)
+        stale = set()
+        for name in again:
+            state = self.stage_state.get(name, {})
+            for job, outcome in list(state.get("jobs", {}).items()):
+                if outcome in ("Failed", "Canceled", "Skipped"):
+                    del state["jobs"][job]
+                    runtime = state.get("job_runtime", {}).pop(f"{name}.{job}", None)
+                    if runtime:
+                        stale.add(runtime["record"]["id"])
+                    self.result.jobs.pop((name, job), None)
+                    attempts = state.setdefault("attempts", {})
+                    attempts[job] = attempts.get(job, 1) + 1
+            for key in ("checks", "approval"):
+                state.pop(key, None)
+            state["started"] = False
+            stale |= {r["id"] for r in result.run.timeline if r["type"] in ("Checkpoint", "Checkpoint.Approval")
+                      and self._below(result.run.timeline, r, self.stage_records[name]["id"])}
+            result.stages.pop(name, None)
+            self.stage_records[name].update(state="pending", result=None)
+        result.run.timeline[:] = [r for r in result.run.timeline
+                                  if r["id"] not in stale and not self._below(result.run.timeline, r, stale)]
+        result.run.status = "inProgress"
+        return self._execute(pipeline, [n for n in order if n in again])
+
+    @staticmethod
+    def _below(records: list[dict], record: dict, ancestors) -> bool:
+        ancestors = {ancestors} if isinstance(ancestors, str) else set(ancestors)
+        parents = {r["id"]: r.get("parentId") for r in records}
+        parent = record.get("parentId")
+        while parent is not None:
+            if parent in ancestors:
+                return True
+            parent = parents.get(parent)
+        return False
+
+    @staticmethod
+    def time_passes(ado: FakeAzureDevOps, result: RunResult, delta: timedelta) -> None:
+        """Everything the run recorded (timeline, its approvals) becomes `delta` older, as if now
+        were `delta` later: what genaiops, reading the real clock, then sees of an old approval."""
+        ids = {r["id"] for r in result.run.timeline}
+
+        def older(record: dict) -> None:
+            for key in ("finishTime", "lastModifiedOn", "createdOn"):
+                if record.get(key):
+                    when = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", record[key]).replace("Z", "+00:00"))
+                    record[key] = _iso(when - delta)
+        for record in result.run.timeline:
+            older(record)
+        for approval_id, approval in ado.approvals.items():
+            if approval_id in ids:
+                older(approval)
+                for step in approval.get("steps") or []:
+                    older(step)
+
+    def _execute(self, pipeline: dict, pending: list[str]) -> RunResult:
+        result, run = self.result, self.result.run
+        stages = pipeline["stages"]
+        order = [s["stage"] for s in stages]
+        by_name = {s["stage"]: s for s in stages}
         waits = 0
         while pending:
             name = next((n for n in pending if all(d in result.stages for d in self._stage_deps(by_name[n], order))),
@@ -165,6 +261,7 @@ class Agent:
             try:
                 result.stages[name] = self._stage(by_name[name], order)
                 self._finish(self.stage_records[name], result.stages[name])
+                self._release_locks(name)
             except Deferred:
                 pending.append(name)
                 waits += 1
@@ -195,9 +292,11 @@ class Agent:
             condition = stage.get("condition", "succeeded()")
             if not self._condition(condition, context, [self.result.stages[d] for d in deps]):
                 return "Skipped"
+            state["variables"] = {**self.pipeline_vars, **_variables(stage.get("variables"), self.variable_groups)}
+            if not self._environment_checks(stage, state):  # Deferred: approval pending or lock taken
+                return "Failed"
             state["started"] = True
             record["state"] = "inProgress"
-            state["variables"] = {**self.pipeline_vars, **_variables(stage.get("variables"), self.variable_groups)}
         jobs = stage["jobs"]
         job_order = [_job_name(j) for j in jobs]
         for job in jobs:
@@ -241,10 +340,12 @@ class Agent:
             for var_name, value in _variables(job.get("variables"), self.variable_groups).items():
                 match = RUNTIME.match(str(value))
                 variables[var_name] = _text(ps.evaluate(match.group(1), context, lenient=True)) if match else value
+            attempt = state.get("attempts", {}).get(job_name, 1)
             runtime = {"variables": variables, "step": 0, "outputs": {}, "set": {},
                        "record": self._record(self.stage_records[stage_name]["id"], "Job",
-                                              job.get("displayName", job_name), identifier=key, state="inProgress"),
-                       "agent": self._new_agent(stage, job, variables)}
+                                              job.get("displayName", job_name), identifier=key, state="inProgress",
+                                              attempt=attempt),
+                       "agent": self._new_agent(stage, job, variables, attempt)}
             jobs_state[key] = runtime
         try:
             result = self._steps(stage, job, runtime)
@@ -253,7 +354,7 @@ class Agent:
         self._finish(runtime["record"], result)
         return result
 
-    def _new_agent(self, stage: dict, job: dict, variables: dict) -> dict:
+    def _new_agent(self, stage: dict, job: dict, variables: dict, attempt: int = 1) -> dict:
         """A fresh machine for one job: workspace folders, HOME, the checkout."""
         workspace = self.workdir / "agents" / f"{next(self._uid):03d}-{stage['stage']}-{_job_name(job)}"
         sources = workspace / "s"
@@ -281,7 +382,7 @@ class Agent:
             "Common.TestResultsDirectory": str(workspace / "TestResults"),
             "Agent.TempDirectory": str(workspace / "_temp"), "Agent.OS": "Linux",
             "System.StageName": stage["stage"], "System.StageAttempt": "1", "System.JobName": _job_name(job),
-            "System.JobAttempt": "1",
+            "System.JobAttempt": str(attempt),
         }
         variables.update(predefined)
         variables["System.AccessToken"] = self.result.run.token
@@ -334,7 +435,7 @@ class Agent:
                 results.append("Skipped")
                 continue
             record = runtime.pop("waiting_record", None) or self._record(
-                runtime["record"]["id"], "Task", label, state="inProgress",
+                runtime["record"]["id"], "Task", self._expand(label, runtime), state="inProgress",
                 task={"name": step["task"].split("@")[0], "version": step["task"].split("@")[1]}
                 if "task" in step else None)
             started = time.monotonic()
@@ -462,8 +563,84 @@ class Agent:
         self.result.run.timeline.append(record)
         return record
 
-    @staticmethod
-    def _finish(record: dict, result: str) -> None:
+    # -- environments: checks at stage start ---------------------------------------------------
+    def _environment_checks(self, stage: dict, state: dict) -> bool:
+        """The checks of every environment the stage's deployment jobs use, before any job runs:
+        approvals first, then the Exclusive lock (kept until the stage completes). False: rejected."""
+        name = stage["stage"]
+        envs = sorted({j["environment"] if isinstance(j["environment"], str) else j["environment"]["name"]
+                       for j in stage["jobs"] if "environment" in j})
+        checks = state.setdefault("checks", {})
+        for env in envs:
+            config = self.environments.get(env, {})
+            if config.get("approvers") and env not in checks:
+                decision = self._environment_approval(stage, env, config, state)
+                if decision is None:
+                    return False
+                checks[env] = decision
+        for env in envs:
+            if not self.environments.get(env, {}).get("exclusive_lock"):
+                continue
+            holder = self.locks.get(env)
+            me = f"{self.result.run.id}/{name}"
+            if holder not in (None, me):
+                self.result.lock_waits.append((name, env, holder))
+                raise Deferred()
+            self.locks[env] = me
+        return True
+
+    def _release_locks(self, stage_name: str) -> None:
+        me = f"{self.result.run.id}/{stage_name}"
+        for env in [e for e, holder in self.locks.items() if holder == me]:
+            del self.locks[env]
+
+    def _environment_approval(self, stage: dict, env: str, config: dict, state: dict):
+        """An Approvals check: Checkpoint and Checkpoint.Approval records under the stage, the
+        approval (steps, approver, time) in the fake's approvals API; the approver fixture answers.
+        Azure DevOps lets only the listed approvers act (and, with the option set, not the run's
+        requester): anyone else's answer leaves it pending, which here fails the check."""
+        name = stage["stage"]
+        pending = state.get("approval")
+        if pending is None:
+            stage_id = self.stage_records[name]["id"]
+            checkpoint = self._record(stage_id, "Checkpoint", "Checkpoint", state="inProgress")
+            approval_id = str(uuid.uuid4())
+            record = self._record(checkpoint["id"], "Checkpoint.Approval", "Checkpoint.Approval", id=approval_id,
+                                  state="inProgress")
+            self.ado.approvals[approval_id] = {"id": approval_id, "status": "pending", "steps": [],
+                                               "instructions": config.get("instructions", ""),
+                                               "createdOn": _iso(self.clock())}
+            pending = state["approval"] = {"id": approval_id, "record": record, "checkpoint": checkpoint, "calls": 0}
+        validation = Validation(name, f"environment {env}", config.get("instructions", ""),
+                                {"approvers": ",".join(config["approvers"])}, kind="environment")
+        decision = self.approver(validation, pending["calls"])
+        pending["calls"] += 1
+        if decision.status == "defer":
+            raise Deferred()
+        validation.decision = decision
+        self.result.validations.append(validation)
+        allowed = {a.lower() for a in config["approvers"]}
+        who = decision.approver.lower()
+        refused = who not in allowed or (not config.get("allow_own_runs", False)
+                                         and who == self.trigger.requested_for.lower())
+        status = "rejected" if refused or decision.status != "approved" else "approved"
+        now = _iso(self.clock())
+        approval = self.ado.approvals[pending["id"]]
+        approval.update(status=status, lastModifiedOn=now, steps=[{
+            "status": status, "assignedApprover": {"displayName": config.get("group", config["approvers"][0])},
+            "actualApprover": {"uniqueName": decision.approver, "displayName": decision.approver.split("@")[0]},
+            "comment": decision.comment, "lastModifiedOn": now}])
+        result = "Succeeded" if status == "approved" else "Failed"
+        self._finish(pending["record"], result)
+        self._finish(pending["checkpoint"], result)
+        if refused:
+            self.result.logs.append(StepLog(name, f"environment {env}", "Approvals check", "Failed",
+                                            f"{decision.approver} may not approve: not an approver of {env}, or "
+                                            "the run's requester"))
+        return decision if status == "approved" else None
+
+    def _finish(self, record: dict, result: str) -> None:
+        record["finishTime"] = _iso(self.clock())
         record["state"] = "completed"
         record["result"] = {"Succeeded": "succeeded", "SucceededWithIssues": "succeededWithIssues",
                             "Failed": "failed", "Skipped": "skipped", "Canceled": "canceled"}[result]
@@ -484,6 +661,10 @@ def triggers(pipeline: dict, trigger: Trigger) -> bool:
     branch = trigger.target_branch if trigger.reason == "PullRequest" else trigger.branch
     name = branch.removeprefix("refs/heads/")
     return any(fnmatch.fnmatch(name, pattern.removeprefix("refs/heads/")) for pattern in includes)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
 def ps_truthy(value) -> bool:

@@ -259,8 +259,9 @@ def test_audit_init_never_replaces_a_key(workspace, capsys):
 
 class _Client:
     def __init__(self, **approved):
+        at = datetime.now(timezone.utc).isoformat()
         self.approved = {"source": "azure_devops", "run_id": 42, "approval_ids": ["x"], "by": "Dana",
-                         **approved}
+                         "at": at, "artifact": A, **approved}
 
     def verify_run_approved(self):
         return self.approved
@@ -274,7 +275,8 @@ def _ado_grant(workspace, **approved):
 
 def test_ado_grant_names_the_run_and_refuses_another_digest(workspace):
     grant = _ado_grant(workspace)
-    assert grant.as_ref() == {"source": "azure_devops", "by": "Dana", "run_id": 42, "approval_ids": ["x"]}
+    assert grant.as_ref() == {"source": "azure_devops", "by": "Dana", "at": grant.at, "run_id": 42,
+                              "approval_ids": ["x"]}
     with pytest.raises(ApprovalRefused, match="wrong digest"):
         _ado_grant(workspace, artifact=B)
 
@@ -325,3 +327,15 @@ def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, workspac
     code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "prod",
                               "--artifact", "sha256:123", "--by", "x"], capsys)
     assert code == 2 and "not an image digest" in err
+
+
+@pytest.mark.parametrize("approved,match", [
+    ({"artifact": None}, "names no digest"),
+    ({"by": ""}, "does not say who approved"),
+    ({"at": None}, "does not say when it was given"),
+    ({"at": "2020-01-01T00:00:00.1234567Z"}, "expired .valid 60 minutes."),
+])
+def test_ado_grant_needs_who_and_a_fresh_when(workspace, approved, match):
+    """Issue 21.3/21.6: every approval source names its approver and is held to approval_ttl_minutes."""
+    with pytest.raises(ApprovalRefused, match=match):
+        _ado_grant(workspace, **approved)

@@ -38,7 +38,11 @@ def repo(tmp_path_factory) -> Path:
         "    mappings: {question: \"${data.question}\", context: \"${data.context}\"}\n"
         "evaluators: []\n" + FAST)
     (root / "configs/classification/experiment.judged.yaml").write_text(
-        (root / "configs/classification/experiment.pr.yaml").read_text()
+        "datasets:\n  - name: tickets_pr\n    source: datasets/classification/tickets_pr.jsonl\n"
+        "    mappings: {text: \"${data.text}\"}\n"
+        "evaluators:\n  - name: accuracy\n    flow: flows/classification/evaluation\n    datasets:\n"
+        "      - name: tickets_pr_eval\n        reference: tickets_pr\n"
+        "        mappings: {groundtruth: \"${data.label}\", prediction: \"${run.outputs.category}\"}\n"
         + "  - name: judge\n    flow: flows/classification/judge\n    datasets:\n"
           "      - name: tickets_pr_judge\n        reference: tickets_pr\n"
           "        mappings: {text: \"${data.text}\", prediction: \"${run.outputs.category}\"}\n"

@@ -62,6 +62,11 @@ class FakeEndpoints:
 class FakeDeployments:
     def __init__(self):
         self.calls, self.created = [], []
+        self.tags: dict[str, dict] = {}  # existing deployments' tags
+
+    def get(self, name, endpoint_name):
+        self.calls.append(("get", name))
+        return ManagedOnlineDeployment(name=name, endpoint_name=endpoint_name, tags=self.tags.get(name, {}))
 
     def begin_create_or_update(self, deployment):
         self.created.append(deployment)
@@ -130,7 +135,9 @@ def test_first_deploy_creates_endpoint_and_sends_all_traffic():
         "LLM_API_KEY": "${{azureml://connections/llm/credentials/key}}", "LLM_BASE_URL": "https://x/v1",
         "PORT": "8080"}
     assert CANARY not in json.dumps(deployment._to_dict(), default=str)
-    assert calls[-1] == ("invoke", "classification-prod", "blue", {"text": "refund"})
+    # issue 21.4: the smoke test reaches the new deployment before any traffic goes to it
+    invoke = calls.index(("invoke", "classification-prod", "blue", {"text": "refund"}))
+    assert invoke < calls.index(("create_or_update", "classification-prod", {"blue": 100}, {}))
     assert client.online_deployments.calls == [("create_or_update", "blue")]  # nothing deleted
 
 
@@ -146,32 +153,60 @@ def test_second_deploy_splits_traffic_new_x_previous_100_minus_x():
 
 
 def test_full_cutover_deletes_old_deployment_only_after_success():
-    client = FakeMLClient(endpoint=_existing({"blue": 90, "green": 10}))
+    client = FakeMLClient(endpoint=_existing({"blue": 100}))
     outcome, _ = _deploy(client, _request(traffic=100))
     assert outcome.ok
-    # blue holds most traffic, so the new one replaces green; blue ends with 0 and is deleted last
     assert client.online_deployments.calls == [("create_or_update", "green"), ("delete", "blue", "classification-prod")]
     traffic_calls = [c[2] for c in client.online_endpoints.calls if c[0] == "create_or_update"]
     assert traffic_calls == [{"green": 100, "blue": 0}]
 
 
-def test_failed_smoke_rolls_traffic_back_and_deletes_the_new_deployment():
+def test_failed_smoke_moves_no_traffic_and_deletes_the_new_deployment():
+    """Issue 21.4: the smoke test runs at 0 %; a failing deployment never served a request."""
     client = FakeMLClient(endpoint=_existing({"blue": 100}), answer='{"error": "boom"}')
     outcome, _ = _deploy(client, _request(traffic=10))
-    assert not outcome.ok and "missing outputs" in outcome.message
-    traffic_calls = [c[2] for c in client.online_endpoints.calls if c[0] == "create_or_update"]
-    assert traffic_calls == [{"green": 10, "blue": 90}, {"blue": 100}]
+    assert not outcome.ok and "missing outputs" in outcome.message and "no traffic was moved" in outcome.message
+    assert [c for c in client.online_endpoints.calls if c[0] == "create_or_update"] == []
     assert client.online_deployments.calls == [("create_or_update", "green"), ("delete", "green", "classification-prod")]
     assert outcome.details["rolled_back_to"] == {"blue": 100}
 
 
-def test_failed_smoke_of_an_overwritten_slot_gives_its_share_back_to_the_previous_one():
-    client = FakeMLClient(endpoint=_existing({"blue": 90, "green": 10}), answer="not json")
-    outcome, _ = _deploy(client, _request(traffic=50))
+def test_a_failed_first_deploy_never_takes_traffic():
+    client = FakeMLClient(endpoint=None, answer="not json")
+    outcome, _ = _deploy(client, _request(traffic=10))
     assert not outcome.ok
-    traffic_calls = [c[2] for c in client.online_endpoints.calls if c[0] == "create_or_update"]
-    assert traffic_calls == [{"green": 50, "blue": 50}, {"blue": 100}]
-    assert client.online_deployments.calls[-1] == ("delete", "green", "classification-prod")
+    assert [c[2] for c in client.online_endpoints.calls if c[0] == "create_or_update"] == [{}]  # the endpoint only
+    assert client.online_deployments.calls[-1] == ("delete", "blue", "classification-prod")
+
+
+def test_an_unpromoted_canary_is_never_overwritten_by_the_next_release():
+    """Issue 21.4: every release used to overwrite the 10 % slot, so the first release kept 90 % for good."""
+    client = FakeMLClient(endpoint=_existing({"blue": 90, "green": 10}))
+    outcome, _ = _deploy(client, _request(traffic=10))
+    assert not outcome.ok and "the canary green was neither promoted nor rolled back" in outcome.message
+    assert "genaiops promote -u classification -e prod" in outcome.message
+    assert client.online_deployments.calls == [] and outcome.details["canary_pending"] == "green"
+
+
+@pytest.mark.parametrize("action,after,deleted", [("promote", {"green": 100, "blue": 0}, "blue"),
+                                                  ("rollback", {"blue": 100, "green": 0}, "green")])
+def test_promote_or_roll_back_the_canary(action, after, deleted):
+    client = FakeMLClient(endpoint=_existing({"blue": 90, "green": 10}))
+    client.online_deployments.tags["green"] = {"artifact": DIGEST}
+    settings = _request().env.settings
+    moved = AzureMLTarget(ml_client=client).shift_traffic(settings, "classification", "prod", action)
+    assert [c[2] for c in client.online_endpoints.calls if c[0] == "create_or_update"] == [after]
+    assert client.online_deployments.calls[-1] == ("delete", deleted, "classification-prod")
+    assert moved["canary"] == "green" and moved["artifact"] == DIGEST and moved["deleted"] == deleted
+    assert moved["traffic_before"] == {"blue": 90, "green": 10}
+
+
+@pytest.mark.parametrize("traffic", [{"blue": 100}, {"blue": 50, "green": 50}, {}])
+def test_nothing_to_promote_is_a_usage_error(traffic):
+    client = FakeMLClient(endpoint=_existing(traffic))
+    with pytest.raises(UsageError, match="nothing to promote"):
+        AzureMLTarget(ml_client=client).shift_traffic(_request().env.settings, "classification", "prod", "promote")
+    assert [c for c in client.online_endpoints.calls if c[0] == "create_or_update"] == []
 
 
 def test_mirror_traffic_shadows_new_deployment():
@@ -227,3 +262,32 @@ def test_key_vault_references_are_injected_without_the_connection_grant():
     assert outcome.ok
     assert client.online_deployments.created[0].environment_variables["LLM_API_KEY"] == "${{" + ref + "}}"
     assert client.online_endpoints.existing.properties == {}
+
+
+def test_promote_and_rollback_through_the_cli_are_audit_records(tmp_path, monkeypatch, capsys):
+    """Issue 21.4: promotion is a deliberate step by a named person, in the audit chain."""
+    from deploy_helpers import copy_use_case, run_cli
+
+    from genaiops.deploy.audit import audit_log
+    from genaiops.workspace import Workspace
+
+    root = copy_use_case(tmp_path / "repo", "classification")
+    for name, value in {**VARIABLES, "GENAIOPS_STATE_DIR": str(tmp_path / "state"),
+                        "GENAIOPS_TRUST_DIR": str(tmp_path / "trust"), "GENAIOPS_AUDIT_KEY": "k" * 64}.items():
+        monkeypatch.setenv(name, value)
+    client = FakeMLClient(endpoint=_existing({"blue": 90, "green": 10}))
+    client.online_deployments.tags["green"] = {"artifact": DIGEST}
+    monkeypatch.setattr(AzureMLTarget, "_client_for", staticmethod(lambda workspace: client))
+    code, out, err = run_cli(["--repo", str(root), "promote", "-u", "classification", "-e", "prod", "--by", "riley",
+                              "--note", "canary healthy for a day"], capsys)
+    assert code == 0, err
+    assert "now serves {'green': 100}" in out and "deleted blue" in out
+    [record] = audit_log(Workspace.for_repo(root)).read()
+    assert (record["event"], record["by"], record["artifact"], record["canary"]) == ("promoted", "riley", DIGEST, "green")
+    assert record["traffic_before"] == {"blue": 90, "green": 10} and record["note"] == "canary healthy for a day"
+    code, out, err = run_cli(["--repo", str(root), "rollback", "-u", "classification", "-e", "prod", "--by", "riley"],
+                             capsys)
+    assert code == 2 and "nothing to rollback: endpoint classification-prod serves {'green': 100" in err
+    code, out, err = run_cli(["--repo", str(root), "promote", "-u", "classification", "-e", "local", "--by", "r"],
+                             capsys)
+    assert code == 2 and "acts on the traffic split of an Azure ML endpoint" in err

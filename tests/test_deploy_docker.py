@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from deploy_helpers import copy_classification_and_port, run_cli
+from deploy_helpers import copy_classification_and_port, docker_mark, run_cli
 
 from genaiops.cli import main
 from genaiops.config.deployment import OFFLINE_BASE_IMAGE
@@ -32,7 +32,7 @@ from genaiops.workspace import Workspace
 REASON = dockercli.unavailable_reason()
 if REASON is None and dockercli.inspect("image", os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)) is None:
     REASON = f"base image {OFFLINE_BASE_IMAGE} missing (run .ci/setup-docker.sh)"
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(900), pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")]
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900), docker_mark(REASON)]
 
 CANARY = "canary-" + secrets.token_hex(12)
 RUN_ID = secrets.token_hex(3)

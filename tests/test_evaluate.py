@@ -128,16 +128,16 @@ def test_evaluation_falls_back_to_ledger_outputs_when_the_promptflow_run_is_gone
     assert data_scores.rows == run_scores["rows"]
 
 
-def test_small_pr_dataset_says_not_enough_samples(state, tmp_path):
+def test_pr_overlay_is_judged_against_the_deployed_evaluation(classification, tmp_path):
+    """Issue 21.1: the PR overlay evaluates the rows the dev evaluation holds, so the regression gate
+    is judged (it used to pair 10 PR rows with nothing and say 'skipped', verdict pass)."""
     config = load_experiment(REPO, "classification", "pr")
-    experiment_id = experiment(config)
-    assert cli(REPO, "-u", "classification", "-e", "pr", "--experiment", experiment_id,
-               "--report-dir", str(tmp_path / "base")) == 0
-    code = cli(REPO, "-u", "classification", "-e", "pr", "--experiment", experiment_id,
-               "--baseline", str(tmp_path / "base" / "summary.json"), "--report-dir", str(tmp_path / "pr"))
-    gate = _summary(tmp_path / "pr")["gates"][-1]
-    assert code == 0 and gate["status"] == "insufficient"
-    assert "not enough samples: 10 paired row(s) < min_samples 30" in gate["message"]
+    code = cli(REPO, "-u", "classification", "-e", "pr", "--experiment", experiment(config),
+               "--baseline", str(classification["reports"] / "first" / "summary.json"),
+               "--report-dir", str(tmp_path / "pr"))
+    [gate] = [g for g in _summary(tmp_path / "pr")["gates"] if g["type"] == "regression"]
+    assert code == 0 and gate["status"] == "pass", gate
+    assert "no significant regression" in gate["message"] and "over 46 pairs" in gate["message"]
 
 
 def test_qa_flex_evaluator(state, tmp_path):

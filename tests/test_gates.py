@@ -9,11 +9,11 @@ from genaiops.evaluation.summary import SUMMARY_SCHEMA, Summary
 SETTINGS = EvaluationSettings(min_samples=30)
 
 
-def summary(scores: list, variant="v1", dataset_hash="h1") -> Summary:
+def summary(scores: list, variant="v1", dataset_hash="h1", dataset="tickets") -> Summary:
     rows = {str(i): s for i, s in enumerate(scores)}
     valid = [s for s in scores if isinstance(s, (int, float)) and s == s]
     value = sum(valid) / len(valid) if valid else None
-    where = {"variant": variant, "dataset": "tickets"}
+    where = {"variant": variant, "dataset": dataset}
     return Summary.from_dict({
         "schema": SUMMARY_SCHEMA, "id": "e1", "use_case": "demo", "env": None, "experiment_id": "x1",
         "created_at": "2026-01-01T00:00:00Z", "flow": "flows/demo", "flow_kind": "dag",
@@ -23,7 +23,7 @@ def summary(scores: list, variant="v1", dataset_hash="h1") -> Summary:
         "best": {"variant": variant, "variant_spec": {}, "flow": "flows/demo", "flow_kind": "dag",
                  "flow_hash": "sha256:0", "run_keys": [], "metric": "accuracy", "value": value or 0,
                  "ci_low": None, "ci_high": None},
-        "datasets": {"tickets": dataset_hash},
+        "datasets": {dataset: dataset_hash},
         "metrics": [
             {**where, "evaluator": "acc", "eval_dataset": "tickets_eval", "metric": "accuracy",
              "value": value, "row_score": "score", "n": len(scores), "n_valid": len(valid),
@@ -82,15 +82,25 @@ def test_regression_flags_a_worse_candidate_not_an_equal_one():
     assert equal.status == PASS and "no significant regression" in equal.message
 
 
-def test_regression_below_min_samples_does_not_guess():
-    [result] = check_gates([REG], summary([0] * 10), summary([1] * 10), SETTINGS)
-    assert result.status == INSUFFICIENT and "not enough samples: 10 paired row(s) < min_samples 30" in result.message
+def test_regression_below_min_samples_with_a_baseline_fails_the_verdict():
+    """Issue 21.1: a PR set of 10 rows against a baseline must not pass as 'not judged'."""
+    [result] = check_gates([REG], summary([1] * 10), summary([1] * 10), SETTINGS)
+    assert result.status == FAIL
+    assert "cannot judge the regression: not enough samples: 10 paired row(s) < min_samples 30" in result.message
+    assert verdict([result], []) == "fail"
 
 
-def test_regression_without_baseline_or_with_changed_dataset_is_skipped():
+def test_regression_without_baseline_is_skipped_but_unpairable_rows_fail():
     [none] = check_gates([REG], summary([1] * 40), None, SETTINGS)
     [changed] = check_gates([REG], summary([1] * 40), summary([1] * 40, dataset_hash="h2"), SETTINGS)
-    assert none.status == SKIPPED and changed.status == SKIPPED and "changed" in changed.message
+    assert none.status == SKIPPED and verdict([none], []) == "pass"
+    assert changed.status == FAIL and "changed" in changed.message and verdict([changed], []) == "fail"
+
+
+def test_regression_on_a_dataset_the_baseline_lacks_fails_naming_its_datasets():
+    [result] = check_gates([REG], summary([1] * 40), summary([1] * 40, dataset="tickets_full"), SETTINGS)
+    assert result.status == FAIL and "the baseline has no accuracy on dataset" in result.message
+    assert "its datasets: tickets_full" in result.message
 
 
 def test_no_candidate_fails_every_gate():

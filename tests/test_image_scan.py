@@ -10,6 +10,7 @@ import secrets
 import subprocess
 
 import pytest
+from deploy_helpers import docker_mark
 
 from genaiops.config.deployment import OFFLINE_BASE_IMAGE
 from genaiops.deploy import dockercli
@@ -19,7 +20,7 @@ BASE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 REASON = dockercli.unavailable_reason()
 if REASON is None and dockercli.inspect("image", BASE) is None:
     REASON = f"base image {BASE} missing (run .ci/setup-docker.sh)"
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(900), pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")]
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900), docker_mark(REASON)]
 
 CANARY = "canary-" + secrets.token_hex(12)
 FLOW = {"flow.dag.yaml": b"nodes: []\n", "tools/clean.py": b"def f():\n    return 1\n"}

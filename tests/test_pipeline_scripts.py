@@ -100,27 +100,73 @@ def test_a_pull_request_marks_the_use_cases_its_files_belong_to(history, ado, pa
     assert marked == expected
 
 
-def test_a_push_compares_with_the_last_run_on_its_branch(history, ado):
+def _deployed(ado, branch: str, commit: str, env: str, *use_cases: str, result: str = "succeeded",
+              reason: str = "IndividualCI", stage_result: str = "succeeded"):
+    """A completed run that deployed `use_cases` to `env`: tagged, and its deploy stages in the timeline."""
+    run = ado.new_run(branch, reason, "a", commit)
+    for use_case in use_cases:
+        run.tags.append(f"deployed-{env}-{use_case}")
+        stage = ("DeployDev_" if env == "dev" else "Prod_") + use_case.replace("-", "_")
+        run.timeline.append({"id": f"s-{stage}", "parentId": None, "type": "Stage", "identifier": stage,
+                             "state": "completed", "result": stage_result})
+        run.artifacts[f"evidence-{use_case}-1"] = Path("/x")
+    ado.finish(run, result)
+    return run
+
+
+def test_a_push_compares_each_use_case_with_its_last_deployed_commit(history, ado):
     base, change = history
     clone = change("configs/qa/x.yaml")
-    ado.finish(ado.new_run("refs/heads/development", "IndividualCI", "a", base), "failed")
+    _deployed(ado, "refs/heads/development", base, "dev", "classification", "qa", "support-bot")
     run = ado.new_run("refs/heads/development", "IndividualCI", "a", "head")
     marked, out = _changed(clone, _agent_env(ado, run, BUILD_REASON="IndividualCI",
                                              BUILD_SOURCEBRANCH="refs/heads/development"))
     assert marked == {"classification": "false", "qa": "true", "support_bot": "false"}
-    assert f"since {base[:12]}" in out
-    [query] = [r for r in ado.requests if r["path"].endswith("/build/builds")]
-    assert query["query"]["branchName"] == "refs/heads/development" and query["query"]["statusFilter"] == "completed"
+    assert f"classification: unchanged since {base[:12]}, deployed to dev" in out
+    queries = [r["query"] for r in ado.requests if r["path"].endswith("/build/builds")]
+    assert {q["tagFilters"] for q in queries} == {"deployed-dev-classification", "deployed-dev-qa",
+                                                   "deployed-dev-support-bot"}
+    assert all(q["statusFilter"] == "completed" for q in queries)
+
+
+def test_a_failed_or_rejected_release_is_built_again_by_the_next_push(history, ado):
+    """Issue 21.2: a release of classification that failed (or was rejected) deployed nothing to
+    prod; a later push to main that touches only qa must still release classification."""
+    base, change = history
+    clone = change("configs/classification/x.yaml")  # B on top of A
+    b = _git(clone, "rev-parse", "HEAD")
+    _deployed(ado, "refs/heads/main", base, "prod", "classification", "qa")  # both released at A
+    failed = _deployed(ado, "refs/heads/main", b, "prod", "qa")  # B: qa released, classification not
+    failed.timeline.append({"id": "s-x", "parentId": None, "type": "Stage", "identifier": "Prod_classification",
+                            "state": "completed", "result": "failed"})  # its approval was rejected
+    (clone / "configs/qa/x.yaml").write_text("c\n")
+    _git(clone, "commit", "-qam", "C: qa only")
+    run = ado.new_run("refs/heads/main", "IndividualCI", "a", "head")
+    marked, out = _changed(clone, _agent_env(ado, run, BUILD_REASON="IndividualCI", BUILD_SOURCEBRANCH="refs/heads/main"))
+    assert marked["classification"] == "true", out  # compared with A, its last prod deployment
+    assert marked["support_bot"] == "true" and "support-bot: runs (support-bot was never deployed to prod)" in out
+
+
+def test_a_tag_without_a_deploy_or_from_a_pull_request_is_not_a_deployment(history, ado):
+    base, change = history
+    clone = change("configs/qa/x.yaml")
+    _deployed(ado, "refs/pull/7/merge", base, "dev", "classification", reason="PullRequest")  # tagged itself
+    _deployed(ado, "refs/heads/feature/x", base, "dev", "classification")  # not a deploying branch
+    _deployed(ado, "refs/heads/development", base, "dev", "classification", stage_result="failed")
+    run = ado.new_run("refs/heads/development", "IndividualCI", "a", "head")
+    marked, out = _changed(clone, _agent_env(ado, run, BUILD_REASON="IndividualCI",
+                                             BUILD_SOURCEBRANCH="refs/heads/development"))
+    assert marked["classification"] == "true" and "never deployed to dev" in out
 
 
 def test_when_the_change_is_unknown_every_use_case_runs(history, ado):
     _, change = history
     clone = change("configs/qa/x.yaml")
-    run = ado.new_run("refs/heads/main", "IndividualCI", "a", "head")  # no earlier run on main
-    marked, out = _changed(clone, _agent_env(ado, run, BUILD_REASON="IndividualCI",
+    run = ado.new_run("refs/heads/main", "IndividualCI", "a", "head")
+    marked, out = _changed(clone, _agent_env(ado, run, BUILD_REASON="IndividualCI", SYSTEM_ACCESSTOKEN="wrong",
                                              BUILD_SOURCEBRANCH="refs/heads/main"))
     assert set(marked.values()) == {"true"}
-    assert "task.logissue type=warning" in out and "running every use case" in out
+    assert "task.logissue type=warning" in out and "HTTP 401" in out and "running it" in out
 
 
 # -- find_baseline.py ----------------------------------------------------------------------------------
@@ -131,16 +177,15 @@ def _baseline(ado, run, **env):
     return done, {k: v for k, (v, _) in _variables(done.stdout).items()}
 
 
-def test_the_newest_tagged_run_and_its_last_evidence_attempt_are_the_baseline(ado):
-    old = ado.new_run("refs/heads/main", "IndividualCI", "a", "1")
-    old.tags.append("deployed-prod-classification")
-    old.artifacts["evidence-classification-1"] = Path("/x")
-    ado.finish(old, "succeeded")
-    partial = ado.new_run("refs/heads/main", "IndividualCI", "a", "2")  # qa failed, classification deployed
-    partial.tags += ["deployed-dev-classification", "deployed-prod-classification"]
-    partial.artifacts.update({"evidence-classification-1": Path("/x"), "evidence-classification-2": Path("/x"),
-                              "evidence-qa-1": Path("/x")})
-    ado.finish(partial, "partiallySucceeded")
+def test_the_newest_deployed_run_and_its_last_evidence_attempt_are_the_baseline(ado):
+    old = _deployed(ado, "refs/heads/main", "1", "prod", "classification")
+    partial = _deployed(ado, "refs/heads/main", "2", "prod", "classification")  # qa failed, classification deployed
+    partial.tags.append("deployed-dev-classification")
+    partial.timeline.append({"id": "s-d", "parentId": None, "type": "Stage", "identifier": "DeployDev_classification",
+                             "state": "completed", "result": "succeeded"})
+    partial.artifacts.update({"evidence-classification-2": Path("/x"), "evidence-qa-1": Path("/x")})
+    partial.result = "partiallySucceeded"
+    assert old.id < partial.id
     run = ado.new_run("refs/heads/main", "IndividualCI", "a", "3")
     done, found = _baseline(ado, run, BUILD_SOURCEBRANCH="refs/heads/main")
     assert done.returncode == 0, done.stderr
@@ -152,13 +197,25 @@ def test_the_newest_tagged_run_and_its_last_evidence_attempt_are_the_baseline(ad
     assert tags == ["deployed-prod-classification", "deployed-dev-classification"]
 
 
+def test_a_pull_request_that_tags_itself_deployed_is_not_a_baseline(ado):
+    """Issue 21.8: any step can print ##vso[build.addbuildtag]deployed-dev-<uc>; only a run of a
+    deploying branch whose deploy stage succeeded counts."""
+    real = _deployed(ado, "refs/heads/development", "1", "dev", "classification")
+    _deployed(ado, "refs/pull/9/merge", "2", "dev", "classification", reason="PullRequest")
+    _deployed(ado, "refs/heads/feature/poison", "3", "dev", "classification")
+    run = ado.new_run("refs/pull/10/merge", "PullRequest", "a", "4")
+    done, found = _baseline(ado, run, mode="dev")
+    assert done.returncode == 0, done.stderr
+    assert found["baselineRunId"] == str(real.id)
+    assert "may not deploy to dev: not a baseline" in done.stdout
+
+
 def test_nothing_deployed_yet_means_no_baseline_and_broken_lookups_fail(ado):
     run = ado.new_run("refs/heads/development", "IndividualCI", "a", "1")
     done, found = _baseline(ado, run, mode="dev")
     assert done.returncode == 0 and found == {"baselineRunId": "", "baselineArtifact": "", "baselineSummary": ""}
-    tagged = ado.new_run("refs/heads/development", "IndividualCI", "a", "2")
-    tagged.tags.append("deployed-dev-classification")
-    ado.finish(tagged, "succeeded")
+    tagged = _deployed(ado, "refs/heads/development", "2", "dev", "classification")
+    tagged.artifacts.clear()
     done, _ = _baseline(ado, run, mode="dev")
     assert done.returncode == 1 and "has no evidence-classification-* artifact" in done.stderr
     done, _ = _baseline(ado, run, mode="dev", SYSTEM_ACCESSTOKEN="wrong")

@@ -59,7 +59,8 @@ def test_expanded_pipeline_validates_and_uses_every_template():
     assert EXPANDED.files == templates, "a template is unused or missing"
     assert [s["stage"] for s in PIPELINE["stages"]] == [
         "Checks", "PR_classification", "PR_qa", "Parity_classification_maf", "Dev_classification",
-        "Dev_qa", "Prod_classification", "Prod_qa"]
+        "DeployDev_classification", "Dev_qa", "DeployDev_qa", "Approve_classification", "Prod_classification",
+        "Approve_qa", "Prod_qa"]
 
 
 def _first_azure_cli_step(pipeline):
@@ -71,7 +72,7 @@ def _first_azure_cli_step(pipeline):
 
 
 def _approval_step(pipeline):
-    return _job(next(s for s in pipeline["stages"] if s["stage"].startswith("Prod_")), "Approve")["steps"][0]
+    return _job(next(s for s in pipeline["stages"] if s["stage"].startswith("Approve_")), "Approve")["steps"][0]
 
 
 BREAKAGES = {
@@ -281,6 +282,13 @@ def test_a_migration_pr_is_gated_on_parity_and_still_publishes_reports(baseline,
 def test_checks_stage_lints_tests_and_finds_the_changed_use_cases():
     job = _job(_stage("Checks"), "Checks")
     assert _steps_running(job, "ruff check") and _steps_running(job, "python -m pytest --junitxml")
+    # issue 21.9: the contract test runs here - docker and the base image first, and a skip is a failure
+    [docker] = _steps_running(job, ".ci/setup-docker.sh")
+    [pytest_step] = _steps_running(job, "python -m pytest")
+    steps = ps.job_steps(job)
+    assert steps.index(docker) < steps.index(pytest_step)
+    assert pytest_step["env"]["GENAIOPS_REQUIRE_DOCKER"] == "1"
+    assert pytest_step["env"]["GENAIOPS_BASE_IMAGE"] == docker["env"]["GENAIOPS_BASE_IMAGE"]
     assert any(s.get("task") == "PublishTestResults@2" and s["condition"] == "succeededOrFailed()"
                for s in ps.job_steps(job))
     assert _steps_running(job, "make setup")
@@ -297,10 +305,9 @@ def test_dev_evaluates_builds_once_and_deploys_that_digest(use_case):
         assert f"eq(variables['Build.SourceBranch'], 'refs/heads/{branch}')" in stage["condition"]
     assert "ne(variables['Build.Reason'], 'PullRequest')" in stage["condition"] and _changed(use_case) in stage[
         "condition"]
-    assert stage["lockBehavior"] == "sequential" and {"group": "genaiops-dev"} in stage["variables"]
-    build, deploy = (_job(stage, n) for n in ("Build", "Deploy"))
+    assert {"group": "genaiops-dev"} in stage["variables"]
+    build = _job(stage, "Build")
     assert "--deployed-env auto" in ps.step_script(_steps_running(build, "find_baseline.py")[0])
-    assert deploy["dependsOn"] == "Build"
     # build releases only a summary it can verify against the evaluation kept on its own agent:
     # evaluate and build are one job, evaluate first, and build reads the summary evaluate wrote
     steps = [ps.step_script(step) or "" for step in ps.job_steps(build)]
@@ -313,51 +320,77 @@ def test_dev_evaluates_builds_once_and_deploys_that_digest(use_case):
     [release] = _steps_running(build, "genaiops run build")
     script = ps.step_script(release)
     assert release["name"] == "release" and release["task"] == "AzureCLI@2"
+    assert release["inputs"]["azureSubscription"] == "genaiops-azure-dev"
     assert script.index('az acr login --name "$GENAIOPS_IMAGE_REGISTRY"') < script.index("genaiops run build")
     assert "release_outputs.py" in script
+    deploying = _stage(f"DeployDev_{use_case}")
+    assert deploying["dependsOn"] == f"Dev_{use_case}" and deploying["lockBehavior"] == "sequential"
+    deploy = _job(deploying, "Deploy")
     assert deploy["environment"] == "dev" and {"download": "none"} in ps.job_steps(deploy)
     assert {"checkout": "self"} in ps.job_steps(deploy)
     [step] = _steps_running(deploy, "genaiops run deploy")
     assert "--env dev" in ps.step_script(step) and "--evidence" in ps.step_script(step)
     assert "--target" not in ps.step_script(step)  # the environment's own target
     assert not _steps_running(deploy, "genaiops run build")  # nothing is built in a deploy job
-    assert deploy["variables"]["evidenceArtifact"] == "$[ dependencies.Build.outputs['release.artifact'] ]"
+    assert deploy["variables"]["evidenceArtifact"] == \
+        f"$[ stageDependencies.Dev_{use_case}.Build.outputs['release.artifact'] ]"
+
+
+def test_an_environment_is_used_only_by_stages_that_deploy():
+    """Issue 21.5: Azure DevOps evaluates an environment's checks (its Exclusive lock) for the whole
+    stage that uses it: a stage holding `prod` through an approval wait blocked every other release."""
+    for stage in PIPELINE["stages"]:
+        jobs = stage["jobs"]
+        if any("environment" in j for j in jobs):
+            assert all("deployment" in j for j in jobs), stage["stage"]
+            assert not any(s.get("task", "").startswith("ManualValidation") for j in jobs for s in ps.job_steps(j))
+            assert stage["lockBehavior"] == "sequential"
 
 
 @pytest.mark.parametrize("use_case", USE_CASES)
-def test_prod_deploys_only_the_digest_its_own_approval_showed(use_case):
-    stage = _stage(f"Prod_{use_case}")
-    assert stage["dependsOn"] == f"Dev_{use_case}" and stage["lockBehavior"] == "sequential"
-    assert stage["condition"].startswith("and(succeeded(),")
-    assert "eq(variables['Build.SourceBranch'], 'refs/heads/main')" in stage["condition"]
-    assert "ne(variables['Build.Reason'], 'PullRequest')" in stage["condition"]
-    approve, deploy = _job(stage, "Approve"), _job(stage, "Deploy")
+def test_prod_deploys_only_the_digest_its_own_approval_record_names(use_case):
+    approving, stage = _stage(f"Approve_{use_case}"), _stage(f"Prod_{use_case}")
+    for s in (approving, stage):
+        assert s["condition"].startswith("and(succeeded(),")
+        assert "eq(variables['Build.SourceBranch'], 'refs/heads/main')" in s["condition"]
+        assert "ne(variables['Build.Reason'], 'PullRequest')" in s["condition"]
+        assert {"group": "genaiops-prod"} in s["variables"]
+    assert approving["dependsOn"] == [f"Dev_{use_case}", f"DeployDev_{use_case}"]
+    assert stage["dependsOn"] == [f"Dev_{use_case}", f"Approve_{use_case}"] and stage["lockBehavior"] == "sequential"
+    approve, deploy = _job(approving, "Approve"), _job(stage, "Deploy")
 
     assert approve["pool"] == "server"
     [task] = approve["steps"]
     assert task["task"] == "ManualValidation@1"
+    assert task["displayName"] == "Approve image $(imageDigest)"  # recorded in the timeline with the approval
     inputs = task["inputs"]
     assert inputs["allowApproversToApproveTheirOwnRuns"] == "false"
     assert re.fullmatch(r"\$\(\w+\)", inputs["approvers"]) and inputs["approvers"] == inputs["notifyUsers"]
     assert inputs["onTimeout"] == "reject"
-    assert int(approve["timeoutInMinutes"]) > int(task["timeoutInMinutes"])
+    assert int(task["timeoutInMinutes"]) == 60 < int(approve["timeoutInMinutes"]) <= 90  # issue 21.6
     source = f"$[ stageDependencies.Dev_{use_case}.Build.outputs['release.digest'] ]"
     assert approve["variables"]["imageDigest"] == source and "$(imageDigest)" in inputs["instructions"]
     assert approve["variables"]["releaseText"].endswith("outputs['release.text'] ]")
     assert "$(releaseText)" in inputs["instructions"]
 
-    assert deploy["environment"] == "prod" and deploy["dependsOn"] == "Approve"
-    condition = deploy["condition"]
-    assert "eq(dependencies.Approve.result, 'Succeeded')" in condition
-    assert condition.startswith("and(") and not re.search(r"always\(|failed\(|succeededOrFailed|or\(", condition)
-    assert deploy["variables"]["imageDigest"] == source  # the same output the approver saw
+    assert deploy["environment"] == "prod" and "dependsOn" not in deploy
     [step] = _steps_running(deploy, "genaiops run deploy")
     assert "--env prod" in ps.step_script(step) and "--evidence" in ps.step_script(step)
+    assert step["inputs"]["azureSubscription"] == "genaiops-azure-prod"  # prod-only service connection
     assert step["env"]["GENAIOPS_APPROVAL_SOURCE"] == "azure_devops"
-    assert step["env"]["GENAIOPS_APPROVED_DIGEST"] == "$(imageDigest)"
+    assert step["env"]["GENAIOPS_APPROVAL_STAGE"] == f"Approve_{use_case}"
+    assert step["env"]["GENAIOPS_RELEASE_APPROVERS"] == inputs["approvers"]
+    assert "GENAIOPS_APPROVED_DIGEST" not in step["env"]  # the digest comes from the approval record
     assert step["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
     assert {"download": "none"} in ps.job_steps(deploy)
-    assert {"group": "genaiops-prod"} in stage["variables"]
+
+
+def test_dev_and_prod_use_different_service_connections():
+    connections = {(stage["stage"].split("_")[0], step["inputs"]["azureSubscription"])
+                   for stage, job in ps.iter_jobs(PIPELINE) for step in ps.job_steps(job)
+                   if step.get("task") == "AzureCLI@2"}
+    assert {c for s, c in connections if s == "Prod"} == {"genaiops-azure-prod"}
+    assert {c for s, c in connections if s != "Prod"} == {"genaiops-azure-dev"}
 
 
 def test_manual_validation_only_in_agentless_jobs():
@@ -394,7 +427,7 @@ def test_reruns_sessions_caches_and_baselines_cannot_break_a_run():
 
 @pytest.mark.parametrize("use_case", USE_CASES)
 def test_deploy_records_and_audit_logs_are_published_whatever_happened(use_case):
-    for stage, env in ((f"Dev_{use_case}", "dev"), (f"Prod_{use_case}", "prod")):
+    for stage, env in ((f"DeployDev_{use_case}", "dev"), (f"Prod_{use_case}", "prod")):
         steps = ps.job_steps(_job(_stage(stage), "Deploy"))
         [collect] = [s for s in steps if '$(stateDir)/audit' in (ps.step_script(s) or "")]
         [publish] = [s for s in steps if s.get("task") == "PublishPipelineArtifact@1"]

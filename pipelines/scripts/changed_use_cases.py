@@ -4,9 +4,13 @@
 A file under configs/<uc>/, flows/<uc>/ or datasets/<uc>/ marks that use case; a file anywhere else
 (src/, pipelines/, pyproject.toml, ...) marks all of them. The change is measured against
 - a pull request: the merge base with its target branch;
-- a push: the commit of the last completed run of this pipeline on the same branch.
-When that cannot be worked out (first run, shallow clone, API unreachable), every use case runs:
-a missed use case would skip its gates, an extra one only costs time.
+- a push: per use case, the commit that was last *deployed* to the environment this branch
+  releases to (dev for development, prod for main and release/*; `ado_rest.deployed_runs`). A run
+  that failed, or whose approval was rejected or timed out, deployed nothing, so the next push
+  builds that use case again instead of dropping it.
+A use case never deployed there runs. When the base cannot be worked out (shallow clone, API
+unreachable, commit unknown), that use case runs: a missed use case would skip its gates and its
+release, an extra one only costs time.
 
     python pipelines/scripts/changed_use_cases.py --use-cases classification,qa
 """
@@ -18,7 +22,7 @@ import os
 import subprocess
 import sys
 
-from ado_rest import AdoError, ado_get, log_issue, set_variable
+from ado_rest import AdoError, deployed_env, deployed_runs, log_issue, set_variable
 
 USE_CASE_FOLDERS = ("configs", "flows", "datasets")
 
@@ -30,25 +34,25 @@ def git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def base_commit() -> str:
-    """The commit this run's changes are measured against (RuntimeError when unknown)."""
-    if os.environ.get("BUILD_REASON") == "PullRequest":
-        target = os.environ.get("SYSTEM_PULLREQUEST_TARGETBRANCH", "").removeprefix("refs/heads/")
-        if not target:
-            raise RuntimeError("SYSTEM_PULLREQUEST_TARGETBRANCH is not set")
-        return git("merge-base", "HEAD", f"origin/{target}")
-    branch = os.environ.get("BUILD_SOURCEBRANCH", "")
-    try:
-        runs = ado_get("build/builds", definitions=os.environ.get("SYSTEM_DEFINITIONID", ""), branchName=branch,
-                       statusFilter="completed", queryOrder="finishTimeDescending", **{"$top": "1"})
-    except AdoError as exc:
-        raise RuntimeError(str(exc)) from None
-    previous = [r for r in runs.get("value") or [] if r.get("sourceVersion")]
-    if not previous:
-        raise RuntimeError(f"no earlier run on {branch}")
-    sha = previous[0]["sourceVersion"]
-    git("cat-file", "-e", f"{sha}^{{commit}}")
-    return sha
+def pull_request_base() -> str:
+    target = os.environ.get("SYSTEM_PULLREQUEST_TARGETBRANCH", "").removeprefix("refs/heads/")
+    if not target:
+        raise RuntimeError("SYSTEM_PULLREQUEST_TARGETBRANCH is not set")
+    return git("merge-base", "HEAD", f"origin/{target}")
+
+
+def deployed_commit(env: str, use_case: str) -> str:
+    """The commit of the newest run that deployed `use_case` to `env` (RuntimeError when none)."""
+    for run, _ in deployed_runs(env, use_case):
+        if run and run.get("sourceVersion"):
+            sha = run["sourceVersion"]
+            git("cat-file", "-e", f"{sha}^{{commit}}")
+            return sha
+    raise RuntimeError(f"{use_case} was never deployed to {env}")
+
+
+def changed_files(base: str) -> list[str]:
+    return [f for f in git("diff", "--name-only", base, "HEAD").splitlines() if f]
 
 
 def changed_use_cases(files: list[str], use_cases: list[str]) -> set[str]:
@@ -68,14 +72,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--use-cases", required=True, help="comma-separated, as in azure-pipelines.yml")
     args = parser.parse_args(argv)
     use_cases = [u.strip() for u in args.use_cases.split(",") if u.strip()]
-    try:
-        base = base_commit()
-        files = [f for f in git("diff", "--name-only", base, "HEAD").splitlines() if f]
-        marked = changed_use_cases(files, use_cases)
-        print(f"{len(files)} file(s) changed since {base[:12]}: {', '.join(sorted(marked)) or 'no use case'}")
-    except RuntimeError as exc:
-        log_issue("warning", f"cannot tell what changed ({exc}): running every use case")
-        marked = set(use_cases)
+    marked: set[str] = set()
+    if os.environ.get("BUILD_REASON") == "PullRequest":
+        try:
+            base = pull_request_base()
+            files = changed_files(base)
+            marked = changed_use_cases(files, use_cases)
+            print(f"{len(files)} file(s) changed since {base[:12]}: {', '.join(sorted(marked)) or 'no use case'}")
+        except RuntimeError as exc:
+            log_issue("warning", f"cannot tell what changed ({exc}): running every use case")
+            marked = set(use_cases)
+    else:
+        env = deployed_env()
+        for use_case in use_cases:
+            try:
+                base = deployed_commit(env, use_case)
+                files = changed_files(base)
+            except AdoError as exc:
+                log_issue("warning", f"cannot tell what changed for {use_case} ({exc}): running it")
+                marked.add(use_case)
+                continue
+            except RuntimeError as exc:
+                print(f"{use_case}: runs ({exc})")
+                marked.add(use_case)
+                continue
+            if use_case in changed_use_cases(files, [use_case]):
+                print(f"{use_case}: runs ({len(files)} file(s) changed since {base[:12]}, deployed to {env})")
+                marked.add(use_case)
+            else:
+                print(f"{use_case}: unchanged since {base[:12]}, deployed to {env}")
     for use_case in use_cases:
         set_variable(use_case.replace("-", "_"), "true" if use_case in marked else "false", output=True)
     return 0

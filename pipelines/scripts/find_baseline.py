@@ -1,11 +1,13 @@
 """Find the evaluation of the version deployed now, for the regression gates: the newest completed
-run of this pipeline tagged `deployed-<env>-<use case>` and its `evidence-<use case>-<attempt>`
+run of this pipeline that really deployed the use case (`ado_rest.deployed_runs`: tagged
+`deployed-<env>-<use case>`, of a branch allowed to deploy there - never a pull request, which
+could tag itself - and whose deploy stage succeeded) and its `evidence-<use case>-<attempt>`
 artifact (summary.json inside). Sets `baselineRunId`, `baselineArtifact` and `baselineSummary`
 for the download step and evaluate; all empty when nothing was deployed yet.
 
-`--deployed-env auto`: prod for runs of main and release/*, dev otherwise. Any run result counts,
-because the tag is only added after that run's deploy passed. An unreachable API fails the step:
-gates against a silently missing baseline would pass what they should compare.
+`--deployed-env auto`: prod for runs of main and release/*, dev otherwise. The run's overall result
+does not matter (another use case may have failed). An unreachable API fails the step: gates
+against a silently missing baseline would pass what they should compare.
 
     python pipelines/scripts/find_baseline.py --use-case classification --deployed-env auto --target DIR
 """
@@ -17,14 +19,7 @@ import os
 import re
 import sys
 
-from ado_rest import AdoError, ado_get, log_issue, set_variable
-
-
-def deployed_env(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    branch = os.environ.get("BUILD_SOURCEBRANCH", "")
-    return "prod" if branch == "refs/heads/main" or branch.startswith("refs/heads/release/") else "dev"
+from ado_rest import AdoError, ado_get, deployed_env, deployed_runs, log_issue, set_variable
 
 
 def evidence_artifact(run_id: int, use_case: str) -> str | None:
@@ -42,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = deployed_env(args.deployed_env)
     tag = f"deployed-{env}-{args.use_case}"
+    run = None
     try:
-        runs = ado_get("build/builds", definitions=os.environ.get("SYSTEM_DEFINITIONID", ""), tagFilters=tag,
-                       statusFilter="completed", queryOrder="finishTimeDescending", **{"$top": "1"})
-        run = (runs.get("value") or [None])[0]
+        for run, ignored in deployed_runs(env, args.use_case):
+            if run:
+                break
+            log_issue("warning", f"{ignored}: not a baseline")
         artifact = evidence_artifact(int(run["id"]), args.use_case) if run else None
     except AdoError as exc:
         log_issue("error", f"cannot look up the deployed version: {exc}")
@@ -54,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         log_issue("error", f"run {run['id']} is tagged {tag} but has no evidence-{args.use_case}-* artifact")
         return 1
     if not run:
-        print(f"no run is tagged {tag} yet: evaluating without a baseline")
+        print(f"no run has deployed {args.use_case} to {env} yet ({tag}): evaluating without a baseline")
     else:
         print(f"baseline: run {run['id']} ({run.get('buildNumber')}), artifact {artifact}")
     set_variable("baselineRunId", str(run["id"]) if run else "")

@@ -1,7 +1,9 @@
 """Azure DevOps, as the pipeline and genaiops read it: one project of one organisation, with the
 runs the agent emulation (`pipeline_agent.py`) executes. Served over HTTP on 127.0.0.1:
 
-  GET /{org}/{project}/_apis/build/builds/{id}/timeline          the run's timeline records
+  GET /{org}/{project}/_apis/build/builds/{id}                   one run (requestedFor, requestedBy)
+  GET /{org}/{project}/_apis/build/builds/{id}/timeline          the run's timeline records: tasks with
+      the display name as the service recorded it (macros expanded), state, result, finishTime
   GET /{org}/{project}/_apis/pipelines/approvals/{id}            one approval (environment check)
   GET /{org}/{project}/_apis/build/builds?definitions=&tagFilters=&statusFilter=completed
       &queryOrder=finishTimeDescending&$top=                     runs by tag, newest first
@@ -45,7 +47,9 @@ class Run:
     def rest(self) -> dict:
         return {"id": self.id, "buildNumber": f"2026.{self.id}", "status": self.status, "result": self.result,
                 "sourceBranch": self.branch, "sourceVersion": self.source_version, "reason": self.reason.lower(), "tags": list(self.tags),
-                "definition": {"id": int(DEFINITION_ID)}, "finishTime": f"2026-01-01T00:00:{self.finished:02d}Z"}
+                "definition": {"id": int(DEFINITION_ID)}, "finishTime": f"2026-01-01T00:00:{self.finished:02d}Z",
+                "requestedFor": {"uniqueName": self.requested_for, "displayName": self.requested_for.split("@")[0]},
+                "requestedBy": {"uniqueName": self.requested_for, "displayName": self.requested_for.split("@")[0]}}
 
 
 class FakeAzureDevOps(FakeServer):
@@ -86,6 +90,9 @@ class _Handler(JsonHandler):
         parts = self.path_only[len(prefix):].strip("/").split("/")
         if parts[:2] == ["build", "builds"] and len(parts) == 2:
             return self._builds()
+        if parts[:2] == ["build", "builds"] and len(parts) == 3:
+            run = self.server.runs.get(int(parts[2])) if parts[2].isdigit() else None
+            return self.send(200, run.rest()) if run else self.send(404, {"message": f"build {parts[2]} not found"})
         if parts[:2] == ["build", "builds"] and len(parts) == 4:
             run = self.server.runs.get(int(parts[2])) if parts[2].isdigit() else None
             if run is None:

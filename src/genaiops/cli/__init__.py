@@ -1,7 +1,7 @@
 """`genaiops` command line. Thin: parse, call a phase, render, exit code.
 
 One module per command (`new`, `validate`, `init`, `experiment`, `evaluate`, `deploy`, `approve`,
-`audit`, `registry`, `simulator`), the shared flags in `options`, all output through `render`. Heavy
+`promote`, `audit`, `registry`, `simulator`), the shared flags in `options`, all output through `render`. Heavy
 modules (promptflow, azure) are imported inside the command functions so that `--help` stays fast.
 Errors become exit codes here and nowhere else.
 """
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         init,
         new,
         options,
+        promote,
         registry,
         report,
         simulator,
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_verdict_parser(phases)
     compare.add_compare_parser(commands)
     approve.add_approval_parsers(commands)
+    promote.add_promote_parsers(commands)
     audit.add_audit_parser(commands)
     registry.add_registry_parser(commands)
     report.add_report_parser(commands)

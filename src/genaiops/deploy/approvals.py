@@ -4,17 +4,19 @@ Decisions are records of the audit chain (`audit`): `genaiops approve|reject` ap
 `run deploy` asks an `ApprovalSource` for a grant before it registers, pushes or starts anything:
 
 - `local`: the newest approval of exactly this digest, use case and environment within its TTL;
-- `azure_devops`: the current pipeline run's approval record (`deploy/ado.py`). When that record
-  names the digest it approved or the chain head it saw (`artifact`, `head` in what
-  `verify_run_approved` returns), both are checked: the pipeline is then the chain's outside anchor;
+- `azure_devops`: the current pipeline run's approval record (`deploy/ado.py`): the digest it names
+  (`artifact`) must be this one, it must say who approved (`by`) and when (`at`). A chain head it
+  carries (`head`) is checked too: the pipeline is then the chain's outside anchor.
 - `github`: the current GitHub Actions run's environment review (`deploy/github.py`): approved by
   someone other than the run's actor, its comment carrying this digest, within the TTL.
 
-For every source a rejection of the digest in the chain is final, and every doubt refuses.
+For every source a rejection of the digest in the chain is final, an approval older than
+`approval_ttl_minutes` has expired (a re-run days later needs a fresh one), and every doubt refuses.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -88,6 +90,29 @@ def refuse_if_rejected(records: list[dict], request: ApprovalRequest) -> None:
                 hint="fix the flow and deploy a new artifact; a rejection is final for this one")
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time as approval records write it (Azure DevOps: `...T10:00:00.1234567Z`)."""
+    text = str(text).strip().replace("Z", "+00:00")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def require_fresh(request: ApprovalRequest, at: str | None, by: str, now: datetime | None, hint: str) -> None:
+    """ApprovalRefused unless the approval was given within `ttl_minutes` (and says when)."""
+    if not at:
+        raise ApprovalRefused(f"the approval of {request.artifact} for {request.env} does not say when it "
+                              "was given: its age cannot be checked", hint=hint)
+    try:
+        approved_at = parse_time(at)
+    except ValueError:
+        raise ApprovalRefused(f"the approval time {at!r} is not a time", hint=hint) from None
+    now = now or datetime.now(timezone.utc)
+    if now > approved_at + timedelta(minutes=request.ttl_minutes):
+        raise ApprovalRefused(f"the approval of {request.artifact} for {request.env} by {by} at {at} "
+                              f"expired (valid {request.ttl_minutes} minutes)", hint=hint)
+
+
 class LocalApprovals:
     """Approvals recorded with `genaiops approve` in the audit chain."""
 
@@ -108,12 +133,7 @@ class LocalApprovals:
             raise ApprovalRefused(f"{request.env} requires an approval of artifact {request.artifact} "
                                   "and there is none", hint=request.how)
         latest = mine[-1]
-        approved_at = datetime.fromisoformat(latest["at"])
-        now = now or datetime.now(timezone.utc)
-        if now > approved_at + timedelta(minutes=request.ttl_minutes):
-            raise ApprovalRefused(f"the approval of {request.artifact} for {request.env} by {latest['by']} "
-                                  f"at {latest['at']} expired (valid {request.ttl_minutes} minutes)",
-                                  hint=request.how)
+        require_fresh(request, latest["at"], latest["by"], now, request.how)
         return ApprovalGrant("local", latest["by"], latest["at"], {"seq": latest["seq"]})
 
 
@@ -138,13 +158,23 @@ class AzureDevOpsApprovals:
         refuse_if_rejected(records, request)
         approved = self._verified()
         bound = approved.get("artifact")
-        if bound and normalise_digest(bound) != request.artifact:
+        if not bound:
+            raise ApprovalRefused(f"the Azure DevOps approval of run {approved.get('run_id')} names no digest",
+                                  hint="the approval stage's ManualValidation must be named "
+                                       "'Approve image $(imageDigest)'")
+        if normalise_digest(bound) != request.artifact:
             raise ApprovalRefused(f"the Azure DevOps approval of run {approved.get('run_id')} is for "
                                   f"artifact {bound}, not {request.artifact}: wrong digest",
                                   hint="approve the run that built this artifact")
+        if not approved.get("by"):
+            raise ApprovalRefused(f"the Azure DevOps approval of run {approved.get('run_id')} does not say "
+                                  "who approved", hint="require an Approvals check on the environment")
+        require_fresh(request, approved.get("at"), approved["by"], now,
+                      "re-running the deploy later needs a fresh approval: run the release again")
         head = ChainHead.parse(approved["head"]) if approved.get("head") else None
-        reference = {k: approved.get(k) for k in ("run_id", "approval_ids")}
-        return ApprovalGrant("azure_devops", approved.get("by") or "", None, reference, head)
+        reference = {k: approved.get(k) for k in ("run_id", "stage", "approval_stage", "approval_ids")}
+        return ApprovalGrant("azure_devops", approved["by"], approved.get("at"),
+                             {k: v for k, v in reference.items() if v is not None}, head)
 
 
 class GitHubApprovals:

@@ -8,9 +8,12 @@ Gates judge the deploy candidate (the best variant). Both the summary and the ba
   variant; fails when a one-sided paired test (McNemar exact for pass/fail rows, paired
   bootstrap otherwise) finds the candidate worse than baseline minus `threshold` (the tolerated
   drop, >= 0) at level `alpha`;
-- below `min_samples` usable rows (or pairs) a gate says "not enough samples" (status
-  `insufficient`, reported as skipped) instead of guessing; a regression gate without a
-  baseline is `skipped`. Neither fails the verdict, both are shown.
+- an absolute gate below its `min_samples` usable rows says "not enough samples" (status
+  `insufficient`, reported as skipped) instead of guessing, and does not fail the verdict;
+- a regression gate without a baseline is `skipped`. *Given* a baseline, a regression gate that
+  cannot be judged - the baseline lacks the metric on that dataset, the dataset changed so rows
+  cannot be paired, fewer than `min_samples` paired rows - **fails**: a comparison someone asked
+  for and that silently did not happen would pass exactly the change it should have caught.
 """
 
 from __future__ import annotations
@@ -138,9 +141,10 @@ def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant:
     base_entry = baseline.find_metric(base_variant, entry.metric, entry.evaluator,
                                       entry.dataset) if base_variant else None
     if base_entry is None:
-        return _result(gate, SKIPPED, f"the baseline has no {gate.metric} on dataset "
-                                      f"{entry.dataset}: nothing to compare", value=_value(entry),
-                       variant=variant)
+        return _result(gate, FAIL, f"cannot judge the regression: the baseline has no "
+                                   f"{gate.metric} on dataset {entry.dataset}; evaluate the rows the "
+                                   f"baseline holds (its datasets: {_datasets(baseline)})",
+                       value=_value(entry), variant=variant)
     value, base_value = _value(entry), _value(base_entry)
     if value is None:
         return _result(gate, FAIL, f"{gate.metric} is NaN for {variant}", variant=variant,
@@ -148,9 +152,11 @@ def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant:
     mine_hash = summary.datasets.get(entry.dataset)
     base_hash = baseline.datasets.get(base_entry.dataset)
     if mine_hash and base_hash and mine_hash != base_hash:
-        return _result(gate, SKIPPED, f"dataset {entry.dataset} changed since the baseline: rows "
-                                      "cannot be paired", value=value, baseline=base_value,
-                       variant=variant)
+        return _result(gate, FAIL, f"cannot judge the regression: dataset {entry.dataset} changed "
+                                   "since the baseline, so rows cannot be paired; evaluate the deployed "
+                                   "flow on the new dataset and pass that summary as --baseline, or add "
+                                   "new rows as a new dataset", value=value,
+                       baseline=base_value, variant=variant)
     mine, base = row_scores(summary, variant, entry), row_scores(baseline, base_variant, base_entry)
     if mine is None or base is None:
         return _result(gate, FAIL, f"{gate.metric} has no per-row scores to pair (a regression "
@@ -159,9 +165,10 @@ def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant:
     lines = sorted(set(mine) & set(base), key=lambda x: int(x))
     min_samples = gate.min_samples or settings.min_samples
     if len(lines) < min_samples:
-        return _result(gate, INSUFFICIENT, f"not enough samples: {len(lines)} paired row(s) < "
-                                           f"min_samples {min_samples}; regression not judged",
-                       value=value, baseline=base_value, variant=variant)
+        return _result(gate, FAIL, f"cannot judge the regression: not enough samples: {len(lines)} "
+                                   f"paired row(s) < min_samples {min_samples}; evaluate at least "
+                                   f"{min_samples} rows the baseline holds", value=value,
+                       baseline=base_value, variant=variant)
     higher = gate.op in (">=", ">")
     alpha = gate.alpha or settings.alpha
     test = paired_test([base[line] for line in lines], [mine[line] for line in lines],
@@ -175,6 +182,10 @@ def _regression(gate: Gate, summary: Summary, baseline: Summary | None, variant:
                        baseline=base_value, test=test, variant=variant)
     return _result(gate, PASS, f"no significant regression: {summary_text}", value=value,
                    baseline=base_value, test=test, variant=variant)
+
+
+def _datasets(summary: Summary) -> str:
+    return ", ".join(sorted({e.dataset for e in summary.metrics if e.variant == summary.candidate})) or "(none)"
 
 
 def verdict(results: list[GateResult], problems: list[str]) -> str:

@@ -1,12 +1,15 @@
 """Azure ML managed online endpoint: blue/green deployments with A/B (or mirrored) traffic.
 
 - The endpoint is created when missing (Entra token auth for callers, system-assigned identity).
-- The new deployment goes in the slot (blue/green) that does not hold most traffic.
-- Traffic: first deploy 100 % new; later `traffic_percent` X to the new one, 100 - X to the previous
-  one; `mirror_percent` (with X = 0) shadows live traffic to the new one instead.
-- Smoke test via `online_endpoints.invoke(deployment_name=new)`. On failure the previous traffic
-  (and mirror) is restored and the new deployment deleted; deployments left without traffic are
-  deleted only after success.
+- The new deployment goes in the slot (blue/green) that serves no traffic, and is smoke-tested there
+  at 0 % (`online_endpoints.invoke(deployment_name=new)` reaches a deployment whatever its share)
+  before any traffic moves: on failure it is deleted and nothing else changed.
+- Then traffic: first deploy 100 % new; later `traffic_percent` X to the new one (the canary),
+  100 - X to the previous one; `mirror_percent` (with X = 0) shadows live traffic to it instead.
+  Deployments left without traffic are deleted.
+- A canary is never overwritten by the next release: while two deployments share the traffic a
+  deploy is refused until someone promotes the canary to 100 % or rolls it back
+  (`genaiops promote|rollback`, `shift_traffic` here; a record of the audit chain).
 - The image is referenced by digest, `<registry>/<name>@sha256:...`, never by a tag: the one built
   once and promoted (`run deploy --evidence`), or, without evidence, the local build pushed to the
   environment's `image_registry` first.
@@ -89,6 +92,13 @@ class AzureMLTarget:
         old_traffic = {k: int(v) for k, v in (endpoint.traffic or {}).items()}
         old_mirror = {k: int(v) for k, v in (getattr(endpoint, "mirror_traffic", None) or {}).items()}
         live = [k for k, v in sorted(old_traffic.items(), key=lambda kv: -kv[1]) if v > 0]
+        if len(live) > 1:
+            return DeployOutcome(False, self.name, endpoint_name,
+                                 f"endpoint {endpoint_name} still splits traffic {old_traffic}: the canary "
+                                 f"{live[-1]} was neither promoted nor rolled back; promote it "
+                                 f"(genaiops promote -u {request.use_case} -e {request.env.name} --by <you>) or roll "
+                                 f"it back (genaiops rollback ...) before the next release", None,
+                                 {"endpoint": endpoint_name, "traffic": old_traffic, "canary_pending": live[-1]})
         previous = live[0] if live else None
         new = "green" if previous == "blue" else "blue"
 
@@ -106,30 +116,26 @@ class AzureMLTarget:
             readiness_probe=ProbeSettings(initial_delay=10, period=10),
             tags={"artifact": request.image.artifact, "variant": request.variant,
                   "flow_hash": request.image.labels.get("flow_hash", "")})
-        self.progress(f"creating deployment {endpoint_name}/{new} ...")
-        deployments.begin_create_or_update(deployment).result()
-
         traffic, mirror = self.split(previous, new, int(s.get("traffic_percent", 100)),
                                      int(s.get("mirror_percent", 0)))
-        self._set_traffic(endpoints, endpoint, traffic, mirror)
+        self.progress(f"creating deployment {endpoint_name}/{new} (no traffic until its smoke test passes) ...")
+        deployments.begin_create_or_update(deployment).result()
         smoke = self._smoke(endpoints, endpoint_name, new, request)
         identity = getattr(getattr(endpoint, "identity", None), "principal_id", None)
         details = {"endpoint": endpoint_name, "deployment": new, "previous": previous, "image": image,
                    "traffic": traffic, "mirror_traffic": mirror, "identity_principal_id": identity}
         if not smoke["ok"]:
-            self.progress("smoke test failed: restoring traffic and deleting the new deployment ...")
-            # the slot we overwrote may have carried a share: it goes back to the previous deployment
-            restored = {k: v for k, v in old_traffic.items() if k != new}
-            if previous is not None and new in old_traffic:
-                restored[previous] = restored.get(previous, 0) + old_traffic[new]
-            old_traffic, old_mirror = restored, {k: v for k, v in old_mirror.items() if k != new}
-            self._set_traffic(endpoints, endpoints.get(endpoint_name), old_traffic, old_mirror)
-            if new != previous:
-                deployments.begin_delete(name=new, endpoint_name=endpoint_name).result()
-            details.update(rolled_back_to=old_traffic)
+            self.progress("smoke test failed at 0 % traffic: deleting the new deployment ...")
+            if new in old_mirror:  # it shadowed traffic before: stop mirroring to a deleted deployment
+                self._set_traffic(endpoints, endpoints.get(endpoint_name), old_traffic,
+                                  {k: v for k, v in old_mirror.items() if k != new})
+            deployments.begin_delete(name=new, endpoint_name=endpoint_name).result()
+            details.update(traffic=old_traffic, rolled_back_to=old_traffic)
             return DeployOutcome(False, self.name, endpoint_name,
-                                 f"smoke test failed: {smoke.get('reason')}; traffic restored to {old_traffic}",
-                                 smoke, details)
+                                 f"smoke test failed: {smoke.get('reason')}; no traffic was moved "
+                                 f"({old_traffic or 'none'})", smoke, details)
+        self.progress(f"smoke test passed at 0 %: traffic {traffic}" + (f", mirror {mirror}" if mirror else ""))
+        self._set_traffic(endpoints, endpoints.get(endpoint_name), traffic, mirror)
         keep = {k for k, v in {**traffic, **mirror}.items() if v > 0}
         removed = []
         for name in sorted(set(old_traffic) | set(old_mirror)):
@@ -139,6 +145,36 @@ class AzureMLTarget:
         details["deleted"] = removed
         return DeployOutcome(True, self.name, endpoint_name, f"deployed {new} with traffic {traffic}",
                              smoke, details)
+
+    def shift_traffic(self, settings: dict, use_case: str, env_name: str, action: str) -> dict:
+        """`promote`: the canary (the deployment with the smaller share) gets 100 % and the other is
+        deleted; `rollback`: the other gets 100 % back and the canary is deleted. Needs exactly two
+        deployments sharing the traffic. Returns what moved, for the audit record."""
+        from genaiops.registry.azureml import azure_errors
+
+        if action not in ("promote", "rollback"):
+            raise ValueError(action)
+        with azure_errors(f"{action} of {use_case} in {env_name}"), contextlib.redirect_stdout(sys.stderr):
+            endpoint_name = settings.get("endpoint") or f"{use_case}-{env_name}".replace("_", "-")[:32]
+            client = self._ml_client or self._client_for(settings.get("workspace") or {})
+            endpoints, deployments = client.online_endpoints, client.online_deployments
+            endpoint = endpoints.get(endpoint_name)
+            before = {k: int(v) for k, v in (endpoint.traffic or {}).items()}
+            live = sorted((k for k, v in before.items() if v > 0), key=lambda k: -before[k])
+            if len(live) != 2 or before[live[0]] == before[live[1]]:
+                raise UsageError(f"nothing to {action}: endpoint {endpoint_name} serves {before or 'nothing'}",
+                                 hint="promote and rollback act on a canary: two deployments, the new one "
+                                      "with the smaller share (traffic_percent)")
+            stable, canary = live
+            keep, drop = (canary, stable) if action == "promote" else (stable, canary)
+            artifact = (getattr(deployments.get(name=canary, endpoint_name=endpoint_name), "tags", None)
+                        or {}).get("artifact")
+            after = {keep: 100, drop: 0}
+            self.progress(f"{action}: traffic {before} -> {after}, deleting {drop} ...")
+            self._set_traffic(endpoints, endpoint, after, {})
+            deployments.begin_delete(name=drop, endpoint_name=endpoint_name).result()
+        return {"endpoint": endpoint_name, "canary": canary, "artifact": artifact, "traffic_before": before,
+                "traffic_after": {keep: 100}, "deleted": drop}
 
     def _image_reference(self, request: DeployRequest) -> str:
         """`<registry>/<name>@sha256:...` in the registry this environment pulls from."""
