@@ -31,8 +31,11 @@ class FlowSpec:
     node_variants: dict = field(default_factory=dict)
     # where the flow's symbolic links may point (the repository); None: inside `root` only
     boundary: Path | None = None
-    engine: str = "promptflow"  # the engine that read it (and runs it)
+    engine: str = field(kw_only=True)  # the engine that read it (and runs it); no default
     calls_llm: bool | None = None  # whether lines call an LLM (None: cannot tell; sizes worker pools)
+    # what the config may set for this flow (declared by the engine that read it):
+    parameter_sets: bool = True  # `variants:` (named parameter sets) apply to it
+    takes_init: bool = False  # an evaluator's `init:` (constructor parameters) applies to it
 
 
 @dataclass
@@ -151,12 +154,38 @@ class ServingConnections:
     descriptions: list[dict]  # [{name, type, endpoint, api_version}] for `serving_bundle`
 
 
+@dataclass(frozen=True)
+class ScaffoldKind:
+    """A kind of use case `genaiops new --kind` writes for an engine: template folders stacked
+    over the scaffold's common layer (configs, dataset, simulator rules), in order."""
+
+    layers: tuple[Path, ...]
+    flow_path: str  # the standard flow as the config names it ("flows/{name}/standard")
+    output: str  # the flow output the evaluator scores
+    evaluation_path: str = "flows/{name}/evaluation"  # the evaluation flow as the config names it
+
+
 class Engine(Protocol):
-    """Everything genaiops needs from a flow engine."""
+    """Everything genaiops needs from a flow engine. An adapter declares it implements this
+    (`class MyEngine(Engine)`); `engines.ENGINE_TABLE` (or `GENAIOPS_ENGINES`) names it."""
 
     name: str
     cache_patterns: tuple[str, ...]  # gitignore patterns the engine writes into flow folders
     flow_hint: str  # how to point a config at a flow this engine can read
+    backends: tuple[str, ...]  # where it can run batches (`runtime.backend`): "local", "azure", ...
+    # whether its local line workers are processes of this machine (held to its cores and memory:
+    # `capacity.worker_problem`), rather than coroutines of one process
+    line_workers_are_processes: bool
+    needs_setup: bool  # whether `genaiops engine setup <name>` makes an environment of its own
+
+    def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
+        """The kinds of use case `genaiops new --kind` can write for this engine."""
+        ...
+
+    def registration_properties(self, flow_dir: Path) -> dict[str, str]:
+        """Properties a model registry records with a registered flow (e.g. how Azure ML
+        recognises it); {} when none."""
+        ...
 
     def version(self) -> str:
         """Engine and tool versions that can change outputs (part of every run key)."""

@@ -287,7 +287,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     from genaiops.llm_session import output_settings
 
     config = ctx.config
-    _check_capacity(config, options)
+    _check_capacity(config, options, ctx.engine.line_workers_are_processes)
     ledger = ctx.workspace.ledger()
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
@@ -349,11 +349,14 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                             totals, simulator_stats, failures, notes, gateway_stats)
 
 
-def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:
-    """--workers / --max-parallel are held to what this machine can run, as the config is."""
+def _check_capacity(config: ExperimentConfig, options: ExperimentOptions,
+                    processes: bool = True) -> None:
+    """--workers / --max-parallel are held to what this machine can run, as the config is (when
+    the engine's line workers are processes: `processes`)."""
     from genaiops.capacity import worker_hint, worker_problem
 
-    if config.runtime.backend != "local" or not (options.worker_count or options.max_parallel):
+    if config.runtime.backend != "local" or not processes or \
+            not (options.worker_count or options.max_parallel):
         return
     problem = worker_problem(options.worker_count or config.runtime.worker_count,
                              options.max_parallel or config.runtime.max_parallel)

@@ -25,24 +25,28 @@ from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
+    Engine,
     FlowReads,
     FlowSpec,
     ProgressCallback,
     Runner,
+    ScaffoldKind,
     ServingBundle,
     StagedBatch,
     VariantSpec,
 )
+from genaiops.engines.childproc import HeldConnections
 from genaiops.engines.serving import ConnectionVariables
 
-CONNECTION_FIELDS = ("organization", "model")
 
-
-class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
+class AgentFrameworkEngine(HeldConnections, ConnectionVariables, Engine):
     name = "agent_framework"
     cache_patterns = staging.CACHE_PATTERNS
     flow_hint = ("point it at an app: `flows/<use_case>/<app>/app.py:build` (a function "
                  "build(llm, **params) returning an Agent or Workflow, with INPUTS and OUTPUTS)")
+    backends = ("local",)
+    line_workers_are_processes = False  # lines are coroutines of one worker process
+    needs_setup = True  # its own venv (`genaiops engine setup agent_framework`)
 
     def __init__(self, backend: str = "local", settings: dict | None = None,
                  runner: Runner | None = None):
@@ -52,7 +56,7 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
             raise UsageError(f"the agent_framework engine runs batches locally, not on {backend!r}",
                              hint="use runtime.backend: local (Azure ML runs need the promptflow engine)")
         self.settings = dict(settings or {})
-        self._connections: list[dict] = []
+        self._connections = []  # prepare_connections: kept in memory for this process's runs
         self._runner = runner
 
     @property
@@ -60,7 +64,7 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
         if self._runner is None:
             from genaiops.engines.agent_framework.local import LocalRunner
 
-            self._runner = LocalRunner(lambda: list(self._connections))
+            self._runner = LocalRunner(self.held_connections)
         return self._runner
 
     def version(self) -> str:
@@ -73,6 +77,12 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
 
     def setup(self, *, force: bool = False, progress=None) -> dict:
         return environment.setup(force=force, progress=progress)
+
+    def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
+        return {}
+
+    def registration_properties(self, flow_dir: Path) -> dict[str, str]:
+        return {}
 
     def read_flow(self, path: Path) -> FlowSpec:
         app = appspec.read_app(path)
@@ -98,15 +108,6 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
 
     def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
         return staging.stage_for_serving(flow, variant, dest)
-
-    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
-        """Keep the connections (secrets included) for this process's runs; nothing is stored."""
-        self._connections = [{"name": c.name, "type": c.type, "endpoint": endpoints[c.name],
-                              "api_key": c.api_key, "api_version": c.api_version,
-                              **{k: getattr(c, k) for k in CONNECTION_FIELDS if getattr(c, k)}}
-                             for c in connections]
-        return [{**c.public(), "endpoint": endpoints[c.name], "simulator": c.uses_simulator,
-                 "action": "in memory"} for c in connections]
 
     def run_environment(self, retries) -> dict:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}

@@ -12,6 +12,7 @@ import yaml
 
 from genaiops.engines.base import FlowSpec, FlowSpecError
 
+ENGINE = "promptflow"
 DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
 
@@ -71,14 +72,16 @@ def _dag(root: Path) -> FlowSpec:
         variants[node] = (default, ids)
         nodes += [(v or {}).get("node") for v in ((spec or {}).get("variants") or {}).values()]
     return FlowSpec("dag", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
-                    variants, calls_llm=any(_calls_llm(n) for n in nodes))
+                    variants, calls_llm=any(_calls_llm(n) for n in nodes), engine=ENGINE,
+                    parameter_sets=False)  # a DAG's variants are its node variants
 
 
 def _flex(root: Path) -> FlowSpec:
     data = _load(root / FLEX_FILE)
     if not data.get("entry"):
         raise FlowSpecError(f"{root / FLEX_FILE}: missing `entry` (module:function or module:Class)")
-    return FlowSpec("flex", root, root, _names(data.get("inputs")), _names(data.get("outputs")))
+    return FlowSpec("flex", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
+                    engine=ENGINE, takes_init=True)  # a class entry takes init parameters
 
 
 def _prompty(file: Path, root: Path) -> FlowSpec:
@@ -91,4 +94,4 @@ def _prompty(file: Path, root: Path) -> FlowSpec:
     except yaml.YAMLError:
         raise FlowSpecError(f"{file}: malformed YAML front matter") from None
     return FlowSpec("prompty", root, file, _names(front.get("inputs")), _names(front.get("outputs")),
-                    calls_llm=True)
+                    calls_llm=True, engine=ENGINE)
