@@ -67,3 +67,11 @@ class AdapterTable:
                              hint=f"install the package that provides it, or correct "
                                   f"{self.env_var} / the `{self.group}` entry point") from exc
         return target  # type: ignore[return-value]
+
+    def create(self, name: str, **kwargs):
+        """An instance of `name`, given those of `kwargs` its constructor takes."""
+        import inspect
+
+        target = self.load(name)
+        accepted = inspect.signature(target).parameters
+        return target(**{k: v for k, v in kwargs.items() if k in accepted})

@@ -85,6 +85,11 @@ class AzureMLStore:
             client = make_ml_client(settings)
         return cls(client, settings.get("uploader"))
 
+    @classmethod
+    def for_repo(cls, repo_root: Path, settings: dict) -> AzureMLStore:
+        """The store `registry.open_registry` opens (the repository plays no part here)."""
+        return cls.from_settings(settings)
+
     # -- reading ------------------------------------------------------------------------------
 
     def _registration(self, entity, kind: str, created: bool = False) -> Registration | None:
