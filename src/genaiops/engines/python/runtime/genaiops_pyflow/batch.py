@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -155,7 +156,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     try:
         function = load(Path(job["flow_root"]), job["entry"])
-        warm_imports()  # once here, not in every forked line worker
+        source = Path(getattr(sys.modules.get(function.__module__), "__file__", "") or "/")
+        if source.is_file() and re.search(r"\b(openai|genaiops_pyflow)\b", source.read_text()):
+            warm_imports()  # once here, not in every forked line worker
         with open(job["data"], encoding="utf-8") as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
     except Exception as exc:  # the flow does not load, the dataset is unreadable
