@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class FlowSpecError(ValueError):
@@ -28,7 +28,7 @@ class FlowSpec:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     # node name -> (default variant id, (variant ids...)): per-node variants, where the engine has them
-    node_variants: dict = field(default_factory=dict)
+    node_variants: dict[str, tuple[Any, ...]] = field(default_factory=dict[str, tuple[Any, ...]])
     # where the flow's symbolic links may point (the repository); None: inside `root` only
     boundary: Path | None = None
     engine: str = field(kw_only=True)  # the engine that read it (and runs it); no default
@@ -43,9 +43,9 @@ class FlowReads:
     """What a flow reads from outside its files, found without running it: run keys cover these,
     and a run whose reads cannot be known is not reused."""
 
-    variables: dict[str, str] = field(default_factory=dict)  # env variable -> where ("file:line")
-    connections: dict[str, str] = field(default_factory=dict)  # connection name -> where used
-    unknown: list[str] = field(default_factory=list)  # reads no name can be given for, located
+    variables: dict[str, str] = field(default_factory=dict[str, str])  # env variable -> where ("file:line")
+    connections: dict[str, str] = field(default_factory=dict[str, str])  # connection name -> where used
+    unknown: list[str] = field(default_factory=list[str])  # reads no name can be given for, located
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ class VariantSpec:
     """One variant run: node assignments (per-node variants) or parameters (named parameter sets)."""
 
     label: str
-    nodes: dict = field(default_factory=dict)  # node -> variant id (a full assignment)
-    init: dict = field(default_factory=dict)  # parameters
+    nodes: dict[str, str] = field(default_factory=dict[str, str])  # node -> variant id (a full assignment)
+    init: dict[str, Any] = field(default_factory=dict[str, Any])  # parameters
 
-    def identity(self) -> dict:
+    def identity(self) -> dict[str, Any]:
         """What makes two variant runs the same (part of the run key)."""
         return {"nodes": dict(sorted(self.nodes.items())), "init": self.init}
 
@@ -67,8 +67,8 @@ class StagedBatch:
 
     entry: str  # absolute path the engine runs
     member_suffixes: list[str]  # member i reads outputs named `<output><suffix>`; [""] for one variant
-    init: dict | None = None  # parameters for a class entry
-    environment: dict = field(default_factory=dict)  # engine settings for this batch (never secrets)
+    init: dict[str, Any] | None = None  # parameters for a class entry
+    environment: dict[str, str] = field(default_factory=dict[str, str])  # engine settings for this batch (never secrets)
 
 
 @dataclass
@@ -79,18 +79,18 @@ class BatchJob:
     name: str  # run name, unique
     flow: str  # absolute path of the (staged) flow
     data: str  # absolute path of the dataset
-    column_mapping: dict
+    column_mapping: dict[str, Any]
     member_suffixes: list[str]  # "" for a plain (single-variant) run
-    init: dict | None = None  # flex/prompty init parameters
+    init: dict[str, Any] | None = None  # flex/prompty init parameters
     worker_count: int = 4
     line_timeout_sec: int = 120
-    environment: dict = field(default_factory=dict)  # extra env for the run (never secrets)
+    environment: dict[str, str] = field(default_factory=dict[str, str])  # extra env for the run (never secrets)
     run: str | None = None  # an existing run to evaluate (`${run.outputs.x}` mappings)
     # the config's `environment_variables`, handed to the engine as they are written (promptflow
     # resolves `${<connection>.<key>}` references inside the run, so no secret passes through here)
-    environment_variables: dict = field(default_factory=dict)
+    environment_variables: dict[str, Any] = field(default_factory=dict[str, Any])
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -98,8 +98,8 @@ class BatchJob:
 class LineResult:
     line: int
     ok: bool
-    inputs: dict
-    outputs: dict | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
     error: str | None = None
     latency_s: float | None = None
     prompt_tokens: int = 0
@@ -119,7 +119,7 @@ class BatchResult:
     duration_s: float
     members: list[MemberResult]
     error: str | None = None  # why the whole run failed
-    metrics: dict = field(default_factory=dict)  # aggregated metrics the flow logged (evaluation runs)
+    metrics: dict[str, Any] = field(default_factory=dict[str, Any])  # aggregated metrics the flow logged (evaluation runs)
     crashed: bool = False  # a process running it died (killed, out of memory): failed, never retried
 
 
@@ -137,7 +137,7 @@ class ServingBundle:
     """A build context an engine prepared for a serving image (`/score`, `/health` on `port`)."""
 
     requirements: list[str]  # pip requirement lines, installed offline from host-built wheels
-    env: dict  # image environment variables (never secrets)
+    env: dict[str, str]  # image environment variables (never secrets)
     command: list[str]  # the container's CMD
     port: int = 8080
     flow_dir: str = "/flow"  # where the image holds the flow (checked against its hash after a build)
@@ -149,9 +149,9 @@ class ServingConnections:
     """How a serving container receives the connections: environment variables (some secret, set
     at container start, never baked in) and secret-free descriptions for building the image."""
 
-    env: dict  # name -> value, secrets included: never logged or recorded
+    env: dict[str, str]  # name -> value, secrets included: never logged or recorded
     secret_names: tuple[str, ...]
-    descriptions: list[dict]  # [{name, type, endpoint, api_version}] for `serving_bundle`
+    descriptions: list[dict[str, Any]]  # [{name, type, endpoint, api_version}] for `serving_bundle`
 
 
 @dataclass(frozen=True)
@@ -189,50 +189,67 @@ class Engine(Protocol):
 
     def version(self) -> str:
         """Engine and tool versions that can change outputs (part of every run key)."""
+        ...
 
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, Any]:
         """Where the engine runs and whether it is ready: {engine, python, ready, versions,
         problem?} (`genaiops engine list`)."""
+        ...
 
-    def setup(self, *, force: bool = False, progress=None) -> dict:
+    def setup(self, *, force: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Make the engine's environment ready (idempotent); `environment()` plus `action`."""
+        ...
 
     def read_flow(self, path: Path) -> FlowSpec:
         """The flow at `path` (FlowSpecError when it is not one)."""
+        ...
 
     def flow_reads(self, flow: FlowSpec) -> FlowReads:
         """Environment variables and connections the flow's files read (part of every run key)."""
+        ...
 
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         """How many variants `stage` can put in one batch run."""
+        ...
 
     def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
         """A private copy of the flow at `dest` computing `variants` (at most max_variants_per_batch)."""
+        ...
 
     def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
         """A private copy of the flow at `dest` whose defaults are `variant` (what an image serves)."""
+        ...
 
-    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+    def prepare_connections(self, connections: Sequence[Any],
+                            endpoints: dict[str, str]) -> list[dict[str, Any]]:
         """Make the config's connections usable by runs; `endpoints` maps names to URLs.
         Returns one secret-free record per connection with `action` created|updated|unchanged."""
+        ...
 
-    def run_environment(self, retries) -> dict:
+    def run_environment(self, retries: Any) -> dict[str, str]:
         """Environment for batch runs that applies genaiops' LLM retry policy inside the engine."""
+        ...
 
     def prewarm(self, count: int) -> None:
         """Start `count` workers ahead of use (optional speed-up; may do nothing)."""
+        ...
 
     def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult: ...
 
     def linkable_run(self, name: str | None) -> bool:
         """Whether a finished run can still be referenced by a later batch (`BatchJob.run`)."""
+        ...
 
-    def serving_connections(self, connections: Sequence, endpoints: dict[str, str],
+    def serving_connections(self, connections: Sequence[Any], endpoints: dict[str, str],
                             default_endpoints: dict[str, str]) -> ServingConnections:
         """Container environment for `connections` at `endpoints`; `default_endpoints` are the
         secret-free values baked into the image (overridden at start)."""
+        ...
 
-    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
+    def serving_bundle(self, flow_dir: Path, context: Path,
+                       connections: list[dict[str, Any]]) -> ServingBundle:
         """Write the flow and whatever serving needs into `context`; `connections` are secret-free."""
+        ...
 
     def close(self) -> None: ...

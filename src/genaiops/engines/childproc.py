@@ -12,9 +12,10 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import BatchResult, LineResult, MemberResult, ProgressCallback
-from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.files import atomic_write_text
 
 
 def run_child(command: list[str], env: dict[str, str], payload: bytes, log_file: Path,
@@ -38,7 +39,7 @@ def run_child(command: list[str], env: dict[str, str], payload: bytes, log_file:
     return process.returncode
 
 
-def _feed(process: subprocess.Popen, payload: bytes) -> None:
+def _feed(process: subprocess.Popen[bytes], payload: bytes) -> None:
     try:
         assert process.stdin is not None
         process.stdin.write(payload)
@@ -47,7 +48,7 @@ def _feed(process: subprocess.Popen, payload: bytes) -> None:
         pass  # the worker died early: its exit code and log say why
 
 
-def stop_group(process: subprocess.Popen) -> None:
+def stop_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the process's group, SIGKILL when it does not end within 10 s."""
     if process.poll() is None:
         try:
@@ -63,7 +64,7 @@ def stop_group(process: subprocess.Popen) -> None:
 LOG_TAIL_CHARS = 1500
 
 
-def run_batch_process(command: list[str], plan: dict, env: dict[str, str], connections: list[dict],
+def run_batch_process(command: list[str], plan: dict[str, Any], env: dict[str, str], connections: list[dict[str, Any]],
                       progress: ProgressCallback | None, what: str) -> BatchResult:
     """One batch in a worker process: `command + [JOB.json, RESULT.json]` reads the plan (never
     secret) and the connections on stdin, prints `done N` per line (over all members) and writes
@@ -77,7 +78,7 @@ def run_batch_process(command: list[str], plan: dict, env: dict[str, str], conne
     with tempfile.TemporaryDirectory(prefix="genaiops-batch-") as tmp:
         job_file, result_file, log_file = (Path(tmp) / n for n in ("job.json", "result.json",
                                                                     "worker.log"))
-        atomic_write_json(job_file, plan)
+        atomic_write_text(job_file, json.dumps(plan))
         returncode = run_child([*command, str(job_file), str(result_file)], env,
                                json.dumps(connections).encode(), log_file, on_line)
         if not result_file.is_file():
@@ -97,9 +98,9 @@ class HeldConnections:
     kept in this process's memory (secrets included) for its runs; nothing is written anywhere."""
 
     connection_fields = ("organization", "model")
-    _connections: list[dict] = []
+    _connections: list[dict[str, Any]] = []
 
-    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+    def prepare_connections(self, connections: Sequence[Any], endpoints: dict[str, str]) -> list[dict[str, Any]]:
         self._connections = [{"name": c.name, "type": c.type, "endpoint": endpoints[c.name],
                               "api_key": c.api_key, "api_version": c.api_version,
                               **{k: getattr(c, k) for k in self.connection_fields if getattr(c, k)}}
@@ -107,5 +108,5 @@ class HeldConnections:
         return [{**c.public(), "endpoint": endpoints[c.name], "simulator": c.uses_simulator,
                  "action": "in memory"} for c in connections]
 
-    def held_connections(self) -> list[dict]:
+    def held_connections(self) -> list[dict[str, Any]]:
         return list(self._connections)

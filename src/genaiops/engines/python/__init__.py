@@ -16,8 +16,9 @@ the fast engine of the test suite: a worker starts in a fraction of a second.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import (
     BatchJob,
@@ -49,7 +50,7 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
     line_workers_are_processes = True  # forked line workers
     needs_setup = False  # runs in genaiops' own interpreter
 
-    def __init__(self, backend: str = "local", settings: dict | None = None,
+    def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
                  runner: Runner | None = None):
         self.backend = backend
         self.settings = dict(settings or {})
@@ -74,13 +75,14 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
             openai = "absent"
         return f"python=={sys.version.split()[0]};openai=={openai}"
 
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, Any]:
         import sys
 
         return {"engine": self.name, "python": sys.executable, "ready": True,
                 "versions": {"python": sys.version.split()[0]}}
 
-    def setup(self, *, force: bool = False, progress=None) -> dict:
+    def setup(self, *, force: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         return {**self.environment(), "action": "unchanged"}
 
     def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
@@ -100,7 +102,7 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
     def flow_reads(self, flow: FlowSpec) -> FlowReads:
         """What the flow's Python and YAML files read from the environment; its connections are
         the config's, read through `openai_client(name)` (their settings are in every run key)."""
-        from genaiops.envscan import tree_reads
+        from genaiops.envscan import tree_reads  # pyright: ignore[reportUnknownVariableType]
 
         reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
         return FlowReads(variables=reads.variables, unknown=reads.unknown)
@@ -114,7 +116,7 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
     def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
         return staging.stage_for_serving(flow, variant, dest)
 
-    def run_environment(self, retries) -> dict:
+    def run_environment(self, retries: Any) -> dict[str, str]:
         return {ENV_ATTEMPTS: str(retries.max_attempts)}
 
     def prewarm(self, count: int) -> None:
@@ -127,7 +129,7 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
         """Runs live only in the ledger: evaluations read their outputs from there."""
         return False
 
-    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
+    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict[str, Any]]) -> ServingBundle:
         from genaiops.engines.python.serving import serving_bundle
 
         return serving_bundle(flow_dir, context, connections)

@@ -3,7 +3,7 @@
 A flow is a module-level function, `file.py:function` (sync or `async def`):
 
     OUTPUTS = ("sentiment",)          # optional: else the keys of the dict literals it returns
-    def classify(text, *, temperature=0.0, model="gpt-4o-mini") -> dict: ...
+    def classify(text, *, temperature=0.0, model="gpt-4o-mini") -> dict[str, Any]: ...
 
 Its positional parameters are the flow's inputs (dataset columns are mapped onto them); its
 keyword-only parameters are what variants (`variants:` parameter sets) and an evaluator's `init`
@@ -16,6 +16,7 @@ import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import FlowSpecError
 
@@ -40,7 +41,7 @@ class FunctionSpec:
         """`file.py:function`, relative to `root`."""
         return f"{self.file.relative_to(self.root).as_posix()}:{self.function}"
 
-    def unknown_parameters(self, params: dict) -> list[str]:
+    def unknown_parameters(self, params: dict[str, Any]) -> list[str]:
         return [] if self.any_parameter else sorted(set(params) - self.parameters)
 
 
@@ -79,14 +80,15 @@ def _outputs(tree: ast.Module, function: ast.FunctionDef | ast.AsyncFunctionDef,
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "OUTPUTS"
                                                 for t in node.targets):
             try:
-                value = ast.literal_eval(node.value)
+                value: object = ast.literal_eval(node.value)
             except ValueError:
                 value = None
-            if not isinstance(value, (tuple, list)) or \
-                    not all(isinstance(v, str) and v.isidentifier() for v in value):
+            items: list[object] | None = list(value) if isinstance(value, (tuple, list)) else None  # pyright: ignore[reportUnknownArgumentType]
+            names = [v for v in items or [] if isinstance(v, str) and v.isidentifier()]
+            if items is None or len(names) != len(items):
                 raise FlowSpecError(f"{file}:{node.lineno}: declare OUTPUTS as a literal tuple of "
                                     "names, e.g. OUTPUTS = (\"answer\",)")
-            return tuple(value)
+            return tuple(names)
     keys: dict[str, None] = {}
     for node in ast.walk(function):
         if isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):

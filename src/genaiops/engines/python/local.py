@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import BatchJob, BatchResult, ProgressCallback
 from genaiops.engines.childproc import run_batch_process
@@ -18,7 +19,7 @@ ENV_ATTEMPTS = "GENAIOPS_LLM_MAX_ATTEMPTS"
 
 
 class LocalRunner:
-    def __init__(self, connections: Callable[[], list[dict]]):
+    def __init__(self, connections: Callable[[], list[dict[str, Any]]]):
         self._connections = connections  # the prepared connections, secrets included
 
     def run(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:

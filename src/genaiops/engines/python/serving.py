@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import ServingBundle
 from genaiops.engines.python.local import RUNTIME_DIR
@@ -24,9 +25,9 @@ RUNTIME_PACKAGE = "genaiops_pyflow"
 REQUIREMENTS = ["openai>=1.40,<3", "httpx>=0.27,<1"]
 
 
-def connection_defaults(connections: list[dict]) -> dict[str, str]:
+def connection_defaults(connections: list[dict[str, Any]]) -> dict[str, str]:
     """`<CONN>_BASE_URL` / `<CONN>_API_BASE` and `<CONN>_API_VERSION`, without secrets."""
-    env = {}
+    env: dict[str, str] = {}
     for conn in connections:
         prefix = env_prefix(conn["name"])
         env[f"{prefix}_{'BASE_URL' if conn['type'] == 'open_ai' else 'API_BASE'}"] = conn["endpoint"]
@@ -35,7 +36,7 @@ def connection_defaults(connections: list[dict]) -> dict[str, str]:
     return env
 
 
-def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> ServingBundle:
+def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict[str, Any]]) -> ServingBundle:
     app = bundle / "app"
     copy_snapshot(flow_dir, app / "flow", CACHE_PATTERNS)
     shutil.copytree(RUNTIME_DIR / RUNTIME_PACKAGE, app / RUNTIME_PACKAGE,

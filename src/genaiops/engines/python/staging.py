@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import FlowSpec, StagedBatch, VariantSpec
 from genaiops.engines.python.funcspec import FunctionSpec, read_function
@@ -24,7 +25,7 @@ SERVE_FILE = "genaiops-flow.json"
 MAX_VARIANTS_PER_BATCH = 16  # members share the batch's line workers (the module imported once)
 
 
-def params_of(function: FunctionSpec, variant: VariantSpec) -> dict:
+def params_of(function: FunctionSpec, variant: VariantSpec) -> dict[str, Any]:
     unknown = function.unknown_parameters(variant.init)
     if unknown or variant.nodes:
         raise UsageError(f"variant {variant.label!r} sets {', '.join(unknown or variant.nodes)}, "
@@ -34,12 +35,12 @@ def params_of(function: FunctionSpec, variant: VariantSpec) -> dict:
     return dict(variant.init)
 
 
-def _plan(function: FunctionSpec, members: list[dict]) -> dict:
+def _plan(function: FunctionSpec, members: list[dict[str, Any]]) -> dict[str, Any]:
     return {"entry": function.entry, "inputs": list(function.inputs),
             "outputs": list(function.outputs), "members": members}
 
 
-def _write(path: Path, data: dict) -> None:
+def _write(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -49,10 +50,10 @@ def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> 
                 "params": params_of(function, v)} for i, v in enumerate(variants)]
     copy_snapshot(flow.root, dest, CACHE_PATTERNS, boundary=flow.boundary)
     _write(dest / BATCH_FILE, _plan(function, members))
-    return StagedBatch(str(dest / BATCH_FILE), [m["suffix"] for m in members])
+    return StagedBatch(str(dest / BATCH_FILE), [str(m["suffix"]) for m in members])
 
 
-def batch_plan(flow: str, init: dict | None) -> dict:
+def batch_plan(flow: str, init: dict[str, Any] | None) -> dict[str, Any]:
     """What a job's `flow` names: a staged batch, or a function run as it is (with `init`)."""
     path = Path(flow)
     if path.name == BATCH_FILE:

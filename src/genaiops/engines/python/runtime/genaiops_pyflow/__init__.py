@@ -43,7 +43,7 @@ def _count(body: bytes) -> None:
     import json
 
     try:
-        usage = json.loads(body).get("usage") or {}
+        usage: dict[str, Any] = json.loads(body).get("usage") or {}
     except (ValueError, AttributeError):
         return
     with _lock:
@@ -101,10 +101,11 @@ def openai_client(connection: str = "llm", *, asynchronous: bool = False) -> Any
             http = httpx.AsyncClient(verify=tls_context(),
                                      event_hooks={"response": [_on_async_response]})
             make = openai.AsyncAzureOpenAI if azure else openai.AsyncOpenAI
+            _clients[key] = make(**settings, http_client=http)
         else:
-            http = httpx.Client(verify=tls_context(), event_hooks={"response": [_on_response]})
-            make = openai.AzureOpenAI if azure else openai.OpenAI
-        _clients[key] = make(**settings, http_client=http)
+            sync = httpx.Client(verify=tls_context(), event_hooks={"response": [_on_response]})
+            made = openai.AzureOpenAI if azure else openai.OpenAI
+            _clients[key] = made(**settings, http_client=sync)
     return _clients[key]
 
 

@@ -35,7 +35,7 @@ WATCH_SECONDS = 0.5
 
 def connection_env(connections: list[dict[str, Any]]) -> dict[str, str]:
     """The `<CONN>_<KEY>` variables of the use case's connections."""
-    env = {}
+    env: dict[str, str] = {}
     for conn in connections:
         prefix = env_prefix(conn["name"])
         endpoint = "BASE_URL" if conn["type"] == "open_ai" else "API_BASE"
@@ -49,7 +49,7 @@ def connection_env(connections: list[dict[str, Any]]) -> dict[str, str]:
 
 def bound(mapping: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """A row's inputs: `${data.<column>}` from the row, anything else as written."""
-    inputs = {}
+    inputs: dict[str, Any] = {}
     for name, ref in mapping.items():
         column = ref[7:-1] if isinstance(ref, str) and ref.startswith("${data.") else None
         if column is not None and column not in row:
@@ -91,14 +91,18 @@ class Worker:
         self.pipe.close()
 
 
-def run_lines(function: Any, tasks: list[tuple[Any, dict, dict]], workers: int,
-              timeout_s: float, on_done: Any) -> tuple[dict[Any, dict], str | None]:
+Task = tuple[tuple[int, int], dict[str, Any], dict[str, Any]]  # (member, line), inputs, params
+Line = dict[str, Any]
+
+
+def run_lines(function: Any, tasks: list[Task], workers: int,
+              timeout_s: float, on_done: Any) -> tuple[dict[tuple[int, int], Line], str | None]:
     """Results by task key, and why the run crashed (a worker died), or None."""
     context = multiprocessing.get_context("fork")
     pending = deque(tasks)
     inputs = {key: line_inputs for key, line_inputs, _params in tasks}
     pool = [Worker(context, function) for _ in range(max(1, min(workers, len(tasks))))]
-    results: dict[Any, dict] = {}
+    results: dict[tuple[int, int], Line] = {}
     try:
         while pending or any(w.task for w in pool):
             for worker in pool:
@@ -143,9 +147,9 @@ def warm_imports() -> None:
     """Import what `openai_client` needs before forking (a line worker inherits it): openai loads
     its resources and response types lazily, 2-3 CPU-seconds on the first call of a process."""
     try:
-        import httpx  # noqa: F401
-        import openai.resources.chat.completions.completions  # noqa: F401
-        import openai.types.chat  # noqa: F401
+        import httpx  # noqa: F401  # pyright: ignore[reportUnusedImport]
+        import openai.resources.chat.completions.completions  # noqa: F401  # pyright: ignore[reportUnusedImport]
+        import openai.types.chat  # noqa: F401  # pyright: ignore[reportUnusedImport]
 
         tls_context()
     except ImportError:
@@ -164,7 +168,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # the flow does not load, the dataset is unreadable
         return {"name": job["name"], "status": "failed", "members": [], "error": error_text(exc),
                 "duration_s": round(time.monotonic() - started, 3)}
-    tasks, unbound = [], {}
+    tasks: list[Task] = []
+    unbound: dict[tuple[int, int], Line] = {}
     for m_index, member in enumerate(job["members"]):
         for number, row in enumerate(rows):
             try:

@@ -36,13 +36,13 @@ def load(flow_root: Path, entry: str) -> Callable[..., Any]:
     return target
 
 
-def call(function: Callable[..., Any], inputs: dict[str, Any], params: dict[str, Any]) -> dict:
+def call(function: Callable[..., Any], inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     result = function(**inputs, **params)
     if inspect.isawaitable(result):  # one loop per thread: async clients outlive a line
         result = _loop().run_until_complete(_awaited(result))
     if not isinstance(result, dict):
         raise FlowError(f"the flow returned {type(result).__name__}, not a dict of outputs")
-    return result
+    return dict(result)  # pyright: ignore[reportUnknownArgumentType] - the flow's own values
 
 
 _LOCAL = threading.local()
