@@ -14,13 +14,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from genaiops.engines.base import BatchResult, LineResult, MemberResult, ProgressCallback
+from genaiops.engines.base import (
+    BatchJob,
+    BatchResult,
+    Engine,
+    FlowReads,
+    FlowSpec,
+    LineResult,
+    MemberResult,
+    ProgressCallback,
+    Runner,
+)
 from genaiops.workspace.files import atomic_write_text
 
 
 def run_child(command: list[str], env: dict[str, str], payload: bytes, log_file: Path,
               on_line: Callable[[str], None]) -> int:
     """Run `command` to its end (stderr to `log_file`), every stdout line to `on_line`; its exit code."""
+    # the worker stops when this process dies: it watches for a parent other than this pid (taken
+    # from its own getppid() it would miss a death that came before its watch started)
+    env = {**env, PARENT_ENV: str(os.getpid())}
     with log_file.open("wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=log, env=env,
@@ -62,6 +75,7 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 
 
 LOG_TAIL_CHARS = 1500
+PARENT_ENV = "GENAIOPS_PARENT_PID"
 
 
 def run_batch_process(command: list[str], plan: dict[str, Any], env: dict[str, str], connections: list[dict[str, Any]],
@@ -110,3 +124,48 @@ class HeldConnections:
 
     def held_connections(self) -> list[dict[str, Any]]:
         return list(self._connections)
+
+
+class OwnWorkerEngine(HeldConnections, Engine):
+    """What engines whose batches run in a worker process of their own share (agent_framework,
+    python): connections held in memory, the runner made on first use, no warm workers, runs
+    that live only in the ledger, and the reads of the flow folder's Python and YAML files."""
+
+    def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
+                 runner: Runner | None = None):
+        self.backend = backend
+        self.settings = dict(settings or {})
+        self._connections = []  # prepare_connections: kept in memory for this process's runs
+        self._runner = runner
+
+    def local_runner(self) -> Runner:
+        """The engine's local runner, given `self.held_connections`."""
+        raise NotImplementedError
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = self.local_runner()
+        return self._runner
+
+    def flow_reads(self, flow: FlowSpec) -> FlowReads:
+        """What the flow's Python and YAML files read from the environment. Its connections are
+        the config's, handed to the flow by the runtime (their output settings are in every run
+        key already), so the flow names none itself."""
+        from genaiops.envscan import tree_reads  # pyright: ignore[reportUnknownVariableType]
+
+        reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
+        return FlowReads(variables=reads.variables, unknown=reads.unknown)
+
+    def prewarm(self, count: int) -> None:
+        """Nothing to warm: a worker starts within a second."""
+
+    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
+        return self.runner.run(job, progress)
+
+    def linkable_run(self, name: str | None) -> bool:
+        """Runs live only in the ledger: evaluations read their outputs from there."""
+        return False
+
+    def close(self) -> None:
+        """Workers end with their batch; nothing stays running."""

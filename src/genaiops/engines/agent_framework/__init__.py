@@ -23,23 +23,19 @@ from pathlib import Path
 from genaiops.engines.agent_framework import appspec, environment, staging
 from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF
 from genaiops.engines.base import (
-    BatchJob,
-    BatchResult,
     Engine,
-    FlowReads,
     FlowSpec,
-    ProgressCallback,
     Runner,
     ScaffoldKind,
     ServingBundle,
     StagedBatch,
     VariantSpec,
 )
-from genaiops.engines.childproc import HeldConnections
+from genaiops.engines.childproc import OwnWorkerEngine
 from genaiops.engines.serving import ConnectionVariables
 
 
-class AgentFrameworkEngine(HeldConnections, ConnectionVariables, Engine):
+class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     name = "agent_framework"
     cache_patterns = staging.CACHE_PATTERNS
     flow_hint = ("point it at an app: `flows/<use_case>/<app>/app.py:build` (a function "
@@ -55,17 +51,12 @@ class AgentFrameworkEngine(HeldConnections, ConnectionVariables, Engine):
         if backend != "local":
             raise UsageError(f"the agent_framework engine runs batches locally, not on {backend!r}",
                              hint="use runtime.backend: local (Azure ML runs need the promptflow engine)")
-        self.settings = dict(settings or {})
-        self._connections = []  # prepare_connections: kept in memory for this process's runs
-        self._runner = runner
+        super().__init__(backend, settings, runner)
 
-    @property
-    def runner(self) -> Runner:
-        if self._runner is None:
-            from genaiops.engines.agent_framework.local import LocalRunner
+    def local_runner(self) -> Runner:
+        from genaiops.engines.agent_framework.local import LocalRunner
 
-            self._runner = LocalRunner(self.held_connections)
-        return self._runner
+        return LocalRunner(self.held_connections)
 
     def version(self) -> str:
         versions = environment.require_ready().get("versions", {})
@@ -91,15 +82,6 @@ class AgentFrameworkEngine(HeldConnections, ConnectionVariables, Engine):
                                       for group, (default, sets) in app.variants.items()},
                         engine=self.name)
 
-    def flow_reads(self, flow: FlowSpec) -> FlowReads:
-        """What the app's Python and YAML files read from the environment. Its connections are the
-        config's, handed to `build(llm, ...)` by the runtime (their output settings are in every
-        run key already), so the app names none itself."""
-        from genaiops.envscan import tree_reads
-
-        reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
-        return FlowReads(variables=reads.variables, unknown=reads.unknown)
-
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         return staging.MAX_VARIANTS_PER_BATCH
 
@@ -112,23 +94,10 @@ class AgentFrameworkEngine(HeldConnections, ConnectionVariables, Engine):
     def run_environment(self, retries) -> dict:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
 
-    def prewarm(self, count: int) -> None:
-        """Nothing to warm: a worker imports agent-framework in about half a second."""
-
-    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
-        return self.runner.run(job, progress)
-
-    def linkable_run(self, name: str | None) -> bool:
-        """Runs live only in the ledger: evaluations read their outputs from there."""
-        return False
-
     def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
         from genaiops.engines.agent_framework.serving import serving_bundle
 
         return serving_bundle(flow_dir, context, connections)
-
-    def close(self) -> None:
-        """Workers end with their batch; nothing stays running."""
 
 
 __all__ = ["AgentFrameworkEngine"]

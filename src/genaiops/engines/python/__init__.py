@@ -21,19 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from genaiops.engines.base import (
-    BatchJob,
-    BatchResult,
     Engine,
-    FlowReads,
     FlowSpec,
-    ProgressCallback,
     Runner,
     ScaffoldKind,
     ServingBundle,
     StagedBatch,
     VariantSpec,
 )
-from genaiops.engines.childproc import HeldConnections
+from genaiops.engines.childproc import OwnWorkerEngine
 from genaiops.engines.python import funcspec, staging
 from genaiops.engines.python.local import ENV_ATTEMPTS
 from genaiops.engines.serving import ConnectionVariables
@@ -41,7 +37,7 @@ from genaiops.engines.serving import ConnectionVariables
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-class PythonEngine(HeldConnections, ConnectionVariables, Engine):
+class PythonEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     name = "python"
     cache_patterns = staging.CACHE_PATTERNS
     flow_hint = ("point it at a function: `flows/<use_case>/<flow>/flow.py:<function>` (its "
@@ -50,20 +46,10 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
     line_workers_are_processes = True  # forked line workers
     needs_setup = False  # runs in genaiops' own interpreter
 
-    def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
-                 runner: Runner | None = None):
-        self.backend = backend
-        self.settings = dict(settings or {})
-        self._connections = []  # prepare_connections: kept in memory for this process's runs
-        self._runner = runner
+    def local_runner(self) -> Runner:
+        from genaiops.engines.python.local import LocalRunner
 
-    @property
-    def runner(self) -> Runner:
-        if self._runner is None:
-            from genaiops.engines.python.local import LocalRunner
-
-            self._runner = LocalRunner(self.held_connections)
-        return self._runner
+        return LocalRunner(self.held_connections)
 
     def version(self) -> str:
         import sys
@@ -99,14 +85,6 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
                         function.inputs, function.outputs, calls_llm=function.calls_llm,
                         engine=self.name, parameter_sets=True, takes_init=True)
 
-    def flow_reads(self, flow: FlowSpec) -> FlowReads:
-        """What the flow's Python and YAML files read from the environment; its connections are
-        the config's, read through `openai_client(name)` (their settings are in every run key)."""
-        from genaiops.envscan import tree_reads  # pyright: ignore[reportUnknownVariableType]
-
-        reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
-        return FlowReads(variables=reads.variables, unknown=reads.unknown)
-
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         return staging.MAX_VARIANTS_PER_BATCH
 
@@ -119,23 +97,10 @@ class PythonEngine(HeldConnections, ConnectionVariables, Engine):
     def run_environment(self, retries: Any) -> dict[str, str]:
         return {ENV_ATTEMPTS: str(retries.max_attempts)}
 
-    def prewarm(self, count: int) -> None:
-        """Nothing to warm: a worker starts in a fraction of a second."""
-
-    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
-        return self.runner.run(job, progress)
-
-    def linkable_run(self, name: str | None) -> bool:
-        """Runs live only in the ledger: evaluations read their outputs from there."""
-        return False
-
     def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict[str, Any]]) -> ServingBundle:
         from genaiops.engines.python.serving import serving_bundle
 
         return serving_bundle(flow_dir, context, connections)
-
-    def close(self) -> None:
-        """Workers end with their batch; nothing stays running."""
 
 
 __all__ = ["PythonEngine"]

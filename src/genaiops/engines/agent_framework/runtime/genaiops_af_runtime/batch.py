@@ -118,7 +118,9 @@ def _stop_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
+    # the orchestrator names itself: if it died before this line, getppid() is already another
+    parent = int(os.environ.get("GENAIOPS_PARENT_PID") or os.getppid())
+    threading.Thread(target=_stop_with_parent, args=(parent,), daemon=True).start()
     job_file, result_file = argv[:2]
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     connections = json.loads(sys.stdin.read() or "[]")
