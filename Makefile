@@ -2,22 +2,24 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-AF_REQ := src/genaiops/engines/agent_framework/runtime/requirements.txt
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(AF_REQ) | cksum | cut -d' ' -f1)
+# what engines with an environment of their own install there (`genaiops engine setup`)
+ENGINE_REQ := $(wildcard src/genaiops/engines/*/runtime/requirements.txt)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(ENGINE_REQ) | cksum | cut -d' ' -f1)
 USE_CASE ?= classification
 
 export PYTHON_KEYRING_BACKEND ?= keyrings.alt.file.PlaintextKeyring
 
 .PHONY: setup system run test test-fast lint bench clean
 
-$(STAMP): pyproject.toml $(AF_REQ)
+$(STAMP): pyproject.toml $(ENGINE_REQ)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,azure-ai-evaluation]"
-	$(BIN)/genaiops engine setup agent_framework
+	$(BIN)/python -m pip install -q -e ".[dev,all]"
+	for engine in $$($(BIN)/genaiops engine list --needing-setup); do \
+		$(BIN)/genaiops engine setup $$engine || exit 1; done
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP)  ## venv with genaiops, promptflow, keyrings.alt, pytest; the agent_framework engine's own venv
+setup: $(STAMP)  ## venv with genaiops and every extra (promptflow, azure), pytest; each engine's own environment
 
 run: setup  ## the main job: sample use case through experiment + evaluate against the bundled LLM simulator
 	$(BIN)/genaiops validate

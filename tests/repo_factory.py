@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -65,7 +66,23 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def make_repo(root: Path, config: str = CONFIG) -> Path:
+PYTHON_GRADE = """\
+def grade(groundtruth, prediction):
+    return {"score": "correct" if groundtruth == prediction else "wrong"}
+"""
+
+
+def make_repo(root: Path, config: str = CONFIG, engine: str = "promptflow") -> Path:
+    """The demo use case; `engine="python"` writes its flows as plain functions (the python
+    engine: a worker starts in a fraction of a second, for tests about phases, not promptflow)."""
+    if engine == "python":
+        write(root / "flows/demo/evaluation/grade.py", PYTHON_GRADE)
+        write(root / "flows/demo/standard/normalize.py", _python_normalize("return text.strip().lower()\n"))
+        config = config.replace("flow: flows/demo/standard\n", "engine: python\n"
+                                "flow: flows/demo/standard/normalize.py:normalize\n")
+        config = config.replace("    flow: flows/demo/evaluation\n",
+                                "    flow: flows/demo/evaluation/grade.py:grade\n")
+        return _data_and_config(root, config)
     write(root / "flows/demo/standard/flow.dag.yaml", STANDARD_DAG)
     write(root / "flows/demo/standard/normalize.py",
           "from promptflow.core import tool\n\n\n@tool\ndef normalize(text: str) -> str:\n"
@@ -74,6 +91,10 @@ def make_repo(root: Path, config: str = CONFIG) -> Path:
     write(root / "flows/demo/evaluation/grade.py",
           "from promptflow.core import tool\n\n\n@tool\ndef grade(groundtruth: str, prediction: str) -> str:\n"
           "    return 'correct' if groundtruth == prediction else 'wrong'\n")
+    return _data_and_config(root, config)
+
+
+def _data_and_config(root: Path, config: str) -> Path:
     rows = [{"text": "Refund please", "label": "refund please"}, {"text": "Hi", "label": "hi"}]
     write(root / "datasets/demo/rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     write(root / "configs/demo/experiment.yaml", config)
@@ -83,16 +104,24 @@ def make_repo(root: Path, config: str = CONFIG) -> Path:
 def use_code_evaluator(root: Path, file: str, code: str, evaluation: str, gates: str = "[]") -> None:
     """Replace the demo's flow evaluator by the code evaluator `file` (`score` + `summarize`)."""
     config = (root / "configs/demo/experiment.yaml").read_text()
-    config = config.replace("    flow: flows/demo/evaluation\n",
-                            f"    code: {file}:score\n    aggregate: summarize\n")
+    config = re.sub(r"    flow: flows/demo/evaluation\S*\n",
+                    f"    code: {file}:score\n    aggregate: summarize\n", config)
     config = config.replace('gates:\n  - {metric: accuracy, op: ">=", threshold: 0.5}',
                             f"evaluation: {evaluation}\ngates: {gates}")
     write(root / "configs/demo/experiment.yaml", config)
     write(root / file, code)
 
 
+def _python_normalize(body: str) -> str:
+    return ("def _normalize(text):\n" + textwrap.indent(textwrap.dedent(body), "    ")
+            + "\n\ndef normalize(text):\n    return {'category': _normalize(text)}\n")
+
+
 def write_normalize(root: Path, body: str) -> None:
     """The demo flow's only node, `normalize(text: str) -> str`, with `body` (indented 4)."""
+    if not (root / "flows/demo/standard/flow.dag.yaml").exists():  # the python engine's demo
+        write(root / "flows/demo/standard/normalize.py", _python_normalize(body))
+        return
     write(root / "flows/demo/standard/normalize.py",
           "from promptflow.core import tool\n\n\n@tool\ndef normalize(text: str) -> str:\n"
           + textwrap.indent(textwrap.dedent(body), "    "))

@@ -154,3 +154,73 @@ def test_state_paths_are_built_only_by_the_workspace():
             continue
         assert "state_dir(" not in text, f"{module} builds a state path itself"
         assert '".genaiops"' not in text, f"{module} names the state folder"
+
+
+ENGINE_NAMES = ("promptflow", "agent_framework", "python")
+ENGINE_WORDS = ("promptflow", "agent_framework")  # identifiers naming an engine ("python" is common)
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def _keys(tree: ast.AST) -> set[int]:
+    """String constants used as keys (`state["python"]`, `{"python": ...}`): field names."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript):
+            found.add(id(node.slice))
+        elif isinstance(node, ast.Dict):
+            found.update(id(key) for key in node.keys if key is not None)
+    return found
+
+
+def engine_mentions(path: Path) -> list[str]:
+    """Code naming an engine: a string literal that is an engine's name, or an identifier with
+    one in it (docstrings, comments, help text - longer strings - and field names aside)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _docstrings(tree) | _keys(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            if node.value.strip().lower() in ENGINE_NAMES:
+                found.append(f"line {node.lineno}: {node.value!r}")
+        names = []
+        if isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, ast.keyword) and node.arg:
+            names = [node.arg]
+        elif isinstance(node, ast.alias):
+            names = [node.asname or node.name]
+        found += [f"line {node.lineno}: {name}" for name in names
+                  if any(word in name.lower() for word in ENGINE_WORDS)]
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("genaiops.engines")))
+def test_no_engine_is_named_outside_the_engines(module):
+    """Outside `engines/`, code asks an engine through the protocol (its capabilities) instead of
+    naming it: a new engine then needs an adapter and a table line, nothing else. The engines'
+    table (`engines/__init__.py`) is inside; docs, comments, docstrings and help text may name
+    engines."""
+    assert engine_mentions(MODULES[module]) == [], f"{module} names an engine"
+
+
+def test_the_engine_name_check_finds_engine_names(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""Docstring naming promptflow is fine."""\n'
+                      'if engine == "agent_framework":\n    pass\n'
+                      'from x import promptflow_home\nhelp_text = "runs promptflow flows"\n')
+    assert sorted(engine_mentions(sample)) == ["line 2: 'agent_framework'", "line 4: promptflow_home"]

@@ -285,7 +285,7 @@ MALFORMED = [
      "environment_variables.1X"),
     ("env-var-unknown-connection", CONFIG + "environment_variables: {X: '${nope.api_base}'}\n",
      "no connection named 'nope'", "environment_variables.X"),
-    ("init-on-a-dag-evaluator", _init_on_a_dag_evaluator, "`init` applies to flex evaluator flows",
+    ("init-on-a-dag-evaluator", _init_on_a_dag_evaluator, "`init` applies to evaluator flows that take",
      "evaluators[0].init"),
     ("unknown-flow-input", CONFIG.replace("      text: ${data.text}", "      query: ${data.text}"),
      "flow has no input 'query'", "datasets[0].mappings.query"),

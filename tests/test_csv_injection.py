@@ -1,6 +1,6 @@
 """CSV formula injection: text an LLM (or a dataset) controls must never start a spreadsheet formula
 in results.csv or metrics.csv (OWASP "CSV Injection": a leading = + - @ tab or carriage return is
-neutralised with a single quote). Reproduced through the CLI on a real promptflow run."""
+neutralised with a single quote). Reproduced through the CLI on a real (python engine) run."""
 
 from __future__ import annotations
 
@@ -42,9 +42,8 @@ def test_neutralise_leaves_plain_text_and_numbers_alone(value):
     assert neutralise(value) == value
 
 
-@pytest.mark.promptflow
 def test_llm_text_reaches_csv_only_as_inert_text(tmp_path, monkeypatch):
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", engine="python")  # the reports, not the engine, under test
     monkeypatch.setenv("GENAIOPS_STATE_DIR", str(tmp_path / "state"))
     use_code_evaluator(repo, "evaluators/judge.py", EVALUATOR, "{primary_metric: match}")
     write_normalize(repo, """\

@@ -274,10 +274,7 @@ def test_persistent_500_fails_with_message(repo, state_dir, sim, capsys):
 
 @pytest.mark.promptflow
 def test_429_storm_loses_and_duplicates_no_line(repo, state_dir, sim, capsys, monkeypatch):
-    import genaiops.llm_session as llm_session
-
-    real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
+    monkeypatch.setenv("LLM_API_BASE", sim.openai_base_url)  # the config's connection: this simulator
     sim.faults.add(kind="429", rate=0.5, retry_after=0.05)  # every other request, forever
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_pr", "--variants", "all", "--json", "--force"])
@@ -349,10 +346,7 @@ def test_a_run_whose_every_line_failed_is_not_reused(repo, state_dir, sim):
 
 @pytest.mark.promptflow
 def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, monkeypatch):
-    import genaiops.llm_session as llm_session
-
-    real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
+    monkeypatch.setenv("LLM_API_BASE", sim.openai_base_url)  # the config's connection: this simulator
     sim.faults.add(kind="500", count=None)
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json", "--force"])
@@ -372,10 +366,7 @@ def test_no_secret_in_ledger_or_output(repo, state_dir, sim, tmp_path, monkeypat
     dotenv = tmp_path / ".env"
     dotenv.write_text(f"LLM_API_KEY={CANARY}\n")
     monkeypatch.setenv("GENAIOPS_DOTENV", str(dotenv))
-    import genaiops.llm_session as llm_session
-
-    real = llm_session.llm_session
-    monkeypatch.setattr(llm_session, "llm_session", lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
+    monkeypatch.setenv("LLM_API_BASE", sim.openai_base_url)  # the config's connection: this simulator
     code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
                  "--datasets", "tickets_mini", "--json"])
     captured = capsys.readouterr()

@@ -18,6 +18,7 @@ import pytest
 from fakes.azureml import FakeAzureML, workspace_path
 
 from genaiops import hashing
+from genaiops.engines import open_engine
 from genaiops.errors import GenaiopsError, UsageError
 from genaiops.registry import AssetSpec, open_registry
 
@@ -188,7 +189,9 @@ def test_flow_is_registered_as_a_promptflow_custom_model(registry, workspace, re
     flow = repo / "flows" / "uc" / "standard"
     (flow / "__pycache__").mkdir()
     (flow / "__pycache__" / "x.pyc").write_bytes(b"cache")
-    reg = registry.register(AssetSpec("classifier", "flow", flow, "the classifier"))
+    properties = open_engine("promptflow").registration_properties(flow)  # what build passes
+    reg = registry.register(AssetSpec("classifier", "flow", flow, "the classifier",
+                                      properties=properties))
     assert (reg.uri, reg.kind, reg.created) == ("azureml:classifier:1", "flow", True)
     [put] = workspace.puts()
     assert put["path"] == versions_path("models", "classifier") + "/1"

@@ -48,14 +48,10 @@ def test_an_echoed_key_is_nowhere_on_disk_after_the_run(repo, state_dir, tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     (tmp_path / ".env").write_text(f"LLM_API_KEY={canary}\n")
     monkeypatch.setenv("GENAIOPS_DOTENV", str(tmp_path / ".env"))
-    import genaiops.llm_session as llm_session
-
-    real = llm_session.llm_session
     with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml", api_key=canary) as sim:
         # every answer is a 401 whose body repeats the key
         sim.faults.add("401", count=None)
-        monkeypatch.setattr(llm_session, "llm_session",
-                            lambda config, engine, simulator=None, **kw: real(config, engine, sim, **kw))
+        monkeypatch.setenv("LLM_API_BASE", sim.openai_base_url)  # the connection: this simulator
         code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification", "-e",
                                   "fast", "--no-progress"], capsys)
     assert code == 1 and "Incorrect API key provided" in err, out + err

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genaiops.engines.promptflow.flowspec import read_flow
+from genaiops.engines import open_engine
 from genaiops.errors import UsageError
-from genaiops.scaffold import KINDS, TEMPLATES, scaffold_use_case
+from genaiops.scaffold import TEMPLATES, kinds, scaffold_use_case
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import files as fsutil
+
+KINDS = tuple(kinds())  # every kind an engine offers
 
 COMMON = {
     "configs/{n}/experiment.yaml",
@@ -22,16 +24,16 @@ COMMON = {
     "configs/{n}/simulator.yaml",
     "configs/{n}/sample-request.json",
     "datasets/{n}/{n}.jsonl",
-    "flows/{n}/evaluation/flow.dag.yaml",
-    "flows/{n}/evaluation/grade.py",
-    "flows/{n}/evaluation/aggregate.py",
 }
+DAG_EVALUATION = {"flows/{n}/evaluation/flow.dag.yaml", "flows/{n}/evaluation/grade.py",
+                  "flows/{n}/evaluation/aggregate.py"}
 BY_KIND = {
-    "dag": {"flows/{n}/standard/flow.dag.yaml", "flows/{n}/standard/classify_precise.jinja2",
+    "dag": DAG_EVALUATION | {"flows/{n}/standard/flow.dag.yaml", "flows/{n}/standard/classify_precise.jinja2",
             "flows/{n}/standard/classify_quick.jinja2", "flows/{n}/standard/requirements.txt"},
-    "flex": {"flows/{n}/standard/flow.flex.yaml", "flows/{n}/standard/classifier.py",
+    "flex": DAG_EVALUATION | {"flows/{n}/standard/flow.flex.yaml", "flows/{n}/standard/classifier.py",
              "flows/{n}/standard/classify.prompty", "flows/{n}/standard/requirements.txt"},
-    "prompty": {"flows/{n}/standard/classify.prompty"},
+    "prompty": DAG_EVALUATION | {"flows/{n}/standard/classify.prompty"},
+    "python": {"flows/{n}/standard/flow.py", "flows/{n}/evaluation/grade.py"},
 }
 
 
@@ -59,7 +61,7 @@ def test_scaffold_creates_a_complete_use_case(repo, kind):
 
     config = yaml.safe_load((repo / f"configs/{name}/experiment.yaml").read_text())
     assert config["name"] == name
-    assert (repo / config["flow"]).exists()
+    assert (repo / config["flow"].split(":")[0]).exists()
     assert (repo / config["simulator"]["rules"]).is_file()
     rows = [json.loads(line) for line in (repo / f"datasets/{name}/{name}.jsonl").read_text().splitlines()]
     assert len(rows) >= 5 and {"id", "text", "label"} <= set(rows[0])
@@ -67,7 +69,7 @@ def test_scaffold_creates_a_complete_use_case(repo, kind):
     # Flex and prompty use parameter variants; DAG flows use node variants only.
     assert ("variants" in config) == (kind != "dag")
 
-    spec = read_flow(repo / config["flow"])
+    spec = open_engine(config["engine"]).read_flow(repo / config["flow"])
     assert spec.kind == kind
     if kind == "dag":
         assert spec.node_variants == {"classify": ("precise", ("precise", "quick"))}
@@ -82,7 +84,7 @@ def test_scaffolded_text_is_rendered_but_prompts_keep_their_placeholders(repo, k
         if path.suffix in (".jinja2", ".prompty"):
             assert "{{text}}" in text  # the prompt's own jinja placeholder survived rendering
             assert "{% raw %}" not in text and "{% endraw %}" not in text
-    prompt_files = [p for p in created if p.suffix in (".jinja2", ".prompty")]
+    prompt_files = [p for p in created if p.suffix in (".jinja2", ".prompty", ".py")]
     assert prompt_files
 
 
@@ -149,7 +151,9 @@ def test_every_template_is_shipped_as_package_data(repo_root):
     tomllib = pytest.importorskip("tomllib")
     patterns = tomllib.loads((repo_root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["genaiops"]
     suffixes = tuple(p.replace("**/*", "") for p in patterns)
-    templates = [p for p in TEMPLATES.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    folders = {TEMPLATES, *(layer for _engine, spec in kinds().values() for layer in spec.layers)}
+    templates = [p for folder in folders for p in folder.rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts]
     assert templates
     assert [p for p in templates if not p.name.endswith(suffixes)] == []
 

@@ -17,16 +17,16 @@ from repo_factory import CONFIG, make_repo, write
 from genaiops.cli import main
 from genaiops.workspace.integrity import seal
 
-pytestmark = pytest.mark.promptflow
 CODE_EVALUATOR = "def score(groundtruth, prediction):\n    return float(groundtruth == prediction)\n"
 
 
 @pytest.fixture
 def repo(tmp_path, state_dir, monkeypatch):
     monkeypatch.delenv("DEMO_KEY", raising=False)
+    """The demo on the python engine: these tests are about the state folder, not an engine."""
     root = make_repo(tmp_path / "repo", CONFIG.replace(
         "    flow: flows/demo/evaluation\n", "    code: evaluators/exact.py:score\n").replace(
-        "metric: accuracy", "metric: exact"))
+        "metric: accuracy", "metric: exact"), engine="python")
     write(root / "evaluators/exact.py", CODE_EVALUATOR)
     return root
 
@@ -122,6 +122,7 @@ def test_a_damaged_registry_blob_is_refused_then_stored_again(repo, state_dir, c
     assert genaiops(repo, capsys, "registry", "show", "rows")[0] == 0
 
 
+@pytest.mark.promptflow
 def test_a_damaged_best_variant_pointer_is_never_followed(tmp_path, state_dir, trust_dir, capsys, monkeypatch):
     repo = copy_use_case(tmp_path / "repo", "classification")
     monkeypatch.setenv("PATH", "/nonexistent")  # no docker: deploy would stop right after choosing
@@ -149,9 +150,9 @@ def test_leftovers_of_killed_processes_are_swept_on_start(repo, state_dir, capsy
 
     host_tag = owner_tag().rsplit("-", 1)[0]
     leftovers = [state_dir / f"registry/blobs/sha256/.incoming-{host_tag}-{dead}-abc/blob",
-                 state_dir / f"staging/demo-x-00.{host_tag}-{dead}/flow/flow.dag.yaml",
+                 state_dir / f"staging/demo-x-00.{host_tag}-{dead}/flow/normalize.py",
                  state_dir / f"ledger/runs/.k.json.{host_tag}-{dead}.x1.tmp"]
-    alive = state_dir / f"staging/demo-y-00.{host_tag}-{os.getpid()}/flow/flow.dag.yaml"
+    alive = state_dir / f"staging/demo-y-00.{host_tag}-{os.getpid()}/flow/normalize.py"
     for path in [*leftovers, alive]:
         write(path, "partial")
     experiment(repo, capsys)

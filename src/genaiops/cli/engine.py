@@ -11,18 +11,22 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 def add_engine_parser(commands) -> None:
     actions = add_command_group(
         commands, "engine", "Flow engines: list | setup",
-        "The engines a use case can name in `engine:` (promptflow, agent_framework), where each "
-        "runs and whether it is ready.", ["list", "setup"])
-    add_command(actions, "list", cmd_engine_list)
+        "The engines a use case can name in `engine:` (promptflow, agent_framework, python, and "
+        "any named in GENAIOPS_ENGINES or installed), where each runs and whether it is ready.",
+        ["list", "setup"])
+    listing = add_command(actions, "list", cmd_engine_list)
+    listing.add_argument("--needing-setup", action="store_true",
+                         help="only print the names of engines that have an environment of their "
+                              "own to set up, one a line (for scripts: `make setup`)")
     setup = add_command(actions, "setup", cmd_engine_setup)
-    setup.add_argument("name", choices=_engines(), help="the engine to set up")
+    setup.add_argument("name", help="the engine to set up (`genaiops engine list`)")
     setup.add_argument("--force", action="store_true", help="rebuild even when it is ready")
 
 
 def _engines() -> tuple[str, ...]:
-    from genaiops.engines import ENGINES
+    from genaiops.engines import engine_names
 
-    return ENGINES
+    return engine_names()
 
 
 def cmd_engine_list(args: argparse.Namespace) -> int:
@@ -34,7 +38,15 @@ def cmd_engine_list(args: argparse.Namespace) -> int:
     from genaiops.cli.render import emit_json, out, table
     from genaiops.engines import open_engine
 
-    states = [open_engine(name).environment() for name in _engines()]
+    engines = [open_engine(name) for name in _engines()]
+    if args.needing_setup:
+        for engine in engines:
+            if engine.needs_setup:
+                out(engine.name)
+        return EXIT_OK
+    states = [{**engine.environment(), "needs_setup": engine.needs_setup,
+               "backends": list(engine.backends), "kinds": sorted(engine.scaffold_kinds())}
+              for engine in engines]
     ok = all(state["ready"] for state in states)
     if args.json:
         emit_json({"ok": ok, "engines": states})

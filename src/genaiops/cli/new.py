@@ -11,8 +11,9 @@ from genaiops.errors import EXIT_OK
 def add_new_parser(subparsers) -> None:
     parser = add_command(subparsers, "new", cmd_new)
     parser.add_argument("use_case", help="name: lowercase letters, digits, - and _")
-    parser.add_argument("--kind", choices=["dag", "flex", "prompty"], default="dag",
-                        help="flow type (default: dag)")
+    parser.add_argument("--kind", default=None,
+                        help="flow type, one an engine offers: dag, flex, prompty (promptflow), "
+                             "python, ... (default: the default engine's first)")
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -22,15 +23,16 @@ def cmd_new(args: argparse.Namespace) -> int:
     `genaiops validate` at once. Never overwrites existing files.
     """
     from genaiops.cli.render import emit_json, out
-    from genaiops.scaffold import scaffold_use_case
+    from genaiops.scaffold import kinds, scaffold_use_case
 
     root = repo_root(args)
     created = scaffold_use_case(root, args.use_case, args.kind)
+    kind = args.kind or next(iter(kinds()))
     if args.json:
-        emit_json({"ok": True, "use_case": args.use_case, "kind": args.kind,
+        emit_json({"ok": True, "use_case": args.use_case, "kind": kind,
                    "created": [str(p.relative_to(root)) for p in created]})
         return EXIT_OK
-    out(f"created use case {args.use_case!r} ({args.kind}):")
+    out(f"created use case {args.use_case!r} ({kind}):")
     for path in created:
         out(f"  {path.relative_to(root)}")
     out(f"next: genaiops validate --use-case {args.use_case}")

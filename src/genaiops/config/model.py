@@ -28,7 +28,7 @@ from genaiops.config.filemodel import (
     WindowSec,
     load_context,
 )
-from genaiops.engines import DEFAULT_ENGINE, ENGINES
+from genaiops.engines import DEFAULT_ENGINE
 from genaiops.simulator import DEFAULT_PORT
 
 SIMULATOR_BASE = "simulator"  # `api_base: simulator` = the bundled loopback LLM simulator
@@ -37,7 +37,9 @@ CORE_CONNECTION_FIELDS = frozenset({"name", "type", "api_base", "api_key", "api_
 QUOTA_FIELDS = frozenset({"rpm", "tpm"})  # how fast we may call, never what the flow outputs
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-EngineName = Literal[ENGINES]  # promptflow | agent_framework
+# an engine's name (`genaiops engine list`); semantics checks it names a registered one, which may
+# come from an installed package or GENAIOPS_ENGINES
+EngineName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 EnvName = Annotated[str, Field(pattern=ENV_NAME)]

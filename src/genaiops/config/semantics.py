@@ -21,7 +21,13 @@ from genaiops.config.datasets import (
 )
 from genaiops.config.model import gate_label
 from genaiops.config.yamlsrc import SourceMap, format_path
-from genaiops.engines import DEFAULT_ENGINE, engine_reading, open_engine
+from genaiops.engines import (
+    DEFAULT_ENGINE,
+    backends_problem,
+    engine_names,
+    engine_reading,
+    open_engine,
+)
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.hashing import escaping_links
@@ -70,6 +76,10 @@ class Checker:
         if resolved is None:
             return None
         target = resolved.with_name(f"{resolved.name}:{entry.group('function')}") if entry else resolved
+        if engine and engine not in engine_names():
+            self.add(path[:-1] + ("engine",), f"unknown engine {engine!r}",
+                     f"use one of: {', '.join(engine_names())} (`genaiops engine list`)")
+            return None
         try:
             if detect and engine is None:
                 _name, spec = engine_reading(target, preferred=self.engine.name)
@@ -203,11 +213,18 @@ def check(data: dict, sources: SourceMap,
           repo_root: Path) -> tuple[list[Problem], dict[str, FlowSpec]]:
     """Returns problems plus the flow specs read on the way, by the path as written."""
     engine_name = data.get("engine", DEFAULT_ENGINE)
+    if engine_name not in engine_names():
+        file, line = sources.locate(("engine",))
+        return [Problem(file, line, "engine", f"unknown engine {engine_name!r}",
+                        f"use one of: {', '.join(engine_names())} (`genaiops engine list`)")], {}
     c = Checker(repo_root, sources, open_engine(engine_name))
     backend = (data.get("runtime") or {}).get("backend", "local")
-    if engine_name == "agent_framework" and backend != "local":
-        c.add(("runtime", "backend"), f"the agent_framework engine runs batches locally, not on "
-              f"{backend!r}", "use runtime.backend: local (Azure ML runs need engine: promptflow)")
+    wrong_backend = backends_problem(engine_name, backend)
+    if wrong_backend:
+        others = [n for n in engine_names() if backend in open_engine(n).backends]
+        c.add(("runtime", "backend"), wrong_backend,
+              f"use runtime.backend: {' or '.join(c.engine.backends)}"
+              + (f" ({backend} runs need engine: {' or '.join(others)})" if others else ""))
 
     flow = c.flow(("flow",), data["flow"])
     run_outputs = flow.outputs if flow is not None else ()
@@ -216,9 +233,9 @@ def check(data: dict, sources: SourceMap,
                         ("evaluators", "evaluator"), ("variants", "variant")):
         c.unique(data.get(block, []), (block,), what)
 
-    if data.get("variants") and flow is not None and flow.kind == "dag":
-        c.add(("variants",), "`variants` (parameter sets) apply to flex and prompty flows only",
-              "DAG flows take node variants from flow.dag.yaml; remove this block")
+    if data.get("variants") and flow is not None and not flow.parameter_sets:
+        c.add(("variants",), f"`variants` (parameter sets) do not apply to a {flow.kind} flow",
+              f"{flow.kind} flows take their variants from their own files; remove this block")
     elif data.get("variants") and flow is not None and flow.node_variants:
         c.add(("variants",), f"the flow declares its variants ({', '.join(flow.node_variants)}): "
               "`variants` here would be ignored", "remove this block, or VARIANTS from the app")
@@ -248,10 +265,10 @@ def check(data: dict, sources: SourceMap,
                                detect=True)
             if eval_flow is not None:
                 reported[ev["name"]] = set(eval_flow.outputs)
-            if ev.get("init") and eval_flow is not None and eval_flow.kind != "flex":
-                c.add(("evaluators", e_index, "init"), f"`init` applies to flex evaluator flows "
-                      f"(a class entry); {ev['flow']} is a {eval_flow.kind} flow",
-                      "remove `init`, or make the evaluator a flex flow whose class takes it")
+            if ev.get("init") and eval_flow is not None and not eval_flow.takes_init:
+                c.add(("evaluators", e_index, "init"), f"`init` applies to evaluator flows that "
+                      f"take init parameters (a class entry); {ev['flow']} is a {eval_flow.kind} flow",
+                      "remove `init`, or make the evaluator a flow whose class takes it")
         elif ev.get("kind") == "azure_ai_evaluation":
             if "class" not in ev:
                 c.add(("evaluators", e_index), "`kind: azure_ai_evaluation` needs `class:`",
@@ -312,9 +329,9 @@ def check(data: dict, sources: SourceMap,
     too_many = parallel_problem(parallel)
     if too_many:
         c.add(("runtime", "max_parallel"), too_many, parallel_hint())
-    # Azure ML compute is not this machine; an agent_framework batch is one process whose lines
-    # are coroutines, so only promptflow's worker processes are counted against cores and memory
-    elif runtime.get("backend", "local") == "local" and engine_name == "promptflow":
+    # remote compute is not this machine; lines that are coroutines of one process (the engine
+    # says: `line_workers_are_processes`) are not counted against its cores and memory
+    elif runtime.get("backend", "local") == "local" and c.engine.line_workers_are_processes:
         problem = worker_problem(workers, parallel)
         if problem:  # located at the larger factor
             field = "max_parallel" if workers == "auto" or parallel > workers else "worker_count"

@@ -1,11 +1,14 @@
-"""Flow engines behind one protocol (`base.Engine`): `promptflow` and `agent_framework`
-(Microsoft Agent Framework, promptflow's successor).
+"""Flow engines behind one protocol (`base.Engine`): `promptflow`, `agent_framework`
+(Microsoft Agent Framework, promptflow's successor) and `python` (a plain Python function).
 
-`open_engine` picks the adapter a config names; nothing else imports an adapter directly.
+`ENGINE_TABLE` names them (`module:Class`; more from the `genaiops.engines` entry point group or
+`GENAIOPS_ENGINES`, see `genaiops.adapters`); `open_engine` picks the adapter a config names and
+nothing else imports an adapter directly.
 """
 
 from __future__ import annotations
 
+from genaiops.adapters import AdapterTable
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
@@ -20,24 +23,39 @@ from genaiops.engines.base import (
     VariantSpec,
 )
 
-ENGINES = ("promptflow", "agent_framework")
+ENGINE_TABLE = AdapterTable("engines", "engine", {
+    "promptflow": "genaiops.engines.promptflow:PromptflowEngine",
+    "agent_framework": "genaiops.engines.agent_framework:AgentFrameworkEngine",
+    "python": "genaiops.engines.python:PythonEngine",
+})
+ENGINES = tuple(ENGINE_TABLE.builtin)  # the built-in engines; `engine_names()` has them all
 DEFAULT_ENGINE = "promptflow"
+
+
+def engine_names() -> tuple[str, ...]:
+    """Every engine a config may name: built-in, installed (entry points), `GENAIOPS_ENGINES`."""
+    return ENGINE_TABLE.names()
 
 
 def open_engine(name: str = DEFAULT_ENGINE, *, backend: str = "local", settings: dict | None = None,
                 runner: Runner | None = None) -> Engine:
-    """The engine adapter `name`; `backend` is where it runs batches (local | azure)."""
+    """The engine adapter `name`; `backend` is where it runs batches (one of its `backends`)."""
     from genaiops.errors import UsageError
 
-    if name == "promptflow":
-        from genaiops.engines.promptflow import PromptflowEngine
+    engine_class = ENGINE_TABLE.load(name)
+    if backend not in engine_class.backends:
+        raise UsageError(f"unknown runtime backend {backend!r}: {backends_problem(name, backend)}",
+                         hint=f"use runtime.backend: {' or '.join(engine_class.backends)}")
+    return engine_class(backend, settings, runner)
 
-        return PromptflowEngine(backend, settings, runner)
-    if name == "agent_framework":
-        from genaiops.engines.agent_framework import AgentFrameworkEngine
 
-        return AgentFrameworkEngine(backend, settings, runner)
-    raise UsageError(f"unknown engine {name!r}", hint=f"use one of: {', '.join(ENGINES)}")
+def backends_problem(name: str, backend: str) -> str | None:
+    """Why engine `name` cannot run batches on `backend` (None: it can)."""
+    backends = tuple(ENGINE_TABLE.load(name).backends)
+    if backend in backends:
+        return None
+    where = "locally" if backends == ("local",) else f"on {' or '.join(backends)}"
+    return f"the {name} engine runs batches {where}, not on {backend!r}"
 
 
 def engine_for(config, runner: Runner | None = None) -> Engine:
@@ -51,7 +69,7 @@ def engine_reading(path, preferred: str = DEFAULT_ENGINE) -> tuple[str, FlowSpec
     """(engine name, spec) of the engine that reads the flow at `path`: `preferred` first, then
     the others; FlowSpecError listing why each declined when none does."""
     reasons = []
-    for name in dict.fromkeys((preferred, *ENGINES)):
+    for name in dict.fromkeys((preferred, *engine_names())):
         try:
             return name, open_engine(name).read_flow(path)
         except FlowSpecError as exc:
@@ -61,5 +79,5 @@ def engine_reading(path, preferred: str = DEFAULT_ENGINE) -> tuple[str, FlowSpec
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "BatchJob", "BatchResult", "Engine", "FlowSpec",
            "FlowSpecError", "LineResult", "MemberResult", "Runner", "ServingBundle", "StagedBatch",
-           "VariantSpec", "engine_for", "engine_reading", "open_engine"]
+           "VariantSpec", "backends_problem", "engine_for", "engine_names", "engine_reading", "open_engine"]
 

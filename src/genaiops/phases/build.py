@@ -59,7 +59,8 @@ def register_candidate(ctx: PhaseContext, candidate: Candidate, progress):
     backend = ctx.deployment.registry.get("backend") or experiment.registry.get("backend", "local")
     registration = open_registry(backend, experiment.repo_root, experiment.registry).register(
         AssetSpec(name=f"{experiment.use_case}-flow", kind="flow", path=candidate.staged,
-                  description=f"deployed flow, variant {candidate.chosen.label}", ignores=engine.cache_patterns))
+                  description=f"deployed flow, variant {candidate.chosen.label}", ignores=engine.cache_patterns,
+                  properties=engine.registration_properties(candidate.staged)))
     progress(f"flow {registration.uri} ({'registered' if registration.created else 'unchanged'})")
     return registration
 

@@ -447,7 +447,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     from genaiops.llm_session import output_settings
 
     config = ctx.config
-    _check_capacity(config, options)
+    _check_capacity(config, options, ctx.engine.line_workers_are_processes)
     ledger = ctx.workspace.ledger()
     experiment_id = new_experiment_id(config.use_case)
     started = time.time()
@@ -525,14 +525,17 @@ def _within_budget(config: ExperimentConfig, planned: list[PlannedRun], ledger: 
     return estimate
 
 
-def _check_capacity(config: ExperimentConfig, options: ExperimentOptions) -> None:
-    """--workers / --max-parallel are held to what this machine can run, as the config is."""
+def _check_capacity(config: ExperimentConfig, options: ExperimentOptions,
+                    processes: bool = True) -> None:
+    """--workers / --max-parallel are held to what this machine can run, as the config is (when
+    the engine's line workers are processes: `processes`)."""
     from genaiops.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
 
     too_many = parallel_problem(options.max_parallel or 0)
     if too_many:
         raise UsageError(f"--max-parallel: {too_many}", hint=parallel_hint())
-    if config.runtime.backend != "local" or not (options.worker_count or options.max_parallel):
+    if config.runtime.backend != "local" or not processes or \
+            not (options.worker_count or options.max_parallel):
         return
     problem = worker_problem(options.worker_count or config.runtime.worker_count,
                              options.max_parallel or config.runtime.max_parallel)

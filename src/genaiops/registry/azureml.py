@@ -25,25 +25,12 @@ from genaiops.registry.base import AssetSpec, Registration, VersionTaken
 
 # Azure operations attribute on MLClient per asset kind.
 OPERATIONS = {"dataset": "data", "flow": "models"}
-FLOW_FILES = ("flow.dag.yaml", "flow.flex.yaml")
 HASH_TAG = "content_hash"
 
 
 def _int_version(version) -> int | None:
     text = str(version or "")
     return int(text) if text.isdigit() else None
-
-
-def flow_properties(snap) -> dict:
-    """The properties Azure ML uses to recognise a registered model as a prompt flow."""
-    top = {e.rel for e in snap.files}
-    flow_file = next((f for f in FLOW_FILES if f in top), None)
-    if not snap.is_dir:
-        flow_file = snap.root.name
-    props = {"is-promptflow": "true"}
-    if flow_file:
-        props["azureml.promptflow.dag-file"] = flow_file
-    return props
 
 
 @contextmanager
@@ -97,6 +84,11 @@ class AzureMLStore:
 
             client = make_ml_client(settings)
         return cls(client, settings.get("uploader"))
+
+    @classmethod
+    def for_repo(cls, repo_root: Path, settings: dict) -> AzureMLStore:
+        """The store `registry.open_registry` opens (the repository plays no part here)."""
+        return cls.from_settings(settings)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -194,7 +186,8 @@ class AzureMLStore:
             return Data(
                 type=AssetTypes.URI_FOLDER if snap.is_dir else AssetTypes.URI_FILE, **common
             )
-        return Model(type=AssetTypes.CUSTOM_MODEL, properties=flow_properties(snap), **common)
+        # the flow's engine says how the registry recognises it (`Engine.registration_properties`)
+        return Model(type=AssetTypes.CUSTOM_MODEL, properties=dict(spec.properties), **common)
 
     def create(self, spec: AssetSpec, version: int, snap, tags: dict) -> Registration:
         from azure.ai.ml.exceptions import AssetPathException

@@ -24,6 +24,8 @@ class AssetSpec:
     path: Path
     description: str = ""
     ignores: tuple[str, ...] = ()  # gitignore patterns beyond the defaults (a flow engine's caches)
+    # what a model registry records with a flow (from its engine: `registration_properties`)
+    properties: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

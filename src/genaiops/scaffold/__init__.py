@@ -1,15 +1,15 @@
-"""`genaiops new <use_case> --kind dag|flex|prompty`: scaffold a use case that works at once.
+"""`genaiops new <use_case> --kind <kind>`: scaffold a use case that works at once.
 
 It writes a standard flow, an evaluation flow with an accuracy metric, a labelled dataset,
 simulator rules and configs (experiment.yaml, experiment.pr.yaml, sample-request.json) that pass
 `genaiops validate` and run against the bundled LLM simulator without edits.
 
-Templates live under `templates/<layer>/` mirroring the repository layout; `__name__` in a
-path becomes the use case name and a `.tmpl` suffix is dropped (so template `.py` files are not
-importable package modules). Every file is rendered with jinja2 (`{{ name }}`, `{{ kind }}`...);
-prompt templates protect their own `{{ }}` with `{% raw %}`. Kinds stack layers:
-dag = common + dag, prompty = common + prompty, flex = common + prompty + flex (the flex class
-wraps the same .prompty).
+The kinds come from the engines (`Engine.scaffold_kinds`: dag, flex, prompty, python, ...): each
+names template folders that stack over `templates/common/` (configs, dataset, simulator rules).
+Templates mirror the repository layout; `__name__` in a path becomes the use case name and a
+`.tmpl` suffix is dropped (so template `.py` files are not importable package modules). Every file
+is rendered with jinja2 (`{{ name }}`, `{{ kind }}`, `{{ engine }}`...); prompt templates protect
+their own `{{ }}` with `{% raw %}`.
 """
 
 from __future__ import annotations
@@ -17,25 +17,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from genaiops.engines.base import ScaffoldKind
 from genaiops.errors import UsageError
 from genaiops.workspace.files import atomic_write_text
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{1,40}$")
-KINDS = ("dag", "flex", "prompty")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-_LAYERS = {"dag": ("common", "dag"), "flex": ("common", "prompty", "flex"), "prompty": ("common", "prompty")}
-# What the scaffolded standard flow exposes, per kind: (path in config, output column).
-_FLOW = {
-    "dag": ("flows/{name}/standard", "sentiment"),
-    "flex": ("flows/{name}/standard", "sentiment"),
-    # A standalone prompty without `outputs:` returns text, which promptflow names `output`.
-    "prompty": ("flows/{name}/standard/classify.prompty", "output"),
-}
 _TOP_FOLDERS = ("flows", "datasets", "configs")
 
 
-def scaffold_use_case(repo_root: Path, name: str, kind: str = "dag") -> list[Path]:
+def scaffold_use_case(repo_root: Path, name: str, kind: str | None = None) -> list[Path]:
     """Create the use case's files under repo_root; returns the created files (absolute, sorted).
+    `kind` defaults to the first kind of the default engine.
 
     Raises UsageError for a bad name or kind, or when any of flows/<name>, datasets/<name>,
     configs/<name> already exists (nothing is overwritten or merged).
@@ -45,8 +38,10 @@ def scaffold_use_case(repo_root: Path, name: str, kind: str = "dag") -> list[Pat
             f"invalid use case name {name!r}",
             hint="2-41 characters: a lowercase letter, then lowercase letters, digits, - or _",
         )
-    if kind not in KINDS:
-        raise UsageError(f"unknown flow kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+    offered = kinds()
+    kind = kind or next(iter(offered))
+    if kind not in offered:
+        raise UsageError(f"unknown flow kind {kind!r}", hint=f"use one of: {', '.join(offered)}")
     repo_root = Path(repo_root).resolve()
     if not repo_root.is_dir():
         raise UsageError(f"repository folder {repo_root} does not exist")
@@ -58,7 +53,7 @@ def scaffold_use_case(repo_root: Path, name: str, kind: str = "dag") -> list[Pat
             hint="pick another name, or delete those folders first (genaiops new never overwrites)",
         )
 
-    rendered = _render_all(name, kind)  # render everything before writing anything
+    rendered = _render_all(name, kind, *offered[kind])  # render everything before writing anything
     created: list[Path] = []
     try:
         for relative, text in rendered:
@@ -74,33 +69,43 @@ def scaffold_use_case(repo_root: Path, name: str, kind: str = "dag") -> list[Pat
     return sorted(created)
 
 
-def _render_all(name: str, kind: str) -> list[tuple[Path, str]]:
+def kinds() -> dict[str, tuple[str, ScaffoldKind]]:
+    """Every kind an engine offers: kind -> (engine name, what to write)."""
+    from genaiops.engines import engine_names, open_engine
+
+    found: dict[str, tuple[str, ScaffoldKind]] = {}
+    for engine in engine_names():
+        for kind, spec in open_engine(engine).scaffold_kinds().items():
+            found.setdefault(kind, (engine, spec))
+    return found
+
+
+def _render_all(name: str, kind: str, engine: str, spec: ScaffoldKind) -> list[tuple[Path, str]]:
     import jinja2
 
-    flow_path, output = _FLOW[kind]
     context = {
         "name": name,
         "kind": kind,
-        "flow_path": flow_path.format(name=name),
-        "output": output,
+        "engine": engine,
+        "flow_path": spec.flow_path.format(name=name),
+        "evaluation_path": spec.evaluation_path.format(name=name),
+        "output": spec.output,
         "dataset": name,
     }
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         autoescape=False,
     )
     files: dict[Path, str] = {}
-    for layer in _LAYERS[kind]:
-        base = TEMPLATES / layer
+    for base in (TEMPLATES / "common", *spec.layers):
         for source in sorted(p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             relative = source.relative_to(base)
             target = Path(*(part.replace("__name__", name) for part in relative.parts))
             if target.name.endswith(".tmpl"):
                 target = target.with_name(target.name[: -len(".tmpl")])
-            template = env.get_template(f"{layer}/{relative.as_posix()}")
+            template = env.from_string(source.read_text(encoding="utf-8"))
             files[target] = template.render(**context)
     return sorted(files.items())
 

@@ -23,26 +23,26 @@ from pathlib import Path
 from genaiops.engines.agent_framework import appspec, environment, staging
 from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF, QUIET_ENV
 from genaiops.engines.base import (
-    BatchJob,
-    BatchResult,
-    FlowReads,
+    Engine,
     FlowSpec,
-    ProgressCallback,
     Runner,
+    ScaffoldKind,
     ServingBundle,
     StagedBatch,
     VariantSpec,
 )
+from genaiops.engines.childproc import OwnWorkerEngine
 from genaiops.engines.serving import ConnectionVariables
 
-CONNECTION_FIELDS = ("organization", "model")
 
-
-class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
+class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     name = "agent_framework"
     cache_patterns = staging.CACHE_PATTERNS
     flow_hint = ("point it at an app: `flows/<use_case>/<app>/app.py:build` (a function "
                  "build(llm, **params) returning an Agent or Workflow, with INPUTS and OUTPUTS)")
+    backends = ("local",)
+    line_workers_are_processes = False  # lines are coroutines of one worker process
+    needs_setup = True  # its own venv (`genaiops engine setup agent_framework`)
 
     def __init__(self, backend: str = "local", settings: dict | None = None,
                  runner: Runner | None = None):
@@ -51,17 +51,12 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
         if backend != "local":
             raise UsageError(f"the agent_framework engine runs batches locally, not on {backend!r}",
                              hint="use runtime.backend: local (Azure ML runs need the promptflow engine)")
-        self.settings = dict(settings or {})
-        self._connections: list[dict] = []
-        self._runner = runner
+        super().__init__(backend, settings, runner)
 
-    @property
-    def runner(self) -> Runner:
-        if self._runner is None:
-            from genaiops.engines.agent_framework.local import LocalRunner
+    def local_runner(self) -> Runner:
+        from genaiops.engines.agent_framework.local import LocalRunner
 
-            self._runner = LocalRunner(lambda: list(self._connections))
-        return self._runner
+        return LocalRunner(self.held_connections)
 
     def version(self) -> str:
         versions = environment.require_ready().get("versions", {})
@@ -74,21 +69,18 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
     def setup(self, *, force: bool = False, progress=None) -> dict:
         return environment.setup(force=force, progress=progress)
 
+    def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
+        return {}
+
+    def registration_properties(self, flow_dir: Path) -> dict[str, str]:
+        return {}
+
     def read_flow(self, path: Path) -> FlowSpec:
         app = appspec.read_app(path)
         return FlowSpec(appspec.KIND, app.root, Path(f"{app.file}:{app.function}"), app.inputs,
                         app.outputs, {group: (default, tuple(sets))
                                       for group, (default, sets) in app.variants.items()},
                         engine=self.name)
-
-    def flow_reads(self, flow: FlowSpec) -> FlowReads:
-        """What the app's Python and YAML files read from the environment. Its connections are the
-        config's, handed to `build(llm, ...)` by the runtime (their output settings are in every
-        run key already), so the app names none itself."""
-        from genaiops.envscan import tree_reads
-
-        reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
-        return FlowReads(variables=reads.variables, unknown=reads.unknown)
 
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         return staging.MAX_VARIANTS_PER_BATCH
@@ -98,15 +90,6 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
 
     def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
         return staging.stage_for_serving(flow, variant, dest)
-
-    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
-        """Keep the connections (secrets included) for this process's runs; nothing is stored."""
-        self._connections = [{"name": c.name, "type": c.type, "endpoint": endpoints[c.name],
-                              "api_key": c.api_key, "api_version": c.api_version,
-                              **{k: getattr(c, k) for k in CONNECTION_FIELDS if getattr(c, k)}}
-                             for c in connections]
-        return [{**c.public(), "endpoint": endpoints[c.name], "simulator": c.uses_simulator,
-                 "action": "in memory"} for c in connections]
 
     def run_environment(self, retries) -> dict:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
@@ -134,23 +117,10 @@ class AgentFrameworkEngine(ConnectionVariables):  # serving_connections: `<CONN>
                 "PYTHONPATH": "nothing: the engine's environment is its own venv",
                 "PYTHONHOME": "nothing: the engine's environment is its own venv"}
 
-    def prewarm(self, count: int) -> None:
-        """Nothing to warm: a worker imports agent-framework in about half a second."""
-
-    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
-        return self.runner.run(job, progress)
-
-    def linkable_run(self, name: str | None) -> bool:
-        """Runs live only in the ledger: evaluations read their outputs from there."""
-        return False
-
     def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
         from genaiops.engines.agent_framework.serving import serving_bundle
 
         return serving_bundle(flow_dir, context, connections)
-
-    def close(self) -> None:
-        """Workers end with their batch; nothing stays running."""
 
 
 __all__ = ["AgentFrameworkEngine"]

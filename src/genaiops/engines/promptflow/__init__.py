@@ -24,10 +24,12 @@ from pathlib import Path
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
+    Engine,
     FlowReads,
     FlowSpec,
     ProgressCallback,
     Runner,
+    ScaffoldKind,
     ServingBundle,
     StagedBatch,
     VariantSpec,
@@ -37,6 +39,17 @@ from genaiops.engines.promptflow.env import promptflow_home
 from genaiops.engines.serving import ConnectionVariables
 
 BACKENDS = ("local", "azure")
+TEMPLATES = Path(__file__).resolve().parent / "templates"  # `genaiops new` layers
+# A standalone prompty without `outputs:` returns text, which promptflow names `output`; the flex
+# class wraps the same .prompty; every kind is scored by the same DAG evaluation flow.
+SCAFFOLD = {
+    "dag": ScaffoldKind((TEMPLATES / "evaluation", TEMPLATES / "dag"), "flows/{name}/standard",
+                        "sentiment"),
+    "flex": ScaffoldKind((TEMPLATES / "evaluation", TEMPLATES / "prompty", TEMPLATES / "flex"),
+                         "flows/{name}/standard", "sentiment"),
+    "prompty": ScaffoldKind((TEMPLATES / "evaluation", TEMPLATES / "prompty"),
+                            "flows/{name}/standard/classify.prompty", "output"),
+}
 
 
 def _version(package: str) -> str:
@@ -65,11 +78,14 @@ RESERVED_VARIABLES = {
 }
 
 
-class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KEY>` variables
-    name = "promptflow"
+class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<CONN>_<KEY>` variables
+    name = flowspec.ENGINE
     # promptflow writes these into flow folders while running: never part of a flow's identity
     cache_patterns = staging.CACHE_PATTERNS
     flow_hint = "point it at a folder with flow.dag.yaml, flow.flex.yaml or a .prompty file"
+    backends = BACKENDS
+    line_workers_are_processes = True  # forked line processes of a local worker
+    needs_setup = False  # installed with genaiops[promptflow]
 
     def __init__(self, backend: str = "local", settings: dict | None = None, runner: Runner | None = None):
         from genaiops.errors import UsageError
@@ -107,6 +123,19 @@ class PromptflowEngine(ConnectionVariables):  # serving_connections: `<CONN>_<KE
 
     def setup(self, *, force: bool = False, progress=None) -> dict:
         return {**self.environment(), "action": "unchanged"}
+
+    def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
+        return dict(SCAFFOLD)
+
+    def registration_properties(self, flow_dir: Path) -> dict[str, str]:
+        """What Azure ML uses to recognise a registered model as a prompt flow."""
+        flow_dir = Path(flow_dir)
+        if flow_dir.is_file():
+            return {"is-promptflow": "true", "azureml.promptflow.dag-file": flow_dir.name}
+        flow_file = next((f for f in (flowspec.DAG_FILE, flowspec.FLEX_FILE)
+                          if (flow_dir / f).is_file()), None)
+        return {"is-promptflow": "true", **({"azureml.promptflow.dag-file": flow_file}
+                                            if flow_file else {})}
 
     def read_flow(self, path: Path) -> FlowSpec:
         return flowspec.read_flow(path)

@@ -15,6 +15,7 @@ import yaml
 
 from genaiops.engines.base import FlowSpec, FlowSpecError
 
+ENGINE = "promptflow"
 DAG_FILE = "flow.dag.yaml"
 FLEX_FILE = "flow.flex.yaml"
 # where a flow with `additional_includes` is laid out whole (inside promptflow's own cache folder,
@@ -139,7 +140,8 @@ def _dag(root: Path) -> FlowSpec:
         variants[node] = (default, ids)
         nodes += [(v or {}).get("node") for v in ((spec or {}).get("variants") or {}).values()]
     return FlowSpec("dag", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
-                    variants, calls_llm=any(_calls_llm(n) for n in nodes),
+                    variants, calls_llm=any(_calls_llm(n) for n in nodes), engine=ENGINE,
+                    parameter_sets=False,  # a DAG's variants are its node variants
                     defaulted=_defaulted(data.get("inputs")))
 
 
@@ -150,6 +152,7 @@ def _flex(root: Path) -> FlowSpec:
     if not data.get("entry"):
         raise FlowSpecError(f"{root / FLEX_FILE}: missing `entry` (module:function or module:Class)")
     return FlowSpec("flex", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
+                    engine=ENGINE, takes_init=True,  # a class entry takes init parameters
                     defaulted=_defaulted(data.get("inputs")))
 
 
@@ -163,4 +166,4 @@ def _prompty(file: Path, root: Path) -> FlowSpec:
     except yaml.YAMLError:
         raise FlowSpecError(f"{file}: malformed YAML front matter") from None
     return FlowSpec("prompty", root, file, _names(front.get("inputs")), _names(front.get("outputs")),
-                    calls_llm=True, defaulted=_defaulted(front.get("inputs")))
+                    calls_llm=True, engine=ENGINE, defaulted=_defaulted(front.get("inputs")))

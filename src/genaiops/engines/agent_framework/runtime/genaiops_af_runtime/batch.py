@@ -237,7 +237,9 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: _exit(3))
     if not contain_self(signal.SIGTERM):
-        threading.Thread(target=_stop_with_parent, args=(os.getppid(),), daemon=True).start()
+        # the orchestrator names itself: if it died before this line, getppid() is already another
+        parent = int(os.environ.get("GENAIOPS_PARENT_PID") or os.getppid())
+        threading.Thread(target=_stop_with_parent, args=(parent,), daemon=True).start()
     job_file, result_file = argv[:2]
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     connections = json.loads(sys.stdin.read() or "[]")
