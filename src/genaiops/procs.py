@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 OWNER_ENV = "GENAIOPS_PROCESS_OWNER"
 PARENT_ENV = "GENAIOPS_PARENT_PID"
@@ -185,7 +186,7 @@ def new_tag() -> str:
     return f"{owner_tag()}.{next(_counter)}"
 
 
-def child_env(tag: str) -> dict:
+def child_env(tag: str) -> dict[str, str]:
     """Environment entries a worker needs for `contain_self`."""
     return {OWNER_ENV: tag, PARENT_ENV: str(os.getpid())}
 
@@ -206,7 +207,7 @@ class _Spawner:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 reply.put((None, exc))
 
-    def spawn(self, *args, **kwargs) -> subprocess.Popen:
+    def spawn(self, *args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._serve, name="genaiops-spawner", daemon=True)
@@ -222,12 +223,12 @@ class _Spawner:
 _SPAWNER = _Spawner()
 
 
-def spawn(*args, **kwargs) -> subprocess.Popen:
+def spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
     """`subprocess.Popen(*args, **kwargs)`, started from the spawner thread."""
     return _SPAWNER.spawn(*args, **kwargs)
 
 
-def end(process: subprocess.Popen, tag: str | None) -> int:
+def end(process: subprocess.Popen[bytes], tag: str | None) -> int:
     """End a worker started with `child_env(tag)` and everything it or its descendants started;
     reap it. Returns its exit code."""
     if process.returncode is None:

@@ -5,7 +5,6 @@ stdout, contained like promptflow's workers (`genaiops.procs`) and ended with ev
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 import threading
@@ -37,7 +36,6 @@ def _feed(process: subprocess.Popen[bytes], payload: bytes) -> None:
 
 
 LOG_TAIL_CHARS = 1500
-PARENT_ENV = "GENAIOPS_PARENT_PID"
 
 
 WAIT_SECONDS = 0.1
@@ -65,7 +63,8 @@ def run_batch_process(command: list[str], plan: dict[str, Any], env: dict[str, s
         tag = procs.new_tag()
         private_tmp = Path(tmp) / "tmp"  # the flow's temp files go with this folder
         private_tmp.mkdir()
-        env = {**env, **procs.child_env(tag), "TMPDIR": str(private_tmp), PARENT_ENV: str(os.getpid())}
+        # child_env: the owner tag, and this pid as the parent the worker watches for
+        env = {**env, **procs.child_env(tag), "TMPDIR": str(private_tmp)}
         with log_file.open("wb") as log:
             process = procs.spawn(sandboxed([*command, str(job_file), str(result_file)]),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env,

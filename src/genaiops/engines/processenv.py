@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from genaiops.secrets import is_secret_name
@@ -48,7 +49,8 @@ def allowed(name: str) -> bool:
     return name.startswith(_PREFIXES) and not is_secret_name(name)
 
 
-def engine_environment(extra: dict | None = None, environ: dict | None = None) -> dict:
+def engine_environment(extra: dict[str, str] | None = None,
+                       environ: dict[str, str] | None = None) -> dict[str, str]:
     """The allow-listed part of `environ` (default: this process's), plus `extra` (which may
     not bring back a withheld variable)."""
     environ = os.environ if environ is None else environ
@@ -57,7 +59,7 @@ def engine_environment(extra: dict | None = None, environ: dict | None = None) -
     return env
 
 
-def passed_values(names, environ: dict | None = None) -> dict:
+def passed_values(names: Iterable[str], environ: dict[str, str] | None = None) -> dict[str, str]:
     """The values of `names` (a job's `passed_variables`) that are set here, withheld ones never;
     secret-looking ones are added to the redactor (a flow may echo what it reads)."""
     from genaiops.secrets import REDACTOR
@@ -94,7 +96,7 @@ def command_home() -> Path:
         return _HOME
 
 
-def home_environment() -> dict:
+def home_environment() -> dict[str, str]:
     """HOME for an engine process: the command's private one (promptflow keeps its connection
     store, keyring and run folders there; nothing an engine writes under HOME is shared)."""
     home = str(command_home())
