@@ -161,8 +161,15 @@ class Ledger:
         return path
 
     def experiment_ids(self, use_case: str) -> list[str]:
-        """Ids of the use case's experiments, oldest first (ids start with their UTC time)."""
-        return sorted(p.stem for p in self.experiments_dir.glob(f"{use_case}-*.json"))
+        """Ids of the use case's experiments, oldest first: by when the record was written (ids
+        start with their UTC second only, and two experiments can share one)."""
+        def written(path: Path) -> tuple[int, str]:
+            try:
+                return path.stat().st_mtime_ns, path.stem
+            except OSError:
+                return 0, path.stem
+
+        return [p.stem for p in sorted(self.experiments_dir.glob(f"{use_case}-*.json"), key=written)]
 
     def _latest_id(self, use_case: str) -> str | None:
         pointer = self._latest_path(use_case)

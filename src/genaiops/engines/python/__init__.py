@@ -97,6 +97,18 @@ class PythonEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     def run_environment(self, retries: Any) -> dict[str, str]:
         return {ENV_ATTEMPTS: str(retries.max_attempts)}
 
+    def reserved_variables(self) -> dict[str, str]:
+        """What the batch worker sets itself (`local.LocalRunner`): a config value would be lost."""
+        return {ENV_ATTEMPTS: "runtime.retries.max_attempts",
+                "PYTHONPATH": "nothing: genaiops puts the flow runtime on the path",
+                "PYTHONUNBUFFERED": "nothing: genaiops sets it for the worker's progress lines"}
+
+    def check_requirements(self, flow: FlowSpec) -> Any:
+        """Lines run in this interpreter: the flow's requirements.txt is checked here."""
+        from genaiops.engines.requirements import check_requirements
+
+        return check_requirements(flow.root)
+
     def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict[str, Any]]) -> ServingBundle:
         from genaiops.engines.python.serving import serving_bundle
 
