@@ -19,6 +19,8 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     quarantine/<time>-<id>/                        damaged state, moved aside when read (never read again)
     deploy/<uc>/                                   image build contexts, manifests
     deploy/wheels/                                 wheel cache (or $GENAIOPS_WHEEL_CACHE)
+    traces/spans.sqlite                            the embedded trace store: spans the deployed
+                                                   images exported, evaluation events (`monitoring`)
 
 What must not be editable by whoever can write the state folder lives in the *trust folder*
 (`$GENAIOPS_TRUST_DIR`, else `$XDG_CONFIG_HOME/genaiops`, else `~/.config/genaiops`):
@@ -145,6 +147,11 @@ class Workspace:
 
     def deploy_dir(self, use_case: str) -> Path:
         return self._dir("deploy", use_case)
+
+    @property
+    def traces_db(self) -> Path:
+        """The embedded trace store (`monitoring.store`): the default sink of deployed images."""
+        return self._dir("traces") / "spans.sqlite"
 
     @property
     def wheel_cache(self) -> Path:
