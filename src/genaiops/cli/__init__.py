@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         evaluate,
         experiment,
         init,
+        monitor,
         new,
         options,
         registry,
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_deploy_parser(phases)
     verdict.add_verdict_parser(phases)
     compare.add_compare_parser(commands)
+    monitor.add_monitor_parser(commands)
     approve.add_approval_parsers(commands)
     audit.add_audit_parser(commands)
     registry.add_registry_parser(commands)

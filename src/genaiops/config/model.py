@@ -121,6 +121,8 @@ class Evaluator(FileModel):
     code: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     aggregate: Identifier | None = None
     init: dict[str, Any] = {}  # init values of a flex evaluator flow (a class entry)
+    # needs no ground truth: `genaiops monitor` may score production traffic with it
+    reference_free: bool = False
     datasets: tuple[EvaluatorDataset, ...] = Field(min_length=1)
     _flow: Path | None = PrivateAttr(None)
     _engine: str | None = PrivateAttr(None)
@@ -263,6 +265,19 @@ class EvaluationSettings(FileModel):
     parity_margin: NonNegative | None = None
 
 
+class MonitoringSettings(FileModel):
+    """How `genaiops monitor` judges a deployment's traffic against its approved evaluation
+    (the `monitoring:` block). Margins are how much worse than the approved figure production may
+    be, in the metric's units, before it is drift; a metric without a margin is reported only."""
+
+    since_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24
+    sample: Annotated[float, Field(gt=0, le=1)] = 1.0  # fraction of traces scored, by trace id
+    min_requests: PositiveInt = 20  # fewer: "too thin to judge", no verdict
+    confidence: Probability = 0.95
+    margins: dict[str, NonNegative] = Field(default_factory=lambda: {
+        "builtin.error_rate": 0.05, "builtin.tokens_per_request": 50})
+
+
 class ExperimentConfig(ConfigFile):
     """`configs/<use_case>/experiment.yaml` (+ overlay), after `${env:}` resolution."""
 
@@ -284,6 +299,7 @@ class ExperimentConfig(ConfigFile):
     registry: Registry = {}
     gates: tuple[Gate, ...] = ()
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @model_validator(mode="before")
     @classmethod

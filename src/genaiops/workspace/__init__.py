@@ -11,6 +11,7 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     pointers/best-<uc>.json                        what `run deploy --variant best` promotes
     reports/<uc>/<evaluation id>/                  report folders
     comparisons/<candidate uc>/<comparison id>/    `genaiops compare` reports
+    monitor/<uc>/<env>/<time>/                     `genaiops monitor` reports
     resolved/<uc>/<env>.json                       the resolved config `run init` saw
     registry/                                      the embedded registry (catalogue + blobs)
     audit/audit.jsonl                              the audit chain: approvals, rejections,
@@ -78,6 +79,9 @@ class Workspace:
 
     def comparison_dir(self, use_case: str, comparison_id: str) -> Path:
         return self.root / "comparisons" / use_case / comparison_id
+
+    def monitor_dir(self, use_case: str, env: str, stamp: str) -> Path:
+        return self.root / "monitor" / use_case / env / stamp
 
     def resolved_config(self, use_case: str, env: str | None) -> Path:
         return self._dir("resolved", use_case) / f"{env or 'default'}.json"

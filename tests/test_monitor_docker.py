@@ -1,0 +1,114 @@
+"""Traces from deployed images on real Docker, both engines: deploy the classification sample
+locally with the embedded trace receiver listening, send real HTTP requests, and find each
+request's span tree in the store with the GenAI attributes and the deployment's resource
+attributes; post feedback; a canary secret (the LLM key) reaches no span or store row.
+Skips like tests/test_deploy_docker.py without a docker daemon or base image."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import urllib.request
+
+import pytest
+from deploy_helpers import copy_classification_and_port, run_cli
+from test_deploy_docker import REASON, _free_pair
+
+from genaiops.config.deployment import OFFLINE_BASE_IMAGE
+from genaiops.deploy import dockercli
+from genaiops.deploy.targets.base import slug
+from genaiops.monitoring.receiver import Receiver
+from genaiops.monitoring.store import TraceStore
+from genaiops.simulator import SimulatorServer
+
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}"), pytest.mark.docker]
+CANARY = "canary-" + secrets.token_hex(12)
+RUN_ID = secrets.token_hex(3)
+
+
+def _post(url: str, body: dict) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.status, json.loads(resp.read()), dict(resp.headers)
+
+
+@pytest.mark.parametrize("use_case", ["classification", "classification_maf"])
+def test_deployed_image_sends_traces_to_the_embedded_store(use_case, tmp_path, capsys, monkeypatch):
+    root = copy_classification_and_port(tmp_path / "repo")
+    state, trust = tmp_path / "state", tmp_path / "trust"
+    port, otlp_port = _free_pair(), _free_pair()
+    env = f"mon{RUN_ID}"
+    image_name = f"genaiops-test/mon-{use_case.replace('_', '-')}-{RUN_ID}"
+    (root / f"configs/{use_case}/deployment.yaml").write_text(f"""\
+image:
+  name: {image_name}
+  base_image: {os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)}
+smoke:
+  request: configs/{use_case}/sample-request.json
+  expect_outputs: [category, summary]
+environments:
+  {env}:
+    target: docker
+    port: {port}
+    workers: 1
+    otlp_port: {otlp_port}
+""")
+    monkeypatch.delenv("GENAIOPS_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    for key, value in dict(GENAIOPS_STATE_DIR=str(state), LLM_API_KEY=CANARY, GENAIOPS_TRUST_DIR=str(trust),
+                           GENAIOPS_WHEEL_CACHE="/tmp/genaiops-test-wheels").items():
+        monkeypatch.setenv(key, value)
+    assert run_cli(["--repo", str(root), "audit", "init"], capsys)[0] == 0
+    sim = SimulatorServer(rules_path=root / "configs/classification/simulator.yaml", api_key=CANARY).start()
+    db = state / "traces" / "spans.sqlite"
+    receiver = Receiver(db, port=otlp_port).start()
+    try:
+        started = time.monotonic()
+        code, out, err = run_cli(["--repo", str(root), "run", "deploy", "-u", use_case, "-e", env, "--variant",
+                                  "classify.careful", "--simulator-url", sim.url, "--json"], capsys)
+        assert code == 0, out + err
+        result = json.loads(out)
+        deploy_s = time.monotonic() - started
+        status, outputs, headers = _post(f"http://127.0.0.1:{port}/score", {"text": "I forgot my password"})
+        assert status == 200 and outputs["category"] == "account"
+        trace_id = headers["x-genaiops-trace-id"]
+        fb = _post(f"http://127.0.0.1:{port}/feedback", {"trace_id": trace_id, "rating": -1, "label": "wrong"})
+        assert fb[0] == 202
+        store = TraceStore(db)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            spans = store.spans(use_case=use_case, environment=env)
+            if any(s.trace_id == trace_id and s.name.startswith("invoke_agent") for s in spans) and \
+                    any(s.name == "gen_ai.user.feedback" for s in spans):
+                break
+            time.sleep(0.5)
+        tree = [s for s in spans if s.trace_id == trace_id]
+        (root_span,) = [s for s in tree if s.name.startswith("invoke_agent")]
+        a = root_span.attributes
+        assert a["gen_ai.operation.name"] == "invoke_agent" and a["gen_ai.response.id"] == headers[
+            "x-genaiops-response-id"]
+        assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] > 0, a
+        assert a["gen_ai.response.model"], a
+        assert root_span.resource["genaiops.image"] == result["artifact"]
+        assert root_span.resource["genaiops.flow_hash"] == result["flow_hash"]
+        assert root_span.resource["genaiops.variant"] == result["variant"]["label"]
+        assert len(tree) > 1, [s.name for s in tree]  # the engine's own spans are children
+        assert "genaiops.inputs" not in a  # content capture is off by default
+        with capsys.disabled():
+            print(f"\nFIGURES {use_case}: deploy {deploy_s:.1f}s, {len(tree)} spans in the /score trace: "
+                  f"{sorted({s.name for s in tree})}, tokens {a['gen_ai.usage.input_tokens']}/"
+                  f"{a['gen_ai.usage.output_tokens']}")
+        for path in db.parent.iterdir():
+            assert CANARY.encode() not in path.read_bytes(), path
+    finally:
+        receiver.stop()
+        sim.stop()
+        ids = dockercli.text("ps", "-aq", "--filter", f"label=io.genaiops.deployment={slug(use_case, env)}")
+        if ids:
+            dockercli.docker("rm", "-f", *ids.split(), check=False)
+        tags = dockercli.text("images", "-q", image_name).split()
+        if tags:
+            dockercli.docker("rmi", "-f", *sorted(set(tags)), check=False)
