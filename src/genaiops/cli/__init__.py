@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         engine,
         evaluate,
         experiment,
+        feedback,
         init,
         monitor,
         new,
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_verdict_parser(phases)
     compare.add_compare_parser(commands)
     monitor.add_monitor_parser(commands)
+    feedback.add_feedback_parser(commands)
     approve.add_approval_parsers(commands)
     audit.add_audit_parser(commands)
     registry.add_registry_parser(commands)

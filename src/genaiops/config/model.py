@@ -276,6 +276,11 @@ class MonitoringSettings(FileModel):
     confidence: Probability = 0.95
     margins: dict[str, NonNegative] = Field(default_factory=lambda: {
         "builtin.error_rate": 0.05, "builtin.tokens_per_request": 50})
+    # `genaiops feedback promote --apply`: where promoted rows go (a JSONL dataset the PR overlay
+    # lists), which dataset column an output's correction fills, and an optional PII scrubber
+    regressions: RelPath | None = None  # default datasets/<use_case>/regressions.jsonl
+    corrections: dict[Identifier, Identifier] = {}  # flow output -> dataset column (default: same name)
+    pii_hook: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
 
 
 class ExperimentConfig(ConfigFile):

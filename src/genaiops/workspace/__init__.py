@@ -12,6 +12,7 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     reports/<uc>/<evaluation id>/                  report folders
     comparisons/<candidate uc>/<comparison id>/    `genaiops compare` reports
     monitor/<uc>/<env>/<time>/                     `genaiops monitor` reports
+    feedback/<uc>/<env>/candidates.jsonl           `feedback promote`: rows to review before --apply
     resolved/<uc>/<env>.json                       the resolved config `run init` saw
     registry/                                      the embedded registry (catalogue + blobs)
     audit/audit.jsonl                              the audit chain: approvals, rejections,
@@ -82,6 +83,9 @@ class Workspace:
 
     def monitor_dir(self, use_case: str, env: str, stamp: str) -> Path:
         return self.root / "monitor" / use_case / env / stamp
+
+    def feedback_dir(self, use_case: str, env: str) -> Path:
+        return self._dir("feedback", use_case, env)
 
     def resolved_config(self, use_case: str, env: str | None) -> Path:
         return self._dir("resolved", use_case) / f"{env or 'default'}.json"
