@@ -34,6 +34,8 @@ COMMANDS = {
     "compare": ["compare", "--baseline", "nope", "--candidate", "nope2"],
     "engine list": ["engine", "list"],
     "engine setup": ["engine", "setup", "promptflow"],
+    "monitor": ["monitor", "-u", "nope", "-e", "local"],
+    "feedback promote": ["feedback", "promote", "-u", "nope", "-e", "local"],
 }
 # The shared flags each command must have (and no others of them).
 SHARED = {"--repo", "--use-case", "--env", "--json", "--no-progress"}
@@ -57,6 +59,8 @@ EXPECTED_SHARED = {
     "compare": {"--repo", "--env", "--json", "--no-progress"},
     "engine list": {"--repo", "--json"},
     "engine setup": {"--repo", "--json"},
+    "monitor": PHASE,
+    "feedback promote": PHASE,
 }
 
 
