@@ -49,6 +49,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         value = "-" if check.value is None else f"{check.value:.4g}"
         approved = "-" if check.approved is None else f"{check.approved:.4g}"
         out(f"  {check.metric:<28} {value:>10}{interval}  approved {approved}  {check.status}")
+    for note in result.notes:
+        out(f"note: {note}")
     out(f"verdict: {result.verdict.upper()}  {result.message}")
     out(f"reports: {result.report_dir}")
     return code

@@ -68,6 +68,7 @@ class MonitorResult:
     since_hours: float
     checks: list[MetricCheck] = field(default_factory=list)
     verdict: str = "pass"  # pass | drift | insufficient
+    notes: list[str] = field(default_factory=list)
     message: str = ""
     report_dir: str = ""
 
@@ -124,9 +125,63 @@ def operational(roots, prices: dict, confidence: float) -> list[MetricCheck]:
     return checks
 
 
+def score_sample(config, sample, confidence: float) -> tuple[list[MetricCheck], list[dict], list[str]]:
+    """The use case's reference-free code evaluators over the sampled requests whose inputs and
+    outputs were recorded: one check per score (mean with its interval), the per-trace results
+    (`gen_ai.evaluation.result` events) and notes on what could not be scored."""
+    import json
+
+    from genaiops.evaluation.evaluators.base import AlignedRow, resolve_mapping, scores_of
+    from genaiops.evaluation.evaluators.code import CodeEvaluator
+    from genaiops.evaluation.stats import aggregate, as_number
+
+    checks, results, notes = [], [], []
+    evaluators = [e for e in config.evaluators if e.reference_free]
+    if not evaluators:
+        return checks, results, notes
+    rows = []
+    for span in sample:
+        try:
+            inputs = json.loads(span.attributes.get("genaiops.inputs") or "null")
+            outputs = json.loads(span.attributes.get("genaiops.outputs") or "null")
+        except ValueError:
+            inputs = outputs = None
+        if isinstance(inputs, dict) and isinstance(outputs, dict):
+            rows.append((span, AlignedRow(line=len(rows), data=inputs, run_outputs=outputs)))
+    if not rows:
+        notes.append("no sampled request has recorded inputs and outputs (capture_content is off): "
+                     "reference-free evaluators were not run")
+        return checks, results, notes
+    for evaluator in evaluators:
+        if not evaluator.code:
+            notes.append(f"evaluator {evaluator.name}: only code evaluators score production traffic so far")
+            continue
+        function, _aggregate = CodeEvaluator(config.repo_root, evaluator.code)._load()
+        mapping = evaluator.datasets[0].mappings
+        per_score: dict[str, list] = {}
+        for span, row in rows:
+            try:
+                scores = scores_of(function(**resolve_mapping(mapping, row)), evaluator.name)
+            except Exception as exc:  # one bad row is that row's error
+                notes.append(f"evaluator {evaluator.name} failed on trace {span.trace_id}: {type(exc).__name__}")
+                continue
+            for score, value in scores.items():
+                per_score.setdefault(score, []).append(value)
+                number = as_number(value)
+                if number is not None:
+                    results.append({"trace_id": span.trace_id, "span_id": span.span_id,
+                                    "name": f"{evaluator.name}.{score}", "value": number})
+        for score, values in sorted(per_score.items()):
+            agg = aggregate(values, confidence)
+            if agg.n_valid:
+                checks.append(MetricCheck(f"{evaluator.name}.{score}", agg.mean, agg.ci_low, agg.ci_high,
+                                          agg.method, agg.n_valid))
+    return checks, results, notes
+
+
 def judge(check: MetricCheck) -> None:
     """Drift when production is worse than approved + margin with the interval's confidence."""
-    name = check.metric.split(".", 1)[1]
+    name = check.metric.split(".", 1)[1] if check.metric.startswith("builtin.") else ""
     if check.value is None or check.approved is None or check.margin is None:
         check.status = "reported"
         check.message = ("no approved figure" if check.approved is None else "no margin configured") \
@@ -197,12 +252,18 @@ def run_monitor(ctx: PhaseContext, options: MonitorOptions) -> MonitorResult:
                            variant=(record.get("variant") or {}).get("label", ""), approved_from="",
                            requests=len(roots), sampled=len(sample), since_hours=since_hours)
     result.checks = operational(roots, dict(config.prices), settings.confidence)
+    scored, evaluations, notes = score_sample(config, sample, settings.confidence)
+    result.checks += scored
     summary, note = _approved_summary(workspace, use_case, record)
     if summary is not None:
         result.approved_from = summary.id
         for check in result.checks:
-            source = APPROVED_SOURCES.get(check.metric.split(".", 1)[1])
-            entry = summary.find_metric(result.variant, source, evaluator="builtin") if source else None
+            group, name = check.metric.split(".", 1)
+            if group == "builtin":
+                source = APPROVED_SOURCES.get(name)
+                entry = summary.find_metric(result.variant, source, evaluator="builtin") if source else None
+            else:
+                entry = summary.find_metric(result.variant, name, evaluator=group)
             if entry is not None and entry.value is not None and not math.isnan(entry.value):
                 check.approved = float(entry.value)
     for check in result.checks:
@@ -222,7 +283,13 @@ def run_monitor(ctx: PhaseContext, options: MonitorOptions) -> MonitorResult:
         result.message = f"no drift over {len(roots)} request(s)" + (f" ({note})" if note else "")
     if summary is None:
         result.message += f"; {note}"
+    result.notes = notes
     store_events = getattr(reader, "add_events", None)
+    if store_events is not None and evaluations:
+        store_events([{"trace_id": e["trace_id"], "span_id": e["span_id"], "name": "gen_ai.evaluation.result",
+                       "time_ns": now_ns, "key": f"monitor:{e['trace_id']}:{e['name']}",
+                       "attributes": {"gen_ai.evaluation.name": e["name"], "gen_ai.evaluation.score.value":
+                                      e["value"], "genaiops.image": artifact}} for e in evaluations])
     if store_events is not None and sample:
         store_events([{"trace_id": s.trace_id, "span_id": s.span_id, "name": "gen_ai.evaluation.result",
                        "time_ns": now_ns, "key": f"monitor:{s.trace_id}:builtin.success",
