@@ -39,6 +39,7 @@ _SAFE_PREFIXES = ("gen_ai.operation.", "gen_ai.request.", "gen_ai.response.", "g
 _CONTENT_KEYS = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
                  "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "gen_ai.request.messages")
 FEEDBACK_EVENT = "gen_ai.user.feedback"
+MODEL_CALLS = ("chat", "text_completion", "generate_content", "embeddings")
 
 
 def capture_content(environ=None) -> bool:
@@ -80,6 +81,9 @@ class _Totals:
         self._by_trace: dict[int, dict] = {}
 
     def add(self, trace_id: int, attrs) -> None:
+        operation = attrs.get("gen_ai.operation.name")
+        if operation is not None and operation not in MODEL_CALLS:
+            return  # an agent or workflow span repeats its model calls' usage: count calls once
         inp = attrs.get("gen_ai.usage.input_tokens", attrs.get("llm.usage.prompt_tokens"))
         out = attrs.get("gen_ai.usage.output_tokens", attrs.get("llm.usage.completion_tokens"))
         model = attrs.get("gen_ai.response.model") or attrs.get("llm.response.model")
