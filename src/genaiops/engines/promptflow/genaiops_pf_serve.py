@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import genaiops_telemetry
 
@@ -97,6 +98,8 @@ class Traced:
 
 def create_app():
     telemetry = genaiops_telemetry.setup()
+    if telemetry is not None:  # promptflow traces nodes and LLM calls only when told (default: off)
+        os.environ["PF_DISABLE_TRACING"] = "false"
     from promptflow.core._serving.app import create_app as promptflow_app
 
     app = promptflow_app(engine="flask")
