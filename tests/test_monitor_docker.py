@@ -1,7 +1,9 @@
-"""Traces from deployed images on real Docker, both engines: deploy the classification sample
-locally with the embedded trace receiver listening, send real HTTP requests, and find each
-request's span tree in the store with the GenAI attributes and the deployment's resource
-attributes; post feedback; a canary secret (the LLM key) reaches no span or store row.
+"""The loop after deploy on real Docker, both engines: a PR verdict approves the variant, deploy it
+locally with the embedded trace receiver listening, send real HTTP requests, find each request's
+span tree in the store with the GenAI attributes and the deployment's resource attributes;
+`monitor` passes; the simulator drifts (a second rules set): `monitor` exits 1 naming the metric;
+feedback on a drifted answer is promoted into the regressions dataset and the next PR verdict
+scores it. A canary secret (the LLM key) reaches no span, store row or report.
 Skips like tests/test_deploy_docker.py without a docker daemon or base image."""
 
 from __future__ import annotations
@@ -55,7 +57,28 @@ environments:
     port: {port}
     workers: 1
     otlp_port: {otlp_port}
+    capture_content: true
 """)
+    # a reference-free evaluator (no ground truth): does the summary keep a word of the ticket?
+    (root / "flows/classification/faithful.py").write_text(
+        "import re\n\ndef faithful(text, summary):\n"
+        "    words = lambda s: set(re.findall(r'[a-z]{4,}', (s or '').lower()))\n"
+        "    return {'faithful': int(bool(words(text) & words(summary)))}\n")
+    for name, dataset in (("experiment.pr.yaml", "tickets_pr"), ("experiment.yaml", "tickets")):
+        path = root / f"configs/{use_case}/{name}"
+        path.write_text(path.read_text().replace("evaluators:\n", f"""evaluators:
+  - name: faithful
+    code: flows/classification/faithful.py:faithful
+    reference_free: true
+    datasets:
+      - name: {dataset}_faithful
+        reference: {dataset}
+        mappings: {{text: "${{data.text}}", summary: "${{run.outputs.summary}}"}}
+""", 1))
+    with open(root / f"configs/{use_case}/experiment.yaml", "a") as handle:
+        handle.write("monitoring:\n  min_requests: 20\n  margins: {builtin.error_rate: 0.05, faithful.faithful: 0.1}\n"
+                     "  corrections: {category: label}\n")
+    tickets = [json.loads(line)["text"] for line in (root / "datasets/classification/tickets.jsonl").read_text().splitlines()]
     monkeypatch.delenv("GENAIOPS_AUDIT_KEY", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     for key, value in dict(GENAIOPS_STATE_DIR=str(state), LLM_API_KEY=CANARY, GENAIOPS_TRUST_DIR=str(trust),
@@ -66,9 +89,12 @@ environments:
     db = state / "traces" / "spans.sqlite"
     receiver = Receiver(db, port=otlp_port).start()
     try:
+        code, out, err = run_cli(["--repo", str(root), "run", "verdict", "-u", use_case, "-e", "pr",
+                                  "--no-progress"], capsys)
+        assert code == 0, out + err
         started = time.monotonic()
-        code, out, err = run_cli(["--repo", str(root), "run", "deploy", "-u", use_case, "-e", env, "--variant",
-                                  "classify.careful", "--simulator-url", sim.url, "--json"], capsys)
+        code, out, err = run_cli(["--repo", str(root), "run", "deploy", "-u", use_case, "-e", env,
+                                  "--simulator-url", sim.url, "--json"], capsys)
         assert code == 0, out + err
         result = json.loads(out)
         deploy_s = time.monotonic() - started
@@ -101,7 +127,52 @@ environments:
             print(f"\nFIGURES {use_case}: deploy {deploy_s:.1f}s, {len(tree)} spans in the /score trace: "
                   f"{sorted({s.name for s in tree})}, tokens {a['gen_ai.usage.input_tokens']}/"
                   f"{a['gen_ai.usage.output_tokens']}")
-        for path in db.parent.iterdir():
+        # steady traffic: monitor passes against the approved (PR) evaluation
+        for text in tickets[:24]:
+            assert _post(f"http://127.0.0.1:{port}/score", {"text": text})[0] == 200
+        time.sleep(2)  # the exporters' batch delay
+        code, out, err = run_cli(["--repo", str(root), "monitor", "-u", use_case, "-e", env], capsys)
+        with capsys.disabled():
+            print(out)
+        assert code == 0 and "verdict: PASS" in out, out + err
+        assert "faithful.faithful" in out
+        # drift: the model behind the endpoint changed (no rule answers the prompts any more)
+        sim.start_drift(rules={"rules": []})
+        drifted = [_post(f"http://127.0.0.1:{port}/score", {"text": text}) for text in tickets[24:46]]
+        time.sleep(2)
+        code, out, err = run_cli(["--repo", str(root), "monitor", "-u", use_case, "-e", env], capsys)
+        with capsys.disabled():
+            print(out)
+        assert code == 1 and "verdict: DRIFT" in out, out + err
+        assert "faithful.faithful" in out.split("verdict: DRIFT", 1)[1] and "vs approved 1" in out
+        # feedback on a drifted answer -> the regressions dataset -> the next PR verdict scores it
+        status, _outputs, drifted_headers = drifted[0]
+        assert _post(f"http://127.0.0.1:{port}/feedback", {"trace_id": drifted_headers["x-genaiops-trace-id"],
+                                                             "rating": -1, "correction": {"category": "account"}})[0] == 202
+        time.sleep(2)
+        code, out, err = run_cli(["--repo", str(root), "feedback", "promote", "-u", use_case, "-e", env,
+                                  "--apply"], capsys)
+        assert code == 0 and "applied to" in out, out + err
+        sim.stop_drift()
+        overlay = root / f"configs/{use_case}/experiment.pr.yaml"
+        overlay.write_text(overlay.read_text().replace("evaluators:", f"""\
+  - name: regressions
+    source: datasets/{use_case}/regressions.jsonl
+    mappings:
+      text: ${{data.text}}
+evaluators:""", 1) + """\
+      - name: regressions_eval
+        reference: regressions
+        mappings:
+          groundtruth: ${data.label}
+          prediction: ${run.outputs.category}
+""")
+        code, out, err = run_cli(["--repo", str(root), "run", "verdict", "-u", use_case, "-e", "pr",
+                                  "--no-progress", "--json"], capsys)
+        summary = json.loads(out)
+        assert any(m["dataset"] == "regressions" and m["evaluator"] == "accuracy" and m["n"] == 1
+                   for m in summary.get("metrics") or summary["evaluate"]["metrics"]), out[:3000]
+        for path in [*db.parent.iterdir(), *(state / "monitor").rglob("*.*")]:
             assert CANARY.encode() not in path.read_bytes(), path
     finally:
         receiver.stop()
