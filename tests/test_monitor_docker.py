@@ -137,7 +137,7 @@ environments:
         assert code == 0 and "verdict: PASS" in out, out + err
         assert "faithful.faithful" in out
         # drift: the model behind the endpoint changed (no rule answers the prompts any more)
-        sim.start_drift(rules={"rules": []})
+        sim.start_drift(rules={"default_reply": "Xyzzy plugh.", "rules": []})
         drifted = [_post(f"http://127.0.0.1:{port}/score", {"text": text}) for text in tickets[24:46]]
         time.sleep(2)
         code, out, err = run_cli(["--repo", str(root), "monitor", "-u", use_case, "-e", env], capsys)
