@@ -51,8 +51,8 @@ class DockerTarget:
         args = ["run", "-d", "--name", name, "--network", "host",
                 "--label", f"{LABEL_DEPLOYMENT}={deployment}", "--label", f"{LABEL_SLOT}={slot}",
                 "-e", f"PORT={port}", "-e", f"PROMPTFLOW_WORKER_NUM={int(settings.get('workers', 2))}"]
-        for name, value in sorted(telemetry_env(request).items()):
-            args += ["-e", f"{name}={value}"]
+        for variable, value in sorted(telemetry_env(request).items()):
+            args += ["-e", f"{variable}={value}"]
         for key, value in sorted(self.extra_labels.items()):
             args += ["--label", f"{key}={value}"]
         for env_name in sorted(request.connection_env):
