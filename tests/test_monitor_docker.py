@@ -122,7 +122,7 @@ environments:
         assert root_span.resource["genaiops.flow_hash"] == result["flow_hash"]
         assert root_span.resource["genaiops.variant"] == result["variant"]["label"]
         assert len(tree) > 1, [s.name for s in tree]  # the engine's own spans are children
-        assert "genaiops.inputs" not in a  # content capture is off by default
+        assert json.loads(a["genaiops.inputs"]) == {"text": "I forgot my password"}  # capture_content: true
         with capsys.disabled():
             print(f"\nFIGURES {use_case}: deploy {deploy_s:.1f}s, {len(tree)} spans in the /score trace: "
                   f"{sorted({s.name for s in tree})}, tokens {a['gen_ai.usage.input_tokens']}/"
