@@ -148,10 +148,10 @@ environments:
         # feedback on a drifted answer -> the regressions dataset -> the next PR verdict scores it
         status, _outputs, drifted_headers = drifted[0]
         assert _post(f"http://127.0.0.1:{port}/feedback", {"trace_id": drifted_headers["x-genaiops-trace-id"],
-                                                             "rating": -1, "correction": {"category": "account"}})[0] == 202
+                                                             "rating": -1, "label": "drifted", "correction": {"category": "account"}})[0] == 202
         time.sleep(2)
         code, out, err = run_cli(["--repo", str(root), "feedback", "promote", "-u", use_case, "-e", env,
-                                  "--apply"], capsys)
+                                  "--where", "label==drifted", "--apply"], capsys)
         assert code == 0 and "applied to" in out, out + err
         sim.stop_drift()
         overlay = root / f"configs/{use_case}/experiment.pr.yaml"
