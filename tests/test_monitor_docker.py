@@ -107,12 +107,13 @@ environments:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             spans = store.spans(use_case=use_case, environment=env)
-            if any(s.trace_id == trace_id and s.name.startswith("invoke_agent") for s in spans) and \
+            if any(s.trace_id == trace_id and s.name.startswith("invoke_agent") and not s.parent_span_id
+                   for s in spans) and \
                     any(s.name == "gen_ai.user.feedback" for s in spans):
                 break
             time.sleep(0.5)
         tree = [s for s in spans if s.trace_id == trace_id]
-        (root_span,) = [s for s in tree if s.name.startswith("invoke_agent")]
+        (root_span,) = [s for s in tree if s.name.startswith("invoke_agent") and not s.parent_span_id]
         a = root_span.attributes
         assert a["gen_ai.operation.name"] == "invoke_agent" and a["gen_ai.response.id"] == headers[
             "x-genaiops-response-id"]
