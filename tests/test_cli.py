@@ -38,6 +38,8 @@ COMMANDS = {
     "engine list": ["engine", "list"],
     "engine setup": ["engine", "setup", "promptflow"],
     "report comment": ["report", "comment", "-u", "nope"],
+    "monitor": ["monitor", "-u", "nope", "-e", "local"],
+    "feedback promote": ["feedback", "promote", "-u", "nope", "-e", "local"],
 }
 # The shared flags each command must have (and no others of them).
 SHARED = {"--repo", "--use-case", "--env", "--json", "--no-progress"}
@@ -64,6 +66,8 @@ EXPECTED_SHARED = {
     "engine list": {"--repo", "--json"},
     "engine setup": {"--repo", "--json"},
     "report comment": PHASE,
+    "monitor": PHASE,
+    "feedback promote": PHASE,
 }
 
 

@@ -237,7 +237,8 @@ def test_the_serving_bundle_holds_no_bytecode_whatever_the_environment(tmp_path,
 
 def test_requirements_are_pinned_and_serving_deps_added(tmp_path):
     (tmp_path / "requirements.txt").write_text("promptflow==1.18.5\n# comment\nrequests>=2\n")
-    assert requirements(tmp_path) == ["promptflow==1.18.5", "requests>=2", "keyrings.alt", "gunicorn==22.0.0"]
+    assert requirements(tmp_path) == ["promptflow==1.18.5", "requests>=2", "keyrings.alt", "gunicorn==22.0.0",
+                                      "opentelemetry-exporter-otlp-proto-http>=1.20,<1.39"]
     wheels = [tmp_path / "promptflow_core-1.18.5-py3-none-any.whl", tmp_path / "Flask-3.1.3-py3-none-any.whl"]
     assert _lock(wheels).splitlines()[1:] == ["flask==3.1.3", "promptflow-core==1.18.5"]
 

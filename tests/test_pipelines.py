@@ -21,6 +21,7 @@ from genaiops.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = REPO / "azure-pipelines.yml"
+MONITOR = REPO / "pipelines" / "monitor.yml"  # the scheduled monitor pipeline: an entry of its own
 PIPELINE_FILES = [ENTRY, *sorted((REPO / "pipelines").rglob("*.yml"))]
 USE_CASES = ["classification", "qa"]  # the default `useCases` of azure-pipelines.yml
 PARITY = [("classification", "classification_maf")]  # the default `parityChecks`
@@ -55,12 +56,23 @@ def test_each_pipeline_file_validates_against_the_schema(path):
 def test_expanded_pipeline_validates_and_uses_every_template():
     assert "${{" not in repr(PIPELINE), "a compile-time expression survived expansion"
     assert ps.schema_errors(PIPELINE) == []
-    templates = {p.resolve() for p in PIPELINE_FILES if p != ENTRY}
+    templates = {p.resolve() for p in PIPELINE_FILES if p not in (ENTRY, MONITOR)}
     assert EXPANDED.files == templates, "a template is unused or missing"
     assert [s["stage"] for s in PIPELINE["stages"]] == [
         "Checks", "PR_classification", "PR_qa", "Parity_classification_maf", "Dev_classification",
         "DeployDev_classification", "Dev_qa", "DeployDev_qa", "Approve_classification", "Prod_classification",
         "Approve_qa", "Prod_qa"]
+
+
+def test_monitor_pipeline_expands_validates_and_runs_monitor_per_use_case():
+    expanded = ps.expand_pipeline(MONITOR)
+    assert "${{" not in repr(expanded.pipeline) and ps.schema_errors(expanded.pipeline) == []
+    assert expanded.pipeline["schedules"][0]["cron"] == "0 */6 * * *"
+    jobs = [job["job"] for job in expanded.pipeline["jobs"]]
+    assert jobs == [f"Monitor_{uc}" for uc in USE_CASES]
+    scripts = repr(expanded.pipeline)
+    for uc in USE_CASES:
+        assert f"genaiops monitor --use-case {uc} --env prod" in scripts
 
 
 def _first_azure_cli_step(pipeline):

@@ -1,7 +1,7 @@
 """`genaiops` command line. Thin: parse, call a phase, render, exit code.
 
 One module per command (`new`, `validate`, `init`, `experiment`, `evaluate`, `deploy`, `approve`,
-`promote`, `audit`, `registry`, `simulator`), the shared flags in `options`, all output through `render`. Heavy
+`promote`, `audit`, `registry`, `report`, `simulator`, `monitor`, `feedback`), the shared flags in `options`, all output through `render`. Heavy
 modules (promptflow, azure) are imported inside the command functions so that `--help` stays fast.
 Errors become exit codes here and nowhere else.
 """
@@ -30,6 +30,8 @@ phases:
               deploy and smoke-test
   verdict     init + experiment + evaluate in one process (a pull request's verdict)
 and compares two engines or flows on the same data (`genaiops compare`, a parity gate).
+After deploy, `genaiops monitor` judges the deployed image's traces against its approved
+evaluation, and `genaiops feedback promote` turns flagged requests into regression rows.
 
 Exit codes: 0 ok, 1 a run/gate/smoke test failed, 2 usage or configuration error,
 130 interrupted. Every command takes --repo PATH, before or after its name.
@@ -55,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         engine,
         evaluate,
         experiment,
+        feedback,
         init,
+        monitor,
         new,
         options,
         promote,
@@ -85,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_deploy_parser(phases)
     verdict.add_verdict_parser(phases)
     compare.add_compare_parser(commands)
+    monitor.add_monitor_parser(commands)
+    feedback.add_feedback_parser(commands)
     approve.add_approval_parsers(commands)
     promote.add_promote_parsers(commands)
     audit.add_audit_parser(commands)

@@ -48,3 +48,22 @@ def probability(value: str) -> float:
     if not 0 < number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 1, e.g. 0.95")
     return number
+
+
+def fraction(value: str) -> float:
+    """A number in (0, 1]: a share of something, 1 = all of it."""
+    number = amount(value)
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be above 0 and at most 1, e.g. 0.2")
+    return number
+
+
+def hours(value: str) -> float:
+    """A duration as `90m`, `24h`, `7d` (or a number of hours)."""
+    units = {"m": 1 / 60, "h": 1.0, "d": 24.0}
+    text = value.strip().lower()
+    scale = units.get(text[-1:], None)
+    number = amount(text[:-1] if scale is not None else text)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a duration above 0, e.g. 24h")
+    return number * (scale or 1.0)

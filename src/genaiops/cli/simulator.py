@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genaiops.cli.args import positive_int
+from genaiops.cli.args import amount, positive_int
 from genaiops.cli.options import OPTIONAL, add_command, repo_root
 from genaiops.errors import UsageError
 from genaiops.simulator import DEFAULT_PORT
@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpm", type=positive_int, default=None,
                         help="enforce this many estimated tokens (prompt + max_tokens) per minute "
                              "per deployment, over 10 s windows")
+    parser.add_argument("--drift-rules", type=Path, metavar="PATH", default=None,
+                        help="drift mode: answer from this second rules file (what a changed model would say)")
+    parser.add_argument("--drift-error-rate", type=amount, default=0.0, metavar="FRACTION",
+                        help="drift mode: this fraction of answers fail with 500")
+    parser.add_argument("--drift-latency-ms", type=amount, default=0.0, metavar="MS",
+                        help="drift mode: added to every answer's latency")
     parser.add_argument("--verbose", action="store_true",
                         help="log method, path, status and duration of each request")
 
@@ -62,4 +68,6 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     return serve(rules_path_from_args(args), host=args.host, port=args.port,
                  latency_ms=args.latency_ms, jitter_ms=args.jitter_ms, verbose=args.verbose,
-                 quota={"rpm": args.rpm, "tpm": args.tpm}, out=out)
+                 quota={"rpm": args.rpm, "tpm": args.tpm}, out=out,
+                 drift={"rules": args.drift_rules, "error_rate": args.drift_error_rate,
+                        "latency_ms": args.drift_latency_ms})

@@ -84,6 +84,8 @@ class Environment(Block):
     port: Annotated[int, Field(ge=1, le=65534)] | None = None
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
     health_timeout_sec: Positive | None = None
+    otlp_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # the embedded trace receiver (4318)
+    capture_content: bool | None = None  # traces may hold inputs/outputs (redacted); default no
     # aml
     endpoint: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{2,31}$")] | None = None
     traffic_percent: Annotated[int, Field(ge=0, le=100)] | None = None

@@ -134,6 +134,8 @@ class Evaluator(FileModel):
     connection: Name | None = None  # LLM judges: the connection they call (through the gateway)
     model: str | None = None  # LLM judges: model / deployment name (default: the connection's)
     init: dict[str, Any] = {}  # init values of a flex evaluator flow / azure-ai-evaluation class
+    # needs no ground truth: `genaiops monitor` may score production traffic with it
+    reference_free: bool = False
     datasets: tuple[EvaluatorDataset, ...] = Field(min_length=1)
     _flow: Path | None = PrivateAttr(None)
     _engine: str | None = PrivateAttr(None)
@@ -294,6 +296,24 @@ class EvaluationSettings(FileModel):
     parity_margin: NonNegative | None = None
 
 
+class MonitoringSettings(FileModel):
+    """How `genaiops monitor` judges a deployment's traffic against its approved evaluation
+    (the `monitoring:` block). Margins are how much worse than the approved figure production may
+    be, in the metric's units, before it is drift; a metric without a margin is reported only."""
+
+    since_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24
+    sample: Annotated[float, Field(gt=0, le=1)] = 1.0  # fraction of traces scored, by trace id
+    min_requests: PositiveInt = 20  # fewer: "too thin to judge", no verdict
+    confidence: Probability = 0.95
+    margins: dict[str, NonNegative] = Field(default_factory=lambda: {
+        "builtin.error_rate": 0.05, "builtin.tokens_per_request": 50})
+    # `genaiops feedback promote --apply`: where promoted rows go (a JSONL dataset the PR overlay
+    # lists), which dataset column an output's correction fills, and an optional PII scrubber
+    regressions: RelPath | None = None  # default datasets/<use_case>/regressions.jsonl
+    corrections: dict[Identifier, Identifier] = {}  # flow output -> dataset column (default: same name)
+    pii_hook: Annotated[str, Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+
+
 class ExperimentConfig(ConfigFile):
     """`configs/<use_case>/experiment.yaml` (+ overlay), after `${env:}` resolution."""
 
@@ -316,6 +336,7 @@ class ExperimentConfig(ConfigFile):
     registry: Registry = {}
     gates: tuple[Gate, ...] = ()
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,7 @@ bound to that digest.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from contextlib import ExitStack
@@ -116,6 +117,8 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
     with ExitStack() as stack:
         if target_name == "docker" and options.simulator_url is None and _uses_simulator(experiment):
             _serve_simulator_if_free(stack, experiment, progress)
+        if target_name == "docker":
+            _receive_traces_if_free(stack, workspace, environment, progress)
         outcome = target.deploy(request)
 
     record = {**base_record, "event": "deployed" if outcome.ok else "deploy_failed", "ok": outcome.ok,
@@ -230,6 +233,22 @@ def _serve_simulator_if_free(stack: ExitStack, experiment, progress) -> None:
                                         latency_ms=experiment.simulator.latency_ms))
     progress(f"LLM SIMULATOR (not a real model) started on 127.0.0.1:{port} for the smoke test; the "
              f"container needs one there to keep answering: genaiops simulator -u {experiment.use_case}")
+
+
+def _receive_traces_if_free(stack: ExitStack, workspace, environment, progress) -> None:
+    """Receive the container's traces (the smoke test's first) into the embedded store if nobody
+    listens on the environment's OTLP port; `genaiops monitor --receive` keeps one running."""
+    from genaiops.deploy.targets.docker import OTLP_PORT
+    from genaiops.monitoring.receiver import Receiver
+
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return  # the container exports elsewhere
+    port = int(environment.settings.get("otlp_port", OTLP_PORT))
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return
+    stack.enter_context(Receiver(workspace.traces_db, port=port))
+    progress(f"trace receiver on 127.0.0.1:{port} -> {workspace.traces_db} for the smoke test")
 
 
 def _smoke_body(config) -> dict:

@@ -123,6 +123,10 @@ class FaultSet:
         with self._lock:
             self._faults.clear()
 
+    def remove(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults = [f for f in self._faults if f is not fault]
+
     def snapshot(self) -> list[dict]:
         with self._lock:
             return [f.as_dict() for f in self._faults]

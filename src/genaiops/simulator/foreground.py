@@ -68,7 +68,7 @@ def _quota_text(sim: SimulatorServer) -> str:
 
 def serve(rules_path: Path | None, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           latency_ms: float = 0.0, jitter_ms: float = 0.0, verbose: bool = False,
-          quota: dict | None = None, out: Callable[[str], None] = print) -> int:
+          quota: dict | None = None, out: Callable[[str], None] = print, drift: dict | None = None) -> int:
     """Serve until Ctrl-C or SIGTERM, then stop cleanly, say what was served, and return 0."""
     sim = SimulatorServer(rules_path, latency_ms=latency_ms, host=host, port=port,
                           jitter_ms=jitter_ms, verbose=verbose, quota=quota)
@@ -77,6 +77,12 @@ def serve(rules_path: Path | None, *, host: str = "127.0.0.1", port: int = DEFAU
     try:
         sim.start()
         out(banner(sim, rules_path))
+        if drift and (drift.get("rules") or drift.get("error_rate") or drift.get("latency_ms")):
+            from genaiops.simulator.rules import load_rules
+
+            rules = load_rules(drift["rules"]) if drift.get("rules") else None
+            state = sim.start_drift(rules, drift.get("error_rate") or 0.0, drift.get("latency_ms") or 0.0)
+            out(f"DRIFT MODE: {state} (DELETE /_simulator/drift restores the approved behaviour)")
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -12,6 +12,11 @@ Routes (completion routes need a non-empty key in `Authorization: Bearer` or `ap
     GET  /health
     GET  /_simulator/stats        POST /_simulator/reset  (stats only)
     GET|POST|DELETE /_simulator/faults   (POST body: one fault object, a list, or {"faults": [...]})
+    GET|POST|DELETE /_simulator/drift    (POST body: {"rules": {...}, "error_rate": 0.3, "latency_ms": 400})
+
+Drift mode (`start_drift`, `genaiops simulator --drift-*`) stands in for a model or deployment that
+changed after it was approved: a second rules set answers, a fraction of answers fail with 500, and
+answers come later; `stop_drift` restores the approved behaviour.
 
 Not simulated: tools / function calling, logprobs, stop sequences, content filters.
 `max_tokens` (or `max_completion_tokens`) truncates the reply to max_tokens*4 characters with
@@ -179,6 +184,7 @@ class SimulatorServer:
         self.quota = QuotaBook(QuotaSpec(**quota) if isinstance(quota, dict) else quota)
         self.stats = Stats()
         self._stopping = threading.Event()
+        self._drift: dict | None = None  # what start_drift replaced, to restore
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -218,6 +224,39 @@ class SimulatorServer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+    # -- drift mode
+
+    def start_drift(self, rules: Rules | dict | None = None, error_rate: float = 0.0,
+                    latency_ms: float = 0.0) -> dict:
+        """Answer from `rules` (else the same rules), fail `error_rate` of answers with 500, add
+        `latency_ms` to every answer - until `stop_drift`."""
+        if isinstance(rules, dict):
+            rules = parse_rules(rules, source="<drift rules>")
+        for name, value, top in (("error_rate", error_rate, 1.0), ("latency_ms", latency_ms, None)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
+                    (top is not None and value > top):
+                raise UsageError(f"drift {name} must be a number >= 0{' and <= 1' if top else ''}, not {value!r}")
+        self.stop_drift()
+        fault = self.faults.add("500", rate=float(error_rate)) if error_rate else None
+        self._drift = {"rules": self.rules, "latency_ms": self.latency_ms, "fault": fault,
+                       "state": {"rules": rules is not None, "error_rate": float(error_rate),
+                                 "latency_ms": float(latency_ms)}}
+        if rules is not None:
+            self.rules = rules
+        self.latency_ms += float(latency_ms)
+        return self.drift_state()
+
+    def stop_drift(self) -> None:
+        drift, self._drift = self._drift, None
+        if drift is None:
+            return
+        self.rules, self.latency_ms = drift["rules"], drift["latency_ms"]
+        if drift["fault"] is not None:
+            self.faults.remove(drift["fault"])
+
+    def drift_state(self) -> dict:
+        return {"drift": self._drift is not None, **(self._drift["state"] if self._drift else {})}
 
     def __enter__(self) -> SimulatorServer:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self.start()
@@ -379,6 +418,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if path == "/_simulator/faults":
             return self._faults(method, body)
+        if path == "/_simulator/drift":
+            return self._drift(method, body)
         azure = _AZURE.match(path)
         kind = azure.group(2) if azure else _OPENAI.get(path)
         if kind is None:
@@ -431,6 +472,24 @@ class _Handler(BaseHTTPRequestHandler):
         for fault in parsed:
             faults.add_fault(fault)
         return self._json(200, {"faults": faults.snapshot()})
+
+    def _drift(self, method: str, body: bytes) -> None:
+        if method == "GET":
+            return self._json(200, self.sim.drift_state())
+        if method == "DELETE":
+            self.sim.stop_drift()
+            return self._json(200, self.sim.drift_state())
+        if self._only(method, "POST"):
+            return None
+        data = self._parse_json(body)
+        if not isinstance(data, dict) or set(data) - {"rules", "error_rate", "latency_ms"}:
+            raise _BadRequest(400, 'send {"rules": {...}, "error_rate": 0.3, "latency_ms": 400} (each optional)',
+                              code="invalid_drift")
+        try:
+            state = self.sim.start_drift(data.get("rules"), data.get("error_rate", 0.0), data.get("latency_ms", 0.0))
+        except GenaiopsError as exc:
+            raise _BadRequest(400, exc.message.splitlines()[0][:500], code="invalid_drift") from None
+        return self._json(200, state)
 
     # -- completions
 

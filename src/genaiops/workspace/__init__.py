@@ -13,6 +13,8 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     pointers/best-<uc>.json                        what `run deploy --variant best` promotes
     reports/<uc>/<evaluation id>/                  report folders
     comparisons/<candidate uc>/<comparison id>/    `genaiops compare` reports
+    monitor/<uc>/<env>/<time>/                     `genaiops monitor` reports
+    feedback/<uc>/<env>/candidates.jsonl           `feedback promote`: rows to review before --apply
     resolved/<uc>/<env>.json                       the resolved config `run init` saw
     registry/                                      the embedded registry (catalogue + blobs)
     audit/audit.jsonl                              the audit chain: approvals, rejections,
@@ -21,6 +23,8 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     quarantine/<time>-<id>/                        damaged state, moved aside when read (never read again)
     deploy/<uc>/                                   image build contexts, manifests
     deploy/wheels/                                 wheel cache (or $GENAIOPS_WHEEL_CACHE)
+    traces/spans.sqlite                            the embedded trace store: spans the deployed
+                                                   images exported, evaluation events (`monitoring`)
 
 What must not be editable by whoever can write the state folder lives in the *trust folder*
 (`$GENAIOPS_TRUST_DIR`, else `$XDG_CONFIG_HOME/genaiops`, else `~/.config/genaiops`):
@@ -104,6 +108,12 @@ class Workspace:
     def comparison_dir(self, use_case: str, comparison_id: str) -> Path:
         return self.root / "comparisons" / use_case / comparison_id
 
+    def monitor_dir(self, use_case: str, env: str, stamp: str) -> Path:
+        return self.root / "monitor" / use_case / env / stamp
+
+    def feedback_dir(self, use_case: str, env: str) -> Path:
+        return self._dir("feedback", use_case, env)
+
     def resolved_config(self, use_case: str, env: str | None) -> Path:
         return self._dir("resolved", use_case) / f"{env or 'default'}.json"
 
@@ -168,6 +178,11 @@ class Workspace:
 
     def deploy_dir(self, use_case: str) -> Path:
         return self._dir("deploy", use_case)
+
+    @property
+    def traces_db(self) -> Path:
+        """The embedded trace store (`monitoring.store`): the default sink of deployed images."""
+        return self._dir("traces") / "spans.sqlite"
 
     @property
     def wheel_cache(self) -> Path:

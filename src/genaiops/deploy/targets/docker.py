@@ -10,17 +10,21 @@ removed and the old one keeps serving. Containers use `--network host` so the fl
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 
 import httpx
 
 from genaiops.deploy import dockercli
 from genaiops.deploy.targets.base import DeployOutcome, DeployRequest, check_smoke, slug
 from genaiops.errors import UsageError
+from genaiops.monitoring.store import RES_ENVIRONMENT, RES_IMAGE, RES_USE_CASE
 from genaiops.secrets import redact
 
 LABEL_DEPLOYMENT = "io.genaiops.deployment"
 LABEL_SLOT = "io.genaiops.slot"
 SLOTS = ("blue", "green")
+OTLP_PORT = 4318  # the OTLP/HTTP default: where `genaiops monitor --receive` / a deploy's receiver listens
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 
 class DockerTarget:
@@ -47,6 +51,8 @@ class DockerTarget:
         args = ["run", "-d", "--name", name, "--network", "host",
                 "--label", f"{LABEL_DEPLOYMENT}={deployment}", "--label", f"{LABEL_SLOT}={slot}",
                 "-e", f"PORT={port}", "-e", f"PROMPTFLOW_WORKER_NUM={int(settings.get('workers', 2))}"]
+        for variable, value in sorted(telemetry_env(request).items()):
+            args += ["-e", f"{variable}={value}"]
         for key, value in sorted(self.extra_labels.items()):
             args += ["--label", f"{key}={value}"]
         for env_name in sorted(request.connection_env):
@@ -119,6 +125,24 @@ class DockerTarget:
     def _logs(name: str) -> str:
         done = dockercli.docker("logs", "--tail", "30", name, check=False)
         return redact((done.stdout + done.stderr).decode("utf-8", "replace"))[-3000:]
+
+
+def telemetry_env(request: DeployRequest) -> dict:
+    """Where the container sends its traces (the embedded receiver on the host, `otlp_port`, or
+    $OTEL_EXPORTER_OTLP_ENDPOINT), and what describes them: use case, environment, image id,
+    flow hash, variant. Message content only where the environment allows it (`capture_content`)."""
+    import os
+
+    settings = request.env.settings
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or \
+        f"http://127.0.0.1:{int(settings.get('otlp_port', OTLP_PORT))}"
+    resource = {"service.name": request.use_case, RES_USE_CASE: request.use_case,
+                RES_ENVIRONMENT: request.env.name, RES_IMAGE: request.image.artifact,
+                "genaiops.flow_hash": request.image.labels.get("flow_hash", ""),
+                "genaiops.variant": request.variant}
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": request.use_case,
+            "OTEL_RESOURCE_ATTRIBUTES": ",".join(f"{k}={quote(str(v), safe='')}" for k, v in resource.items()),
+            CAPTURE_ENV: "true" if settings.get("capture_content") else "false"}
 
 
 def validate_settings(settings: dict) -> None:

@@ -26,6 +26,9 @@ PORT = 8080
 IMAGE_ENV = {"PORT": str(PORT), "PYTHONPATH": "/app", "GENAIOPS_APP_DIR": "/app/flow",
              "AGENT_FRAMEWORK_USER_AGENT_DISABLED": "true"}
 RUNTIME_PACKAGE = "genaiops_af_runtime"
+TELEMETRY_MODULE = Path(__file__).resolve().parents[1] / "genaiops_telemetry.py"
+# the engine's environment has the OpenTelemetry API (agent-framework needs it); the image also exports
+TELEMETRY_REQUIREMENTS = ["opentelemetry-sdk>=1.39,<2", "opentelemetry-exporter-otlp-proto-http>=1.39,<2"]
 
 
 def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> ServingBundle:
@@ -33,9 +36,10 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
     copy_snapshot(flow_dir, app / "flow", CACHE_PATTERNS)
     shutil.copytree(RUNTIME_DIR / RUNTIME_PACKAGE, app / RUNTIME_PACKAGE,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    atomic_write_text(app / TELEMETRY_MODULE.name, TELEMETRY_MODULE.read_text(encoding="utf-8"))
     described = [{k: c.get(k) for k in ("name", "type", "endpoint", "api_version")}
                  for c in connections]
     atomic_write_text(app / "genaiops-connections.json", json.dumps(described, indent=2) + "\n")
-    return ServingBundle(requirements=flow_requirements(flow_dir, requirement_lines()),
+    return ServingBundle(requirements=flow_requirements(flow_dir, requirement_lines() + TELEMETRY_REQUIREMENTS),
                          env=dict(IMAGE_ENV), command=["python", "-m", f"{RUNTIME_PACKAGE}.serve"],
                          port=PORT, flow_dir="/app/flow")

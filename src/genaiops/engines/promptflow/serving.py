@@ -25,7 +25,8 @@ from genaiops.safecopy import copy_regular_tree
 from genaiops.workspace.files import atomic_write_text
 
 PROMPTFLOW_PIN = "promptflow==1.18.5"
-SERVING_REQUIREMENTS = ("keyrings.alt", "gunicorn==22.0.0")
+SERVING_REQUIREMENTS = ("keyrings.alt", "gunicorn==22.0.0",
+                        "opentelemetry-exporter-otlp-proto-http>=1.20,<1.39")  # promptflow-tracing: sdk<1.39
 PORT = 8080
 
 SERVE_SH = """\
@@ -38,7 +39,7 @@ for f in /connections/*.yaml; do
 done
 cd /flow
 exec gunicorn -w "$PROMPTFLOW_WORKER_NUM" --threads 1 -b "0.0.0.0:$PORT" --timeout 300 \\
-  "promptflow.core._serving.app:create_app(engine='flask')"
+  --pythonpath /serving "genaiops_pf_serve:create_app()"
 """
 
 # what `pf flow build` adds to the flow folder: tool metadata of DAG and flex flows
@@ -52,7 +53,11 @@ IMAGE_ENV = {
     "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
     "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
     "PORT": str(PORT), "PROMPTFLOW_WORKER_NUM": "2",
+    # traces are exported by genaiops_telemetry (redacted, content only when allowed), not promptflow's own set-up
+    "PF_BUILTIN_TRACE_EXPORTERS_DISABLE": "true",
 }
+SERVING_MODULES = (Path(__file__).resolve().parent / "genaiops_pf_serve.py",
+                   Path(__file__).resolve().parents[1] / "genaiops_telemetry.py")
 
 
 def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> ServingBundle:
@@ -65,6 +70,8 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
             if (output / part).exists():  # regular files only: a link would copy a host file
                 copy_regular_tree(output / part, bundle / part)
     atomic_write_text(bundle / "serve.sh", SERVE_SH)
+    for module in SERVING_MODULES:  # the WSGI entry with traces and /feedback (`genaiops_pf_serve`)
+        atomic_write_text(bundle / "serving" / module.name, module.read_text(encoding="utf-8"))
     atomic_write_text(bundle / "root" / ".promptflow" / "pf.yaml", PF_CONFIG)
     return ServingBundle(requirements=requirements(bundle / "flow"), env=dict(IMAGE_ENV),
                          command=["/bin/sh", "/serve.sh"], port=PORT, flow_dir="/flow",

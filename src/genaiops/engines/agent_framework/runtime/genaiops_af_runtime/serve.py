@@ -1,8 +1,13 @@
 """The serving image's ASGI app: the promptflow image's contract on Agent Framework.
 
-    GET  /health  -> 200 {"status": "healthy"} once the app has loaded
-    POST /score   -> 200 {<output>: value, ...} for a JSON object of inputs;
-                     400 for a body that is not one, 500 {"error": ...} when the app failed
+    GET  /health    -> 200 {"status": "healthy"} once the app has loaded
+    POST /score     -> 200 {<output>: value, ...} for a JSON object of inputs;
+                       400 for a body that is not one, 500 {"error": ...} when the app failed
+    POST /feedback  -> 202 once recorded as a span linked to the rated trace (400 bad body,
+                       503 when tracing is off)
+
+With an exporter configured, `genaiops_telemetry` (copied beside this package in the image) wraps
+each /score in a root span whose children are Agent Framework's own chat/agent spans.
 
 Started by `python -m genaiops_af_runtime.serve` (uvicorn on $PORT, default 8080). The app and the
 variant's parameters are in $GENAIOPS_APP_DIR (`genaiops-app.json`), the connections' secret-free
@@ -21,6 +26,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+try:  # beside the package in the image; absent from the engine's batch environment
+    import genaiops_telemetry
+except ImportError:
+    genaiops_telemetry = None
 
 from genaiops_af_runtime.app import App, AppError, load_build
 from genaiops_af_runtime.llm import Connections, RetryPolicy, env_prefix
@@ -55,7 +65,21 @@ def load_app(app_dir: Path, environ) -> App:
 
 def create_app(app_dir: Path | None = None, environ=None) -> Starlette:
     environ = os.environ if environ is None else environ
+    telemetry = genaiops_telemetry.setup(environ) if genaiops_telemetry is not None else None
+    if telemetry is not None:  # Agent Framework's own spans: message content only when allowed
+        from agent_framework.observability import enable_instrumentation
+
+        enable_instrumentation(enable_sensitive_data=telemetry.capture)
     app = load_app(Path(app_dir or environ.get("GENAIOPS_APP_DIR", "/app/flow")), environ)
+
+    async def run(inputs: dict) -> tuple[int, dict, str]:
+        try:
+            line = await app.run(inputs)
+        except AppError as exc:
+            return 500, {"error": str(exc)}, "AppError"
+        except Exception as exc:  # the model call or the app failed: say what, not a traceback
+            return 500, {"error": f"{type(exc).__name__}: {exc}"[:1000]}, type(exc).__name__
+        return 200, line.outputs, ""
 
     async def health(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "healthy"})
@@ -70,16 +94,40 @@ def create_app(app_dir: Path | None = None, environ=None) -> Starlette:
         missing = [name for name in app.inputs if name not in body]
         if missing:
             return JSONResponse({"error": f"missing inputs {missing}"}, status_code=400)
+        inputs = {name: body[name] for name in app.inputs}
+        if telemetry is None:
+            status, payload, _error = await run(inputs)
+            return JSONResponse(payload, status_code=status)
+        with telemetry.score(inputs) as scored:
+            status, payload, error = await run(inputs)
+            if error:
+                scored.fail(error, payload["error"])
+            else:
+                scored.ok(payload)
+        return JSONResponse(payload, status_code=status,
+                            headers={"x-genaiops-trace-id": scored.trace_id,
+                                     "x-genaiops-response-id": scored.response_id})
+
+    async def feedback(request: Request) -> JSONResponse:
+        if telemetry is None:
+            return JSONResponse({"error": "feedback needs tracing: set OTEL_EXPORTER_OTLP_ENDPOINT or "
+                                          "APPLICATIONINSIGHTS_CONNECTION_STRING"}, status_code=503)
         try:
-            line = await app.run({name: body[name] for name in app.inputs})
-        except AppError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=500)
-        except Exception as exc:  # the model call or the app failed: say what, not a traceback
-            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"[:1000]}, status_code=500)
-        return JSONResponse(line.outputs)
+            if int(request.headers.get("content-length") or 0) > 16_384:
+                return JSONResponse({"error": "at most 16384 bytes"}, status_code=413)
+        except ValueError:
+            return JSONResponse({"error": "bad Content-Length"}, status_code=400)
+        body = await request.body()
+        try:
+            record = genaiops_telemetry.parse_feedback(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        telemetry.feedback(record)
+        return JSONResponse({"status": "recorded"}, status_code=202)
 
     return Starlette(routes=[Route("/health", health, methods=["GET"]),
-                             Route("/score", score, methods=["POST"])])
+                             Route("/score", score, methods=["POST"]),
+                             Route("/feedback", feedback, methods=["POST"])])
 
 
 def main() -> None:

@@ -1,0 +1,107 @@
+"""The promptflow image's WSGI entry: promptflow's flask app with genaiops' traces and `/feedback`.
+
+Copied into the image beside `genaiops_telemetry` (it imports nothing of genaiops) and started by
+gunicorn as `genaiops_pf_serve:create_app()`. With an exporter configured (`genaiops_telemetry`),
+each `POST /score` runs inside a root span whose children are promptflow's own traced node and LLM
+spans, and its answer carries `x-genaiops-trace-id` / `x-genaiops-response-id`;
+`POST /feedback` records a feedback span linked to that trace (202), 400 for a bad body.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import genaiops_telemetry
+
+MAX_SCORE_BODY = 10 * 1024 * 1024
+
+
+def _answer(start_response, status: str, payload: dict, headers=()):
+    body = json.dumps(payload).encode("utf-8")
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                            *headers])
+    return [body]
+
+
+def _read(environ, limit: int) -> bytes | None:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if length < 0 or length > limit:
+        return None
+    return environ["wsgi.input"].read(length) if length else b""
+
+
+class Traced:
+    def __init__(self, app, telemetry):
+        self.app, self.telemetry = app, telemetry
+
+    def __call__(self, environ, start_response):
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path == "/feedback" and method == "POST":
+            return self._feedback(environ, start_response)
+        if path != "/score" or method != "POST" or self.telemetry is None:
+            return self.app(environ, start_response)
+        body = _read(environ, MAX_SCORE_BODY)
+        if body is None:
+            return _answer(start_response, "413 Payload Too Large", {"error": "the body is too large"})
+        environ["wsgi.input"] = io.BytesIO(body)
+        try:
+            inputs = json.loads(body.decode("utf-8"))
+        except ValueError:
+            inputs = None
+        captured = {}
+
+        def capture_start(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, list(headers)
+            return lambda data: None
+
+        with self.telemetry.score(inputs) as scored:
+            result = self.app(environ, capture_start)
+            try:
+                data = b"".join(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+            code = int(captured["status"].split()[0])
+            if code >= 400:
+                scored.fail(f"http.{code}", data.decode("utf-8", "replace")[:1000])
+            else:
+                try:
+                    scored.ok(json.loads(data.decode("utf-8")))
+                except ValueError:
+                    scored.ok(data.decode("utf-8", "replace"))
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers += [("Content-Length", str(len(data))), ("x-genaiops-trace-id", scored.trace_id),
+                    ("x-genaiops-response-id", scored.response_id)]
+        start_response(captured["status"], headers)
+        return [data]
+
+    def _feedback(self, environ, start_response):
+        if self.telemetry is None:
+            return _answer(start_response, "503 Service Unavailable",
+                           {"error": "feedback needs tracing: set OTEL_EXPORTER_OTLP_ENDPOINT or "
+                                     "APPLICATIONINSIGHTS_CONNECTION_STRING"})
+        body = _read(environ, 16_384)
+        if body is None:
+            return _answer(start_response, "413 Payload Too Large", {"error": "at most 16384 bytes"})
+        try:
+            record = genaiops_telemetry.parse_feedback(body)
+        except ValueError as exc:
+            return _answer(start_response, "400 Bad Request", {"error": str(exc)})
+        self.telemetry.feedback(record)
+        return _answer(start_response, "202 Accepted", {"status": "recorded"})
+
+
+def create_app():
+    telemetry = genaiops_telemetry.setup()
+    if telemetry is not None:  # promptflow traces nodes and LLM calls only when told (default: off)
+        os.environ["PF_DISABLE_TRACING"] = "false"
+    from promptflow.core._serving.app import create_app as promptflow_app
+
+    app = promptflow_app(engine="flask")
+    app.wsgi_app = Traced(app.wsgi_app, telemetry)
+    return app

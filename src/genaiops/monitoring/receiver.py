@@ -1,0 +1,160 @@
+"""The embedded OTLP/HTTP trace receiver: `POST /v1/traces` on a loopback port -> the trace store.
+
+Started for a local deploy or `monitor` (deployed containers run with `--network host`, so
+`http://127.0.0.1:<port>` is their `OTEL_EXPORTER_OTLP_ENDPOINT`). Accepts
+`application/x-protobuf` and `application/json` (OTLP/HTTP), optionally gzip-encoded, bodies up to
+`max_body` bytes (413 beyond, after decompression too); malformed input is 400 with a one-line
+reason, an unknown media type 415. Nothing of a request is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from genaiops.errors import UsageError
+from genaiops.monitoring.otlp import OtlpError, decode_json, decode_protobuf
+from genaiops.monitoring.store import TraceStore
+
+MAX_BODY = 8 * 1024 * 1024
+TRACES_PATH = "/v1/traces"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "genaiops-otlp"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # never log requests
+        pass
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, close: bool = False) -> None:
+        # OTLP: a google.rpc.Status; JSON is what every client can read
+        if close:
+            self.close_connection = True
+        self._reply(status, json.dumps({"code": 3, "message": message}).encode("utf-8"), JSON)
+
+    def do_GET(self):
+        if self.path == "/health":
+            self._reply(200, b'{"status": "healthy"}', JSON)
+        else:
+            self._error(404, f"no route GET {self.path[:100]}")
+
+    def do_POST(self):
+        receiver: Receiver = self.server.receiver
+        if self.path.split("?", 1)[0] != TRACES_PATH:
+            return self._error(404, f"no route POST {self.path[:100]} (OTLP traces go to {TRACES_PATH})", True)
+        media = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if media not in (PROTOBUF, JSON):
+            return self._error(415, f"Content-Type must be {PROTOBUF} or {JSON}", True)
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self._error(411, "a Content-Length is required", True)
+        if length < 0 or length > receiver.max_body:
+            return self._error(413, f"the body is {length} bytes; at most {receiver.max_body}", True)
+        body = self.rfile.read(length)
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding == "gzip":
+            try:
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                body = inflater.decompress(body, receiver.max_body + 1)
+            except zlib.error as exc:
+                return self._error(400, f"the gzip body does not decompress: {exc}")
+            if len(body) > receiver.max_body or inflater.unconsumed_tail:
+                return self._error(413, f"the body decompresses to more than {receiver.max_body} bytes")
+        elif encoding != "identity":
+            return self._error(415, f"Content-Encoding {encoding[:40]!r} is not supported (gzip or none)")
+        try:
+            spans = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
+        except OtlpError as exc:
+            receiver.rejected += 1
+            return self._error(400, str(exc)[:500])
+        receiver.store.add_spans(spans)
+        receiver.received += len(spans)
+        if media == PROTOBUF:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                ExportTraceServiceResponse,
+            )
+
+            return self._reply(200, ExportTraceServiceResponse().SerializeToString(), PROTOBUF)
+        return self._reply(200, b"{}", JSON)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, receiver):
+        self.receiver = receiver
+        super().__init__(address, _Handler)
+
+    def server_bind(self):  # no reverse DNS lookup (it can hang offline)
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away; nothing of a request is printed
+
+
+class Receiver:
+    """An OTLP/HTTP receiver on a loopback port writing to the trace store at `db`."""
+
+    def __init__(self, db: Path, host: str = "127.0.0.1", port: int = 0, max_body: int = MAX_BODY):
+        self.store = TraceStore(db)
+        self.host, self._port, self.max_body = host, port, max_body
+        self.received = 0
+        self.rejected = 0
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Receiver:
+        try:
+            self._httpd = _Server((self.host, self._port), self)
+        except OSError as exc:
+            raise UsageError(f"the trace receiver cannot listen on {self.host}:{self._port}: {exc.strerror or exc}",
+                             hint="pick another port (0 = any free port)") from None
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="genaiops-otlp", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def __enter__(self) -> Receiver:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise UsageError("the trace receiver is not running")
+        return self._httpd.server_address[1]
+
+    @property
+    def endpoint(self) -> str:
+        """The `OTEL_EXPORTER_OTLP_ENDPOINT` for exporters (they append /v1/traces)."""
+        return f"http://{self.host}:{self.port}"
+
+
+__all__ = ["MAX_BODY", "TRACES_PATH", "Receiver"]
