@@ -26,8 +26,8 @@ def test_drift_over_http_changes_answers_errors_and_latency_then_restores():
         assert state == {"drift": True, "rules": True, "error_rate": 0.5, "latency_ms": 150.0}
         started = time.monotonic()
         answers = [_ask(sim.url) for _ in range(10)]
-        assert time.monotonic() - started >= 10 * 0.15
         assert sum(a.status_code == 500 for a in answers) == 5
+        assert time.monotonic() - started >= 5 * 0.15  # the added latency of the 5 answers
         assert {a.json()["choices"][0]["message"]["content"] for a in answers if a.status_code == 200} == {"other"}
         assert httpx.delete(sim.url + "/_simulator/drift").json() == {"drift": False}
         assert [_ask(sim.url).status_code for _ in range(4)] == [200] * 4
