@@ -87,3 +87,31 @@ def docker_mark(reason: str | None):
     if reason is not None and os.environ.get("GENAIOPS_REQUIRE_DOCKER") == "1":
         pytest.fail(f"docker: {reason}, and GENAIOPS_REQUIRE_DOCKER=1 says these tests must run", pytrace=False)
     return pytest.mark.skipif(reason is not None, reason=f"docker: {reason}")
+
+
+SMALL_PR_OVERLAY = """\
+# the 10-row PR smoke set, for tests that need a small, fast overlay (the sample's `pr` overlay
+# evaluates the rows dev's baseline holds, so its regression gate can be judged)
+datasets:
+  - name: tickets_pr
+    source: datasets/classification/tickets_pr.jsonl
+    description: 10 labelled tickets, 2 per category (PR smoke set)
+    mappings:
+      text: ${data.text}
+evaluators:
+  - name: accuracy
+    flow: flows/classification/evaluation
+    datasets:
+      - name: tickets_pr_eval
+        reference: tickets_pr
+        mappings:
+          groundtruth: ${data.label}
+          prediction: ${run.outputs.category}
+"""
+
+
+def use_small_pr_overlay(root: Path, use_case: str = "classification") -> Path:
+    """Make a copied repo's `pr` overlay of the classification sample the 10-row smoke set."""
+    path = root / f"configs/{use_case}/experiment.pr.yaml"
+    path.write_text(SMALL_PR_OVERLAY)
+    return path

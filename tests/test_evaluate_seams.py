@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from deploy_helpers import copy_use_case, edited, run_cli
+from deploy_helpers import copy_use_case, edited, run_cli, use_small_pr_overlay
 
 pytestmark = pytest.mark.promptflow
 UC = "classification"
@@ -21,7 +21,9 @@ UC = "classification"
 
 @pytest.fixture
 def repo(tmp_path, state_dir):
-    return copy_use_case(tmp_path / "repo", UC)
+    root = copy_use_case(tmp_path / "repo", UC)
+    use_small_pr_overlay(root)
+    return root
 
 
 def _run(repo, capsys, phase: str, *argv: str) -> tuple[int, str, str]:

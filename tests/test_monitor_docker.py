@@ -15,7 +15,7 @@ import time
 import urllib.request
 
 import pytest
-from deploy_helpers import copy_classification_and_port, run_cli
+from deploy_helpers import copy_classification_and_port, run_cli, use_small_pr_overlay
 from test_deploy_docker import REASON, _free_pair
 
 from genaiops.config.deployment import OFFLINE_BASE_IMAGE
@@ -25,7 +25,8 @@ from genaiops.monitoring.receiver import Receiver
 from genaiops.monitoring.store import TraceStore
 from genaiops.simulator import SimulatorServer
 
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}"), pytest.mark.docker]
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}"), pytest.mark.docker,
+              pytest.mark.timeout(900)]
 CANARY = "canary-" + secrets.token_hex(12)
 RUN_ID = secrets.token_hex(3)
 
@@ -40,6 +41,7 @@ def _post(url: str, body: dict) -> tuple[int, dict, dict]:
 @pytest.mark.parametrize("use_case", ["classification", "classification_maf"])
 def test_deployed_image_sends_traces_to_the_embedded_store(use_case, tmp_path, capsys, monkeypatch):
     root = copy_classification_and_port(tmp_path / "repo")
+    use_small_pr_overlay(root)  # the 10-row set: its `evaluators:` block takes the reference-free one
     state, trust = tmp_path / "state", tmp_path / "trust"
     port, otlp_port = _free_pair(), _free_pair()
     env = f"mon{RUN_ID}"

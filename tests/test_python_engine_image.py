@@ -23,7 +23,8 @@ REASON = dockercli.unavailable_reason()
 BASE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 if REASON is None and dockercli.inspect("image", BASE) is None:
     REASON = f"base image {BASE} missing (run .ci/setup-docker.sh)"
-pytestmark = [pytest.mark.docker, pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")]
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900),
+              pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")]
 
 
 def _free_port() -> int:

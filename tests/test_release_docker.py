@@ -30,7 +30,8 @@ from genaiops.phases.context import PhaseContext
 from genaiops.simulator import SimulatorServer
 from genaiops.workspace import Workspace
 
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}")
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=f"docker: {REASON}"), pytest.mark.docker,
+              pytest.mark.timeout(900)]
 
 UC = "classification"
 RUN_ID = secrets.token_hex(3)

@@ -151,9 +151,10 @@ def test_repeats_run_each_row_n_times_cluster_by_row_report_flaky_rows_and_repla
     then replayed with no simulator: the same per-row results."""
     import json
 
-    from deploy_helpers import copy_classification_and_port, run_cli
+    from deploy_helpers import copy_classification_and_port, run_cli, use_small_pr_overlay
 
     repo = copy_classification_and_port(tmp_path / "repo")
+    use_small_pr_overlay(repo)
     rules = repo / "configs/classification/simulator.yaml"
     rules.write_text(rules.read_text().replace("accuracy: 0.97", "accuracy: 0.6"))
     overlay = repo / "configs/classification/experiment.pr.yaml"
