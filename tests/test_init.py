@@ -20,6 +20,24 @@ def repo(tmp_path, monkeypatch, state_dir):
     return make_repo(tmp_path / "repo")
 
 
+def stored_connection(name: str) -> dict:
+    """The connection as promptflow keeps it in the commands' private home (genaiops never writes
+    the user's ~/.promptflow), read by promptflow itself in a child process with that HOME."""
+    import os
+    import subprocess
+    import sys
+
+    from genaiops.engines.processenv import command_home
+
+    code = ("import json, sys\nfrom promptflow.client import PFClient\n"
+            "c = PFClient().connections.get(sys.argv[1], with_secrets=True)\n"
+            "print(json.dumps({k: getattr(c, k, None) for k in ('base_url', 'api_base', 'api_key')}))")
+    done = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HOME": str(command_home())}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def init(repo, capsys, *extra):
     code = main(["--repo", str(repo), "run", "init", "--use-case", "demo", *extra])
     captured = capsys.readouterr()
@@ -36,11 +54,9 @@ def test_init_creates_connection_and_registers_datasets(repo, capsys):
     assert result["connections"][0]["action"] in {"created", "updated"}
     assert result["datasets"][0]["status"] == "registered" and result["datasets"][0]["version"] == 1
 
-    from promptflow.client import PFClient
-
-    stored = PFClient().connections.get("llm", with_secrets=True)
-    assert stored.base_url == "http://127.0.0.1:8765/v1"
-    assert stored.api_key == "simulator-key"
+    stored = stored_connection("llm")
+    assert stored["base_url"] == "http://127.0.0.1:8765/v1"
+    assert stored["api_key"] == "simulator-key"
 
     code, out, _ = init(repo, capsys)
     assert code == 0
@@ -66,10 +82,8 @@ def test_init_with_real_endpoint_settings_from_dotenv_never_prints_the_key(repo,
     code, out, err = init(repo, capsys, "--json")
     assert code == 0, out
     assert CANARY not in out + err
-    from promptflow.client import PFClient
-
-    stored = PFClient().connections.get("llm", with_secrets=True)
-    assert stored.api_key == CANARY and stored.api_base == "https://example.openai.azure.com"
+    stored = stored_connection("llm")
+    assert stored["api_key"] == CANARY and stored["api_base"] == "https://example.openai.azure.com"
     for path in state_dir.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
