@@ -144,7 +144,7 @@ def test_branch_model():
     assert call["with"]["to_prod"] == "${{ github.ref == 'refs/heads/main' }}"
     assert call["secrets"] == "inherit"
     jobs = WORKFLOWS["genaiops-release"]["jobs"]
-    assert jobs["build"]["needs"] == "evaluate" and jobs["deploy-dev"]["needs"] == "build"
+    assert "needs" not in jobs["build"] and jobs["deploy-dev"]["needs"] == "build"
     assert jobs["deploy-prod"]["needs"] == ["build", "deploy-dev"] and jobs["deploy-prod"]["if"] == "${{ inputs.to_prod }}"
     for job, env in (("deploy-dev", "dev"), ("deploy-prod", "prod")):  # the digest built once, both times
         assert jobs[job]["with"]["environment"] == env
@@ -154,7 +154,13 @@ def test_branch_model():
     assert "approval_source" not in jobs["deploy-dev"]["with"]
     builds = [s for w, s in all_steps() if "genaiops run build" in (s.get("run") or "")]
     assert len(builds) == 1  # one place builds an image
-    assert jobs["evaluate"]["environment"] == jobs["build"]["environment"] == "dev"
+    assert jobs["build"]["environment"] == "dev"
+    # build releases only a summary it can verify against the evaluation kept on its own runner:
+    # evaluate and build are one job, evaluate first, build reading the summary evaluate wrote
+    runs = [s.get("run") or "" for s in jobs["build"]["steps"]]
+    [evaluated] = [i for i, text in enumerate(runs) if "genaiops run evaluate" in text]
+    [built] = [i for i, text in enumerate(runs) if "genaiops run build" in text]
+    assert evaluated < built and '--summary "$RUNNER_TEMP/report/summary.json"' in runs[built]
 
 
 def test_the_deploy_job_runs_in_its_environment_one_at_a_time_and_checks_the_approval():
