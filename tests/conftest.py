@@ -26,6 +26,18 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test_only():
+    """Each command runs in a process of its own; tests run many in one. The secrets one test's
+    commands registered (canaries, placeholder keys) must not become known secrets of the next:
+    an image scan would find a short one in an image's system libraries."""
+    from genaiops.secrets import REDACTOR
+
+    before = REDACTOR.values()
+    yield
+    REDACTOR.keep_only(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -32,6 +32,13 @@ class Redactor:
                     self._values.add(value)
             self._pattern = None
 
+    def keep_only(self, values) -> None:
+        """Forget every value but `values` (one process serving several commands, e.g. a test
+        session: what one command knew is not another's secret)."""
+        with self._lock:
+            self._values = set(values)
+            self._pattern = None
+
     def add_env(self, env: dict) -> None:
         self.add(*(v for k, v in env.items() if v and _SECRET_NAME.search(k)))
 
