@@ -53,7 +53,7 @@ SUB = "7c0ffee0-0000-4000-8000-000000000001"
 TENANT = "72f988bf-0000-4000-8000-000000000000"
 DEV, PROD = ("rg-genaiops-dev", "mlw-genaiops-dev"), ("rg-genaiops-prod", "mlw-genaiops-prod")
 AUTHOR, REVIEWER = "dana-dev", "riley-release"
-DIGEST = re.compile(r"`(sha256:[0-9a-f]{64})`")
+DIGEST = re.compile(r"Image digest: `(sha256:[0-9a-f]{64})`")  # the line the summary asks reviewers to copy
 
 
 def _commit(origin: Path, branch: str, rel: str, old: str, new: str, message: str) -> str:
