@@ -33,7 +33,7 @@ system:  ## chromium + docker daemon + offline base image (idempotent; needs roo
 test: setup system  ## the whole test suite
 	$(BIN)/python -m pytest
 
-test-fast: setup  ## the fast tier for development: no real engine process, no Docker (under 3 minutes)
+test-fast: setup  ## the fast tier for development: no real engine process, no Docker (about 4.5 minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
