@@ -17,7 +17,14 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
 exec 9>"$LOCK"
-flock 9   # held until this script exits: one setup at a time on this machine
+# held until this script exits: one setup at a time on this machine. Every long-lived process started
+# below gets `9>&-`: a daemon that inherited the descriptor would hold the lock for its whole life,
+# and the next setup on this machine would wait for it forever.
+if ! flock -w "${GENAIOPS_SETUP_LOCK_WAIT:-900}" 9; then
+  echo "setup-docker: another setup has held $LOCK for ${GENAIOPS_SETUP_LOCK_WAIT:-900}s; holders:" >&2
+  fuser -v "$LOCK" >&2 2>&1 || true
+  exit 1
+fi
 
 need_apt=()
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
@@ -31,7 +38,7 @@ fi
 if ! docker info >/dev/null 2>&1; then
   echo "setup-docker: starting dockerd (log: $LOG)"
   # setsid: the daemon must outlive this script and not get the caller's signals.
-  $SUDO setsid dockerd >"$LOG" 2>&1 < /dev/null &
+  $SUDO setsid dockerd >"$LOG" 2>&1 < /dev/null 9>&- &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 1
@@ -66,7 +73,7 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   # in the background, in a session of its own: a signal to this script runs the cleanup at once
   # (bash runs traps only between foreground commands) and stops debootstrap's whole group
   $SUDO setsid debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-    bookworm "$ROOTFS/root" "$MIRROR" >"$DEBOOTSTRAP_LOG" 2>&1 </dev/null &
+    bookworm "$ROOTFS/root" "$MIRROR" >"$DEBOOTSTRAP_LOG" 2>&1 </dev/null 9>&- &
   BUILDER=$!
   wait "$BUILDER" || { BUILDER=""; echo "setup-docker: debootstrap failed; its log ends:" >&2
                        tail -n 20 "$DEBOOTSTRAP_LOG" >&2; exit 1; }
