@@ -168,7 +168,7 @@ def test_experiment_runs_the_grid_in_one_worker_with_tokens_and_cost(phases):
     assert code == 0 and result["ok"]
     runs = {r["variant"]: r for r in result["runs"]}
     assert set(runs) == set(PROMPTFLOW_ACCURACY)
-    assert len({r["pf_run"] for r in runs.values()}) == 1  # four variants, one batch
+    assert len({r["engine_run"] for r in runs.values()}) == 1  # four variants, one batch
     for run in runs.values():
         assert run["lines_ok"] == 46 and run["lines_failed"] == 0
         assert run["prompt_tokens"] > 46 * 50 and run["completion_tokens"] > 46

@@ -63,7 +63,7 @@ def test_flex_variants_run_as_one_batch_with_each_variants_own_outputs_and_token
         alone = {v: experiment(repo, sim, variants=v, force=True).runs[0]
                  for v in ("concise", "detailed")}
     assert together.ok, together.failures
-    assert len({r["pf_run"] for r in together.runs}) == 1  # one promptflow run, one worker pool
+    assert len({r["engine_run"] for r in together.runs}) == 1  # one promptflow run, one worker pool
     ledger = Workspace.for_repo(repo).ledger()
     for run in together.runs:
         single = alone[run["variant"]]
@@ -99,7 +99,7 @@ def test_prompty_variants_run_forked_in_one_batch(tmp_path, state_dir):
         both = experiment(tmp_path, sim, use_case="tone", variants="all")
         one = experiment(tmp_path, sim, use_case="tone", variants="precise", force=True)
     assert both.ok and one.ok, (both.failures, one.failures)
-    assert len({r["pf_run"] for r in both.runs}) == 1
+    assert len({r["engine_run"] for r in both.runs}) == 1
     rows = Workspace.for_repo(tmp_path).ledger().read_outputs(one.runs[0]["key"])
     assert all(set(row["outputs"]) == {"output"} for row in rows)  # named like a plain prompty run
     assert sim.stats.snapshot()["by_rule"].keys() >= {"precise", "precise_hot"}  # each its temperature

@@ -159,7 +159,7 @@ def test_runs_reuse_and_force(repo, state_dir, sim):
     assert all(r["latency_p50_s"] is not None for r in first.runs)
     calls = sim.stats.requests
     assert calls == 3 * 4 * 2  # 3 variants x 4 lines x 2 LLM nodes, all in one composite run
-    assert len({r["pf_run"] for r in first.runs}) == 1
+    assert len({r["engine_run"] for r in first.runs}) == 1
 
     ledger = Workspace.for_repo(repo).ledger()
     outputs = ledger.read_outputs(first.runs[0]["key"])
@@ -355,7 +355,7 @@ def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, mon
     assert payload["ok"] is False and payload["phase"] == "experiment"
     assert set(payload["totals"]) >= {"runs", "reused", "lines_ok", "lines_failed", "total_tokens", "cost"}
     run = payload["runs"][0]
-    for key in ("key", "variant", "dataset", "dataset_hash", "flow_hash", "pf_run", "status", "lines_ok",
+    for key in ("key", "variant", "dataset", "dataset_hash", "flow_hash", "engine_run", "status", "lines_ok",
                 "lines_failed", "prompt_tokens", "completion_tokens", "latency_p95_s", "reused", "errors"):
         assert key in run
     assert payload["failures"][0]["errors"][0]["message"]

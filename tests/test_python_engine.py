@@ -68,7 +68,7 @@ def test_python_experiment_and_evaluate_through_the_gateway(repo):
     assert set(outputs) == {"precise", "creative"}
     code, summary, err = run_cli(repo, "run", "evaluate", "--use-case", "tone", "--json",
                                  "--no-progress")
-    assert code == 0, err
+    assert code == 0, (err, summary)
     [gate] = summary["gates"]
     assert gate["status"] == "pass" and gate["variant"] == "precise" and gate["value"] >= 0.8
 
@@ -179,7 +179,7 @@ def test_a_fourth_engine_from_a_fixture_folder(repo, monkeypatch):
     assert experiment["totals"]["lines_ok"] == 9
     code, summary, err = run_cli(repo, "run", "evaluate", "--use-case", "toy", "--json",
                                  "--no-progress")
-    assert code == 0, err
+    assert code == 0, (err, summary)
     assert summary["gates"][0]["status"] == "pass"
     code, comparison, err = run_cli(repo, "compare", "--baseline", "tone", "--candidate", "toy",
                                     "--baseline-variant", "precise", "--margin", "0.3", "--json",

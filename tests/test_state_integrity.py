@@ -159,3 +159,45 @@ def test_leftovers_of_killed_processes_are_swept_on_start(repo, state_dir, capsy
     assert [p for p in leftovers if p.parent.exists() and p.exists()] == []
     assert not (state_dir / f"staging/demo-x-00.{host_tag}-{dead}").exists()
     assert alive.exists()
+
+
+def _as_written_before_the_rename(path: Path) -> None:
+    """Rewrite a sealed record as genaiops wrote it when its fields were named after promptflow."""
+    from genaiops.workspace.integrity import SEAL
+
+    data = json.loads(path.read_text())
+    data.pop(SEAL)
+    old = {"engine_run": "pf_run", "engine_output": "pf_output"}
+    path.write_text(json.dumps(seal({old.get(k, k): v for k, v in data.items()})))
+
+
+def test_records_written_with_promptflow_field_names_are_still_read(repo, state_dir, capsys):
+    """Run records and evaluation runs once said `pf_run` / `pf_output`: they are reused, not
+    quarantined, and a summary.json that says `pf_run` keeps its digest (build accepts it)."""
+    from genaiops.evaluation.summary import Summary
+
+    key = experiment(repo, capsys)["runs"][0]["key"]
+    code, out, err = genaiops(repo, capsys, "run", "evaluate", "-u", "demo", "--json")
+    assert code == 0, err
+    record = state_dir / "ledger" / "runs" / f"{key}.json"
+    assert "engine_run" in json.loads(record.read_text())
+    _as_written_before_the_rename(record)
+    [stored] = (state_dir / "evaluations" / "runs").glob("*.json")
+    _as_written_before_the_rename(stored)
+    assert '"pf_run"' in record.read_text() and '"pf_run"' in stored.read_text()
+
+    again = experiment(repo, capsys)
+    assert again["runs"][0]["reused"] and "damaged" not in again["stderr"]
+    assert again["runs"][0]["engine_run"] == json.loads(record.read_text())["pf_run"]
+    code, out, err = genaiops(repo, capsys, "run", "evaluate", "-u", "demo", "--json")
+    assert code == 0 and "damaged" not in err
+    assert all(e["reused"] for e in json.loads(out)["evaluations"])
+
+    summary = json.loads(out)
+    [evaluation] = summary["evaluations"]
+    evaluation["pf_run"] = evaluation.pop("engine_run")
+    summary["digest"] = None
+    old = Summary.from_dict(summary)
+    summary["digest"] = old.digest()  # what evaluate wrote then: the digest of these keys
+    read = Summary.from_dict(summary)
+    assert read.recorded_digest == read.digest() and "pf_run" in read.to_dict()["evaluations"][0]

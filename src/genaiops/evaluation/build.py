@@ -93,5 +93,5 @@ def _evaluation_run(outcome: EvalOutcome, reused: bool) -> EvaluationRun:
     return EvaluationRun(key=outcome.key, evaluator=outcome.evaluator,
                          eval_dataset=outcome.eval_dataset, variant=outcome.variant,
                          dataset=outcome.dataset, kind=outcome.kind, mode=outcome.mode,
-                         pf_run=outcome.pf_run, status=outcome.status, error=outcome.error,
+                         engine_run=outcome.engine_run, status=outcome.status, error=outcome.error,
                          duration_s=outcome.duration_s, reused=reused)

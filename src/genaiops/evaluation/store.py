@@ -14,6 +14,7 @@ from genaiops.evaluation.evaluators.base import EvalOutcome
 from genaiops.secrets import redact_data
 from genaiops.workspace.files import atomic_write_json
 from genaiops.workspace.integrity import SEAL, Damaged, quarantine, read_sealed, seal
+from genaiops.workspace.ledger import renamed_fields
 
 
 class EvaluationStore:
@@ -32,6 +33,7 @@ class EvaluationStore:
             return None
         if data is None or data.get("status") != "completed":
             return None
+        data = renamed_fields(data)
         return EvalOutcome(**{k: v for k, v in data.items() if k in EvalOutcome.__dataclass_fields__})
 
     def save(self, outcome: EvalOutcome) -> None:

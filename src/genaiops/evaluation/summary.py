@@ -109,7 +109,11 @@ class ScoreBlock(Record):
 
 
 class EvaluationRun(Record):
-    """One evaluator run (evaluator dataset x experiment run), fresh or reused from the store."""
+    """One evaluator run (evaluator dataset x experiment run), fresh or reused from the store.
+    Summaries written before the engine boundary name the engine's run `pf_run`: read as written
+    and written back so (their digest stays theirs); new ones write `engine_run`."""
+
+    OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset({"engine_run", "pf_run"})
 
     key: str
     evaluator: str
@@ -118,7 +122,8 @@ class EvaluationRun(Record):
     dataset: str
     kind: Literal["flow", "code", "azure_ai_evaluation"]
     mode: Literal["run", "data", "code"]
-    pf_run: str | None
+    engine_run: str | None = None  # the engine's name for the batch run
+    pf_run: str | None = None  # the same, in summaries written before it was renamed
     status: Literal["completed", "failed"]
     error: str | None
     duration_s: Number

@@ -368,16 +368,16 @@ def record_batch(ctx: PhaseContext, batch: Batch, result: BatchResult, experimen
                 "variant_spec": run.variant.identity(), "dataset": run.dataset.name,
                 "dataset_source": run.dataset.source_rel, "dataset_hash": run.dataset_hash,
                 "column_mapping": dict(run.dataset.mappings), "settings": run.identity["settings"],
-                "repeats": run.dataset.repeats, "pf_run": result.name,
-                "pf_output": result.members[index].suffix if member_ok else None,
+                "repeats": run.dataset.repeats, "engine_run": result.name,
+                "engine_output": result.members[index].suffix if member_ok else None,
                 "served": served_now(ctx, run.partial)}
         if run.partial is None:
             record = build_record(base=base, rows=rows, lines_total=batch.rows, completed=member_ok,
                                   duration_s=result.duration_s, price=price, started_at=started)
         else:  # lines from two engine runs: evaluations read them from the ledger, not a run link
             earlier = run.partial
-            base.update(pf_run="", pf_output=None,
-                        merged_runs=[*(earlier.merged_runs or [earlier.pf_run]), result.name])
+            base.update(engine_run="", engine_output=None,
+                        merged_runs=[*(earlier.merged_runs or [earlier.engine_run]), result.name])
             rows = merged(ledger.read_outputs(run.key), rows, set(run.retry_lines))
             record = build_record(base=base, rows=rows, lines_total=earlier.lines_total,
                                   completed=not result.crashed,
@@ -506,7 +506,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
         "duration_s": round(time.time() - started, 3),
     }
     failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
-                 "errors": r["errors"], "run": r.get("pf_run") or r["key"][:8]} for r in failing]
+                 "errors": r["errors"], "run": r.get("engine_run") or r["key"][:8]} for r in failing]
     cassette = ctx.cassette
     replay = (cassette, misses_before) if pending and cassette is not None and \
         len(cassette.misses) > misses_before else None

@@ -40,6 +40,16 @@ def run_key(identity: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
+# fields records written before the engine boundary named after promptflow; read under their names
+LEGACY_FIELDS = {"pf_run": "engine_run", "pf_output": "engine_output"}
+
+
+def renamed_fields(data: dict) -> dict:
+    """A record (run, evaluation run) read from disk with its legacy field names renamed; called
+    after its seal was verified, so the seal still covers what was written."""
+    return {LEGACY_FIELDS.get(key, key): value for key, value in data.items()}
+
+
 @dataclass
 class RunRecord:
     key: str
@@ -56,8 +66,8 @@ class RunRecord:
     dataset_hash: str
     column_mapping: dict
     settings: dict  # connection/model settings that affect outputs; never secrets
-    pf_run: str
-    pf_output: str | None  # output name suffix inside a composite run ("" = plain run)
+    engine_run: str  # the engine's name for the batch run ("" when lines of several are merged)
+    engine_output: str | None  # output name suffix inside a composite run ("" = plain run)
     status: str
     lines_total: int = 0
     lines_ok: int = 0
@@ -108,6 +118,7 @@ class Ledger:
             return None
         if data is None:
             return None
+        data = renamed_fields(data)
         return RunRecord(**{k: v for k, v in data.items() if k in RunRecord.__dataclass_fields__})
 
     def find(self, key: str) -> RunRecord | None:

@@ -57,7 +57,7 @@ class EvalOutcome:
     metrics: dict = field(default_factory=dict)  # aggregates the evaluator itself reported
     status: str = "completed"  # completed | failed
     error: str | None = None
-    pf_run: str | None = None
+    engine_run: str | None = None  # the engine's name for the evaluation's batch run
     duration_s: float = 0.0
 
     def as_dict(self) -> dict:

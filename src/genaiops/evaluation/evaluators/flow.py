@@ -106,11 +106,11 @@ class FlowEvaluator:
         failed = error_rows(rows)
         scored = scored_rows(rows)  # the run= link would hand the evaluator the failed lines too
         use_run = (not self.force_data_mode and not task.eval_dataset.key_column and not failed
-                   and (record.repeats or 1) == 1 and self.engine.linkable_run(record.pf_run))
+                   and (record.repeats or 1) == 1 and self.engine.linkable_run(record.engine_run))
         with tempfile.TemporaryDirectory(prefix=f"genaiops-eval-{owner_tag()}-") as tmp:
             if use_run:
                 job = self._job(name, task.eval_dataset.source,
-                                run_mapping(mapping, record.pf_output or ""), workers, run=record.pf_run)
+                                run_mapping(mapping, record.engine_output or ""), workers, run=record.engine_run)
             else:
                 data = Path(tmp) / "eval-data.jsonl"
                 write_fallback_data(scored, mapping, data)
@@ -138,4 +138,4 @@ class FlowEvaluator:
             mode="run" if use_run else "data", rows=out_rows, metrics=dict(result.metrics or {}),
             status="completed" if ok else "failed",
             error=None if ok else redact(result.error or "evaluation run failed")[:1000],
-            pf_run=result.name, duration_s=round(time.monotonic() - started, 3))
+            engine_run=result.name, duration_s=round(time.monotonic() - started, 3))
