@@ -1,5 +1,5 @@
 """Statistics behind evaluation metrics: intervals, NaN/error counting, paired tests; the
-numpy/scipy implementation cross-checked against closed-form references on grids of inputs."""
+numpy implementation cross-checked against closed-form references on grids of inputs."""
 
 import math
 import statistics
@@ -130,3 +130,19 @@ def test_paired_bootstrap_for_continuous_scores_and_lower_is_better():
     assert paired_test([1.0] * 40, [1.5] * 40, higher_is_better=False).p_value < 0.01
     # a margin tolerates a small drop
     assert paired_test(baseline, [v - 0.01 for v in baseline], margin=0.05).p_value > 0.5
+
+
+@pytest.mark.parametrize("n", [2001, 3000])
+def test_mcnemar_tail_in_log_space_matches_the_exact_sum_for_many_pairs(n):
+    for k in (0, n // 3, n // 2 - 10, n // 2, n // 2 + 40, n - 1, n):
+        assert binomial_tail(k, n) == pytest.approx(exact_tail(k, n), rel=1e-9, abs=1e-300)
+
+
+def test_a_command_does_not_import_scipy():
+    """scipy.stats cost each command about 1.5 s of start-up; the statistics are closed forms."""
+    import subprocess
+    import sys
+    code = ("import sys, genaiops.cli, genaiops.phases.verdict, genaiops.evaluation.scoring, "
+            "genaiops.evaluation.parity, genaiops.evaluation.repeats; print(sorted(m for m in sys.modules if m.startswith('scipy')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

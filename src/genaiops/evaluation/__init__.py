@@ -5,7 +5,7 @@
     evaluators  evaluator adapters (promptflow evaluation flows, Python functions), planned by
                 content key and run concurrently through `genaiops.scheduling`
     scoring     metric entries per evaluator run, built-in operational metrics per run
-    stats       intervals and paired tests (numpy/scipy)
+    stats       intervals and paired tests (numpy and closed forms)
     ranking     leaderboard on the primary metric, best variant
     drilldown   per-line view of outputs and scores
     build       all of the above assembled into a Summary

@@ -1,23 +1,26 @@
-"""Statistics for evaluation scores, on numpy/scipy and deterministic (fixed bootstrap seed).
+"""Statistics for evaluation scores, on numpy and deterministic (fixed bootstrap seed).
 
 - `aggregate(values)` turns per-row scores into a mean with a confidence interval, counting
   NaN / non-numeric rows and errored rows separately (never silently dropped);
-- Wilson intervals (scipy) for pass/fail (0/1) scores, percentile bootstrap for continuous ones;
+- Wilson intervals for pass/fail (0/1) scores, percentile bootstrap for continuous ones;
 - paired tests for regression gates: McNemar exact (one-sided binomial test on the discordant
   pairs) for pass/fail pairs, paired bootstrap of the mean difference for continuous pairs;
 - non-inferiority with a margin for `genaiops compare` (`non_inferiority`): for pass/fail pairs
   McNemar's exact test (margin 0) or its generalisation to a margin, Tango's score test, with
   Tango's score interval for the difference; for continuous pairs the paired bootstrap.
+
+The closed forms here (Wilson, the binomial tail, the normal quantile, a bisection) replace
+scipy.stats, whose import alone cost every command about 1.5 s; tests/test_stats.py holds them
+to scipy's figures.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.stats import binomtest, norm
 
 from genaiops.evaluation.summary import PairedTestResult
 
@@ -46,19 +49,56 @@ def is_binary(values: list[float]) -> bool:
     return bool(values) and all(v in (0.0, 1.0) for v in values)
 
 
+def normal_quantile(p: float) -> float:
+    return NormalDist().inv_cdf(p)
+
+
+def normal_sf(z: float) -> float:
+    """P(Z > z), exact in the far tail too (erfc, not 1 - cdf)."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval, without continuity correction."""
     if n == 0:
         return (math.nan, math.nan)
-    interval = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(interval.low), float(interval.high))
+    z = normal_quantile(1 - (1 - confidence) / 2)
+    p, z2 = successes / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    low = 0.0 if successes == 0 else max(0.0, center - half)  # exact at the edges, not 1e-17
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return (low, high)
 
 
 def binomial_tail(k: int, n: int) -> float:
     """P(X >= k) for X ~ Binomial(n, 1/2): McNemar's exact one-sided p-value for k of n
-    discordant pairs going the bad way."""
-    if n == 0:
+    discordant pairs going the bad way. Exact integers up to a few thousand pairs, log-space above."""
+    if n == 0 or k <= 0:
         return 1.0
-    return float(binomtest(k, n, 0.5, alternative="greater").pvalue)
+    if k > n:
+        return 0.0
+    if n <= 2000:
+        return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+            for i in range(k, n + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(v - top) for v in logs))
+
+
+def bisect_root(f, low: float, high: float, xtol: float = 1e-10) -> float:
+    """A root of f in [low, high], where f(low) and f(high) differ in sign."""
+    f_low = f(low)
+    while high - low > xtol:
+        middle = (low + high) / 2
+        f_middle = f(middle)
+        if f_middle == 0:
+            return middle
+        if (f_middle < 0) == (f_low < 0):
+            low, f_low = middle, f_middle
+        else:
+            high = middle
+    return (low + high) / 2
 
 
 def bootstrap_means(values: list[float], samples: int = BOOTSTRAP_SAMPLES,
@@ -196,7 +236,7 @@ def tango_z(worse: int, better: int, n: int, theta: float) -> float:
 
 def tango_interval(worse: int, better: int, n: int, confidence: float) -> tuple[float, float]:
     """The score interval for the improvement: every theta the two-sided test does not reject."""
-    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    z = normal_quantile(1 - (1 - confidence) / 2)
     estimate = (better - worse) / n
     edge = 1 - 1e-12
 
@@ -204,7 +244,7 @@ def tango_interval(worse: int, better: int, n: int, confidence: float) -> tuple[
         f = lambda theta: tango_z(worse, better, n, theta) - target  # noqa: E731
         if f(low) * f(high) > 0:  # the test does not reject anywhere on this side
             return low if target > 0 else high
-        return float(brentq(f, low, high, xtol=1e-10))
+        return bisect_root(f, low, high)
 
     return (bound(z, -edge, estimate), bound(-z, estimate, edge))
 
@@ -233,7 +273,7 @@ def non_inferiority(baseline: list[float], candidate: list[float], *, margin: fl
             p_value = binomial_tail(better, worse + better) if worse + better else 1.0
             method = "mcnemar_exact"
         else:
-            p_value = float(norm.sf(tango_z(worse, better, n, -margin)))
+            p_value = normal_sf(tango_z(worse, better, n, -margin))
             method = "tango_score"
         return NonInferiorityTest(method, n, delta, low, high, p_value, margin, confidence, worse,
                                   better)
