@@ -136,3 +136,30 @@ def test_serving_bundle_copies_only_regular_files(tmp_path, outside):
     with pytest.raises(UsageError, match="notes.txt is a symbolic link"):
         copy_regular_tree(source, tmp_path / "bundle2" / "flow")
     assert not (tmp_path / "bundle2" / "flow" / "notes.txt").exists()
+
+
+@pytest.mark.promptflow
+def test_links_validate_accepts_are_followed_by_experiment_and_evaluate(repo, capsys):
+    """A link inside the repository that `validate` accepts (here: the evaluation flow's grader and
+    the flow's prompt, both shared from `flows/common/`) is read as its file by every phase: the
+    evaluation flow, too, runs from a copy whose boundary is the repository, not its own folder."""
+    from deploy_helpers import use_small_pr_overlay
+
+    use_small_pr_overlay(repo)
+    common = repo / "flows/common"
+    common.mkdir(parents=True)
+    for shared in (repo / "flows/classification/evaluation/grade.py", repo / FLOW / "classify_terse.jinja2"):
+        if not shared.exists():
+            continue
+        moved = common / shared.name
+        shared.rename(moved)
+        shared.symlink_to(os.path.relpath(moved, shared.parent))
+    links = [p for p in (repo / "flows/classification").rglob("*") if p.is_symlink()]
+    assert links, "the sample has none of the files this test links"
+    code, out, _ = run_cli(["--repo", str(repo), "validate", "-u", "classification"], capsys)
+    assert code == 0, out
+    code, out, err = run_cli(["--repo", str(repo), "run", "verdict", "-u", "classification", "-e", "pr",
+                              "--no-progress"], capsys)
+    assert code == 0, out + err
+    assert "verdict: PASS" in out
+    assert all(link.is_symlink() for link in links)  # the repository is left as it was

@@ -160,13 +160,14 @@ def python_reads(source: str, shown: str) -> EnvReads:
 
 
 def tree_reads(root: Path, cache_patterns: tuple[str, ...], text_suffixes: tuple[str, ...],
-               on_text=None) -> EnvReads:
+               on_text=None, boundary: Path | None = None) -> EnvReads:
     """The reads of every Python and text file of a flow folder (the files its hash covers).
-    `on_text(text, suffix, shown)` sees each text file too (an engine's own references)."""
+    `on_text(text, suffix, shown)` sees each text file too (an engine's own references).
+    `boundary`: where the folder's links may point (the flow's, i.e. the repository), as for its hash."""
     from genaiops.hashing import snapshot
 
     reads = EnvReads()
-    for entry in snapshot(root, cache_patterns).files:
+    for entry in snapshot(root, cache_patterns, boundary=boundary).files:
         shown, suffix = f"{root.name}/{entry.rel}", entry.path.suffix
         if suffix not in (".py", *text_suffixes):
             continue

@@ -179,7 +179,7 @@ class OwnWorkerEngine(HeldConnections, Engine):
         key already), so the flow names none itself."""
         from genaiops.envscan import tree_reads  # pyright: ignore[reportUnknownVariableType]
 
-        reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
+        reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"), boundary=flow.boundary)
         return FlowReads(variables=reads.variables, unknown=reads.unknown)
 
     def prewarm(self, count: int) -> None:

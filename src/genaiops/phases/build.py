@@ -170,7 +170,7 @@ def _passed_summary(ctx: PhaseContext, path: Path):
     if summary.verdict != "pass" or summary.best is None:
         raise GenaiopsError(f"evaluation {summary.id} did not pass its gates (verdict {summary.verdict}): "
                             "no release candidate is built from it")
-    evaluated = hash_tree(ctx.flow.root, ctx.engine.cache_patterns)
+    evaluated = hash_tree(ctx.flow.root, ctx.engine.cache_patterns, boundary=ctx.flow.boundary)
     if evaluated != summary.best.flow_hash:
         raise GenaiopsError(f"the flow in this checkout ({evaluated[:19]}) is not the one evaluation "
                             f"{summary.id} ran ({summary.best.flow_hash[:19]})",

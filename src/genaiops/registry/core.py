@@ -97,7 +97,9 @@ class ContentRegistry:
             path = self.repo_root / path
         spec = replace(spec, path=path)
         validate_spec(spec)
-        snap = hashing.snapshot(path, spec.ignores)
+        inside = source_path(self.repo_root, path) != path.resolve().as_posix()
+        # links may point anywhere in the repository, as validate and the runs allow; no further
+        snap = hashing.snapshot(path, spec.ignores, boundary=self.repo_root if inside else None)
         if not snap.files:
             raise UsageError(
                 f"asset {spec.name!r}: nothing to register in {path}",

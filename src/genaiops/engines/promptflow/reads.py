@@ -52,5 +52,5 @@ def flow_reads(flow: FlowSpec, cache_patterns: tuple[str, ...]) -> FlowReads:
         for document in _yaml_documents(text, suffix):
             _connections(document, shown, connections)
 
-    reads = tree_reads(flow.root, cache_patterns, TEXT_SUFFIXES, references)
+    reads = tree_reads(flow.root, cache_patterns, TEXT_SUFFIXES, references, boundary=flow.boundary)
     return FlowReads(variables=reads.variables, connections=connections, unknown=reads.unknown)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from genaiops.engines.base import BatchJob, FlowReads
@@ -79,7 +80,8 @@ class FlowEvaluator:
         return f"{self.engine.name}:{self.engine.version()}"
 
     def reads(self) -> FlowReads:
-        return self.engine.flow_reads(self.engine.read_flow(self.flow))
+        # the links validate accepted (anywhere in the repository) are read here too
+        return self.engine.flow_reads(replace(self.engine.read_flow(self.flow), boundary=self.boundary))
 
     def _job(self, name: str, data: Path, column_mapping: dict, workers: int,
              run: str | None = None) -> BatchJob:
