@@ -19,6 +19,10 @@ def add_monitor_parser(commands) -> None:
     parser.add_argument("--app-insights", default=None, metavar="WORKSPACE_ID",
                         help="read traces from this Log Analytics workspace (Application Insights) "
                              "instead of the embedded store")
+    parser.add_argument("--receive", action="store_true",
+                        help="keep the embedded trace receiver running (until Ctrl-C) on the environment's "
+                             "otlp_port (default 4318), for a local docker deployment that keeps serving; "
+                             "then run monitor from another shell")
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -34,6 +38,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from genaiops.cli.render import emit_json, out
     from genaiops.phases.monitor import MonitorOptions, run_monitor
 
+    if args.receive:
+        return _receive(args, out)
     with phase_context(args) as ctx:
         result = run_monitor(ctx, MonitorOptions(env=args.env, since_hours=args.since, sample=args.sample,
                                                  app_insights_workspace=args.app_insights))
@@ -54,3 +60,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     out(f"verdict: {result.verdict.upper()}  {result.message}")
     out(f"reports: {result.report_dir}")
     return code
+
+
+def _receive(args: argparse.Namespace, out) -> int:
+    """The embedded receiver in the foreground on the port the environment's containers export to."""
+    from genaiops.cli.options import repo_root
+    from genaiops.config.deployment import load_deployment
+    from genaiops.deploy.targets.docker import OTLP_PORT
+    from genaiops.monitoring.receiver import serve
+    from genaiops.workspace import Workspace
+
+    root = repo_root(args)
+    environment = load_deployment(root, args.use_case, args.env).environment(args.env)
+    port = int(environment.settings.get("otlp_port", OTLP_PORT))
+    return serve(Workspace.for_repo(root).traces_db, port, out)
