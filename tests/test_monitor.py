@@ -203,3 +203,18 @@ def test_thin_traffic_is_not_judged(world, capsys):
 def test_nothing_deployed_is_a_usage_error(world, capsys):
     code, text = _monitor(world, capsys, "pr")
     assert code == 2 and "nothing of classification_maf is deployed to 'pr'" in text
+
+
+def test_llm_judge_calls_are_recorded_and_replayed(world, capsys):
+    """`monitor --llm record` keeps the judge's answers in the cassette; `--llm replay` scores the same
+    sample from it, with no simulator or endpoint, to the same figure."""
+    other = "sha256:" + "ef" * 32
+    _deploy(world, "judged", other)
+    _traffic(world, "judged", 21, artifact=other)
+    figures = []
+    for mode in ("record", "replay"):
+        code, text = _monitor(world, capsys, "judged", "--llm", mode, "--json")
+        assert code == 0, text
+        result = json.loads(text[text.index("{"):])
+        figures.append((result["sampled"], {c["metric"]: c["value"] for c in result["checks"]}["judge.agrees"]))
+    assert figures[0] == figures[1] and figures[0][0] == 21

@@ -11,7 +11,7 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_monitor_parser(commands) -> None:
-    parser = add_command(commands, "monitor", cmd_monitor, use_case=REQUIRED, env=DEPLOYMENT)
+    parser = add_command(commands, "monitor", cmd_monitor, use_case=REQUIRED, env=DEPLOYMENT, llm=True)
     parser.add_argument("--since", type=hours, default=None, metavar="DURATION",
                         help="how far back to read traces: 90m, 24h, 7d (default: monitoring.since_hours)")
     parser.add_argument("--sample", type=fraction, default=None,

@@ -171,6 +171,7 @@ def score_sample(ctx: PhaseContext, sample, record: SampleRecord,
     from genaiops.evaluation.evaluators.base import EvalTask
     from genaiops.evaluation.stats import aggregate, as_number
     from genaiops.gateway import EVALUATOR_POOL
+    from genaiops.phases.evaluate import new_evaluation_id
 
     config = ctx.config
     checks, results, notes = [], [], []
@@ -188,8 +189,6 @@ def score_sample(ctx: PhaseContext, sample, record: SampleRecord,
     flow_engines = list({e.engine: ctx.engine_named(e.engine) for e in evaluators if e.flow}.values())
     for engine in flow_engines:  # the evaluators run one after the other: one worker each
         engine.prewarm(1)
-    from genaiops.phases.evaluate import new_evaluation_id
-
     run_id = new_evaluation_id(config.use_case).replace("-eval-", "-monitor-", 1)  # engine run names are unique
     aligned = [row for _span, row in rows]
     span_of = {row.line: span for span, row in rows}
