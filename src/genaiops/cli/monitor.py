@@ -31,9 +31,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     Reads the traces of the image the audit chain says is deployed to the environment (the
     embedded store under .genaiops/traces/, or Application Insights), computes error rate,
     latency p50/p95, tokens and cost per request with intervals, compares them with the approved
-    evaluation's figures within the `monitoring.margins` of experiment.yaml, and writes
+    evaluation's figures within the `monitoring.margins` of experiment.yaml (and, on a sample of
+    the requests, the scores of the evaluators marked reference_free, LLM judges included), and writes
     monitor.json, monitor.md, junit.xml and report.html. Exit 1 on drift, naming the metric,
     its figure and the approved one; exit 0 when traffic is too thin to judge (and says so).
+    With --receive it only runs the embedded trace receiver until Ctrl-C.
     """
     from genaiops.cli.render import emit_json, out
     from genaiops.phases.monitor import MonitorOptions, run_monitor

@@ -8,6 +8,9 @@
    `gen_ai.evaluation.result` events.
 3. Operational metrics over all of it: error rate (Wilson interval), latency p50/p95, tokens and
    cost per request (bootstrap interval of the mean) - the intervals `evaluation.stats` gives the gates.
+   The sampled requests whose content was recorded are scored by the use case's reference-free
+   evaluators (code, LLM-judge flows, azure-ai-evaluation judges: `score_sample`), LLM judges
+   through the command's gateway.
 4. The approved figures: the deployed variant's builtin metrics in that evaluation's summary.json.
 5. Drift: a metric with a margin (`monitoring.margins`) drifts when production is worse than the
    approved figure by more than the margin with the configured confidence (the interval's near
