@@ -106,3 +106,52 @@ evaluators:""") + """\
     summary = Summary.from_json(path.read_text())
     scored = [m for m in summary.metrics if m.dataset == "regressions" and m.evaluator == "accuracy"]
     assert scored and scored[0].n == 2, [(m.dataset, m.evaluator, m.metric) for m in summary.metrics]
+
+
+@pytest.mark.agent_framework
+def test_feedback_without_a_correction_is_scored_by_reference_free_evaluators_and_skipped_by_the_others(repo, capsys):
+    """A flagged answer nobody corrected becomes an inputs-only row: the next PR verdict runs the
+    flow on it, the reference-free evaluator scores it, and accuracy (which needs the label) skips
+    it with the reason - neither a config error nor a silent drop."""
+    (repo / "flows/classification/known.py").write_text(
+        "def known(category):\n    return {'known': int(category in {'billing', 'technical', 'account', "
+        "'shipping', 'other'})}\n")
+    store = TraceStore(Workspace.for_repo(repo).traces_db)
+    _request(store, "I was charged twice for my invoice", rating=-1, correction={"category": "billing"})
+    _request(store, "I cannot log in, my password reset fails", rating=-1)  # no correction
+    dataset = repo / f"datasets/{PORT}/regressions.jsonl"
+    code, out, _ = run_cli(["--repo", str(repo), "feedback", "promote", "-u", PORT, "-e", "local", "--apply"], capsys)
+    assert code == 0 and "2 new row(s)" in out and "1 new row(s) without a correction: inputs only" in out, out
+    assert {"text": "I cannot log in, my password reset fails"} in [json.loads(x) for x in dataset.read_text().splitlines()]
+    overlay = repo / f"configs/{PORT}/experiment.pr.yaml"
+    overlay.write_text(overlay.read_text().replace("evaluators:", f"""\
+  - name: regressions
+    source: datasets/{PORT}/regressions.jsonl
+    mappings:
+      text: ${{data.text}}
+evaluators:
+  - name: known_category
+    code: flows/classification/known.py:known
+    reference_free: true
+    datasets:
+      - name: regressions_known
+        reference: regressions
+        mappings: {{category: "${{run.outputs.category}}"}}""") + """\
+      - name: regressions_eval
+        reference: regressions
+        mappings:
+          groundtruth: ${data.label}
+          prediction: ${run.outputs.category}
+""")
+    code, out, err = run_cli(["--repo", str(repo), "run", "verdict", "-u", PORT, "-e", "pr", "--no-progress"], capsys)
+    assert code in (0, 1) and "Traceback" not in out + err, out + err
+    [path] = (Workspace.for_repo(repo).root / "reports" / PORT).glob("*/summary.json")
+    summary = Summary.from_json(path.read_text())
+    on_regressions = {(m.evaluator, m.metric): m for m in summary.metrics if m.dataset == "regressions"}
+    known = on_regressions[("known_category", "known")]
+    assert known.n == known.n_valid == 2 and known.n_error == 0  # both rows, the uncorrected one too
+    grades = [m for (evaluator, _), m in on_regressions.items() if evaluator == "accuracy"]
+    assert grades and all((m.n, m.n_valid, m.n_error) == (2, 1, 1) for m in grades), on_regressions
+    block = next(b for b in summary.scores if b.dataset == "regressions" and b.evaluator == "accuracy")
+    [reason] = block.errors.values()
+    assert reason.startswith("not scored: no ground truth: the row has no 'label'") and "accuracy needs" in reason

@@ -6,6 +6,7 @@ figures, thin traffic is said to be too thin, and nothing deployed is a usage er
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 
@@ -19,6 +20,16 @@ from genaiops.workspace import Workspace
 
 pytestmark = pytest.mark.agent_framework
 ARTIFACT = "sha256:" + "ab" * 32
+# the sample's LLM judge (flows/classification/judge, a promptflow flow that calls the model): it
+# needs no ground truth, so monitor runs it on the sampled requests through the gateway
+JUDGE = """  - name: judge
+    flow: flows/classification/judge
+    reference_free: true
+    datasets:
+      - name: {dataset}_judge
+        reference: {dataset}
+        mappings: {{text: "${{data.text}}", prediction: "${{run.outputs.category}}"}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +51,13 @@ def world(tmp_path_factory):
       - name: {dataset}_known
         reference: {dataset}
         mappings: {{category: "${{run.outputs.category}}"}}
-""", 1))
+""" + (JUDGE.format(dataset=dataset) if name == "experiment.pr.yaml" else ""), 1))
+    # env `judged`: the base config plus the judge, and a margin on its agreement
+    base = (root / f"configs/{PORT}/experiment.yaml").read_text()
+    evaluators = base[base.index("evaluators:\n"):base.index("runtime:")]
+    (root / f"configs/{PORT}/experiment.judged.yaml").write_text(
+        evaluators + JUDGE.format(dataset="tickets")
+        + "monitoring:\n  margins: {builtin.error_rate: 0.05, judge.agrees: 0.2}\n")
     with open(root / f"configs/{PORT}/experiment.yaml", "a") as handle:
         handle.write("monitoring:\n  margins: {builtin.error_rate: 0.05, known_category.known: 0.1}\n")
     with pytest.MonkeyPatch.context() as patch:
@@ -61,9 +78,10 @@ def world(tmp_path_factory):
         yield {"root": root, "workspace": workspace, "summary": summary}
 
 
-def _traffic(world, env: str, n: int, failed: int = 0, tokens: int = 250, category: str = "account") -> None:
+def _traffic(world, env: str, n: int, failed: int = 0, tokens: int = 250, category: str = "account",
+             artifact: str = ARTIFACT) -> None:
     """`n` requests of the deployed image (the first `failed` of them failed) in `env`, their
-    inputs and outputs recorded (content capture on)."""
+    inputs and outputs recorded (content capture on); the tickets are about an account."""
     now = time.time_ns()
     spans = []
     for i in range(n):
@@ -72,10 +90,10 @@ def _traffic(world, env: str, n: int, failed: int = 0, tokens: int = 250, catego
                           start_ns=start, end_ns=start + 150_000_000, status_code=STATUS_ERROR if i < failed else 0,
                           attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.usage.input_tokens": tokens - 20,
                                       "gen_ai.usage.output_tokens": 20, "gen_ai.response.model": "gpt-4o-mini",
-                                      "genaiops.inputs": json.dumps({"text": f"ticket {i}"}),
+                                      "genaiops.inputs": json.dumps({"text": f"I cannot log in to my account {i}"}),
                                       "genaiops.outputs": json.dumps({"category": category, "summary": "s"})},
                           resource={"genaiops.use_case": PORT, "deployment.environment": env,
-                                    "genaiops.image": ARTIFACT}))
+                                    "genaiops.image": artifact}))
     TraceStore(world["workspace"].traces_db).add_spans(spans)
 
 
@@ -132,6 +150,44 @@ def test_answers_a_reference_free_evaluator_rejects_are_drift(world, capsys):
     assert "known_category.known 0 (95% CI" in text and "vs approved 1, margin 0.1" in text
 
 
+def _deploy(world, env: str, artifact: str) -> None:
+    (world["root"] / f"configs/{PORT}/deployment.yaml").write_text(
+        f"environments:\n  local:\n    target: docker\n    port: 18080\n  {env}:\n    target: docker\n"
+        "    port: 18096\n")
+    audit.audit_log(world["workspace"]).append({
+        "event": "deployed", "ok": True, "use_case": PORT, "env": env, "artifact": artifact,
+        "variant": {"label": world["summary"].best.variant},
+        "image": {"labels": {"summary_digest": world["summary"].digest()}}})
+
+
+def test_llm_judge_scores_the_sample_through_the_gateway_and_its_drift_fails(world, capsys):
+    """The judge flow runs on the sampled requests (the simulator answers it through the gateway's
+    evaluators pool); answers it disagrees with are drift of `judge.agrees`, named with both figures."""
+    approved = world["summary"].find_metric(world["summary"].best.variant, "agrees", evaluator="judge")
+    assert approved is not None and approved.value >= 0.7  # the verdict ran the judge too
+    _deploy(world, "judged", ARTIFACT)
+    _traffic(world, "judged", 24)  # account tickets answered `account`: the judge agrees
+    code, text = _monitor(world, capsys, "judged", "--sample", "0.6", "--json")
+    assert code == 0, text
+    result = json.loads(text[text.index("{"):])
+    checks = {c["metric"]: c for c in result["checks"]}
+    agrees = checks["judge.agrees"]
+    assert agrees["status"] == "pass" and agrees["n"] == result["sampled"] > 0 and agrees["value"] >= 0.8
+    assert agrees["approved"] == approved.value
+    assert result["llm_calls"] == {"evaluators": result["sampled"]}  # one judge call per sampled request
+    events = TraceStore(world["workspace"].traces_db).events(name="gen_ai.evaluation.result")
+    assert sum(e["attributes"]["gen_ai.evaluation.name"] == "judge.agrees" for e in events) == result["sampled"]
+
+    other = "sha256:" + "cd" * 32  # a new image whose answers the judge rejects
+    _deploy(world, "judged", other)
+    _traffic(world, "judged", 24, category="shipping", artifact=other)
+    code, text = _monitor(world, capsys, "judged")
+    assert code == 1, text
+    assert "verdict: DRIFT" in text
+    assert re.search(r"drift: judge\.agrees (0|0\.0\d+) \(95% CI", text), text  # the judge is right 95% of the time
+    assert f"vs approved {approved.value:.4g}, margin 0.2: worse beyond the margin" in text
+
+
 def test_thin_traffic_is_not_judged(world, capsys):
     (world["root"] / f"configs/{PORT}/deployment.yaml").write_text(
         "environments:\n  local:\n    target: docker\n    port: 18080\n  thin:\n    target: docker\n    port: 18092\n")
@@ -147,3 +203,18 @@ def test_thin_traffic_is_not_judged(world, capsys):
 def test_nothing_deployed_is_a_usage_error(world, capsys):
     code, text = _monitor(world, capsys, "pr")
     assert code == 2 and "nothing of classification_maf is deployed to 'pr'" in text
+
+
+def test_llm_judge_calls_are_recorded_and_replayed(world, capsys):
+    """`monitor --llm record` keeps the judge's answers in the cassette; `--llm replay` scores the same
+    sample from it, with no simulator or endpoint, to the same figure."""
+    other = "sha256:" + "ef" * 32
+    _deploy(world, "judged", other)
+    _traffic(world, "judged", 21, artifact=other)
+    figures = []
+    for mode in ("record", "replay"):
+        code, text = _monitor(world, capsys, "judged", "--llm", mode, "--json")
+        assert code == 0, text
+        result = json.loads(text[text.index("{"):])
+        figures.append((result["sampled"], {c["metric"]: c["value"] for c in result["checks"]}["judge.agrees"]))
+    assert figures[0] == figures[1] and figures[0][0] == 21

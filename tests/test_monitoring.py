@@ -187,3 +187,49 @@ def test_app_insights_reader_queries_the_logs_api(monkeypatch):
     assert span.failed and span.duration_s == pytest.approx(0.25)
     assert span.resource == {"genaiops.use_case": "uc", "deployment.environment": "prod",
                              "genaiops.image": "sha256:abc"}
+
+
+def test_monitor_receive_keeps_the_receiver_running_until_sigterm(tmp_path, state_dir):
+    """`genaiops monitor --receive` (a real process): listens on the environment's otlp_port, stores
+    what the containers export, and stops cleanly on SIGTERM saying how much it stored."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from deploy_helpers import PORT, copy_classification_and_port
+
+    from genaiops.workspace import Workspace
+
+    root = copy_classification_and_port(tmp_path / "repo")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (root / f"configs/{PORT}/deployment.yaml").write_text(
+        f"environments:\n  local:\n    target: docker\n    otlp_port: {port}\n")
+    process = subprocess.Popen([sys.executable, "-m", "genaiops", "--repo", str(root), "monitor", "-u", PORT,
+                                "-e", "local", "--receive"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "GENAIOPS_STATE_DIR": str(state_dir)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = httpx.post(f"http://127.0.0.1:{port}/v1/traces", json=_json_body(), timeout=5)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                time.sleep(0.2)
+        assert answer.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, out + err
+    assert f"trace receiver on http://127.0.0.1:{port}/v1/traces" in out
+    assert "trace receiver stopped: 1 span(s) stored" in out
+    (span,) = TraceStore(Workspace.for_repo(root).traces_db).spans(use_case="uc")
+    assert span.span_id == "eee19b7ec3c1b174"

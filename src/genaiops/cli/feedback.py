@@ -46,6 +46,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
         f"{result.duplicates} already in {result.dataset}")
     for why in result.skipped:
         out(f"  skipped: {why}")
+    if result.inputs_only:
+        out(f"  {result.inputs_only} new row(s) without a correction: inputs only; the next verdict scores them "
+            "with the reference-free evaluators, the others skip them (no ground truth)")
     out(f"candidates: {result.candidates_file}")
     if result.applied:
         out(f"applied to {result.dataset}")

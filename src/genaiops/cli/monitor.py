@@ -11,7 +11,7 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_monitor_parser(commands) -> None:
-    parser = add_command(commands, "monitor", cmd_monitor, use_case=REQUIRED, env=DEPLOYMENT)
+    parser = add_command(commands, "monitor", cmd_monitor, use_case=REQUIRED, env=DEPLOYMENT, llm=True)
     parser.add_argument("--since", type=hours, default=None, metavar="DURATION",
                         help="how far back to read traces: 90m, 24h, 7d (default: monitoring.since_hours)")
     parser.add_argument("--sample", type=fraction, default=None,
@@ -19,6 +19,10 @@ def add_monitor_parser(commands) -> None:
     parser.add_argument("--app-insights", default=None, metavar="WORKSPACE_ID",
                         help="read traces from this Log Analytics workspace (Application Insights) "
                              "instead of the embedded store")
+    parser.add_argument("--receive", action="store_true",
+                        help="keep the embedded trace receiver running (until Ctrl-C) on the environment's "
+                             "otlp_port (default 4318), for a local docker deployment that keeps serving; "
+                             "then run monitor from another shell")
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -27,13 +31,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     Reads the traces of the image the audit chain says is deployed to the environment (the
     embedded store under .genaiops/traces/, or Application Insights), computes error rate,
     latency p50/p95, tokens and cost per request with intervals, compares them with the approved
-    evaluation's figures within the `monitoring.margins` of experiment.yaml, and writes
+    evaluation's figures within the `monitoring.margins` of experiment.yaml (and, on a sample of
+    the requests, the scores of the evaluators marked reference_free, LLM judges included), and writes
     monitor.json, monitor.md, junit.xml and report.html. Exit 1 on drift, naming the metric,
     its figure and the approved one; exit 0 when traffic is too thin to judge (and says so).
+    With --receive it only runs the embedded trace receiver until Ctrl-C.
     """
     from genaiops.cli.render import emit_json, out
     from genaiops.phases.monitor import MonitorOptions, run_monitor
 
+    if args.receive:
+        return _receive(args, out)
     with phase_context(args) as ctx:
         result = run_monitor(ctx, MonitorOptions(env=args.env, since_hours=args.since, sample=args.sample,
                                                  app_insights_workspace=args.app_insights))
@@ -54,3 +62,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     out(f"verdict: {result.verdict.upper()}  {result.message}")
     out(f"reports: {result.report_dir}")
     return code
+
+
+def _receive(args: argparse.Namespace, out) -> int:
+    """The embedded receiver in the foreground on the port the environment's containers export to."""
+    from genaiops.cli.options import repo_root
+    from genaiops.config.deployment import load_deployment
+    from genaiops.deploy.targets.docker import OTLP_PORT
+    from genaiops.monitoring.receiver import serve
+    from genaiops.workspace import Workspace
+
+    root = repo_root(args)
+    environment = load_deployment(root, args.use_case, args.env).environment(args.env)
+    port = int(environment.settings.get("otlp_port", OTLP_PORT))
+    return serve(Workspace.for_repo(root).traces_db, port, out)

@@ -140,7 +140,7 @@ class Checker:
                 seen[name] = index
 
     def mappings(self, path, mappings: dict, dataset: DatasetFile | None, flow: FlowSpec | None,
-                 run_outputs: tuple[str, ...] | None, allow_null=()) -> None:
+                 run_outputs: tuple[str, ...] | None, allow_null=(), missing_ok: bool = False) -> None:
         allow_null = set(allow_null or ())
         for key, ref in (mappings or {}).items():
             where = path + (key,)
@@ -152,7 +152,7 @@ class Checker:
             data = DATA_REF.match(ref)
             if data and dataset is not None:
                 self.problems += missing_column(dataset, data.group(1), format_path(where),
-                                                null_ok=data.group(1) in allow_null)
+                                                null_ok=data.group(1) in allow_null, missing_ok=missing_ok)
             run = RUN_OUTPUT_REF.match(ref)
             if run is not None and run_outputs is None:
                 self.add(where, f"{ref} refers to a run, but this dataset feeds the standard flow",
@@ -209,6 +209,13 @@ class Checker:
             self.add(base + ("source",), wrong, ALIGN_HINT)
 
 
+def _same_path(a: str, b: str) -> bool:
+    """Two repository-relative paths naming the same file (`./x/../y` = `y`)."""
+    import posixpath
+
+    return posixpath.normpath(str(a).replace("\\", "/")) == posixpath.normpath(str(b).replace("\\", "/"))
+
+
 def check(data: dict, sources: SourceMap,
           repo_root: Path) -> tuple[list[Problem], dict[str, FlowSpec]]:
     """Returns problems plus the flow specs read on the way, by the path as written."""
@@ -255,6 +262,7 @@ def check(data: dict, sources: SourceMap,
         c.mappings(("datasets", index, "mappings"), ds.get("mappings"), standard[ds["name"]], flow,
                    None, ds.get("allow_null"))
 
+    regressions = (data.get("monitoring") or {}).get("regressions") or f"datasets/{data.get('name')}/regressions.jsonl"
     eval_names = set()
     reported = {BUILTIN: set(BUILTIN_METRICS)}  # metric names each source is known to report
     for e_index, ev in enumerate(data.get("evaluators", [])):
@@ -297,8 +305,10 @@ def check(data: dict, sources: SourceMap,
                 source = ds.get("source") or next(d["source"] for d in data["datasets"]
                                                   if d["name"] == ds["reference"])
             rows = c.dataset(base + ("source",), source) if source else None
+            # the regressions dataset's rows promoted without a correction have no ground truth:
+            # evaluators skip them and say so (evaluators.base.unlabelled)
             c.mappings(base + ("mappings",), ds.get("mappings"), rows, eval_flow, run_outputs,
-                       ds.get("allow_null"))
+                       ds.get("allow_null"), missing_ok=bool(source) and _same_path(source, regressions))
             c.aligned(base, ds, rows, standard.get(ds["reference"]))
 
     seen_gates: dict[str, int] = {}

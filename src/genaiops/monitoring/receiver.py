@@ -157,4 +157,30 @@ class Receiver:
         return f"http://{self.host}:{self.port}"
 
 
-__all__ = ["MAX_BODY", "TRACES_PATH", "Receiver"]
+def serve(db: Path, port: int, out, host: str = "127.0.0.1") -> int:
+    """`genaiops monitor --receive`: the receiver in the foreground until Ctrl-C or SIGTERM, for a
+    local deployment that keeps serving after `run deploy` (whose own receiver lives only for the
+    smoke test). Returns 0 after saying how many spans it stored."""
+    import signal
+
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        with Receiver(db, host=host, port=port) as receiver:
+            out(f"trace receiver on {receiver.endpoint}{TRACES_PATH} -> {db} (Ctrl-C stops it)")
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    out(f"trace receiver stopped: {receiver.received} span(s) stored, {receiver.rejected} export(s) rejected")
+    return 0
+
+
+__all__ = ["MAX_BODY", "TRACES_PATH", "Receiver", "serve"]

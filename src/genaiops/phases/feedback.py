@@ -5,7 +5,9 @@
    `--failures` the failed requests `monitor` counts.
 2. Each rated trace's root span gives the row's inputs (`genaiops.inputs`: recorded only where the
    environment captures content) and, when the feedback carries a correction, the expected output
-   in the column `monitoring.corrections` maps it to.
+   in the column `monitoring.corrections` maps it to. Without a correction the row is inputs only:
+   the next verdict runs the flow on it and its reference-free evaluators score it; evaluators
+   that need the missing ground truth skip it and say so (`evaluators.base.unlabelled`).
 3. Every row goes through the redactor (known secrets), a built-in PII scrub (e-mail addresses,
    phone and card numbers) and the optional `monitoring.pii_hook` (`file.py:function`, row -> row),
    and is deduplicated by its content hash against the dataset and the other candidates.
@@ -52,6 +54,7 @@ class PromoteResult:
     new_rows: int
     duplicates: int
     skipped: list[str] = field(default_factory=list)  # why a flagged trace gave no row
+    inputs_only: int = 0  # new rows without a correction: no ground truth, scored by reference-free evaluators
     candidates_file: str = ""
     dataset: str = ""
     applied: bool = False
@@ -171,7 +174,7 @@ def run_promote(ctx: PhaseContext, options: PromoteOptions) -> PromoteResult:
             existing = {content_hash(row) for _, row in iter_jsonl(dataset)}
         except (ValueError, OSError) as exc:
             raise GenaiopsError(f"{dataset_rel} cannot be read: {exc}", hint="fix or remove the line") from None
-    rows, duplicates = [], 0
+    rows, duplicates, inputs_only = [], 0, 0
     for root, attrs in flagged:
         if options.limit is not None and len(rows) >= options.limit:
             break
@@ -211,11 +214,12 @@ def run_promote(ctx: PhaseContext, options: PromoteOptions) -> PromoteResult:
             continue
         existing.add(digest)
         rows.append(row)
+        inputs_only += not correction
     folder = workspace.feedback_dir(use_case, options.env)
     candidates = folder / "candidates.jsonl"
     atomic_write_text(candidates, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows))
     result = PromoteResult(use_case=use_case, env=options.env, candidates=len(flagged), new_rows=len(rows),
-                           duplicates=duplicates, skipped=skipped, candidates_file=str(candidates),
+                           duplicates=duplicates, skipped=skipped, inputs_only=inputs_only, candidates_file=str(candidates),
                            dataset=dataset_rel)
     if options.apply and rows:
         before = dataset.read_text(encoding="utf-8") if dataset.is_file() else ""

@@ -8,6 +8,9 @@
    `gen_ai.evaluation.result` events.
 3. Operational metrics over all of it: error rate (Wilson interval), latency p50/p95, tokens and
    cost per request (bootstrap interval of the mean) - the intervals `evaluation.stats` gives the gates.
+   The sampled requests whose content was recorded are scored by the use case's reference-free
+   evaluators (code, LLM-judge flows, azure-ai-evaluation judges: `score_sample`), LLM judges
+   through the command's gateway.
 4. The approved figures: the deployed variant's builtin metrics in that evaluation's summary.json.
 5. Drift: a metric with a margin (`monitoring.margins`) drifts when production is worse than the
    approved figure by more than the margin with the configured confidence (the interval's near
@@ -70,6 +73,7 @@ class MonitorResult:
     verdict: str = "pass"  # pass | drift | insufficient
     notes: list[str] = field(default_factory=list)
     message: str = ""
+    llm_calls: dict = field(default_factory=dict)  # requests the gateway scheduled, by pool (LLM judges)
     report_dir: str = ""
 
     @property
@@ -125,20 +129,25 @@ def operational(roots, prices: dict, confidence: float) -> list[MetricCheck]:
     return checks
 
 
-def score_sample(config, sample, confidence: float) -> tuple[list[MetricCheck], list[dict], list[str]]:
-    """The use case's reference-free code evaluators over the sampled requests whose inputs and
-    outputs were recorded: one check per score (mean with its interval), the per-trace results
-    (`gen_ai.evaluation.result` events) and notes on what could not be scored."""
+@dataclass
+class SampleRecord:
+    """What an evaluator adapter reads of the run it scores, for the sampled production requests
+    (they are no experiment run: nothing to link, one line per request)."""
+    key: str
+    variant: str
+    dataset: str = "production"
+    repeats: int = 1
+    engine_run: str = ""
+    engine_output: str | None = None
+
+
+def sample_rows(sample) -> list[tuple]:
+    """[(span, AlignedRow)] of the sampled requests whose inputs and outputs were recorded: the
+    request's inputs are the row (`${data.x}`), its outputs the run's (`${run.outputs.y}`)."""
     import json
 
-    from genaiops.evaluation.evaluators.base import AlignedRow, resolve_mapping, scores_of
-    from genaiops.evaluation.evaluators.code import CodeEvaluator
-    from genaiops.evaluation.stats import aggregate, as_number
+    from genaiops.evaluation.evaluators.base import AlignedRow
 
-    checks, results, notes = [], [], []
-    evaluators = [e for e in config.evaluators if e.reference_free]
-    if not evaluators:
-        return checks, results, notes
     rows = []
     for span in sample:
         try:
@@ -148,34 +157,78 @@ def score_sample(config, sample, confidence: float) -> tuple[list[MetricCheck], 
             inputs = outputs = None
         if isinstance(inputs, dict) and isinstance(outputs, dict):
             rows.append((span, AlignedRow(line=len(rows), data=inputs, run_outputs=outputs)))
+    return rows
+
+
+def score_sample(ctx: PhaseContext, sample, record: SampleRecord,
+                 confidence: float) -> tuple[list[MetricCheck], list[dict], list[str]]:
+    """The use case's reference-free evaluators (`reference_free: true`: code evaluators, LLM-judge
+    evaluation flows and azure-ai-evaluation judges) over the sampled requests whose inputs and
+    outputs were recorded, through the same adapters as `run evaluate`; LLM judges call the
+    command's gateway as the `evaluators` pool, so quota scheduling, retries, the simulator and
+    record/replay apply. Returns one check per score (mean with its interval), the per-trace
+    results (`gen_ai.evaluation.result` events) and notes on what could not be scored."""
+    import contextlib
+
+    from genaiops.evaluation.evaluators import make_adapter
+    from genaiops.evaluation.evaluators.base import EvalTask
+    from genaiops.evaluation.stats import aggregate, as_number
+    from genaiops.gateway import EVALUATOR_POOL
+    from genaiops.phases.evaluate import new_evaluation_id
+
+    config = ctx.config
+    checks, results, notes = [], [], []
+    evaluators = [e for e in config.evaluators if e.reference_free]
+    if not evaluators:
+        return checks, results, notes
+    rows = sample_rows(sample)
     if not rows:
         notes.append("no sampled request has recorded inputs and outputs (capture_content is off): "
                      "reference-free evaluators were not run")
         return checks, results, notes
-    for evaluator in evaluators:
-        if not evaluator.code:
-            notes.append(f"evaluator {evaluator.name}: only code evaluators score production traffic so far")
-            continue
-        function, _aggregate = CodeEvaluator(config.repo_root, evaluator.code)._load()
-        mapping = evaluator.datasets[0].mappings
-        per_score: dict[str, list] = {}
-        for span, row in rows:
-            try:
-                scores = scores_of(function(**resolve_mapping(mapping, row)), evaluator.name)
-            except Exception as exc:  # one bad row is that row's error
-                notes.append(f"evaluator {evaluator.name} failed on trace {span.trace_id}: {type(exc).__name__}")
+    adapters = {e.name: make_adapter(config, e, ctx.engine_named(e.engine) if e.engine else None,
+                                     link_runs=False) for e in evaluators}
+    judges = [e for e in evaluators if e.flow or getattr(adapters[e.name], "calls_llm", False)]
+    flow_engines = list({e.engine: ctx.engine_named(e.engine) for e in evaluators if e.flow}.values())
+    for engine in flow_engines:  # the evaluators run one after the other: one worker each
+        engine.prewarm(1)
+    run_id = new_evaluation_id(config.use_case).replace("-eval-", "-monitor-", 1)  # engine run names are unique
+    aligned = [row for _span, row in rows]
+    span_of = {row.line: span for span, row in rows}
+    with ctx.llm(flow_engines or None, pool=EVALUATOR_POOL) if judges else contextlib.nullcontext() as session:
+        for adapter in adapters.values():  # LLM judges call the session's (gateway) endpoints
+            if session is not None and getattr(adapter, "calls_llm", False):
+                adapter.bind(session.endpoints)
+        for evaluator in evaluators:
+            task = EvalTask(key=f"{record.key}-{evaluator.name}", evaluator=evaluator,
+                            eval_dataset=evaluator.datasets[0], record=record, identity={}, reusable=False)
+            outcome = adapters[evaluator.name].evaluate(task, aligned, f"{run_id}-{evaluator.name}")
+            if outcome.status != "completed" and not any(r["scores"] for r in outcome.rows):
+                notes.append(f"evaluator {evaluator.name} failed on the sample: {outcome.error}")
                 continue
-            for score, value in scores.items():
-                per_score.setdefault(score, []).append(value)
-                number = as_number(value)
-                if number is not None:
+            per_score: dict[str, list] = {}
+            errors = 0
+            for row in outcome.rows:
+                span = span_of[row["line"]]
+                if row.get("error"):
+                    errors += 1
+                    continue
+                for score, value in row["scores"].items():
+                    number = as_number(value)
+                    if number is None:
+                        continue  # a judge's reason: text, kept out of the figures
+                    per_score.setdefault(score, []).append(number)
                     results.append({"trace_id": span.trace_id, "span_id": span.span_id,
                                     "name": f"{evaluator.name}.{score}", "value": number})
-        for score, values in sorted(per_score.items()):
-            agg = aggregate(values, confidence)
-            if agg.n_valid:
-                checks.append(MetricCheck(f"{evaluator.name}.{score}", agg.mean, agg.ci_low, agg.ci_high,
-                                          agg.method, agg.n_valid))
+            if errors:
+                first = next(r["error"] for r in outcome.rows if r.get("error"))
+                notes.append(f"evaluator {evaluator.name}: {errors} of {len(rows)} sampled request(s) not "
+                             f"scored ({first})")
+            for score, values in sorted(per_score.items()):
+                agg = aggregate(values, confidence)
+                if agg.n_valid:
+                    checks.append(MetricCheck(f"{evaluator.name}.{score}", agg.mean, agg.ci_low, agg.ci_high,
+                                              agg.method, agg.n_valid))
     return checks, results, notes
 
 
@@ -252,8 +305,11 @@ def run_monitor(ctx: PhaseContext, options: MonitorOptions) -> MonitorResult:
                            variant=(record.get("variant") or {}).get("label", ""), approved_from="",
                            requests=len(roots), sampled=len(sample), since_hours=since_hours)
     result.checks = operational(roots, dict(config.prices), settings.confidence)
-    scored, evaluations, notes = score_sample(config, sample, settings.confidence)
+    scored, evaluations, notes = score_sample(
+        ctx, sample, SampleRecord(key=f"monitor-{artifact}", variant=result.variant), settings.confidence)
     result.checks += scored
+    if ctx.gateway is not None:
+        result.llm_calls = dict(ctx.gateway.snapshot().get("requests") or {})
     summary, note = _approved_summary(workspace, use_case, record)
     if summary is not None:
         result.approved_from = summary.id

@@ -41,6 +41,7 @@ class AlignedRow:
     data: dict  # the evaluator dataset row
     run_outputs: dict | None  # the experiment line's outputs, None when that line failed
     run_error: str | None = None
+    skipped: str | None = None  # why the evaluator does not score this row (a column it maps is missing)
 
 
 @dataclass
@@ -105,8 +106,23 @@ def aligned_rows(task: EvalTask, ledger: Ledger) -> list[AlignedRow]:
         result = outputs.get(line)
         ok = bool(result and result.get("ok") and result.get("outputs") is not None)
         rows.append(AlignedRow(line, row, result["outputs"] if ok else None,
-                               None if ok else (result or {}).get("error") or "line missing"))
+                               None if ok else (result or {}).get("error") or "line missing",
+                               skipped=unlabelled(task.evaluator.name, task.eval_dataset.mappings, row)))
     return rows
+
+
+def unlabelled(evaluator: str, mapping: dict, row: dict) -> str | None:
+    """Why `evaluator` cannot score `row`: a column its mapping reads (`${data.x}`, e.g. the ground
+    truth) is not in the row. Config validation lets only the regressions dataset have such rows
+    (promoted feedback without a correction): they are inputs for the flow and reference-free
+    evaluators, and every evaluator that needs the missing column skips them and says so."""
+    missing = [match.group(2) for ref in mapping.values()
+               if isinstance(ref, str) and (match := _REF.match(ref)) and match.group(1) == "data"
+               and match.group(2) not in row]
+    if not missing:
+        return None
+    return (f"no ground truth: the row has no {', '.join(map(repr, missing))} (feedback promoted without "
+            f"a correction), which {evaluator} needs; reference-free evaluators score it")
 
 
 def _lines_by_key(where: str, data: list[tuple[int, dict]], outputs: dict[int, dict],
@@ -176,9 +192,12 @@ def scored_rows(rows: list[AlignedRow]) -> list[AlignedRow]:
     genaiops computes. Failed lines are counted apart: as the row's error (`n_error`, with
     `n_valid` the denominator), as `lines_failed` on the leaderboard and in `builtin.error_rate`,
     which `runtime.failed_line_tolerance` and gates judge."""
-    return [row for row in rows if row.run_outputs is not None]
+    return [row for row in rows if row.run_outputs is not None and row.skipped is None]
 
 
 def error_rows(rows: list[AlignedRow]) -> dict[int, str]:
-    return {row.line: f"{EXPERIMENT_LINE_FAILED} ({row.run_error})" for row in rows
-            if row.run_outputs is None}
+    """{line: why it is not scored}: its experiment line failed, or the row lacks what the
+    evaluator reads (`AlignedRow.skipped`)."""
+    return {row.line: (f"{EXPERIMENT_LINE_FAILED} ({row.run_error})" if row.run_outputs is None
+                       else f"not scored: {row.skipped}") for row in rows
+            if row.run_outputs is None or row.skipped is not None}

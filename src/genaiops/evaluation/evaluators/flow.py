@@ -109,6 +109,12 @@ class FlowEvaluator:
         scored = scored_rows(rows)  # the run= link would hand the evaluator the failed lines too
         use_run = (not self.force_data_mode and not task.eval_dataset.key_column and not failed
                    and (record.repeats or 1) == 1 and self.engine.linkable_run(record.engine_run))
+        if not scored:  # nothing to hand the engine (every row failed or lacks what it reads)
+            return EvalOutcome(
+                key=task.key, evaluator=task.evaluator.name, eval_dataset=task.eval_dataset.name,
+                dataset=record.dataset, variant=record.variant, run_key=record.key, kind="flow", mode="data",
+                rows=[{"line": row.line, "scores": {}, "error": failed[row.line]} for row in rows],
+                duration_s=round(time.monotonic() - started, 3))
         with tempfile.TemporaryDirectory(prefix=f"genaiops-eval-{owner_tag()}-") as tmp:
             if use_run:
                 job = self._job(name, task.eval_dataset.source,
