@@ -163,7 +163,8 @@ async def run_line(app, suffix: str, number: int, row: dict, mapping: dict, time
                       "error": f"line timed out after {timeout_s:g}s (runtime.line_timeout_sec)"}
             usage = None
         except Exception as exc:  # one bad line is that line's error, never the whole run
-            result = {"ok": False, "outputs": None, "error": error_text(exc)}
+            result = {"ok": False, "outputs": None, "error": error_text(exc),
+                      **({"node": exc.node} if getattr(exc, "node", None) else {})}
             usage = None
         else:
             result = {"ok": True, "outputs": line.outputs, "error": None}
