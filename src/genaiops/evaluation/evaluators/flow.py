@@ -106,7 +106,8 @@ class FlowEvaluator:
         failed = error_rows(rows)
         scored = scored_rows(rows)  # the run= link would hand the evaluator the failed lines too
         use_run = (not self.force_data_mode and not task.eval_dataset.key_column and not failed
-                   and (record.repeats or 1) == 1 and self.engine.linkable_run(record.engine_run))
+                   and (record.repeats or 1) == 1 and task.evaluator.repeats == 1
+                   and self.engine.linkable_run(record.engine_run))
         with tempfile.TemporaryDirectory(prefix=f"genaiops-eval-{owner_tag()}-") as tmp:
             if use_run:
                 job = self._job(name, task.eval_dataset.source,
