@@ -264,3 +264,32 @@ def test_evaluator_repeats_must_be_a_positive_integer(tmp_path, state_dir, capsy
     line = overlay.read_text().splitlines().index("    repeats: 0") + 1
     assert f"experiment.pr.yaml:{line}: evaluators[1].repeats" in error, error
 
+
+@pytest.mark.promptflow
+@pytest.mark.agent_framework
+def test_compare_pairs_rows_not_repeats(tmp_path, state_dir, capsys):
+    """`compare` of the promptflow flow and its Agent Framework port, both with `repeats: 3` on
+    the 10-row PR set against a stochastic simulator: the parity test pairs the 10 rows on their
+    mean over repeats (a paired bootstrap over row means), never the 30 calls as if independent."""
+    import json
+
+    from deploy_helpers import PORT, SMALL_PR_OVERLAY, copy_classification_and_port, run_cli
+
+    repo = copy_classification_and_port(tmp_path / "repo")
+    rules = repo / "configs/classification/simulator.yaml"
+    rules.write_text(rules.read_text().replace("accuracy: 0.97", "accuracy: 0.6"))
+    overlay = SMALL_PR_OVERLAY.replace(
+        "    description: 10 labelled tickets, 2 per category (PR smoke set)\n",
+        "    description: 10 labelled tickets, 2 per category (PR smoke set)\n    repeats: 3\n") \
+        + "simulator:\n  rules: configs/classification/simulator.yaml\n  spread: 1\n  seed: 3\n"
+    for use_case in ("classification", PORT):
+        (repo / f"configs/{use_case}/experiment.pr.yaml").write_text(overlay)
+    code, out, err = run_cli(["--repo", str(repo), "compare", "-e", "pr", "--baseline",
+                              "classification", "--candidate", PORT, "--margin", "0.5",
+                              "--min-samples", "5", "--json"], capsys)
+    assert code in (0, 1), out + err
+    [metric] = json.loads(out)["metrics"]
+    assert metric["metric"] == "accuracy" and metric["n"] == 10, metric  # rows, not 30 calls
+    assert metric["n_unpaired"] == 0
+    assert metric["method"] == "paired_bootstrap", metric  # row means are fractions of 3 calls
+    assert metric["baseline"]["value"] is not None and metric["candidate"]["value"] is not None
