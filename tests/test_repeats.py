@@ -207,7 +207,8 @@ def test_evaluator_repeats_call_the_judge_n_times_per_line_and_cluster_by_row(
         tmp_path, state_dir, capsys, monkeypatch):
     """An LLM judge with `repeats: 3` on the 10-row PR set, against a stochastic simulator (the
     judge right 60% of calls): 30 judge calls, each its own cassette answer; its score is
-    clustered by row (n = 10) with pass@3 and flaky rows; replayed with no simulator: the same."""
+    clustered by row (n = 10) with pass@3 and flaky rows; replayed with no simulator: the same.
+    An edited judge prompt then fails the replay naming the evaluation run, lines and node."""
     import json
 
     from deploy_helpers import copy_classification_and_port, run_cli, use_small_pr_overlay
@@ -246,6 +247,17 @@ def test_evaluator_repeats_call_the_judge_n_times_per_line_and_cluster_by_row(
     again = {m["metric"]: m for m in replayed["metrics"] if m["evaluator"] == "judge"}
     for name in ("agrees", "agrees_pass_at_3", "agrees_flaky_rows"):
         assert again[name]["value"] == metrics[name]["value"], name
+
+    # an edited judge prompt: the miss names the evaluation run, its lines, the node and the diff
+    judge = repo / "flows/classification/judge/judge.jinja2"
+    judge.write_text(judge.read_text().replace("You review the triage", "You audit the triage"))
+    code, out, err = run_cli(["--repo", str(repo), "run", "evaluate", "-u", "classification",
+                              "-e", "pr", "--llm", "replay", "--json"], capsys)
+    assert code == 2, out + err
+    error = json.loads(out)["error"]
+    assert "no recorded answer" in error and "evaluation run " in error, error
+    assert "(evaluator judge on " in error and "line 0" in error and "(node judge)" in error, error
+    assert "-  You review the triage" in error and "+  You audit the triage" in error, error
 
 
 def test_evaluator_repeats_must_be_a_positive_integer(tmp_path, state_dir, capsys):

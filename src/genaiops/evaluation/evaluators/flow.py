@@ -129,7 +129,8 @@ class FlowEvaluator:
                                  "error": redact(result.error or "evaluation produced no result")[:500]})
             elif not line.ok:
                 out_rows.append({"line": row.line, "scores": dict(line.outputs or {}),
-                                 "error": redact(line.error or "evaluation line failed")[:500]})
+                                 "error": redact(line.error or "evaluation line failed")[:500],
+                                 **({"node": line.node} if line.node else {})})
             else:
                 out_rows.append({"line": row.line, "scores": dict(line.outputs or {}), "error": None})
         ok = result.status == "completed" and bool(result.members)

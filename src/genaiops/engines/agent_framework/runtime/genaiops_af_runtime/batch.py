@@ -49,6 +49,10 @@ def write_atomic(path: str, data: dict) -> None:
 
 
 def error_text(exc: BaseException) -> str:
+    from genaiops_af_runtime.app import NodeFailed
+
+    if isinstance(exc, NodeFailed):  # its message is the cause's, as it would read unwrapped
+        return str(exc)[:ERROR_CHARS]
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return text[:ERROR_CHARS]
 
