@@ -190,3 +190,118 @@ def test_repeats_run_each_row_n_times_cluster_by_row_report_flaky_rows_and_repla
     for name in ("score", "score_pass_at_3", "score_flaky_rows"):
         assert again[name]["value"] == metrics[name]["value"], name
     assert replayed["llm"]["mode"] == "replay"
+
+
+JUDGE = """\
+  - name: judge
+    flow: flows/classification/judge
+    repeats: 3
+    datasets:
+      - name: tickets_pr_judge
+        reference: tickets_pr
+        mappings: {text: "${data.text}", prediction: "${run.outputs.category}"}
+"""
+
+
+def test_evaluator_repeats_call_the_judge_n_times_per_line_and_cluster_by_row(
+        tmp_path, state_dir, capsys, monkeypatch):
+    """An LLM judge with `repeats: 3` on the 10-row PR set, against a stochastic simulator (the
+    judge right 60% of calls): 30 judge calls, each its own cassette answer; its score is
+    clustered by row (n = 10) with pass@3 and flaky rows; replayed with no simulator: the same.
+    An edited judge prompt then fails the replay naming the evaluation run, lines and node."""
+    import json
+
+    from deploy_helpers import copy_classification_and_port, run_cli, use_small_pr_overlay
+
+    from genaiops.gateway.cassette import load_entries
+
+    repo = copy_classification_and_port(tmp_path / "repo")
+    overlay = use_small_pr_overlay(repo)
+    rules = repo / "configs/classification/simulator.yaml"
+    rules.write_text(rules.read_text().replace("accuracy: 0.95", "accuracy: 0.6"))
+    overlay.write_text(overlay.read_text() + JUDGE
+                       + "simulator:\n  rules: configs/classification/simulator.yaml\n"
+                       + "  spread: 1\n  seed: 3\n")
+
+    def evaluated(mode: str) -> dict:
+        for command in ("experiment", "evaluate"):
+            code, out, err = run_cli(["--repo", str(repo), "run", command, "-u", "classification",
+                                      "-e", "pr", "--llm", mode, "--json"], capsys)
+            assert code in (0, 1), out + err  # 1: a gate may fail
+        return json.loads(out)
+
+    recorded = evaluated("record")
+    metrics = {m["metric"]: m for m in recorded["metrics"] if m["evaluator"] == "judge"}
+    assert metrics["agrees"]["method"] == "cluster_bootstrap"
+    assert metrics["agrees"]["n"] == 10  # samples are rows, not the 30 judge calls
+    assert metrics["agrees_pass_at_3"]["value"] >= metrics["agrees"]["value"]
+    assert metrics["agrees_flaky_rows"]["value"] > 0  # a 60% judge: P(no flaky row) ~ 3e-6
+    judged = [e for e in load_entries(repo / "cassettes/classification").values()
+              if "review the triage" in json.dumps(e["request"]["body"]).lower()]
+    assert sum(len(e["answers"]) for e in judged) == 30  # each repeat its own recorded call
+    assert {len(e["answers"]) for e in judged} == {3}  # the same request, answered by occurrence
+    accuracy = {m["metric"]: m for m in recorded["metrics"] if m["evaluator"] == "accuracy"}
+    assert accuracy["score"]["n"] == 10 and accuracy["score"]["method"] != "cluster_bootstrap"
+
+    replayed = evaluated("replay")
+    again = {m["metric"]: m for m in replayed["metrics"] if m["evaluator"] == "judge"}
+    for name in ("agrees", "agrees_pass_at_3", "agrees_flaky_rows"):
+        assert again[name]["value"] == metrics[name]["value"], name
+
+    # an edited judge prompt: the miss names the evaluation run, its lines, the node and the diff
+    judge = repo / "flows/classification/judge/judge.jinja2"
+    judge.write_text(judge.read_text().replace("You review the triage", "You audit the triage"))
+    code, out, err = run_cli(["--repo", str(repo), "run", "evaluate", "-u", "classification",
+                              "-e", "pr", "--llm", "replay", "--json"], capsys)
+    assert code == 2, out + err
+    error = json.loads(out)["error"]
+    assert "no recorded answer" in error and "evaluation run " in error, error
+    assert "(evaluator judge on " in error and "line 0" in error and "(node judge)" in error, error
+    assert "-  You review the triage" in error and "+  You audit the triage" in error, error
+
+
+def test_evaluator_repeats_must_be_a_positive_integer(tmp_path, state_dir, capsys):
+    import json
+
+    from deploy_helpers import copy_classification_and_port, run_cli, use_small_pr_overlay
+
+    repo = copy_classification_and_port(tmp_path / "repo")
+    overlay = use_small_pr_overlay(repo)
+    overlay.write_text(overlay.read_text() + JUDGE.replace("repeats: 3", "repeats: 0"))
+    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification",
+                              "-e", "pr", "--json"], capsys)
+    assert code == 2, out + err
+    error = json.loads(out)["error"]
+    assert "experiment.pr.yaml" in error and "repeats" in error, error
+    line = overlay.read_text().splitlines().index("    repeats: 0") + 1
+    assert f"experiment.pr.yaml:{line}: evaluators[1].repeats" in error, error
+
+
+@pytest.mark.promptflow
+@pytest.mark.agent_framework
+def test_compare_pairs_rows_not_repeats(tmp_path, state_dir, capsys):
+    """`compare` of the promptflow flow and its Agent Framework port, both with `repeats: 3` on
+    the 10-row PR set against a stochastic simulator: the parity test pairs the 10 rows on their
+    mean over repeats (a paired bootstrap over row means), never the 30 calls as if independent."""
+    import json
+
+    from deploy_helpers import PORT, SMALL_PR_OVERLAY, copy_classification_and_port, run_cli
+
+    repo = copy_classification_and_port(tmp_path / "repo")
+    rules = repo / "configs/classification/simulator.yaml"
+    rules.write_text(rules.read_text().replace("accuracy: 0.97", "accuracy: 0.6"))
+    overlay = SMALL_PR_OVERLAY.replace(
+        "    description: 10 labelled tickets, 2 per category (PR smoke set)\n",
+        "    description: 10 labelled tickets, 2 per category (PR smoke set)\n    repeats: 3\n") \
+        + "simulator:\n  rules: configs/classification/simulator.yaml\n  spread: 1\n  seed: 3\n"
+    for use_case in ("classification", PORT):
+        (repo / f"configs/{use_case}/experiment.pr.yaml").write_text(overlay)
+    code, out, err = run_cli(["--repo", str(repo), "compare", "-e", "pr", "--baseline",
+                              "classification", "--candidate", PORT, "--margin", "0.5",
+                              "--min-samples", "5", "--json"], capsys)
+    assert code in (0, 1), out + err
+    [metric] = json.loads(out)["metrics"]
+    assert metric["metric"] == "accuracy" and metric["n"] == 10, metric  # rows, not 30 calls
+    assert metric["n_unpaired"] == 0
+    assert metric["method"] == "paired_bootstrap", metric  # row means are fractions of 3 calls
+    assert metric["baseline"]["value"] is not None and metric["candidate"]["value"] is not None

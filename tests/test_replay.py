@@ -171,7 +171,8 @@ def test_record_then_replay_offline_gives_identical_results(repo, state, use_cas
                                                             monkeypatch):
     """Recorded against a simulator as the endpoint, replayed with it stopped and the endpoint a
     listener that counts connections: the same outputs, no connection, and the key is nowhere
-    in the cassette. An edited prompt then fails the replay with exit 2 and the diff."""
+    in the cassette. An edited prompt then fails the replay with exit 2, naming the run, the
+    lines and the node that missed (a promptflow node, a workflow executor), and the diff."""
     monkeypatch.setenv("LLM_API_KEY", CANARY)
     with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml", port=0) as sim:
         monkeypatch.setenv("LLM_API_BASE", sim.url + "/v1")
@@ -202,6 +203,7 @@ def test_record_then_replay_offline_gives_identical_results(repo, state, use_cas
         assert upstream.accepted == 0
     assert code == 2, message
     assert "no recorded answer" in message and "in run " in message and "line 0" in message
+    assert "(node classify)" in message  # the node whose call missed; summarize's calls replayed
     assert "-  You are a meticulous support triage agent." in message
     assert "+  You are a careful support triage agent." in message
 

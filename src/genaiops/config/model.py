@@ -136,6 +136,9 @@ class Evaluator(FileModel):
     init: dict[str, Any] = {}  # init values of a flex evaluator flow / azure-ai-evaluation class
     # needs no ground truth: `genaiops monitor` may score production traffic with it
     reference_free: bool = False
+    # judge calls per experiment line: each its own evaluation line (line * repeats + r) and LLM
+    # call (its own cassette entry); scores then cluster by dataset row (docs/replay.md)
+    repeats: PositiveInt = 1
     datasets: tuple[EvaluatorDataset, ...] = Field(min_length=1)
     _flow: Path | None = PrivateAttr(None)
     _engine: str | None = PrivateAttr(None)

@@ -128,6 +128,7 @@ class LineResult:
     latency_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    node: str | None = None  # the node (flow node, workflow executor, agent) whose failure failed the line
 
 
 @dataclass

@@ -36,8 +36,8 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
     metrics, scores = [], []
     repeats = {r.key: r.repeats or 1 for r in records}
     for outcome, _reused in outcomes:
-        entries, blocks = outcome_metrics(outcome, settings.confidence,
-                                          repeats.get(outcome.run_key, 1))
+        entries, blocks = outcome_metrics(outcome, settings.confidence,  # calls per dataset row
+                                          repeats.get(outcome.run_key, 1) * (outcome.repeats or 1))
         metrics += entries
         scores += blocks
     for record in records:

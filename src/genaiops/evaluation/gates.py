@@ -34,15 +34,24 @@ def gate_name(gate: Gate) -> str:
     return gate.label
 
 
-def row_scores(summary: Summary, variant: str, entry: MetricEntry) -> dict[str, float] | None:
-    """{line: score} backing a metric entry, usable numbers only; None when it has no rows."""
+def row_scores(summary: Summary, variant: str, entry: MetricEntry, *,
+               by_row: bool = True) -> dict[str, float] | None:
+    """{line: score} backing a metric entry, usable numbers only; None when it has no rows.
+    With repeats (several calls per dataset row) and `by_row`, {row: mean over its calls}:
+    repeats of a row are not independent pairs, so gates and compare pair rows."""
     if not entry.row_score:
         return None
     for block in summary.scores:
         if (block.variant, block.dataset, block.evaluator, block.eval_dataset, block.score) == (
                 variant, entry.dataset, entry.evaluator, entry.eval_dataset, entry.row_score):
             values = {line: as_number(v) for line, v in block.rows.items()}
-            return {line: v for line, v in values.items() if v is not None}
+            usable = {line: v for line, v in values.items() if v is not None}
+            if not by_row or block.repeats <= 1:
+                return usable
+            calls: dict[int, list[float]] = {}
+            for line, value in usable.items():
+                calls.setdefault(int(line) // block.repeats, []).append(float(value))
+            return {str(row): sum(v) / len(v) for row, v in sorted(calls.items())}
     return None
 
 

@@ -139,8 +139,8 @@ class Pairing:
                                           self.datasets.get(first.dataset))
         if base is None or cand is None:
             return None
-        return (row_scores(self.baseline, self.base_variant, base) or {},
-                row_scores(self.candidate, self.cand_variant, cand) or {})
+        return (row_scores(self.baseline, self.base_variant, base, by_row=False) or {},
+                row_scores(self.candidate, self.cand_variant, cand, by_row=False) or {})
 
 
 def _cells(summary: Summary, variant: str) -> dict[tuple[str, int], tuple[DrillCell, dict]]:

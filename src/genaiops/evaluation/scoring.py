@@ -35,7 +35,8 @@ def outcome_metrics(outcome: EvalOutcome, confidence: float, repeats: int = 1
         means[name] = aggregate(values, confidence)
         blocks.append(ScoreBlock(**where, score=name, errors=errors, rows={
             str(row["line"]): None if value is ERROR else as_number(value)
-            for row, value in zip(outcome.rows, values)}))
+            for row, value in zip(outcome.rows, values)},
+            **({"repeats": repeats} if repeats > 1 else {})))
         if repeats > 1:
             means[name], extra = _clustered(name, means[name], outcome.rows, values, repeats,
                                             confidence, where)

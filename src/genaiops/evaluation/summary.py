@@ -97,8 +97,11 @@ class MetricEntry(Record):
 
 
 class ScoreBlock(Record):
-    """Per-row values of one score of one evaluator run, by dataset line."""
+    """Per-row values of one score of one evaluator run, by dataset line. With `repeats` calls
+    per dataset row (dataset and evaluator `repeats:`), line `l` is a call of row `l // repeats`,
+    and pairing (regression gates, compare) is over rows, on their means."""
 
+    OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset({"repeats"})
     variant: str
     dataset: str
     evaluator: str
@@ -106,6 +109,7 @@ class ScoreBlock(Record):
     score: str
     rows: dict[str, Number | None]  # None: NaN, not a number, or errored
     errors: dict[str, str]
+    repeats: int = 1  # calls per dataset row; written only when more than one
 
 
 class EvaluationRun(Record):

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from genaiops.errors import GenaiopsError
 from genaiops.evaluation.runs import completed_runs, load_experiment_or_fail
 from genaiops.evaluation.summary import Summary
 from genaiops.phases.context import PhaseContext
@@ -145,16 +146,41 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
     max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, max(1, len(to_run)))
     for name in dict.fromkeys(t.evaluator.engine for t in to_run):  # nothing to run: no simulator,
         ctx.engine_named(name).prewarm(max_parallel)  # no connections, no engine import
-    with ctx.llm(flow_engines or None, pool=EVALUATOR_POOL) if calls_llm else \
-            contextlib.nullcontext() as session:
+    with ctx.llm(flow_engines or None, pool=EVALUATOR_POOL, fail_on_miss=False) if calls_llm \
+            else contextlib.nullcontext() as session:
+        from genaiops.llm_session import replay_misses
+
+        already = len(ctx.cassette.misses) if ctx.cassette is not None else 0
         for adapter in adapters.values():  # LLM judges call the session's (gateway) endpoints
             if session is not None and getattr(adapter, "calls_llm", False):
                 adapter.bind(session.endpoints)
-        outcomes = run_evaluations(tasks, adapters, ledger, store, evaluation_id=evaluation_id,
-                                   max_parallel=max_parallel, force=options.force,
-                                   show_progress=ctx.show_progress)
+        try:
+            outcomes = run_evaluations(tasks, adapters, ledger, store, evaluation_id=evaluation_id,
+                                       max_parallel=max_parallel, force=options.force,
+                                       show_progress=ctx.show_progress)
+        except GenaiopsError:
+            replay_misses(ctx.cassette, already)  # the cause, when it is that
+            raise
+        replay_misses(ctx.cassette, already, where=[_missed_lines(o) for o, _ in outcomes
+                                                    if any(_missed(r) for r in o.rows)])
     return build_summary(config, evaluation_id=evaluation_id, experiment_id=experiment["id"],
                          records=records, outcomes=outcomes, problems=problems, ledger=ledger)
+
+
+def _missed(row: dict) -> bool:
+    return "no recorded answer" in (row.get("error") or "")
+
+
+def _missed_lines(outcome) -> str:
+    """`evaluation run <name> (evaluator judge on <variant>/<dataset>): line 0, line 3 (node
+    judge)`: where an evaluation's lines failed, for a replay miss's message."""
+    failed = [row for row in outcome.rows if _missed(row)]
+    lines = ", ".join(f"line {row['line']}" for row in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    nodes = sorted({row["node"] for row in failed if row.get("node")})
+    node = f" (node {', '.join(nodes)})" if nodes else ""
+    return (f"evaluation run {outcome.engine_run or outcome.key[:8]} (evaluator "
+            f"{outcome.evaluator} on {outcome.variant}/{outcome.dataset}): {lines}{more}{node}")
 
 
 __all__ = ["EvaluateOptions", "evaluate_experiment", "run_evaluate"]

@@ -29,7 +29,8 @@ def percentile(values: list[float], q: float) -> float | None:
 def line_row(line: LineResult) -> dict:
     return {"line": line.line, "ok": line.ok, "inputs": line.inputs, "outputs": line.outputs,
             "error": redact(line.error) if line.error else None, "latency_s": line.latency_s,
-            "prompt_tokens": line.prompt_tokens, "completion_tokens": line.completion_tokens}
+            "prompt_tokens": line.prompt_tokens, "completion_tokens": line.completion_tokens,
+            **({"node": line.node} if line.node and not line.ok else {})}
 
 
 def member_rows(result: BatchResult, index: int, lines: list[int], inputs: dict[int, dict]) -> list[dict]:
@@ -63,8 +64,8 @@ def build_record(*, base: dict, rows: list[dict], lines_total: int, completed: b
     ok = [row for row in rows if row["ok"]]
     failed = [row for row in rows if not row["ok"]]
     missing = max(0, lines_total - len(rows))  # lines the engine never reported
-    errors = [{"line": row["line"], "message": row["error"] or "failed"}
-              for row in failed[:MAX_ERRORS_KEPT]]
+    errors = [{"line": row["line"], "message": row["error"] or "failed",
+               **({"node": row["node"]} if row.get("node") else {})} for row in failed[:MAX_ERRORS_KEPT]]
     if whole_run_error and not errors:
         errors = [{"line": None, "message": redact(whole_run_error)}]
     prompt = sum(row["prompt_tokens"] for row in rows)

@@ -132,7 +132,8 @@ def _member_line(number: int, info: dict, node_infos: list[dict], suffix: str, i
             outputs = picked or None
         else:
             outputs = output
-    node_error = next((_error_text(n.get("error")) for n in mine if n.get("status") == "Failed"), None)
+    failed_node = next((n for n in mine if n.get("status") == "Failed"), None)
+    node_error = _error_text(failed_node.get("error")) if failed_node else None
     node_error = node_error or (_error_text(member_error) if member_error else None)
     line_ok = info.get("status") == "Completed" and outputs is not None and member_error is None
     error = None
@@ -159,4 +160,11 @@ def _member_line(number: int, info: dict, node_infos: list[dict], suffix: str, i
         completion = int(metrics.get("completion_tokens", 0) or 0)
     return LineResult(line=number, ok=line_ok, inputs=inputs, outputs=outputs, error=error,
                       latency_s=round(latency, 4) if latency is not None else None,
-                      prompt_tokens=prompt, completion_tokens=completion)
+                      prompt_tokens=prompt, completion_tokens=completion,
+                      node=_node_name(failed_node, suffix) if failed_node and not line_ok else None)
+
+
+def _node_name(node_info: dict, suffix: str) -> str | None:
+    """A node's name as the flow spells it (a composite's copy drops its member suffix)."""
+    name = str(node_info.get("node") or "")
+    return (name[: -len(suffix)] if suffix and name.endswith(suffix) else name) or None

@@ -80,7 +80,8 @@ def plan_evaluations(config: ExperimentConfig, records: list[RunRecord], adapter
                             "experiment_outputs": record.outputs_sha256,
                             "eval_dataset_hash": dataset_hash, "mapping": eval_dataset.mappings,
                             "key_column": eval_dataset.key_column,
-                            "settings": settings, "inputs": inputs.identity, "scored": SCORED_ROWS}
+                            "settings": settings, "inputs": inputs.identity, "scored": SCORED_ROWS,
+                            **({"repeats": evaluator.repeats} if evaluator.repeats > 1 else {})}
                 tasks.append(EvalTask(run_key(identity), evaluator, eval_dataset, record, identity,
                                       reusable=inputs.reusable))
     if config.evaluators and records and not tasks:  # (no records: the problems say why)
@@ -102,6 +103,7 @@ def run_evaluations(tasks: list[EvalTask], adapters: dict, ledger: Ledger, store
         number, task = item
         adapter = adapters[task.evaluator.name]
         outcome = adapter.evaluate(task, rows[task.key], f"{evaluation_id}-e{number:02d}")
+        outcome.repeats = task.evaluator.repeats
         store.save(outcome)
         return outcome
 

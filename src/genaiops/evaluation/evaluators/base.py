@@ -60,6 +60,7 @@ class EvalOutcome:
     error: str | None = None
     engine_run: str | None = None  # the engine's name for the evaluation's batch run
     duration_s: float = 0.0
+    repeats: int = 1  # evaluator `repeats:`: row `line` scores experiment line line // repeats
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,12 +103,14 @@ def aligned_rows(task: EvalTask, ledger: Ledger) -> list[AlignedRow]:
     key = task.eval_dataset.key_column
     lines = _lines_by_key(where, data, outputs, key) if key else list(range(len(data)))
     rows = []
+    judged = task.evaluator.repeats  # evaluator `repeats:`: each line scored that many times
     for line, (_number, row) in sorted(zip(lines, data), key=lambda pair: pair[0]):
         result = outputs.get(line)
         ok = bool(result and result.get("ok") and result.get("outputs") is not None)
-        rows.append(AlignedRow(line, row, result["outputs"] if ok else None,
-                               None if ok else (result or {}).get("error") or "line missing",
-                               skipped=unlabelled(task.evaluator.name, task.eval_dataset.mappings, row)))
+        skipped = unlabelled(task.evaluator.name, task.eval_dataset.mappings, row)
+        rows += [AlignedRow(line * judged + r, row, result["outputs"] if ok else None,
+                            None if ok else (result or {}).get("error") or "line missing", skipped=skipped)
+                 for r in range(judged)]
     return rows
 
 

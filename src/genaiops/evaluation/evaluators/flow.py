@@ -108,7 +108,8 @@ class FlowEvaluator:
         failed = error_rows(rows)
         scored = scored_rows(rows)  # the run= link would hand the evaluator the failed lines too
         use_run = (not self.force_data_mode and not task.eval_dataset.key_column and not failed
-                   and (record.repeats or 1) == 1 and self.engine.linkable_run(record.engine_run))
+                   and (record.repeats or 1) == 1 and task.evaluator.repeats == 1
+                   and self.engine.linkable_run(record.engine_run))
         if not scored:  # nothing to hand the engine (every row failed or lacks what it reads)
             return EvalOutcome(
                 key=task.key, evaluator=task.evaluator.name, eval_dataset=task.eval_dataset.name,
@@ -136,7 +137,8 @@ class FlowEvaluator:
                                  "error": redact(result.error or "evaluation produced no result")[:500]})
             elif not line.ok:
                 out_rows.append({"line": row.line, "scores": dict(line.outputs or {}),
-                                 "error": redact(line.error or "evaluation line failed")[:500]})
+                                 "error": redact(line.error or "evaluation line failed")[:500],
+                                 **({"node": line.node} if line.node else {})})
             else:
                 out_rows.append({"line": row.line, "scores": dict(line.outputs or {}), "error": None})
         ok = result.status == "completed" and bool(result.members)

@@ -24,6 +24,15 @@ class AppError(Exception):
     """The app broke the contract (message says how to fix it)."""
 
 
+class NodeFailed(Exception):
+    """A workflow executor or an agent failed; `node` names it (the line's record keeps it, so
+    that a failure - a replay miss first - says where in the app it happened)."""
+
+    def __init__(self, node: str | None, message: str):
+        super().__init__(message)
+        self.node = node
+
+
 def load_build(flow_root: Path, entry: str):
     """`entry` is `file.py:function`, relative to `flow_root` (which goes on sys.path)."""
     file_name, _, function = entry.partition(":")
@@ -37,6 +46,20 @@ def load_build(flow_root: Path, entry: str):
     if not callable(build):
         raise AppError(f"{path.name} has no function {function or 'build'}")
     return build
+
+
+def failed_executor(exc: BaseException) -> str | None:
+    """The id of the workflow executor an exception came out of: the innermost frame of its
+    traceback that runs an `Executor` method (a workflow re-raises an executor's error as is)."""
+    from agent_framework import Executor
+
+    node, tb = None, exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, Executor):
+            node = getattr(owner, "id", None) or node
+        tb = tb.tb_next
+    return node
 
 
 @dataclass
@@ -70,7 +93,13 @@ class App:
         from agent_framework import Workflow
 
         if isinstance(target, Workflow):
-            result = await target.run(dict(inputs))
+            try:
+                result = await target.run(dict(inputs))
+            except Exception as exc:
+                node = failed_executor(exc)
+                if node is None:
+                    raise
+                raise NodeFailed(node, f"{type(exc).__name__}: {exc}") from exc
             return self._workflow_outputs(result)
         if callable(getattr(target, "run", None)):
             return await self._agent_outputs(target, inputs)
@@ -80,7 +109,8 @@ class App:
         failed = [e for e in result if getattr(e, "type", None) in ("failed", "error")]
         if failed:
             detail = getattr(failed[-1], "details", None) or getattr(failed[-1], "data", None)
-            raise AppError(f"workflow failed: {getattr(detail, 'message', None) or detail}")
+            node = getattr(detail, "executor_id", None) or getattr(failed[-1], "executor_id", None)
+            raise NodeFailed(node, f"workflow failed: {getattr(detail, 'message', None) or detail}")
         outputs = result.get_outputs()
         if not outputs:
             raise AppError("the workflow yielded no output (call `await ctx.yield_output(...)` "
@@ -93,7 +123,10 @@ class App:
                            "return a Workflow for several inputs")
         value = inputs.get(self.inputs[0])
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        response = await agent.run(text)
+        try:
+            response = await agent.run(text)
+        except Exception as exc:
+            raise NodeFailed(getattr(agent, "name", None), f"{type(exc).__name__}: {exc}") from exc
         return self._as_outputs(response.text)
 
     def _as_outputs(self, value) -> dict:

@@ -49,6 +49,10 @@ def write_atomic(path: str, data: dict) -> None:
 
 
 def error_text(exc: BaseException) -> str:
+    from genaiops_af_runtime.app import NodeFailed
+
+    if isinstance(exc, NodeFailed):  # its message is the cause's, as it would read unwrapped
+        return str(exc)[:ERROR_CHARS]
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return text[:ERROR_CHARS]
 
@@ -163,7 +167,8 @@ async def run_line(app, suffix: str, number: int, row: dict, mapping: dict, time
                       "error": f"line timed out after {timeout_s:g}s (runtime.line_timeout_sec)"}
             usage = None
         except Exception as exc:  # one bad line is that line's error, never the whole run
-            result = {"ok": False, "outputs": None, "error": error_text(exc)}
+            result = {"ok": False, "outputs": None, "error": error_text(exc),
+                      **({"node": exc.node} if getattr(exc, "node", None) else {})}
             usage = None
         else:
             result = {"ok": True, "outputs": line.outputs, "error": None}
