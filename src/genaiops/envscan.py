@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def python_reads(source: str, shown: str) -> EnvReads:
 
 
 def tree_reads(root: Path, cache_patterns: tuple[str, ...], text_suffixes: tuple[str, ...],
-               on_text=None) -> EnvReads:
+               on_text: Callable[[str, str, str], None] | None = None) -> EnvReads:
     """The reads of every Python and text file of a flow folder (the files its hash covers).
     `on_text(text, suffix, shown)` sees each text file too (an engine's own references)."""
     from genaiops.hashing import snapshot

@@ -17,14 +17,16 @@ runs; nothing is written anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.agent_framework import appspec, environment, staging
 from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF, QUIET_ENV
 from genaiops.engines.base import (
     Engine,
     FlowSpec,
+    RetrySettings,
     Runner,
     ScaffoldKind,
     ServingBundle,
@@ -44,7 +46,7 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     line_workers_are_processes = False  # lines are coroutines of one worker process
     needs_setup = True  # its own venv (`genaiops engine setup agent_framework`)
 
-    def __init__(self, backend: str = "local", settings: dict | None = None,
+    def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
                  runner: Runner | None = None):
         from genaiops.errors import UsageError
 
@@ -63,10 +65,10 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
         return ";".join(f"{name}=={versions.get(name, 'absent')}"
                         for name in ("agent-framework-core", "agent-framework-openai", "openai"))
 
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, Any]:
         return environment.status()
 
-    def setup(self, *, force: bool = False, progress=None) -> dict:
+    def setup(self, *, force: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         return environment.setup(force=force, progress=progress)
 
     def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
@@ -91,7 +93,7 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
         return staging.stage_for_serving(flow, variant, dest)
 
-    def run_environment(self, retries) -> dict:
+    def run_environment(self, retries: RetrySettings) -> dict[str, str]:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
 
     def check_requirements(self, flow: FlowSpec):
@@ -101,7 +103,7 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
         python = environment.python_path()
         return check_requirements(flow.root, python) if python.exists() else None
 
-    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+    def ignored_parameters(self, flow: FlowSpec, init: dict[str, Any]) -> list[tuple[str, str]]:
         """`init` is build()'s keyword arguments: a name it does not take would fail every run."""
         app = appspec.read_app(flow.entry)
         takes = ", ".join(sorted(app.parameters)) or "no parameters besides the chat clients"
@@ -117,7 +119,7 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
                 "PYTHONPATH": "nothing: the engine's environment is its own venv",
                 "PYTHONHOME": "nothing: the engine's environment is its own venv"}
 
-    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
+    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict[str, Any]]) -> ServingBundle:
         from genaiops.engines.agent_framework.serving import serving_bundle
 
         return serving_bundle(flow_dir, context, connections)
