@@ -17,34 +17,26 @@ runs; nothing is written anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genaiops.engines.agent_framework import appspec, environment, staging
+from genaiops.engines.agent_framework import appspec, environment, serving, staging
 from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF, QUIET_ENV
-from genaiops.engines.base import (
-    Engine,
-    FlowSpec,
-    RetrySettings,
-    Runner,
-    ScaffoldKind,
-    ServingBundle,
-    StagedBatch,
-    VariantSpec,
-)
+from genaiops.engines.base import Engine, FlowSpec, RetrySettings, Runner, ScaffoldKind
 from genaiops.engines.childproc import OwnWorkerEngine
 from genaiops.engines.serving import ConnectionVariables
 
 
 class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     name = "agent_framework"
-    cache_patterns = staging.CACHE_PATTERNS
     flow_hint = ("point it at an app: `flows/<use_case>/<app>/app.py:build` (a function "
                  "build(llm, **params) returning an Agent or Workflow, with INPUTS and OUTPUTS)")
+    cache_patterns = staging.CACHE_PATTERNS
     backends = ("local",)
     line_workers_are_processes = False  # lines are coroutines of one worker process
     needs_setup = True  # its own venv (`genaiops engine setup agent_framework`)
+    staging, serving = staging, serving  # OwnWorkerEngine stages and builds images with them
 
     def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
                  runner: Runner | None = None):
@@ -84,15 +76,6 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
                                       for group, (default, sets) in app.variants.items()},
                         engine=self.name)
 
-    def max_variants_per_batch(self, flow: FlowSpec) -> int:
-        return staging.MAX_VARIANTS_PER_BATCH
-
-    def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
-        return staging.stage_batch(flow, variants, dest)
-
-    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
-        return staging.stage_for_serving(flow, variant, dest)
-
     def run_environment(self, retries: RetrySettings) -> dict[str, str]:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
 
@@ -118,11 +101,6 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
                 **{name: "nothing: genaiops sets it for the engine's worker" for name in QUIET_ENV},
                 "PYTHONPATH": "nothing: the engine's environment is its own venv",
                 "PYTHONHOME": "nothing: the engine's environment is its own venv"}
-
-    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict[str, Any]]) -> ServingBundle:
-        from genaiops.engines.agent_framework.serving import serving_bundle
-
-        return serving_bundle(flow_dir, context, connections)
 
 
 __all__ = ["AgentFrameworkEngine"]

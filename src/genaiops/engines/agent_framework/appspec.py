@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from genaiops.engines.base import FlowSpecError, json_object
+from genaiops.engines.entryspec import EntrySpec
 
 KIND = "maf"
 DEFAULT_FILE = "app.py"
@@ -35,21 +36,11 @@ ParameterGroup = tuple[str, dict[str, dict[str, Any]]]  # (default id, {id: buil
 
 
 @dataclass(frozen=True)
-class AppSpec:
-    root: Path  # the folder holding the app (its content is the flow's identity)
-    file: Path
-    function: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
+class AppSpec(EntrySpec):
+    """`parameters` are build()'s keyword parameters."""
+
     # group -> (default, {id: params})
     variants: dict[str, ParameterGroup] = field(default_factory=dict[str, ParameterGroup])
-    parameters: frozenset[str] = frozenset()  # build()'s keyword parameters
-    any_parameter: bool = False  # build() takes **kwargs
-
-    @property
-    def entry(self) -> str:
-        """`file.py:function`, relative to `root`."""
-        return f"{self.file.relative_to(self.root).as_posix()}:{self.function}"
 
     def params_for(self, nodes: dict[str, Any], init: dict[str, Any]) -> dict[str, Any]:
         """build()'s parameters for a variant: its groups' parameter sets, then `init`."""
@@ -58,9 +49,6 @@ class AppSpec:
             params.update(sets[nodes.get(group, default)])
         params.update(init or {})
         return params
-
-    def unknown_parameters(self, params: dict[str, Any]) -> list[str]:
-        return [] if self.any_parameter else sorted(set(params) - self.parameters)
 
 
 def split_entry(path: Path) -> tuple[Path, str]:

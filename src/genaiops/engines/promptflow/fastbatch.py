@@ -224,12 +224,9 @@ def dead_manager(since: int) -> str | None:
             continue
         if code is None or code == 0:
             continue
-        if code < 0:
-            try:
-                return f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"was killed by signal {-code}"
-        return f"exited with code {code}"
+        from genaiops.procs import how_it_ended
+
+        return how_it_ended(code)
     return None
 
 

@@ -225,15 +225,6 @@ class _Pool:
         self.tmp.cleanup()
 
 
-def _death(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
 def _scrub(job: BatchJob, run_dir: Path) -> None:
     """Known secret values out of what promptflow wrote for this run (an endpoint may echo a key)."""
     from genaiops.secrets import known_secrets
@@ -313,7 +304,7 @@ class LocalRunner:
         if data is None:  # killed (out of memory?) before it could report: a failure
             code = worker.finish()  # nothing of its tree outlives it
             return BatchResult(job.name, "failed", 0.0, [], crashed=True,
-                               error=f"the worker process {_death(code)} before the run finished; "
+                               error=f"the worker process {procs.how_it_ended(code)} before the run finished; "
                                      f"its group was stopped. {worker.died_log[-1500:]}".strip())
         self._pool.checkin(worker)
         members = [MemberResult(suffix=m["suffix"], lines=[LineResult(**line) for line in m["lines"]])
