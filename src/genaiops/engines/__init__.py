@@ -25,6 +25,7 @@ from genaiops.engines.base import (
     StagedBatch,
     VariantSpec,
 )
+from genaiops.engines.envscan import python_reads  # also what code evaluators read
 
 ENGINE_TABLE = AdapterTable("engines", "engine", {
     "promptflow": "genaiops.engines.promptflow:PromptflowEngine",
@@ -94,5 +95,6 @@ def engine_reading(path: Path, preferred: str = DEFAULT_ENGINE) -> tuple[str, Fl
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "BatchJob", "BatchResult", "Engine", "FlowSpec",
            "FlowSpecError", "LineResult", "MemberResult", "Runner", "ServingBundle", "StagedBatch",
-           "VariantSpec", "backends_problem", "engine_for", "engine_names", "engine_reading", "open_engine"]
+           "VariantSpec", "backends_problem", "engine_for", "engine_names", "engine_reading", "open_engine",
+           "python_reads"]
 

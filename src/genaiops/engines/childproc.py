@@ -217,7 +217,7 @@ class OwnWorkerEngine(HeldConnections, Engine):
         """What the flow's Python and YAML files read from the environment. Its connections are
         the config's, handed to the flow by the runtime (their output settings are in every run
         key already), so the flow names none itself."""
-        from genaiops.envscan import tree_reads  # pyright: ignore[reportUnknownVariableType]
+        from genaiops.engines.envscan import tree_reads
 
         reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"))
         return FlowReads(variables=reads.variables, unknown=reads.unknown)

@@ -119,12 +119,12 @@ def _write_best_pointer(ctx: PhaseContext, summary: Summary) -> None:
 
 def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOptions) -> Summary:
     """Run (or reuse) every evaluation of one experiment and build the summary without gates."""
-    from genaiops.capacity import parallel_runs
     from genaiops.evaluation.build import build_summary
     from genaiops.evaluation.evaluators import make_adapter, plan_evaluations, run_evaluations
     from genaiops.evaluation.store import EvaluationStore
+    from genaiops.execution.capacity import parallel_runs
     from genaiops.gateway import EVALUATOR_POOL
-    from genaiops.llm_session import output_settings
+    from genaiops.gateway.llm_session import output_settings
 
     config = ctx.config
     ledger = ctx.workspace.ledger()

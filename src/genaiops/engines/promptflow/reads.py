@@ -11,7 +11,7 @@ from typing import Any, cast
 import yaml
 
 from genaiops.engines.base import FlowReads, FlowSpec, json_object
-from genaiops.envscan import tree_reads
+from genaiops.engines.envscan import tree_reads
 
 TEXT_SUFFIXES = (".yaml", ".yml", ".prompty")
 CONNECTION_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.[A-Za-z0-9_]+\}")  # ${<connection>.<key>}
