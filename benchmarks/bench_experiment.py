@@ -45,7 +45,7 @@ def b1_b2_b3(bench: Bench, sim, rows: int, latency_ms: float) -> dict:
     result = first.json()
     assert result["ok"] and result["totals"]["lines_failed"] == 0
     assert all(r["reused"] for r in second.json()["runs"]) and second.json()["simulator"] is None
-    from genaiops.capacity import worker_count
+    from genaiops.execution.capacity import worker_count
 
     workers = worker_count("auto", rows, calls_llm=True)  # what `runtime.worker_count: auto` picked
     chains = len(result["runs"])

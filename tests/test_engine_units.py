@@ -18,8 +18,8 @@ from genaiops.engines.promptflow import retry_policy
 from genaiops.engines.promptflow.composite import composite_dag, output_name
 from genaiops.engines.promptflow.flowspec import read_flow
 from genaiops.engines.promptflow.staging import stage_batch, stage_for_serving
-from genaiops.progress import Progress
-from genaiops.scheduling import Unit, run_concurrently
+from genaiops.execution.progress import Progress
+from genaiops.execution.scheduling import Unit, run_concurrently
 
 DAG = {
     "inputs": {"text": {"type": "string"}},
@@ -290,7 +290,7 @@ def test_run_concurrently_keeps_order_bounds_parallelism_and_propagates_errors()
 # -- worker counts ----------------------------------------------------------------------------------
 
 def test_auto_worker_count_follows_lines_cores_memory_and_quota():
-    from genaiops.capacity import auto_workers, worker_count
+    from genaiops.execution.capacity import auto_workers, worker_count
 
     assert auto_workers(10, calls_llm=True, cores=2, memory_mb=10_000) == 10  # no more than lines
     assert auto_workers(500, calls_llm=True, cores=2, memory_mb=10_000) == 16  # LLM-bound: waits
@@ -303,7 +303,7 @@ def test_auto_worker_count_follows_lines_cores_memory_and_quota():
 
 
 def test_parallel_runs_default_to_half_the_cores_unless_asked():
-    from genaiops.capacity import parallel_runs
+    from genaiops.execution.capacity import parallel_runs
 
     assert parallel_runs(None, 4, 6, cores=2) == 1  # a second engine worker costs more than it saves
     assert parallel_runs(None, 4, 6, cores=8) == 4 and parallel_runs(None, 4, 2, cores=8) == 2

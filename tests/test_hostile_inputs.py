@@ -268,7 +268,7 @@ def test_max_parallel_flag_is_bounded_with_auto_workers(repo, capsys, monkeypatc
     assert exited.value.code == 2
     assert "'100000' is more than 64 runs at once" in capsys.readouterr().err
     # within 64 but more than the machine's memory holds at one worker a run (worker_count: auto)
-    from genaiops import capacity
+    from genaiops.execution import capacity
 
     small = capacity.Machine(cores=2, memory_bytes=1 * 2**30)  # holds 5 workers at ~150 MB
     monkeypatch.setattr(capacity.Machine, "current", classmethod(lambda cls: small))

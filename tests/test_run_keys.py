@@ -14,9 +14,9 @@ import pytest
 from repo_factory import write
 
 from genaiops.cli import main
+from genaiops.engines.envscan import OPENAI_SDK_VARIABLES, python_reads
 from genaiops.engines.promptflow import PromptflowEngine
 from genaiops.engines.promptflow.flowspec import read_flow
-from genaiops.envscan import OPENAI_SDK_VARIABLES, python_reads
 from genaiops.simulator import SimulatorServer
 from genaiops.simulator.rules import load_rules
 

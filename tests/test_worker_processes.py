@@ -16,7 +16,7 @@ import psutil
 import pytest
 from deploy_helpers import copy_use_case, run_cli, write_overlay
 
-from genaiops.capacity import WORKERS_PER_CORE, Machine, worker_problem
+from genaiops.execution.capacity import WORKERS_PER_CORE, Machine, worker_problem
 
 
 @pytest.fixture

@@ -254,6 +254,16 @@ def end(process: subprocess.Popen[bytes], tag: str | None) -> int:
     return code
 
 
+def how_it_ended(code: int) -> str:
+    """A process's exit code in words: "exited with code 3", "was killed by SIGKILL"."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def sweep_abandoned() -> int:
     """Kill the processes left by workers of an orchestrator of this machine that is gone
     (SIGKILLed, a lost CI agent); how many."""

@@ -12,6 +12,7 @@ import html
 import json
 import re
 import threading
+from collections.abc import Mapping
 
 MASK = "***"
 # KEYRING names a backend (PYTHON_KEYRING_BACKEND), not a secret
@@ -39,7 +40,7 @@ class Redactor:
             self._values = set(values)
             self._pattern = None
 
-    def add_env(self, env: dict) -> None:
+    def add_env(self, env: Mapping[str, str]) -> None:
         self.add(*(v for k, v in env.items() if v and _SECRET_NAME.search(k)))
 
     def values(self) -> frozenset[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 from dataclasses import dataclass
+from typing import Any, cast
 
 import httpx
 
@@ -53,6 +54,22 @@ class AdoPullRequest:
                    env["SYSTEM_ACCESSTOKEN"])
 
 
+def answer_object(response: httpx.Response, what: str, error: type[GenaiopsError],
+                  access_hint: str) -> dict[str, Any]:
+    """An Azure DevOps REST answer's JSON object; `error` (with `access_hint` on 401/403) when it
+    is not a 200 with a JSON object."""
+    if response.status_code != 200:
+        hint = access_hint if response.status_code in (401, 403) else None
+        raise error(f"Azure DevOps answered HTTP {response.status_code} for {what}", hint=hint)
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise error(f"Azure DevOps answer for {what} is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"Azure DevOps answer for {what} is not an object")
+    return cast("dict[str, Any]", data)
+
+
 class AdoPrThreads:
     platform = "azure_devops"
 
@@ -69,17 +86,8 @@ class AdoPrThreads:
                                               "Accept": "application/json"}, timeout=self.timeout)
         except httpx.HTTPError as exc:
             raise AdoCommentError(f"cannot reach Azure DevOps ({what}): {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            hint = ("give the project's Build Service identity 'Contribute to pull requests' on the "
-                    "repository") if response.status_code in (401, 403) else None
-            raise AdoCommentError(f"Azure DevOps answered HTTP {response.status_code} for {what}", hint=hint)
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise AdoCommentError(f"Azure DevOps answer for {what} is not JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise AdoCommentError(f"Azure DevOps answer for {what} is not an object")
-        return data
+        return answer_object(response, what, AdoCommentError, "give the project's Build Service identity "
+                             "'Contribute to pull requests' on the repository")
 
     def find(self, marker: str) -> list[str]:
         found = []

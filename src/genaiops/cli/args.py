@@ -22,7 +22,7 @@ def positive_int(value: str) -> int:
 
 def runs_at_once(value: str) -> int:
     """`--max-parallel`: a whole number from 1 to the most batch runs genaiops starts at once."""
-    from genaiops.capacity import MAX_PARALLEL_RUNS
+    from genaiops.execution.capacity import MAX_PARALLEL_RUNS
 
     number = positive_int(value)
     if number > MAX_PARALLEL_RUNS:

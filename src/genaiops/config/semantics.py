@@ -10,7 +10,6 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from genaiops.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
 from genaiops.config.datasets import (
     ALIGN_HINT,
     DatasetFile,
@@ -30,6 +29,7 @@ from genaiops.engines import (
 )
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
+from genaiops.execution.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
 from genaiops.hashing import escaping_links
 from genaiops.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
 from genaiops.notices import notice

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from genaiops.ci.azure_devops import answer_object
 from genaiops.errors import GenaiopsError, UsageError
 
 API_VERSION = "7.1"
@@ -123,18 +124,9 @@ class AdoApprovalsClient:
         except httpx.HTTPError as exc:
             raise AdoApprovalRefused(f"cannot reach Azure DevOps ({path.split('/')[0]}): "
                                      f"{type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            hint = ("give the project's Build Service identity 'View builds' and read access to "
-                    "approvals") if response.status_code in (401, 403) else None
-            raise AdoApprovalRefused(f"Azure DevOps answered HTTP {response.status_code} for "
-                                     f"{path.split('?')[0]}", hint=hint)
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise AdoApprovalRefused(f"Azure DevOps answer for {path} is not JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise AdoApprovalRefused(f"Azure DevOps answer for {path} is not an object")
-        return data
+        return answer_object(response, path.split("?")[0], AdoApprovalRefused,
+                             "give the project's Build Service identity 'View builds' and read "
+                             "access to approvals")
 
     def stage_records(self, stage: str | None = None, records: list[dict] | None = None) -> list[dict]:
         """The timeline records below one stage of this run (the stage record excluded)."""

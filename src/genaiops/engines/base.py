@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+
+def json_object(value: object) -> dict[str, Any] | None:
+    """A parsed JSON or YAML value when it is an object (a mapping), else None: the typed form of
+    `isinstance(value, dict)` for data read from files and pipes."""
+    return cast("dict[str, Any]", value) if isinstance(value, dict) else None
 
 
 class FlowSpecError(ValueError):
@@ -169,6 +175,36 @@ class ServingBundle:
     generated: tuple[str, ...] = ()  # glob patterns of files the build adds under flow_dir
 
 
+class RetrySettings(Protocol):
+    """`runtime.retries` as an engine reads it (`config.model.Retries` is one)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def backoff_sec(self) -> float: ...
+    @property
+    def max_total_sec(self) -> float: ...
+
+
+class ConnectionSettings(Protocol):
+    """What an engine reads of a config connection (`config.model.Connection` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...  # "open_ai" | "azure_open_ai"
+    @property
+    def api_key(self) -> str: ...  # a secret
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def extra(self) -> dict[str, Any]: ...  # optional settings beyond the core ones
+    @property
+    def uses_simulator(self) -> bool: ...
+
+    def public(self) -> dict[str, Any]: ...  # everything but secrets
+
+
 @dataclass(frozen=True)
 class ServingConnections:
     """How a serving container receives the connections: environment variables (some secret, set
@@ -246,13 +282,13 @@ class Engine(Protocol):
         """A private copy of the flow at `dest` whose defaults are `variant` (what an image serves)."""
         ...
 
-    def prepare_connections(self, connections: Sequence[Any],
+    def prepare_connections(self, connections: Sequence[ConnectionSettings],
                             endpoints: dict[str, str]) -> list[dict[str, Any]]:
         """Make the config's connections usable by runs; `endpoints` maps names to URLs.
         Returns one secret-free record per connection with `action` created|updated|unchanged."""
         ...
 
-    def run_environment(self, retries: Any) -> dict[str, str]:
+    def run_environment(self, retries: RetrySettings) -> dict[str, str]:
         """Environment for batch runs that applies genaiops' LLM retry policy inside the engine."""
         ...
 
@@ -284,7 +320,7 @@ class Engine(Protocol):
         """Whether a finished run can still be referenced by a later batch (`BatchJob.run`)."""
         ...
 
-    def serving_connections(self, connections: Sequence[Any], endpoints: dict[str, str],
+    def serving_connections(self, connections: Sequence[ConnectionSettings], endpoints: dict[str, str],
                             default_endpoints: dict[str, str]) -> ServingConnections:
         """Container environment for `connections` at `endpoints`; `default_endpoints` are the
         secret-free values baked into the image (overridden at start)."""

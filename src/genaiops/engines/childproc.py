@@ -10,11 +10,12 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
+    ConnectionSettings,
     Engine,
     FlowReads,
     FlowSpec,
@@ -22,6 +23,9 @@ from genaiops.engines.base import (
     MemberResult,
     ProgressCallback,
     Runner,
+    ServingBundle,
+    StagedBatch,
+    VariantSpec,
 )
 from genaiops.workspace.files import atomic_write_text
 
@@ -139,7 +143,7 @@ class HeldConnections:
     connection_fields = ("organization", "model")
     _connections: list[dict[str, Any]] = []
 
-    def prepare_connections(self, connections: Sequence[Any], endpoints: dict[str, str]) -> list[dict[str, Any]]:
+    def prepare_connections(self, connections: Sequence[ConnectionSettings], endpoints: dict[str, str]) -> list[dict[str, Any]]:
         self._connections = [{"name": c.name, "type": c.type, "endpoint": endpoints[c.name],
                               "api_key": c.api_key, "api_version": c.api_version,
                               **{k: getattr(c, k) for k in self.connection_fields if getattr(c, k)}}
@@ -151,10 +155,33 @@ class HeldConnections:
         return list(self._connections)
 
 
+class Staging(Protocol):
+    """An own-worker engine's staging module: private copies of a flow, to run a batch of
+    variants or to serve one."""
+
+    @property
+    def MAX_VARIANTS_PER_BATCH(self) -> int: ...  # noqa: N802 - a module constant
+
+    def stage_batch(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch: ...
+
+    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path: ...
+
+
+class Serving(Protocol):
+    """An own-worker engine's serving module: the build context of its serving image."""
+
+    def serving_bundle(self, flow_dir: Path, bundle: Path,
+                       connections: list[dict[str, Any]]) -> ServingBundle: ...
+
+
 class OwnWorkerEngine(HeldConnections, Engine):
     """What engines whose batches run in a worker process of their own share (agent_framework,
-    python): connections held in memory, the runner made on first use, no warm workers, runs
-    that live only in the ledger, and the reads of the flow folder's Python and YAML files."""
+    python): connections held in memory, the runner made on first use, staging and serving images
+    by the engine's `staging` and `serving` modules, no warm workers, runs that live only in the ledger, and the reads of the
+    flow folder's Python and YAML files."""
+
+    staging: ClassVar[Staging]
+    serving: ClassVar[Serving]
 
     def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
                  runner: Runner | None = None):
@@ -173,11 +200,24 @@ class OwnWorkerEngine(HeldConnections, Engine):
             self._runner = self.local_runner()
         return self._runner
 
+    def max_variants_per_batch(self, flow: FlowSpec) -> int:
+        return self.staging.MAX_VARIANTS_PER_BATCH
+
+    def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
+        return self.staging.stage_batch(flow, variants, dest)
+
+    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
+        return self.staging.stage_for_serving(flow, variant, dest)
+
+    def serving_bundle(self, flow_dir: Path, context: Path,
+                       connections: list[dict[str, Any]]) -> ServingBundle:
+        return self.serving.serving_bundle(flow_dir, context, connections)
+
     def flow_reads(self, flow: FlowSpec) -> FlowReads:
         """What the flow's Python and YAML files read from the environment. Its connections are
         the config's, handed to the flow by the runtime (their output settings are in every run
         key already), so the flow names none itself."""
-        from genaiops.envscan import tree_reads  # pyright: ignore[reportUnknownVariableType]
+        from genaiops.engines.envscan import tree_reads
 
         reads = tree_reads(flow.root, self.cache_patterns, (".yaml", ".yml"), boundary=flow.boundary)
         return FlowReads(variables=reads.variables, unknown=reads.unknown)

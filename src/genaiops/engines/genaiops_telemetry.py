@@ -26,6 +26,13 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Generator, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from opentelemetry.util.types import AttributeValue
 
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _SECRET_NAME = re.compile(r"(KEY(?!RING)|SECRET|TOKEN|PASSWORD|PASSWD|CONNECTION_STRING|SAS)", re.I)
@@ -42,28 +49,28 @@ FEEDBACK_EVENT = "gen_ai.user.feedback"
 MODEL_CALLS = ("chat", "text_completion", "generate_content", "embeddings")
 
 
-def capture_content(environ=None) -> bool:
+def capture_content(environ: Mapping[str, str] | None = None) -> bool:
     return (environ or os.environ).get(CAPTURE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 class Redactor:
     """The container's secret values (from its environment), masked in every exported string."""
 
-    def __init__(self, environ):
+    def __init__(self, environ: Mapping[str, str]):
         values = sorted({v for k, v in environ.items() if v and len(v) >= 4 and _SECRET_NAME.search(k)},
                         key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
 
-    def __call__(self, text):
-        if not isinstance(text, str) or self._pattern is None:
+    def __call__(self, text: str) -> str:
+        if self._pattern is None:
             return text
         return self._pattern.sub(MASK, text)
 
-    def value(self, value):
+    def value(self, value: AttributeValue) -> AttributeValue:
         if isinstance(value, str):
             return self(value)
-        if isinstance(value, (list, tuple)):
-            return type(value)(self.value(v) for v in value)
+        if isinstance(value, Sequence) and value and isinstance(value[0], str):
+            return tuple(self(v) if isinstance(v, str) else v for v in value)  # pyright: ignore[reportReturnType]
         return value
 
 
@@ -78,9 +85,9 @@ class _Totals:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._by_trace: dict[int, dict] = {}
+        self._by_trace: dict[int, dict[str, Any]] = {}
 
-    def add(self, trace_id: int, attrs) -> None:
+    def add(self, trace_id: int, attrs: Mapping[str, Any]) -> None:
         operation = attrs.get("gen_ai.operation.name")
         if operation is not None and operation not in MODEL_CALLS:
             return  # an agent or workflow span repeats its model calls' usage: count calls once
@@ -100,7 +107,7 @@ class _Totals:
             if req:
                 t["request_model"] = str(req)
 
-    def pop(self, trace_id: int) -> dict:
+    def pop(self, trace_id: int) -> dict[str, Any]:
         with self._lock:
             return self._by_trace.pop(trace_id, {})
 
@@ -108,7 +115,7 @@ class _Totals:
 class Telemetry:
     """Tracing of one serving process; `score()` wraps a request, `feedback()` records feedback."""
 
-    def __init__(self, provider, environ):
+    def __init__(self, provider: TracerProvider, environ: Mapping[str, str]):
         from opentelemetry import trace
 
         self.provider = provider
@@ -119,12 +126,12 @@ class Telemetry:
         self.tracer = trace.get_tracer("genaiops.serving")
         self.totals = _Totals()
 
-    def _content(self, value) -> str:
+    def _content(self, value: object) -> str:
         text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
         return self.redact(text)[:MAX_CONTENT]
 
     @contextlib.contextmanager
-    def score(self, inputs: dict):
+    def score(self, inputs: object) -> Generator[Scored, None, None]:
         """The root span of one request; yields a `Scored` to report outputs or failure."""
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -161,16 +168,16 @@ class Telemetry:
                 elif self.capture and scored.outputs is not None:
                     span.set_attribute("genaiops.outputs", self._content(scored.outputs))
 
-    def feedback(self, record: dict) -> None:
+    def feedback(self, record: Mapping[str, Any]) -> None:
         """One feedback span linked to the trace it rates (exported like the rest)."""
         from opentelemetry.trace import Link, SpanContext, TraceFlags
 
-        links = []
+        links: list[Link] = []
         if record.get("trace_id"):
             ctx = SpanContext(int(record["trace_id"], 16), int(record.get("span_id") or "1" * 16, 16),
                               is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
             links.append(Link(ctx))
-        attrs = {"gen_ai.operation.name": "feedback"}
+        attrs: dict[str, AttributeValue] = {"gen_ai.operation.name": "feedback"}
         for key in ("trace_id", "response_id", "label"):
             if record.get(key):
                 attrs[f"genaiops.feedback.{key}"] = self.redact(str(record[key]))
@@ -190,12 +197,12 @@ class Scored:
     def __init__(self):
         self.response_id = "resp-" + uuid.uuid4().hex
         self.trace_id = ""
-        self.outputs = None
+        self.outputs: object = None
         self.error_type = ""
         self.error_message = ""
         self.started = time.monotonic()
 
-    def ok(self, outputs) -> None:
+    def ok(self, outputs: object) -> None:
         self.outputs = outputs
 
     def fail(self, error_type: str, message: str = "") -> None:
@@ -203,7 +210,7 @@ class Scored:
         self.error_message = self.error_message or message
 
 
-def _processor_class():
+def _processor_class() -> type[Any]:
     from opentelemetry.sdk.trace import SpanProcessor
 
     class TotalsProcessor(SpanProcessor):
@@ -212,25 +219,25 @@ def _processor_class():
         def __init__(self, totals: _Totals):
             self.totals = totals
 
-        def on_end(self, span) -> None:
-            if span.attributes:
+        def on_end(self, span: ReadableSpan) -> None:
+            if span.attributes and span.context is not None:
                 self.totals.add(span.context.trace_id, span.attributes)
 
     return TotalsProcessor
 
 
-def _filtering_exporter(inner, capture: bool, redact: Redactor):
+def _filtering_exporter(inner: SpanExporter, capture: bool, redact: Redactor) -> SpanExporter:
     """An exporter that exports redacted copies: string values masked, and the engine's content
     attributes and content events dropped unless capture is on."""
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    def attrs(values, own: bool) -> dict:
+    def attrs(values: Mapping[str, AttributeValue] | None, own: bool) -> dict[str, AttributeValue]:
         return {k: redact.value(v) for k, v in (values or {}).items() if own or _keep(k, capture)}
 
     class RedactingExporter(SpanExporter):
-        def export(self, spans):
-            copies = []
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            copies: list[ReadableSpan] = []
             for s in spans:
                 own = s.instrumentation_scope is not None and s.instrumentation_scope.name == "genaiops.serving"
                 events = [Event(e.name, attrs(e.attributes, own or e.name == "exception"), e.timestamp)
@@ -247,16 +254,16 @@ def _filtering_exporter(inner, capture: bool, redact: Redactor):
                     instrumentation_scope=s.instrumentation_scope))
             return inner.export(copies)
 
-        def shutdown(self):
+        def shutdown(self) -> None:
             return inner.shutdown()
 
-        def force_flush(self, timeout_millis: int = 30000):
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
             return inner.force_flush(timeout_millis) if hasattr(inner, "force_flush") else True
 
     return RedactingExporter()
 
 
-def setup(environ=None, *, take_over: bool = True):
+def setup(environ: MutableMapping[str, str] | None = None, *, take_over: bool = True) -> Telemetry | None:
     """A `Telemetry` when an exporter is configured (and the SDK installed), else None. With
     `take_over`, the exporter variables are removed from this process's environment afterwards so
     the engine's own exporter set-up (promptflow's serving app) does not export unredacted spans."""
@@ -278,7 +285,7 @@ def setup(environ=None, *, take_over: bool = True):
     totals = _Totals()
     provider = TracerProvider(resource=Resource.create())
     provider.add_span_processor(_processor_class()(totals))
-    exporters = []
+    exporters: list[SpanExporter] = []
     if otlp:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -305,17 +312,18 @@ def setup(environ=None, *, take_over: bool = True):
     return telemetry
 
 
-def parse_feedback(body: bytes, max_bytes: int = 16_384) -> dict:
+def parse_feedback(body: bytes, max_bytes: int = 16_384) -> dict[str, Any]:
     """A `/feedback` body checked: {trace_id | response_id, rating, label, correction, comment}.
     Raises ValueError with a message for the caller (400)."""
     if len(body) > max_bytes:
         raise ValueError(f"the body is {len(body)} bytes; at most {max_bytes}")
     try:
-        doc = json.loads(body.decode("utf-8"))
+        doc: object = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise ValueError("the body is not JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("send one JSON object")
+    doc = cast("dict[str, Any]", doc)
     unknown = sorted(set(doc) - {"trace_id", "span_id", "response_id", "rating", "label", "correction", "comment"})
     if unknown:
         raise ValueError(f"unknown fields {unknown}")

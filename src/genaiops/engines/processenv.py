@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from genaiops.secrets import is_secret_name
@@ -50,7 +50,7 @@ def allowed(name: str) -> bool:
 
 
 def engine_environment(extra: dict[str, str] | None = None,
-                       environ: dict[str, str] | None = None) -> dict[str, str]:
+                       environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allow-listed part of `environ` (default: this process's), plus `extra` (which may
     not bring back a withheld variable)."""
     environ = os.environ if environ is None else environ
@@ -59,7 +59,7 @@ def engine_environment(extra: dict[str, str] | None = None,
     return env
 
 
-def passed_values(names: Iterable[str], environ: dict[str, str] | None = None) -> dict[str, str]:
+def passed_values(names: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The values of `names` (a job's `passed_variables`) that are set here, withheld ones never;
     secret-looking ones are added to the redactor (a flow may echo what it reads)."""
     from genaiops.secrets import REDACTOR
@@ -73,27 +73,27 @@ def passed_values(names: Iterable[str], environ: dict[str, str] | None = None) -
 HOME_ENV = "GENAIOPS_ENGINE_HOME"  # set in engine processes: the command's private HOME
 KEEP_ENV = "GENAIOPS_KEEP_ENGINE_HOME"  # "1": keep it after the command (to read its run folders)
 
-_HOME: Path | None = None
+_home: Path | None = None  # made once a process
 _HOME_LOCK = threading.Lock()
 
 
 def command_home() -> Path:
     """This command's private HOME for its engine processes (they get it as HOME and as
     `GENAIOPS_ENGINE_HOME`); made on first use, removed when the process that made it exits."""
-    global _HOME
+    global _home
     inside = os.environ.get(HOME_ENV)
     if inside:
         return Path(inside)
     with _HOME_LOCK:
-        if _HOME is None:
+        if _home is None:
             if os.environ.get(KEEP_ENV) == "1":
-                _HOME = Path(tempfile.mkdtemp(prefix="genaiops-home-kept-"))  # 0700
+                _home = Path(tempfile.mkdtemp(prefix="genaiops-home-kept-"))  # 0700
             else:  # owner-tagged: the next command's sweep removes it if this one is killed
                 from genaiops.workspace.sweep import owner_tag
 
-                _HOME = Path(tempfile.mkdtemp(prefix=f"genaiops-home-{owner_tag()}-"))  # 0700
-                atexit.register(shutil.rmtree, _HOME, True)
-        return _HOME
+                _home = Path(tempfile.mkdtemp(prefix=f"genaiops-home-{owner_tag()}-"))  # 0700
+                atexit.register(shutil.rmtree, _home, True)
+        return _home
 
 
 def home_environment() -> dict[str, str]:
@@ -111,7 +111,7 @@ def home_environment() -> dict[str, str]:
 _HIDE_SCRIPT = ('for p in "$@"; do shift; if [ "$p" = -- ]; then exec "$0" --user --map-current-user '
                 '--mount --propagation private -- "$@"; fi; '
                 'mount -t tmpfs -o ro,size=4k,mode=000 genaiops-hidden "$p" || exit 97; done; exit 98')
-_SANDBOX: list | None = None
+_sandbox: list[str] | None = None  # probed once a process
 _SANDBOX_LOCK = threading.Lock()
 
 
@@ -133,14 +133,15 @@ def sandbox_base() -> list[str]:
     """How this machine gives a process its own mount namespace: `unshare --mount` (root, or
     CAP_SYS_ADMIN), else `unshare -r --mount` (unprivileged user namespaces); [] when neither
     works (a container without those rights): then only the environment and redaction hold."""
-    global _SANDBOX
+    global _sandbox
     with _SANDBOX_LOCK:
-        if _SANDBOX is None:
+        if _sandbox is None:
             unshare = shutil.which("unshare")
             candidates = ([[unshare, "--mount", "--propagation", "private"],
                            [unshare, "-r", "--mount", "--propagation", "private"]] if unshare else [])
-            _SANDBOX = next((base for base in candidates if _works(base)), [])
-        return list(_SANDBOX)
+            none: list[str] = []
+            _sandbox = next((base for base in candidates if _works(base)), none)
+        return list(_sandbox)
 
 
 def hidden_paths() -> list[Path]:

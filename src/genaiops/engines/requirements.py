@@ -46,8 +46,8 @@ class RequirementsCheck:
 
     file: Path
     python: str  # the interpreter that runs the flow
-    unmet: list[Unmet] = field(default_factory=list)
-    unreadable: list[tuple[int, str]] = field(default_factory=list)  # (line, what is wrong)
+    unmet: list[Unmet] = field(default_factory=list[Unmet])
+    unreadable: list[tuple[int, str]] = field(default_factory=list[tuple[int, str]])  # (line, what is wrong)
 
     @property
     def install(self) -> str:
@@ -95,7 +95,7 @@ def _installed(names: set[str], python: Path | None) -> dict[str, str | None] | 
     if python is None:
         from importlib import metadata
 
-        found = {}
+        found: dict[str, str | None] = {}
         for name in names:
             try:
                 found[name] = metadata.version(name)
@@ -105,6 +105,7 @@ def _installed(names: set[str], python: Path | None) -> dict[str, str | None] | 
     try:
         done = subprocess.run([str(python), "-c", _VERSIONS_SCRIPT, *sorted(names)],
                               capture_output=True, text=True, timeout=_ASK_TIMEOUT_SEC, check=True)
-        return json.loads(done.stdout)
+        versions: dict[str, str | None] = json.loads(done.stdout)
+        return versions
     except (OSError, subprocess.SubprocessError, ValueError):
         return None  # no engine environment yet: `genaiops engine setup` says so elsewhere

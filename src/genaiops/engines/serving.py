@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from genaiops.engines.base import ServingConnections
+from genaiops.engines.base import ConnectionSettings, ServingConnections
 
 
 def env_prefix(connection_name: str) -> str:
@@ -20,11 +22,13 @@ def env_prefix(connection_name: str) -> str:
     return re.sub(r"\s", "_", connection_name).upper()
 
 
-def serving_connections(connections, endpoints: dict[str, str],
+def serving_connections(connections: Sequence[ConnectionSettings], endpoints: dict[str, str],
                         default_endpoints: dict[str, str]) -> ServingConnections:
     """Container variables for `connections` at `endpoints` (secrets included, never baked in),
     and secret-free descriptions at `default_endpoints` for the image."""
-    env, secrets, descriptions = {}, [], []
+    env: dict[str, str] = {}
+    secrets: list[str] = []
+    descriptions: list[dict[str, Any]] = []
     for conn in connections:
         prefix = env_prefix(conn.name)
         endpoint_key = "BASE_URL" if conn.type == "open_ai" else "API_BASE"
@@ -49,7 +53,7 @@ def _name(line: str) -> str | None:
 class ConnectionVariables:
     """`Engine.serving_connections` for engines whose image reads the `<CONN>_<KEY>` variables."""
 
-    def serving_connections(self, connections, endpoints: dict[str, str],
+    def serving_connections(self, connections: Sequence[ConnectionSettings], endpoints: dict[str, str],
                             default_endpoints: dict[str, str]) -> ServingConnections:
         return serving_connections(connections, endpoints, default_endpoints)
 
@@ -57,7 +61,7 @@ class ConnectionVariables:
 def flow_requirements(flow: Path, serving: list[str]) -> list[str]:
     """The flow's requirements.txt, plus each of `serving` the flow does not already name."""
     req_file = Path(flow) / "requirements.txt"
-    lines = []
+    lines: list[str] = []
     if req_file.is_file():
         lines = [ln.strip() for ln in req_file.read_text(encoding="utf-8").splitlines()
                  if ln.strip() and not ln.strip().startswith("#")]

@@ -3,7 +3,7 @@
     summary     the typed Summary (also the baseline format): to_json / from_json / digest
     runs        the experiment being evaluated and its completed runs (from the ledger)
     evaluators  evaluator adapters (promptflow evaluation flows, Python functions), planned by
-                content key and run concurrently through `genaiops.scheduling`
+                content key and run concurrently through `genaiops.execution.scheduling`
     scoring     metric entries per evaluator run, built-in operational metrics per run
     stats       intervals and paired tests (numpy and closed forms)
     ranking     leaderboard on the primary metric, best variant

@@ -1,7 +1,7 @@
 """The LLM gateway: a loopback proxy every LLM call of a command goes through, whatever engine
 makes it, so one scheduler sees them all.
 
-The phase's LLM session (`genaiops.llm_session`) starts it and points every connection at it,
+The phase's LLM session (`genaiops.gateway.llm_session`) starts it and points every connection at it,
 the way it points them at the simulator; engines know nothing of it. Per upstream endpoint and
 deployment it keeps the quota (token buckets for RPM and TPM, charged by estimated tokens),
 AIMD concurrency on 429s with `retry-after(-ms)` honoured, and separate pools for the flow under

@@ -38,8 +38,8 @@ class Candidate:
 
 def stage_candidate(ctx: PhaseContext, chosen, *, simulator_url: str | None) -> Candidate:
     """Stage `chosen` for serving, hash it and work out its connections (nothing leaves the machine)."""
+    from genaiops.gateway.llm_session import endpoints
     from genaiops.hashing import snapshot
-    from genaiops.llm_session import endpoints
 
     experiment, engine = ctx.config, ctx.engine
     staged = engine.stage_for_serving(ctx.flow, chosen.spec(),

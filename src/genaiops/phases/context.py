@@ -93,7 +93,12 @@ class PhaseContext:
         with the connections prepared in `engines` (default: the use case's engine), behind the
         command's LLM gateway as `pool` (`flow`: the flow under test; `evaluators`: LLM-judge
         evaluation flows). Phases of one command share the gateway and what it learnt."""
-        from genaiops.llm_session import gateway_enabled, llm_session, open_cassette, open_gateway
+        from genaiops.gateway.llm_session import (
+            gateway_enabled,
+            llm_session,
+            open_cassette,
+            open_gateway,
+        )
 
         if self._gateway is None and (gateway_enabled(self.config) or self.config.llm.mode != "live"):
             cassette = open_cassette(self.config)  # before the gateway: it may refuse the mode

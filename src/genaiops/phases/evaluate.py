@@ -120,12 +120,12 @@ def _write_best_pointer(ctx: PhaseContext, summary: Summary) -> None:
 
 def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOptions) -> Summary:
     """Run (or reuse) every evaluation of one experiment and build the summary without gates."""
-    from genaiops.capacity import parallel_runs
     from genaiops.evaluation.build import build_summary
     from genaiops.evaluation.evaluators import make_adapter, plan_evaluations, run_evaluations
     from genaiops.evaluation.store import EvaluationStore
+    from genaiops.execution.capacity import parallel_runs
     from genaiops.gateway import EVALUATOR_POOL
-    from genaiops.llm_session import output_settings
+    from genaiops.gateway.llm_session import output_settings
 
     config = ctx.config
     ledger = ctx.workspace.ledger()
@@ -148,7 +148,7 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
         ctx.engine_named(name).prewarm(max_parallel)  # no connections, no engine import
     with ctx.llm(flow_engines or None, pool=EVALUATOR_POOL, fail_on_miss=False) if calls_llm \
             else contextlib.nullcontext() as session:
-        from genaiops.llm_session import replay_misses
+        from genaiops.gateway.llm_session import replay_misses
 
         already = len(ctx.cassette.misses) if ctx.cassette is not None else 0
         for adapter in adapters.values():  # LLM judges call the session's (gateway) endpoints

@@ -27,12 +27,12 @@ from pathlib import Path
 from genaiops.config.model import Dataset, ExperimentConfig
 from genaiops.engines.base import BatchJob, BatchResult, VariantSpec
 from genaiops.errors import RunFailed, UsageError
+from genaiops.execution.scheduling import Unit, run_concurrently
 from genaiops.hashing import hash_file, hash_tree
 from genaiops.notices import notice
 from genaiops.phases.context import PhaseContext
 from genaiops.phases.run_records import build_record, member_rows, merged
 from genaiops.run_inputs import RunInputs, reuse_hint, run_inputs
-from genaiops.scheduling import Unit, run_concurrently
 from genaiops.variants import select_variants
 from genaiops.workspace.files import atomic_write_jsonl, iter_jsonl
 from genaiops.workspace.ledger import (
@@ -116,7 +116,7 @@ class ExperimentResult:
         if self.failures:
             data["failures"] = self.failures
         if self.replay is not None:
-            from genaiops.llm_session import describe_misses
+            from genaiops.gateway.llm_session import describe_misses
 
             cassette, before = self.replay
             data["replay_misses"] = describe_misses(cassette.misses[before:])
@@ -126,7 +126,7 @@ class ExperimentResult:
         if self.ok:
             return
         if self.replay is not None:  # calls replay could not answer: exit 2, naming what changed
-            from genaiops.llm_session import replay_misses
+            from genaiops.gateway.llm_session import replay_misses
 
             replay_misses(*self.replay, where=[_failed_lines(f) for f in self.failures])
         lines = []
@@ -203,7 +203,7 @@ def checkout_changes(ctx: PhaseContext, experiment: dict, records: list[RunRecor
     column mapping, the config (variants, connection settings) or what the flow reads beyond its
     files. `run evaluate` refuses to score the latest experiment when this is not empty."""
     from genaiops.errors import GenaiopsError
-    from genaiops.llm_session import output_settings
+    from genaiops.gateway.llm_session import output_settings
 
     config = ctx.config
     flow_hash = hash_tree(ctx.flow.root, ctx.engine.cache_patterns, boundary=ctx.flow.boundary)
@@ -326,8 +326,8 @@ def make_batches(ctx: PhaseContext, pending: list[PlannedRun], options: Experime
 
 def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs: list[PlannedRun],
                  rows: dict[int, dict]) -> Batch:
-    from genaiops.capacity import worker_count
-    from genaiops.llm_session import engine_retries
+    from genaiops.execution.capacity import worker_count
+    from genaiops.gateway.llm_session import engine_retries
 
     config, engine = ctx.config, ctx.engine
     folder = ctx.workspace.staging(name)
@@ -407,7 +407,7 @@ def check_served(ctx: PhaseContext, planned: list[PlannedRun]) -> list[str]:
     """A run is reused only while its endpoints still serve the model that answered it: one
     small request per connection and deployment (`llm_session.probe_models`). A run whose model
     changed, or whose endpoint cannot be asked, runs again whole; the notes say why."""
-    from genaiops.llm_session import probe_models
+    from genaiops.gateway.llm_session import probe_models
 
     def served(run: PlannedRun) -> dict:
         record = run.reused or run.partial
@@ -444,7 +444,7 @@ def _tolerance_exceeded(record: dict, tolerance: float) -> bool:
 
 
 def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentResult:
-    from genaiops.llm_session import output_settings
+    from genaiops.gateway.llm_session import output_settings
 
     config = ctx.config
     _check_capacity(config, options, ctx.engine.line_workers_are_processes)
@@ -469,7 +469,7 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     misses_before = len(ctx.cassette.misses) if ctx.cassette is not None else 0
     if pending:  # nothing to run: no simulator, no connections, no engine import
         batches = make_batches(ctx, pending, options, experiment_id)
-        from genaiops.capacity import parallel_runs
+        from genaiops.execution.capacity import parallel_runs
 
         max_parallel = parallel_runs(options.max_parallel, config.runtime.max_parallel, len(batches))
         ctx.engine.prewarm(max_parallel)  # workers import while we prepare
@@ -529,7 +529,12 @@ def _check_capacity(config: ExperimentConfig, options: ExperimentOptions,
                     processes: bool = True) -> None:
     """--workers / --max-parallel are held to what this machine can run, as the config is (when
     the engine's line workers are processes: `processes`)."""
-    from genaiops.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
+    from genaiops.execution.capacity import (
+        parallel_hint,
+        parallel_problem,
+        worker_hint,
+        worker_problem,
+    )
 
     too_many = parallel_problem(options.max_parallel or 0)
     if too_many:

@@ -28,7 +28,7 @@ def simulator_url_for_init(ctx: PhaseContext) -> str:
 
 
 def run_init(ctx: PhaseContext, *, registry_backend: str | None = None) -> InitResult:
-    from genaiops.llm_session import endpoints
+    from genaiops.gateway.llm_session import endpoints
 
     config = ctx.config
     datasets = register_datasets(ctx, registry_backend)  # first: the engine may still be starting

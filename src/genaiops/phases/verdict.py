@@ -50,7 +50,7 @@ EVALUATE_MODULES = ("genaiops.evaluation.build", "genaiops.evaluation.gates", "g
 
 
 def run_verdict(ctx: PhaseContext, options: VerdictOptions) -> VerdictResult:
-    from genaiops.capacity import parallel_runs
+    from genaiops.execution.capacity import parallel_runs
 
     runtime = ctx.config.runtime  # one import serves connections, batches and evaluations
     ctx.engine.prewarm(parallel_runs(options.experiment.max_parallel, runtime.max_parallel, runtime.max_parallel))

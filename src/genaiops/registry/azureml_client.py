@@ -7,6 +7,8 @@ so `import genaiops.registry` stays cheap.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from genaiops.errors import UsageError
 
@@ -18,9 +20,10 @@ WORKSPACE_SETTINGS = {
 }
 
 
-def workspace_scope(settings: dict) -> dict:
+def workspace_scope(settings: Mapping[str, Any]) -> dict[str, str]:
     """subscription_id, resource_group, workspace_name from settings, else from the environment."""
-    scope, missing = {}, []
+    scope: dict[str, str] = {}
+    missing: list[str] = []
     for key, env in WORKSPACE_SETTINGS.items():
         value = settings.get(key) or os.environ.get(env)
         if value:
@@ -36,7 +39,7 @@ def workspace_scope(settings: dict) -> dict:
     return scope
 
 
-def make_credential(settings: dict):
+def make_credential(settings: Mapping[str, Any]) -> Any:
     """`settings["credential"]`, else AzureCliCredential when AZURE_CLI_CREDENTIAL=1 (inside an
     AzureCLI@2 task), else DefaultAzureCredential (env vars, workload identity, managed identity, CLI)."""
     if settings.get("credential") is not None:

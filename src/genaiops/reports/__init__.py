@@ -5,7 +5,7 @@ Every file is redacted before it is written."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from genaiops.evaluation.summary import Summary
@@ -16,15 +16,13 @@ from genaiops.reports.tables import metrics_csv, results_csv
 from genaiops.secrets import Redactor, redact
 from genaiops.workspace.files import atomic_write_text
 
-__all__ = ["write_reports"]
+__all__ = ["write_files", "write_reports"]
 
 
 def write_reports(summary: Summary, folder: Path, hide: Iterable[str] = ()) -> dict[str, Path]:
     """`hide`: values masked like secrets in these files only (planted canaries)."""
     canaries = Redactor()
     canaries.add(*hide)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     files = {
         "summary.json": summary.to_json(),
         "results.csv": results_csv(summary),
@@ -33,8 +31,14 @@ def write_reports(summary: Summary, folder: Path, hide: Iterable[str] = ()) -> d
         "junit.xml": render_junit(summary),
         "summary.md": render_markdown(summary),
     }
-    paths = {}
+    return write_files(Path(folder), files, canaries.redact)
+
+
+def write_files(folder: Path, files: dict[str, str], mask: Callable[[str], str] = str) -> dict[str, Path]:
+    """Each report file written atomically into `folder`, known secrets (and `mask`'s) masked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
     for name, text in files.items():
         paths[name] = folder / name
-        atomic_write_text(paths[name], canaries.redact(redact(text)))
+        atomic_write_text(paths[name], mask(redact(text)))
     return paths

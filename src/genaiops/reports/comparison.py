@@ -9,11 +9,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from genaiops.evaluation.comparison import Comparison
+from genaiops.reports import write_files
 from genaiops.reports.html import _env
 from genaiops.reports.markdown import _fmt, _md
 from genaiops.reports.tables import _cell, _csv
-from genaiops.secrets import redact
-from genaiops.workspace.files import atomic_write_text
 
 MAX_HTML_ROWS = 500
 ICONS = {"pass": "PASS", "fail": "FAIL", "insufficient": "FAIL (not enough evidence)"}
@@ -102,15 +101,10 @@ def render_junit(comparison: Comparison) -> str:
 
 def write_comparison_reports(comparison: Comparison, folder: Path) -> dict[str, Path]:
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     files = {"comparison.json": comparison.to_json(), "changed_rows.csv": changed_rows_csv(comparison),
              "comparison.md": render_markdown(comparison), "junit.xml": render_junit(comparison),
              "report.html": render_html(comparison)}
-    paths = {}
-    for name, text in files.items():
-        paths[name] = folder / name
-        atomic_write_text(paths[name], redact(text))
-    return paths
+    return write_files(folder, files)
 
 
 def console_lines(comparison: Comparison, table) -> list[tuple[str, str]]:

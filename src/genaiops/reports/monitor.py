@@ -8,9 +8,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from genaiops.reports import write_files
 from genaiops.reports.markdown import _fmt, _md
-from genaiops.secrets import redact
-from genaiops.workspace.files import atomic_write_text
 
 
 def _rows(result) -> list[list[str]]:
@@ -69,12 +68,7 @@ def render_html(result) -> str:
 
 def write_monitor_reports(result, folder: Path) -> dict[str, Path]:
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     files = {"monitor.json": json.dumps(result.to_json(), indent=2, sort_keys=True, default=str) + "\n",
              "monitor.md": render_markdown(result), "junit.xml": render_junit(result),
              "report.html": render_html(result)}
-    paths = {}
-    for name, text in files.items():
-        paths[name] = folder / name
-        atomic_write_text(paths[name], redact(text))
-    return paths
+    return write_files(folder, files)

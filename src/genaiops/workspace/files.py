@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -33,16 +35,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj, *, indent: int | None = 2) -> None:
+def atomic_write_json(path: Path, obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=str) + "\n")
 
 
-def jsonl_text(rows) -> str:
+def jsonl_text(rows: Iterable[Any]) -> str:
     """JSON Lines: one compact, key-sorted object per line."""
     return "".join(json.dumps(row, sort_keys=True, default=str) + "\n" for row in rows)
 
 
-def atomic_write_jsonl(path: Path, rows) -> None:
+def atomic_write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     atomic_write_text(path, jsonl_text(rows))
 
 

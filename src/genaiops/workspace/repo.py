@@ -31,7 +31,7 @@ def find_repo_root(start: Path | None = None) -> Path:
     )
 
 
-def resolve_inside(repo_root: Path, relative: str | os.PathLike) -> Path | None:
+def resolve_inside(repo_root: Path, relative: str | os.PathLike[str]) -> Path | None:
     """`relative` resolved against the repo, or None when it escapes the repo (`..`, absolute, symlink)."""
     candidate = Path(relative)
     full = (candidate if candidate.is_absolute() else repo_root / candidate).resolve()

@@ -17,34 +17,28 @@ runs; nothing is written anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from genaiops.engines.agent_framework import appspec, environment, staging
+from genaiops.engines.agent_framework import appspec, environment, serving, staging
 from genaiops.engines.agent_framework.local import ENV_ATTEMPTS, ENV_BACKOFF, QUIET_ENV
-from genaiops.engines.base import (
-    Engine,
-    FlowSpec,
-    Runner,
-    ScaffoldKind,
-    ServingBundle,
-    StagedBatch,
-    VariantSpec,
-)
+from genaiops.engines.base import Engine, FlowSpec, RetrySettings, Runner, ScaffoldKind
 from genaiops.engines.childproc import OwnWorkerEngine
 from genaiops.engines.serving import ConnectionVariables
 
 
 class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     name = "agent_framework"
-    cache_patterns = staging.CACHE_PATTERNS
     flow_hint = ("point it at an app: `flows/<use_case>/<app>/app.py:build` (a function "
                  "build(llm, **params) returning an Agent or Workflow, with INPUTS and OUTPUTS)")
+    cache_patterns = staging.CACHE_PATTERNS
     backends = ("local",)
     line_workers_are_processes = False  # lines are coroutines of one worker process
     needs_setup = True  # its own venv (`genaiops engine setup agent_framework`)
+    staging, serving = staging, serving  # OwnWorkerEngine stages and builds images with them
 
-    def __init__(self, backend: str = "local", settings: dict | None = None,
+    def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
                  runner: Runner | None = None):
         from genaiops.errors import UsageError
 
@@ -63,10 +57,10 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
         return ";".join(f"{name}=={versions.get(name, 'absent')}"
                         for name in ("agent-framework-core", "agent-framework-openai", "openai"))
 
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, Any]:
         return environment.status()
 
-    def setup(self, *, force: bool = False, progress=None) -> dict:
+    def setup(self, *, force: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         return environment.setup(force=force, progress=progress)
 
     def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
@@ -82,16 +76,7 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
                                       for group, (default, sets) in app.variants.items()},
                         engine=self.name)
 
-    def max_variants_per_batch(self, flow: FlowSpec) -> int:
-        return staging.MAX_VARIANTS_PER_BATCH
-
-    def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
-        return staging.stage_batch(flow, variants, dest)
-
-    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
-        return staging.stage_for_serving(flow, variant, dest)
-
-    def run_environment(self, retries) -> dict:
+    def run_environment(self, retries: RetrySettings) -> dict[str, str]:
         return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec)}
 
     def check_requirements(self, flow: FlowSpec):
@@ -101,7 +86,7 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
         python = environment.python_path()
         return check_requirements(flow.root, python) if python.exists() else None
 
-    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+    def ignored_parameters(self, flow: FlowSpec, init: dict[str, Any]) -> list[tuple[str, str]]:
         """`init` is build()'s keyword arguments: a name it does not take would fail every run."""
         app = appspec.read_app(flow.entry)
         takes = ", ".join(sorted(app.parameters)) or "no parameters besides the chat clients"
@@ -116,11 +101,6 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
                 **{name: "nothing: genaiops sets it for the engine's worker" for name in QUIET_ENV},
                 "PYTHONPATH": "nothing: the engine's environment is its own venv",
                 "PYTHONHOME": "nothing: the engine's environment is its own venv"}
-
-    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
-        from genaiops.engines.agent_framework.serving import serving_bundle
-
-        return serving_bundle(flow_dir, context, connections)
 
 
 __all__ = ["AgentFrameworkEngine"]

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
-from genaiops.engines.base import FlowSpecError
+from genaiops.engines.base import FlowSpecError, json_object
+from genaiops.engines.entryspec import EntrySpec
 
 KIND = "maf"
 DEFAULT_FILE = "app.py"
@@ -29,32 +32,23 @@ DEFAULT_FUNCTION = "build"
 ENTRY = re.compile(r"^(?P<file>.+\.py)(?::(?P<function>[A-Za-z_][A-Za-z0-9_]*))?$")
 
 
+ParameterGroup = tuple[str, dict[str, dict[str, Any]]]  # (default id, {id: build() parameters})
+
+
 @dataclass(frozen=True)
-class AppSpec:
-    root: Path  # the folder holding the app (its content is the flow's identity)
-    file: Path
-    function: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    variants: dict = field(default_factory=dict)  # group -> (default, {id: params})
-    parameters: frozenset[str] = frozenset()  # build()'s keyword parameters
-    any_parameter: bool = False  # build() takes **kwargs
+class AppSpec(EntrySpec):
+    """`parameters` are build()'s keyword parameters."""
 
-    @property
-    def entry(self) -> str:
-        """`file.py:function`, relative to `root`."""
-        return f"{self.file.relative_to(self.root).as_posix()}:{self.function}"
+    # group -> (default, {id: params})
+    variants: dict[str, ParameterGroup] = field(default_factory=dict[str, ParameterGroup])
 
-    def params_for(self, nodes: dict, init: dict) -> dict:
+    def params_for(self, nodes: dict[str, Any], init: dict[str, Any]) -> dict[str, Any]:
         """build()'s parameters for a variant: its groups' parameter sets, then `init`."""
-        params = {}
+        params: dict[str, Any] = {}
         for group, (default, sets) in self.variants.items():
             params.update(sets[nodes.get(group, default)])
         params.update(init or {})
         return params
-
-    def unknown_parameters(self, params: dict) -> list[str]:
-        return [] if self.any_parameter else sorted(set(params) - self.parameters)
 
 
 def split_entry(path: Path) -> tuple[Path, str]:
@@ -101,9 +95,9 @@ def read_app(path: Path) -> AppSpec:
 _MISSING = object()
 
 
-def _module_constants(tree: ast.Module) -> dict:
+def _module_constants(tree: ast.Module) -> dict[str, Any]:
     """Module-level `NAME = <literal>` assignments, later ones able to use earlier ones."""
-    constants: dict = {}
+    constants: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
                 isinstance(node.targets[0], ast.Name):
@@ -113,7 +107,7 @@ def _module_constants(tree: ast.Module) -> dict:
     return constants
 
 
-def _literal(node: ast.AST, constants: dict):
+def _literal(node: ast.AST, constants: dict[str, Any]):
     """ast.literal_eval that also resolves names of earlier module constants (else _MISSING)."""
     if isinstance(node, ast.Name):
         return constants.get(node.id, _MISSING)
@@ -128,41 +122,44 @@ def _literal(node: ast.AST, constants: dict):
         return _MISSING
 
 
-def _substitute(node: ast.AST, constants: dict) -> ast.AST:
+def _substitute(node: ast.AST, constants: dict[str, Any]) -> ast.AST:
     class Names(ast.NodeTransformer):
-        def visit_Name(self, name: ast.Name):  # noqa: N802 - ast visitor naming
-            if name.id in constants:
-                return ast.copy_location(ast.Constant(constants[name.id]), name)
-            return name
+        def visit_Name(self, node: ast.Name) -> ast.AST:  # noqa: N802 - ast visitor naming
+            if node.id in constants:
+                return ast.copy_location(ast.Constant(constants[node.id]), node)
+            return node
 
     return Names().visit(ast.parse(ast.unparse(node), mode="eval").body)
 
 
-def _names(constants: dict, name: str, file: Path) -> tuple[str, ...]:
-    value = constants.get(name)
+def _names(constants: dict[str, Any], name: str, file: Path) -> tuple[str, ...]:
+    value: object = constants.get(name)
     if not isinstance(value, (tuple, list)) or not value or \
-            not all(isinstance(v, str) and v.isidentifier() for v in value):
+            not all(isinstance(v, str) and v.isidentifier() for v in cast("Sequence[object]", value)):
         raise FlowSpecError(f"{file}: declare {name} as a literal tuple of names, e.g. "
                             f"{name} = (\"text\",)")
-    return tuple(value)
+    return tuple(cast("Sequence[str]", value))
 
 
-def _variants(value, file: Path) -> dict:
+def _variants(value: object, file: Path) -> dict[str, ParameterGroup]:
     if value is None:
         return {}
     shape = ('VARIANTS = {"<step>": {"default": "<id>", "variants": {"<id>": {<param>: <value>}}}} '
              "with literal values (or module constants)")
-    if not isinstance(value, dict):
+    value = json_object(value)
+    if value is None:
         raise FlowSpecError(f"{file}: {shape}")
-    groups = {}
+    groups: dict[str, ParameterGroup] = {}
     for group, block in value.items():
-        sets = block.get("variants") if isinstance(block, dict) else None
-        if not isinstance(group, str) or not isinstance(sets, dict) or not sets or \
-                not all(isinstance(k, str) and isinstance(v, dict) for k, v in sets.items()):
+        block = json_object(block) or {}
+        sets = json_object(block.get("variants"))
+        keys: list[object] = [group, *sets] if sets else []
+        if not sets or not all(isinstance(k, str) for k in keys) or \
+                not all(isinstance(v, dict) for v in sets.values()):
             raise FlowSpecError(f"{file}: VARIANTS[{group!r}] is not a parameter-set group: {shape}")
-        default = block.get("default", next(iter(sets)))
+        default: Any = block.get("default", next(iter(sets)))
         if default not in sets:
             raise FlowSpecError(f"{file}: VARIANTS[{group!r}] default {default!r} is not one of "
                                 f"its variants ({', '.join(sets)})")
-        groups[group] = (default, {k: dict(v) for k, v in sets.items()})
+        groups[group] = (default, {k: dict(json_object(v) or {}) for k, v in sets.items()})
     return groups

@@ -16,7 +16,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from genaiops.errors import GenaiopsError
 from genaiops.workspace.files import atomic_write_json
@@ -58,7 +60,7 @@ def _stamp_path(python: Path) -> Path:
     return python.parent.parent / STAMP_NAME
 
 
-def status() -> dict:
+def status() -> dict[str, Any]:
     """Where the engine's interpreter is and what it has; `ready` only when it matches the
     requirements this genaiops ships."""
     python = python_path()
@@ -78,7 +80,7 @@ def status() -> dict:
     return {**info, "ready": True, "versions": recorded.get("versions", {})}
 
 
-def require_ready() -> dict:
+def require_ready() -> dict[str, Any]:
     info = status()
     if not info["ready"]:
         raise GenaiopsError(f"the agent_framework engine's Python environment is not ready: "
@@ -86,7 +88,7 @@ def require_ready() -> dict:
     return info
 
 
-def setup(*, force: bool = False, progress=None) -> dict:
+def setup(*, force: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Create (or refresh) the venv from runtime/requirements.txt; a ready one is left alone."""
     progress = progress or (lambda message: None)
     info = status()
@@ -125,7 +127,7 @@ def _run(command: list[str], what: str) -> str:
     return done.stdout
 
 
-def runtime_env() -> dict:
+def runtime_env() -> dict[str, Any]:
     """Environment for processes of the engine's interpreter: its runtime package importable,
     nothing of the orchestrator's environment leaking in (its allow-listed part only: no audit
     key, no credential the app was not given, `engines.processenv`)."""

@@ -13,6 +13,7 @@ the command is interrupted, it and everything the app started are killed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from genaiops.engines.agent_framework.environment import python_path, require_ready, runtime_env
 from genaiops.engines.agent_framework.staging import batch_plan
@@ -25,12 +26,12 @@ ENV_BACKOFF = "GENAIOPS_LLM_BACKOFF_SEC"
 QUIET_ENV = {"AGENT_FRAMEWORK_USER_AGENT_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
 
 
-def retries_of(job: BatchJob) -> dict:
+def retries_of(job: BatchJob) -> dict[str, Any]:
     env = job.environment
     return {"max_attempts": int(env.get(ENV_ATTEMPTS, 5)), "backoff_sec": float(env.get(ENV_BACKOFF, 0.5))}
 
 
-def worker_job(job: BatchJob) -> dict:
+def worker_job(job: BatchJob) -> dict[str, Any]:
     if job.run:
         raise ValueError("the agent_framework engine cannot link runs (linkable_run is False)")
     plan = batch_plan(job.flow, job.init)
@@ -40,7 +41,7 @@ def worker_job(job: BatchJob) -> dict:
 
 
 class LocalRunner:
-    def __init__(self, connections: Callable[[], list[dict]]):
+    def __init__(self, connections: Callable[[], list[dict[str, Any]]]):
         self._connections = connections  # the prepared connections, secrets included
 
     def run(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:

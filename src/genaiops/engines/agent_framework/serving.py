@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.agent_framework.environment import RUNTIME_DIR, requirement_lines
 from genaiops.engines.agent_framework.staging import CACHE_PATTERNS
@@ -31,7 +32,7 @@ TELEMETRY_MODULE = Path(__file__).resolve().parents[1] / "genaiops_telemetry.py"
 TELEMETRY_REQUIREMENTS = ["opentelemetry-sdk>=1.39,<2", "opentelemetry-exporter-otlp-proto-http>=1.39,<2"]
 
 
-def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> ServingBundle:
+def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict[str, Any]]) -> ServingBundle:
     app = bundle / "app"
     copy_snapshot(flow_dir, app / "flow", CACHE_PATTERNS)
     shutil.copytree(RUNTIME_DIR / RUNTIME_PACKAGE, app / RUNTIME_PACKAGE,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.agent_framework.appspec import AppSpec, read_app
 from genaiops.engines.base import FlowSpec, StagedBatch, VariantSpec
@@ -30,7 +31,7 @@ def suffix(index: int, count: int) -> str:
     return "" if count == 1 else f"__v{index}"
 
 
-def variant_params(app: AppSpec, variant: VariantSpec) -> dict:
+def variant_params(app: AppSpec, variant: VariantSpec) -> dict[str, Any]:
     params = app.params_for(variant.nodes, variant.init)
     unknown = app.unknown_parameters(params)
     if unknown:
@@ -41,21 +42,22 @@ def variant_params(app: AppSpec, variant: VariantSpec) -> dict:
     return params
 
 
-def _write(path: Path, data: dict) -> None:
+def _write(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
     app = read_app(flow.entry)
-    members = [{"suffix": suffix(i, len(variants)), "label": v.label,
-                "params": variant_params(app, v)} for i, v in enumerate(variants)]
+    suffixes = [suffix(i, len(variants)) for i in range(len(variants))]
+    members = [{"suffix": s, "label": v.label, "params": variant_params(app, v)}
+               for s, v in zip(suffixes, variants)]
     copy_snapshot(flow.root, dest, CACHE_PATTERNS, boundary=flow.boundary)
     _write(dest / BATCH_FILE, {"entry": app.entry, "inputs": list(app.inputs),
                                "outputs": list(app.outputs), "members": members})
-    return StagedBatch(str(dest / BATCH_FILE), [m["suffix"] for m in members])
+    return StagedBatch(str(dest / BATCH_FILE), suffixes)
 
 
-def batch_plan(flow: str, init: dict | None) -> dict:
+def batch_plan(flow: str, init: dict[str, Any] | None) -> dict[str, Any]:
     """What a job's `flow` names: a staged batch, or an app entry run as it is (with `init`)."""
     path = Path(flow)
     if path.name == BATCH_FILE:

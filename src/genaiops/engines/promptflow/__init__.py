@@ -17,17 +17,20 @@ the connection store and the Azure runner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
+    ConnectionSettings,
     Engine,
     FlowReads,
     FlowSpec,
     ProgressCallback,
+    RetrySettings,
     Runner,
     ScaffoldKind,
     ServingBundle,
@@ -87,7 +90,7 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
     line_workers_are_processes = True  # forked line processes of a local worker
     needs_setup = False  # installed with genaiops[promptflow]
 
-    def __init__(self, backend: str = "local", settings: dict | None = None, runner: Runner | None = None):
+    def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None, runner: Runner | None = None):
         from genaiops.errors import UsageError
 
         if backend not in BACKENDS:
@@ -114,14 +117,14 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
     def version(self) -> str:
         return f"promptflow=={_version('promptflow')};promptflow-tools=={_version('promptflow-tools')}"
 
-    def environment(self) -> dict:
+    def environment(self) -> dict[str, Any]:
         """promptflow is installed with genaiops: it runs in the orchestrator's interpreter."""
         import sys
 
         return {"engine": self.name, "python": sys.executable, "ready": True,
                 "versions": {p: _version(p) for p in ("promptflow", "promptflow-tools")}}
 
-    def setup(self, *, force: bool = False, progress=None) -> dict:
+    def setup(self, *, force: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         return {**self.environment(), "action": "unchanged"}
 
     def scaffold_kinds(self) -> dict[str, ScaffoldKind]:
@@ -152,7 +155,7 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
     def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
         return staging.stage_for_serving(flow, variant, dest)
 
-    def prepare_connections(self, connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+    def prepare_connections(self, connections: Sequence[ConnectionSettings], endpoints: dict[str, str]) -> list[dict[str, Any]]:
         in_worker = getattr(self.runner, "prepare_connections", None)
         if in_worker is not None:  # a warm local worker: the orchestrator never imports promptflow
             from genaiops.engines.promptflow.local import connection_payload
@@ -162,7 +165,7 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
 
         return upsert_connections(connections, endpoints)
 
-    def run_environment(self, retries) -> dict:
+    def run_environment(self, retries: RetrySettings) -> dict[str, str]:
         return retry_policy.environment(retries)
 
     def reserved_variables(self) -> dict[str, str]:
@@ -174,7 +177,7 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
 
         return check_requirements(flow.root) if self.backend == "local" else None
 
-    def ignored_parameters(self, flow: FlowSpec, init: dict) -> list[tuple[str, str]]:
+    def ignored_parameters(self, flow: FlowSpec, init: dict[str, Any]) -> list[tuple[str, str]]:
         """A prompty variant's keys outside what promptflow reads from front matter; flex `init`
         goes to the class's __init__, where a wrong name fails the run loudly."""
         return staging.ignored_prompty_keys(init) if flow.kind == "prompty" else []
@@ -196,7 +199,7 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
             return True
         return (promptflow_home() / ".runs" / name / "flow_outputs").is_dir()
 
-    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict]) -> ServingBundle:
+    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict[str, Any]]) -> ServingBundle:
         from genaiops.engines.promptflow.serving import serving_bundle
 
         return serving_bundle(flow_dir, context, connections)

@@ -29,6 +29,8 @@ import os
 import sys
 import time
 import types
+from collections.abc import Mapping
+from typing import Any, cast
 
 from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
 from genaiops.errors import GenaiopsError
@@ -45,15 +47,16 @@ SETTING_ENV = {
 _LEGACY_RESTCLIENT = "azure.ai.ml._restclient.v2022_10_01"
 
 
-def import_pf_client():
+def import_pf_client() -> Any:
     """`promptflow.azure.PFClient`, working around promptflow-azure 1.18.5 importing
     `DatastoreType` from an azure-ai-ml module removed in azure-ai-ml 1.33
-    (microsoft/promptflow#4176): the same enum still lives in `arm_ml_service.models`."""
+    (microsoft/promptflow#4176): the same enum still lives in `arm_ml_service.models`. promptflow
+    ships no type information, so its client and entities are `Any` here."""
     from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()  # quiet and offline before promptflow is imported
     try:
-        from promptflow.azure import PFClient
+        from promptflow.azure import PFClient  # pyright: ignore[reportMissingTypeStubs]
     except ModuleNotFoundError as exc:
         if not str(exc.name or "").startswith(_LEGACY_RESTCLIENT):
             raise GenaiopsError(
@@ -64,17 +67,17 @@ def import_pf_client():
         package = types.ModuleType(_LEGACY_RESTCLIENT)
         package.__path__ = []
         models = types.ModuleType(_LEGACY_RESTCLIENT + ".models")
-        models.DatastoreType = DatastoreType
-        package.models = models
+        setattr(models, "DatastoreType", DatastoreType)  # noqa: B010 - a module built at run time
+        setattr(package, "models", models)  # noqa: B010
         sys.modules.setdefault(_LEGACY_RESTCLIENT, package)
         sys.modules.setdefault(_LEGACY_RESTCLIENT + ".models", models)
         for name in [m for m in sys.modules if m.startswith("promptflow.azure")]:
             del sys.modules[name]  # drop the half-imported package before retrying
-        from promptflow.azure import PFClient
-    return PFClient
+        from promptflow.azure import PFClient  # pyright: ignore[reportMissingTypeStubs]
+    return cast(Any, PFClient)
 
 
-def make_pf_client(settings: dict):
+def make_pf_client(settings: Mapping[str, Any]) -> Any:
     """A workspace `PFClient` with the registry's scope and credential rules."""
     from genaiops.registry.azureml_client import make_credential, workspace_scope
 
@@ -94,28 +97,28 @@ def make_pf_client(settings: dict):
 class AzureRunner:
     """Runs each batch job as one promptflow run on Azure ML; `run()` blocks until it ends."""
 
-    def __init__(self, settings: dict | None = None):
-        self.settings = dict(settings or {})
+    def __init__(self, settings: Mapping[str, Any] | None = None):
+        self.settings: dict[str, Any] = dict(settings or {})
         for key, env in SETTING_ENV.items():
             if not self.settings.get(key) and os.environ.get(env):
                 self.settings[key] = os.environ[env]
         self.poll_seconds = float(self.settings.get("poll_seconds", 10))
-        self._client = self.settings.get("client")
+        self._client: Any = self.settings.get("client")
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
             self._client = make_pf_client(self.settings)
         return self._client
 
-    def submit(self, job: BatchJob):
+    def submit(self, job: BatchJob) -> Any:
         """Build the promptflow `Run` entity and submit it. This is what `PFClient.run` does, except
         that `PFClient.run` drops `resources` (compute, instance_type): only the entity carries them
         into the service request (`computeName`, `vmSize`)."""
-        from promptflow.entities import Run
+        from promptflow.entities import Run  # pyright: ignore[reportMissingTypeStubs]
 
         resources = {k: self.settings[k] for k in ("compute", "instance_type") if self.settings.get(k)}
-        entity = Run(
+        entity: Any = cast(Any, Run)(
             flow=job.flow, data=job.data, column_mapping=dict(job.column_mapping), run=job.run or None,
             name=job.name, display_name=job.name, tags={"genaiops.run": job.name},
             # read by the promptflow executor on the compute, as locally
@@ -137,22 +140,22 @@ class AzureRunner:
         except Exception as exc:  # noqa: BLE001 - quota, upload, bad flow: this whole run failed
             return _result(job.name, "failed", started, [], error=f"Azure ML refused run {job.name}: "
                            f"{type(exc).__name__}: {str(exc)[:1500]}")
-        name = getattr(submitted, "name", None) or job.name
+        name: str = getattr(submitted, "name", None) or job.name
         if progress:
             progress(0)
         try:
-            run = self._wait(client, name, submitted, started)
+            run: Any = self._wait(client, name, submitted, started)
         except BaseException:  # interrupted or timed out: do not leave compute running
             with contextlib.suppress(Exception):  # best effort: the original error matters
                 client.runs.cancel(name)
             raise
-        status = TERMINAL.get(run.status, "failed")
+        status: str = TERMINAL.get(run.status, "failed")
         where = _portal(run)
         if status != "completed":
             return _result(name, "failed", started, [],
                            error=f"Azure ML run {name} ended {run.status}{_run_error(run)}{where}")
         try:
-            details = client.get_details(name, all_results=True)
+            details: Any = client.get_details(name, all_results=True)
         except Exception as exc:  # noqa: BLE001 - the lines' results are unknown: the run failed
             return _result(name, "failed", started, [],
                            error=f"cannot read line results of Azure ML run {name}: {exc}"[:1500])
@@ -160,7 +163,7 @@ class AzureRunner:
         if progress:
             progress(max((len(m.lines) for m in members), default=0))
         try:
-            metrics = dict(client.get_metrics(name) or {})
+            metrics: dict[str, Any] = dict(client.get_metrics(name) or {})
         except Exception as exc:  # noqa: BLE001
             if job.run:  # an evaluation run without its metrics has not produced its result
                 return _result(name, "failed", started, members,
@@ -168,7 +171,7 @@ class AzureRunner:
             metrics = {}  # a plain flow run may log none
         return _result(name, "completed", started, members, metrics=metrics)
 
-    def _wait(self, client, name: str, run, started: float):
+    def _wait(self, client: Any, name: str, run: Any, started: float) -> Any:
         timeout = float(self.settings["timeout_sec"]) if self.settings.get("timeout_sec") else None
         while run.status not in TERMINAL:
             if run.status not in RUNNING:
@@ -181,40 +184,41 @@ class AzureRunner:
         return run
 
 
-def _result(name, status, started, members, error=None, metrics=None) -> BatchResult:
+def _result(name: str, status: str, started: float, members: list[MemberResult], error: str | None = None,
+            metrics: Mapping[str, Any] | None = None) -> BatchResult:
     return BatchResult(name=name, status=status, duration_s=round(time.monotonic() - started, 3),
-                       members=members, error=error, metrics=metrics or {})
+                       members=members, error=error, metrics=dict(metrics or {}))
 
 
-def _portal(run) -> str:
-    url = getattr(run, "_portal_url", None) or getattr(run, "portal_url", None)
+def _portal(run: Any) -> str:
+    url: object = getattr(run, "_portal_url", None) or getattr(run, "portal_url", None)
     return f" (see {url})" if url else ""
 
 
-def _run_error(run) -> str:
-    error = getattr(run, "_error", None)
+def _run_error(run: Any) -> str:
+    error: Any = getattr(run, "_error", None)
     if isinstance(error, dict):
-        error = (error.get("error") or {}).get("message") if isinstance(error.get("error"), dict) \
-            else error.get("message")
+        error = cast("dict[str, Any]", error)
+        inner = error.get("error")
+        error = cast("dict[str, Any]", inner).get("message") if isinstance(inner, dict) else error.get("message")
     return f": {str(error)[:500]}" if error else ""
 
 
-def _missing(value) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def read_details(details, suffixes: list[str], failed_message: str) -> list[MemberResult]:
+def read_details(details: Any, suffixes: list[str], failed_message: str) -> list[MemberResult]:
     """`pf.get_details(...)` (a DataFrame: `inputs.<name>` / `outputs.<name>` columns, indexed by
     `outputs.line_number` when any line produced outputs; a failed line's outputs are empty) into
     one `MemberResult` per member suffix."""
-    frame = details.reset_index()
-    records = frame.to_dict(orient="records")
-    members = []
+    records: list[dict[str, Any]] = details.reset_index().to_dict(orient="records")
+    members: list[MemberResult] = []
     for suffix in suffixes:
-        lines = []
+        lines: list[LineResult] = []
         for position, record in enumerate(records):
-            number = record.get("outputs.line_number", position)
-            number = position if _missing(number) else int(number)
+            raw = record.get("outputs.line_number", position)
+            number = position if _missing(raw) else int(raw)
             inputs = {k[len("inputs."):]: v for k, v in record.items()
                       if k.startswith("inputs.") and not _missing(v)}
             outputs = {k[len("outputs."):]: v for k, v in record.items()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 PLACEHOLDER_KEY = "set-at-container-start"
 
@@ -22,21 +23,26 @@ def main(flow: str, output: str, connections_json: str) -> int:
     from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
-    from promptflow.client import PFClient
-    from promptflow.entities import AzureOpenAIConnection, OpenAIConnection
+    from promptflow.client import PFClient  # pyright: ignore[reportMissingTypeStubs]
+    from promptflow.entities import (  # pyright: ignore[reportMissingTypeStubs]
+        AzureOpenAIConnection,
+        OpenAIConnection,
+    )
 
-    pf = PFClient()
-    for conn in json.loads(connections_json):
+    pf: Any = PFClient()  # promptflow ships no type information: its client is `Any` here
+    connections: list[dict[str, Any]] = json.loads(connections_json)
+    for conn in connections:
         if conn["type"] == "open_ai":
             entity = OpenAIConnection(name=conn["name"], api_key=PLACEHOLDER_KEY, base_url=conn["endpoint"])
         else:
-            entity = AzureOpenAIConnection(name=conn["name"], api_key=PLACEHOLDER_KEY,
-                                           api_base=conn["endpoint"], api_version=conn.get("api_version") or None)
+            entity = cast(Any, AzureOpenAIConnection)(name=conn["name"], api_key=PLACEHOLDER_KEY,
+                                                      api_base=conn["endpoint"],
+                                                      api_version=conn.get("api_version") or None)
         pf.connections.create_or_update(entity)
     pf.flows.build(flow=flow, output=output, format="docker")
     folder = Path(output) / "connections"
     exported = {p.stem for p in folder.glob("*.yaml")}
-    missing = [c["name"] for c in json.loads(connections_json)
+    missing = [c["name"] for c in connections
                if pf.flows._refine_connection_name(c["name"]) not in exported]
     if missing:
         pf.flows._migrate_connections(connection_names=missing, output_dir=folder)

@@ -19,7 +19,9 @@ import importlib
 import inspect
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 HERE = Path(__file__).resolve().parent
 SPEC_FILE = "__genaiops_variants__.json"
@@ -27,62 +29,67 @@ ERROR_KEY = "__error__"
 METRICS_KEY = "__member__"
 
 
-def _spec() -> dict:
+def _spec() -> dict[str, Any]:
+    """The staged variants (promptflow ships no type information: its objects are `Any` here)."""
     return json.loads((HERE / SPEC_FILE).read_text(encoding="utf-8"))
 
 
-def _resolve_connections(cls, init: dict) -> dict:
+def _resolve_connections(cls: type, init: dict[str, Any]) -> dict[str, Any]:
     """promptflow turns connection names into connection objects for init parameters typed as
     connections; do the same, since promptflow only sees the composite's (empty) init."""
     try:
-        from promptflow.client import PFClient
-        from promptflow.core._connection import _Connection
+        from promptflow.client import PFClient  # pyright: ignore[reportMissingTypeStubs]
+        from promptflow.core._connection import (  # pyright: ignore[reportMissingTypeStubs]
+            _Connection,  # pyright: ignore[reportPrivateUsage] - the base class promptflow checks too
+        )
     except ImportError:  # another promptflow: pass values as they are
         return init
     parameters = inspect.signature(cls.__init__).parameters
-    resolved = dict(init)
+    resolved: dict[str, Any] = dict(init)
     for name, value in init.items():
-        annotation = getattr(parameters.get(name), "annotation", None)
+        annotation: object = getattr(parameters.get(name), "annotation", None)
         if isinstance(value, str) and inspect.isclass(annotation) and issubclass(annotation, _Connection):
-            resolved[name] = PFClient().connections.get(name=value, with_secrets=True)
+            resolved[name] = cast(Any, PFClient)().connections.get(name=value, with_secrets=True)
     return resolved
 
 
-def _flex_member(entry: str, init: dict):
+def _flex_member(entry: str, init: dict[str, Any]) -> Callable[..., Any]:
     module_name, _, attr = entry.partition(":")
-    target = getattr(importlib.import_module(module_name), attr)
+    target: Any = getattr(importlib.import_module(module_name), attr)
     if inspect.isclass(target):
-        return target(**_resolve_connections(target, init))
+        return cast("Callable[..., Any]", target(**_resolve_connections(target, init)))
     if init:
         raise TypeError(f"{entry} is a function: it takes no init parameters")
     return target
 
 
-def _prompty_member(file: str):
-    from promptflow.core import Prompty
+def _prompty_member(file: str) -> Callable[..., Any]:
+    from promptflow.core import Prompty  # pyright: ignore[reportMissingTypeStubs]
 
-    return Prompty.load(source=HERE / file)
+    return cast(Any, Prompty).load(source=HERE / file)
 
 
-def _outputs(value) -> dict:
+def _outputs(value: object) -> dict[str, Any]:
     """A member's return value named the way promptflow names a flex flow's outputs."""
     if isinstance(value, dict):
-        return dict(value)
+        return dict(cast("dict[str, Any]", value))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return {"output": value}
 
 
-def _tokens_of(span_id) -> dict:
+def _tokens_of(span_id: int) -> dict[str, int]:
     try:
-        from promptflow.tracing._trace import token_collector
+        from promptflow.tracing._trace import (  # pyright: ignore[reportMissingTypeStubs]
+            token_collector,  # pyright: ignore[reportUnknownVariableType]
+        )
     except ImportError:
         return {}
-    tokens = token_collector.try_get_openai_tokens(span_id) or {}
+    tokens: dict[str, Any] = cast(Any, token_collector).try_get_openai_tokens(span_id) or {}
     return {key: int(tokens.get(key) or 0) for key in ("prompt_tokens", "completion_tokens")}
 
 
-def _run_member(member, inputs: dict):
+def _run_member(member: Callable[..., Any], inputs: dict[str, Any]) -> tuple[Any, int]:
     from opentelemetry import trace as otel
 
     span_id = otel.get_current_span().get_span_context().span_id
@@ -90,24 +97,28 @@ def _run_member(member, inputs: dict):
 
 
 class Composite:
-    def __init__(self):
+    def __init__(self) -> None:
         spec = _spec()
-        self.suffixes = spec["suffixes"]
+        self.suffixes: list[str] = spec["suffixes"]
+        builders: list[Callable[[], Callable[..., Any]]]
         if spec["kind"] == "flex":
-            builders = [lambda init=init: _flex_member(spec["entry"], init) for init in spec["inits"]]
+            builders = [lambda init=init: _flex_member(spec["entry"], init)  # pyright: ignore[reportUnknownLambdaType]
+                        for init in spec["inits"]]
         else:
-            builders = [lambda file=file: _prompty_member(file) for file in spec["files"]]
-        self.members = []  # (callable, None) or (None, why it could not be built)
+            builders = [lambda file=file: _prompty_member(file)  # pyright: ignore[reportUnknownLambdaType]
+                        for file in spec["files"]]
+        self.members: list[tuple[Callable[..., Any] | None, str | None]] = []  # (callable, None) or (None, why it could not be built)
         for build in builders:
             try:
                 self.members.append((build(), None))
             except Exception as exc:  # this variant fails every line; the others still run
                 self.members.append((None, f"{type(exc).__name__}: {exc}"))
-        from promptflow.tracing import trace
+        from promptflow.tracing import trace  # pyright: ignore[reportMissingTypeStubs, reportUnknownVariableType]
 
-        self.traced = trace(_run_member)
+        self.traced: Callable[..., tuple[Any, int]] = cast(Any, trace)(_run_member)
 
-    def _call(self, member, error, inputs: dict):
+    def _call(self, member: Callable[..., Any] | None, error: str | None,
+              inputs: dict[str, Any]) -> tuple[Any, str | None, dict[str, Any]]:
         if member is None:
             return None, error, {}
         started = time.monotonic()
@@ -117,8 +128,8 @@ class Composite:
             return None, f"{type(exc).__name__}: {exc}", {"latency_s": time.monotonic() - started}
         return value, None, {**_tokens_of(span_id), "latency_s": time.monotonic() - started}
 
-    def __call__(self, **inputs) -> dict:
-        out = {}
+    def __call__(self, **inputs: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for suffix, (member, error) in zip(self.suffixes, self.members):
             value, error, metrics = self._call(member, error, inputs)
             out[METRICS_KEY + suffix] = metrics
@@ -137,7 +148,7 @@ def _signature() -> inspect.Signature:
     self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     if spec["inputs"] is None:
         module_name, _, attr = spec["entry"].partition(":")
-        target = getattr(importlib.import_module(module_name), attr)
+        target: Any = getattr(importlib.import_module(module_name), attr)
         if inspect.isclass(target):
             return inspect.signature(target.__call__)
         own = list(inspect.signature(target).parameters.values())
@@ -150,4 +161,4 @@ def _signature() -> inspect.Signature:
 
 
 if (HERE / SPEC_FILE).is_file():  # inside a staged flow (not when genaiops itself imports this)
-    Composite.__call__.__signature__ = _signature()
+    setattr(Composite.__call__, "__signature__", _signature())  # noqa: B010 - what inspect reads

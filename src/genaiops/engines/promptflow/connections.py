@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
+from genaiops.engines.base import ConnectionSettings
 from genaiops.engines.promptflow.env import prepare_promptflow
 from genaiops.errors import GenaiopsError
 
@@ -22,24 +24,28 @@ class ConnectionValues:
     type: str
     api_key: str
     api_version: str
-    extra: dict = field(default_factory=dict)
-    public_view: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict[str, Any])
+    public_view: dict[str, Any] = field(default_factory=dict[str, Any])
     uses_simulator: bool = False
 
     @classmethod
-    def of(cls, connection) -> ConnectionValues:
+    def of(cls, connection: ConnectionSettings) -> ConnectionValues:
         return cls(connection.name, connection.type, connection.api_key, connection.api_version,
                    dict(connection.extra), connection.public(), connection.uses_simulator)
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         return dict(self.public_view)
 
 
-def _entity(connection, endpoint: str):
-    from promptflow.entities import AzureOpenAIConnection, OpenAIConnection
+def _entity(connection: ConnectionSettings, endpoint: str) -> Any:
+    """promptflow's connection entity (promptflow ships no type information: `Any` here)."""
+    from promptflow.entities import (  # pyright: ignore[reportMissingTypeStubs]
+        AzureOpenAIConnection,
+        OpenAIConnection,
+    )
 
     if connection.type == "open_ai":
-        return OpenAIConnection(name=connection.name, api_key=connection.api_key or "none",
+        return cast(Any, OpenAIConnection)(name=connection.name, api_key=connection.api_key or "none",
                                 base_url=endpoint,
                                 organization=connection.extra.get("organization"))
     return AzureOpenAIConnection(name=connection.name, api_key=connection.api_key or "none",
@@ -47,25 +53,25 @@ def _entity(connection, endpoint: str):
                                  auth_mode=connection.extra.get("auth_mode", "key"))
 
 
-def _comparable(entity) -> dict:
-    data = {k: v for k, v in entity._to_dict().items()
+def _comparable(entity: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {k: v for k, v in entity._to_dict().items()
             if k not in {"created_date", "last_modified_date", "expiry_time"}}
     data["__secret__"] = dict(getattr(entity, "secrets", {}) or {})
     return data
 
 
-def upsert_connections(connections: Sequence, endpoints: dict[str, str]) -> list[dict]:
+def upsert_connections(connections: Sequence[ConnectionSettings], endpoints: dict[str, str]) -> list[dict[str, Any]]:
     """`connections` are the config's (name, type, api_key, api_version, extra, public()).
     Returns one secret-free record per connection with action created|updated|unchanged."""
     prepare_promptflow()
-    from promptflow.client import PFClient
+    from promptflow.client import PFClient  # pyright: ignore[reportMissingTypeStubs]
 
-    client = PFClient()
-    records = []
+    client: Any = cast(Any, PFClient)()
+    records: list[dict[str, Any]] = []
     for connection in connections:
         wanted = _entity(connection, endpoints[connection.name])
         try:
-            current = client.connections.get(connection.name, with_secrets=True)
+            current: Any = client.connections.get(connection.name, with_secrets=True)
         except Exception:  # promptflow raises its own not-found types; any failure means "recreate"
             current = None
         if current is not None and _comparable(current) == _comparable(wanted):

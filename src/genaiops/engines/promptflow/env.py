@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from genaiops.engines.base import json_object
 from genaiops.engines.processenv import HOME_ENV, KEEP_ENV, command_home, home_environment
 
 __all__ = ["HOME_ENV", "KEEP_ENV", "command_home", "engine_home_environment", "prepare_promptflow",
@@ -43,7 +45,7 @@ def promptflow_home() -> Path:
     return command_home() / ".promptflow"
 
 
-def engine_home_environment() -> dict:
+def engine_home_environment() -> dict[str, Any]:
     """What points a promptflow process at the command's private state."""
     return home_environment()
 
@@ -62,14 +64,14 @@ def prepare_promptflow() -> None:
     make_private(promptflow_home() / ".runs")
     config_path = promptflow_home() / "pf.yaml"
     try:
-        current = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        loaded: object = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     except (OSError, yaml.YAMLError):
         return  # leave a file we cannot read to the user; env vars above still apply
-    current = current if isinstance(current, dict) else {}
+    current = json_object(loaded) or {}
     changed = False
     for section, values in _QUIET_CONFIG.items():
-        block = current.setdefault(section, {})
-        if not isinstance(block, dict):
+        block = json_object(current.setdefault(section, {}))
+        if block is None:
             continue
         for key, value in values.items():
             if key not in block:

@@ -29,6 +29,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, cast
 
 POLL_SECONDS = 0.05
 NODE_CONCURRENCY_ENV = "GENAIOPS_NODE_CONCURRENCY"
@@ -54,21 +57,26 @@ class _ShortSleeps:
     """Stands in for the `time` or `asyncio` module inside one promptflow module: the same
     module, except that `sleep` waits at most `POLL_SECONDS` (the callers poll in a loop)."""
 
-    def __init__(self, module):
-        self._module = module
+    def __init__(self, module: ModuleType):
+        self._module: Any = module
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
 
-    def sleep(self, seconds, *args, **kwargs):
+    def sleep(self, seconds: float, *args: Any, **kwargs: Any) -> Any:
         return self._module.sleep(min(seconds, POLL_SECONDS), *args, **kwargs)
 
 
 def shorten_polls() -> bool:
-    from promptflow.batch import _batch_engine
-    from promptflow.executor import _line_execution_process_pool, _process_manager
+    """promptflow's batch engine and process pools poll with 1 s sleeps: shorter ones (the modules
+    are promptflow's private ones, typed `ModuleType` here)."""
+    from promptflow.batch import _batch_engine  # pyright: ignore[reportMissingTypeStubs, reportPrivateUsage]
+    from promptflow.executor import (  # pyright: ignore[reportMissingTypeStubs]
+        _line_execution_process_pool,  # pyright: ignore[reportPrivateUsage]
+        _process_manager,  # pyright: ignore[reportPrivateUsage]
+    )
 
-    targets = ((_batch_engine, "asyncio", asyncio), (_line_execution_process_pool, "asyncio", asyncio),
+    targets: tuple[tuple[ModuleType, str, ModuleType], ...] = ((_batch_engine, "asyncio", asyncio), (_line_execution_process_pool, "asyncio", asyncio),
                (_process_manager, "time", time))
     for module, name, real in targets:
         current = getattr(module, name, None)
@@ -82,15 +90,17 @@ def shorten_polls() -> bool:
 def node_concurrency() -> bool:
     """Nodes of one line run at once: promptflow's batch default (2), or what the job asks for."""
     wanted = os.environ.get(NODE_CONCURRENCY_ENV)
-    from promptflow.executor import _line_execution_process_pool as pool
+    from promptflow.executor import (  # pyright: ignore[reportMissingTypeStubs]
+        _line_execution_process_pool as pool,  # pyright: ignore[reportPrivateUsage]
+    )
 
     if not wanted or not hasattr(pool, "DEFAULT_CONCURRENCY_BULK"):
         return False
-    pool.DEFAULT_CONCURRENCY_BULK = max(1, min(int(wanted), MAX_NODE_CONCURRENCY))
+    setattr(pool, "DEFAULT_CONCURRENCY_BULK", max(1, min(int(wanted), MAX_NODE_CONCURRENCY)))  # noqa: B010
     return True
 
 
-def _forkserver_context():
+def _forkserver_context() -> Any:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
     return context
@@ -109,12 +119,12 @@ def start_forkserver() -> None:
 
     _forkserver_context()
     try:
-        _fork_forkserver(forkserver._forkserver)
+        _fork_forkserver(forkserver._forkserver)  # pyright: ignore[reportPrivateUsage] - its one instance
     except OSError:
         forkserver.ensure_running()
 
 
-def _fork_forkserver(server) -> None:
+def _fork_forkserver(server: Any) -> None:
     """multiprocessing's `ForkServer.ensure_running`, with `os.fork()` where it spawns."""
     import socket
     from multiprocessing import connection, forkserver, resource_tracker
@@ -124,7 +134,7 @@ def _fork_forkserver(server) -> None:
             return
         resource_tracker.ensure_running()
         with socket.socket(socket.AF_UNIX) as listener:
-            address = connection.arbitrary_address("AF_UNIX")
+            address: str = cast(Any, connection).arbitrary_address("AF_UNIX")  # not in typeshed
             listener.bind(address)
             os.chmod(address, 0o600)
             listener.listen()
@@ -145,7 +155,7 @@ def _fork_forkserver(server) -> None:
         server._forkserver_pid = pid
 
 
-def _run_manager(environment: dict, target, *args, **kwargs) -> None:
+def _run_manager(environment: dict[str, Any], target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """The per-run manager process: the job's environment first (worker count, retry policy,
     timeouts), then promptflow's own manager loop, which forks the line processes."""
     os.environ.update(environment)
@@ -184,7 +194,7 @@ def fresh_store_locks() -> None:
         _FORK_HOOK.append(True)
 
 
-_MANAGERS: list = []  # the runs' manager processes, in start order
+_MANAGERS: list[Any] = []  # the runs' manager processes, in start order
 
 
 def managers_since() -> int:
@@ -214,24 +224,21 @@ def dead_manager(since: int) -> str | None:
             continue
         if code is None or code == 0:
             continue
-        if code < 0:
-            try:
-                return f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"was killed by signal {-code}"
-        return f"exited with code {code}"
+        from genaiops.procs import how_it_ended
+
+        return how_it_ended(code)
     return None
 
 
 def use_forkserver() -> bool:
-    from promptflow.executor import _process_manager
+    from promptflow.executor import _process_manager  # pyright: ignore[reportMissingTypeStubs, reportPrivateUsage]
 
     manager_class = getattr(_process_manager, "ForkProcessManager", None)
     target = getattr(_process_manager, "create_spawned_fork_process_manager", None)
     if manager_class is None or target is None:
         return False
 
-    def start_processes(self):
+    def start_processes(self: Any) -> None:
         process = _forkserver_context().Process(
             target=_run_manager,
             args=(dict(os.environ), target, self._log_context_initialization_func,
@@ -241,15 +248,16 @@ def use_forkserver() -> bool:
         process.start()
         # only the crash watch polls it (`dead_manager`): multiprocessing's own bookkeeping would
         # read its exit status from another thread
-        multiprocessing.process._children.discard(process)
+        children: set[Any] = cast(Any, multiprocessing).process._children  # not in typeshed
+        children.discard(process)
         _MANAGERS.append(process)
         self._spawned_fork_process_manager_pid = process.pid
 
-    manager_class.start_processes = start_processes
+    setattr(manager_class, "start_processes", start_processes)  # noqa: B010 - promptflow's class
     return True
 
 
-def install() -> dict:
+def install() -> dict[str, Any]:
     """The patches; says which applied (a promptflow of another shape keeps its own behaviour)."""
     fresh_store_locks()
     return {"forkserver": use_forkserver(), "short_polls": shorten_polls()}

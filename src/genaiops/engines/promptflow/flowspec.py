@@ -10,10 +10,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
 
-from genaiops.engines.base import FlowSpec, FlowSpecError
+from genaiops.engines.base import FlowSpec, FlowSpecError, json_object
 
 ENGINE = "promptflow"
 DAG_FILE = "flow.dag.yaml"
@@ -42,17 +43,18 @@ def read_flow(path: Path) -> FlowSpec:
     raise FlowSpecError(f"{path} has no {DAG_FILE}, {FLEX_FILE} or .prompty file")
 
 
-def _load(file: Path) -> dict:
+def _load(file: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data: object = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise FlowSpecError(f"{file}: malformed YAML ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
+    mapping = json_object(data)
+    if mapping is None:
         raise FlowSpecError(f"{file}: expected a mapping at the top level")
-    return data
+    return mapping
 
 
-def _with_includes(root: Path, file: Path, data: dict) -> Path:
+def _with_includes(root: Path, file: Path, data: dict[str, Any]) -> Path:
     """The flow laid out whole: its files plus every `additional_includes` entry copied to the top
     (as promptflow does when it runs or builds), the key dropped from the copy. Everything genaiops
     does - hash, run keys, staging, registration, image, scan - then works on this folder, so an
@@ -61,16 +63,16 @@ def _with_includes(root: Path, file: Path, data: dict) -> Path:
     from genaiops.hashing import copy_snapshot, hash_tree
     from genaiops.workspace.repo import find_repo_root, resolve_inside
 
-    includes = data["additional_includes"]
-    if not isinstance(includes, list) or not all(isinstance(i, str) and i for i in includes):
+    includes: object = data["additional_includes"]
+    if not isinstance(includes, list) or not all(isinstance(i, str) and i for i in cast("list[object]", includes)):
         raise FlowSpecError(f"{file}: additional_includes must be a list of paths relative to the flow")
     try:
         repo = find_repo_root(root)
     except UsageError:
         repo = root
     ignores = (".promptflow/", "process_log/", "__pycache__/", "*.pyc")
-    resolved = []
-    for item in includes:
+    resolved: list[tuple[str, Path]] = []
+    for item in cast("list[str]", includes):
         full = None if Path(item).is_absolute() else resolve_inside(repo, root / item)
         if full is None:
             raise FlowSpecError(f"{file}: additional_includes entry {item!r} is outside the repository "
@@ -107,24 +109,23 @@ def _with_includes(root: Path, file: Path, data: dict) -> Path:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _names(block) -> tuple[str, ...]:
-    return tuple(block) if isinstance(block, dict) else ()
+def _names(block: object) -> tuple[str, ...]:
+    return tuple(json_object(block) or ())
 
 
-def _defaulted(block) -> tuple[str, ...]:
+def _defaulted(block: object) -> tuple[str, ...]:
     """Inputs declared with a default: promptflow gives every line the default unless the run
     maps the input (it does not fall back to a column of the same name for them)."""
-    if not isinstance(block, dict):
-        return ()
-    return tuple(name for name, spec in block.items()
-                 if isinstance(spec, dict) and spec.get("default") is not None)
+    return tuple(name for name, spec in (json_object(block) or {}).items()
+                 if (json_object(spec) or {}).get("default") is not None)
 
 
-def _calls_llm(node) -> bool:
+def _calls_llm(node: object) -> bool:
     """An `llm` node, or any node given a connection (a tool that reaches a model)."""
-    if not isinstance(node, dict):
+    node = json_object(node)
+    if node is None:
         return False
-    inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+    inputs = json_object(node.get("inputs")) or {}
     return node.get("type") == "llm" or "connection" in node or "connection" in inputs
 
 
@@ -132,13 +133,14 @@ def _dag(root: Path) -> FlowSpec:
     data = _load(root / DAG_FILE)
     if data.get("additional_includes"):
         return _dag(_with_includes(root, root / DAG_FILE, data))
-    variants = {}
-    nodes = list(data.get("nodes") or [])
-    for node, spec in (data.get("node_variants") or {}).items():
-        ids = tuple((spec or {}).get("variants") or {})
-        default = (spec or {}).get("default_variant_id") or (ids[0] if ids else None)
+    variants: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+    nodes: list[Any] = list(data.get("nodes") or [])
+    for node, spec in (json_object(data.get("node_variants")) or {}).items():
+        by_id = json_object((json_object(spec) or {}).get("variants")) or {}
+        ids = tuple(by_id)
+        default = (json_object(spec) or {}).get("default_variant_id") or (ids[0] if ids else None)
         variants[node] = (default, ids)
-        nodes += [(v or {}).get("node") for v in ((spec or {}).get("variants") or {}).values()]
+        nodes += [(json_object(v) or {}).get("node") for v in by_id.values()]
     return FlowSpec("dag", root, root, _names(data.get("inputs")), _names(data.get("outputs")),
                     variants, calls_llm=any(_calls_llm(n) for n in nodes), engine=ENGINE,
                     parameter_sets=False,  # a DAG's variants are its node variants
@@ -162,7 +164,7 @@ def _prompty(file: Path, root: Path) -> FlowSpec:
     if not text.lstrip().startswith("---") or len(parts) < 3:
         raise FlowSpecError(f"{file}: a .prompty file starts with YAML front matter between --- lines")
     try:
-        front = yaml.safe_load(parts[1]) or {}
+        front = json_object(yaml.safe_load(parts[1])) or {}
     except yaml.YAMLError:
         raise FlowSpecError(f"{file}: malformed YAML front matter") from None
     return FlowSpec("prompty", root, file, _names(front.get("inputs")), _names(front.get("outputs")),

@@ -12,20 +12,26 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import genaiops_telemetry
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 MAX_SCORE_BODY = 10 * 1024 * 1024
 
 
-def _answer(start_response, status: str, payload: dict, headers=()):
+def _answer(start_response: StartResponse, status: str, payload: dict[str, Any],
+            headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
     body = json.dumps(payload).encode("utf-8")
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                             *headers])
     return [body]
 
 
-def _read(environ, limit: int) -> bytes | None:
+def _read(environ: WSGIEnvironment, limit: int) -> bytes | None:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -35,11 +41,15 @@ def _read(environ, limit: int) -> bytes | None:
     return environ["wsgi.input"].read(length) if length else b""
 
 
+def _unused_write(data: bytes) -> None:
+    """WSGI's `write()`: promptflow's app returns its body instead."""
+
+
 class Traced:
-    def __init__(self, app, telemetry):
+    def __init__(self, app: WSGIApplication, telemetry: genaiops_telemetry.Telemetry | None):
         self.app, self.telemetry = app, telemetry
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
         if path == "/feedback" and method == "POST":
             return self._feedback(environ, start_response)
@@ -50,22 +60,23 @@ class Traced:
             return _answer(start_response, "413 Payload Too Large", {"error": "the body is too large"})
         environ["wsgi.input"] = io.BytesIO(body)
         try:
-            inputs = json.loads(body.decode("utf-8"))
+            inputs: object = json.loads(body.decode("utf-8"))
         except ValueError:
             inputs = None
-        captured = {}
+        captured: dict[str, Any] = {}
 
-        def capture_start(status, headers, exc_info=None):
+        def capture_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             captured["status"], captured["headers"] = status, list(headers)
-            return lambda data: None
+            return _unused_write
 
         with self.telemetry.score(inputs) as scored:
-            result = self.app(environ, capture_start)
+            result = self.app(environ, cast("StartResponse", capture_start))
             try:
                 data = b"".join(result)
             finally:
-                if hasattr(result, "close"):
-                    result.close()
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
             code = int(captured["status"].split()[0])
             if code >= 400:
                 scored.fail(f"http.{code}", data.decode("utf-8", "replace")[:1000])
@@ -74,13 +85,13 @@ class Traced:
                     scored.ok(json.loads(data.decode("utf-8")))
                 except ValueError:
                     scored.ok(data.decode("utf-8", "replace"))
-        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers: list[tuple[str, str]] = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
         headers += [("Content-Length", str(len(data))), ("x-genaiops-trace-id", scored.trace_id),
                     ("x-genaiops-response-id", scored.response_id)]
         start_response(captured["status"], headers)
         return [data]
 
-    def _feedback(self, environ, start_response):
+    def _feedback(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         if self.telemetry is None:
             return _answer(start_response, "503 Service Unavailable",
                            {"error": "feedback needs tracing: set OTEL_EXPORTER_OTLP_ENDPOINT or "
@@ -96,12 +107,14 @@ class Traced:
         return _answer(start_response, "202 Accepted", {"status": "recorded"})
 
 
-def create_app():
+def create_app() -> Any:
     telemetry = genaiops_telemetry.setup()
     if telemetry is not None:  # promptflow traces nodes and LLM calls only when told (default: off)
         os.environ["PF_DISABLE_TRACING"] = "false"
-    from promptflow.core._serving.app import create_app as promptflow_app
+    from promptflow.core._serving.app import (  # pyright: ignore[reportMissingTypeStubs]
+        create_app as promptflow_app,  # pyright: ignore[reportUnknownVariableType]
+    )
 
-    app = promptflow_app(engine="flask")
+    app: Any = promptflow_app(engine="flask")  # a flask app (promptflow ships no types)
     app.wsgi_app = Traced(app.wsgi_app, telemetry)
     return app

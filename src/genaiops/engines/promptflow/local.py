@@ -26,11 +26,20 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from genaiops import procs
-from genaiops.engines.base import BatchJob, BatchResult, LineResult, MemberResult, ProgressCallback
+from genaiops.engines.base import (
+    BatchJob,
+    BatchResult,
+    ConnectionSettings,
+    LineResult,
+    MemberResult,
+    ProgressCallback,
+)
 from genaiops.engines.processenv import engine_environment, passed_values, sandboxed
 from genaiops.engines.promptflow.env import (
     engine_home_environment,
@@ -54,7 +63,7 @@ MAX_TMPDIR_CHARS = 70  # multiprocessing's socket path inside it must fit AF_UNI
 WORKER_STATIC_ENV = {"PF_DISABLE_TRACING": "false"}
 
 
-def worker_environment() -> dict:
+def worker_environment() -> dict[str, Any]:
     """A worker's environment: the allow-listed one (`engines.processenv`: no audit key, no
     credential it was not given), pointed at the command's private promptflow home."""
     env = engine_environment({**WORKER_STATIC_ENV, **engine_home_environment()})
@@ -62,7 +71,7 @@ def worker_environment() -> dict:
     return env
 
 
-def job_environment(job: BatchJob) -> dict:
+def job_environment(job: BatchJob) -> dict[str, Any]:
     """Environment a job applies in its (possibly warm) worker before promptflow runs it."""
     env = {**job.environment,
            "PF_WORKER_COUNT": str(job.worker_count),
@@ -101,16 +110,19 @@ class _Worker:
     def alive(self) -> bool:
         return not self.exited()
 
-    def request(self, command: dict, progress=None, deadline: float | None = None) -> dict | None:
+    def request(self, command: dict[str, Any], progress: Callable[[], None] | None = None,
+                deadline: float | None = None) -> dict[str, Any] | None:
         """Send one command and wait for its result file; None when the worker died first, or
         was given up (`failure` says why): past `deadline` (monotonic), or a process of its tree
         stopped (`procs.StopWatch`); `progress()` is called every PROGRESS_SECONDS."""
         self._commands += 1
         result = self.folder / f"result-{self._commands}.json"
         log_start = self.log_path.stat().st_size
+        stdin = self.process.stdin
+        assert stdin is not None  # spawned with stdin=PIPE
         try:
-            self.process.stdin.write((json.dumps({**command, "result": str(result)}) + "\n").encode())
-            self.process.stdin.flush()
+            stdin.write((json.dumps({**command, "result": str(result)}) + "\n").encode())
+            stdin.flush()
         except BrokenPipeError:  # it stopped (idle timeout, killed) before it read the command
             self.process.wait()
         next_progress = 0.0
@@ -154,7 +166,8 @@ class _Worker:
         code = procs.end(self.process, self.tag)
         for stream in (self.process.stdin, self._log):
             try:
-                stream.close()
+                if stream is not None:
+                    stream.close()
             except OSError:
                 pass
         return code
@@ -212,15 +225,6 @@ class _Pool:
         self.tmp.cleanup()
 
 
-def _death(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
 def _scrub(job: BatchJob, run_dir: Path) -> None:
     """Known secret values out of what promptflow wrote for this run (an endpoint may echo a key)."""
     from genaiops.secrets import known_secrets
@@ -245,7 +249,7 @@ class LocalRunner:
     def close(self) -> None:
         self._finalizer()
 
-    def prepare_connections(self, connections: list[dict], endpoints: dict[str, str]) -> list[dict]:
+    def prepare_connections(self, connections: list[dict[str, Any]], endpoints: dict[str, str]) -> list[dict[str, Any]]:
         """Create or update connections in the store from a worker (which imports promptflow
         anyway), so the orchestrator never pays for importing it."""
         worker = self._pool.checkout(forkserver=False)
@@ -273,7 +277,7 @@ class LocalRunner:
 
         def report() -> None:
             done = count_finished_lines(run_dir)
-            if done != last[0]:
+            if done != last[0] and progress is not None:
                 progress(done)
                 last[0] = done
 
@@ -300,7 +304,7 @@ class LocalRunner:
         if data is None:  # killed (out of memory?) before it could report: a failure
             code = worker.finish()  # nothing of its tree outlives it
             return BatchResult(job.name, "failed", 0.0, [], crashed=True,
-                               error=f"the worker process {_death(code)} before the run finished; "
+                               error=f"the worker process {procs.how_it_ended(code)} before the run finished; "
                                      f"its group was stopped. {worker.died_log[-1500:]}".strip())
         self._pool.checkin(worker)
         members = [MemberResult(suffix=m["suffix"], lines=[LineResult(**line) for line in m["lines"]])
@@ -310,7 +314,7 @@ class LocalRunner:
                            crashed=bool(data.get("crashed")))
 
 
-def connection_payload(connections) -> list[dict]:
+def connection_payload(connections: Sequence[ConnectionSettings]) -> list[dict[str, Any]]:
     """The config's connections as the worker receives them (secrets included: pipe only)."""
     from genaiops.engines.promptflow.connections import ConnectionValues
 

@@ -6,17 +6,18 @@ hash covers, without running anything."""
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
 import yaml
 
-from genaiops.engines.base import FlowReads, FlowSpec
-from genaiops.envscan import tree_reads
+from genaiops.engines.base import FlowReads, FlowSpec, json_object
+from genaiops.engines.envscan import tree_reads
 
 TEXT_SUFFIXES = (".yaml", ".yml", ".prompty")
 CONNECTION_REF = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.[A-Za-z0-9_]+\}")  # ${<connection>.<key>}
 
 
-def _yaml_documents(text: str, suffix: str) -> list:
+def _yaml_documents(text: str, suffix: str) -> list[Any]:
     """The YAML of a flow file (a prompty's front matter); nothing when it does not parse."""
     if suffix == ".prompty":
         parts = text.split("---", 2)
@@ -27,21 +28,21 @@ def _yaml_documents(text: str, suffix: str) -> list:
         return []
 
 
-def _connections(node, where: str, found: dict[str, str]) -> None:
+def _connections(node: object, where: str, found: dict[str, str]) -> None:
     """Every `connection: <name>` (DAG nodes, variants, prompty configuration) and every
     `${<connection>.<key>}` under an `environment_variables:` block."""
-    if isinstance(node, dict):
-        for key, value in node.items():
+    if (mapping := json_object(node)) is not None:
+        for key, value in mapping.items():
             if key == "connection" and isinstance(value, str) and value:
                 found.setdefault(value, where)
-            elif key == "environment_variables" and isinstance(value, dict):
-                for item in value.values():
+            elif key == "environment_variables" and (variables := json_object(value)) is not None:
+                for item in variables.values():
                     for match in CONNECTION_REF.finditer(item if isinstance(item, str) else ""):
                         found.setdefault(match.group(1), where)
             else:
                 _connections(value, where, found)
     elif isinstance(node, list):
-        for item in node:
+        for item in cast("list[object]", node):
             _connections(item, where, found)
 
 

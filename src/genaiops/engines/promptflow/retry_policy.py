@@ -27,6 +27,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
+
+    from genaiops.engines.base import RetrySettings
 
 ENV_ATTEMPTS = "GENAIOPS_RETRY_MAX_ATTEMPTS"
 ENV_BACKOFF = "GENAIOPS_RETRY_BACKOFF_SEC"
@@ -51,10 +59,10 @@ class RetryPolicy:
         """Our back-off for a retry without Retry-After (promptflow's generate_retry_interval)."""
         return min(self.backoff * (2 ** retry_count), 30.0)
 
-    def allowed_wait(self, requested: float, caller) -> float:
+    def allowed_wait(self, requested: float, caller: FrameType | None) -> float:
         """How long to wait before the next attempt of the call running in `caller` (the wrapper
         frame), or RetriesExhausted when the policy allows no further attempt."""
-        index = caller.f_locals.get(RETRY_INDEX) if caller is not None else None
+        index: object = caller.f_locals.get(RETRY_INDEX) if caller is not None else None
         key = (threading.get_ident(), id(caller))
         now = time.monotonic()
         with self._lock:
@@ -83,30 +91,31 @@ class RetryPolicy:
 class _Module:
     """A stand-in for a module (`time`, `asyncio`) whose `sleep` consults the policy first."""
 
-    def __init__(self, module, sleep):
+    def __init__(self, module: ModuleType, sleep: Callable[..., Any]):
         self._module = module
         self.sleep = sleep
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
 
 
-def _patch(module, policy: RetryPolicy) -> None:
+def _patch(module: ModuleType, policy: RetryPolicy) -> None:
     """Give `module` our back-off and sleeps; patching again (a warm worker's next job) replaces
     the policy."""
     real_sleep, real_async_sleep = time.sleep, asyncio.sleep
 
-    def sleep(seconds):
-        real_sleep(policy.allowed_wait(float(seconds), sys._getframe(1)))
+    def sleep(seconds: float) -> None:
+        real_sleep(policy.allowed_wait(float(seconds), sys._getframe(1)))  # pyright: ignore[reportPrivateUsage]
 
-    def async_sleep(seconds, *args, **kwargs):  # returns the coroutine the wrapper awaits
-        return real_async_sleep(policy.allowed_wait(float(seconds), sys._getframe(1)), *args, **kwargs)
+    def async_sleep(seconds: float, *args: Any, **kwargs: Any) -> Awaitable[Any]:  # the wrapper awaits it
+        return real_async_sleep(policy.allowed_wait(float(seconds), sys._getframe(1)),  # pyright: ignore[reportPrivateUsage]
+                                *args, **kwargs)
 
-    module.generate_retry_interval = policy.interval
-    if isinstance(getattr(module, "time", None), (type(time), _Module)):
-        module.time = _Module(time, sleep)
-    if isinstance(getattr(module, "asyncio", None), (type(asyncio), _Module)):
-        module.asyncio = _Module(asyncio, async_sleep)
+    setattr(module, "generate_retry_interval", policy.interval)  # noqa: B010 - promptflow's names
+    if isinstance(getattr(module, "time", None), (ModuleType, _Module)):
+        setattr(module, "time", _Module(time, sleep))  # noqa: B010
+    if isinstance(getattr(module, "asyncio", None), (ModuleType, _Module)):
+        setattr(module, "asyncio", _Module(asyncio, async_sleep))  # noqa: B010
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):
@@ -115,7 +124,8 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
     def __init__(self, policy: RetryPolicy, pending: set[str]):
         self.policy, self.pending = policy, pending
 
-    def find_spec(self, fullname, path, target=None):
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if fullname not in self.pending:
             return None
         self.pending.discard(fullname)
@@ -130,11 +140,11 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
             return spec
         original, policy = spec.loader.exec_module, self.policy
 
-        def exec_module(module):
+        def exec_module(module: ModuleType) -> None:
             original(module)
             _patch(module, policy)
 
-        spec.loader.exec_module = exec_module
+        setattr(spec.loader, "exec_module", exec_module)  # noqa: B010 - patch this one import
         return spec
 
 
@@ -156,7 +166,7 @@ def install_from_env() -> None:
     policy = policy_from_env()
     if policy is None:
         return
-    pending = set()
+    pending: set[str] = set()
     for name in TARGETS:
         if name in sys.modules:
             _patch(sys.modules[name], policy)
@@ -168,7 +178,7 @@ def install_from_env() -> None:
         sys.meta_path.insert(0, _PatchOnImport(policy, pending))
 
 
-def environment(retries) -> dict:
+def environment(retries: RetrySettings) -> dict[str, str]:
     """The variables that carry `runtime.retries` into worker processes."""
     return {ENV_ATTEMPTS: str(retries.max_attempts), ENV_BACKOFF: str(retries.backoff_sec),
             ENV_MAX_TOTAL: str(retries.max_total_sec)}

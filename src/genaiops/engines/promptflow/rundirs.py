@@ -56,9 +56,9 @@ def lock_down(folder: Path) -> None:
 
 def _needles(values: Iterable[str]) -> list[bytes]:
     """Each value as written raw and as written inside a JSON string."""
-    found = set()
+    found: set[bytes] = set()
     for value in values:
-        if isinstance(value, str) and len(value) >= _MIN_LEN:
+        if len(value) >= _MIN_LEN:
             found.add(value.encode("utf-8"))
             found.add(json.dumps(value)[1:-1].encode("utf-8"))
             found.add(json.dumps(value, ensure_ascii=False)[1:-1].encode("utf-8"))
@@ -72,7 +72,7 @@ def scrub(folder: Path, values: Iterable[str]) -> list[Path]:
     folder = Path(folder)
     if not needles or not folder.is_dir():
         return []
-    changed = []
+    changed: list[Path] = []
     for current, _dirs, files in os.walk(folder, followlinks=False):
         for name in files:
             path = Path(current) / name

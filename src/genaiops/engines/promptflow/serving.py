@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from genaiops.engines.base import ServingBundle
 from genaiops.engines.processenv import engine_environment, sandboxed
@@ -60,7 +61,7 @@ SERVING_MODULES = (Path(__file__).resolve().parent / "genaiops_pf_serve.py",
                    Path(__file__).resolve().parents[1] / "genaiops_telemetry.py")
 
 
-def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> ServingBundle:
+def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict[str, Any]]) -> ServingBundle:
     """Lay out `bundle/` (copied to `/` in the image) for the staged flow at `flow_dir`."""
     with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-") as tmp:
         output = Path(tmp) / "out"
@@ -78,7 +79,7 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict]) -> Ser
                          generated=BUILD_GENERATED)
 
 
-def _pf_build(flow_dir: Path, output: Path, connections: list[dict]) -> None:
+def _pf_build(flow_dir: Path, output: Path, connections: list[dict[str, Any]]) -> None:
     """`pf flow build` with a throwaway HOME: its connection store holds placeholders only. The build
     imports the flow's Python tools from the output folder: no bytecode may be written there, or the
     image would hold `__pycache__` files the flow's hash does not cover (and the scan refuses it)."""

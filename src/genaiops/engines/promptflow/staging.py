@@ -18,10 +18,11 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from genaiops.engines.base import FlowSpec, StagedBatch, VariantSpec
+from genaiops.engines.base import FlowSpec, StagedBatch, VariantSpec, json_object
 from genaiops.engines.promptflow.composite import composite_dag, suffix
 from genaiops.engines.promptflow.composite_entry import SPEC_FILE
 from genaiops.engines.promptflow.fastbatch import NODE_CONCURRENCY_ENV
@@ -42,23 +43,24 @@ def copy_flow(source: Path, dest: Path, boundary: Path | None = None) -> Path:
     return copy_snapshot(source, dest, CACHE_PATTERNS, boundary=boundary)
 
 
-def deep_merge(base: dict, overrides: dict) -> dict:
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        inner, current = json_object(value), json_object(merged.get(key))
+        if inner is not None and current is not None:
+            merged[key] = deep_merge(current, inner)
         else:
             merged[key] = value
     return merged
 
 
-def apply_prompty_overrides(prompty: Path, overrides: dict) -> None:
+def apply_prompty_overrides(prompty: Path, overrides: dict[str, Any]) -> None:
     """Merge `overrides` (e.g. {"model": {"parameters": {"temperature": 0.9}}}) into the front matter."""
     if not overrides:
         return
     text = prompty.read_text(encoding="utf-8")
     _, front, body = text.split("---", 2)
-    merged = deep_merge(yaml.safe_load(front) or {}, overrides)
+    merged = deep_merge(json_object(yaml.safe_load(front)) or {}, overrides)
     prompty.write_text("---\n" + yaml.safe_dump(merged, sort_keys=False) + "---" + body, encoding="utf-8")
 
 
@@ -69,9 +71,9 @@ PROMPTY_KEYS = {"model": {"api", "configuration", "parameters", "response"}, "in
                 "template": None}
 
 
-def ignored_prompty_keys(init: dict) -> list[tuple[str, str]]:
+def ignored_prompty_keys(init: dict[str, Any]) -> list[tuple[str, str]]:
     """Keys of a prompty variant's `init` (merged into the front matter) promptflow ignores."""
-    ignored = []
+    ignored: list[tuple[str, str]] = []
     for key, value in (init or {}).items():
         if key not in PROMPTY_KEYS:
             ignored.append((key, f"a prompty variant overrides the front matter: model parameters go "
@@ -79,16 +81,17 @@ def ignored_prompty_keys(init: dict) -> list[tuple[str, str]]:
                                  f"{{{key}: {_flow_value(value)}}}}}}}"))
             continue
         fields = PROMPTY_KEYS[key]
-        if fields is not None and not isinstance(value, dict):
+        mapping = json_object(value)
+        if fields is not None and mapping is None:
             ignored.append((key, f"`{key}` is a mapping of {', '.join(sorted(fields))}"))
-        elif fields is not None:
+        elif fields is not None and mapping is not None:
             ignored += [(f"{key}.{sub}", f"promptflow reads {', '.join(sorted(fields))} under "
                                          f"`{key}`; a parameter goes under {key}.parameters")
-                        for sub in value if sub not in fields]
+                        for sub in mapping if sub not in fields]
     return ignored
 
 
-def _flow_value(value) -> str:
+def _flow_value(value: object) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
@@ -117,15 +120,16 @@ def stage_batch(flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> 
     return StagedBatch(str(dest), [""], init=variant.init or None)
 
 
-def _declared_inputs(block) -> list[dict] | None:
+def _declared_inputs(block: object) -> list[dict[str, Any]] | None:
     """[{name, default?}] from a flex yaml's or a prompty's `inputs:`; None when not declared."""
-    if not isinstance(block, dict) or not block:
+    block = json_object(block)
+    if not block:
         return None
-    inputs = []
+    inputs: list[dict[str, Any]] = []
     for name, spec in block.items():
-        item = {"name": name}
-        if isinstance(spec, dict) and "default" in spec:
-            item["default"] = spec["default"]
+        item: dict[str, Any] = {"name": name}
+        if (declared := json_object(spec)) is not None and "default" in declared:
+            item["default"] = declared["default"]
         inputs.append(item)
     return inputs
 
@@ -134,21 +138,21 @@ def _stage_parameter_composite(flow: FlowSpec, variants: Sequence[VariantSpec], 
     """Flex or prompty variants as one flex flow whose lines call every variant (`composite_entry`)."""
     suffixes = [suffix(i) for i in range(len(variants))]
     if flow.kind == "flex":
-        flex = yaml.safe_load((flow.root / FLEX_FILE).read_text(encoding="utf-8"))
-        spec = {"kind": "flex", "entry": flex["entry"], "inits": [v.init for v in variants],
+        flex: dict[str, Any] = yaml.safe_load((flow.root / FLEX_FILE).read_text(encoding="utf-8"))
+        spec: dict[str, Any] = {"kind": "flex", "entry": flex["entry"], "inits": [v.init for v in variants],
                 "inputs": _declared_inputs(flex.get("inputs"))}
-        staged = {k: v for k, v in flex.items() if k not in {"entry", "init", "outputs", "sample"}}
+        staged: dict[str, Any] = {k: v for k, v in flex.items() if k not in {"entry", "init", "outputs", "sample"}}
     else:
         prompty = dest / flow.entry.name
         _, front, _ = prompty.read_text(encoding="utf-8").split("---", 2)
-        files = []
+        files: list[str] = []
         for item, variant in zip(suffixes, variants):
             copy = dest / f"{item}.prompty"
             shutil.copyfile(prompty, copy)
             apply_prompty_overrides(copy, variant.init)
             files.append(copy.name)
         spec = {"kind": "prompty", "files": files,
-                "inputs": _declared_inputs((yaml.safe_load(front) or {}).get("inputs")) or []}
+                "inputs": _declared_inputs((json_object(yaml.safe_load(front)) or {}).get("inputs")) or []}
         staged = {}
     staged["entry"] = f"{COMPOSITE_MODULE}:Composite"
     shutil.copyfile(COMPOSITE_ENTRY, dest / f"{COMPOSITE_MODULE}.py")
@@ -171,10 +175,10 @@ def stage_for_serving(flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
 
 
 def _bake_dag_defaults(flow: FlowSpec, variant: VariantSpec, dag_file: Path) -> None:
-    dag = yaml.safe_load(dag_file.read_text(encoding="utf-8"))
-    node_variants = dag.get("node_variants") or {}
+    dag: dict[str, Any] = yaml.safe_load(dag_file.read_text(encoding="utf-8"))
+    node_variants: dict[str, Any] = dag.get("node_variants") or {}
     for node, variant_id in variant.nodes.items():
-        spec = node_variants.get(node)
+        spec: dict[str, Any] | None = node_variants.get(node)
         if not spec or variant_id not in (spec.get("variants") or {}):
             raise UsageError(f"variant {node}.{variant_id} does not exist in {flow.root / DAG_FILE}",
                              hint="the evaluated variant is gone: re-run evaluate or pass --variant")

@@ -32,8 +32,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, cast
 
 IDLE_ENV = "GENAIOPS_WORKER_IDLE_SEC"
 DEFAULT_IDLE_SEC = 60.0
@@ -42,7 +44,7 @@ DEFAULT_IDLE_SEC = 60.0
 _WARM: set[str] = set()
 
 
-def _import_all(modules) -> None:
+def _import_all(modules: Iterable[str]) -> None:
     for name in modules:
         try:
             importlib.import_module(name)
@@ -65,7 +67,7 @@ def _warm_up(forkserver: bool = False) -> None:
     from genaiops.engines.promptflow.env import prepare_promptflow
 
     prepare_promptflow()
-    import promptflow.client  # noqa: F401  (the expensive part: ~1.5-3 s)
+    importlib.import_module("promptflow.client")  # the expensive part: ~1.5-3 s
 
     fastbatch.install()
     _WARM.add("promptflow")
@@ -78,19 +80,21 @@ def _warm_up(forkserver: bool = False) -> None:
                          name="preload", daemon=True).start()
 
 
-_CLIENT = None
+_CLIENTS: list[Any] = []  # the process's one PFClient (promptflow ships no type information)
 
 
-def _client():
-    global _CLIENT
-    if _CLIENT is None:
-        from promptflow.client import PFClient
+def _client() -> Any:
+    if not _CLIENTS:
+        from promptflow.client import PFClient  # pyright: ignore[reportMissingTypeStubs]
 
-        _CLIENT = PFClient()
-    return _CLIENT
+        _CLIENTS.append(cast(Any, PFClient)())
+    return _CLIENTS[0]
 
 
-def run_job(job: dict, on_crash=None, passed: dict | None = None) -> dict:
+CrashHandler = Callable[[str], None]
+
+
+def run_job(job: dict[str, Any], on_crash: CrashHandler | None = None, passed: dict[str, Any] | None = None) -> dict[str, Any]:
     """One batch run; the job's environment (and `passed`: the variables the flow reads, sent on
     the pipe) applies for its duration only (a warm worker serves jobs with different worker
     counts, retry policies and flows). `on_crash(line)`: see `_watch_for_crashes`."""
@@ -104,7 +108,7 @@ def run_job(job: dict, on_crash=None, passed: dict | None = None) -> dict:
         os.environ.update(saved)
 
 
-def _run(job: dict, on_crash=None) -> dict:
+def _run(job: dict[str, Any], on_crash: CrashHandler | None = None) -> dict[str, Any]:
     _warm_up()
     from genaiops.engines.promptflow.env import promptflow_home
     from genaiops.engines.promptflow.retry_policy import install_from_env
@@ -120,22 +124,22 @@ def _run(job: dict, on_crash=None) -> dict:
             watch.set()  # this job is over: a warm worker's next job gets its own watch
 
 
-def _batch_run(job: dict) -> dict:
+def _batch_run(job: dict[str, Any]) -> dict[str, Any]:
     from genaiops.engines.promptflow.results import read_members, run_error
 
     client = _client()
     started = time.monotonic()
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if job.get("init"):
         kwargs["init"] = job["init"]
     if job.get("run"):
         kwargs["run"] = job["run"]
     if job.get("environment_variables"):
         kwargs["environment_variables"] = {k: str(v) for k, v in job["environment_variables"].items()}
-    run = client.run(flow=job["flow"], data=job["data"], column_mapping=job["column_mapping"],
+    run: Any = client.run(flow=job["flow"], data=job["data"], column_mapping=job["column_mapping"],
                      name=job["name"], stream=False, **kwargs)
     run_dir = Path(run._output_path)
-    inputs = {}
+    inputs: dict[int, dict[str, Any]] = {}
     with open(job["data"], encoding="utf-8") as handle:
         for number, line in enumerate(l for l in handle if l.strip()):
             inputs[number] = json.loads(line)
@@ -151,7 +155,7 @@ def _batch_run(job: dict) -> dict:
     }
 
 
-def _metrics(client, run) -> dict:
+def _metrics(client: Any, run: Any) -> dict[str, Any]:
     """The run's logged aggregate metrics (`log_metric`, flex `__aggregate__`); {} when none."""
     try:
         return dict(client.get_metrics(run.name) or {})
@@ -159,7 +163,7 @@ def _metrics(client, run) -> dict:
         return {}
 
 
-def _watch_for_crashes(run_dir: Path, on_crash) -> threading.Event:
+def _watch_for_crashes(run_dir: Path, on_crash: CrashHandler) -> threading.Event:
     """promptflow replaces a line process that died and carries on, and waits forever for a batch
     (manager) process that died; genaiops does neither: the first such death calls
     `on_crash(what)`, which fails the run and stops this whole process group. Watches until the
@@ -187,7 +191,7 @@ def _watch_for_crashes(run_dir: Path, on_crash) -> threading.Event:
     return done
 
 
-def _stop_group_after(result_path: Path, job: dict):
+def _stop_group_after(result_path: Path, job: dict[str, Any]) -> CrashHandler:
     """The crash handler: write the failed result, then SIGKILL this worker's process group."""
 
     def crashed(what: str) -> None:
@@ -201,7 +205,7 @@ def _stop_group_after(result_path: Path, job: dict):
     return crashed
 
 
-def prepare_connections(command: dict) -> dict:
+def prepare_connections(command: dict[str, Any]) -> dict[str, Any]:
     _warm_up()
     from genaiops.engines.promptflow.connections import ConnectionValues, upsert_connections
     from genaiops.secrets import REDACTOR
@@ -211,14 +215,14 @@ def prepare_connections(command: dict) -> dict:
     return {"records": upsert_connections(values, command["endpoints"])}
 
 
-def _failure(exc: Exception, name: str | None = None) -> dict:
+def _failure(exc: Exception, name: str | None = None) -> dict[str, Any]:
     """Reported to the orchestrator, which names the run and the cause."""
     return {"name": name, "status": "failed", "duration_s": 0.0, "members": [],
             "error": f"{type(exc).__name__}: {exc}".strip()[:2000],
             "traceback": traceback.format_exc()[-4000:]}
 
 
-def handle(command: dict) -> dict:
+def handle(command: dict[str, Any]) -> dict[str, Any]:
     if command.get("op") == "connections":
         try:
             return prepare_connections(command)
@@ -240,7 +244,7 @@ def _exit_with_parent() -> None:
     where it cannot (not Linux), a thread watches the parent."""
     from genaiops.procs import contain_self
 
-    signal.signal(signal.SIGTERM, lambda *_: _end_group())
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: _end_group())
     if contain_self(signal.SIGTERM):
         return
     parent = os.getppid()
@@ -267,7 +271,7 @@ def _end_group() -> None:
     os._exit(0)
 
 
-def _next_command(idle_sec: float) -> dict | None:
+def _next_command(idle_sec: float) -> dict[str, Any] | None:
     """The next command, or None when stdin closed or nothing came for `idle_sec`."""
     ready, _, _ = select.select([sys.stdin], [], [], idle_sec)
     if not ready:

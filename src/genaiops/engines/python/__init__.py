@@ -16,21 +16,13 @@ the fast engine of the test suite: a worker starts in a fraction of a second.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from genaiops.engines.base import (
-    Engine,
-    FlowSpec,
-    Runner,
-    ScaffoldKind,
-    ServingBundle,
-    StagedBatch,
-    VariantSpec,
-)
+from genaiops.engines.base import Engine, FlowSpec, RetrySettings, Runner, ScaffoldKind
 from genaiops.engines.childproc import OwnWorkerEngine
-from genaiops.engines.python import funcspec, staging
+from genaiops.engines.python import funcspec, serving, staging
 from genaiops.engines.python.local import ENV_ATTEMPTS
 from genaiops.engines.serving import ConnectionVariables
 
@@ -45,6 +37,7 @@ class PythonEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     backends = ("local",)
     line_workers_are_processes = True  # forked line workers
     needs_setup = False  # runs in genaiops' own interpreter
+    staging, serving = staging, serving  # OwnWorkerEngine stages and builds images with them
 
     def local_runner(self) -> Runner:
         from genaiops.engines.python.local import LocalRunner
@@ -85,16 +78,7 @@ class PythonEngine(OwnWorkerEngine, ConnectionVariables, Engine):
                         function.inputs, function.outputs, calls_llm=function.calls_llm,
                         engine=self.name, parameter_sets=True, takes_init=True)
 
-    def max_variants_per_batch(self, flow: FlowSpec) -> int:
-        return staging.MAX_VARIANTS_PER_BATCH
-
-    def stage(self, flow: FlowSpec, variants: Sequence[VariantSpec], dest: Path) -> StagedBatch:
-        return staging.stage_batch(flow, variants, dest)
-
-    def stage_for_serving(self, flow: FlowSpec, variant: VariantSpec, dest: Path) -> Path:
-        return staging.stage_for_serving(flow, variant, dest)
-
-    def run_environment(self, retries: Any) -> dict[str, str]:
+    def run_environment(self, retries: RetrySettings) -> dict[str, str]:
         return {ENV_ATTEMPTS: str(retries.max_attempts)}
 
     def reserved_variables(self) -> dict[str, str]:
@@ -108,11 +92,6 @@ class PythonEngine(OwnWorkerEngine, ConnectionVariables, Engine):
         from genaiops.engines.requirements import check_requirements
 
         return check_requirements(flow.root)
-
-    def serving_bundle(self, flow_dir: Path, context: Path, connections: list[dict[str, Any]]) -> ServingBundle:
-        from genaiops.engines.python.serving import serving_bundle
-
-        return serving_bundle(flow_dir, context, connections)
 
 
 __all__ = ["PythonEngine"]

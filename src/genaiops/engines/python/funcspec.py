@@ -16,33 +16,20 @@ import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from genaiops.engines.base import FlowSpecError
+from genaiops.engines.entryspec import EntrySpec
 
 KIND = "python"
 ENTRY = re.compile(r"^(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
 @dataclass(frozen=True)
-class FunctionSpec:
-    root: Path  # the folder holding the file (its content is the flow's identity)
-    file: Path
-    function: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    parameters: frozenset[str]  # keyword-only parameters (variant knobs)
-    any_parameter: bool  # takes **kwargs
+class FunctionSpec(EntrySpec):
+    """`parameters` are the function's keyword-only ones (variant knobs)."""
+
     is_async: bool
     calls_llm: bool | None  # the file uses genaiops' client helper (None: cannot tell)
-
-    @property
-    def entry(self) -> str:
-        """`file.py:function`, relative to `root`."""
-        return f"{self.file.relative_to(self.root).as_posix()}:{self.function}"
-
-    def unknown_parameters(self, params: dict[str, Any]) -> list[str]:
-        return [] if self.any_parameter else sorted(set(params) - self.parameters)
 
 
 def read_function(path: Path) -> FunctionSpec:

@@ -19,10 +19,10 @@ from genaiops.evaluation.evaluators.base import (
 )
 from genaiops.evaluation.evaluators.code import CodeEvaluator
 from genaiops.evaluation.evaluators.flow import FlowEvaluator
+from genaiops.execution.scheduling import Unit, run_concurrently
 from genaiops.hashing import hash_file
 from genaiops.notices import notice
 from genaiops.run_inputs import reuse_hint, run_inputs
-from genaiops.scheduling import Unit, run_concurrently
 from genaiops.workspace.ledger import Ledger, RunRecord, run_key
 
 if TYPE_CHECKING:
@@ -36,13 +36,13 @@ def make_adapter(config: ExperimentConfig, evaluator, engine, *, link_runs: bool
     if evaluator.code:
         return CodeEvaluator(config.repo_root, evaluator.code, evaluator.aggregate)
     if evaluator.kind == "azure_ai_evaluation":
-        from genaiops.llm_session import output_settings
+        from genaiops.gateway.llm_session import output_settings
 
         connection = next((c for c in config.connections if c.name == evaluator.connection), None)
         return AzureAIEvaluator(evaluator.class_name, init=evaluator.init, connection=connection,
                                 connection_identity=output_settings(config).get(evaluator.connection),
                                 model=evaluator.model)
-    from genaiops.llm_session import engine_retries
+    from genaiops.gateway.llm_session import engine_retries
 
     return FlowEvaluator(evaluator.flow, engine, worker_count=config.runtime.worker_count,
                          connections=config.connections,

@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from genaiops.engines import python_reads
 from genaiops.engines.base import FlowReads
-from genaiops.envscan import python_reads
 from genaiops.errors import ConfigError
 from genaiops.evaluation.evaluators.base import (
     AlignedRow,

@@ -94,7 +94,7 @@ class FlowEvaluator:
                         passed_variables=tuple(sorted(self.reads().variables)))
 
     def _workers(self, rows: int) -> int:
-        from genaiops.capacity import worker_count
+        from genaiops.execution.capacity import worker_count
 
         return worker_count(self.worker_count, rows, calls_llm=self.engine.read_flow(self.flow).calls_llm,
                             connections=self.connections)

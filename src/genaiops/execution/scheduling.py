@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from genaiops.progress import Progress
+from genaiops.execution.progress import Progress
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +31,8 @@ _DOTENV = {"load_dotenv", "dotenv_values", "find_dotenv"}  # read a .env file ge
 class EnvReads:
     """Variables read by name (name -> first place, "file:line") and reads that cannot be known."""
 
-    variables: dict[str, str] = field(default_factory=dict)
-    unknown: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict[str, str])
+    unknown: list[str] = field(default_factory=list[str])
 
     def add(self, name: str, where: str) -> None:
         self.variables.setdefault(name, where)
@@ -57,10 +58,10 @@ class _Visitor(ast.NodeVisitor):
         self.getenv_names = {"os.getenv"}
         self.handled: set[int] = set()  # nodes already read as part of a bigger expression
 
-    def where(self, node) -> str:
+    def where(self, node: ast.stmt | ast.expr) -> str:
         return f"{self.shown}:{node.lineno}"
 
-    def visit_Import(self, node):
+    def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.name == "os" and alias.asname:
                 self.environ_names.add(f"{alias.asname}.environ")
@@ -69,7 +70,7 @@ class _Visitor(ast.NodeVisitor):
                 self._sdk(node)
         self.generic_visit(node)
 
-    def visit_ImportFrom(self, node):
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.module == "os":
             for alias in node.names:
                 if alias.name == "environ":
@@ -80,18 +81,18 @@ class _Visitor(ast.NodeVisitor):
             self._sdk(node)
         self.generic_visit(node)
 
-    def _sdk(self, node) -> None:
+    def _sdk(self, node: ast.stmt) -> None:
         for name in OPENAI_SDK_VARIABLES:
             self.reads.add(name, f"{self.where(node)} (the OpenAI SDK reads it)")
 
-    def _name(self, name: str | None, node) -> None:
+    def _name(self, name: str | None, node: ast.expr) -> None:
         if name is None:
             self.reads.unknown.append(f"{self.where(node)}: reads an environment variable whose "
                                       "name is computed")
         else:
             self.reads.add(name, self.where(node))
 
-    def visit_Call(self, node):
+    def visit_Call(self, node: ast.Call) -> None:
         func = _dotted(node.func)
         if func and func.rsplit(".", 1)[-1] in _DOTENV:
             self.reads.unknown.append(f"{self.where(node)}: loads a .env file ({func}), whose "
@@ -107,34 +108,34 @@ class _Visitor(ast.NodeVisitor):
                 self._whole(node)
         self.generic_visit(node)
 
-    def visit_Subscript(self, node):
+    def visit_Subscript(self, node: ast.Subscript) -> None:
         if _dotted(node.value) in self.environ_names:
             self.handled.add(id(node.value))
             self._name(_literal(node.slice), node)
         self.generic_visit(node)
 
-    def visit_Compare(self, node):  # "NAME" in os.environ
+    def visit_Compare(self, node: ast.Compare) -> None:  # "NAME" in os.environ
         for op, right in zip(node.ops, node.comparators):
             if isinstance(op, (ast.In, ast.NotIn)) and _dotted(right) in self.environ_names:
                 self.handled.add(id(right))
                 self._name(_literal(node.left), node)
         self.generic_visit(node)
 
-    def visit_Attribute(self, node):
+    def visit_Attribute(self, node: ast.Attribute) -> None:
         if id(node) not in self.handled and _dotted(node) in self.environ_names:
             self._whole(node)
         self.generic_visit(node)
 
-    def visit_Name(self, node):
+    def visit_Name(self, node: ast.Name) -> None:
         if id(node) not in self.handled and node.id in self.environ_names:
             self._whole(node)
 
-    def _whole(self, node) -> None:
+    def _whole(self, node: ast.expr) -> None:
         self.reads.unknown.append(f"{self.where(node)}: uses the whole environment "
                                   f"({ast.unparse(node)[:60]})")
 
 
-def _dotted(node) -> str | None:
+def _dotted(node: ast.expr) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
@@ -143,7 +144,7 @@ def _dotted(node) -> str | None:
     return None
 
 
-def _literal(node) -> str | None:
+def _literal(node: ast.expr) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
@@ -160,7 +161,8 @@ def python_reads(source: str, shown: str) -> EnvReads:
 
 
 def tree_reads(root: Path, cache_patterns: tuple[str, ...], text_suffixes: tuple[str, ...],
-               on_text=None, boundary: Path | None = None) -> EnvReads:
+                on_text: Callable[[str, str, str], None] | None = None,
+                boundary: Path | None = None) -> EnvReads:
     """The reads of every Python and text file of a flow folder (the files its hash covers).
     `on_text(text, suffix, shown)` sees each text file too (an engine's own references).
     `boundary`: where the folder's links may point (the flow's, i.e. the repository), as for its hash."""
