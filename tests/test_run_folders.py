@@ -66,3 +66,23 @@ def test_an_echoed_key_is_nowhere_on_disk_after_the_run(repo, state_dir, tmp_pat
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode & 0o077 == 0, f"{path} is {mode:o}"
     assert stat.S_IMODE(promptflow_home().stat().st_mode) & 0o077 == 0
+
+
+def test_a_long_tmpdir_does_not_stop_the_workers(repo, state_dir, tmp_path, monkeypatch, capsys):
+    """A deep `$TMPDIR` (CI agents, pytest-xdist) once made every promptflow worker die starting its
+    forkserver ("AF_UNIX path too long"); the workers' folders now go where a socket path fits, and
+    leave nothing behind there or in `$TMPDIR`."""
+    from genaiops.workspace.files import socket_safe_temp_base
+    from genaiops.workspace.sweep import owner_tag
+
+    deep = tmp_path / ("d" * 60) / "tmp"
+    deep.mkdir(parents=True, mode=0o700)
+    assert len(str(deep)) > 80
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert socket_safe_temp_base() == Path("/tmp")
+    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification", "-e", "fast",
+                              "--no-progress"], capsys)
+    assert code == 0, out + err
+    assert list(Path("/tmp").glob(f"genaiops-jobs-{owner_tag()}-*")) == []  # the pool's folder is gone
+    assert [p.name for p in deep.iterdir() if p.name.startswith("genaiops-")] == []

@@ -299,7 +299,9 @@ def sweep_machine() -> tuple[int, int]:
     Returns (processes killed, folders removed)."""
     import tempfile
 
+    from genaiops.workspace.files import socket_safe_temp_base
     from genaiops.workspace.sweep import sweep
 
-    return sweep_abandoned(), len(sweep(Path(tempfile.gettempdir()), "genaiops-*"))
+    bases = {Path(tempfile.gettempdir()), socket_safe_temp_base()}  # the second: see that function
+    return sweep_abandoned(), sum(len(sweep(base, "genaiops-*")) for base in sorted(bases))
 

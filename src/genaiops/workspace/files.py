@@ -75,3 +75,17 @@ def read_jsonl(path: Path) -> list:
 def count_jsonl_rows(path: Path) -> int:
     with Path(path).open(encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+SOCKET_SAFE_BASE_CHARS = 32  # + "/genaiops-jobs-<tag>-<random>/w<n>/tmp" + multiprocessing's socket name
+
+
+def socket_safe_temp_base() -> Path:
+    """The temp folder (`$TMPDIR`) when it is short enough that a worker's private TMPDIR inside it
+    can hold multiprocessing's AF_UNIX socket (108 bytes with its `pymp-*/listener-*` name), else
+    `/tmp`: a long `$TMPDIR` (a deep CI or test folder) would otherwise stop every worker's
+    forkserver with "AF_UNIX path too long". Commands sweep both for what a killed command left."""
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) <= SOCKET_SAFE_BASE_CHARS or not Path("/tmp").is_dir():
+        return base
+    return Path("/tmp")

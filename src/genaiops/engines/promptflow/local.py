@@ -51,7 +51,7 @@ from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 from genaiops.engines.promptflow.rundirs import lock_down, scrub
 from genaiops.engines.promptflow.worker import idle_limit
 from genaiops.errors import GenaiopsError
-from genaiops.workspace.files import atomic_write_json
+from genaiops.workspace.files import atomic_write_json, socket_safe_temp_base
 from genaiops.workspace.sweep import owner_tag
 
 RESULT_POLL_SECONDS = 0.05
@@ -188,7 +188,9 @@ class _Pool:
     runner dropped without `close()` still stops its workers (finalizer, atexit)."""
 
     def __init__(self):
-        self.tmp = tempfile.TemporaryDirectory(prefix=f"genaiops-jobs-{owner_tag()}-")
+        # the workers' TMPDIRs are inside: short enough for their forkservers' sockets
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"genaiops-jobs-{owner_tag()}-",
+                                               dir=socket_safe_temp_base())
         self.idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()

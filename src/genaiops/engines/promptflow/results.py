@@ -172,7 +172,7 @@ def _member_line(number: int, info: dict[str, Any], node_infos: list[dict[str, A
                       node=_node_name(failed_node, suffix) if failed_node and not line_ok else None)
 
 
-def _node_name(node_info: dict, suffix: str) -> str | None:
+def _node_name(node_info: dict[str, Any], suffix: str) -> str | None:
     """A node's name as the flow spells it (a composite's copy drops its member suffix)."""
     name = str(node_info.get("node") or "")
     return (name[: -len(suffix)] if suffix and name.endswith(suffix) else name) or None
