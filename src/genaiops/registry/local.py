@@ -95,7 +95,7 @@ class LocalStore:
             conn = self._open()
             try:
                 self._ensure_schema(conn)
-                problem = None if self._checked else self._disagreement(conn)
+                problem = None if self._checked else self._locked_disagreement(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -111,6 +111,16 @@ class LocalStore:
         self._rebuild(problem)
         self._checked = True
         return self._open()
+
+    def _locked_disagreement(self, conn: sqlite3.Connection) -> str | None:
+        """`_disagreement` holding the write lock: another process's registration writes its record
+        and its row under that lock, so none is half done while the two are compared (read apart,
+        a version registered between the reads looked like a row with no record: damage)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            return self._disagreement(conn)
+        finally:
+            conn.execute("ROLLBACK")
 
     def _disagreement(self, conn: sqlite3.Connection) -> str | None:
         """How the catalogue differs from the registration records, or None when it agrees."""
