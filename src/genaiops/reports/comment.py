@@ -1,10 +1,12 @@
 """The verdict comment of a pull request: summary.md (leaderboard with intervals, each gate and its
-verdict) plus the rows whose score changed against the baseline, cost and tokens, and a link to the
-full report, under a hidden marker that finds the comment again on the next push
-(`ci.comment.upsert`). The caller redacts it; it holds nothing but what summary.json holds."""
+verdict), the safety verdict (the line `genaiops approve` shows), the rows whose score changed
+against the baseline, cost and tokens, and a link to the full report, under a hidden marker that
+finds the comment again on the next push (`ci.comment.upsert`). The caller redacts it; it holds
+nothing but what summary.json holds."""
 
 from __future__ import annotations
 
+from genaiops.evaluation.safety import safety_line, safety_result
 from genaiops.evaluation.summary import Summary
 from genaiops.reports.markdown import _fmt, _md, render_markdown
 
@@ -52,6 +54,7 @@ def changed_rows(summary: Summary, baseline: Summary | None) -> tuple[list[tuple
 
 def render_comment(summary: Summary, baseline: Summary | None = None, report_url: str | None = None) -> str:
     lines = [marker(summary.use_case), render_markdown(summary).rstrip("\n"), ""]
+    lines += [f"**Safety**: {_md(safety_line(safety_result(summary)).removeprefix('safety: '))}", ""]
     changed, compared = changed_rows(summary, baseline)
     lines.append(f"**Changed rows**: {len(changed)} ({_md(compared)})")
     if changed:
