@@ -114,8 +114,9 @@ def test_phases_gates_reports_and_approvals_speak_only_the_engine_protocol(layer
 
 
 def test_reports_read_only_the_typed_results():
-    """An evaluation's Summary or a parity Comparison, nothing else of evaluation."""
-    allowed = {"genaiops.evaluation.summary", "genaiops.evaluation.comparison"}
+    """An evaluation's Summary or a parity Comparison, nothing else of evaluation (`safety` reads
+    only a Summary's gates: the one wording of the safety verdict for reports and approvals)."""
+    allowed = {"genaiops.evaluation.summary", "genaiops.evaluation.comparison", "genaiops.evaluation.safety"}
     for module, path in MODULES.items():
         if module.startswith("genaiops.reports"):
             evaluation = {m for m in _imports(path) if m.startswith("genaiops.evaluation")}

@@ -144,6 +144,7 @@ def test_the_spread_is_checked():
 # -- `repeats:` through the CLI ---------------------------------------------------------------
 
 
+@pytest.mark.promptflow
 def test_repeats_run_each_row_n_times_cluster_by_row_report_flaky_rows_and_replay(
         tmp_path, state_dir, capsys, monkeypatch):
     """tickets_pr with `repeats: 3` against a stochastic simulator (classify right 60% of calls):
@@ -203,6 +204,7 @@ JUDGE = """\
 """
 
 
+@pytest.mark.promptflow
 def test_evaluator_repeats_call_the_judge_n_times_per_line_and_cluster_by_row(
         tmp_path, state_dir, capsys, monkeypatch):
     """An LLM judge with `repeats: 3` on the 10-row PR set, against a stochastic simulator (the

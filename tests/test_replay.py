@@ -166,7 +166,8 @@ def outputs(state: Path, result: dict) -> list[tuple]:
     return runs
 
 
-@pytest.mark.parametrize("use_case", ["classification", MAF])
+@pytest.mark.parametrize("use_case", [pytest.param("classification", marks=pytest.mark.promptflow),
+                                      pytest.param(MAF, marks=pytest.mark.agent_framework)])
 def test_record_then_replay_offline_gives_identical_results(repo, state, use_case, capsys,
                                                             monkeypatch):
     """Recorded against a simulator as the endpoint, replayed with it stopped and the endpoint a
@@ -208,6 +209,7 @@ def test_record_then_replay_offline_gives_identical_results(repo, state, use_cas
     assert "+  You are a careful support triage agent." in message
 
 
+@pytest.mark.promptflow
 def test_a_cassette_from_another_model_is_refused(repo, state, capsys, monkeypatch, tmp_path):
     with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml", port=0) as sim:
         monkeypatch.setenv("LLM_API_BASE", sim.url + "/v1")
@@ -229,6 +231,7 @@ def test_replay_without_a_cassette_says_how_to_record(tmp_path, state, capsys):
     assert "--llm record" in message["hint"]
 
 
+@pytest.mark.promptflow
 def test_a_replayed_verdict_names_the_cassette_it_answered_from(repo, state, capsys, monkeypatch):
     """`run verdict -e pr --llm replay` (the PR check): init pins the cassette folder in the
     registry like a dataset, and the evaluation summary names its hash."""
@@ -260,6 +263,7 @@ def test_the_record_pipeline_is_valid_and_pr_stages_replay(repo_root):
             assert {"name": "GENAIOPS_LLM", "value": "replay"} in stage["variables"], stage["stage"]
 
 
+@pytest.mark.promptflow
 def test_genaiops_llm_sets_the_default_and_is_checked(tmp_path, state, capsys, monkeypatch):
     repo = copy_classification_and_port(tmp_path / "repo")
     monkeypatch.setenv("GENAIOPS_LLM", "replay")
