@@ -94,6 +94,7 @@ def _worker_group(item) -> str:
     return "docker" if item.get_closest_marker("docker") else item.nodeid.split("::")[0]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     """Mark every engine or Docker test `slow`, and under GENAIOPS_REQUIRE_DOCKER=1 (CI) refuse to
     let a Docker test skip: a missing daemon or base image would otherwise turn the release tests
