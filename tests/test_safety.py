@@ -144,7 +144,8 @@ def test_hardened_flow_passes_the_safety_gate(repo, tmp_path, capsys):
         repo, tmp_path / "summary.json", capsys)
 
 
-SAMPLE_SAFETY_GATES = {"qa": set(CATEGORIES), "classification": {"prompt_injection"}}
+SAMPLE_SAFETY_GATES = {"qa": set(CATEGORIES), "classification": {"prompt_injection"},
+                       "classification_maf": {"prompt_injection"}}
 
 
 @pytest.mark.parametrize("use_case", sorted(SAMPLE_SAFETY_GATES))
