@@ -87,14 +87,6 @@ def trust_dir(tmp_path_factory, monkeypatch) -> Path:
 SLOW_MARKERS = ("promptflow", "agent_framework", "docker")
 
 
-def _worker_group(item) -> str:
-    """Under `pytest -n N --dist loadgroup` (`make test`), which tests share a worker: a module's
-    tests stay together (its module-scoped fixtures are built once), and every Docker test runs on
-    one worker, one at a time, as on a machine with one daemon."""
-    return "docker" if item.get_closest_marker("docker") else item.nodeid.split("::")[0]
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     """Mark every engine or Docker test `slow`, and under GENAIOPS_REQUIRE_DOCKER=1 (CI) refuse to
     let a Docker test skip: a missing daemon or base image would otherwise turn the release tests
@@ -105,7 +97,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(item.get_closest_marker(name) for name in SLOW_MARKERS):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
         if require_docker and item.get_closest_marker("docker"):
             for mark in item.iter_markers("skipif"):
                 if mark.args and mark.args[0] is True:
