@@ -158,6 +158,9 @@ def test_links_validate_accepts_are_followed_by_experiment_and_evaluate(repo, ca
     assert links, "the sample has none of the files this test links"
     code, out, _ = run_cli(["--repo", str(repo), "validate", "-u", "classification"], capsys)
     assert code == 0, out
+    code, out, err = run_cli(["--repo", str(repo), "run", "init", "-u", "classification", "-e", "pr",
+                              "--no-progress"], capsys)  # registers the flows, links read as files
+    assert code == 0, out + err
     code, out, err = run_cli(["--repo", str(repo), "run", "verdict", "-u", "classification", "-e", "pr",
                               "--no-progress"], capsys)
     assert code == 0, out + err

@@ -97,8 +97,8 @@ class ContentRegistry:
             path = self.repo_root / path
         spec = replace(spec, path=path)
         validate_spec(spec)
-        inside = source_path(self.repo_root, path) != path.resolve().as_posix()
         # links may point anywhere in the repository, as validate and the runs allow; no further
+        inside = path.resolve().is_relative_to(Path(self.repo_root).resolve())
         snap = hashing.snapshot(path, spec.ignores, boundary=self.repo_root if inside else None)
         if not snap.files:
             raise UsageError(
