@@ -15,10 +15,11 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-import genaiops_telemetry
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # in the image the module sits beside this file; here it is genaiops.engines'
+    from genaiops.engines import genaiops_telemetry
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+else:
+    import genaiops_telemetry
 
 MAX_SCORE_BODY = 10 * 1024 * 1024
 
