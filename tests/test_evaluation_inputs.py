@@ -95,6 +95,12 @@ OVERLAYS = {
                                     "        reference: rows\n        source: datasets/demo/labels.jsonl\n"
                                     "        key_column: id\n")
     + 'gates:\n  - {metric: score, op: ">=", threshold: 0.9}\n',
+    "keyed_repeats": "datasets:\n  - name: rows\n    source: datasets/demo/rows.jsonl\n    repeats: 2\n"
+    '    mappings: {text: "${data.text}"}\nruntime: {failed_line_tolerance: 2, worker_count: 2}\n'
+    + CODE_EVALUATOR.replace("        reference: rows\n",
+                             "        reference: rows\n        source: datasets/demo/labels.jsonl\n"
+                             "        key_column: id\n")
+    + 'gates:\n  - {metric: score, op: ">=", threshold: 0.9}\n',
     "init": evaluator_block("    init: {weight: 2.5}\n")
     + 'gates:\n  - {metric: weighted, op: ">=", threshold: 2.5}\n',
     "broken": evaluator_block("    init: {broken: true}\n")
@@ -170,6 +176,18 @@ def test_evaluation_rows_join_on_the_key_column(demo, tmp_path):
     code, summary = evaluate(demo, "keyed", tmp_path)
     score = metric(summary, "score")
     assert (score["value"], score["n_valid"]) == (1.0, 3)
+    assert code == 0, summary["gates"]
+
+
+def test_the_key_column_joins_every_repeat_of_a_row(demo, tmp_path):
+    """`repeats: 2` on the dataset: each labelled row (listed in reverse order) scores both calls
+    of its row, and the interval is clustered over the 4 rows, not the 8 calls."""
+    assert main(["--repo", str(demo), "run", "experiment", "-u", "demo", "-e", "keyed_repeats",
+                 "--no-progress"]) == 0
+    code, summary = evaluate(demo, "keyed_repeats", tmp_path)
+    score = metric(summary, "score")
+    assert (score["value"], score["method"], score["n"]) == (1.0, "cluster_bootstrap", 4)
+    assert summary["evaluations"][0]["status"] == "completed"
     assert code == 0, summary["gates"]
 
 

@@ -3,6 +3,8 @@ the truth as often as they say; pass@k, flaky rows and paired tests over rows.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -181,6 +183,15 @@ def test_repeats_run_each_row_n_times_cluster_by_row_report_flaky_rows_and_repla
     assert metrics["score_pass_at_3"]["value"] >= metrics["score"]["value"]
     assert metrics["score_flaky_rows"]["value"] > 0  # P(no flaky row) ~ 3e-6
     assert metrics["score"]["ci_low"] < metrics["score"]["value"] < metrics["score"]["ci_high"]
+
+    flaky = [f for f in recorded["flaky"] if f["score"] == "score"]  # every flaky row, listed
+    assert len(flaky) == metrics["score_flaky_rows"]["value"]
+    assert all(0 < f["passed"] < f["calls"] == 3 and f["lines"] == [3 * f["row"], 3 * f["row"] + 2]
+               for f in flaky), flaky
+    report = Path(recorded["report_dir"])
+    html = (report / "report.html").read_text(encoding="utf-8")
+    assert 'id="flaky"' in html and f"{flaky[0]['passed']} / 3" in html
+    assert f"Flaky rows ({len(recorded['flaky'])}" in (report / "summary.md").read_text(encoding="utf-8")
 
     low, high = [g for g in recorded["gates"] if g["metric"] == "accuracy"]
     assert low["status"] == "pass" and high["status"] == "fail", recorded["gates"]

@@ -20,6 +20,7 @@ from genaiops.evaluation.summary import (
     SIMULATOR_LABEL,
     EvaluationInfo,
     EvaluationRun,
+    FlakyRow,
     LlmInfo,
     Summary,
 )
@@ -33,13 +34,20 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
     settings = config.evaluation
     problems = problems + [f"evaluator {o.evaluator} on {o.variant}/{o.dataset} failed: {o.error}"
                            for o, _reused in outcomes if o.status != "completed"]
-    metrics, scores = [], []
+    metrics, scores, flaky = [], [], []
     repeats = {r.key: r.repeats or 1 for r in records}
     for outcome, _reused in outcomes:
-        entries, blocks = outcome_metrics(outcome, settings.confidence,  # calls per dataset row
-                                          repeats.get(outcome.run_key, 1) * (outcome.repeats or 1))
+        per_row = repeats.get(outcome.run_key, 1)  # experiment lines per dataset row
+        entries, blocks, varying = outcome_metrics(outcome, settings.confidence,  # calls per row
+                                                   per_row * (outcome.repeats or 1))
         metrics += entries
         scores += blocks
+        flaky += [FlakyRow(variant=outcome.variant, dataset=outcome.dataset,
+                           evaluator=outcome.evaluator, eval_dataset=outcome.eval_dataset,
+                           score=f["score"], row=int(f["row"]),
+                           lines=[int(f["row"]) * per_row, int(f["row"]) * per_row + per_row - 1],
+                           passed=f["passed"], calls=f["repeats"], pass_rate=round(f["pass_rate"], 6))
+                  for f in varying]
     for record in records:
         metrics += builtin_metrics(record, settings.confidence)
     primary, board = leaderboard(settings, metrics, records)
@@ -71,7 +79,8 @@ def build_summary(config: ExperimentConfig, *, evaluation_id: str, experiment_id
         metrics=metrics, scores=scores,
         evaluations=[_evaluation_run(outcome, reused) for outcome, reused in outcomes],
         problems=problems, leaderboard=board, best=best, gates=[], verdict=None, baseline=None,
-        rows=drill_down(records, [outcome for outcome, _reused in outcomes], ledger))
+        rows=drill_down(records, [outcome for outcome, _reused in outcomes], ledger),
+        **({"flaky": flaky} if flaky else {}))
 
 
 def _uses_simulator(records: list[RunRecord]) -> bool:

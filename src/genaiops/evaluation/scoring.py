@@ -21,14 +21,15 @@ INTERVAL_FIELDS = ("ci_low", "ci_high", "method", "n", "n_valid", "n_nan", "n_er
 
 
 def outcome_metrics(outcome: EvalOutcome, confidence: float, repeats: int = 1
-                    ) -> tuple[list[MetricEntry], list[ScoreBlock]]:
-    """Metric entries (reported aggregates first: they are what a team names in gates) and the
-    per-row score blocks behind them. With `repeats` lines per dataset row, intervals are
-    clustered by row, and pass/fail scores add pass@<repeats> and their flaky-row count."""
+                    ) -> tuple[list[MetricEntry], list[ScoreBlock], list[dict]]:
+    """Metric entries (reported aggregates first: they are what a team names in gates), the
+    per-row score blocks behind them and the flaky rows. With `repeats` lines per dataset row,
+    intervals are clustered by row, and pass/fail scores add pass@<repeats> and their flaky-row
+    count; each flaky row is listed (`{score, row, passed, repeats, pass_rate}`)."""
     where = {"variant": outcome.variant, "dataset": outcome.dataset, "evaluator": outcome.evaluator,
              "eval_dataset": outcome.eval_dataset}
     errors = {str(r["line"]): r["error"] for r in outcome.rows if r.get("error")}
-    entries, blocks, means = [], [], {}
+    entries, blocks, means, flaky = [], [], {}, []
     for name in _score_names(outcome.rows):
         values = [ERROR if row.get("error") else (row["scores"] or {}).get(name)
                   for row in outcome.rows]
@@ -38,9 +39,10 @@ def outcome_metrics(outcome: EvalOutcome, confidence: float, repeats: int = 1
             for row, value in zip(outcome.rows, values)},
             **({"repeats": repeats} if repeats > 1 else {})))
         if repeats > 1:
-            means[name], extra = _clustered(name, means[name], outcome.rows, values, repeats,
-                                            confidence, where)
+            means[name], extra, varying = _clustered(name, means[name], outcome.rows, values,
+                                                     repeats, confidence, where)
             entries += extra
+            flaky += [{"score": name, **row} for row in varying]
         interval = _interval(means[name])
         entries.append(MetricEntry(**where, metric=name, source="rows", row_score=name,
                                    value=interval.pop("mean"), **interval))
@@ -51,11 +53,12 @@ def outcome_metrics(outcome: EvalOutcome, confidence: float, repeats: int = 1
             continue
         entries.append(_reported_entry(where, name, number, means, outcome.rows))
     entries.sort(key=lambda e: e.source != "reported")
-    return entries, blocks
+    return entries, blocks, flaky
 
 
 def _clustered(name: str, agg: Aggregate, rows: list[dict], values: list, repeats: int,
-               confidence: float, where: dict) -> tuple[Aggregate, list[MetricEntry]]:
+               confidence: float, where: dict
+               ) -> tuple[Aggregate, list[MetricEntry], list[dict]]:
     """The row-score mean with its interval clustered by dataset row (line // repeats), and for
     pass/fail scores `<name>_pass_at_<k>` and `<name>_flaky_rows` (rows whose verdict varies)."""
     from dataclasses import replace
@@ -73,12 +76,12 @@ def _clustered(name: str, agg: Aggregate, rows: list[dict], values: list, repeat
     usable = {row: [v for v in vals if v is not None] for row, vals in clusters.items()}
     usable = {row: vals for row, vals in usable.items() if vals}
     if not usable:
-        return agg, []
+        return agg, [], []
     low, high = cluster_bootstrap(np.asarray([np.mean(v) for v in usable.values()]), confidence)
     # samples are rows, not calls: min_samples counts rows
     agg = replace(agg, ci_low=low, ci_high=high, method="cluster_bootstrap", n=len(clusters),
                   n_valid=len(usable))
-    extra = []
+    extra, flaky = [], []
     flat = [v for vals in usable.values() for v in vals]
     if is_binary(flat):
         k = min(repeats, min(len(v) for v in usable.values()))
@@ -88,12 +91,12 @@ def _clustered(name: str, agg: Aggregate, rows: list[dict], values: list, repeat
                                  ci_low=round(at_k.ci_low, 6), ci_high=round(at_k.ci_high, 6),
                                  method="cluster_bootstrap", n=at_k.rows, n_valid=at_k.rows,
                                  n_nan=0, n_error=0))
-        flaky = flaky_rows({str(row): vals for row, vals in usable.items()})
+        flaky = flaky_rows({row: vals for row, vals in usable.items()})
         extra.append(MetricEntry(**where, metric=f"{name}_flaky_rows", source="rows",
                                  row_score=None, value=len(flaky), ci_low=None, ci_high=None,
                                  method="none", n=len(usable), n_valid=len(usable), n_nan=0,
                                  n_error=0))
-    return agg, extra
+    return agg, extra, flaky
 
 
 def _score_names(rows: list[dict]) -> list[str]:

@@ -112,6 +112,22 @@ class ScoreBlock(Record):
     repeats: int = 1  # calls per dataset row; written only when more than one
 
 
+class FlakyRow(Record):
+    """A dataset row whose pass/fail verdict on one score varies across its repeated calls: which
+    row (and the experiment lines that ran it, for the report's inputs), and how often it passed."""
+
+    variant: str
+    dataset: str
+    evaluator: str
+    eval_dataset: str
+    score: str
+    row: int  # the dataset row (line // repeats)
+    lines: list[int]  # the first and last experiment line of that row
+    passed: int
+    calls: int
+    pass_rate: Number
+
+
 class EvaluationRun(Record):
     """One evaluator run (evaluator dataset x experiment run), fresh or reused from the store.
     Summaries written before the engine boundary name the engine's run `pf_run`: read as written
@@ -289,7 +305,7 @@ class Summary(Record):
 
     OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset({"recorded_digest", "report_dir",
                                                          "duration_s", "flow_hash",
-                                                         "checkout_changes"})
+                                                         "checkout_changes", "flaky"})
     schema_id: Literal[SUMMARY_SCHEMA] = Field(SUMMARY_SCHEMA, alias="schema")
     id: str
     use_case: str
@@ -311,6 +327,7 @@ class Summary(Record):
     verdict: Literal["pass", "fail"] | None  # None until gates ran (e.g. an experiment baseline)
     baseline: BaselineRef | None
     rows: list[DrillRow] = Field(default_factory=list, exclude=True)  # in results.csv, report.html
+    flaky: list[FlakyRow] | None = None  # with repeats: rows whose verdict varies, least stable first
     flow_hash: str | None = None  # the flow the evaluated runs were made from (older files: absent)
     checkout_changes: list[str] | None = None  # an experiment named with --experiment that this
     # checkout would not make again: what differs (flow hash, config, dataset); reports show it

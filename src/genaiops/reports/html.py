@@ -109,6 +109,13 @@ def _drill(summary: Summary) -> tuple[list[dict], int]:
     return shown, len(summary.rows)
 
 
+def _flaky(summary: Summary) -> list[dict]:
+    """The flaky rows with the inputs of the row (its first experiment line's)."""
+    inputs = {(row.dataset, row.line): row.inputs for row in summary.rows}
+    return [{**f.model_dump(), "inputs": inputs.get((f.dataset, f.lines[0]), {})}
+            for f in summary.flaky or []]
+
+
 def render_html(summary: Summary) -> str:
     variants = [row.variant for row in summary.leaderboard]
     rows, total = _drill(summary)
@@ -118,7 +125,7 @@ def render_html(summary: Summary) -> str:
     return _env().get_template("report.html.jinja2").render(
         s=summary, variants=variants, charts=_charts(summary), deltas=_baseline_deltas(summary),
         rows=rows, total_rows=total, max_rows=MAX_DRILL_ROWS, status_counts=status_counts,
-        operational=_operational(summary), operational_columns=OPERATIONAL)
+        operational=_operational(summary), operational_columns=OPERATIONAL, flaky=_flaky(summary))
 
 
 OPERATIONAL = ["error_rate", "latency_p50_s", "latency_p95_s", "latency_p99_s", "total_tokens",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from genaiops.evaluation.summary import Summary
 
+MAX_FLAKY = 10  # a PR comment stays short; report.html lists them all
 ICONS = {"pass": "PASS", "fail": "FAIL", "insufficient": "SKIP (not enough samples)",
          "skipped": "SKIP"}
 
@@ -50,6 +51,13 @@ def render_markdown(summary: Summary) -> str:
         for gate in summary.gates:
             lines.append(f"| {_md(gate.name)} | {ICONS.get(gate.status, gate.status)} | "
                          f"{_md(gate.message)} |")
+    if summary.flaky:
+        shown = summary.flaky[:MAX_FLAKY]
+        more = f"; {MAX_FLAKY} shown, all in report.html" if len(summary.flaky) > MAX_FLAKY else ""
+        lines += ["", f"Flaky rows ({len(summary.flaky)}: the verdict varies across repeats{more}):",
+                  "", "| variant | score | row | passed |", "|---|---|---:|---:|"]
+        lines += [f"| {_md(f.variant)} | {_md(f.evaluator + '.' + f.score)} | {f.row} | "
+                  f"{f.passed}/{f.calls} |" for f in shown]
     if summary.problems:
         lines += ["", "Problems:"] + [f"- {_md(p)}" for p in summary.problems]
     if summary.baseline:

@@ -90,9 +90,6 @@ def aligned_rows(task: EvalTask, ledger: Ledger) -> list[AlignedRow]:
              f"({task.eval_dataset.source_rel})")
     repeats = task.record.repeats or 1
     if repeats > 1:  # each row evaluates each of its repeats (lines row * repeats + r)
-        if task.eval_dataset.key_column:
-            raise ConfigError(f"{where}: key_column and dataset `repeats:` do not go together yet",
-                              hint="align the evaluator dataset row by row with the dataset")
         data = [(number, row) for number, row in data for _ in range(repeats)]
     if len(data) != task.record.lines_total:
         raise ConfigError(
@@ -101,7 +98,7 @@ def aligned_rows(task: EvalTask, ledger: Ledger) -> list[AlignedRow]:
             hint="an evaluator dataset must line up with the dataset it references (row by row, "
                  "or on key_column); re-run the experiment if the dataset changed")
     key = task.eval_dataset.key_column
-    lines = _lines_by_key(where, data, outputs, key) if key else list(range(len(data)))
+    lines = _lines_by_key(where, data, outputs, key, repeats) if key else list(range(len(data)))
     rows = []
     judged = task.evaluator.repeats  # evaluator `repeats:`: each line scored that many times
     for line, (_number, row) in sorted(zip(lines, data), key=lambda pair: pair[0]):
@@ -129,19 +126,22 @@ def unlabelled(evaluator: str, mapping: dict, row: dict) -> str | None:
 
 
 def _lines_by_key(where: str, data: list[tuple[int, dict]], outputs: dict[int, dict],
-                  key: str) -> list[int]:
+                  key: str, repeats: int) -> list[int]:
     """The experiment line of each evaluator row, joined on `key` (the experiment's outputs
-    carry the dataset row they ran on)."""
-    line_of = {join_key((row.get("inputs") or {}).get(key)): line for line, row in outputs.items()}
+    carry the dataset row they ran on). With `repeats`, a key has that many lines, and the
+    evaluator row (listed once per repeat) takes them in order."""
+    lines_of: dict[str, list[int]] = {}
+    for line in sorted(outputs):
+        lines_of.setdefault(join_key((outputs[line].get("inputs") or {}).get(key)), []).append(line)
     lines = []
     for number, row in data:
-        line = line_of.get(join_key(row.get(key)))
-        if line is None or line in lines:
+        free = lines_of.get(join_key(row.get(key)))
+        if not free or len(free) > repeats:
             raise ConfigError(f"{where}: line {number} ({key} {row.get(key)!r}) matches no "
                               f"single line of the experiment run",
                               hint="key values must be unique and present on both sides; re-run "
                                    "the experiment if the dataset changed")
-        lines.append(line)
+        lines.append(free.pop(0))
     return lines
 
 
