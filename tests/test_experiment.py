@@ -15,12 +15,12 @@ import pytest
 
 from genaiops.cli import main
 from genaiops.config import load_experiment
+from genaiops.config.variants import select_variants
 from genaiops.engines.promptflow.flowspec import read_flow
 from genaiops.errors import RunFailed, UsageError
 from genaiops.phases.context import PhaseContext
 from genaiops.phases.experiment import ExperimentOptions, run_experiment
 from genaiops.simulator import SimulatorServer
-from genaiops.variants import select_variants
 from genaiops.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]

@@ -206,7 +206,7 @@ def marked(mark: str) -> list[str]:
 
 def workers_of(cli_pid: int) -> list[str]:
     """Live processes started for the command with pid `cli_pid` (genaiops' owner tag)."""
-    from genaiops.procs import owner_of
+    from genaiops.execution.procs import owner_of
 
     found = []
     for process in psutil.process_iter(["pid"]):

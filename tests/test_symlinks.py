@@ -125,7 +125,7 @@ def test_additional_includes_are_refused(repo, capsys):
 
 
 def test_serving_bundle_copies_only_regular_files(tmp_path, outside):
-    from genaiops.safecopy import copy_regular_tree
+    from genaiops.workspace.safecopy import copy_regular_tree
 
     source = tmp_path / "build" / "flow"
     source.mkdir(parents=True)

@@ -265,7 +265,7 @@ def gate_label(metric: str, op: str, threshold, type_: str = "absolute", name: s
 
 
 class Gate(FileModel):
-    metric: NonEmpty  # bare, `builtin.<name>` or `<evaluator>.<name>` (genaiops.metric_names)
+    metric: NonEmpty  # bare, `builtin.<name>` or `<evaluator>.<name>` (genaiops.config.metric_names)
     op: Literal[">=", ">", "<=", "<", "=="]
     threshold: Number
     name: str = ""

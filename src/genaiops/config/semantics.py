@@ -18,6 +18,7 @@ from genaiops.config.datasets import (
     missing_column,
     read_dataset,
 )
+from genaiops.config.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
 from genaiops.config.model import gate_label
 from genaiops.config.yamlsrc import SourceMap, format_path
 from genaiops.engines import (
@@ -31,7 +32,6 @@ from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.execution.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
 from genaiops.hashing import escaping_links
-from genaiops.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
 from genaiops.notices import notice
 from genaiops.workspace.repo import resolve_inside
 

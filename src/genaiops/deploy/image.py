@@ -28,8 +28,8 @@ from pathlib import Path
 
 from genaiops.deploy import dockercli
 from genaiops.errors import GenaiopsError, UsageError
-from genaiops.safecopy import require_regular_tree
 from genaiops.workspace.files import atomic_write_text
+from genaiops.workspace.safecopy import require_regular_tree
 
 TEMPLATE_VERSION = "5"  # 5: bundles hold no bytecode
 LABEL_PREFIX = "io.genaiops."

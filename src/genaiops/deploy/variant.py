@@ -54,8 +54,8 @@ def summary_md_for(workspace, use_case: str) -> Path | None:
 
 
 def choose_variant(ctx, requested: str = "best") -> ChosenVariant:
-    """`requested` is best | default | a variant label (see `genaiops.variants`)."""
-    from genaiops.variants import select_variants
+    """`requested` is best | default | a variant label (see `genaiops.config.variants`)."""
+    from genaiops.config.variants import select_variants
 
     config, workspace = ctx.config, ctx.workspace
     if requested == "best":

@@ -1,6 +1,6 @@
 """A batch worker process of an engine's own (agent_framework, python): the leader of a new process
 group, fed its connections (secrets included) on stdin so they never touch a file, reporting on
-stdout, contained like promptflow's workers (`genaiops.procs`) and ended with everything it started."""
+stdout, contained like promptflow's workers (`genaiops.execution.procs`) and ended with everything it started."""
 
 from __future__ import annotations
 
@@ -51,12 +51,12 @@ def run_batch_process(command: list[str], plan: dict[str, Any], env: dict[str, s
     secret) and the connections on stdin, prints `done N` per line (over all members) and writes
     the result; a worker that leaves no result is a failed run with the tail of its log.
 
-    The worker is contained (`genaiops.procs`): started from the spawner thread (its parent-death
+    The worker is contained (`genaiops.execution.procs`): started from the spawner thread (its parent-death
     signal), carrying an owner tag its descendants inherit, with a private TMPDIR, the trust folder
     hidden (`processenv.sandboxed`); past `limit` seconds, or stopped (SIGSTOP), the run fails
     (crashed); whatever happens, it and everything it started are killed when it ends."""
-    from genaiops import procs
     from genaiops.engines.processenv import sandboxed
+    from genaiops.execution import procs
     from genaiops.workspace.sweep import owner_tag
 
     members = max(1, len(plan["members"]))
@@ -102,7 +102,7 @@ def _wait(process: subprocess.Popen[bytes], payload: bytes, limit: float,
     started may hold it open after the worker exits."""
     import time
 
-    from genaiops import procs
+    from genaiops.execution import procs
 
     done = [0]
 

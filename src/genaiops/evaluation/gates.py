@@ -21,10 +21,10 @@ from __future__ import annotations
 import math
 import operator
 
+from genaiops.config.metric_names import BUILTIN
 from genaiops.config.model import EvaluationSettings, Gate
 from genaiops.evaluation.stats import as_number, paired_test
 from genaiops.evaluation.summary import GateResult, MetricEntry, Summary, source_label
-from genaiops.metric_names import BUILTIN
 
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 PASS, FAIL, INSUFFICIENT, SKIPPED = "pass", "fail", "insufficient", "skipped"

@@ -27,8 +27,8 @@ from pydantic import (
     model_serializer,
 )
 
+from genaiops.config.metric_names import BUILTIN, parse_metric
 from genaiops.errors import UsageError
-from genaiops.metric_names import BUILTIN, parse_metric
 
 SUMMARY_SCHEMA = "genaiops.evaluation/1"
 SIMULATOR_LABEL = "bundled LLM SIMULATOR (loopback, deterministic rules, not a real model)"
@@ -277,7 +277,7 @@ def resolve_metric(metrics: list[MetricEntry], variant: str, metric: str,
                    evaluators: tuple[str, ...] = ()) -> tuple[MetricEntry | None, str | None]:
     """(the entry `metric` names for `variant`, None) or (None, why it names none unambiguously).
 
-    `metric` is bare, `builtin.<name>` or `<evaluator>.<name>` (`genaiops.metric_names`); a bare
+    `metric` is bare, `builtin.<name>` or `<evaluator>.<name>` (`genaiops.config.metric_names`); a bare
     name that several sources report is ambiguous: judging it would be a guess."""
     sources = tuple(dict.fromkeys([*evaluators, *(m.evaluator for m in metrics if m.evaluator != BUILTIN)]))
     ref = parse_metric(metric, sources, evaluator)

@@ -112,10 +112,10 @@ def _margin(candidate: PhaseContext, options: CompareOptions) -> float:
 
 def _evaluate_side(ctx: PhaseContext, selector: str, options: CompareOptions,
                    role: str) -> _Evaluated:
+    from genaiops.config.variants import select_variants
     from genaiops.evaluation.gates import check_gates, verdict
     from genaiops.phases.evaluate import EvaluateOptions, evaluate_experiment
     from genaiops.phases.experiment import ExperimentOptions, run_experiment
-    from genaiops.variants import select_variants
 
     config = ctx.config
     variants = select_variants(config, ctx.flow, selector)

@@ -42,7 +42,7 @@ class PhaseContext:
         from genaiops.config.envvars import load_dotenv_values
         from genaiops.deploy.audit import redact_key
         from genaiops.engines import engine_for
-        from genaiops.procs import sweep_machine
+        from genaiops.execution.procs import sweep_machine
         from genaiops.secrets import REDACTOR
 
         REDACTOR.add(*config.secrets())

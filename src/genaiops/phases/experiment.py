@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genaiops.config.model import Dataset, ExperimentConfig
+from genaiops.config.run_inputs import RunInputs, reuse_hint, run_inputs
+from genaiops.config.variants import select_variants
 from genaiops.engines.base import BatchJob, BatchResult, VariantSpec
 from genaiops.errors import RunFailed, UsageError
 from genaiops.execution.scheduling import Unit, run_concurrently
@@ -32,8 +34,6 @@ from genaiops.hashing import hash_file, hash_tree
 from genaiops.notices import notice
 from genaiops.phases.context import PhaseContext
 from genaiops.phases.run_records import build_record, member_rows, merged
-from genaiops.run_inputs import RunInputs, reuse_hint, run_inputs
-from genaiops.variants import select_variants
 from genaiops.workspace.files import atomic_write_jsonl, iter_jsonl
 from genaiops.workspace.ledger import (
     STATUS_COMPLETED,

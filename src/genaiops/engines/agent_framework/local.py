@@ -5,7 +5,7 @@ of a member at a time; starting it costs about half a second (importing agent-fr
 batch of several variants pays it once. The job file holds nothing secret; the connections,
 keys included, are written to the worker's stdin. Progress arrives on its stdout (`done N`).
 
-The worker is contained like promptflow's (`genaiops.procs`: subreaper, parent-death signal, owner
+The worker is contained like promptflow's (`genaiops.execution.procs`: subreaper, parent-death signal, owner
 tag, private TMPDIR): when it exits, times out (`BatchJob.deadline_sec`), is stopped (SIGSTOP) or
 the command is interrupted, it and everything the app started are killed.
 """

@@ -224,7 +224,7 @@ def dead_manager(since: int) -> str | None:
             continue
         if code is None or code == 0:
             continue
-        from genaiops.procs import how_it_ended
+        from genaiops.execution.procs import how_it_ended
 
         return how_it_ended(code)
     return None

@@ -5,7 +5,7 @@ start the forkserver that makes each batch run's start-up cheap, see `fastbatch`
 orchestrator is still planning. A worker runs one job at a time and then waits for the next, so
 the workers of one command serve all its phases: connections, experiment batches, evaluations.
 The job carries its environment (worker count, timeouts, retry policy), which the worker applies
-for that job only. `close()` ends every worker and all it started (`genaiops.procs`).
+for that job only. `close()` ends every worker and all it started (`genaiops.execution.procs`).
 
 A run ends within its deadline (`BatchJob.deadline_sec`) whatever its flow does: past it, or when
 a process of the worker's tree stays stopped (SIGSTOP), the worker and its tree are killed and the
@@ -31,7 +31,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from genaiops import procs
 from genaiops.engines.base import (
     BatchJob,
     BatchResult,
@@ -51,6 +50,7 @@ from genaiops.engines.promptflow.retry_policy import BOOTSTRAP_DIR, ENV_ATTEMPTS
 from genaiops.engines.promptflow.rundirs import lock_down, scrub
 from genaiops.engines.promptflow.worker import idle_limit
 from genaiops.errors import GenaiopsError
+from genaiops.execution import procs
 from genaiops.workspace.files import atomic_write_json, socket_safe_temp_base
 from genaiops.workspace.sweep import owner_tag
 
@@ -84,7 +84,7 @@ def job_environment(job: BatchJob) -> dict[str, Any]:
 class _Worker:
     """One worker process, leader of its own process group and subreaper of its tree: promptflow's
     manager and line processes (and the worker's forkserver) are in that group, and whatever a
-    flow starts stays in its tree or carries its owner tag (`genaiops.procs`)."""
+    flow starts stays in its tree or carries its owner tag (`genaiops.execution.procs`)."""
 
     def __init__(self, folder: Path, forkserver: bool):
         self.folder = folder

@@ -22,8 +22,8 @@ from genaiops.engines.processenv import engine_environment, sandboxed
 from genaiops.engines.promptflow.env import HOME_ENV
 from genaiops.engines.serving import flow_requirements
 from genaiops.errors import GenaiopsError
-from genaiops.safecopy import copy_regular_tree
 from genaiops.workspace.files import atomic_write_text
+from genaiops.workspace.safecopy import copy_regular_tree
 
 PROMPTFLOW_PIN = "promptflow==1.18.5"
 SERVING_REQUIREMENTS = ("keyrings.alt", "gunicorn==22.0.0",

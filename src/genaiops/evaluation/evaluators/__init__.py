@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from genaiops.config.model import ExperimentConfig
+from genaiops.config.run_inputs import reuse_hint, run_inputs
 from genaiops.errors import ConfigError
 from genaiops.evaluation.evaluators.azure_ai import AzureAIEvaluator
 from genaiops.evaluation.evaluators.base import (
@@ -22,7 +23,6 @@ from genaiops.evaluation.evaluators.flow import FlowEvaluator
 from genaiops.execution.scheduling import Unit, run_concurrently
 from genaiops.hashing import hash_file
 from genaiops.notices import notice
-from genaiops.run_inputs import reuse_hint, run_inputs
 from genaiops.workspace.ledger import Ledger, RunRecord, run_key
 
 if TYPE_CHECKING:

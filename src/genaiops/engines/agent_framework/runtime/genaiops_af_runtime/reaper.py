@@ -1,4 +1,4 @@
-"""Containment of the batch worker: what `genaiops.procs` does in a worker (this package imports
+"""Containment of the batch worker: what `genaiops.execution.procs` does in a worker (this package imports
 nothing of genaiops, so it has its own few lines).
 
 The worker is a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`): processes the app starts, in a
