@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -179,12 +180,15 @@ def test_evaluation_rows_join_on_the_key_column(demo, tmp_path):
     assert code == 0, summary["gates"]
 
 
-def test_the_key_column_joins_every_repeat_of_a_row(demo, tmp_path):
+def test_the_key_column_joins_every_repeat_of_a_row(demo, tmp_path, monkeypatch):
     """`repeats: 2` on the dataset: each labelled row (listed in reverse order) scores both calls
-    of its row, and the interval is clustered over the 4 rows, not the 8 calls."""
-    assert main(["--repo", str(demo), "run", "experiment", "-u", "demo", "-e", "keyed_repeats",
+    of its row, and the interval is clustered over the 4 rows, not the 8 calls. A copy of the
+    repository with its own state, so the other tests' latest experiment stays theirs."""
+    repo = Path(shutil.copytree(demo, tmp_path / "repo"))
+    monkeypatch.setenv("GENAIOPS_STATE_DIR", str(tmp_path / "state"))
+    assert main(["--repo", str(repo), "run", "experiment", "-u", "demo", "-e", "keyed_repeats",
                  "--no-progress"]) == 0
-    code, summary = evaluate(demo, "keyed_repeats", tmp_path)
+    code, summary = evaluate(repo, "keyed_repeats", tmp_path / "report")
     score = metric(summary, "score")
     assert (score["value"], score["method"], score["n"]) == (1.0, "cluster_bootstrap", 4)
     assert summary["evaluations"][0]["status"] == "completed"

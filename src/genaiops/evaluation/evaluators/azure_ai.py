@@ -23,8 +23,7 @@ from genaiops.evaluation.evaluators.base import (
     AlignedRow,
     EvalOutcome,
     EvalTask,
-    error_rows,
-    resolve_mapping,
+    score_rows,
 )
 from genaiops.secrets import redact
 
@@ -150,19 +149,8 @@ class AzureAIEvaluator:
 
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
         started = time.monotonic()
-        instance = self._instance()
-        failed = error_rows(rows)
-        out_rows = []
-        for row in rows:
-            if row.line in failed:
-                out_rows.append({"line": row.line, "scores": {}, "error": failed[row.line]})
-                continue
-            try:
-                result = instance(**resolve_mapping(task.eval_dataset.mappings, row))
-            except Exception as exc:  # one bad row is that row's error (e.g. nltk data missing)
-                out_rows.append({"line": row.line, "scores": {}, "error": _row_error(exc)})
-                continue
-            out_rows.append({"line": row.line, "scores": flatten(result), "error": None})
+        # one bad row is that row's error (e.g. nltk data missing)
+        out_rows, _results = score_rows(task, rows, self._instance(), flatten, _row_error)
         return EvalOutcome(
             key=task.key, evaluator=task.evaluator.name, eval_dataset=task.eval_dataset.name,
             dataset=task.record.dataset, variant=task.record.variant, run_key=task.record.key,

@@ -9,8 +9,9 @@ sees the same rows and reports one `EvalOutcome`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from genaiops.config.datasets import join_key
 from genaiops.errors import ConfigError
@@ -196,6 +197,28 @@ def scored_rows(rows: list[AlignedRow]) -> list[AlignedRow]:
     `n_valid` the denominator), as `lines_failed` on the leaderboard and in `builtin.error_rate`,
     which `runtime.failed_line_tolerance` and gates judge."""
     return [row for row in rows if row.run_outputs is not None and row.skipped is None]
+
+
+def score_rows(task: EvalTask, rows: list[AlignedRow], call: Callable[..., Any],
+               scores: Callable[[Any], dict], row_error: Callable[[Exception], str]
+               ) -> tuple[list[dict], list[Any]]:
+    """In-process evaluators: `call` each scorable row with its mapped values, one bad row being
+    that row's error, never the whole evaluation. Returns the rows (`{line, scores, error}`) and
+    the raw results, for an aggregate."""
+    failed = error_rows(rows)
+    out_rows, results = [], []
+    for row in rows:
+        if row.line in failed:
+            out_rows.append({"line": row.line, "scores": {}, "error": failed[row.line]})
+            continue
+        try:
+            result = call(**resolve_mapping(task.eval_dataset.mappings, row))
+        except Exception as exc:
+            out_rows.append({"line": row.line, "scores": {}, "error": row_error(exc)})
+            continue
+        results.append(result)
+        out_rows.append({"line": row.line, "scores": scores(result), "error": None})
+    return out_rows, results
 
 
 def error_rows(rows: list[AlignedRow]) -> dict[int, str]:

@@ -21,8 +21,7 @@ from genaiops.evaluation.evaluators.base import (
     AlignedRow,
     EvalOutcome,
     EvalTask,
-    error_rows,
-    resolve_mapping,
+    score_rows,
     scores_of,
 )
 from genaiops.hashing import hash_file
@@ -73,21 +72,9 @@ class CodeEvaluator:
     def evaluate(self, task: EvalTask, rows: list[AlignedRow], name: str) -> EvalOutcome:
         started = time.monotonic()
         function, aggregate = self._load()
-        failed = error_rows(rows)
-        out_rows, results = [], []
-        for row in rows:
-            if row.line in failed:
-                out_rows.append({"line": row.line, "scores": {}, "error": failed[row.line]})
-                continue
-            try:
-                result = function(**resolve_mapping(task.eval_dataset.mappings, row))
-            except Exception as exc:  # one bad row is that row's error, never the whole evaluation
-                out_rows.append({"line": row.line, "scores": {},
-                                 "error": redact(f"{type(exc).__name__}: {exc}")[:500]})
-                continue
-            results.append(result)
-            out_rows.append({"line": row.line, "scores": scores_of(result, task.evaluator.name),
-                             "error": None})
+        out_rows, results = score_rows(
+            task, rows, function, lambda result: scores_of(result, task.evaluator.name),
+            lambda exc: redact(f"{type(exc).__name__}: {exc}")[:500])
         metrics, error = {}, None
         if aggregate is not None:
             try:
