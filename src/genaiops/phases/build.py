@@ -54,11 +54,11 @@ def stage_candidate(ctx: PhaseContext, chosen, *, simulator_url: str | None) -> 
 
 def register_candidate(ctx: PhaseContext, candidate: Candidate, progress):
     """Register the staged flow in the use case's registry, only when its content is new there."""
-    from genaiops.registry import AssetSpec, open_registry
+    from genaiops.registry import AssetSpec
 
     experiment, engine = ctx.config, ctx.engine
     backend = ctx.deployment.registry.get("backend") or experiment.registry.get("backend", "local")
-    registration = open_registry(backend, experiment.repo_root, experiment.registry).register(
+    registration = ctx.project.registry(backend, experiment.registry).register(
         AssetSpec(name=f"{experiment.use_case}-flow", kind="flow", path=candidate.staged,
                   description=f"deployed flow, variant {candidate.chosen.label}", ignores=engine.cache_patterns,
                   properties=engine.registration_properties(candidate.staged)))
