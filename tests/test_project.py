@@ -9,12 +9,12 @@ from functools import cached_property
 from pathlib import Path
 
 import pytest
+from repo_factory import make_repo
 
 from genaiops.cli import main
 from genaiops.project import Project
 from genaiops.workspace import Workspace
 from genaiops.workspace.repo import ConfigsLayout
-from repo_factory import make_repo
 
 
 def _tree(*roots: Path) -> set[str]:
