@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # in the image the module sits beside this file; here it is genaiops.engines'
-    from genaiops.engines import genaiops_telemetry
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from genaiops.engines import genaiops_telemetry
 else:
     import genaiops_telemetry
 
