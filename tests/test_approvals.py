@@ -308,7 +308,9 @@ def test_cli_approve_shows_summary_and_diff_and_reject_blocks(tmp_path, workspac
     root = copy_use_case(tmp_path / "repo", "classification")
     for name in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME", "GENAIOPS_IMAGE_REGISTRY"):
         monkeypatch.setenv(name, "x")  # prod's Azure settings: required to load the prod environment
-    workspace.best_pointer("classification").with_name("summary.md").write_text("# accuracy 0.93 (gate >= 0.8: passed)\n")
+    summary_md = workspace.best_pointer("classification").with_name("summary.md")
+    summary_md.parent.mkdir(parents=True)  # naming a workspace path creates no folder
+    summary_md.write_text("# accuracy 0.93 (gate >= 0.8: passed)\n")
     code, out, err = run_cli(["--repo", str(root), "approve", "-u", "classification", "-e", "prod",
                               "--artifact", A, "--by", "alice", "--note", "ok"], capsys)
     assert code == 0, err

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from genaiops.cli import build_parser, main
-from genaiops.registry import AssetSpec, open_registry
+from genaiops.project import Project
+from genaiops.registry import AssetSpec
 from genaiops.secrets import MASK, REDACTOR
 
 DIGEST = "sha256:" + "0" * 64
@@ -209,7 +210,7 @@ def test_every_json_command_prints_valid_json(name, repo, capsys):
 
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_repo_flag_is_honoured_by_registry(where, repo, tmp_path, monkeypatch, capsys):
-    open_registry("local", repo).register(
+    Project.at(repo).registry("local").register(
         AssetSpec("demo", "dataset", repo / "datasets" / "demo" / "demo.jsonl"))
     elsewhere = tmp_path / "elsewhere"  # the repository of the current folder: nothing registered
     for folder in ("flows", "configs"):
@@ -230,7 +231,7 @@ def test_repo_flag_after_the_command_wins_over_one_before(repo, tmp_path, capsys
 
 def test_registry_output_is_redacted(repo, secret, capsys):
     dataset = repo / "datasets" / "demo" / "demo.jsonl"
-    open_registry("local", repo).register(AssetSpec("demo", "dataset", dataset, f"key {secret}"))
+    Project.at(repo).registry("local").register(AssetSpec("demo", "dataset", dataset, f"key {secret}"))
     for extra in ([], ["--json"]):
         code, out, _ = run(["--repo", str(repo), "registry", "show", "demo", "--version", "1",
                             *extra], capsys)

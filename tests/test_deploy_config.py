@@ -183,6 +183,7 @@ def test_variant_best_pointer_default_fallback_and_explicit(repo, state_dir):
     fallback = choose_variant(ctx, "best")
     assert fallback.source == "default" and "no evaluation pointer" in fallback.note
     assert fallback.nodes == {"summarize": "full", "classify": "careful"}
+    ctx.workspace.best_pointer("classification").parent.mkdir(parents=True)  # naming it made none
     ctx.workspace.best_pointer("classification").write_text(json.dumps(seal({
         "variant": "summarize.brief+classify.terse", "flow_hash": "sha256:x", "summary_digest": "sha256:s",
         "variant_spec": {"nodes": {"summarize": "brief", "classify": "terse"}, "init": {}}})))

@@ -20,7 +20,8 @@ from fakes.azureml import FakeAzureML, workspace_path
 from genaiops import hashing
 from genaiops.engines import open_engine
 from genaiops.errors import GenaiopsError, UsageError
-from genaiops.registry import AssetSpec, open_registry
+from genaiops.project import Project
+from genaiops.registry import AssetSpec
 
 pytest.importorskip("azure.ai.ml")
 
@@ -96,7 +97,7 @@ def registry(workspace, repo, uploader):
         "client_kwargs": {"authentication_policy": loopback_auth_policy()},
         "uploader": uploader,
     }
-    return open_registry("azureml", repo, settings)
+    return Project.at(repo).registry("azureml", settings)
 
 
 def tickets(repo) -> AssetSpec:
@@ -257,7 +258,7 @@ def test_missing_workspace_settings_name_the_variables(repo, monkeypatch):
     with pytest.raises(
         UsageError, match="needs AZURE_RESOURCE_GROUP, AZUREML_WORKSPACE_NAME"
     ) as err:
-        open_registry("azureml", repo)
+        Project.at(repo).registry("azureml")
     assert err.value.exit_code == 2
 
 
@@ -306,7 +307,7 @@ def test_without_uploader_the_sdk_gets_the_local_file_and_a_staged_flow_copy(rep
     from azure.ai.ml.entities import Data, Model
 
     client = FakeMLClient()
-    registry = open_registry("azureml", repo, {"ml_client": client})
+    registry = Project.at(repo).registry("azureml", {"ml_client": client})
     data_path = repo / "datasets" / "tickets.jsonl"
     reg = registry.register(tickets(repo))
     [entity] = client.data.created
@@ -348,7 +349,7 @@ LIVE_ENV = ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_
 def test_live_register_twice_gives_one_version(tmp_path):
     data = tmp_path / "genaiops-live.jsonl"
     data.write_text(json.dumps({"run": str(uuid.uuid4())}) + "\n")
-    registry = open_registry("azureml", tmp_path)
+    registry = Project.at(tmp_path).registry("azureml")
     spec = AssetSpec("genaiops-live-test", "dataset", data, "genaiops live test, safe to delete")
     first = registry.register(spec)
     second = registry.register(spec)

@@ -17,7 +17,8 @@ from genaiops import hashing
 from genaiops.cli.registry import add_registry_parser
 from genaiops.engines.promptflow import PromptflowEngine
 from genaiops.errors import GenaiopsError, UsageError
-from genaiops.registry import AssetSpec, open_registry
+from genaiops.project import Project
+from genaiops.registry import AssetSpec
 from genaiops.registry.blobstore import BlobStore
 
 
@@ -35,7 +36,7 @@ def repo(tmp_path) -> Path:
 
 @pytest.fixture
 def registry(repo, state_dir):
-    return open_registry("local", repo)
+    return Project.at(repo).registry("local")
 
 
 def tickets(repo) -> AssetSpec:
@@ -103,7 +104,7 @@ def test_tags_hold_hash_source_commit_and_build(repo, state_dir, monkeypatch):
         ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
     monkeypatch.setenv("BUILD_BUILDID", "4711")
-    reg = open_registry("local", repo).register(
+    reg = Project.at(repo).registry("local").register(
         AssetSpec("tickets", "dataset", Path("datasets/tickets.jsonl"))
     )
     assert reg.tags == {
@@ -187,7 +188,7 @@ def test_user_errors_are_usage_errors(registry, repo):
     with pytest.raises(UsageError, match="nothing to register"):
         registry.register(AssetSpec("empty", "flow", empty))
     with pytest.raises(UsageError, match="unknown registry backend 'nexus'"):
-        open_registry("nexus", repo)
+        Project.at(repo).registry("nexus")
 
 
 def _garble(catalog: Path, data: bytes) -> None:
@@ -204,7 +205,7 @@ def test_a_lost_catalogue_is_rebuilt_from_the_registration_records(registry, rep
     assert registry.register(tickets(repo)).version == 2
     catalog = state_dir / "registry" / "catalog.sqlite"
     _garble(catalog, garbage)
-    fresh = open_registry("local", repo)
+    fresh = Project.at(repo).registry("local")
     assert [r.version for r in fresh.versions("tickets")] == [1, 2]
     (repo / "datasets" / "tickets.jsonl").write_text("v3\n")
     assert fresh.register(tickets(repo)).version == 3
@@ -217,7 +218,7 @@ def test_a_catalogue_row_that_differs_from_its_record_is_rebuilt(registry, repo,
 
     with sqlite3.connect(state_dir / "registry" / "catalog.sqlite") as conn:
         conn.execute("UPDATE assets SET content_hash = 'sha256:' || printf('%064d', 0)")
-    assert open_registry("local", repo).get("tickets", 1).content_hash == first.content_hash
+    assert Project.at(repo).registry("local").get("tickets", 1).content_hash == first.content_hash
 
 
 def test_a_corrupt_catalogue_without_records_is_a_clear_error(registry, repo, state_dir):
@@ -227,7 +228,7 @@ def test_a_corrupt_catalogue_without_records_is_a_clear_error(registry, repo, st
     shutil.rmtree(state_dir / "registry" / "records")
     _garble(state_dir / "registry" / "catalog.sqlite", b"this is not a database" * 100)
     with pytest.raises(GenaiopsError, match="catalog.sqlite is unusable") as err:
-        open_registry("local", repo).list_assets()
+        Project.at(repo).registry("local").list_assets()
     assert "move it away" in str(err.value)
 
 
@@ -236,11 +237,11 @@ def test_a_damaged_blob_is_quarantined_and_stored_again(registry, repo, state_di
     blob = Path(registration.location)
     blob.write_text("garbled\n")
     with pytest.raises(GenaiopsError, match="registered bytes of local:tickets:1 are damaged"):
-        open_registry("local", repo).get("tickets", 1)
-    again = open_registry("local", repo).register(tickets(repo))  # the source still has the bytes
+        Project.at(repo).registry("local").get("tickets", 1)
+    again = Project.at(repo).registry("local").register(tickets(repo))  # the source still has the bytes
     assert (again.version, again.created) == (1, False)
     assert blob.read_bytes() == (repo / "datasets" / "tickets.jsonl").read_bytes()
-    assert open_registry("local", repo).get("tickets", 1).version == 1
+    assert Project.at(repo).registry("local").get("tickets", 1).version == 1
 
 
 # -- concurrency: real processes --------------------------------------------------------------
@@ -249,11 +250,12 @@ WORKER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from genaiops.registry import AssetSpec, open_registry
+    from genaiops.project import Project
+    from genaiops.registry import AssetSpec
     repo, content_dir, go, index, rounds = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     while not go.exists():
         time.sleep(0.005)
-    registry = open_registry("local", repo)
+    registry = Project.at(repo).registry("local")
     results = []
     for r in range(rounds):
         for name, variant in (("shared", "same"), ("mixed", f"v{(index + r) % 3}")):

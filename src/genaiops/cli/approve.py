@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, repo_root
+from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, project
 from genaiops.errors import EXIT_OK, GenaiopsError, UsageError
 
 
@@ -52,13 +52,12 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     from genaiops.deploy.approvals import normalise_digest, record_decision
     from genaiops.deploy.audit import audit_log, incident_on_damage, last_successful
     from genaiops.deploy.variant import summary_md_for
-    from genaiops.workspace import Workspace
 
-    root = repo_root(args)
-    config = load_deployment(root, args.use_case, args.env)
+    repo = project(args)
+    config = load_deployment(repo.root, args.use_case, args.env)
     environment = config.environment(args.env)
     artifact = normalise_digest(args.artifact)
-    workspace = Workspace.for_repo(root)
+    workspace = repo.workspace
     refused = {"event": "decision_unrecorded", "decision": decision, "use_case": args.use_case,
                "env": args.env, "artifact": artifact, "by": args.by}
     with incident_on_damage(workspace, refused):

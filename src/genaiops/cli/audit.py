@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.options import add_command, add_command_group, repo_root
+from genaiops.cli.options import add_command, add_command_group, project
 from genaiops.errors import EXIT_OK
 
 
@@ -32,9 +32,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     """
     from genaiops.cli.render import emit_json, out
     from genaiops.deploy.audit import create_key
-    from genaiops.workspace import Workspace
 
-    path = create_key(Workspace.for_repo(_root_or_here(args)))
+    path = create_key(_project_or_here(args).workspace)
     if args.json:
         emit_json({"ok": True, "key_file": str(path)})
         return EXIT_OK
@@ -52,9 +51,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """
     from genaiops.cli.render import emit_json, out
     from genaiops.deploy.audit import ChainHead, audit_log, incident_on_damage
-    from genaiops.workspace import Workspace
 
-    workspace = Workspace.for_repo(repo_root(args))
+    workspace = project(args).workspace
     log = audit_log(workspace)
     heads = [ChainHead.parse(h) for h in args.head]
     with incident_on_damage(workspace, {"event": "verify_failed"}):
@@ -72,13 +70,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _root_or_here(args: argparse.Namespace):
+def _project_or_here(args: argparse.Namespace):
     """`audit init` works outside a repository too (the key is per user, not per repository)."""
-    from pathlib import Path
-
     from genaiops.errors import UsageError
+    from genaiops.project import Project
 
     try:
-        return repo_root(args)
+        return project(args)
     except UsageError:
-        return Path.cwd()
+        return Project.at(".")

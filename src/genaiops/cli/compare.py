@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from genaiops.cli.args import amount, positive_int, probability, runs_at_once
-from genaiops.cli.options import OVERLAY, add_command, llm_mode, repo_root, show_progress
+from genaiops.cli.options import OVERLAY, add_command, llm_mode, project, show_progress
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
@@ -61,14 +61,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from genaiops.phases.context import PhaseContext
     from genaiops.reports.comparison import console_lines
 
-    root, progress = repo_root(args), show_progress(args)
+    repo, progress = project(args), show_progress(args)
     options = CompareOptions(
         baseline_variant=args.baseline_variant, candidate_variant=args.candidate_variant,
         metrics=args.metric, margin=args.margin, confidence=args.confidence,
         min_samples=args.min_samples, force=args.force, max_parallel=args.max_parallel,
         report_dir=args.report_dir)
-    with PhaseContext.open(root, args.baseline, args.env, show_progress=progress, llm=llm_mode(args)) as baseline, \
-            PhaseContext.open(root, args.candidate, args.env, show_progress=progress,
+    with PhaseContext.open(repo, args.baseline, args.env, show_progress=progress, llm=llm_mode(args)) as baseline, \
+            PhaseContext.open(repo, args.candidate, args.env, show_progress=progress,
                               llm=llm_mode(args)) as candidate:
         comparison = run_compare(baseline, candidate, options)
     code = EXIT_OK if comparison.verdict == "pass" else EXIT_FAILED

@@ -66,13 +66,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def _receive(args: argparse.Namespace, out) -> int:
     """The embedded receiver in the foreground on the port the environment's containers export to."""
-    from genaiops.cli.options import repo_root
+    from genaiops.cli.options import project
     from genaiops.config.deployment import load_deployment
     from genaiops.deploy.targets.docker import OTLP_PORT
     from genaiops.monitoring.receiver import serve
-    from genaiops.workspace import Workspace
 
-    root = repo_root(args)
-    environment = load_deployment(root, args.use_case, args.env).environment(args.env)
+    repo = project(args)
+    environment = load_deployment(repo.root, args.use_case, args.env).environment(args.env)
     port = int(environment.settings.get("otlp_port", OTLP_PORT))
-    return serve(Workspace.for_repo(root).traces_db, port, out)
+    return serve(repo.workspace.traces_db, port, out)

@@ -110,20 +110,30 @@ def show_progress(args: argparse.Namespace) -> bool:
     return not (getattr(args, "no_progress", False) or getattr(args, "json", False))
 
 
-def repo_root(args: argparse.Namespace) -> Path:
-    """The repository named by `--repo` (before or after the command), else found from here."""
-    from genaiops.workspace.repo import find_repo_root, repo_from_flag
+def project(args: argparse.Namespace):
+    """The command's one `Project`: the repository named by `--repo` (before or after the
+    command), else found from here. Built on first use and kept on `args`, so every part of the
+    command sees the same repository, workspace and registries."""
+    from genaiops.project import Project
 
-    repo = getattr(args, "repo", None)
-    return repo_from_flag(repo) if repo else find_repo_root()
+    built = getattr(args, "_project", None)
+    if built is None:
+        built = Project.find(getattr(args, "repo", None))
+        args._project = built
+    return built
+
+
+def repo_root(args: argparse.Namespace) -> Path:
+    """The root of the command's project (`project(args).root`)."""
+    return project(args).root
 
 
 def phase_context(args: argparse.Namespace):
-    """The phase context (config, workspace, engine) of --repo/--use-case/--env; the config's
+    """The phase context (config, project, engine) of --repo/--use-case/--env; the config's
     secrets are registered for redaction before anything is printed."""
     from genaiops.phases.context import PhaseContext
 
-    return PhaseContext.open(repo_root(args), args.use_case, args.env, show_progress=show_progress(args),
+    return PhaseContext.open(project(args), args.use_case, args.env, show_progress=show_progress(args),
                              llm=llm_mode(args))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, repo_root
+from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, project
 from genaiops.errors import EXIT_OK, UsageError
 
 
@@ -41,17 +41,16 @@ def _shift(args: argparse.Namespace, action: str) -> int:
     from genaiops.config.deployment import load_deployment
     from genaiops.deploy.audit import audit_log
     from genaiops.deploy.targets import make_target
-    from genaiops.workspace import Workspace
 
     if not args.by.strip():
         raise UsageError("--by must name the person deciding")
-    root = repo_root(args)
-    config = load_deployment(root, args.use_case, args.env)
+    repo = project(args)
+    config = load_deployment(repo.root, args.use_case, args.env)
     environment = config.environment(args.env)
     if environment.target != "aml":
         raise UsageError(f"environment {args.env} deploys to {environment.target}: {action} acts on the "
                          "traffic split of an Azure ML endpoint (target: aml)")
-    trail = audit_log(Workspace.for_repo(root))
+    trail = audit_log(repo.workspace)
     trail.read()  # a chain that fails its check is not written to, and nothing moves
     moved = make_target("aml", progress=None if args.json else out).shift_traffic(
         environment.settings, args.use_case, args.env, action)

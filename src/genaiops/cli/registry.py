@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from genaiops.cli.options import add_command, add_command_group, add_registry_flag, repo_root
+from genaiops.cli.options import add_command, add_command_group, add_registry_flag, project
 from genaiops.errors import EXIT_OK
 
 BACKEND_ENV = "GENAIOPS_REGISTRY_BACKEND"
@@ -27,10 +27,8 @@ def add_registry_parser(subparsers) -> None:
 
 
 def _open(args: argparse.Namespace):
-    from genaiops.registry import open_registry
-
     backend = args.registry or os.environ.get(BACKEND_ENV) or "local"
-    return open_registry(backend, repo_root(args))
+    return project(args).registry(backend)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from genaiops.cli.options import OVERLAY, REQUIRED, add_command, add_command_group, repo_root
+from genaiops.cli.options import OVERLAY, REQUIRED, add_command, add_command_group, project
 from genaiops.errors import EXIT_OK, UsageError
 
 PLATFORMS = ("github", "azure_devops")
@@ -122,11 +122,10 @@ def cmd_comment(args: argparse.Namespace) -> int:
     from genaiops.cli.render import emit_json, out
     from genaiops.reports.comment import marker, render_comment
     from genaiops.secrets import redact
-    from genaiops.workspace import Workspace
 
-    root = repo_root(args)
-    _register_secrets(root, args.use_case, args.env)
-    path = _summary_path(args.summary) if args.summary else _latest(Workspace.for_repo(root), args.use_case)
+    repo = project(args)
+    _register_secrets(repo.root, args.use_case, args.env)
+    path = _summary_path(args.summary) if args.summary else _latest(repo.workspace, args.use_case)
     summary = _read(path)
     if summary.use_case != args.use_case:
         raise UsageError(f"{path} is an evaluation of {summary.use_case}, not {args.use_case}")

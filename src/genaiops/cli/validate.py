@@ -64,8 +64,9 @@ def _check(root, use_case: str, env: str | None, *, implicit: bool = False) -> d
     machine (an Azure environment's, set in its pipeline), is skipped and says what it needs;
     `validate -e <env>` checks it in full."""
     from genaiops.config import load_experiment
-    from genaiops.config.deployment import BASE_FILE, load_deployment
+    from genaiops.config.deployment import load_deployment
     from genaiops.config.envvars import unset_variable
+    from genaiops.workspace.repo import ConfigsLayout
 
     problems, files = [], []
     try:
@@ -74,7 +75,7 @@ def _check(root, use_case: str, env: str | None, *, implicit: bool = False) -> d
         problems += exc.problems
     # deployment.yaml too (smoke request, image, targets); without -e its environments may read
     # variables set only where they deploy
-    if (root / "configs" / use_case / BASE_FILE).is_file():
+    if ConfigsLayout(root).deployment(use_case).is_file():
         try:
             files += load_deployment(root, use_case, env, environments_unset_ok=implicit).files
         except ConfigError as exc:

@@ -31,8 +31,9 @@ from genaiops.config.filemodel import (
 )
 from genaiops.config.layered import build, read_checked
 from genaiops.errors import ConfigError, Problem, UsageError
+from genaiops.workspace.repo import DEPLOYMENT_FILE, ConfigsLayout
 
-BASE_FILE = "deployment.yaml"
+BASE_FILE = DEPLOYMENT_FILE
 Target = Literal["docker", "aml", "kubernetes"]
 TARGETS = get_args(Target)
 DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"  # public; its Python must match the build host's
@@ -161,7 +162,7 @@ class DeploymentConfig(ConfigFile):
 
     @property
     def smoke_request_rel(self) -> str:
-        return self.smoke.request or f"configs/{self.use_case}/sample-request.json"
+        return self.smoke.request or ConfigsLayout.sample_request_rel(self.use_case)
 
     @property
     def smoke_request(self) -> Path | None:
@@ -203,12 +204,12 @@ def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
     `environments_unset_ok`: variables of every environment may be unset (`validate` without -e
     checks the file's shape; `-e` checks that environment in full)."""
     repo_root = Path(repo_root).resolve()
-    folder = repo_root / "configs" / use_case
-    base = folder / BASE_FILE
+    layout = ConfigsLayout(repo_root)
+    base = layout.deployment(use_case)
     if not base.is_file():
         raise UsageError(f"configs/{use_case}/{BASE_FILE} not found",
                          hint="create it (see docs/deploy.md), e.g. environments: {dev: {target: docker}}")
-    overlay = folder / f"deployment.{env}.yaml" if env else None
+    overlay = layout.deployment(use_case, env) if env else None
     data, sources, files = read_checked(DeploymentConfig, base, overlay, repo_root,
                                         "start with `environments:`", environ, KEY_HINT,
                                         tolerate_unset=_other_environments(env, environments_unset_ok))
@@ -222,6 +223,6 @@ def load_deployment(repo_root: Path, use_case: str, env: str | None = None,
             file or base.relative_to(repo_root), line, "smoke.request",
             f"smoke request file {config.smoke_request_rel!r} is outside the repository" if outside
             else f"smoke request file {config.smoke_request_rel!r} not found inside the repo",
-            f"use a path relative to the repository root, e.g. configs/{use_case}/sample-request.json"
+            f"use a path relative to the repository root, e.g. {ConfigsLayout.sample_request_rel(use_case)}"
             if outside else "write a JSON request body there (the flow's inputs)")])
     return config

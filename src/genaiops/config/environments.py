@@ -15,8 +15,7 @@ from pathlib import Path
 import yaml
 
 from genaiops.errors import UsageError
-
-EXPERIMENT_FILE, DEPLOYMENT_FILE = "experiment.yaml", "deployment.yaml"
+from genaiops.workspace.repo import DEPLOYMENT_FILE, EXPERIMENT_FILE, ConfigsLayout
 
 
 def _overlay_envs(folder: Path, stem: str) -> set[str]:
@@ -33,11 +32,11 @@ def _yaml_mapping(path: Path) -> dict:
 
 def overlay_environments(repo_root: Path, use_case: str) -> list[str]:
     """Environments with an `experiment.<env>.yaml` overlay, sorted."""
-    return sorted(_overlay_envs(Path(repo_root) / "configs" / use_case, "experiment"))
+    return sorted(_overlay_envs(ConfigsLayout(Path(repo_root)).use_case_dir(use_case), "experiment"))
 
 
 def declared_environments(repo_root: Path, use_case: str) -> list[str]:
-    folder = Path(repo_root) / "configs" / use_case
+    folder = ConfigsLayout(Path(repo_root)).use_case_dir(use_case)
     names = _overlay_envs(folder, "experiment") | _overlay_envs(folder, "deployment")
     deployment = _yaml_mapping(folder / DEPLOYMENT_FILE).get("environments")
     if isinstance(deployment, dict):

@@ -11,16 +11,17 @@ from genaiops.config.layered import build, read_checked
 from genaiops.config.model import ExperimentConfig
 from genaiops.config.semantics import check
 from genaiops.errors import ConfigError, Problem, UsageError
+from genaiops.workspace.repo import EXPERIMENT_FILE, ConfigsLayout
 
-BASE_FILE = "experiment.yaml"
+BASE_FILE = EXPERIMENT_FILE
 
 
 def list_use_cases(repo_root: Path) -> list[str]:
-    return sorted(p.parent.name for p in (repo_root / "configs").glob(f"*/{BASE_FILE}"))
+    return ConfigsLayout(repo_root).use_cases()
 
 
 def overlay_path(repo_root: Path, use_case: str, env: str) -> Path:
-    return repo_root / "configs" / use_case / f"experiment.{env}.yaml"
+    return ConfigsLayout(repo_root).experiment(use_case, env)
 
 
 def load_experiment(repo_root: Path, use_case: str, env: str | None = None,
@@ -37,7 +38,7 @@ def load_experiment(repo_root: Path, use_case: str, env: str | None = None,
         require_declared(repo_root, use_case, env)
 
     data, sources, files = read_checked(
-        ExperimentConfig, repo_root / "configs" / use_case / BASE_FILE,
+        ExperimentConfig, ConfigsLayout(repo_root).experiment(use_case),
         overlay_path(repo_root, use_case, env) if env else None, repo_root,
         "start the file with `name: <use_case>`", environ)
     problems, flows = check(data, sources, repo_root)

@@ -42,8 +42,9 @@ def stage_candidate(ctx: PhaseContext, chosen, *, simulator_url: str | None) -> 
     from genaiops.hashing import snapshot
 
     experiment, engine = ctx.config, ctx.engine
-    staged = engine.stage_for_serving(ctx.flow, chosen.spec(),
-                                      ctx.workspace.deploy_dir(experiment.use_case) / "staged" / "flow")
+    work = ctx.workspace.deploy_dir(experiment.use_case)
+    work.mkdir(parents=True, exist_ok=True)
+    staged = engine.stage_for_serving(ctx.flow, chosen.spec(), work / "staged" / "flow")
     fixed_simulator = f"http://127.0.0.1:{experiment.simulator.port}"
     connections = engine.serving_connections(
         experiment.connections, endpoints(experiment, simulator_url or fixed_simulator),
@@ -53,11 +54,11 @@ def stage_candidate(ctx: PhaseContext, chosen, *, simulator_url: str | None) -> 
 
 def register_candidate(ctx: PhaseContext, candidate: Candidate, progress):
     """Register the staged flow in the use case's registry, only when its content is new there."""
-    from genaiops.registry import AssetSpec, open_registry
+    from genaiops.registry import AssetSpec
 
     experiment, engine = ctx.config, ctx.engine
     backend = ctx.deployment.registry.get("backend") or experiment.registry.get("backend", "local")
-    registration = open_registry(backend, experiment.repo_root, experiment.registry).register(
+    registration = ctx.project.registry(backend, experiment.registry).register(
         AssetSpec(name=f"{experiment.use_case}-flow", kind="flow", path=candidate.staged,
                   description=f"deployed flow, variant {candidate.chosen.label}", ignores=engine.cache_patterns,
                   properties=engine.registration_properties(candidate.staged)))
@@ -70,6 +71,7 @@ def build_image(ctx: PhaseContext, candidate: Candidate, progress):
     from genaiops.deploy.image import ImageBuilder, git_commit
 
     config, use_case = ctx.deployment, ctx.config.use_case
+    ctx.workspace.deploy_dir(use_case).mkdir(parents=True, exist_ok=True)
     builder = ImageBuilder(engine=ctx.engine, name=config.image_name, base_image=config.base_image,
                            work_dir=ctx.workspace.deploy_dir(use_case), wheel_cache=ctx.workspace.wheel_cache,
                            progress=progress, namespace=ctx.workspace.tag_namespace)

@@ -1,7 +1,9 @@
-"""What every phase works with: one use case's config, its workspace, its engine and its LLM.
+"""What every phase works with: one use case's config, its project (repository, workspace,
+registries), its engine and its LLM.
 
 A phase is a function from a `PhaseContext` (plus its options) to a typed result with
-`to_json()`; the CLI builds the context once per command and renders the result.
+`to_json()`; the CLI builds the context once per command (from the command's one `Project`) and
+renders the result.
 """
 
 from __future__ import annotations
@@ -9,17 +11,17 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from pathlib import Path
 
 from genaiops.config.model import ExperimentConfig
 from genaiops.engines.base import Engine, FlowSpec
+from genaiops.project import Project
 from genaiops.workspace import Workspace
 
 
 @dataclass
 class PhaseContext:
     config: ExperimentConfig
-    workspace: Workspace
+    project: Project
     engine: Engine
     simulator: object | None = None  # a running simulator to use instead of starting one
     show_progress: bool = True
@@ -28,30 +30,34 @@ class PhaseContext:
     _gateway: object | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def open(cls, repo_root: Path, use_case: str, env: str | None = None, *, simulator=None,
+    def open(cls, project: Project, use_case: str, env: str | None = None, *, simulator=None,
              runner=None, show_progress: bool = True, llm: str | None = None) -> PhaseContext:
-        from genaiops.config import load_experiment
-
-        config = load_experiment(repo_root, use_case, env).with_llm_mode(llm)
-        return cls.for_config(config, simulator=simulator,
+        config = project.load_experiment(use_case, env, llm)
+        return cls.for_config(config, project=project, simulator=simulator,
                               runner=runner, show_progress=show_progress)
 
     @classmethod
-    def for_config(cls, config: ExperimentConfig, *, simulator=None, runner=None,
-                   show_progress: bool = True) -> PhaseContext:
+    def for_config(cls, config: ExperimentConfig, *, project: Project | None = None, simulator=None,
+                   runner=None, show_progress: bool = True) -> PhaseContext:
+        """The context of `config`, in the command's `project` (library callers and tests may
+        leave it out: the project at the config's repository)."""
         from genaiops.config.envvars import load_dotenv_values
         from genaiops.deploy.audit import redact_key
-        from genaiops.engines import engine_for
         from genaiops.execution.procs import sweep_machine
         from genaiops.secrets import REDACTOR
 
+        project = project or Project.at(config.repo_root)
         REDACTOR.add(*config.secrets())
         REDACTOR.add_env(load_dotenv_values(config.repo_root))  # .env secrets a flow never named
-        workspace = Workspace.for_repo(config.repo_root)
-        redact_key(workspace)  # flow code can read it: it never reaches what we store
-        workspace.sweep_abandoned()  # what a killed run left behind
+        redact_key(project.workspace)  # flow code can read it: it never reaches what we store
+        project.workspace.sweep_abandoned()  # what a killed run left behind
         sweep_machine()  # its processes and temp folders
-        return cls(config, workspace, engine_for(config, runner), simulator, show_progress)
+        return cls(config, project, project.engine(config, runner), simulator, show_progress)
+
+    @property
+    def workspace(self) -> Workspace:
+        """The project's state folder."""
+        return self.project.workspace
 
     @cached_property
     def flow(self) -> FlowSpec:

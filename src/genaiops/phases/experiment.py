@@ -331,6 +331,7 @@ def _stage_batch(ctx: PhaseContext, options: ExperimentOptions, name: str, runs:
 
     config, engine = ctx.config, ctx.engine
     folder = ctx.workspace.staging(name)
+    folder.mkdir(parents=True, exist_ok=True)
     staged = engine.stage(ctx.flow, [r.variant for r in runs], folder / "flow")
     data, lines = runs[0].dataset.source, sorted(rows)
     if runs[0].partial:

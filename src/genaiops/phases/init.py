@@ -42,11 +42,11 @@ def run_init(ctx: PhaseContext, *, registry_backend: str | None = None) -> InitR
 def register_datasets(ctx: PhaseContext, backend: str | None) -> list[dict]:
     """Register each dataset file, and the use case's cassette folder when it has one, only when
     its content changed (pinned by content hash)."""
-    from genaiops.registry import AssetSpec, open_registry
+    from genaiops.registry import AssetSpec
 
     config = ctx.config
     kind = backend or config.registry.get("backend", "local")
-    registry = open_registry(kind, config.repo_root, config.registry)
+    registry = ctx.project.registry(kind, config.registry)
     records = []
     sources = {d.name: (d.source, d.description) for d in config.datasets}
     known_paths = {d.source for d in config.datasets}

@@ -259,7 +259,7 @@ def _approved_summary(workspace, use_case: str, record: dict):
 
     digest = ((record.get("image") or {}).get("labels") or {}).get("summary_digest")
     variant = (record.get("variant") or {}).get("label", "")
-    folder = workspace.root / "reports" / use_case
+    folder = workspace.report_dirs(use_case)
     candidates = []
     for path in sorted(folder.glob("*/summary.json")) if folder.is_dir() else []:
         try:

@@ -8,24 +8,29 @@ import: backends (sqlite catalogue, azure-ai-ml) load only in `open_registry`.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genaiops.adapters import AdapterTable
 from genaiops.registry.base import BACKENDS, AssetSpec, Registration, Registry
 
-# name -> the store's `for_repo(repo_root, settings)`
+if TYPE_CHECKING:
+    from genaiops.workspace import Workspace
+
+# name -> the store's `for_workspace(workspace, settings)` (the workspace names the repository
+# and the state folder)
 STORE_TABLE = AdapterTable("registries", "registry backend", {
-    "local": "genaiops.registry.local:LocalStore.for_repo",
-    "azureml": "genaiops.registry.azureml:AzureMLStore.for_repo",
+    "local": "genaiops.registry.local:LocalStore.for_workspace",
+    "azureml": "genaiops.registry.azureml:AzureMLStore.for_workspace",
 })
 
 
-def open_registry(kind: str, repo_root: Path, settings: dict | None = None) -> Registry:
-    """The registry backend named by config or `--registry`: "local" (default) or "azureml"."""
+def open_registry(kind: str, workspace: Workspace, settings: dict | None = None) -> Registry:
+    """The registry backend named by config or `--registry`: "local" (default) or "azureml".
+    Commands call `Project.registry`, which passes the command's workspace."""
     from genaiops.registry.core import ContentRegistry
 
-    store = STORE_TABLE.load(kind)(Path(repo_root), dict(settings or {}))
-    return ContentRegistry(store, Path(repo_root))
+    store = STORE_TABLE.load(kind)(workspace, dict(settings or {}))
+    return ContentRegistry(store, workspace.repo_root)
 
 
 __all__ = ["BACKENDS", "STORE_TABLE", "AssetSpec", "Registration", "Registry", "open_registry"]

@@ -86,8 +86,8 @@ class AzureMLStore:
         return cls(client, settings.get("uploader"))
 
     @classmethod
-    def for_repo(cls, repo_root: Path, settings: dict) -> AzureMLStore:
-        """The store `registry.open_registry` opens (the repository plays no part here)."""
+    def for_workspace(cls, workspace, settings: dict) -> AzureMLStore:
+        """The store `registry.open_registry` opens (the workspace plays no part here)."""
         return cls.from_settings(settings)
 
     # -- reading ------------------------------------------------------------------------------

@@ -63,11 +63,9 @@ class LocalStore:
         self._checked = False  # the catalogue agreed with the records once in this store
 
     @classmethod
-    def for_repo(cls, repo_root: Path, settings: dict | None = None) -> LocalStore:
+    def for_workspace(cls, workspace, settings: dict | None = None) -> LocalStore:
+        """The store in `workspace` (or at `settings["path"]`), quarantining into `workspace`."""
         root = (settings or {}).get("path")
-        from genaiops.workspace import Workspace
-
-        workspace = Workspace.for_repo(repo_root)
         return cls(Path(root) if root else workspace.registry_dir, workspace)
 
     def _quarantine(self, damage: Damaged, recovery: str) -> None:

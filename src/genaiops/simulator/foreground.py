@@ -16,6 +16,7 @@ from pathlib import Path
 from genaiops.errors import UsageError
 from genaiops.simulator import DEFAULT_PORT
 from genaiops.simulator.server import SIMULATOR_NAME, SimulatorServer
+from genaiops.workspace.repo import SIMULATOR_FILE, ConfigsLayout
 
 _USE_CASE = re.compile(r"^[a-z0-9_-]+$")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -25,9 +26,10 @@ def use_case_rules(repo_root: Path, use_case: str) -> Path:
     """configs/<use_case>/simulator.yaml of the repository, or a UsageError naming the others."""
     if not _USE_CASE.match(use_case):
         raise UsageError(f"use case name {use_case!r} may use only a-z, 0-9, '_' and '-'")
-    path = repo_root / "configs" / use_case / "simulator.yaml"
+    layout = ConfigsLayout(repo_root)
+    path = layout.simulator_rules(use_case)
     if not path.is_file():
-        have = sorted(p.parent.name for p in (repo_root / "configs").glob("*/simulator.yaml"))
+        have = layout.use_cases(having=SIMULATOR_FILE)
         raise UsageError(
             f"{path} does not exist",
             hint=f"use cases with simulator rules: {', '.join(have) or 'none'}; "

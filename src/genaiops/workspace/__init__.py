@@ -26,6 +26,9 @@ bound to it) instead of joining folder names themselves, so the layout is writte
     traces/spans.sqlite                            the embedded trace store: spans the deployed
                                                    images exported, evaluation events (`monitoring`)
 
+Asking for a path never creates a file or folder (reading `runs_dir` in a fresh clone leaves no
+`.genaiops/` behind): the write sites create what they write.
+
 What must not be editable by whoever can write the state folder lives in the *trust folder*
 (`$GENAIOPS_TRUST_DIR`, else `$XDG_CONFIG_HOME/genaiops`, else `~/.config/genaiops`):
 
@@ -62,21 +65,20 @@ class Workspace:
     @property
     def tag_namespace(self) -> str:
         """Eight hex digits naming this state folder in shared places (docker image tags)."""
-        import hashlib
-
         return hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
 
     @classmethod
     def for_repo(cls, repo_root: Path) -> Workspace:
-        """The repository's workspace: `$GENAIOPS_STATE_DIR`, else `<repo>/.genaiops`."""
+        """The repository's workspace: `$GENAIOPS_STATE_DIR`, else `<repo>/.genaiops`. Commands get
+        theirs from `genaiops.project.Project.workspace` (built once per command)."""
         env = os.environ.get("GENAIOPS_STATE_DIR")
         root = Path(env).expanduser().resolve() if env else Path(repo_root).resolve() / STATE_DIR_NAME
         return cls(Path(repo_root).resolve(), root)
 
     def _dir(self, *parts: str) -> Path:
-        path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """A path in the state folder; naming it creates nothing (writers create what they write:
+        `atomic_write_*` makes the parent folder, the others `mkdir` where they write)."""
+        return self.root.joinpath(*parts)
 
     # -- experiments and evaluations ----------------------------------------------------------
     @property
