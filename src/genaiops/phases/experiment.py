@@ -37,8 +37,10 @@ from genaiops.variants import select_variants
 from genaiops.workspace.files import atomic_write_jsonl, iter_jsonl
 from genaiops.workspace.ledger import (
     STATUS_COMPLETED,
+    ExperimentRecord,
     Ledger,
     RunRecord,
+    RunRef,
     new_experiment_id,
     run_key,
 )
@@ -218,7 +220,7 @@ def _identity(ctx: PhaseContext, engine_version: str, flow_hash: str, variant: V
     }
 
 
-def checkout_changes(ctx: PhaseContext, experiment: dict, records: list[RunRecord]) -> list[str]:
+def checkout_changes(ctx: PhaseContext, experiment: ExperimentRecord, records: list[RunRecord]) -> list[str]:
     """What this checkout would run differently from the runs `experiment` recorded ([] when
     `run experiment` now would plan exactly their run keys): the flow hash, a dataset's content or
     column mapping, the config (variants, connection settings) or what the flow reads beyond its
@@ -231,7 +233,7 @@ def checkout_changes(ctx: PhaseContext, experiment: dict, records: list[RunRecor
     settings = output_settings(config)
     inputs = run_inputs(config, ctx.engine.flow_reads(ctx.flow), ctx.engine.version())
     try:
-        variants = {v.label: v for v in select_variants(config, ctx.flow, experiment.get("variants")
+        variants = {v.label: v for v in select_variants(config, ctx.flow, experiment.variants
                                                         or "defaults", max_runs=1 << 16)}
     except GenaiopsError:
         variants = {}
@@ -509,14 +511,11 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
                           retried_lines=len(run.retry_lines)) for run in planned]
     tolerance = config.runtime.failed_line_tolerance
     failing = [r for r in runs if _tolerance_exceeded(r, tolerance)]
-    ledger.save_experiment({
-        "id": experiment_id, "use_case": config.use_case, "env": config.env,
-        "flow": config.flow_rel, "flow_kind": ctx.flow.kind, "variants": options.variants,
-        "started_at": started, "finished_at": time.time(),
-        "runs": [{"key": r.key, "variant": r.variant, "dataset": r.dataset, "reused": r.reused}
-                 for r in runs],
-        "ok": not failing,
-    })
+    ledger.save_experiment(ExperimentRecord(
+        id=experiment_id, use_case=config.use_case, env=config.env, flow=config.flow_rel,
+        flow_kind=ctx.flow.kind, variants=options.variants, started_at=started,
+        finished_at=time.time(), runs=[RunRef(r.key, r.variant, r.dataset, r.reused) for r in runs],
+        ok=not failing))
     totals = ExperimentTotals(
         runs=len(runs), reused=sum(r.reused for r in runs),
         lines_ok=sum(r.lines_ok for r in runs), lines_failed=sum(r.lines_failed for r in runs),
