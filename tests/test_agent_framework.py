@@ -247,7 +247,7 @@ def test_429s_are_retried_with_the_runtime_policy(repo, state):
     with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml") as sim:
         sim.faults.add(kind="429", count=3, retry_after=0.1)
         result = _experiment(repo, sim)
-        assert result.ok and result.runs[0]["lines_failed"] == 0
+        assert result.ok and result.runs[0].lines_failed == 0
         assert sim.stats.snapshot()["by_status"].get("429") == 3
 
 
@@ -257,7 +257,7 @@ def test_a_persistent_500_fails_the_lines_with_the_cause(repo, state):
         sim.faults.add(kind="500", count=None)
         result = _experiment(repo, sim)
         assert sim.stats.snapshot()["by_status"].get("500") == 4 * 2  # 4 lines x 2 attempts
-    assert not result.ok and result.runs[0]["lines_failed"] == 4
+    assert not result.ok and result.runs[0].lines_failed == 4
     with pytest.raises(RunFailed) as info:
         result.raise_if_failed()
     message = str(info.value)  # the LLM gateway's account: the engine itself makes one attempt
@@ -288,7 +288,7 @@ def test_an_azure_openai_connection_works_unchanged(repo, state, monkeypatch):
                          log=requests.append) as sim:
         result = _experiment(repo, sim)
     assert result.ok, result.failures
-    assert result.runs[0]["lines_ok"] == 4
+    assert result.runs[0].lines_ok == 4
     azure = [r for r in requests if "POST /openai/deployments/gpt-4o-mini/chat/completions 200" in r]
     assert len(azure) == 8 == len(requests)  # 4 lines x (summarize + classify), Azure's wire format
 

@@ -63,17 +63,17 @@ def test_flex_variants_run_as_one_batch_with_each_variants_own_outputs_and_token
         alone = {v: experiment(repo, sim, variants=v, force=True).runs[0]
                  for v in ("concise", "detailed")}
     assert together.ok, together.failures
-    assert len({r["engine_run"] for r in together.runs}) == 1  # one promptflow run, one worker pool
+    assert len({r.engine_run for r in together.runs}) == 1  # one promptflow run, one worker pool
     ledger = Workspace.for_repo(repo).ledger()
     for run in together.runs:
-        single = alone[run["variant"]]
-        assert run["key"] == single["key"]  # the same run key: batching is not part of identity
-        assert [r["outputs"] for r in ledger.read_outputs(run["key"])] == \
-            [r["outputs"] for r in ledger.read_outputs(single["key"])]
-        assert (run["prompt_tokens"], run["completion_tokens"]) == \
-            (single["prompt_tokens"], single["completion_tokens"]) != (0, 0)
-        assert run["latency_p50_s"] is not None
-    assert together.runs[0]["completion_tokens"] != together.runs[1]["completion_tokens"]
+        single = alone[run.variant]
+        assert run.key == single.key  # the same run key: batching is not part of identity
+        assert [r["outputs"] for r in ledger.read_outputs(run.key)] == \
+            [r["outputs"] for r in ledger.read_outputs(single.key)]
+        assert (run.prompt_tokens, run.completion_tokens) == \
+            (single.prompt_tokens, single.completion_tokens) != (0, 0)
+        assert run.latency_p50_s is not None
+    assert together.runs[0].completion_tokens != together.runs[1].completion_tokens
 
 
 @pytest.mark.promptflow
@@ -84,10 +84,10 @@ def test_a_flex_variant_that_cannot_start_fails_only_its_own_lines(repo, state_d
                            "  - name: bad\n    init: {style: shouting}\n")
     with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as sim:
         result = experiment(repo, sim, env="broken", variants="all")
-    runs = {r["variant"]: r for r in result.runs}
-    assert runs["good"]["lines_failed"] == 0 and runs["good"]["lines_ok"] == 8
-    assert runs["bad"]["lines_ok"] == 0 and runs["bad"]["lines_failed"] == 8
-    assert "style must be one of" in runs["bad"]["errors"][0]["message"]
+    runs = {r.variant: r for r in result.runs}
+    assert runs["good"].lines_failed == 0 and runs["good"].lines_ok == 8
+    assert runs["bad"].lines_ok == 0 and runs["bad"].lines_failed == 8
+    assert "style must be one of" in runs["bad"].errors[0]["message"]
     assert [f["variant"] for f in result.failures] == ["bad"]
 
 
@@ -99,8 +99,8 @@ def test_prompty_variants_run_forked_in_one_batch(tmp_path, state_dir):
         both = experiment(tmp_path, sim, use_case="tone", variants="all")
         one = experiment(tmp_path, sim, use_case="tone", variants="precise", force=True)
     assert both.ok and one.ok, (both.failures, one.failures)
-    assert len({r["engine_run"] for r in both.runs}) == 1
-    rows = Workspace.for_repo(tmp_path).ledger().read_outputs(one.runs[0]["key"])
+    assert len({r.engine_run for r in both.runs}) == 1
+    rows = Workspace.for_repo(tmp_path).ledger().read_outputs(one.runs[0].key)
     assert all(set(row["outputs"]) == {"output"} for row in rows)  # named like a plain prompty run
     assert sim.stats.snapshot()["by_rule"].keys() >= {"precise", "precise_hot"}  # each its temperature
 

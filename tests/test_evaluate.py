@@ -113,7 +113,7 @@ def test_evaluation_falls_back_to_ledger_outputs_when_the_promptflow_run_is_gone
     [run_scores] = [s for s in worse["scores"] if s["score"] == "score"]
 
     terse = Workspace.for_repo(REPO).ledger().load_experiment("classification", classification["terse"])
-    record = Workspace.for_repo(REPO).ledger().find(terse["runs"][0]["key"])
+    record = Workspace.for_repo(REPO).ledger().find(terse.runs[0].key)
     run_dir = promptflow_home() / ".runs" / record.engine_run
     hidden = run_dir.with_name(run_dir.name + ".hidden")
     run_dir.rename(hidden)

@@ -151,35 +151,35 @@ def test_budget_must_be_a_finite_amount(repo, state_dir, capsys, budget):
 def test_runs_reuse_and_force(repo, state_dir, sim):
     first = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
     assert first.ok, first
-    assert [r["variant"] for r in first.runs] == ["summarize.full+classify.careful",
+    assert [r.variant for r in first.runs] == ["summarize.full+classify.careful",
                                                      "summarize.brief+classify.careful",
                                                      "summarize.full+classify.terse"]
-    assert all(r["lines_ok"] == 4 and r["lines_failed"] == 0 and not r["reused"] for r in first.runs)
-    assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 for r in first.runs)
-    assert all(r["latency_p50_s"] is not None for r in first.runs)
+    assert all(r.lines_ok == 4 and r.lines_failed == 0 and not r.reused for r in first.runs)
+    assert all(r.prompt_tokens > 0 and r.completion_tokens > 0 for r in first.runs)
+    assert all(r.latency_p50_s is not None for r in first.runs)
     calls = sim.stats.requests
     assert calls == 3 * 4 * 2  # 3 variants x 4 lines x 2 LLM nodes, all in one composite run
-    assert len({r["engine_run"] for r in first.runs}) == 1
+    assert len({r.engine_run for r in first.runs}) == 1
 
     ledger = Workspace.for_repo(repo).ledger()
-    outputs = ledger.read_outputs(first.runs[0]["key"])
+    outputs = ledger.read_outputs(first.runs[0].key)
     assert [row["line"] for row in outputs] == [0, 1, 2, 3]
     assert all(row["outputs"]["category"] in {"billing", "technical", "account", "shipping", "other"}
                for row in outputs)
     assert outputs[0]["inputs"]["text"]  # the dataset row travels with the outputs
 
     second = experiment(repo, sim, variants="all", datasets=["tickets_mini"])
-    assert all(r["reused"] for r in second.runs)
+    assert all(r.reused for r in second.runs)
     # no run: one probe asks which model gpt-4o-mini serves now (docs/trust.md)
     assert sim.stats.requests == calls + 1
-    assert [r["key"] for r in second.runs] == [r["key"] for r in first.runs]
+    assert [r.key for r in second.runs] == [r.key for r in first.runs]
 
     grid = experiment(repo, sim, variants="grid", datasets=["tickets_mini"])
-    assert sum(not r["reused"] for r in grid.runs) == 1  # only brief+terse is new
+    assert sum(not r.reused for r in grid.runs) == 1  # only brief+terse is new
     assert sim.stats.requests == calls + 1 + 1 + 4 * 2
 
     forced = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
-    assert not forced.runs[0]["reused"]
+    assert not forced.runs[0].reused
     assert sim.stats.requests == calls + 2 + 4 * 2 + 4 * 2  # --force reuses nothing: no probe
 
 
@@ -189,8 +189,8 @@ def test_variants_score_differently(repo, state_dir, sim):
     ledger = Workspace.for_repo(repo).ledger()
     accuracy = {}
     for run in result.runs:
-        rows = ledger.read_outputs(run["key"])
-        accuracy[run["variant"]] = sum(r["outputs"]["category"] == r["inputs"]["label"] for r in rows) / len(rows)
+        rows = ledger.read_outputs(run.key)
+        accuracy[run.variant] = sum(r["outputs"]["category"] == r["inputs"]["label"] for r in rows) / len(rows)
     assert accuracy["summarize.full+classify.careful"] > accuracy["summarize.full+classify.terse"]
 
 
@@ -199,9 +199,9 @@ def test_flex_parameter_variants_run(repo, state_dir):
     with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
         result = experiment(repo, qa_sim, use_case="qa", env="pr", variants="all")
     assert result.ok
-    assert {r["variant"] for r in result.runs} == {"concise", "detailed"}
+    assert {r.variant for r in result.runs} == {"concise", "detailed"}
     ledger = Workspace.for_repo(repo).ledger()
-    answers = {r["variant"]: [row["outputs"]["answer"] for row in ledger.read_outputs(r["key"])]
+    answers = {r.variant: [row["outputs"]["answer"] for row in ledger.read_outputs(r.key)]
                for r in result.runs}
     assert answers["concise"] != answers["detailed"]
 
@@ -213,7 +213,7 @@ def test_429_then_success_passes(repo, state_dir, sim):
     result = experiment(repo, sim, env="patient", variants="defaults", datasets=["tickets_mini"],
                         force=True)
     assert result.ok
-    assert result.runs[0]["lines_failed"] == 0
+    assert result.runs[0].lines_failed == 0
     assert sim.stats.snapshot()["by_status"].get("429") == 3
 
 
@@ -225,8 +225,8 @@ def test_429_with_retry_after_stops_at_max_attempts(repo, state_dir, sim, env, a
     in the LLM gateway (`max_throttled` 429s) and, without it, in the line workers."""
     sim.faults.add(kind="429", count=None, retry_after=0.05)
     result = experiment(repo, sim, env=env, variants="defaults", datasets=["tickets_mini"], force=True)
-    assert result.runs[0]["lines_failed"] == 4
-    assert account in result.runs[0]["errors"][0]["message"]
+    assert result.runs[0].lines_failed == 4
+    assert account in result.runs[0].errors[0]["message"]
     # 4 lines x the first LLM node x 2 attempts; the second node never runs
     assert sim.stats.snapshot()["by_status"].get("429") == 8
 
@@ -239,8 +239,8 @@ def test_429_with_retry_after_stops_at_max_attempts_in_prompty_flows(repo, state
     with SimulatorServer(rules_path=repo / "configs/qa/simulator.yaml") as qa_sim:
         qa_sim.faults.add(kind="429", count=None, retry_after=0.05)
         result = experiment(repo, qa_sim, use_case="qa", env=env, force=True)
-        assert result.runs[0]["lines_failed"] == 8
-        assert account in result.runs[0]["errors"][0]["message"]
+        assert result.runs[0].lines_failed == 8
+        assert account in result.runs[0].errors[0]["message"]
         assert qa_sim.stats.snapshot()["by_status"].get("429") == 8 * 2
 
 
@@ -250,8 +250,8 @@ def test_retries_stop_at_max_total_sec(repo, state_dir, sim):
     started = time.monotonic()
     result = experiment(repo, sim, env="patient", variants="defaults", datasets=["tickets_mini"],
                         force=True)
-    assert result.runs[0]["lines_failed"] == 4
-    assert "max_total_sec 1" in result.runs[0]["errors"][0]["message"]
+    assert result.runs[0].lines_failed == 4
+    assert "max_total_sec 1" in result.runs[0].errors[0]["message"]
     assert sim.stats.snapshot()["by_status"].get("429") <= 4 * 4  # 1 s of 0.3 s waits a line
     assert time.monotonic() - started < 60
 
@@ -261,7 +261,7 @@ def test_persistent_500_fails_with_message(repo, state_dir, sim, capsys):
     sim.faults.add(kind="500", count=None)
     result = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"], force=True)
     assert not result.ok
-    assert result.runs[0]["lines_failed"] == 4
+    assert result.runs[0].lines_failed == 4
     with pytest.raises(RunFailed) as info:
         result.raise_if_failed()
     message = str(info.value)
@@ -300,7 +300,7 @@ def test_a_quota_limited_deployment_runs_without_failed_lines(repo, state_dir):
     with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml",
                          quota={"rpm": 600}) as limited:
         result = experiment(repo, limited, variants="all", datasets=["tickets_pr"], force=True)
-    assert result.ok and result.totals["lines_failed"] == 0
+    assert result.ok and result.totals.lines_failed == 0
     stats = limited.stats.snapshot()
     assert stats["by_status"]["200"] == 60
     assert stats["throttled"] <= 10  # the first second, before the quota is known
@@ -313,9 +313,9 @@ def test_a_rerun_retries_only_the_failed_lines_and_keeps_the_good_ones(repo, sta
     sim.faults.add(kind="500", count=None, match="invoices for 2024")  # line 1 fails, persistently
     first = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
     assert not first.ok
-    assert [(r["lines_ok"], r["lines_failed"]) for r in first.runs] == [(3, 1), (3, 1)]
+    assert [(r.lines_ok, r.lines_failed) for r in first.runs] == [(3, 1), (3, 1)]
     ledger = Workspace.for_repo(repo).ledger()
-    before = {r["key"]: ledger.read_outputs(r["key"]) for r in first.runs}
+    before = {r.key: ledger.read_outputs(r.key) for r in first.runs}
 
     sim.faults.clear()
     calls = sim.stats.requests
@@ -324,24 +324,24 @@ def test_a_rerun_retries_only_the_failed_lines_and_keeps_the_good_ones(repo, sta
     # line 1 only: 2 variants x 2 LLM nodes, after one probe of the model behind gpt-4o-mini
     assert sim.stats.requests == calls + 2 * 2 + 1
     for run in second.runs:
-        assert (run["lines_ok"], run["lines_failed"], run["retried_lines"]) == (4, 0, 1)
-        assert not run["reused"] and run["key"] in before
-        after = ledger.read_outputs(run["key"])
+        assert (run.lines_ok, run.lines_failed, run.retried_lines) == (4, 0, 1)
+        assert not run.reused and run.key in before
+        after = ledger.read_outputs(run.key)
         assert [row["line"] for row in after] == [0, 1, 2, 3]
         kept = [row for row in after if row["line"] != 1]
-        assert kept == [row for row in before[run["key"]] if row["line"] != 1]  # untouched
+        assert kept == [row for row in before[run.key] if row["line"] != 1]  # untouched
         assert after[1]["ok"] and after[1]["inputs"]["id"] == "PR002"
     third = experiment(repo, sim, variants="classify.careful,classify.terse", datasets=["tickets_mini"])
-    assert all(r["reused"] for r in third.runs) and sim.stats.requests == calls + 5 + 1  # a probe
+    assert all(r.reused for r in third.runs) and sim.stats.requests == calls + 5 + 1  # a probe
 
 
 @pytest.mark.promptflow
 def test_a_run_whose_every_line_failed_is_not_reused(repo, state_dir, sim):
     sim.faults.add(kind="500", count=None)
-    assert experiment(repo, sim, variants="defaults", datasets=["tickets_mini"]).runs[0]["lines_ok"] == 0
+    assert experiment(repo, sim, variants="defaults", datasets=["tickets_mini"]).runs[0].lines_ok == 0
     sim.faults.clear()
     again = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"])
-    assert again.ok and again.runs[0]["lines_ok"] == 4 and again.runs[0]["retried_lines"] == 4
+    assert again.ok and again.runs[0].lines_ok == 4 and again.runs[0].retried_lines == 4
 
 
 @pytest.mark.promptflow

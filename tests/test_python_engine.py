@@ -66,6 +66,16 @@ def test_python_experiment_and_evaluate_through_the_gateway(repo):
     assert experiment["gateway"]["outcomes"] == {"answered": 18}  # every call through the gateway
     outputs = {r["variant"]: r for r in experiment["runs"]}
     assert set(outputs) == {"precise", "creative"}
+    # the typed result (ExperimentRun, ExperimentTotals) prints the fields it always printed
+    assert set(experiment["runs"][0]) == {
+        "key", "use_case", "env", "experiment_id", "flow", "flow_kind", "flow_hash", "variant",
+        "variant_spec", "dataset", "dataset_source", "dataset_hash", "column_mapping", "settings",
+        "engine_run", "engine_output", "status", "lines_total", "lines_ok", "lines_failed",
+        "duration_s", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "latency_p50_s",
+        "latency_p95_s", "latency_p99_s", "errors", "started_at", "finished_at", "outputs_sha256",
+        "merged_runs", "served", "repeats", "reused", "retried_lines"}
+    assert set(experiment["totals"]) == {"runs", "reused", "lines_ok", "lines_failed", "total_tokens",
+                                         "cost", "estimated_cost", "duration_s"}
     code, summary, err = run_cli(repo, "run", "evaluate", "--use-case", "tone", "--json",
                                  "--no-progress")
     assert code == 0, (err, summary)

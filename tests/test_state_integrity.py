@@ -201,3 +201,32 @@ def test_records_written_with_promptflow_field_names_are_still_read(repo, state_
     summary["digest"] = old.digest()  # what evaluate wrote then: the digest of these keys
     read = Summary.from_dict(summary)
     assert read.recorded_digest == read.digest() and "pf_run" in read.to_dict()["evaluations"][0]
+
+
+def test_an_experiment_record_of_another_version_is_read_typed(repo, state_dir, capsys):
+    """Experiment records are read into `ExperimentRecord`: written with the same keys as ever, and
+    one lacking a field (an older genaiops) or carrying an unknown one (a newer) is still read and
+    evaluated, not quarantined."""
+    from genaiops.workspace import Workspace
+    from genaiops.workspace.integrity import SEAL
+    from genaiops.workspace.ledger import ExperimentRecord, RunRef
+
+    run = experiment(repo, capsys)
+    path = state_dir / "ledger" / "experiments" / f"{run['experiment_id']}.json"
+    data = json.loads(path.read_text())
+    assert set(data) == {"id", "use_case", "env", "flow", "flow_kind", "variants", "started_at",
+                         "finished_at", "runs", "ok", SEAL}
+    assert data["runs"] == [{"key": r["key"], "variant": r["variant"], "dataset": r["dataset"],
+                             "reused": False} for r in run["runs"]]
+    for gone in ("ok", "flow_kind", SEAL):
+        data.pop(gone)
+    data["runs"][0]["from_the_future"] = data["from_the_future"] = 1
+    path.write_text(json.dumps(seal(data)))
+
+    read = Workspace.for_repo(repo).ledger().load_experiment("demo")
+    assert isinstance(read, ExperimentRecord) and (read.ok, read.flow_kind) == (True, "")
+    assert read.runs[0] == RunRef(run["runs"][0]["key"], run["runs"][0]["variant"],
+                                  run["runs"][0]["dataset"], False)
+    code, out, err = genaiops(repo, capsys, "run", "evaluate", "-u", "demo", "--json")
+    assert code == 0 and "damaged" not in err, err
+    assert json.loads(out)["experiment_id"] == run["experiment_id"]

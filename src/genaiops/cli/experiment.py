@@ -73,15 +73,15 @@ def render(result) -> None:
         out("LLM: bundled LLM SIMULATOR (loopback, deterministic, not a real model)")
     out(table([_run_row(run) for run in result.runs]))
     totals = result.totals
-    out(f"experiment {result.experiment_id}: {totals['runs']} run(s), {totals['reused']} "
-        f"reused, {totals['lines_ok']} lines ok, {totals['lines_failed']} failed, "
-        f"{totals['total_tokens']} tokens, {totals['duration_s']:.1f}s")
+    out(f"experiment {result.experiment_id}: {totals.runs} run(s), {totals.reused} "
+        f"reused, {totals.lines_ok} lines ok, {totals.lines_failed} failed, "
+        f"{totals.total_tokens} tokens, {totals.duration_s:.1f}s")
 
 
-def _run_row(run: dict) -> dict:
-    return {"run": run["key"][:8], "variant": run["variant"], "dataset": run["dataset"],
-            "ok": run["lines_ok"], "failed": run["lines_failed"], "tokens": run["total_tokens"],
-            "cost": "" if run["cost"] is None else f"{run['cost']:.4f}",
-            "p50 s": run["latency_p50_s"], "p95 s": run["latency_p95_s"],
-            "reused": "yes" if run["reused"] else
-            (f"{run['retried_lines']} retried" if run.get("retried_lines") else "no")}
+def _run_row(run) -> dict:
+    return {"run": run.key[:8], "variant": run.variant, "dataset": run.dataset,
+            "ok": run.lines_ok, "failed": run.lines_failed, "tokens": run.total_tokens,
+            "cost": "" if run.cost is None else f"{run.cost:.4f}",
+            "p50 s": run.latency_p50_s, "p95 s": run.latency_p95_s,
+            "reused": "yes" if run.reused else
+            (f"{run.retried_lines} retried" if run.retried_lines else "no")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from genaiops.config.environments import require_declared
@@ -41,12 +42,13 @@ def load_experiment(repo_root: Path, use_case: str, env: str | None = None,
         ExperimentConfig, ConfigsLayout(repo_root).experiment(use_case),
         overlay_path(repo_root, use_case, env) if env else None, repo_root,
         "start the file with `name: <use_case>`", environ)
-    problems, flows = check(data, sources, repo_root)
+    context = LoadContext(repo_root, use_case, env, tuple(files))
+    # semantics checks the model (its defaults) and reads the flows; the config keeps their specs
+    problems, flows = check(build(ExperimentConfig, data, sources, context), sources)
     if problems:
         raise ConfigError(problems)
     if data["name"] != use_case:
         file, line = sources.locate(("name",))
         raise ConfigError([Problem(file, line, "name", f"name {data['name']!r} differs from the "
                                    f"use case folder {use_case!r}", f"set name: {use_case}")])
-    context = LoadContext(repo_root, use_case, env, tuple(files), flows)
-    return build(ExperimentConfig, data, sources, context)
+    return build(ExperimentConfig, data, sources, replace(context, flows=flows))

@@ -55,7 +55,7 @@ class Connection(FileModel):
     api_key: str = ""
     api_version: str = ""
     organization: str | None = None
-    auth_mode: Literal["key", "meid_token"] | None = None
+    auth_mode: Literal["key", "meid_token"] | None = "key"
     model: str | None = None
     rpm: PositiveInt | None = None  # requests per minute of each deployment behind it
     tpm: PositiveInt | None = None  # tokens per minute (estimated: prompt + max_tokens)
@@ -97,13 +97,15 @@ class Dataset(FileModel):
     # calls per row: each repeat is its own line (row i, repeat r = line i * repeats + r) and LLM
     # call; evaluations then cluster by row (evaluation/repeats.py, docs/replay.md)
     repeats: PositiveInt = 1
-    _source: Path = PrivateAttr()
+    _source: Path | None = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        self._source = load_context(context).path(self.source_rel)
+        # an evaluator dataset referencing no dataset has no file (semantics says so)
+        self._source = None if self.source_rel is None else load_context(context).path(self.source_rel)
 
     @property
     def source(self) -> Path:
+        assert self._source is not None, "a loaded config's datasets all have a file"
         return self._source
 
 
@@ -144,8 +146,9 @@ class Evaluator(FileModel):
     _engine: str | None = PrivateAttr(None)
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.flow_rel is not None:
-            spec = load_context(context).flows[self.flow_rel]
+        # the flows are read by semantics, which checks the model built without them first
+        spec = load_context(context).flows.get(self.flow_rel) if self.flow_rel is not None else None
+        if spec is not None:
             self._flow, self._engine = spec.entry, spec.engine
 
     @property
@@ -347,8 +350,10 @@ class ExperimentConfig(ConfigFile):
         """An evaluator dataset without `source` reads the file of the dataset it references."""
         if not isinstance(data, dict) or not isinstance(data.get("evaluators"), list):
             return data
-        files = {d.get("name"): d.get("source") for d in data.get("datasets") or []
-                 if isinstance(d, dict)}
+        files: dict = {}
+        for d in data.get("datasets") or []:
+            if isinstance(d, dict):
+                files.setdefault(d.get("name"), d.get("source"))  # the first of a name
 
         def with_source(block):
             if not isinstance(block, dict) or "source" in block:
@@ -363,6 +368,11 @@ class ExperimentConfig(ConfigFile):
     @property
     def flow(self) -> Path:
         return self._loaded.flows[self.flow_rel].entry
+
+    @property
+    def regressions_rel(self) -> str:
+        """Where `feedback promote --apply` appends rows (`monitoring.regressions`)."""
+        return self.monitoring.regressions or f"datasets/{self.name}/regressions.jsonl"
 
     @property
     def cassettes(self) -> Path:

@@ -19,15 +19,20 @@ from genaiops.config.datasets import (
     read_dataset,
 )
 from genaiops.config.metric_names import BUILTIN, BUILTIN_METRICS, ambiguity, namespace_problem
-from genaiops.config.model import gate_label
-from genaiops.config.yamlsrc import SourceMap, format_path
-from genaiops.engines import (
-    DEFAULT_ENGINE,
-    backends_problem,
-    engine_names,
-    engine_reading,
-    open_engine,
+from genaiops.config.model import (
+    Connection,
+    Dataset,
+    EvaluationSettings,
+    Evaluator,
+    EvaluatorDataset,
+    ExperimentConfig,
+    Gate,
+    Runtime,
+    SimulatorSettings,
+    Variant,
 )
+from genaiops.config.yamlsrc import SourceMap, format_path
+from genaiops.engines import backends_problem, engine_names, engine_reading, open_engine
 from genaiops.engines.base import FlowSpec, FlowSpecError
 from genaiops.errors import Problem
 from genaiops.execution.capacity import parallel_hint, parallel_problem, worker_hint, worker_problem
@@ -131,7 +136,7 @@ class Checker:
     def unique(self, items: list, base_path, what: str) -> None:
         seen: dict[str, int] = {}
         for index, item in enumerate(items):
-            name = item.get("name")
+            name = item.name
             if name in seen:
                 self.add(base_path + (index, "name"), f"duplicate {what} name {name!r} "
                          f"(also at {format_path(base_path + (seen[name],))})",
@@ -195,16 +200,16 @@ class Checker:
                 f"engine's environment ({check.python}) {found}: every line would fail",
                 f"install the flow's requirements there: {check.install}"))
 
-    def aligned(self, base, ds: dict, rows: DatasetFile | None, reference: DatasetFile | None) -> None:
+    def aligned(self, base, ds: EvaluatorDataset, rows: DatasetFile | None, reference: DatasetFile | None) -> None:
         """Evaluation rows line up with the rows they evaluate: by key column, else by count."""
         if rows is None or reference is None:
             return
-        if ds.get("key_column"):
-            self.problems += key_join_problems(rows, reference, ds["key_column"])
+        if ds.key_column:
+            self.problems += key_join_problems(rows, reference, ds.key_column)
             return
         if rows is reference:
             return
-        wrong = misaligned_count(rows, reference, ds["name"], ds["reference"])
+        wrong = misaligned_count(rows, reference, ds.name, ds.reference)
         if wrong:
             self.add(base + ("source",), wrong, ALIGN_HINT)
 
@@ -216,161 +221,209 @@ def _same_path(a: str, b: str) -> bool:
     return posixpath.normpath(str(a).replace("\\", "/")) == posixpath.normpath(str(b).replace("\\", "/"))
 
 
-def check(data: dict, sources: SourceMap,
-          repo_root: Path) -> tuple[list[Problem], dict[str, FlowSpec]]:
-    """Returns problems plus the flow specs read on the way, by the path as written."""
-    engine_name = data.get("engine", DEFAULT_ENGINE)
-    if engine_name not in engine_names():
+def check(config: ExperimentConfig, sources: SourceMap) -> tuple[list[Problem], dict[str, FlowSpec]]:
+    """Problems of the built model (its defaults are the model's, never restated here), located in
+    the files by `sources`, plus the flow specs read on the way, by the path as written."""
+    if config.engine not in engine_names():
         file, line = sources.locate(("engine",))
-        return [Problem(file, line, "engine", f"unknown engine {engine_name!r}",
+        return [Problem(file, line, "engine", f"unknown engine {config.engine!r}",
                         f"use one of: {', '.join(engine_names())} (`genaiops engine list`)")], {}
-    c = Checker(repo_root, sources, open_engine(engine_name))
-    backend = (data.get("runtime") or {}).get("backend", "local")
-    wrong_backend = backends_problem(engine_name, backend)
-    if wrong_backend:
-        others = [n for n in engine_names() if backend in open_engine(n).backends]
-        c.add(("runtime", "backend"), wrong_backend,
-              f"use runtime.backend: {' or '.join(c.engine.backends)}"
-              + (f" ({backend} runs need engine: {' or '.join(others)})" if others else ""))
+    c = Checker(config.repo_root, sources, open_engine(config.engine))
+    check_backend(c, config.runtime)
+    flow = c.flow(("flow",), config.flow_rel)
+    check_unique_names(c, config)
+    check_variants(c, config.variants, flow)
+    standard = check_datasets(c, config.datasets, flow)
+    reported = check_evaluators(c, config, flow, standard)
+    evaluators = {ev.name for ev in config.evaluators}
+    check_gates(c, config.gates, evaluators, reported, set(standard))
+    check_workers(c, config.runtime)
+    check_evaluation(c, config.evaluation, evaluators, reported)
+    check_requirements(c, config.runtime)
+    check_environment_variables(c, config)
+    check_simulator(c, config.simulator)
+    check_connections(c, config.connections)
+    return c.problems, c.flows
 
-    flow = c.flow(("flow",), data["flow"])
-    run_outputs = flow.outputs if flow is not None else ()
 
+def check_backend(c: Checker, runtime: Runtime) -> None:
+    """`runtime.backend` is one the use case's engine runs batches on."""
+    wrong = backends_problem(c.engine.name, runtime.backend)
+    if wrong:
+        others = [n for n in engine_names() if runtime.backend in open_engine(n).backends]
+        c.add(("runtime", "backend"), wrong, f"use runtime.backend: {' or '.join(c.engine.backends)}"
+              + (f" ({runtime.backend} runs need engine: {' or '.join(others)})" if others else ""))
+
+
+def check_unique_names(c: Checker, config: ExperimentConfig) -> None:
     for block, what in (("connections", "connection"), ("datasets", "dataset"),
                         ("evaluators", "evaluator"), ("variants", "variant")):
-        c.unique(data.get(block, []), (block,), what)
+        c.unique(getattr(config, block), (block,), what)
 
-    if data.get("variants") and flow is not None and not flow.parameter_sets:
+
+def check_variants(c: Checker, variants: tuple[Variant, ...], flow: FlowSpec | None) -> None:
+    """`variants:` only for flows that take parameter sets, with parameters the engine applies."""
+    if flow is None:
+        return
+    if variants and not flow.parameter_sets:
         c.add(("variants",), f"`variants` (parameter sets) do not apply to a {flow.kind} flow",
               f"{flow.kind} flows take their variants from their own files; remove this block")
-    elif data.get("variants") and flow is not None and flow.node_variants:
+    elif variants and flow.node_variants:
         c.add(("variants",), f"the flow declares its variants ({', '.join(flow.node_variants)}): "
               "`variants` here would be ignored", "remove this block, or VARIANTS from the app")
+    for v_index, variant in enumerate(variants):  # keys the engine would silently drop
+        for key, instead in c.engine.ignored_parameters(flow, variant.init):
+            c.add(("variants", v_index, "init", *key.split(".")),
+                  f"`{key}` is not a parameter the {c.engine.name} engine applies to a "
+                  f"{flow.kind} flow (ignored, or a failure in every run)", instead)
 
-    if flow is not None:  # keys of a variant the engine would silently drop
-        for v_index, variant in enumerate(data.get("variants", [])):
-            for key, instead in c.engine.ignored_parameters(flow, variant.get("init") or {}):
-                c.add(("variants", v_index, "init", *key.split(".")),
-                      f"`{key}` is not a parameter the {c.engine.name} engine applies to a "
-                      f"{flow.kind} flow (ignored, or a failure in every run)", instead)
 
-    names = set()
-    standard = {}
-    for index, ds in enumerate(data["datasets"]):
-        names.add(ds["name"])
-        standard[ds["name"]] = c.dataset(("datasets", index, "source"), ds["source"])
-        c.mappings(("datasets", index, "mappings"), ds.get("mappings"), standard[ds["name"]], flow,
-                   None, ds.get("allow_null"))
+def check_datasets(c: Checker, datasets: tuple[Dataset, ...],
+                   flow: FlowSpec | None) -> dict[str, DatasetFile | None]:
+    """Each standard dataset read whole and its mappings against the flow; the rows by name."""
+    standard: dict[str, DatasetFile | None] = {}
+    for index, ds in enumerate(datasets):
+        standard[ds.name] = c.dataset(("datasets", index, "source"), ds.source_rel)
+        c.mappings(("datasets", index, "mappings"), ds.mappings, standard[ds.name], flow,
+                   None, ds.allow_null)
+    return standard
 
-    regressions = (data.get("monitoring") or {}).get("regressions") or f"datasets/{data.get('name')}/regressions.jsonl"
-    eval_names = set()
-    reported = {BUILTIN: set(BUILTIN_METRICS)}  # metric names each source is known to report
-    for e_index, ev in enumerate(data.get("evaluators", [])):
-        eval_names.add(ev["name"])
-        eval_flow = None
-        if "flow" in ev:
-            eval_flow = c.flow(("evaluators", e_index, "flow"), ev["flow"], ev.get("engine"),
-                               detect=True)
-            if eval_flow is not None:
-                reported[ev["name"]] = set(eval_flow.outputs)
-            if ev.get("init") and eval_flow is not None and not eval_flow.takes_init:
-                c.add(("evaluators", e_index, "init"), f"`init` applies to evaluator flows that "
-                      f"take init parameters (a class entry); {ev['flow']} is a {eval_flow.kind} flow",
-                      "remove `init`, or make the evaluator a flow whose class takes it")
-        elif ev.get("kind") == "azure_ai_evaluation":
-            if "class" not in ev:
-                c.add(("evaluators", e_index), "`kind: azure_ai_evaluation` needs `class:`",
-                      "name an azure.ai.evaluation class, e.g. class: F1ScoreEvaluator")
-            known = [conn.get("name") for conn in data.get("connections") or []]
-            if ev.get("connection") and ev["connection"] not in known:
-                c.add(("evaluators", e_index, "connection"), f"no connection named "
-                      f"{ev['connection']!r}", f"use one of: {', '.join(known) or 'none declared'}")
-        elif "code" not in ev:
-            c.add(("evaluators", e_index), "an evaluator needs `flow:`, `code:` or "
-                  "`kind: azure_ai_evaluation` with `class:`", "see docs/evaluation.md")
-        else:
-            if ev.get("init"):
-                c.add(("evaluators", e_index, "init"), "`init` applies to flex evaluator flows, "
-                      "not to code evaluators", "remove `init`; a code evaluator is a function")
-            code_file = ev["code"].rsplit(":", 1)[0]
-            c.repo_path(("evaluators", e_index, "code"), code_file, "code evaluator file")
-        c.unique(ev["datasets"], ("evaluators", e_index, "datasets"), "evaluator dataset")
-        for d_index, ds in enumerate(ev["datasets"]):
+
+def check_evaluators(c: Checker, config: ExperimentConfig, flow: FlowSpec | None,
+                     standard: dict[str, DatasetFile | None]) -> dict[str, set[str]]:
+    """Each evaluator's flow or code and its datasets; the metric names each source is known to
+    report (builtin and each evaluator flow read, for gates and the primary metric)."""
+    reported = {BUILTIN: set(BUILTIN_METRICS)}
+    run_outputs = flow.outputs if flow is not None else ()
+    for e_index, ev in enumerate(config.evaluators):
+        eval_flow = check_evaluator_source(c, config, e_index, ev)
+        if eval_flow is not None:
+            reported[ev.name] = set(eval_flow.outputs)
+        c.unique(ev.datasets, ("evaluators", e_index, "datasets"), "evaluator dataset")
+        for d_index, ds in enumerate(ev.datasets):
             base = ("evaluators", e_index, "datasets", d_index)
-            if ds["reference"] not in names:
-                c.add(base + ("reference",), f"no dataset named {ds['reference']!r}",
-                      f"reference one of the standard datasets: {', '.join(sorted(names))}")
-                source = ds.get("source")
-            else:
-                source = ds.get("source") or next(d["source"] for d in data["datasets"]
-                                                  if d["name"] == ds["reference"])
-            rows = c.dataset(base + ("source",), source) if source else None
+            if ds.reference not in standard:
+                c.add(base + ("reference",), f"no dataset named {ds.reference!r}",
+                      f"reference one of the standard datasets: {', '.join(sorted(standard))}")
+            # without `source:` the model gives it the referenced dataset's (None: no such dataset)
+            rows = c.dataset(base + ("source",), ds.source_rel) if ds.source_rel else None
             # the regressions dataset's rows promoted without a correction have no ground truth:
             # evaluators skip them and say so (evaluators.base.unlabelled)
-            c.mappings(base + ("mappings",), ds.get("mappings"), rows, eval_flow, run_outputs,
-                       ds.get("allow_null"), missing_ok=bool(source) and _same_path(source, regressions))
-            c.aligned(base, ds, rows, standard.get(ds["reference"]))
+            c.mappings(base + ("mappings",), ds.mappings, rows, eval_flow, run_outputs, ds.allow_null,
+                       missing_ok=bool(ds.source_rel)
+                       and _same_path(ds.source_rel, config.regressions_rel))
+            c.aligned(base, ds, rows, standard.get(ds.reference))
+    return reported
 
-    seen_gates: dict[str, int] = {}
-    for g_index, gate in enumerate(data.get("gates", [])):
-        label = gate_label(gate["metric"], gate["op"], gate["threshold"],
-                           gate.get("type", "absolute"), gate.get("name", ""))
-        if label in seen_gates:
-            c.add(("gates", g_index), f"duplicate gate name {label!r} (also gates[{seen_gates[label]}])",
+
+def check_evaluator_source(c: Checker, config: ExperimentConfig, e_index: int,
+                           ev: Evaluator) -> FlowSpec | None:
+    """What computes the evaluator's scores exists: its flow (returned), code or class."""
+    where = ("evaluators", e_index)
+    if ev.flow_rel is not None:
+        eval_flow = c.flow(where + ("flow",), ev.flow_rel, ev.engine_rel, detect=True)
+        if ev.init and eval_flow is not None and not eval_flow.takes_init:
+            c.add(where + ("init",), f"`init` applies to evaluator flows that take init "
+                  f"parameters (a class entry); {ev.flow_rel} is a {eval_flow.kind} flow",
+                  "remove `init`, or make the evaluator a flow whose class takes it")
+        return eval_flow
+    if ev.kind == "azure_ai_evaluation":
+        if ev.class_name is None:
+            c.add(where, "`kind: azure_ai_evaluation` needs `class:`",
+                  "name an azure.ai.evaluation class, e.g. class: F1ScoreEvaluator")
+        known = [conn.name for conn in config.connections]
+        if ev.connection and ev.connection not in known:
+            c.add(where + ("connection",), f"no connection named {ev.connection!r}",
+                  f"use one of: {', '.join(known) or 'none declared'}")
+    elif ev.code is None:
+        c.add(where, "an evaluator needs `flow:`, `code:` or `kind: azure_ai_evaluation` with "
+              "`class:`", "see docs/evaluation.md")
+    else:
+        if ev.init:
+            c.add(where + ("init",), "`init` applies to flex evaluator flows, not to code "
+                  "evaluators", "remove `init`; a code evaluator is a function")
+        c.repo_path(where + ("code",), ev.code.rsplit(":", 1)[0], "code evaluator file")
+    return None
+
+
+def check_gates(c: Checker, gates: tuple[Gate, ...], eval_names: set[str],
+                reported: dict[str, set[str]], datasets: set[str]) -> None:
+    """Unique gate names; metrics, evaluators and datasets a gate names exist and are unambiguous."""
+    seen: dict[str, int] = {}
+    for g_index, gate in enumerate(gates):
+        if gate.label in seen:
+            c.add(("gates", g_index), f"duplicate gate name {gate.label!r} (also gates[{seen[gate.label]}])",
                   "remove the copy, or give each gate its own `name:`")
-        seen_gates.setdefault(label, g_index)
-        wrong = namespace_problem(gate["metric"], eval_names, gate.get("evaluator"))
-        unclear = ambiguity(gate["metric"], reported, gate.get("evaluator"))
+        seen.setdefault(gate.label, g_index)
+        wrong = namespace_problem(gate.metric, eval_names, gate.evaluator)
+        unclear = ambiguity(gate.metric, reported, gate.evaluator)
         if unclear:
             c.add(("gates", g_index, "metric"), f"metric {unclear}",
                   "name the source, so the gate judges what you mean")
         if wrong:
-            c.add(("gates", g_index) if gate.get("evaluator") else ("gates", g_index, "metric"),
-                  f"metric {gate['metric']!r}: {wrong[0]}", wrong[1])
-        if gate.get("evaluator") and gate["evaluator"] not in eval_names:
-            c.add(("gates", g_index, "evaluator"), f"no evaluator named {gate['evaluator']!r}",
+            c.add(("gates", g_index) if gate.evaluator else ("gates", g_index, "metric"),
+                  f"metric {gate.metric!r}: {wrong[0]}", wrong[1])
+        if gate.evaluator and gate.evaluator not in eval_names:
+            c.add(("gates", g_index, "evaluator"), f"no evaluator named {gate.evaluator!r}",
                   f"use one of: {', '.join(sorted(eval_names)) or '(no evaluators defined)'}")
-        if gate.get("dataset") and gate["dataset"] not in names:
-            c.add(("gates", g_index, "dataset"), f"no dataset named {gate['dataset']!r}",
-                  f"use one of: {', '.join(sorted(names))}")
+        if gate.dataset and gate.dataset not in datasets:
+            c.add(("gates", g_index, "dataset"), f"no dataset named {gate.dataset!r}",
+                  f"use one of: {', '.join(sorted(datasets))}")
 
-    runtime = data.get("runtime") or {}
-    workers, parallel = runtime.get("worker_count", "auto"), runtime.get("max_parallel", 4)
+
+def check_workers(c: Checker, runtime: Runtime) -> None:
+    """Worker counts this machine can hold."""
+    workers, parallel = runtime.worker_count, runtime.max_parallel
     too_many = parallel_problem(parallel)
     if too_many:
         c.add(("runtime", "max_parallel"), too_many, parallel_hint())
     # remote compute is not this machine; lines that are coroutines of one process (the engine
     # says: `line_workers_are_processes`) are not counted against its cores and memory
-    elif runtime.get("backend", "local") == "local" and c.engine.line_workers_are_processes:
+    elif runtime.backend == "local" and c.engine.line_workers_are_processes:
         problem = worker_problem(workers, parallel)
-        if problem:  # located at the larger factor
+        if problem:  # located at the larger factor, where the file sets it
             field = "max_parallel" if workers == "auto" or parallel > workers else "worker_count"
-            c.add(("runtime", field if field in runtime else "worker_count"), problem, worker_hint())
-    settings = data.get("evaluation") or {}
-    primary = settings.get("primary_metric")
-    if primary:
-        wrong = namespace_problem(primary, eval_names, settings.get("evaluator"))
-        unclear = ambiguity(primary, reported, settings.get("evaluator"))
-        if wrong or unclear:
-            c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}" if wrong
-                  else f"metric {unclear}", wrong[1] if wrong else "name the source")
+            c.add(("runtime", field if field in runtime.model_fields_set else "worker_count"),
+                  problem, worker_hint())
 
-    checked = set()  # each flow's requirements.txt, where the engine that runs it runs
-    for spec in c.flows.values() if backend == "local" else ():  # Azure ML: its own environment
+
+def check_evaluation(c: Checker, settings: EvaluationSettings, eval_names: set[str],
+                     reported: dict[str, set[str]]) -> None:
+    """The primary metric names something an evaluator (or builtin) reports, unambiguously."""
+    primary = settings.primary_metric
+    if not primary:
+        return
+    wrong = namespace_problem(primary, eval_names, settings.evaluator)
+    unclear = ambiguity(primary, reported, settings.evaluator)
+    if wrong or unclear:
+        c.add(("evaluation", "primary_metric"), f"metric {primary!r}: {wrong[0]}" if wrong
+              else f"metric {unclear}", wrong[1] if wrong else "name the source")
+
+
+def check_requirements(c: Checker, runtime: Runtime) -> None:
+    """Each flow's requirements.txt, where the engine that runs it runs (Azure ML: its own
+    environment, not checked here)."""
+    if runtime.backend != "local":
+        return
+    checked = set()
+    for spec in c.flows.values():
         if spec.root in checked:
             continue
         checked.add(spec.root)
         engine = c.engine if spec.engine == c.engine.name else open_engine(spec.engine)
         c.requirements(engine.check_requirements(spec), spec.engine)
 
-    # what the engines running the use case's flows set themselves (the flow's and evaluators')
+
+def check_environment_variables(c: Checker, config: ExperimentConfig) -> None:
+    """No variable the engines running the use case's flows set themselves; `${<conn>.<key>}`
+    names a declared connection."""
     engines = {**{spec.engine: None for spec in c.flows.values()}, c.engine.name: c.engine}
     reserved = {}
     for name, engine in engines.items():
         for variable, instead in (engine or open_engine(name)).reserved_variables().items():
             reserved.setdefault(variable, (name, instead))
-    connection_names = {conn["name"] for conn in data.get("connections", [])}
-    for name, value in (data.get("environment_variables") or {}).items():
+    connection_names = {conn.name for conn in config.connections}
+    for name, value in config.environment_variables.items():
         if name in reserved:
             engine_name, instead = reserved[name]
             c.add(("environment_variables", name), f"{name} is set by the {engine_name} engine for "
@@ -382,19 +435,21 @@ def check(data: dict, sources: SourceMap,
                       f"(in {ref.group(0)})", "reference a connection of `connections:`: "
                       f"{', '.join(sorted(connection_names)) or '(none declared)'}")
 
-    rules = (data.get("simulator") or {}).get("rules")
-    if rules:
-        c.repo_path(("simulator", "rules"), rules, "simulator rules file")
 
-    for index, conn in enumerate(data.get("connections", [])):
-        if conn["api_base"] != "simulator" and not re.match(r"^https?://", conn["api_base"]):
-            c.add(("connections", index, "api_base"), f"api_base {conn['api_base']!r} is not a URL",
+def check_simulator(c: Checker, simulator: SimulatorSettings) -> None:
+    if simulator.rules_rel:
+        c.repo_path(("simulator", "rules"), simulator.rules_rel, "simulator rules file")
+
+
+def check_connections(c: Checker, connections: tuple[Connection, ...]) -> None:
+    """Real endpoints are URLs with what they need to be called (a key, an API version)."""
+    for index, conn in enumerate(connections):
+        if not conn.uses_simulator and not re.match(r"^https?://", conn.api_base):
+            c.add(("connections", index, "api_base"), f"api_base {conn.api_base!r} is not a URL",
                   "use https://<resource>.openai.azure.com, https://api.openai.com/v1, or 'simulator'")
-        if conn["api_base"] != "simulator" and not conn.get("api_key") and \
-                conn.get("auth_mode", "key") == "key":
+        if not conn.uses_simulator and not conn.api_key and conn.auth_mode == "key":
             c.add(("connections", index, "api_key"), "api_key is empty for a real endpoint",
                   "set it in .env (e.g. LLM_API_KEY=...) and reference it as ${env:LLM_API_KEY}")
-        if conn["type"] == "azure_open_ai" and not conn.get("api_version"):
+        if conn.type == "azure_open_ai" and not conn.api_version:
             c.add(("connections", index, "api_version"), "azure_open_ai needs api_version",
                   "e.g. api_version: 2024-06-01")
-    return c.problems, c.flows

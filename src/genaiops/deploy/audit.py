@@ -29,6 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal, cast
+
+from typing_extensions import TypedDict
 
 from genaiops.errors import GenaiopsError, UsageError
 from genaiops.workspace.files import atomic_write_json
@@ -368,12 +371,38 @@ def incident_on_damage(workspace, event: dict):
         raise
 
 
-def deployments(records: list[dict], use_case: str, env: str) -> list[dict]:
-    return [r for r in records if r.get("event") in ("deployed", "deploy_failed")
+class DeploymentRecord(TypedDict):
+    """A deploy as the chain holds it (`event` deployed / deploy_failed): what `run deploy`
+    appends and `--json` prints, and what rollback, `approve` and the next deploy read back.
+    The nested blocks are the `as_dict()` of the objects named; the last four are the chain's."""
+
+    use_case: str
+    env: str
+    target: str
+    variant: dict  # deploy.variant.ChosenVariant
+    flow_hash: str
+    image: dict  # deploy.image.ImageRef
+    artifact: str
+    git_commit: str
+    event: Literal["deployed", "deploy_failed"]
+    ok: bool
+    registration: str  # where the flow was registered (its uri)
+    outcome: dict  # deploy.targets.base.DeployOutcome
+    approval: dict | None  # deploy.approvals.ApprovalGrant.as_ref()
+    previous_artifact: str | None
+    duration_s: float
+    seq: int
+    prev: str
+    at: str
+    mac: str
+
+
+def deployments(records: list[dict], use_case: str, env: str) -> list[DeploymentRecord]:
+    return [cast(DeploymentRecord, r) for r in records if r.get("event") in ("deployed", "deploy_failed")
             and r.get("use_case") == use_case and r.get("env") == env]
 
 
-def last_successful(records: list[dict], use_case: str, env: str) -> dict | None:
+def last_successful(records: list[dict], use_case: str, env: str) -> DeploymentRecord | None:
     for record in reversed(deployments(records, use_case, env)):
         if record.get("ok"):
             return record

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from genaiops.errors import UsageError
 from genaiops.evaluation.summary import BaselineRef, Summary
-from genaiops.workspace.ledger import Ledger
+from genaiops.workspace.ledger import ExperimentRecord, Ledger
 
 
 def read_summary(path: Path) -> Summary:
@@ -34,7 +34,7 @@ def saved_baseline(ref: str) -> Summary | None:
 
 
 def baseline_experiment(ledger: Ledger, use_case: str, ref: str, *,
-                        current_experiment: str) -> dict:
+                        current_experiment: str) -> ExperimentRecord:
     """The experiment `ref` names: `experiment:<id>`, `<id>` or `previous`."""
     experiment_id = ref.split(":", 1)[1] if ref.startswith("experiment:") else ref
     if experiment_id == "previous":

@@ -260,7 +260,7 @@ def probe_models(config: ExperimentConfig, wanted, simulator=None) -> dict:
     from genaiops.gateway.served import served_model
 
     known = {c.name: c for c in config.connections
-             if c.extra.get("auth_mode", "key") == "key"}  # Entra ID tokens: not asked, URL trusted
+             if c.auth_mode == "key"}  # Entra ID tokens: not asked, URL trusted
     wanted = sorted(w for w in wanted if w[0] in known)
     found = {}
     with contextlib.ExitStack() as stack:

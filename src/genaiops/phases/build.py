@@ -17,9 +17,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genaiops.errors import GenaiopsError, UsageError
 from genaiops.phases.context import PhaseContext
+
+if TYPE_CHECKING:
+    from genaiops.deploy.evidence import Evidence
 
 
 @dataclass
@@ -112,7 +116,7 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
-    evidence: object  # deploy.evidence.Evidence
+    evidence: Evidence
     path: Path
     built: bool
 

@@ -14,11 +14,15 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genaiops.errors import RunFailed, UsageError
 from genaiops.evaluation.comparison import PASS, Comparison, Side
 from genaiops.evaluation.summary import Summary
 from genaiops.phases.context import PhaseContext
+
+if TYPE_CHECKING:
+    from genaiops.phases.experiment import ExperimentRun
 
 
 @dataclass
@@ -40,7 +44,7 @@ class _Evaluated:
     ctx: PhaseContext
     summary: Summary
     variant: str
-    run: dict  # the experiment's run record
+    run: ExperimentRun  # the experiment's run
 
 
 def new_comparison_id(candidate: str) -> str:
@@ -142,7 +146,7 @@ def _side(side: _Evaluated) -> Side:
     config, run = side.ctx.config, side.run
     return Side(use_case=config.use_case, env=config.env, engine=side.ctx.engine.name,
                 engine_version=side.ctx.engine.version(), flow=config.flow_rel,
-                flow_kind=config.flow_kind, flow_hash=run["flow_hash"], variant=side.variant,
+                flow_kind=config.flow_kind, flow_hash=run.flow_hash, variant=side.variant,
                 experiment_id=side.summary.experiment_id, evaluation_id=side.summary.id,
                 verdict=side.summary.verdict, llm=side.summary.llm)
 

@@ -11,11 +11,17 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from genaiops.config.model import ExperimentConfig
 from genaiops.engines.base import Engine, FlowSpec
 from genaiops.project import Project
 from genaiops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from genaiops.gateway import LLMGateway
+    from genaiops.gateway.cassette import Cassette
+    from genaiops.simulator import SimulatorServer
 
 
 @dataclass
@@ -23,11 +29,11 @@ class PhaseContext:
     config: ExperimentConfig
     project: Project
     engine: Engine
-    simulator: object | None = None  # a running simulator to use instead of starting one
+    simulator: SimulatorServer | None = None  # a running simulator to use instead of starting one
     show_progress: bool = True
     _others: dict = field(default_factory=dict, repr=False)  # engines of evaluation flows
     # the command's LLM gateway, started by the first phase that needs it
-    _gateway: object | None = field(default=None, init=False, repr=False)
+    _gateway: LLMGateway | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, project: Project, use_case: str, env: str | None = None, *, simulator=None,
@@ -114,12 +120,12 @@ class PhaseContext:
                            gateway=self._gateway, pool=pool, fail_on_miss=fail_on_miss)
 
     @property
-    def cassette(self):
+    def cassette(self) -> Cassette | None:
         """The cassette the command records into or replays from, or None (live)."""
-        return getattr(self._gateway, "cassette", None)
+        return None if self._gateway is None else self._gateway.cassette
 
     @property
-    def gateway(self):
+    def gateway(self) -> LLMGateway | None:
         """The running LLM gateway (its counters), or None."""
         return self._gateway
 

@@ -18,7 +18,9 @@ import socket
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import cast
 
+from genaiops.deploy.audit import DeploymentRecord
 from genaiops.errors import ConfigError, GenaiopsError, Problem
 from genaiops.phases.context import PhaseContext
 
@@ -39,7 +41,7 @@ class DeployOptions:
 
 @dataclass
 class DeployResult:
-    record: dict  # the deployment record as appended to the deployments log
+    record: DeploymentRecord  # as appended to the audit chain
     note: str = ""
 
     @property
@@ -127,7 +129,7 @@ def run_deploy(ctx: PhaseContext, options: DeployOptions) -> DeployResult:
               "previous_artifact": previous.get("artifact") if previous else None,
               "duration_s": round(time.monotonic() - started, 1)}
     try:
-        record = trail.append(record)
+        record = cast(DeploymentRecord, trail.append(record))
     except audit.TamperedLog as exc:  # changed while deploying: keep the record in the trust folder
         audit.record_incident(workspace, {**record, "event": "deploy_unrecorded", "reason": exc.message})
         raise audit.TamperedLog(

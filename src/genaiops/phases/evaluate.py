@@ -22,6 +22,7 @@ from genaiops.evaluation.summary import Summary
 from genaiops.phases.context import PhaseContext
 from genaiops.workspace.files import atomic_write_json
 from genaiops.workspace.integrity import seal
+from genaiops.workspace.ledger import ExperimentRecord
 
 
 @dataclass
@@ -50,7 +51,7 @@ def run_evaluate(ctx: PhaseContext, options: EvaluateOptions) -> Summary:
     ledger = ctx.workspace.ledger()
     experiment = load_experiment_or_fail(ledger, config.use_case, options.experiment)
     changes = _checkout_changes(ctx, experiment, explicit=options.experiment != "latest")
-    baseline = _load_baseline(ctx, options, experiment["id"]) if options.baseline else None
+    baseline = _load_baseline(ctx, options, experiment.id) if options.baseline else None
     summary = evaluate_experiment(ctx, experiment, options)
     summary.checkout_changes = changes or None
     if baseline is not None:
@@ -73,7 +74,8 @@ def run_evaluate(ctx: PhaseContext, options: EvaluateOptions) -> Summary:
     return summary
 
 
-def _checkout_changes(ctx: PhaseContext, experiment: dict, *, explicit: bool) -> list[str]:
+def _checkout_changes(ctx: PhaseContext, experiment: ExperimentRecord, *,
+                      explicit: bool) -> list[str]:
     """What the checkout would run differently from `experiment` (`experiment.checkout_changes`).
     The latest experiment of another flow, config or data is refused (exit 2): a PASS for it would
     be taken for this checkout's. One named with --experiment is evaluated as it is, and every
@@ -86,10 +88,10 @@ def _checkout_changes(ctx: PhaseContext, experiment: dict, *, explicit: bool) ->
     if changes and not explicit:
         use_case, env = ctx.config.use_case, ctx.config.env
         raise UsageError(
-            f"the latest experiment {experiment['id']} was not made from this checkout: "
+            f"the latest experiment {experiment.id} was not made from this checkout: "
             + "; ".join(changes),
             hint=f"run `genaiops run experiment -u {use_case}{' -e ' + env if env else ''}` first; "
-                 f"or evaluate that experiment as it is with --experiment {experiment['id']} "
+                 f"or evaluate that experiment as it is with --experiment {experiment.id} "
                  "(its reports then name the flow hash it ran)")
     return changes
 
@@ -118,7 +120,8 @@ def _write_best_pointer(ctx: PhaseContext, summary: Summary) -> None:
         "report_dir": summary.report_dir}))
 
 
-def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOptions) -> Summary:
+def evaluate_experiment(ctx: PhaseContext, experiment: ExperimentRecord,
+                        options: EvaluateOptions) -> Summary:
     """Run (or reuse) every evaluation of one experiment and build the summary without gates."""
     from genaiops.evaluation.build import build_summary
     from genaiops.evaluation.evaluators import make_adapter, plan_evaluations, run_evaluations
@@ -163,7 +166,7 @@ def evaluate_experiment(ctx: PhaseContext, experiment: dict, options: EvaluateOp
             raise
         replay_misses(ctx.cassette, already, where=[_missed_lines(o) for o, _ in outcomes
                                                     if any(_missed(r) for r in o.rows)])
-    return build_summary(config, evaluation_id=evaluation_id, experiment_id=experiment["id"],
+    return build_summary(config, evaluation_id=evaluation_id, experiment_id=experiment.id,
                          records=records, outcomes=outcomes, problems=problems, ledger=ledger)
 
 

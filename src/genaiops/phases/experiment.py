@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from genaiops.config.model import Dataset, ExperimentConfig
@@ -37,8 +37,10 @@ from genaiops.phases.run_records import build_record, member_rows, merged
 from genaiops.workspace.files import atomic_write_jsonl, iter_jsonl
 from genaiops.workspace.ledger import (
     STATUS_COMPLETED,
+    ExperimentRecord,
     Ledger,
     RunRecord,
+    RunRef,
     new_experiment_id,
     run_key,
 )
@@ -81,6 +83,26 @@ class Batch:
 
 
 @dataclass
+class ExperimentRun(RunRecord):
+    """One run of an experiment: its ledger record, and how this experiment got it."""
+
+    reused: bool = False  # taken from the ledger as it was
+    retried_lines: int = 0  # failed lines of an earlier run run again (its good lines kept)
+
+
+@dataclass
+class ExperimentTotals:
+    runs: int
+    reused: int
+    lines_ok: int
+    lines_failed: int
+    total_tokens: int
+    cost: float | None  # None: the config has no prices for its models
+    estimated_cost: float | None  # of the runs still to run, before they ran (`--budget`)
+    duration_s: float
+
+
+@dataclass
 class ExperimentResult:
     """What `run experiment` did: one entry per (dataset, variant) run, reused or new."""
 
@@ -88,8 +110,8 @@ class ExperimentResult:
     use_case: str
     env: str | None
     variants: str
-    runs: list[dict]  # RunRecord fields + `reused`
-    totals: dict
+    runs: list[ExperimentRun]
+    totals: ExperimentTotals
     simulator: dict | None = None  # the simulator's request counters, when one answered
     failures: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why runs were not reused, ...
@@ -111,7 +133,8 @@ class ExperimentResult:
     def to_json(self) -> dict:
         data = {"phase": "experiment", "ok": self.ok, "experiment_id": self.experiment_id,
                 "use_case": self.use_case, "env": self.env, "variants": self.variants,
-                "runs": self.runs, "totals": self.totals, "simulator": self.simulator,
+                "runs": [run.as_dict() for run in self.runs], "totals": asdict(self.totals),
+                "simulator": self.simulator,
                 "notes": self.notes, "gateway": self.gateway}
         if self.failures:
             data["failures"] = self.failures
@@ -197,7 +220,7 @@ def _identity(ctx: PhaseContext, engine_version: str, flow_hash: str, variant: V
     }
 
 
-def checkout_changes(ctx: PhaseContext, experiment: dict, records: list[RunRecord]) -> list[str]:
+def checkout_changes(ctx: PhaseContext, experiment: ExperimentRecord, records: list[RunRecord]) -> list[str]:
     """What this checkout would run differently from the runs `experiment` recorded ([] when
     `run experiment` now would plan exactly their run keys): the flow hash, a dataset's content or
     column mapping, the config (variants, connection settings) or what the flow reads beyond its
@@ -210,7 +233,7 @@ def checkout_changes(ctx: PhaseContext, experiment: dict, records: list[RunRecor
     settings = output_settings(config)
     inputs = run_inputs(config, ctx.engine.flow_reads(ctx.flow), ctx.engine.version())
     try:
-        variants = {v.label: v for v in select_variants(config, ctx.flow, experiment.get("variants")
+        variants = {v.label: v for v in select_variants(config, ctx.flow, experiment.variants
                                                         or "defaults", max_runs=1 << 16)}
     except GenaiopsError:
         variants = {}
@@ -437,11 +460,11 @@ def check_served(ctx: PhaseContext, planned: list[PlannedRun]) -> list[str]:
     return notes
 
 
-def _tolerance_exceeded(record: dict, tolerance: float) -> bool:
-    if record["status"] != STATUS_COMPLETED:
+def _tolerance_exceeded(record: RunRecord, tolerance: float) -> bool:
+    if record.status != STATUS_COMPLETED:
         return True
-    allowed = tolerance * record["lines_total"] if 0 < tolerance < 1 else tolerance
-    return record["lines_failed"] > allowed
+    allowed = tolerance * record.lines_total if 0 < tolerance < 1 else tolerance
+    return record.lines_failed > allowed
 
 
 def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentResult:
@@ -485,29 +508,23 @@ def run_experiment(ctx: PhaseContext, options: ExperimentOptions) -> ExperimentR
     elif ctx.simulator is not None:
         simulator_stats = ctx.simulator.stats.snapshot()
 
-    runs = [{**records[run.key].as_dict(), "reused": run.reused is not None,
-             "retried_lines": len(run.retry_lines)} for run in planned]
+    runs = [ExperimentRun(**records[run.key].as_dict(), reused=run.reused is not None,
+                          retried_lines=len(run.retry_lines)) for run in planned]
     tolerance = config.runtime.failed_line_tolerance
     failing = [r for r in runs if _tolerance_exceeded(r, tolerance)]
-    ledger.save_experiment({
-        "id": experiment_id, "use_case": config.use_case, "env": config.env,
-        "flow": config.flow_rel, "flow_kind": ctx.flow.kind, "variants": options.variants,
-        "started_at": started, "finished_at": time.time(),
-        "runs": [{"key": r["key"], "variant": r["variant"], "dataset": r["dataset"],
-                  "reused": r["reused"]} for r in runs],
-        "ok": not failing,
-    })
-    totals = {
-        "runs": len(runs), "reused": sum(r["reused"] for r in runs),
-        "lines_ok": sum(r["lines_ok"] for r in runs),
-        "lines_failed": sum(r["lines_failed"] for r in runs),
-        "total_tokens": sum(r["total_tokens"] for r in runs),
-        "cost": round(sum(r["cost"] or 0 for r in runs), 6) if unit_price(config) else None,
-        "estimated_cost": estimate,
-        "duration_s": round(time.time() - started, 3),
-    }
-    failures = [{"variant": r["variant"], "dataset": r["dataset"], "lines_failed": r["lines_failed"],
-                 "errors": r["errors"], "run": r.get("engine_run") or r["key"][:8]} for r in failing]
+    ledger.save_experiment(ExperimentRecord(
+        id=experiment_id, use_case=config.use_case, env=config.env, flow=config.flow_rel,
+        flow_kind=ctx.flow.kind, variants=options.variants, started_at=started,
+        finished_at=time.time(), runs=[RunRef(r.key, r.variant, r.dataset, r.reused) for r in runs],
+        ok=not failing))
+    totals = ExperimentTotals(
+        runs=len(runs), reused=sum(r.reused for r in runs),
+        lines_ok=sum(r.lines_ok for r in runs), lines_failed=sum(r.lines_failed for r in runs),
+        total_tokens=sum(r.total_tokens for r in runs),
+        cost=round(sum(r.cost or 0 for r in runs), 6) if unit_price(config) else None,
+        estimated_cost=estimate, duration_s=round(time.time() - started, 3))
+    failures = [{"variant": r.variant, "dataset": r.dataset, "lines_failed": r.lines_failed,
+                 "errors": r.errors, "run": r.engine_run or r.key[:8]} for r in failing]
     cassette = ctx.cassette
     replay = (cassette, misses_before) if pending and cassette is not None and \
         len(cassette.misses) > misses_before else None

@@ -141,7 +141,7 @@ def run_promote(ctx: PhaseContext, options: PromoteOptions) -> PromoteResult:
     config, workspace = ctx.config, ctx.workspace
     use_case, settings = config.use_case, config.monitoring
     wanted = parse_where(options.where)
-    dataset_rel = settings.regressions or f"datasets/{use_case}/regressions.jsonl"
+    dataset_rel = config.regressions_rel
     dataset = resolve_inside(workspace.repo_root, dataset_rel)
     if dataset is None:
         raise ConfigError([Problem("experiment.yaml", None, "monitoring.regressions",

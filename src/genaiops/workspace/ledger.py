@@ -94,6 +94,46 @@ class RunRecord:
         return asdict(self)
 
 
+@dataclass
+class RunRef:
+    """A run as its experiment lists it: the run's record is the ledger's, by `key`."""
+
+    key: str
+    variant: str
+    dataset: str
+    reused: bool = False
+
+
+@dataclass
+class ExperimentRecord:
+    """One `run experiment`: which runs (by key) it made or reused, and whether they passed."""
+
+    id: str
+    use_case: str
+    env: str | None
+    flow: str
+    flow_kind: str
+    variants: str  # the selector it ran (`defaults`, `all`, `grid`, names)
+    started_at: float
+    finished_at: float
+    runs: list[RunRef]
+    ok: bool = True
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExperimentRecord:
+        """A record read from disk (its seal verified): fields it lacks take their default and
+        ones this version does not know are left out, as for run records (the format has had
+        no renamed field so far; one would be renamed here, like `renamed_fields`)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        runs = [RunRef(**{k: v for k, v in run.items() if k in RunRef.__dataclass_fields__})
+                for run in data.get("runs") or []]
+        return cls(**{"env": None, "flow": "", "flow_kind": "", "variants": "defaults",
+                      "started_at": 0.0, "finished_at": 0.0, **known, "runs": runs})
+
+
 class Ledger:
     """Run records and experiments in a workspace (`ledger/runs`, `ledger/experiments`)."""
 
@@ -164,11 +204,11 @@ class Ledger:
     def _latest_path(self, use_case: str) -> Path:
         return self.experiments_dir / f"latest-{use_case}.json"
 
-    def save_experiment(self, experiment: dict) -> Path:
-        path = self.experiments_dir / f"{experiment['id']}.json"
-        atomic_write_json(path, seal(experiment))
-        atomic_write_json(self._latest_path(experiment["use_case"]),
-                          seal({"use_case": experiment["use_case"], "id": experiment["id"]}))
+    def save_experiment(self, experiment: ExperimentRecord) -> Path:
+        path = self.experiments_dir / f"{experiment.id}.json"
+        atomic_write_json(path, seal(experiment.as_dict()))
+        atomic_write_json(self._latest_path(experiment.use_case),
+                          seal({"use_case": experiment.use_case, "id": experiment.id}))
         return path
 
     def experiment_ids(self, use_case: str) -> list[str]:
@@ -195,7 +235,7 @@ class Ledger:
             return newest
         return None if data is None else str(data.get("id"))
 
-    def load_experiment(self, use_case: str, experiment_id: str = "latest") -> dict | None:
+    def load_experiment(self, use_case: str, experiment_id: str = "latest") -> ExperimentRecord | None:
         """The experiment record (None when there is none); StateDamaged when it is damaged."""
         if experiment_id == "latest":
             experiment_id = self._latest_id(use_case)
@@ -203,12 +243,13 @@ class Ledger:
                 return None
         path = self.experiments_dir / f"{experiment_id}.json"
         try:
-            return read_sealed(path)
+            data = read_sealed(path)
         except Damaged as damage:
             quarantine(self.workspace, damage, recovery="its runs stay in the ledger")
             raise StateDamaged(f"experiment {experiment_id} is damaged and was quarantined",
                                hint="re-run `genaiops run experiment` (intact runs are reused) "
                                     "or pass --experiment with another id") from None
+        return None if data is None else ExperimentRecord.from_dict(data)
 
     def history(self, use_case: str) -> list[RunRecord]:
         """Every intact run record of the use case (damaged ones are quarantined on the way)."""
