@@ -9,15 +9,19 @@ spans, and its answer carries `x-genaiops-trace-id` / `x-genaiops-response-id`;
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
+import logging
 import os
-from collections.abc import Iterable
+import types
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # in the image the module sits beside this file; here it is genaiops.engines'
-    from genaiops.engines import genaiops_telemetry
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from genaiops.engines import genaiops_telemetry
 else:
     import genaiops_telemetry
 
@@ -108,10 +112,93 @@ class Traced:
         return _answer(start_response, "202 Accepted", {"status": "recorded"})
 
 
+def _lighten_promptflow_tracing(capture: bool) -> None:
+    """Promptflow's own tracing (node and LLM spans: node names, models, token usage), configured to
+    cost what serving exports and no more; it doubled a request's CPU otherwise (README, B10):
+    - its per-node `Tracer` still names the node spans but no longer serializes every input and
+      output a second time for the run info's `api_calls`, which serving never returns (with
+      tracing off promptflow does not collect them either);
+    - with content capture off, inputs, outputs, prompt templates and generated messages are not
+      serialized into attributes and events the exporter would drop (the model is still set);
+    - the signatures of traced functions are looked up once, not on every call;
+    - OpenTelemetry's per-span warnings about usage fields it cannot store (None, nested details)
+      are not logged: promptflow routes each through its node log capture.
+    A promptflow whose tracing internals differ is left as it is."""
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
+    try:
+        from promptflow.tracing import _trace, _tracer  # pyright: ignore[reportMissingTypeStubs]
+        from promptflow.tracing._tracer import Tracer  # pyright: ignore[reportMissingTypeStubs]
+    except ImportError:
+        return
+    if getattr(_tracer, "inspect", None) is inspect:
+        _tracer.inspect = _CachedSignatures()  # pyright: ignore[reportAttributeAccessIssue]
+    if all(hasattr(Tracer, name) for name in ("_push", "_pop", "to_json")):
+        push, pop = Tracer._push, Tracer._pop  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
+
+        def light_push(self: Any, trace: Any) -> None:
+            inputs, trace.inputs = trace.inputs, None
+            try:
+                push(self, trace)
+            finally:
+                trace.inputs = inputs
+
+        def light_pop(self: Any, output: Any = None, error: Exception | None = None) -> Any:
+            if isinstance(output, (Iterator, AsyncIterator)):  # wrapped in promptflow's proxies, not serialized
+                return pop(self, output, error)
+            pop(self, None, error)
+            return output
+
+        Tracer._push, Tracer._pop = light_push, light_pop  # pyright: ignore[reportAttributeAccessIssue]
+        Tracer.to_json = lambda self: []  # pyright: ignore[reportAttributeAccessIssue]
+    if capture or not all(hasattr(_trace, name) for name in _CONTENT_ENRICHERS):
+        return
+
+    def no_content(*args: Any, **kwargs: Any) -> Any:
+        return args[1] if len(args) > 1 else None  # enrich_span_with_input returns its input
+
+    def model_only(span: Any, model: Any, generated_message: Any) -> None:
+        if model:
+            span.set_attribute("llm.response.model", model)
+
+    for name in _CONTENT_ENRICHERS:
+        setattr(_trace, name, no_content)
+    _trace.enrich_span_with_llm = model_only
+
+
+class _CachedSignatures:
+    """`inspect` as promptflow's tracer sees it, with the signatures of plain functions and bound
+    methods cached (it built each one again on every traced call)."""
+
+    LIMIT = 4096
+
+    def __init__(self):
+        self._cache: dict[tuple[object, bool], inspect.Signature] = {}
+
+    def signature(self, f: Any) -> inspect.Signature:
+        bound = isinstance(f, types.MethodType)
+        func = f.__func__ if bound else f
+        if not isinstance(func, types.FunctionType):
+            return inspect.signature(f)
+        found = self._cache.get((func, bound))
+        if found is None:
+            if len(self._cache) >= self.LIMIT:
+                self._cache.clear()
+            found = self._cache[(func, bound)] = inspect.signature(f)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(inspect, name)
+
+
+_CONTENT_ENRICHERS = ("enrich_span_with_input", "enrich_span_with_output", "enrich_span_with_prompt_info",
+                      "enrich_span_with_llm")
+
+
 def create_app() -> Any:
     telemetry = genaiops_telemetry.setup()
     if telemetry is not None:  # promptflow traces nodes and LLM calls only when told (default: off)
         os.environ["PF_DISABLE_TRACING"] = "false"
+        _lighten_promptflow_tracing(telemetry.capture)
     from promptflow.core._serving.app import (  # pyright: ignore[reportMissingTypeStubs]
         create_app as promptflow_app,  # pyright: ignore[reportUnknownVariableType]
     )
