@@ -160,9 +160,14 @@ def _lighten_promptflow_tracing(capture: bool) -> None:
         if model:
             span.set_attribute("llm.response.model", model)
 
-    for name in _CONTENT_ENRICHERS:
-        setattr(_trace, name, no_content)
-    _trace.enrich_span_with_llm = model_only
+    try:  # the flow span's inputs: the executor imported the enricher by name
+        from promptflow.executor import flow_executor  # pyright: ignore[reportMissingTypeStubs]
+    except ImportError:
+        flow_executor = None
+    for module in (_trace, flow_executor):
+        for name in _CONTENT_ENRICHERS:
+            if module is not None and hasattr(module, name):
+                setattr(module, name, model_only if name == "enrich_span_with_llm" else no_content)
 
 
 class _CachedSignatures:
