@@ -203,3 +203,50 @@ def test_promptflow_spans_keep_their_content_when_capture_is_on(tmp_path):
     assert json.loads(root.attributes["genaiops.inputs"]) == {"text": "I was charged twice for my March subscription."}
     (summarize,) = [s for s in spans if s.trace_id == answer["trace_ids"][0] and s.name == "summarize"]
     assert "prompt.template" in summarize.attributes and "output" in summarize.attributes
+
+
+LIGHT_CHILD = textwrap.dedent("""
+    import json, sys
+    from genaiops.engines.promptflow.genaiops_pf_serve import lighten_promptflow_tracing
+    from promptflow.tracing import trace
+    from promptflow.tracing._tracer import Tracer
+
+    shown = []
+
+    class Ticket:  # promptflow serializes what it cannot encode with str()
+        def __str__(self):
+            shown.append(1)
+            return "ticket"
+
+    @trace
+    def classify(ticket):
+        return {"category": "billing", "ticket": ticket}
+
+    if sys.argv[1] == "light":
+        lighten_promptflow_tracing(capture=True, run_traces=True)
+    outside = classify(Ticket())
+    outside_shown = len(shown)
+    Tracer.start_tracing("run-1", "classify")  # a batch line's node: its api_calls are kept
+    classify(Ticket())
+    api_calls = Tracer.end_tracing("run-1")
+    print(json.dumps({"outside_shown": outside_shown, "answer": outside["category"],
+                      "api_calls": [c["name"] for c in api_calls], "inputs": api_calls[0]["inputs"]}))
+""")
+
+
+def test_batch_workers_serialize_no_content_into_spans_nothing_records():
+    """B11: a batch worker has no tracer provider, yet promptflow serialized every traced call's
+    inputs and outputs into its (non-recording) spans; with genaiops' configuration it does not,
+    and the run's own traces (`api_calls`: token counts per node) are kept."""
+    env = {**os.environ, "PF_DISABLE_TRACING": "false", "PF_TRACING_SKIP_LOCAL_SETUP": "true"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    runs = {}
+    for mode in ("plain", "light"):
+        done = subprocess.run([sys.executable, "-c", LIGHT_CHILD, mode], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runs["plain"]["outside_shown"] > 0  # what the configuration saves
+    assert runs["light"]["outside_shown"] == 0 and runs["light"]["answer"] == "billing"
+    assert runs["light"]["api_calls"] == runs["plain"]["api_calls"] == ["classify"]
+    assert runs["light"]["inputs"] == {"ticket": "ticket"}

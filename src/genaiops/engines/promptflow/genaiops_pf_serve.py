@@ -23,7 +23,10 @@ if TYPE_CHECKING:  # in the image the module sits beside this file; here it is g
 
     from genaiops.engines import genaiops_telemetry
 else:
-    import genaiops_telemetry
+    try:
+        import genaiops_telemetry
+    except ImportError:  # imported from the genaiops package: a batch worker (`fastbatch`)
+        from genaiops.engines import genaiops_telemetry
 
 MAX_SCORE_BODY = 10 * 1024 * 1024
 
@@ -112,18 +115,21 @@ class Traced:
         return _answer(start_response, "202 Accepted", {"status": "recorded"})
 
 
-def _lighten_promptflow_tracing(capture: bool) -> None:
+def lighten_promptflow_tracing(capture: bool, *, run_traces: bool) -> None:
     """Promptflow's own tracing (node and LLM spans: node names, models, token usage), configured to
-    cost what serving exports and no more; it doubled a request's CPU otherwise (README, B10):
-    - its per-node `Tracer` still names the node spans but no longer serializes every input and
-      output a second time for the run info's `api_calls`, which serving never returns (with
-      tracing off promptflow does not collect them either);
-    - with content capture off, inputs, outputs, prompt templates and generated messages are not
-      serialized into attributes and events the exporter would drop (the model is still set);
+    cost what is exported and no more; it doubled a served request's CPU otherwise (README, B10):
+    - inputs, outputs, prompt templates and generated messages are serialized only into a span that
+      records (batch workers have no tracer provider: promptflow serialized them for nothing) and
+      only when content may be exported (`capture`; the model is always set);
+    - without `run_traces` (serving), its per-node `Tracer` still names the node spans but no
+      longer serializes every input and output again for the run info's `api_calls`, which
+      serving never returns (with tracing off promptflow does not collect them either); batch
+      runs keep them: their token counts per node come from there;
     - the signatures of traced functions are looked up once, not on every call;
     - OpenTelemetry's per-span warnings about usage fields it cannot store (None, nested details)
       are not logged: promptflow routes each through its node log capture.
-    A promptflow whose tracing internals differ is left as it is."""
+    Also used by genaiops' batch workers (`fastbatch`). A promptflow whose tracing internals
+    differ is left as it is."""
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     try:
         from promptflow.tracing import _trace, _tracer  # pyright: ignore[reportMissingTypeStubs]
@@ -132,7 +138,7 @@ def _lighten_promptflow_tracing(capture: bool) -> None:
         return
     if getattr(_tracer, "inspect", None) is inspect:
         _tracer.inspect = _CachedSignatures()  # pyright: ignore[reportAttributeAccessIssue]
-    if all(hasattr(Tracer, name) for name in ("_push", "_pop", "to_json")):
+    if not run_traces and all(hasattr(Tracer, name) for name in ("_push", "_pop", "to_json")):
         push, pop = Tracer._push, Tracer._pop  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
 
         def light_push(self: Any, trace: Any) -> None:
@@ -150,24 +156,37 @@ def _lighten_promptflow_tracing(capture: bool) -> None:
 
         Tracer._push, Tracer._pop = light_push, light_pop  # pyright: ignore[reportAttributeAccessIssue]
         Tracer.to_json = lambda self: []  # pyright: ignore[reportAttributeAccessIssue]
-    if capture or not all(hasattr(_trace, name) for name in _CONTENT_ENRICHERS):
-        return
-
-    def no_content(*args: Any, **kwargs: Any) -> Any:
-        return args[1] if len(args) > 1 else None  # enrich_span_with_input returns its input
-
-    def model_only(span: Any, model: Any, generated_message: Any) -> None:
-        if model:
-            span.set_attribute("llm.response.model", model)
-
     try:  # the flow span's inputs: the executor imported the enricher by name
         from promptflow.executor import flow_executor  # pyright: ignore[reportMissingTypeStubs]
     except ImportError:
         flow_executor = None
     for module in (_trace, flow_executor):
         for name in _CONTENT_ENRICHERS:
-            if module is not None and hasattr(module, name):
-                setattr(module, name, model_only if name == "enrich_span_with_llm" else no_content)
+            original = getattr(module, name, None)
+            if original is not None and not getattr(original, "_genaiops_light", False):
+                setattr(module, name, _content_enricher(original, name, capture))
+
+
+_CONTENT_ENRICHERS = ("enrich_span_with_input", "enrich_span_with_output", "enrich_span_with_prompt_info",
+                      "enrich_span_with_llm", "enrich_span_with_embedding")
+
+
+def _content_enricher(original: Any, name: str, capture: bool) -> Any:
+    """`original(span, ...)` only for a recording span and allowed content; otherwise the LLM and
+    embedding enrichers still set the model, `enrich_span_with_input` still returns its input."""
+
+    def enrich(span: Any, *args: Any, **kwargs: Any) -> Any:
+        recording = span.is_recording()
+        if recording and capture:
+            return original(span, *args, **kwargs)
+        model = (args[0] if name == "enrich_span_with_llm" and args else
+                 getattr(args[1], "model", None) if name == "enrich_span_with_embedding" and len(args) > 1 else None)
+        if recording and isinstance(model, str) and model:
+            span.set_attribute("llm.response.model", model)
+        return args[0] if name == "enrich_span_with_input" and args else None
+
+    enrich._genaiops_light = True  # pyright: ignore[reportFunctionMemberAccess]
+    return enrich
 
 
 class _CachedSignatures:
@@ -195,15 +214,11 @@ class _CachedSignatures:
         return getattr(inspect, name)
 
 
-_CONTENT_ENRICHERS = ("enrich_span_with_input", "enrich_span_with_output", "enrich_span_with_prompt_info",
-                      "enrich_span_with_llm")
-
-
 def create_app() -> Any:
     telemetry = genaiops_telemetry.setup()
     if telemetry is not None:  # promptflow traces nodes and LLM calls only when told (default: off)
         os.environ["PF_DISABLE_TRACING"] = "false"
-        _lighten_promptflow_tracing(telemetry.capture)
+        lighten_promptflow_tracing(telemetry.capture, run_traces=False)
     from promptflow.core._serving.app import (  # pyright: ignore[reportMissingTypeStubs]
         create_app as promptflow_app,  # pyright: ignore[reportUnknownVariableType]
     )
