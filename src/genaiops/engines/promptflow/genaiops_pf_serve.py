@@ -9,6 +9,7 @@ spans, and its answer carries `x-genaiops-trace-id` / `x-genaiops-response-id`;
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import io
 import json
@@ -132,14 +133,15 @@ def lighten_promptflow_tracing(capture: bool, *, run_traces: bool) -> None:
     differ is left as it is."""
     logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
     try:
-        from promptflow.tracing import _trace, _tracer  # pyright: ignore[reportMissingTypeStubs]
-        from promptflow.tracing._tracer import Tracer  # pyright: ignore[reportMissingTypeStubs]
+        tracing: Any = importlib.import_module("promptflow.tracing._trace")
+        tracer_module: Any = importlib.import_module("promptflow.tracing._tracer")
     except ImportError:
         return
-    if getattr(_tracer, "inspect", None) is inspect:
-        _tracer.inspect = _CachedSignatures()  # pyright: ignore[reportAttributeAccessIssue]
-    if not run_traces and all(hasattr(Tracer, name) for name in ("_push", "_pop", "to_json")):
-        push, pop = Tracer._push, Tracer._pop  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
+    if getattr(tracer_module, "inspect", None) is inspect:
+        tracer_module.inspect = _CachedSignatures()
+    tracer: Any = getattr(tracer_module, "Tracer", None)
+    if not run_traces and all(hasattr(tracer, name) for name in ("_push", "_pop", "to_json")):
+        push, pop = tracer._push, tracer._pop
 
         def light_push(self: Any, trace: Any) -> None:
             inputs, trace.inputs = trace.inputs, None
@@ -154,13 +156,15 @@ def lighten_promptflow_tracing(capture: bool, *, run_traces: bool) -> None:
             pop(self, None, error)
             return output
 
-        Tracer._push, Tracer._pop = light_push, light_pop  # pyright: ignore[reportAttributeAccessIssue]
-        Tracer.to_json = lambda self: []  # pyright: ignore[reportAttributeAccessIssue]
+        def no_run_traces(self: Any) -> list[Any]:
+            return []
+
+        tracer._push, tracer._pop, tracer.to_json = light_push, light_pop, no_run_traces
     try:  # the flow span's inputs: the executor imported the enricher by name
-        from promptflow.executor import flow_executor  # pyright: ignore[reportMissingTypeStubs]
+        flow_executor: Any = importlib.import_module("promptflow.executor.flow_executor")
     except ImportError:
         flow_executor = None
-    for module in (_trace, flow_executor):
+    for module in (tracing, flow_executor):
         for name in _CONTENT_ENRICHERS:
             original = getattr(module, name, None)
             if original is not None and not getattr(original, "_genaiops_light", False):
