@@ -108,3 +108,145 @@ def test_content_is_captured_redacted_only_when_allowed(tmp_path):
     assert json.loads(feedback.attributes["genaiops.feedback.correction"]) == {"category": "billing"}
     for path in tmp_path.iterdir():
         assert CANARY.encode() not in path.read_bytes()
+
+
+PF_CHILD = textwrap.dedent("""
+    import json, sys
+    from promptflow.client import PFClient
+    from promptflow.entities import OpenAIConnection
+    PFClient().connections.create_or_update(OpenAIConnection(name="llm", api_key=sys.argv[1], base_url=sys.argv[2]))
+    import genaiops_pf_serve
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    raw = []  # promptflow's spans as made, before genaiops' exporter filters them
+
+    class Keep(SpanProcessor):
+        def on_end(self, span):
+            raw.append({"name": span.name, "attributes": sorted(span.attributes or {}),
+                        "events": [e.name for e in span.events]})
+
+    app = genaiops_pf_serve.create_app()
+    trace.get_tracer_provider().add_span_processor(Keep())
+    client = app.test_client()
+    answers = [client.post("/score", json={"text": text}) for text in
+               ("I was charged twice for my March subscription.", "The app crashes when I open settings.")]
+    trace.get_tracer_provider().force_flush(10000)
+    print(json.dumps({"status": [a.status_code for a in answers], "outputs": [a.get_json() for a in answers],
+                      "trace_ids": [a.headers["x-genaiops-trace-id"] for a in answers], "raw": raw}))
+""")
+REPO = Path(__file__).resolve().parents[1]
+CONTENT_ATTRIBUTES = {"inputs", "output", "prompt.template", "prompt.variables", "llm.generated_message"}
+
+
+def _serve_promptflow(tmp_path, capture: bool) -> tuple[dict, list, str]:
+    """The classification DAG served by promptflow's own app through `genaiops_pf_serve` (the
+    serving image's modules, as the image has them), against the simulator."""
+    import shutil
+
+    from genaiops.simulator import SimulatorServer
+
+    serving, flow, home = tmp_path / "serving", tmp_path / "flow", tmp_path / "home"
+    serving.mkdir()
+    home.mkdir()
+    for module in (ENGINES / "genaiops_telemetry.py", ENGINES / "promptflow" / "genaiops_pf_serve.py"):
+        shutil.copy(module, serving / module.name)
+    shutil.copytree(REPO / "flows/classification/standard", flow)
+    db = tmp_path / "spans.sqlite"
+    with SimulatorServer(rules_path=REPO / "configs/classification/simulator.yaml", latency_ms=0) as sim, \
+            Receiver(db) as receiver:
+        env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(serving), "PROMPTFLOW_PROJECT_PATH": str(flow),
+               "PF_DISABLE_TELEMETRY": "true", "PF_TRACING_SKIP_LOCAL_SETUP": "true",
+               "PF_BUILTIN_TRACE_EXPORTERS_DISABLE": "true",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "classification",
+               "OTEL_RESOURCE_ATTRIBUTES": "genaiops.use_case=classification,deployment.environment=local",
+               "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true" if capture else "false"}
+        env.pop("PF_HOME_DIRECTORY", None)
+        done = subprocess.run([sys.executable, "-c", PF_CHILD, "sk-" + "x" * 20, sim.openai_base_url], env=env,
+                              capture_output=True, text=True, timeout=240, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["status"] == [200, 200] and all(o["category"] for o in answer["outputs"]), answer["outputs"]
+    spans = [s for s in TraceStore(db).spans() if s.trace_id in answer["trace_ids"]]
+    return answer, spans, done.stderr
+
+
+def test_promptflow_node_and_llm_spans_serialize_no_content_when_capture_is_off(tmp_path):
+    """B10: promptflow's tracing doubled a request's CPU, mostly serializing content the exporter
+    drops. With capture off its spans are made without that content, yet the exported tree keeps
+    the node spans, models and token usage (and no per-span warnings reach the node logs)."""
+    answer, spans, stderr = _serve_promptflow(tmp_path, capture=False)
+    raw_promptflow = [r for r in answer["raw"] if r["name"] in {"flow", "summarize", "classify", "normalize",
+                                                               "openai_chat"}]
+    assert len(raw_promptflow) == 2 * 6, [r["name"] for r in answer["raw"]]
+    for made in raw_promptflow:
+        assert not CONTENT_ATTRIBUTES & set(made["attributes"]), made
+        assert not [e for e in made["events"] if e.startswith("promptflow.")], made
+    assert "Invalid type NoneType" not in stderr
+    for trace_id in answer["trace_ids"]:
+        tree = [s for s in spans if s.trace_id == trace_id]
+        (root,) = [s for s in tree if s.name == "invoke_agent classification"]
+        assert root.attributes["gen_ai.usage.input_tokens"] > 0 and root.attributes["gen_ai.usage.output_tokens"] > 0
+        assert root.attributes["gen_ai.response.model"] and root.attributes["genaiops.llm_calls"] == 2
+        nodes = {s.attributes.get("node_name") for s in tree if s.attributes.get("span_type") == "Function"}
+        assert nodes == {"summarize", "classify", "normalize"}
+        llm = [s for s in tree if s.name == "openai_chat"]
+        assert len(llm) == 2 and all(s.attributes["llm.usage.prompt_tokens"] > 0 for s in llm)
+        assert all(s.attributes["llm.response.model"] for s in llm)
+
+
+def test_promptflow_spans_keep_their_content_when_capture_is_on(tmp_path):
+    answer, spans, _stderr = _serve_promptflow(tmp_path, capture=True)
+    llm = [r for r in answer["raw"] if r["name"] == "openai_chat"]
+    assert len(llm) == 4 and all({"inputs", "output", "llm.generated_message"} <= set(r["attributes"]) for r in llm)
+    (root,) = [s for s in spans if s.trace_id == answer["trace_ids"][0] and s.name.startswith("invoke_agent")]
+    assert json.loads(root.attributes["genaiops.inputs"]) == {"text": "I was charged twice for my March subscription."}
+    (summarize,) = [s for s in spans if s.trace_id == answer["trace_ids"][0] and s.name == "summarize"]
+    assert "prompt.template" in summarize.attributes and "output" in summarize.attributes
+
+
+LIGHT_CHILD = textwrap.dedent("""
+    import json, sys
+    from genaiops.engines.promptflow.genaiops_pf_serve import lighten_promptflow_tracing
+    from promptflow.tracing import trace
+    from promptflow.tracing._tracer import Tracer
+
+    shown = []
+
+    class Ticket:  # promptflow serializes what it cannot encode with str()
+        def __str__(self):
+            shown.append(1)
+            return "ticket"
+
+    @trace
+    def classify(ticket):
+        return {"category": "billing", "ticket": ticket}
+
+    if sys.argv[1] == "light":
+        lighten_promptflow_tracing(capture=True, run_traces=True)
+    outside = classify(Ticket())
+    outside_shown = len(shown)
+    Tracer.start_tracing("run-1", "classify")  # a batch line's node: its api_calls are kept
+    classify(Ticket())
+    api_calls = Tracer.end_tracing("run-1")
+    print(json.dumps({"outside_shown": outside_shown, "answer": outside["category"],
+                      "api_calls": [c["name"] for c in api_calls], "inputs": api_calls[0]["inputs"]}))
+""")
+
+
+def test_batch_workers_serialize_no_content_into_spans_nothing_records():
+    """B11: a batch worker has no tracer provider, yet promptflow serialized every traced call's
+    inputs and outputs into its (non-recording) spans; with genaiops' configuration it does not,
+    and the run's own traces (`api_calls`: token counts per node) are kept."""
+    env = {**os.environ, "PF_DISABLE_TRACING": "false", "PF_TRACING_SKIP_LOCAL_SETUP": "true"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    runs = {}
+    for mode in ("plain", "light"):
+        done = subprocess.run([sys.executable, "-c", LIGHT_CHILD, mode], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runs["plain"]["outside_shown"] > 0  # what the configuration saves
+    assert runs["light"]["outside_shown"] == 0 and runs["light"]["answer"] == "billing"
+    assert runs["light"]["api_calls"] == runs["plain"]["api_calls"] == ["classify"]
+    assert runs["light"]["inputs"] == {"ticket": "ticket"}

@@ -13,6 +13,7 @@ loops that sleep a whole second between checks (process ready, batch complete, p
 - `shorten_polls()`: those one-second sleeps become `POLL_SECONDS`.
 - `node_concurrency()`: promptflow runs at most 2 nodes of a line at once in a batch run; a
   composite DAG of k variants asks for 2k (`NODE_CONCURRENCY_ENV`), so its chains run side by side.
+- `light_tracing()`: promptflow's content enrichers skip spans that record nothing (`genaiops_pf_serve`).
 - `fresh_store_locks()`: forked processes get their own lock objects for promptflow's local
   store, which filelock otherwise refuses after a fork (a flex class or a prompty reading its
   connection in a line process); this is also what lets prompty run forked instead of spawned.
@@ -257,7 +258,17 @@ def use_forkserver() -> bool:
     return True
 
 
+def light_tracing() -> bool:
+    """Promptflow's tracing in a batch run (on for the token counts per node) without serializing
+    inputs, outputs and prompts into spans no tracer provider records: ~40% of a judged line's CPU
+    in `monitor` (README, B11). The serving image's configuration of it, with the run's traces kept."""
+    from genaiops.engines.promptflow.genaiops_pf_serve import lighten_promptflow_tracing
+
+    lighten_promptflow_tracing(capture=True, run_traces=True)
+    return True
+
+
 def install() -> dict[str, Any]:
     """The patches; says which applied (a promptflow of another shape keeps its own behaviour)."""
     fresh_store_locks()
-    return {"forkserver": use_forkserver(), "short_polls": shorten_polls()}
+    return {"forkserver": use_forkserver(), "short_polls": shorten_polls(), "light_tracing": light_tracing()}
