@@ -138,9 +138,23 @@ def _two_workers():
 
 @pytest.fixture(scope="module")
 def pf():
+    """promptflow's client, with its batch engine's 1 s polling sleeps shortened for this module
+    (genaiops' own `fastbatch.shorten_polls`: the same sleeps at most 0.05 s, no other change; about
+    3 s of waiting per run) and restored after it."""
+    from promptflow.batch import _batch_engine
     from promptflow.client import PFClient
+    from promptflow.executor import _line_execution_process_pool, _process_manager
 
-    return PFClient()
+    from genaiops.engines.promptflow import fastbatch
+
+    patched = [(module, name, getattr(module, name)) for module, name in
+               ((_batch_engine, "asyncio"), (_line_execution_process_pool, "asyncio"), (_process_manager, "time"))]
+    assert fastbatch.shorten_polls(), "promptflow's batch modules changed shape"
+    try:
+        yield PFClient()
+    finally:
+        for module, name, real in patched:
+            setattr(module, name, real)
 
 
 def _use_openai(pf, sim) -> None:
