@@ -12,11 +12,13 @@ use case's LLM endpoint holds its first request of a round until the other use c
 has arrived (`_Rendezvous`): by then both commands have written their connection, so each
 command's second run reads the store after the other's write. With a shared store one of the two
 always gets the other's endpoint (its answers, or a refused connection once the other ended):
-measured with both commands given one engine home (`GENAIOPS_ENGINE_HOME`), every round crossed,
-where the old test (20 free-running rounds, one run per verdict) crossed in 4 rounds of 5. So a
-few rounds prove what 20 hunted for, at a fifth of the cost (each round is ~15 s of CPU: two
-command processes and their promptflow workers start); GENAIOPS_TEST_ROUNDS=20 soaks. The test
-asserts the rendezvous happened in every round (the two verdicts did overlap there)."""
+measured with both commands given one engine home (`GENAIOPS_ENGINE_HOME`), 6 rounds of 6 crossed
+(one command failed or got the other's answers), where the old test (20 free-running rounds, one
+run per verdict) crossed in 4 rounds of 5. So 3 rounds prove what 20 hunted for; a round costs
+about what it did (~15 s of CPU: two command processes and their promptflow workers start, the
+second run is cheap), so the test takes ~3/20 of its time; GENAIOPS_TEST_ROUNDS=20 soaks. It
+asserts that the rendezvous happened in every round (the two verdicts did overlap there). A store
+shared with the user's HOME is caught in any round: their `~/.promptflow` must not change."""
 
 from __future__ import annotations
 
