@@ -206,7 +206,6 @@ def test_code_evaluator_counts_nan_and_errored_rows(tmp_path, monkeypatch):
     assert "1 NaN, 2 errored row(s)" in html
 
 
-@pytest.mark.promptflow
 def test_evaluate_without_experiment_is_a_usage_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GENAIOPS_STATE_DIR", str(tmp_path / "empty"))
     assert cli(REPO, "-u", "qa") == 2
