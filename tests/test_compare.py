@@ -25,8 +25,6 @@ from genaiops.evaluation.stats import (
     tango_z,
 )
 
-pytestmark = [pytest.mark.promptflow, pytest.mark.agent_framework]  # real engine processes: the slow tier
-
 BASE = "classification"
 SHIPPING = '    "- shipping: delivery, tracking, damaged parcels, returns of physical goods\\n"\n'
 
@@ -130,6 +128,8 @@ def parity(repo, state):
     return compare(repo)
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_the_port_is_non_inferior_with_intervals(parity):
     code, result, err = parity
     assert code == 0, err
@@ -147,6 +147,8 @@ def test_the_port_is_non_inferior_with_intervals(parity):
     assert result["rows_total"] == 46 and result["rows_changed"] == []  # same prompts, same answers
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_the_comparison_writes_the_report_forms(parity):
     _code, result, _err = parity
     folder = Path(result["report_dir"])
@@ -163,6 +165,8 @@ def test_the_comparison_writes_the_report_forms(parity):
     assert "Non-inferiority" in html and "agent_framework" in html
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_a_margin_46_rows_cannot_show_fails_closed(repo, state):
     code, result, _err = compare(repo, "--margin", "0.02")
     [metric] = result["metrics"]
@@ -170,6 +174,8 @@ def test_a_margin_46_rows_cannot_show_fails_closed(repo, state):
     assert metric["status"] == "fail" and metric["message"].startswith("inconclusive")
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_a_port_that_dropped_a_category_fails_the_gate(worse_repo, state):
     code, result, err = compare(worse_repo)
     [metric] = result["metrics"]
@@ -194,6 +200,8 @@ def test_a_port_that_dropped_a_category_fails_the_gate(worse_repo, state):
     assert len(rows) == len(changed) + 1 and {r[2] for r in rows[1:]} <= {"worse", "better"}
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_the_human_view_shows_the_verdict_and_the_interval(worse_repo, state, capsys):
     code = main(["--repo", str(worse_repo), "compare", "--baseline", BASE, "--candidate", PORT])
     captured = capsys.readouterr()
@@ -202,6 +210,8 @@ def test_the_human_view_shows_the_verdict_and_the_interval(worse_repo, state, ca
     assert "parity FAIL  accuracy: worse" in captured.err
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_no_margin_is_a_usage_error(repo, state, capsys):
     with edited(repo / f"configs/{PORT}/experiment.yaml", "  parity_margin: 0.1\n", ""):
         code, result, _ = compare(repo)
@@ -209,11 +219,15 @@ def test_no_margin_is_a_usage_error(repo, state, capsys):
     assert "--margin" in result["hint"]
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_a_selector_naming_several_variants_is_a_usage_error(repo, state):
     code, result, _ = compare(repo, "--candidate-variant", "all")
     assert code == 2 and "selects 3 variants" in result["error"]
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_different_evaluators_are_not_compared(repo, state):
     grade = repo / "flows/classification/evaluation/grade.py"
     shadow = repo / "flows/classification/evaluation_port"
@@ -229,6 +243,8 @@ def test_different_evaluators_are_not_compared(repo, state):
     assert any("evaluator 'accuracy' differs" in p for p in result["problems"])
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_different_datasets_cannot_be_paired(repo, state):
     with edited(repo / f"configs/{PORT}/experiment.yaml", "datasets/classification/tickets.jsonl",
                 "datasets/classification/tickets_pr.jsonl"):
@@ -236,6 +252,8 @@ def test_different_datasets_cannot_be_paired(repo, state):
     assert code == 2 and "nothing to pair" in result["error"]
 
 
+@pytest.mark.promptflow  # real engine processes (both engines): the slow tier
+@pytest.mark.agent_framework
 def test_a_side_that_fails_to_run_is_named(repo, state):
     with edited(repo / "flows/classification/maf/app.py", "    words = re.findall",
                 "    raise RuntimeError('the port is broken')\n    words = re.findall"):

@@ -1,5 +1,6 @@
 """End to end: real promptflow evaluation runs (DAG eval flow, flex evaluator, code evaluator)
-against real experiment runs on the LLM simulator, through the `run evaluate` CLI function."""
+against real experiment runs on the LLM simulator, through the `run evaluate` CLI function. The
+code evaluator's row accounting runs on the python engine's demo (scoring, not the engine, under test)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from genaiops.phases.evaluate import EvaluateOptions, run_evaluate
 from genaiops.phases.experiment import ExperimentOptions, run_experiment
 from genaiops.workspace import Workspace
 
-pytestmark = pytest.mark.promptflow
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +53,7 @@ def classification(state, tmp_path_factory):
             "reports": reports, "exit": (first, second), "state": state}
 
 
+@pytest.mark.promptflow
 def test_dag_evaluation_ranks_variants_and_passes_gates(classification):
     assert classification["exit"][0] == 0
     summary = _summary(classification["reports"] / "first")
@@ -74,6 +75,7 @@ def test_dag_evaluation_ranks_variants_and_passes_gates(classification):
     assert best["evaluation_id"] == second["id"] and best["verdict"] == "pass"
 
 
+@pytest.mark.promptflow
 def test_second_identical_evaluate_reuses_every_evaluation(classification):
     assert classification["exit"][1] == 0
     first = _summary(classification["reports"] / "first")
@@ -83,6 +85,7 @@ def test_second_identical_evaluate_reuses_every_evaluation(classification):
     assert second["metrics"] == first["metrics"]
 
 
+@pytest.mark.promptflow
 def test_worse_variant_fails_absolute_and_regression_gates_with_exit_1(classification, capsys):
     baseline = classification["reports"] / "first" / "summary.json"
     code = cli(REPO, "-u", "classification", "--experiment", classification["terse"], "--baseline",
@@ -98,6 +101,7 @@ def test_worse_variant_fails_absolute_and_regression_gates_with_exit_1(classific
     assert "verdict: FAIL" in captured.out
 
 
+@pytest.mark.promptflow
 def test_equal_candidate_is_not_flagged_as_regression(classification):
     baseline = classification["reports"] / "first"
     code = cli(REPO, "-u", "classification", "--experiment", classification["all"], "--baseline",
@@ -107,6 +111,7 @@ def test_equal_candidate_is_not_flagged_as_regression(classification):
     assert gate["status"] == "pass" and gate["test"]["delta"] == 0 and gate["test"]["n"] == 46
 
 
+@pytest.mark.promptflow
 def test_evaluation_falls_back_to_ledger_outputs_when_the_promptflow_run_is_gone(classification):
     config = classification["config"]
     worse = _summary(classification["reports"] / "worse")
@@ -128,6 +133,7 @@ def test_evaluation_falls_back_to_ledger_outputs_when_the_promptflow_run_is_gone
     assert data_scores.rows == run_scores["rows"]
 
 
+@pytest.mark.promptflow
 def test_pr_overlay_is_judged_against_the_deployed_evaluation(classification, tmp_path):
     """Issue 21.1: the PR overlay evaluates the rows the dev evaluation holds, so the regression gate
     is judged (it used to pair 10 PR rows with nothing and say 'skipped', verdict pass)."""
@@ -140,6 +146,7 @@ def test_pr_overlay_is_judged_against_the_deployed_evaluation(classification, tm
     assert "no significant regression" in gate["message"] and "over 46 pairs" in gate["message"]
 
 
+@pytest.mark.promptflow
 def test_qa_flex_evaluator(state, tmp_path):
     config = load_experiment(REPO, "qa")
     code = cli(REPO, "-u", "qa", "--experiment", experiment(config), "--report-dir", str(tmp_path))
@@ -171,7 +178,7 @@ def summarize(rows):
 
 
 def test_code_evaluator_counts_nan_and_errored_rows(tmp_path, monkeypatch):
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", engine="python")
     monkeypatch.setenv("GENAIOPS_STATE_DIR", str(tmp_path / "state"))
     use_code_evaluator(repo, "evaluators/exact.py", CODE_EVALUATOR, "{primary_metric: match}",
                        '\n  - {metric: match, op: ">=", threshold: 0.9}')
@@ -204,6 +211,7 @@ def test_evaluate_without_experiment_is_a_usage_error(tmp_path, monkeypatch, cap
     assert cli(REPO, "-u", "qa") == 2
 
 
+@pytest.mark.promptflow
 def test_an_earlier_experiment_in_the_ledger_serves_as_baseline(classification, capsys):
     code = cli(REPO, "-u", "classification", "--experiment", classification["terse"], "--baseline",
                f"experiment:{classification['all']}", "--report-dir", str(classification["reports"] / "ref"))

@@ -1,11 +1,13 @@
-"""The seam between experiment and evaluate, through the CLI on a copy of the classification sample
-(`-e pr`: 10 tickets, real promptflow runs against the LLM simulator):
+"""The seam between experiment and evaluate, through the CLI:
 
 - `run evaluate` scores the latest experiment only if this checkout would make the same runs
   (flow hash, config, datasets); otherwise it refuses (exit 2) naming what changed and the fix.
   An experiment named with --experiment is evaluated as it is, and every report names its flow hash.
+  (On the demo use case on the python engine: the check is genaiops', not the engine's.)
 - failed experiment lines count the same way on a first evaluation and after a rerun merged them:
-  never scored, and the n every report shows is the denominator the value is over.
+  never scored, and the n every report shows is the denominator the value is over. (On a copy of
+  the classification sample, `-e pr`: 10 tickets, real promptflow runs against the LLM simulator,
+  the first evaluation linked to the promptflow run.)
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import json
 
 import pytest
 from deploy_helpers import copy_use_case, edited, run_cli, use_small_pr_overlay
+from repo_factory import make_repo, use_code_evaluator
 
-pytestmark = pytest.mark.promptflow
 UC = "classification"
 
 
@@ -26,8 +28,27 @@ def repo(tmp_path, state_dir):
     return root
 
 
-def _run(repo, capsys, phase: str, *argv: str) -> tuple[int, str, str]:
-    return run_cli(["--repo", str(repo), "run", phase, "-u", UC, "--no-progress", *argv], capsys)
+EXACT = """\
+def score(groundtruth, prediction):
+    return {"accuracy": float(groundtruth == prediction)}
+
+
+def summarize(rows):
+    return {}
+"""
+
+
+@pytest.fixture
+def demo(tmp_path, state_dir):
+    """The demo use case on the python engine, scored by a code evaluator with an accuracy gate."""
+    root = make_repo(tmp_path / "repo", engine="python")
+    use_code_evaluator(root, "evaluators/exact.py", EXACT, "{primary_metric: accuracy}",
+                       '\n  - {metric: accuracy, op: ">=", threshold: 0.5}')
+    return root
+
+
+def _run(repo, capsys, phase: str, *argv: str, uc: str = UC) -> tuple[int, str, str]:
+    return run_cli(["--repo", str(repo), "run", phase, "-u", uc, "--no-progress", *argv], capsys)
 
 
 def _reports(folder) -> dict:
@@ -36,36 +57,36 @@ def _reports(folder) -> dict:
             "junit": (folder / "junit.xml").read_text()}
 
 
-def test_evaluate_refuses_the_latest_experiment_of_another_checkout_and_names_what_changed(repo, tmp_path,
+def test_evaluate_refuses_the_latest_experiment_of_another_checkout_and_names_what_changed(demo, tmp_path,
                                                                                           capsys):
-    code, out, err = _run(repo, capsys, "experiment", "-e", "pr")
+    code, out, err = _run(demo, capsys, "experiment", uc="demo")
     assert code == 0, err
-    code, _, err = _run(repo, capsys, "evaluate", "-e", "pr", "--report-dir", str(tmp_path / "fresh"))
+    code, _, err = _run(demo, capsys, "evaluate", "--report-dir", str(tmp_path / "fresh"), uc="demo")
     assert code == 0, err  # this checkout made the latest experiment: scored
     fresh = _reports(tmp_path / "fresh")["summary"]
     ran, experiment_id = fresh["best"]["flow_hash"], fresh["experiment_id"]
     assert ran.startswith("sha256:")
 
-    flow = repo / "flows/classification/standard"
-    dataset = repo / "datasets/classification/tickets_pr.jsonl"
-    overlay = repo / "configs/classification/experiment.pr.yaml"
-    fix = f"run `genaiops run experiment -u {UC} -e pr` first"
+    flow = demo / "flows/demo/standard"
+    dataset = demo / "datasets/demo/rows.jsonl"
+    config = demo / "configs/demo/experiment.yaml"
+    fix = "run `genaiops run experiment -u demo` first"
     for path, old, new, changed in (
-            (flow / "classify_careful.jinja2", "", "\nAnswer with the category only.\n", "flow hash"),
-            (dataset, "", '{"id": "PR011", "text": "Where is my parcel?", "label": "shipping"}\n',
-             "dataset tickets_pr: datasets/classification/tickets_pr.jsonl changed"),
-            (overlay, "      text: ${data.text}", "      text: ${data.id}",
-             "config: the column mapping of dataset tickets_pr")):
+            (flow / "normalize.py", "", "\n# answer with the category only\n", "flow hash"),
+            (dataset, "", '{"text": "Where is my parcel?", "label": "where is my parcel?"}\n',
+             "dataset rows: datasets/demo/rows.jsonl changed"),
+            (config, "      text: ${data.text}", "      text: ${data.label}",
+             "config: the column mapping of dataset rows")):
         with edited(path, old, new):
-            code, out, err = _run(repo, capsys, "evaluate", "-e", "pr", "--report-dir", str(tmp_path / "x"))
+            code, out, err = _run(demo, capsys, "evaluate", "--report-dir", str(tmp_path / "x"), uc="demo")
             assert code == 2, (changed, out, err)
             assert f"the latest experiment {experiment_id} was not made from this checkout" in err
             assert changed in err and fix in err and f"--experiment {experiment_id}" in err
             assert "Traceback" not in err and not (tmp_path / "x").exists()
 
-    with edited(flow / "classify_careful.jinja2", "", "\nAnswer with the category only.\n"):
-        code, out, err = _run(repo, capsys, "evaluate", "-e", "pr", "--experiment", experiment_id,
-                              "--report-dir", str(tmp_path / "named"))
+    with edited(flow / "normalize.py", "", "\n# answer with the category only\n"):
+        code, out, err = _run(demo, capsys, "evaluate", "--experiment", experiment_id,
+                              "--report-dir", str(tmp_path / "named"), uc="demo")
         assert code == 0, err  # named explicitly: evaluated as it is ...
         reports = _reports(tmp_path / "named")
     summary = reports["summary"]  # ... and every report says which flow it ran
@@ -77,6 +98,7 @@ def test_evaluate_refuses_the_latest_experiment_of_another_checkout_and_names_wh
     assert f"flow hash evaluated: {ran}" in out and "not this checkout" in err
 
 
+@pytest.mark.promptflow  # the first evaluation links the promptflow run (mode "run")
 def test_failed_lines_count_the_same_on_first_evaluation_and_after_a_rerun_merged_them(repo, tmp_path, capsys):
     """normalize raises on the tickets the simulator calls shipping (tolerated: 0.3). The first evaluation links
     the promptflow run; the rerun of the failed lines merges two runs, so the second evaluates from

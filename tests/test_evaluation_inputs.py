@@ -1,6 +1,7 @@
-"""What evaluation must not guess, through the CLI on real promptflow runs: which source a gate
-metric comes from, numeric-string scores, evaluator init values, rows joined on a key column,
-and why an evaluation run failed."""
+"""What evaluation must not guess, through the CLI: which source a gate metric comes from,
+numeric-string scores, evaluator init values, rows joined on a key column, and why an evaluation
+run failed. The experiment runs on the python engine (evaluation, not the engine, is under test);
+the flex evaluator is a real promptflow flow, run by promptflow under a python-engine use case."""
 
 from __future__ import annotations
 
@@ -10,21 +11,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from repo_factory import CONFIG, make_repo, write
+from repo_factory import make_repo, write, write_normalize
 
 from genaiops.cli import main
 
-pytestmark = pytest.mark.promptflow
-
 NORMALIZE = """\
-from promptflow.core import tool
-
-
-@tool
-def normalize(text: str) -> str:
-    if text == "boom":
-        raise ValueError("the flow failed on this line")
-    return text.strip().lower()
+if text == "boom":
+    raise ValueError("the flow failed on this line")
+return text.strip().lower()
 """
 
 # an LLM judge answers numbers as text; its aggregate logs an `error_rate` of its own
@@ -113,8 +107,8 @@ OVERLAYS = {
 def demo(tmp_path_factory):
     """One experiment (one of four lines fails in the flow), evaluated under several overlays."""
     root = tmp_path_factory.mktemp("evaluation-inputs")
-    repo = make_repo(root / "repo")
-    write(repo / "flows/demo/standard/normalize.py", NORMALIZE)
+    repo = make_repo(root / "repo", engine="python")
+    write_normalize(repo, NORMALIZE)
     write(repo / "evaluators/judge.py", JUDGE)
     write(repo / "flows/demo/judge/judge.py", FLEX_JUDGE)
     write(repo / "flows/demo/judge/flow.flex.yaml", FLEX_JUDGE_YAML)
@@ -122,8 +116,8 @@ def demo(tmp_path_factory):
           "".join(json.dumps({"id": i, "text": t, "label": l}) + "\n" for i, t, l in ROWS))
     write(repo / "datasets/demo/labels.jsonl",  # the same labels, in another order
           "".join(json.dumps({"id": i, "label": l}) + "\n" for i, _t, l in reversed(ROWS)))
-    write(repo / "configs/demo/experiment.yaml",
-          CONFIG + "runtime: {failed_line_tolerance: 1, worker_count: 2}\n")
+    write(repo / "configs/demo/experiment.yaml", (repo / "configs/demo/experiment.yaml").read_text()
+          + "runtime: {failed_line_tolerance: 1, worker_count: 2}\n")
     for env, text in OVERLAYS.items():
         write(repo / f"configs/demo/experiment.{env}.yaml", text)
     old = os.environ.get("GENAIOPS_STATE_DIR")
@@ -195,12 +189,14 @@ def test_the_key_column_joins_every_repeat_of_a_row(demo, tmp_path, monkeypatch)
     assert code == 0, summary["gates"]
 
 
+@pytest.mark.promptflow  # the evaluator is a promptflow flex flow
 def test_a_flex_evaluator_receives_its_init_values(demo, tmp_path):
     code, summary = evaluate(demo, "init", tmp_path)
     assert metric(summary, "weighted")["value"] == pytest.approx(2.5)
     assert code == 0, summary["gates"]
 
 
+@pytest.mark.promptflow  # promptflow's error from the flex evaluator's __init__
 def test_a_failed_evaluation_run_shows_promptflows_error(demo, tmp_path, capsys):
     code, summary = evaluate(demo, "broken", tmp_path)
     [run] = summary["evaluations"]

@@ -1,4 +1,6 @@
-"""Experiment phase end to end: real promptflow runs of the sample flows against the LLM simulator."""
+"""Experiment phase end to end: real promptflow runs of the sample flows against the LLM simulator;
+what the phase decides whatever the engine (a failed run not reused, the JSON of a failed run) on
+the scaffolded python-engine use case `tone`."""
 
 from __future__ import annotations
 
@@ -54,6 +56,40 @@ runtime:
   line_timeout_sec: 60
   retries: {max_attempts: 2, backoff_sec: 0.1}
 """
+
+
+TONE_FAST_OVERLAY = """\
+datasets:
+  - name: tone_mini
+    source: datasets/tone/tone_mini.jsonl
+    mappings: {text: "${data.text}"}
+evaluators: []
+runtime:
+  worker_count: 2
+  max_parallel: 2
+  line_timeout_sec: 30
+  retries: {max_attempts: 2, backoff_sec: 0.1}
+"""
+
+
+@pytest.fixture(scope="module")
+def tone(tmp_path_factory) -> Path:
+    """`genaiops new tone --kind python` (a function calling the LLM through `openai_client`) with
+    a `fast` overlay of its first 4 rows."""
+    root = tmp_path_factory.mktemp("tone")
+    for folder in ("flows", "configs", "datasets"):
+        (root / folder).mkdir()
+    assert main(["--repo", str(root), "new", "tone", "--kind", "python"]) == 0
+    rows = (root / "datasets/tone/tone.jsonl").read_text().splitlines()[:4]
+    (root / "datasets/tone/tone_mini.jsonl").write_text("\n".join(rows) + "\n")
+    (root / "configs/tone/experiment.fast.yaml").write_text(TONE_FAST_OVERLAY)
+    return root
+
+
+@pytest.fixture
+def tone_sim(tone):
+    with SimulatorServer(rules_path=tone / "configs/tone/simulator.yaml") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -335,21 +371,21 @@ def test_a_rerun_retries_only_the_failed_lines_and_keeps_the_good_ones(repo, sta
     assert all(r.reused for r in third.runs) and sim.stats.requests == calls + 5 + 1  # a probe
 
 
-@pytest.mark.promptflow
-def test_a_run_whose_every_line_failed_is_not_reused(repo, state_dir, sim):
+def test_a_run_whose_every_line_failed_is_not_reused(tone, state_dir, tone_sim):
+    sim = tone_sim
     sim.faults.add(kind="500", count=None)
-    assert experiment(repo, sim, variants="defaults", datasets=["tickets_mini"]).runs[0].lines_ok == 0
+    assert experiment(tone, sim, use_case="tone", variants="defaults", datasets=["tone_mini"]).runs[0].lines_ok == 0
     sim.faults.clear()
-    again = experiment(repo, sim, variants="defaults", datasets=["tickets_mini"])
+    again = experiment(tone, sim, use_case="tone", variants="defaults", datasets=["tone_mini"])
     assert again.ok and again.runs[0].lines_ok == 4 and again.runs[0].retried_lines == 4
 
 
-@pytest.mark.promptflow
-def test_cli_exit_1_and_json_schema_on_failure(repo, state_dir, sim, capsys, monkeypatch):
+def test_cli_exit_1_and_json_schema_on_failure(tone, state_dir, tone_sim, capsys, monkeypatch):
+    sim = tone_sim
     monkeypatch.setenv("LLM_API_BASE", sim.openai_base_url)  # the config's connection: this simulator
     sim.faults.add(kind="500", count=None)
-    code = main(["--repo", str(repo), "run", "experiment", "-u", "classification", "--env", "fast",
-                 "--datasets", "tickets_mini", "--json", "--force"])
+    code = main(["--repo", str(tone), "run", "experiment", "-u", "tone", "--env", "fast",
+                 "--datasets", "tone_mini", "--json", "--force"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 1
     assert payload["ok"] is False and payload["phase"] == "experiment"

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from deploy_helpers import copy_use_case
+from repo_factory import make_repo
 
 from genaiops.cli import main
 
@@ -177,11 +178,9 @@ def test_fuzz_1000_malformed_rows_end_in_located_messages(repo, capsys):
 
 # -- 12: --no-progress on every phase -----------------------------------------------------------
 
-@pytest.mark.promptflow
-def test_run_init_accepts_no_progress_like_the_other_phases(repo, capsys, monkeypatch):
-    away_from_the_simulator(monkeypatch)
-    code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "classification",
-                       "--no-progress")
+def test_run_init_accepts_no_progress_like_the_other_phases(tmp_path, state_dir, capsys):
+    repo = make_repo(tmp_path / "demo", engine="python")  # the flag, not promptflow's connection store
+    code, output = run(capsys, "--repo", str(repo), "run", "init", "-u", "demo", "--no-progress")
     assert code == 0, output
     assert "datasets:" in output and "unrecognized arguments" not in output
 

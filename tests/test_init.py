@@ -1,4 +1,5 @@
-"""`genaiops run init`: connections in the promptflow store, dataset registration, summary, no secrets."""
+"""`genaiops run init`: connections in the promptflow store, dataset registration, summary, no secrets.
+Tests of genaiops' own checks (datasets, config errors) use the demo on the python engine."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from repo_factory import make_repo
 
 from genaiops.cli import main
 
-pytestmark = pytest.mark.promptflow  # real engine processes: the slow tier
-
 CANARY = "canary-init-5b1e0c77"
 
 
@@ -18,6 +17,13 @@ CANARY = "canary-init-5b1e0c77"
 def repo(tmp_path, monkeypatch, state_dir):
     monkeypatch.delenv("DEMO_KEY", raising=False)
     return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def pyrepo(tmp_path, monkeypatch, state_dir):
+    """The demo on the python engine: for what init checks itself, not what promptflow stores."""
+    monkeypatch.delenv("DEMO_KEY", raising=False)
+    return make_repo(tmp_path / "repo", engine="python")
 
 
 def stored_connection(name: str) -> dict:
@@ -44,6 +50,7 @@ def init(repo, capsys, *extra):
     return code, captured.out, captured.err
 
 
+@pytest.mark.promptflow  # the connection in promptflow's store
 def test_init_creates_connection_and_registers_datasets(repo, capsys):
     code, out, _ = init(repo, capsys, "--json")
     assert code == 0
@@ -64,15 +71,16 @@ def test_init_creates_connection_and_registers_datasets(repo, capsys):
     assert "LLM SIMULATOR" in out  # honest label
 
 
-def test_changed_dataset_gets_a_new_version(repo, capsys):
-    init(repo, capsys)
-    with (repo / "datasets/demo/rows.jsonl").open("a") as handle:
+def test_changed_dataset_gets_a_new_version(pyrepo, capsys):
+    init(pyrepo, capsys)
+    with (pyrepo / "datasets/demo/rows.jsonl").open("a") as handle:
         handle.write('{"text": "new", "label": "new"}\n')
-    code, out, _ = init(repo, capsys, "--json")
+    code, out, _ = init(pyrepo, capsys, "--json")
     assert json.loads(out)["datasets"][0] | {"content_hash": None, "uri": None} == {
         "name": "rows", "version": 2, "status": "registered", "content_hash": None, "uri": None}
 
 
+@pytest.mark.promptflow  # the key in promptflow's store, nowhere else
 def test_init_with_real_endpoint_settings_from_dotenv_never_prints_the_key(repo, capsys, state_dir):
     (repo / ".env").write_text(f"DEMO_KEY={CANARY}\n")
     config = (repo / "configs/demo/experiment.yaml").read_text()
@@ -89,28 +97,28 @@ def test_init_with_real_endpoint_settings_from_dotenv_never_prints_the_key(repo,
             assert CANARY.encode() not in path.read_bytes(), path
 
 
-def test_init_config_error_is_exit_2_without_traceback(repo, capsys):
-    (repo / "configs/demo/experiment.yaml").write_text("name: demo\nflow: [\n")
-    code, out, err = init(repo, capsys)
+def test_init_config_error_is_exit_2_without_traceback(pyrepo, capsys):
+    (pyrepo / "configs/demo/experiment.yaml").write_text("name: demo\nflow: [\n")
+    code, out, err = init(pyrepo, capsys)
     assert code == 2
     assert "malformed YAML" in err and "Traceback" not in err
 
 
-def test_a_bad_line_in_the_middle_of_a_dataset_stops_init_and_experiment(repo, capsys, state_dir):
+def test_a_bad_line_in_the_middle_of_a_dataset_stops_init_and_experiment(pyrepo, capsys, state_dir):
     """Checked whole at init (exit 2, file:line, nothing registered), and again when the file is
     damaged after init: the experiment refuses before any LLM call."""
-    rows = repo / "datasets/demo/rows.jsonl"
+    rows = pyrepo / "datasets/demo/rows.jsonl"
     good = rows.read_text()
     rows.write_text(good + '{"text": "half a row",\n' + good)
-    code, _out, err = init(repo, capsys)
+    code, _out, err = init(pyrepo, capsys)
     assert code == 2
     assert "datasets/demo/rows.jsonl:3: not valid JSON" in err and "Traceback" not in err
     assert not (state_dir / "registry" / "catalog.sqlite").exists()
 
     rows.write_text(good)
-    assert init(repo, capsys)[0] == 0
+    assert init(pyrepo, capsys)[0] == 0
     rows.write_text(good + '{"label": "no text column"}\n')
-    code = main(["--repo", str(repo), "run", "experiment", "-u", "demo", "--no-progress"])
+    code = main(["--repo", str(pyrepo), "run", "experiment", "-u", "demo", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
     assert "datasets/demo/rows.jsonl:3: row has no column 'text'" in err

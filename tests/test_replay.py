@@ -3,7 +3,8 @@ upstream answered in the use case's cassette, and replays it with no upstream co
 key; a call it has no answer for fails the command (exit 2) with what changed.
 
 Unit tests drive the gateway with httpx against the simulator; the CLI tests run the
-classification sample on both engines (promptflow DAG, Agent Framework port)."""
+classification sample on both engines (promptflow DAG, Agent Framework port), and the checks
+that are the gateway's own (a cassette's model, GENAIOPS_LLM) a scaffolded python-engine flow."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from deploy_helpers import PORT as MAF
 from deploy_helpers import copy_classification_and_port, edited, run_cli
 
+from genaiops.cli import main
 from genaiops.gateway import LLMGateway
 from genaiops.gateway.cassette import Cassette, cassette_hash, load_entries
 from genaiops.simulator import SimulatorServer
@@ -145,6 +147,15 @@ def repo(tmp_path_factory) -> Path:
     return copy_classification_and_port(tmp_path_factory.mktemp("repo"))
 
 
+def scaffold_tone(root: Path) -> Path:
+    """The use case `tone` as `genaiops new --kind python` writes it: a function calling the LLM
+    through `openai_client("llm")` (the gateway's checks, not an engine's calls, under test)."""
+    for folder in ("flows", "configs", "datasets"):
+        (root / folder).mkdir(parents=True)
+    assert main(["--repo", str(root), "new", "tone", "--kind", "python"]) == 0
+    return root
+
+
 def experiment(repo: Path, use_case: str, mode: str, capsys, *extra,
                json_out: bool = True) -> tuple[int, dict | str]:
     code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", use_case, "-e", "pr",
@@ -209,16 +220,16 @@ def test_record_then_replay_offline_gives_identical_results(repo, state, use_cas
     assert "+  You are a careful support triage agent." in message
 
 
-@pytest.mark.promptflow
-def test_a_cassette_from_another_model_is_refused(repo, state, capsys, monkeypatch, tmp_path):
-    with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml", port=0) as sim:
+def test_a_cassette_from_another_model_is_refused(state, capsys, monkeypatch, tmp_path):
+    repo = scaffold_tone(tmp_path / "repo")
+    with SimulatorServer(rules_path=repo / "configs/tone/simulator.yaml", port=0) as sim:
         monkeypatch.setenv("LLM_API_BASE", sim.url + "/v1")
-        code, out = experiment(repo, "classification", "record", capsys)
+        code, out = experiment(repo, "tone", "record", capsys)
         assert code == 0, out
-    config = repo / "configs/classification/experiment.yaml"
+    config = repo / "configs/tone/experiment.yaml"
     with edited(config, "    api_key: ${env:LLM_API_KEY:-simulator-key}\n",
                 "    api_key: ${env:LLM_API_KEY:-simulator-key}\n    model: gpt-4o\n"):
-        code, message = experiment(repo, "classification", "replay", capsys)
+        code, message = experiment(repo, "tone", "replay", capsys)
     assert code == 2
     assert "recorded from genaiops-simulator, but the config names model 'gpt-4o'" in \
         message["error"]
@@ -263,16 +274,15 @@ def test_the_record_pipeline_is_valid_and_pr_stages_replay(repo_root):
             assert {"name": "GENAIOPS_LLM", "value": "replay"} in stage["variables"], stage["stage"]
 
 
-@pytest.mark.promptflow
 def test_genaiops_llm_sets_the_default_and_is_checked(tmp_path, state, capsys, monkeypatch):
-    repo = copy_classification_and_port(tmp_path / "repo")
+    repo = scaffold_tone(tmp_path / "repo")
     monkeypatch.setenv("GENAIOPS_LLM", "replay")
-    code, message = experiment(repo, "classification", "live", capsys)  # the flag wins
+    code, message = experiment(repo, "tone", "live", capsys)  # the flag wins
     assert code == 0, message
-    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification",
+    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "tone",
                               "-e", "pr", "--json"], capsys)
     assert code == 2 and "no recorded answers" in json.loads(out)["error"]
     monkeypatch.setenv("GENAIOPS_LLM", "sometimes")
-    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "classification",
+    code, out, err = run_cli(["--repo", str(repo), "run", "experiment", "-u", "tone",
                               "-e", "pr", "--json"], capsys)
     assert code == 2 and "GENAIOPS_LLM must be live, record or replay" in out

@@ -16,8 +16,6 @@ from genaiops.cli import main
 from genaiops.gateway.served import served_model
 from genaiops.workspace import Workspace
 
-pytestmark = pytest.mark.promptflow
-
 APP = """\
 from agent_framework import Agent
 
@@ -49,7 +47,8 @@ def _experiment(repo, use_case, capsys) -> dict:
     return {**json.loads(out), "stderr": err}
 
 
-@pytest.mark.parametrize("use_case", ["pf", "af"])
+@pytest.mark.parametrize("use_case", [pytest.param("pf", marks=pytest.mark.promptflow),
+                                      pytest.param("af", marks=pytest.mark.agent_framework)])
 def test_a_run_is_reused_only_while_its_deployment_serves_the_same_model(repo, use_case, state_dir,
                                                                           monkeypatch, capsys):
     first = _experiment(repo, use_case, capsys)

@@ -128,7 +128,7 @@ class BatchJob:
 class LineResult:
     line: int
     ok: bool
-    inputs: dict[str, Any]
+    inputs: dict[str, Any]  # the dataset row it ran on, every column (a key_column join reads them)
     outputs: dict[str, Any] | None
     error: str | None = None
     latency_s: float | None = None

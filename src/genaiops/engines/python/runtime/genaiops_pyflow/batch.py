@@ -188,8 +188,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     results, crashed = run_lines(function, tasks, int(job["worker_count"]),
                                  float(job["line_timeout_sec"]), tick)
     results.update(unbound)
+    # a line's "inputs" are its dataset row, as the promptflow engine records them: an evaluator
+    # dataset's key_column joins on a column the flow need not take
     members = [{"suffix": member["suffix"],
-                "lines": [{"line": number, **results[(m_index, number)]}
+                "lines": [{"line": number, **results[(m_index, number)], "inputs": rows[number]}
                           for number in range(len(rows)) if (m_index, number) in results]}
                for m_index, member in enumerate(job["members"])]
     return {"name": job["name"], "status": "failed" if crashed else "completed",
