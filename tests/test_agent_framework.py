@@ -422,6 +422,9 @@ def test_an_agent_app_with_parameter_set_variants(echo, state, capsys):
     # `mode` reached build() (instructions), `temperature` reached the request (the rule needs >= 0.2)
     assert answers == {"upper": ["UPPER hi", "UPPER ok", "UPPER boom"],
                        "lower": ["lower hi", "lower ok", "lower boom"]}
+    # each line records its dataset row, as every engine does (what an evaluator's key_column joins on)
+    assert [row["inputs"] for row in ledger.read_outputs(result["runs"][0]["key"])] == [
+        {"q": q, "expected": "UPPER"} for q in ("hi", "ok", "boom")]
     code, out, _ = cli(["--repo", str(echo), "run", "evaluate", "-u", "echo", "--json"], capsys)
     summary = json.loads(out)
     assert code == 0 and summary["best"]["variant"] == "upper"

@@ -130,21 +130,12 @@ class Watchdog:
             lines = []
             for index, row in enumerate(self.rows):
                 done = self.finished.get((member["suffix"], index))
-                lines.append(done or {"line": index, "inputs": self._inputs(row), "ok": False,
+                lines.append(done or {"line": index, "inputs": row, "ok": False,
                                       "outputs": None,
                                       "error": blocked if (member["suffix"], index) == line else not_run,
                                       "latency_s": None, "prompt_tokens": 0, "completion_tokens": 0})
             members.append({"suffix": member["suffix"], "lines": lines})
         return {**base, "status": "completed", "members": members}
-
-
-    def _inputs(self, row: dict) -> dict:
-        from genaiops_af_runtime.app import bind_inputs
-
-        try:
-            return bind_inputs(self.job["column_mapping"], row)
-        except Exception:  # noqa: BLE001 - the line's own error says it when it runs
-            return {}
 
 
 async def _timed_line(app, suffix: str, number: int, inputs: dict):
@@ -173,7 +164,9 @@ async def run_line(app, suffix: str, number: int, row: dict, mapping: dict, time
         else:
             result = {"ok": True, "outputs": line.outputs, "error": None}
             usage = line.usage
-        record = {"line": number, "inputs": inputs, **result,
+        # a line's "inputs" are its dataset row, as every engine records them: an evaluator
+        # dataset's key_column joins on a column the app need not take
+        record = {"line": number, "inputs": row, **result,
                   "latency_s": round(time.monotonic() - started, 4),
                   "prompt_tokens": usage.prompt_tokens if usage else 0,
                   "completion_tokens": usage.completion_tokens if usage else 0}
