@@ -22,7 +22,9 @@ PYRIGHT = shutil.which("pyright", path=str(Path(sys.executable).parent))
 def pyright(*paths: str) -> dict:
     if PYRIGHT is None:
         pytest.skip("pyright is not installed (pip install -e '.[dev]')")
-    done = subprocess.run([PYRIGHT, "--outputjson", *paths], cwd=ROOT, capture_output=True,
+    # the project's own settings, named: a pyrightconfig.json in a folder above would win otherwise
+    done = subprocess.run([PYRIGHT, "--outputjson", "--project", str(ROOT / "pyproject.toml"), *paths],
+                          cwd=ROOT, capture_output=True,
                           text=True, timeout=600, check=False)
     return json.loads(done.stdout)
 
