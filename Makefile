@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 ENGINE_REQ := $(wildcard src/genaiops/engines/*/runtime/requirements.txt)
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(ENGINE_REQ) | cksum | cut -d' ' -f1)
 USE_CASE ?= classification
-# pytest-xdist workers for the fast tier (each test file on one worker, its module fixtures built once)
+# pytest-xdist workers (each test file on one worker, its module fixtures built once; every Docker
+# test file in one lane on one worker: tests/conftest.py)
 TEST_WORKERS ?= 2
 
 export PYTHON_KEYRING_BACKEND ?= keyrings.alt.file.PlaintextKeyring
@@ -33,7 +34,7 @@ system:  ## chromium + docker daemon + offline base image (idempotent; needs roo
 	bash .ci/setup-system.sh
 
 test: setup system  ## the whole test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup  ## the fast tier for development: no real engine process, no Docker (about 2 minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile

@@ -59,7 +59,7 @@ def start_server(bench: Bench, name: str, base_url: str, threads: int, tracing: 
     home = bench.work / f"home-{name}"
     home.mkdir(exist_ok=True)
     port = free_port()
-    env = {**bench.env, "HOME": str(home), "PROMPTFLOW_PROJECT_PATH": str(bench.repo / "flows/classification/standard"),
+    env = {**bench.env, "HOME": str(home), "TMPDIR": str(home), "PROMPTFLOW_PROJECT_PATH": str(bench.repo / "flows/classification/standard"),
            "PYTHONPATH": os.pathsep.join([str(serving), os.environ.get("PYTHONPATH", "")]),
            "PF_DISABLE_TELEMETRY": "true", "PF_TRACING_SKIP_LOCAL_SETUP": "true",
            "PF_BUILTIN_TRACE_EXPORTERS_DISABLE": "true", **tracing}

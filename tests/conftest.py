@@ -104,3 +104,54 @@ def pytest_collection_modifyitems(config, items):
     if would_skip:
         raise pytest.UsageError("GENAIOPS_REQUIRE_DOCKER=1 but these Docker tests would skip:\n  "
                                 + "\n  ".join(would_skip[:5]))
+    _check_docker_lane(items)
+    _longest_first(items)
+
+
+# -- two workers ------------------------------------------------------------------------------------
+# `make test` runs on two pytest-xdist workers, each test file on one worker (its module fixtures are
+# built once). Docker tests share the one daemon, host ports (`--network host`) and container names
+# made from use case and environment, so every file with a Docker test runs in one lane, one file
+# after another on the same worker; the other worker takes the rest. A Docker test in a file not
+# listed here fails collection, so a new one cannot race the lane by accident.
+DOCKER_LANE = "docker lane"
+DOCKER_LANE_FILES = frozenset({
+    "test_deploy_docker.py", "test_github_release_contract.py", "test_image_scan.py",
+    "test_monitor_docker.py", "test_pipeline_contract.py", "test_python_engine_image.py",
+    "test_release_docker.py",
+})
+
+
+def _check_docker_lane(items) -> None:
+    strays = sorted({item.path.name for item in items
+                     if item.get_closest_marker("docker") and item.path.name not in DOCKER_LANE_FILES})
+    if strays:
+        raise pytest.UsageError(f"tests/conftest.py: Docker tests in {', '.join(strays)} are not in "
+                                "DOCKER_LANE_FILES; add the file there so it runs in the Docker lane")
+
+
+def _longest_first(items) -> None:
+    """Order files: the Docker lane, then files with slow tests, then the fast ones (order within a
+    file kept). Workers take files in this order, so the long ones start first and the short ones
+    fill the end instead of a long file starting last."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        tier = 0 if item.path.name in DOCKER_LANE_FILES else 1 if item.get_closest_marker("slow") else 2
+        rank[item.path] = min(rank.get(item.path, 2), tier)
+    items.sort(key=lambda item: rank[item.path])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadfile`: one work unit per file, except the Docker lane, one unit for all of
+    DOCKER_LANE_FILES."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DockerLaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return DOCKER_LANE if Path(path).name in DOCKER_LANE_FILES else path
+
+    return DockerLaneScheduling(config, log)

@@ -155,7 +155,8 @@ def _serve_promptflow(tmp_path, capture: bool) -> tuple[dict, list, str]:
     db = tmp_path / "spans.sqlite"
     with SimulatorServer(rules_path=REPO / "configs/classification/simulator.yaml", latency_ms=0) as sim, \
             Receiver(db) as receiver:
-        env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(serving), "PROMPTFLOW_PROJECT_PATH": str(flow),
+        env = {**os.environ, "HOME": str(home), "TMPDIR": str(home), "PYTHONPATH": str(serving),
+               "PROMPTFLOW_PROJECT_PATH": str(flow),
                "PF_DISABLE_TELEMETRY": "true", "PF_TRACING_SKIP_LOCAL_SETUP": "true",
                "PF_BUILTIN_TRACE_EXPORTERS_DISABLE": "true",
                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "classification",
