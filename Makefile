@@ -33,8 +33,9 @@ run: setup  ## the main job: sample use case through experiment + evaluate again
 system:  ## chromium + docker daemon + offline base image (idempotent; needs root, else tests skip)
 	bash .ci/setup-system.sh
 
-test: setup system  ## the whole test suite
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+test: setup system  ## the whole test suite: on two workers, then the `solo` tests alone
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not solo"
+	$(BIN)/python -m pytest -m solo
 
 test-fast: setup  ## the fast tier for development: no real engine process, no Docker (about 2 minutes on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile

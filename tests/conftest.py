@@ -106,10 +106,16 @@ def pytest_collection_modifyitems(config, items):
                                 + "\n  ".join(would_skip[:5]))
     _check_docker_lane(items)
     _longest_first(items)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        alone = pytest.mark.skip(reason="`solo`: needs the machine to itself; `make test` runs it after "
+                                        "the parallel part (pytest -m solo)")
+        for item in items:
+            if item.get_closest_marker("solo"):
+                item.add_marker(alone)
 
 
 # -- two workers ------------------------------------------------------------------------------------
-# `make test` runs on two pytest-xdist workers, each test file on one worker (its module fixtures are
+# `make test` runs on two pytest-xdist workers (then the few `solo` tests alone), each test file on one worker (its module fixtures are
 # built once). Docker tests share the one daemon, host ports (`--network host`) and container names
 # made from use case and environment, so every file with a Docker test runs in one lane, one file
 # after another on the same worker; the other worker takes the rest. A Docker test in a file not

@@ -390,6 +390,7 @@ def test_a_stopped_worker_fails_the_run_and_leaves_nothing(engine, mark, tmpdir_
 
 
 @pytest.mark.promptflow
+@pytest.mark.solo  # any other command on the machine would end the stopped tree before the next one here
 def test_a_stopped_worker_of_a_killed_orchestrator_is_ended_by_the_next_command(engine, mark,
                                                                                 tmpdir_, tmp_path):
     """A stopped worker cannot act on its parent-death signal: its tree outlives the killed
