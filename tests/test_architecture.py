@@ -148,6 +148,35 @@ def test_the_agent_framework_runtime_needs_nothing_of_genaiops():
         assert "genaiops" not in imported, f"{module} imports genaiops"
 
 
+STANDALONE = "genaiops.execution.standalone"
+
+
+def test_standalone_modules_need_nothing_but_the_standard_library():
+    """`execution/standalone` modules also run in an engine's own interpreter (`genaiops_reaper` in
+    the Agent Framework batch worker), where neither genaiops nor its dependencies are."""
+    import sys
+
+    standalone = [name for name in MODULES if name.startswith(STANDALONE)]
+    assert f"{STANDALONE}.genaiops_reaper" in standalone
+    for module in standalone:
+        imported = {m.split(".")[0] for m in _imports(MODULES[module])} - {"__future__"}
+        assert imported <= set(sys.stdlib_module_names), f"{module} imports {sorted(imported)}"
+
+
+def test_the_agent_framework_worker_finds_its_containment_on_its_path():
+    """The batch worker imports `genaiops_reaper` from the folders `runtime_env` puts on the
+    engine's path (it is not in the runtime package); a missing one fails only in that worker."""
+    import subprocess
+    import sys
+
+    from genaiops.engines.agent_framework.environment import runtime_env
+
+    code = "import genaiops_af_runtime.batch; from genaiops_reaper import contain_self, kill_descendants"
+    done = subprocess.run([sys.executable, "-c", code], env=runtime_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_state_paths_are_built_only_by_the_workspace():
     for module, path in MODULES.items():
         text = path.read_text(encoding="utf-8")

@@ -9,6 +9,9 @@ double-forked, which a process group does not hold. So every worker genaiops sta
   start stays in its process tree when their parents exit (a double fork cannot reach init);
 - asks for a signal when the orchestrator dies (`PR_SET_PDEATHSIG`), and then ends its tree.
 
+The last two happen inside the worker, in whichever interpreter runs it: `contain_self` and
+`kill_descendants` of `standalone.genaiops_reaper` (standard library only).
+
 Ending a worker (`end`) stops it (SIGSTOP: it can start nothing more, and stays the reaper of
 its tree), kills every descendant and every process carrying its tag until none is left, then
 kills and reaps the worker. The next command kills what a killed orchestrator left behind
@@ -21,7 +24,6 @@ started by one thread that lives as long as this process (`spawn`).
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import queue
@@ -33,35 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genaiops.execution.standalone.genaiops_reaper import PARENT_ENV
+
 OWNER_ENV = "GENAIOPS_PROCESS_OWNER"
-PARENT_ENV = "GENAIOPS_PARENT_PID"
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
 _KILL_ROUNDS = 100
 _counter = itertools.count(1)
-
-
-# -- in the worker ---------------------------------------------------------------------------
-
-def _prctl(option: int, value: int) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def contain_self(on_parent_death: int = signal.SIGTERM) -> bool:
-    """Called first thing in a worker, after its handler for `on_parent_death` is set: reaper of
-    its own tree, `on_parent_death` sent to it when the orchestrator ends (at once, if it already
-    has). False where the kernel cannot do this (not Linux)."""
-    if not (_prctl(_PR_SET_CHILD_SUBREAPER, 1) and _prctl(_PR_SET_PDEATHSIG, int(on_parent_death))):
-        return False
-    expected = os.environ.get(PARENT_ENV)
-    if expected and os.getppid() != int(expected):  # the orchestrator died before prctl
-        os.kill(os.getpid(), on_parent_death)
-    return True
 
 
 # -- reading /proc ---------------------------------------------------------------------------

@@ -29,14 +29,13 @@ from __future__ import annotations
 import json
 import re
 import socket
-import socketserver
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 
@@ -55,6 +54,7 @@ from genaiops.gateway.wire import (
     read_request,
     retry_after_seconds,
 )
+from genaiops.loopback import LoopbackHTTPServer, ServedInThread
 
 GATEWAY_NAME = "genaiops-llm-gateway"
 RETRIABLE_STATUS = frozenset({500, 502, 503, 504})
@@ -96,18 +96,12 @@ class _Failure:
     final: bool = False  # the answer as it is, without the gateway's account of its attempts
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackHTTPServer):
     request_queue_size = 512  # every line worker of every run may call at once
 
     def __init__(self, address, gateway: LLMGateway):
         self.gateway = gateway
         super().__init__(address, _Handler)
-
-    def server_bind(self):
-        """Like HTTPServer.server_bind without its reverse DNS lookup, which can hang offline."""
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -131,9 +125,11 @@ class _Server(ThreadingHTTPServer):
         self.close_request(request)
 
 
-class LLMGateway:
+class LLMGateway(ServedInThread):
     """Start with `with LLMGateway(bounds) as gateway:`; `route()` each connection, then point
     the engine at `url_for(pool, connection)`."""
+
+    thread_name, service = GATEWAY_NAME, "the LLM gateway"
 
     def __init__(self, bounds: RetryBounds | None = None, settings: SchedulerSettings | None = None,
                  *, upstream_timeout_sec: float = 600.0, log: Callable[[str], None] | None = None,
@@ -155,8 +151,7 @@ class LLMGateway:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=128),
             mounts={pattern: direct for pattern in _LOOPBACK}, follow_redirects=False)
         deadline.install(self.client)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.cassette: Cassette | None = None
 
     def use_cassette(self, cassette: Cassette | None) -> None:
@@ -165,34 +160,16 @@ class LLMGateway:
 
     # -- lifecycle
 
-    def start(self) -> LLMGateway:
-        if self._server is None:
-            self._server = _Server(("127.0.0.1", 0), self)
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.1},
-                                            name=GATEWAY_NAME, daemon=True)
-            self._thread.start()
-        return self
+    def _bind(self) -> _Server:
+        return _Server(("127.0.0.1", 0), self)
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            self._thread.join(5)
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
         self.client.close()
-
-    def __enter__(self) -> LLMGateway:  # noqa: PYI034 - typing.Self needs Python 3.11
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the LLM gateway is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     # -- routes
 

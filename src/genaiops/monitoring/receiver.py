@@ -10,13 +10,13 @@ reason, an unknown media type 415. Nothing of a request is logged.
 from __future__ import annotations
 
 import json
-import socketserver
 import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from genaiops.errors import UsageError
+from genaiops.loopback import LoopbackHTTPServer, ServedInThread
 from genaiops.monitoring.otlp import OtlpError, decode_json, decode_protobuf
 from genaiops.monitoring.store import TraceStore
 
@@ -93,63 +93,36 @@ class _Handler(BaseHTTPRequestHandler):
         return self._reply(200, b"{}", JSON)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(LoopbackHTTPServer):
     def __init__(self, address, receiver):
         self.receiver = receiver
         super().__init__(address, _Handler)
-
-    def server_bind(self):  # no reverse DNS lookup (it can hang offline)
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def handle_error(self, request, client_address):
         pass  # a client that went away; nothing of a request is printed
 
 
-class Receiver:
+class Receiver(ServedInThread):
     """An OTLP/HTTP receiver on a loopback port writing to the trace store at `db`."""
+
+    thread_name = "genaiops-otlp"
 
     def __init__(self, db: Path, host: str = "127.0.0.1", port: int = 0, max_body: int = MAX_BODY):
         self.store = TraceStore(db)
         self.host, self._port, self.max_body = host, port, max_body
         self.received = 0
         self.rejected = 0
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
-    def start(self) -> Receiver:
+    def _bind(self) -> _Server:
         try:
-            self._httpd = _Server((self.host, self._port), self)
+            return _Server((self.host, self._port), self)
         except OSError as exc:
             raise UsageError(f"the trace receiver cannot listen on {self.host}:{self._port}: {exc.strerror or exc}",
                              hint="pick another port (0 = any free port)") from None
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="genaiops-otlp", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def __enter__(self) -> Receiver:  # noqa: PYI034
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise UsageError("the trace receiver is not running")
-        return self._httpd.server_address[1]
+    def _not_running(self) -> Exception:
+        return UsageError("the trace receiver is not running")
 
     @property
     def endpoint(self) -> str:

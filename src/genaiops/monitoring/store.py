@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genaiops.secrets import redact
+from genaiops.secrets import redact, redact_data
 
 # resource attributes every deployed image sets (`engines.telemetry` in the image, docker target)
 RES_USE_CASE = "genaiops.use_case"
@@ -69,19 +69,8 @@ class Span:
         return self.status_code == STATUS_ERROR or "error.type" in self.attributes
 
 
-def _clean(value):
-    """Redact every string inside a JSON-able value."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {redact(str(k)): _clean(v) for k, v in value.items()}
-    return value
-
-
 def _dumps(value) -> str:
-    return json.dumps(_clean(value), sort_keys=True, default=str)
+    return json.dumps(redact_data(value), sort_keys=True, default=str)
 
 
 class TraceStore:

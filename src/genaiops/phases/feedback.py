@@ -27,7 +27,7 @@ from pathlib import Path
 
 from genaiops.errors import ConfigError, GenaiopsError, Problem, UsageError
 from genaiops.phases.context import PhaseContext
-from genaiops.secrets import redact
+from genaiops.secrets import redact_data
 from genaiops.workspace.files import atomic_write_text, iter_jsonl
 
 FEEDBACK_SPAN = "gen_ai.user.feedback"
@@ -97,16 +97,6 @@ def scrub_pii(value):
         return [scrub_pii(v) for v in value]
     if isinstance(value, dict):
         return {k: scrub_pii(v) for k, v in value.items()}
-    return value
-
-
-def _redact_all(value):
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, list):
-        return [_redact_all(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_all(v) for k, v in value.items()}
     return value
 
 
@@ -200,7 +190,7 @@ def run_promote(ctx: PhaseContext, options: PromoteOptions) -> PromoteResult:
                 value = {first: value}
             for output, expected in value.items():
                 row[settings.corrections.get(output, output)] = expected
-        row = scrub_pii(_redact_all(row))
+        row = scrub_pii(redact_data(row))
         if hook is not None:
             try:
                 row = hook(row)

@@ -40,15 +40,15 @@ import hmac
 import json
 import re
 import socket
-import socketserver
 import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from genaiops.errors import GenaiopsError, UsageError
+from genaiops.loopback import LoopbackHTTPServer, ServedInThread
 from genaiops.simulator.faults import FaultSet, fault_from_dict
 from genaiops.simulator.quota import QuotaBook, QuotaSpec, estimated_tokens
 from genaiops.simulator.rules import (
@@ -76,10 +76,9 @@ _OPENAI = {
 }
 
 
-class _HTTPServer(ThreadingHTTPServer):
+class _HTTPServer(LoopbackHTTPServer):
     """Threads per connection, tracked so `stop()` can close idle keep-alive connections and join."""
 
-    daemon_threads = True
     request_queue_size = 128  # a burst of concurrent workers must not overflow the listen backlog
 
     def __init__(self, address, handler, sim: SimulatorServer):
@@ -87,11 +86,6 @@ class _HTTPServer(ThreadingHTTPServer):
         self._conn_lock = threading.Lock()
         self._active: dict[threading.Thread, socket.socket] = {}
         super().__init__(address, handler)
-
-    def server_bind(self):
-        """Like HTTPServer.server_bind without its reverse DNS lookup, which can hang offline."""
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def process_request(self, request, client_address):
         thread = threading.Thread(
@@ -134,8 +128,10 @@ class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
-class SimulatorServer:
+class SimulatorServer(ServedInThread):
     """An in-process LLM simulator on a loopback port. Use as a context manager or start()/stop()."""
+
+    thread_name = "genaiops-simulator"
 
     def __init__(
         self,
@@ -185,14 +181,11 @@ class SimulatorServer:
         self.stats = Stats()
         self._stopping = threading.Event()
         self._drift: dict | None = None  # what start_drift replaced, to restore
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- lifecycle
 
-    def start(self) -> SimulatorServer:
-        if self._httpd is not None:
-            return self
+    def _bind(self) -> _HTTPServer:
         cls = _HTTPServer6 if ":" in self.host else _HTTPServer
         try:
             httpd = cls((self.host, self._requested_port), _Handler, self)
@@ -202,28 +195,12 @@ class SimulatorServer:
                 hint="pick another --port (0 = any free port) or stop what is using it",
             ) from None
         self._stopping.clear()
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="genaiops-simulator",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return httpd
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, cut sleeps (latency, timeout faults) short, close connections, join threads."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
         self._stopping.set()
-        httpd.shutdown()
-        httpd.close_connections(timeout)
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().stop(timeout)
 
     # -- drift mode
 
@@ -258,23 +235,10 @@ class SimulatorServer:
     def drift_state(self) -> dict:
         return {"drift": self._drift is not None, **(self._drift["state"] if self._drift else {})}
 
-    def __enter__(self) -> SimulatorServer:  # noqa: PYI034 - typing.Self needs Python 3.11
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._httpd is not None
-
     # -- addresses
 
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise UsageError("the simulator is not running; call start() first")
-        return self._httpd.server_address[1]
+    def _not_running(self) -> Exception:
+        return UsageError("the simulator is not running; call start() first")
 
     @property
     def url(self) -> str:

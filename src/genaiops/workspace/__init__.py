@@ -57,6 +57,17 @@ def trust_dir() -> Path:
     return Path(config_home).resolve() / "genaiops"
 
 
+class _StateFolder:
+    """A fixed folder of the state folder read as an attribute (`workspace.runs_dir`), so that
+    those folders are declared as one list of names and parts."""
+
+    def __init__(self, *parts: str):
+        self.parts = parts
+
+    def __get__(self, workspace: Workspace, owner: type | None = None) -> Path:
+        return workspace._dir(*self.parts)
+
+
 @dataclass(frozen=True)
 class Workspace:
     repo_root: Path
@@ -81,21 +92,10 @@ class Workspace:
         return self.root.joinpath(*parts)
 
     # -- experiments and evaluations ----------------------------------------------------------
-    @property
-    def runs_dir(self) -> Path:
-        return self._dir("ledger", "runs")
-
-    @property
-    def experiments_dir(self) -> Path:
-        return self._dir("ledger", "experiments")
-
-    @property
-    def evaluation_runs_dir(self) -> Path:
-        return self._dir("evaluations", "runs")
-
-    @property
-    def evaluation_summaries_dir(self) -> Path:
-        return self._dir("evaluations", "summaries")
+    runs_dir = _StateFolder("ledger", "runs")
+    experiments_dir = _StateFolder("ledger", "experiments")
+    evaluation_runs_dir = _StateFolder("evaluations", "runs")
+    evaluation_summaries_dir = _StateFolder("evaluations", "summaries")
 
     def best_pointer(self, use_case: str) -> Path:
         return self._dir("pointers") / f"best-{use_case}.json"
@@ -120,9 +120,7 @@ class Workspace:
         return self._dir("resolved", use_case) / f"{env or 'default'}.json"
 
     # -- registry, approvals, audit ----------------------------------------------------------
-    @property
-    def registry_dir(self) -> Path:
-        return self.root / "registry"
+    registry_dir = _StateFolder("registry")
 
     @property
     def audit_log(self) -> Path:
@@ -173,10 +171,8 @@ class Workspace:
         removed += sweep(self.root / "registry" / "blobs" / "sha256", ".incoming-*")
         return len(removed)
 
-    @property
-    def quarantine_dir(self) -> Path:
-        """Where damaged state goes (`workspace.integrity.quarantine`): kept, never read again."""
-        return self._dir("quarantine")
+    # where damaged state goes (`workspace.integrity.quarantine`): kept, never read again
+    quarantine_dir = _StateFolder("quarantine")
 
     def deploy_dir(self, use_case: str) -> Path:
         return self._dir("deploy", use_case)

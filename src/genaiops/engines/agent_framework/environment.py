@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from genaiops.errors import GenaiopsError
+from genaiops.execution.standalone import STANDALONE_DIR
 from genaiops.workspace.files import atomic_write_json
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
@@ -128,13 +129,14 @@ def _run(command: list[str], what: str) -> str:
 
 
 def runtime_env() -> dict[str, Any]:
-    """Environment for processes of the engine's interpreter: its runtime package importable,
+    """Environment for processes of the engine's interpreter: its runtime package importable
+    (and genaiops' standard-library-only worker modules, `genaiops_reaper`),
     nothing of the orchestrator's environment leaking in (its allow-listed part only: no audit
     key, no credential the app was not given, `engines.processenv`)."""
     from genaiops.engines.processenv import engine_environment, home_environment
 
     env = {k: v for k, v in engine_environment(home_environment()).items()
            if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["PYTHONPATH"] = str(RUNTIME_DIR)
+    env["PYTHONPATH"] = os.pathsep.join((str(RUNTIME_DIR), str(STANDALONE_DIR)))
     env["PYTHONNOUSERSITE"] = "1"
     return env

@@ -15,7 +15,7 @@ A process per worker keeps promptflow's fork-based pools away from the orchestra
 lets the orchestrator stop a run by stopping the process group. The same warm worker serves every
 phase of one command (connections, experiment batches, evaluation batches). When stdin closes, or
 after `GENAIOPS_WORKER_IDLE_SEC` without a command, or when the orchestrator dies (SIGTERM, the
-parent-death signal of `genaiops.execution.procs.contain_self`), the worker kills every descendant (it is
+parent-death signal of `genaiops_reaper.contain_self`), the worker kills every descendant (it is
 their subreaper: processes a flow started in a session of their own included) and its whole
 process group at once: promptflow's interpreter teardown would take ~1.7 s and its forkserver and
 manager processes would otherwise outlive it.
@@ -242,7 +242,7 @@ def _exit_with_parent() -> None:
     """If the orchestrator dies (SIGKILL, CI cancel) stop this run and its line workers too:
     a run nobody will record is wasted LLM calls. The kernel says so (SIGTERM: the parent-death signal);
     where it cannot (not Linux), a thread watches the parent."""
-    from genaiops.execution.procs import contain_self
+    from genaiops.execution.standalone.genaiops_reaper import contain_self
 
     signal.signal(signal.SIGTERM, lambda _signal, _frame: _end_group())
     if contain_self(signal.SIGTERM):

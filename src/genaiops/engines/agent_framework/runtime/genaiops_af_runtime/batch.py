@@ -8,7 +8,7 @@ the column mapping, concurrency, the line timeout and the retry policy; the conn
 included, come on stdin so they never touch a file. Progress goes to stdout as `done N` lines;
 the result (per member, per line: outputs, error, latency, tokens) is written atomically.
 
-Bounds whatever the app does (`reaper`, `Watchdog`):
+Bounds whatever the app does (`genaiops_reaper`, on the path genaiops gives it; `Watchdog`):
 - the orchestrator's death sends this process SIGTERM (the parent-death signal), which kills
   every process the app started (this process is their subreaper) and exits;
 - a line's timeout is `asyncio.wait_for`, which cannot fire while the line blocks the event loop
@@ -215,7 +215,7 @@ async def run_job(job: dict, connections: list[dict], watchdog: Watchdog | None 
 
 def _exit(code: int) -> None:
     """End this process and everything the app started."""
-    from genaiops_af_runtime.reaper import kill_descendants
+    from genaiops_reaper import kill_descendants
 
     sys.stdout.flush()
     kill_descendants()
@@ -231,7 +231,7 @@ def _stop_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from genaiops_af_runtime.reaper import contain_self
+    from genaiops_reaper import contain_self
 
     signal.signal(signal.SIGTERM, lambda *_: _exit(3))
     if not contain_self(signal.SIGTERM):

@@ -1,9 +1,10 @@
-"""Containment of the batch worker: what `genaiops.execution.procs` does in a worker (this package imports
-nothing of genaiops, so it has its own few lines).
+"""A worker's own containment, called inside every batch worker genaiops starts (promptflow's in
+genaiops' interpreter, the Agent Framework's in the engine's): the orchestrator's side, and why,
+is `genaiops.execution.procs`. Standard library only (see `genaiops.execution.standalone`).
 
-The worker is a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`): processes the app starts, in a
-session of their own or double-forked, stay in its tree, and `kill_descendants` ends them before
-the worker exits. The orchestrator's death sends it `PR_SET_PDEATHSIG`'s signal.
+The worker makes itself a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`): processes it starts,
+in a session of their own or double-forked, stay in its tree, and `kill_descendants` ends them
+before it exits. The orchestrator's death sends it `PR_SET_PDEATHSIG`'s signal.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-PARENT_ENV = "GENAIOPS_PARENT_PID"
+PARENT_ENV = "GENAIOPS_PARENT_PID"  # the orchestrator's pid (`procs.child_env`)
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -28,9 +31,10 @@ def _prctl(option: int, value: int) -> bool:
 
 
 def contain_self(on_parent_death: int = signal.SIGTERM) -> bool:
-    """Subreaper of this tree, `on_parent_death` when the orchestrator ends (set its handler
-    first); False where the kernel cannot (then the caller watches the parent itself)."""
-    if not (_prctl(36, 1) and _prctl(1, int(on_parent_death))):  # CHILD_SUBREAPER, PDEATHSIG
+    """Called first thing in a worker, after its handler for `on_parent_death` is set: reaper of
+    its own tree, `on_parent_death` sent to it when the orchestrator ends (at once, if it already
+    has). False where the kernel cannot do this (not Linux): then the caller watches the parent."""
+    if not (_prctl(_PR_SET_CHILD_SUBREAPER, 1) and _prctl(_PR_SET_PDEATHSIG, int(on_parent_death))):
         return False
     expected = os.environ.get(PARENT_ENV)
     if expected and os.getppid() != int(expected):  # the orchestrator died before prctl
