@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from genaiops.registry import BACKENDS
 
@@ -82,16 +80,6 @@ def add_registry_flag(parser: argparse.ArgumentParser, *, default: str,
         parser.add_argument(deprecated_alias, dest="registry", choices=BACKENDS,
                             action=_DeprecatedAlias, replacement="--registry",
                             help=argparse.SUPPRESS)
-
-
-Option = tuple[str, dict[str, Any], str]  # flag, add_argument's settings, help
-
-
-def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
-    """A command's own flags declared as one table of (flag, settings, help) rows, in the order
-    `--help` lists them; a setting left out is argparse's default (`default=None`, a string)."""
-    for flag, settings, help_text in options:
-        parser.add_argument(flag, help=help_text, **settings)
 
 
 def add_command_group(subparsers, name: str, summary: str, description: str, commands: list[str]):

@@ -7,39 +7,41 @@ import argparse
 from pathlib import Path
 
 from genaiops.cli.args import amount, positive_int
-from genaiops.cli.options import OPTIONAL, Option, add_command, add_options, repo_root
+from genaiops.cli.options import OPTIONAL, add_command, repo_root
 from genaiops.errors import UsageError
 from genaiops.simulator import DEFAULT_PORT
-
-OPTIONS: list[Option] = [
-    ("--port", {"type": int, "default": DEFAULT_PORT},
-     f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)"),
-    ("--host", {"default": "127.0.0.1"}, "address to bind (default 127.0.0.1, loopback only)"),
-    ("--rules", {"type": Path, "metavar": "PATH"},
-     "simulator rules YAML (default: the --use-case's, else echo replies)"),
-    ("--latency-ms", {"type": float, "default": 0.0}, "delay added to every answer (default 0)"),
-    ("--jitter-ms", {"type": float, "default": 0.0},
-     "extra delay up to this, fixed per request (default 0)"),
-    ("--rpm", {"type": positive_int},
-     "enforce a quota of this many requests per minute per deployment, over 1 s windows, like "
-     "Azure OpenAI (429 with retry-after-ms)"),
-    ("--tpm", {"type": positive_int},
-     "enforce this many estimated tokens (prompt + max_tokens) per minute per deployment, over "
-     "10 s windows"),
-    ("--drift-rules", {"type": Path, "metavar": "PATH"},
-     "drift mode: answer from this second rules file (what a changed model would say)"),
-    ("--drift-error-rate", {"type": amount, "default": 0.0, "metavar": "FRACTION"},
-     "drift mode: this fraction of answers fail with 500"),
-    ("--drift-latency-ms", {"type": amount, "default": 0.0, "metavar": "MS"},
-     "drift mode: added to every answer's latency"),
-    ("--verbose", {"action": "store_true"},
-     "log method, path, status and duration of each request"),
-]
 
 
 def add_simulator_parser(subparsers) -> None:
     parser = add_command(subparsers, "simulator", cmd_simulator, use_case=OPTIONAL, json=False)
-    add_options(parser, OPTIONS)
+    add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"port to listen on (default {DEFAULT_PORT}; 0 = any free port)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--rules", type=Path, metavar="PATH",
+                        help="simulator rules YAML (default: the --use-case's, else echo replies)")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="delay added to every answer (default 0)")
+    parser.add_argument("--jitter-ms", type=float, default=0.0,
+                        help="extra delay up to this, fixed per request (default 0)")
+    parser.add_argument("--rpm", type=positive_int, default=None,
+                        help="enforce a quota of this many requests per minute per deployment, "
+                             "over 1 s windows, like Azure OpenAI (429 with retry-after-ms)")
+    parser.add_argument("--tpm", type=positive_int, default=None,
+                        help="enforce this many estimated tokens (prompt + max_tokens) per minute "
+                             "per deployment, over 10 s windows")
+    parser.add_argument("--drift-rules", type=Path, metavar="PATH", default=None,
+                        help="drift mode: answer from this second rules file (what a changed model would say)")
+    parser.add_argument("--drift-error-rate", type=amount, default=0.0, metavar="FRACTION",
+                        help="drift mode: this fraction of answers fail with 500")
+    parser.add_argument("--drift-latency-ms", type=amount, default=0.0, metavar="MS",
+                        help="drift mode: added to every answer's latency")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log method, path, status and duration of each request")
 
 
 def rules_path_from_args(args: argparse.Namespace) -> Path | None:
