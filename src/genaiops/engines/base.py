@@ -163,6 +163,32 @@ class Runner(Protocol):
     def run(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult: ...
 
 
+class OwnsRunner:
+    """What every engine adapter does with its runner: made on first use (`make_runner`) unless one
+    was given (tests give one at the wire), every batch handed to it. `close()` lets go of a runner
+    it made, so a later batch of the same command gets a new one."""
+
+    def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
+                 runner: Runner | None = None):
+        self.backend = backend
+        self.settings = dict(settings or {})
+        self._runner = runner
+        self._owns_runner = runner is None
+
+    def make_runner(self) -> Runner:
+        """The engine's runner for `self.backend` and `self.settings`."""
+        raise NotImplementedError
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = self.make_runner()
+        return self._runner
+
+    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
+        return self.runner.run(job, progress)
+
+
 @dataclass(frozen=True)
 class ServingBundle:
     """A build context an engine prepared for a serving image (`/score`, `/health` on `port`)."""

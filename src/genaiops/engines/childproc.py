@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from genaiops.engines.base import (
-    BatchJob,
     BatchResult,
     ConnectionSettings,
     Engine,
@@ -21,6 +20,7 @@ from genaiops.engines.base import (
     FlowSpec,
     LineResult,
     MemberResult,
+    OwnsRunner,
     ProgressCallback,
     Runner,
     ServingBundle,
@@ -174,9 +174,9 @@ class Serving(Protocol):
                        connections: list[dict[str, Any]]) -> ServingBundle: ...
 
 
-class OwnWorkerEngine(HeldConnections, Engine):
+class OwnWorkerEngine(HeldConnections, OwnsRunner, Engine):
     """What engines whose batches run in a worker process of their own share (agent_framework,
-    python): connections held in memory, the runner made on first use, staging and serving images
+    python): connections held in memory, the runner made on first use (`make_runner`, given `held_connections`), staging and serving images
     by the engine's `staging` and `serving` modules, no warm workers, runs that live only in the ledger, and the reads of the
     flow folder's Python and YAML files."""
 
@@ -185,20 +185,8 @@ class OwnWorkerEngine(HeldConnections, Engine):
 
     def __init__(self, backend: str = "local", settings: dict[str, Any] | None = None,
                  runner: Runner | None = None):
-        self.backend = backend
-        self.settings = dict(settings or {})
+        super().__init__(backend, settings, runner)
         self._connections = []  # prepare_connections: kept in memory for this process's runs
-        self._runner = runner
-
-    def local_runner(self) -> Runner:
-        """The engine's local runner, given `self.held_connections`."""
-        raise NotImplementedError
-
-    @property
-    def runner(self) -> Runner:
-        if self._runner is None:
-            self._runner = self.local_runner()
-        return self._runner
 
     def max_variants_per_batch(self, flow: FlowSpec) -> int:
         return self.staging.MAX_VARIANTS_PER_BATCH
@@ -224,9 +212,6 @@ class OwnWorkerEngine(HeldConnections, Engine):
 
     def prewarm(self, count: int) -> None:
         """Nothing to warm: a worker starts within a second."""
-
-    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
-        return self.runner.run(job, progress)
 
     def linkable_run(self, name: str | None) -> bool:
         """Runs live only in the ledger: evaluations read their outputs from there."""

@@ -47,7 +47,7 @@ class AgentFrameworkEngine(OwnWorkerEngine, ConnectionVariables, Engine):
                              hint="use runtime.backend: local (Azure ML runs need the promptflow engine)")
         super().__init__(backend, settings, runner)
 
-    def local_runner(self) -> Runner:
+    def make_runner(self) -> Runner:
         from genaiops.engines.agent_framework.local import LocalRunner
 
         return LocalRunner(self.held_connections)

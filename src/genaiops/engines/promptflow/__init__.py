@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from genaiops.engines.base import (
-    BatchJob,
-    BatchResult,
     ConnectionSettings,
     Engine,
     FlowReads,
     FlowSpec,
-    ProgressCallback,
+    OwnsRunner,
     RetrySettings,
     Runner,
     ScaffoldKind,
@@ -81,7 +79,7 @@ RESERVED_VARIABLES = {
 }
 
 
-class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<CONN>_<KEY>` variables
+class PromptflowEngine(ConnectionVariables, OwnsRunner, Engine):  # serving_connections: `<CONN>_<KEY>` variables
     name = flowspec.ENGINE
     # promptflow writes these into flow folders while running: never part of a flow's identity
     cache_patterns = staging.CACHE_PATTERNS
@@ -96,23 +94,16 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
         if backend not in BACKENDS:
             raise UsageError(f"unknown runtime backend {backend!r}",
                              hint="use runtime.backend: local or azure")
-        self.backend = backend
-        self.settings = dict(settings or {})
-        self._runner = runner
-        self._owns_runner = runner is None
+        super().__init__(backend, settings, runner)
 
-    @property
-    def runner(self) -> Runner:
-        if self._runner is None:
-            if self.backend == "azure":
-                from genaiops.engines.promptflow.azure import AzureRunner
+    def make_runner(self) -> Runner:
+        if self.backend == "azure":
+            from genaiops.engines.promptflow.azure import AzureRunner
 
-                self._runner = AzureRunner(self.settings)
-            else:
-                from genaiops.engines.promptflow.local import LocalRunner
+            return AzureRunner(self.settings)
+        from genaiops.engines.promptflow.local import LocalRunner
 
-                self._runner = LocalRunner()
-        return self._runner
+        return LocalRunner()
 
     def version(self) -> str:
         return f"promptflow=={_version('promptflow')};promptflow-tools=={_version('promptflow-tools')}"
@@ -186,9 +177,6 @@ class PromptflowEngine(ConnectionVariables, Engine):  # serving_connections: `<C
         prewarm = getattr(self.runner, "prewarm", None)
         if prewarm is not None:
             prewarm(count)
-
-    def run_batch(self, job: BatchJob, progress: ProgressCallback | None = None) -> BatchResult:
-        return self.runner.run(job, progress)
 
     def linkable_run(self, name: str | None) -> bool:
         """A local run can be referenced (`run=`) while its folder exists in this HOME's store;

@@ -39,7 +39,7 @@ class PythonEngine(OwnWorkerEngine, ConnectionVariables, Engine):
     needs_setup = False  # runs in genaiops' own interpreter
     staging, serving = staging, serving  # OwnWorkerEngine stages and builds images with them
 
-    def local_runner(self) -> Runner:
+    def make_runner(self) -> Runner:
         from genaiops.engines.python.local import LocalRunner
 
         return LocalRunner(self.held_connections)
