@@ -14,7 +14,14 @@ from deploy_helpers import docker_mark
 
 from genaiops.config.deployment import OFFLINE_BASE_IMAGE
 from genaiops.deploy import dockercli
-from genaiops.deploy.image_scan import ImageScanFailed, require_clean, scan_image
+from genaiops.deploy.image_scan import (
+    OWNER_LABEL,
+    SCAN_LABEL,
+    ImageScanFailed,
+    require_clean,
+    scan_image,
+)
+from genaiops.workspace.sweep import owner_tag
 
 BASE = os.environ.get("GENAIOPS_BASE_IMAGE", OFFLINE_BASE_IMAGE)
 REASON = dockercli.unavailable_reason()
@@ -62,7 +69,25 @@ def test_an_image_holding_exactly_the_hashed_flow_passes(build):
     assert result.ok, result.as_dict()
     assert result.files > 1000 and result.bytes > 10_000_000  # the whole filesystem was read
     require_clean(result)
-    assert not dockercli.text("ps", "-aq", "--filter", "label=io.genaiops.scan=1")  # export container gone
+    # its export container is gone (this image's: another command's scan may be running)
+    assert not dockercli.text("ps", "-aq", "--filter", "label=io.genaiops.scan=1", "--filter", f"ancestor={tag}")
+
+
+def test_the_scan_container_of_a_killed_command_is_removed_by_the_next_scan(build):
+    """SIGKILL mid-scan skips the `finally` that removes the export container; the next scan on the
+    machine removes it, and leaves alone a scan container whose command still runs."""
+    tag = build(FLOW)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    dead_owner = owner_tag().rsplit("-", 1)[0] + f"-{dead.pid}"
+    left, running = (dockercli.text("create", "--label", f"{SCAN_LABEL}=1", "--label", f"{OWNER_LABEL}={owner}", tag)
+                     for owner in (dead_owner, owner_tag()))
+    try:
+        assert _scan(tag).ok
+        listed = dockercli.text("ps", "-aq", "--no-trunc", "--filter", f"ancestor={tag}")
+        assert left not in listed and running in listed
+    finally:
+        dockercli.docker("rm", "-f", left, running, check=False)
 
 
 def test_stray_changed_missing_and_linked_files_are_named(build):

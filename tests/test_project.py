@@ -29,7 +29,8 @@ def _read_everything(obj) -> int:
     for name, member in inspect.getmembers(type(obj)):
         if name.startswith("__") or name in ("ledger", "sweep_abandoned"):
             continue
-        if isinstance(member, (property, cached_property)):
+        if isinstance(member, (property, cached_property)) or (hasattr(type(member), "__get__")
+                                                               and not callable(member)):
             getattr(obj, name)
             read += 1
         elif inspect.isfunction(member) and inspect.signature(member).return_annotation in ("Path", Path):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from genaiops.deploy import dockercli
 from genaiops.errors import GenaiopsError
+from genaiops.workspace.sweep import abandoned, owner_tag
 
 CHUNK = 1 << 20
 MIN_SECRET_CHARS = 4  # as the redactor: shorter values would match ordinary bytes
@@ -84,6 +85,22 @@ def _chunks(handle, digest=None):
         yield chunk
 
 
+SCAN_LABEL = "io.genaiops.scan"  # the throwaway container an image is exported from
+OWNER_LABEL = "io.genaiops.owner"  # the command that made it (`owner_tag`)
+
+
+def remove_abandoned_scan_containers() -> list[str]:
+    """The scan containers of commands that were killed mid-scan (SIGKILL skips the `finally` that
+    removes them); those of a running command, or another machine's, stay. What was removed."""
+    listed = dockercli.docker("ps", "-a", "--filter", f"label={SCAN_LABEL}=1", "--format",
+                              f'{{{{.ID}}}} {{{{.Label "{OWNER_LABEL}"}}}}', check=False)
+    gone = [parts[0] for parts in (line.split() for line in listed.stdout.decode(errors="replace").splitlines())
+            if len(parts) == 2 and abandoned(parts[1])]
+    if gone:
+        dockercli.docker("rm", "-f", *gone, check=False)
+    return gone
+
+
 def scan_image(tag: str, *, flow_dir: str, expected: Mapping[str, bytes], generated: Iterable[str],
                secrets: Iterable[str], labels: Mapping[str, str] | None = None) -> ScanResult:
     """Scan image `tag`. `expected`: relative path -> sha256 digest of every hashed flow file;
@@ -98,7 +115,8 @@ def scan_image(tag: str, *, flow_dir: str, expected: Mapping[str, bytes], genera
         if search.found([text.encode("utf-8")]):
             result.secrets_in.append(where)
     seen: dict[str, bytes] = {}
-    container = dockercli.text("create", "--label", "io.genaiops.scan=1", tag)
+    remove_abandoned_scan_containers()
+    container = dockercli.text("create", "--label", f"{SCAN_LABEL}=1", "--label", f"{OWNER_LABEL}={owner_tag()}", tag)
     try:
         export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)

@@ -43,6 +43,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 STATE_DIR_NAME = ".genaiops"
 
@@ -64,8 +65,13 @@ class _StateFolder:
     def __init__(self, *parts: str):
         self.parts = parts
 
-    def __get__(self, workspace: Workspace, owner: type | None = None) -> Path:
-        return workspace._dir(*self.parts)
+    @overload
+    def __get__(self, workspace: None, owner: type | None = None) -> _StateFolder: ...
+    @overload
+    def __get__(self, workspace: Workspace, owner: type | None = None) -> Path: ...
+
+    def __get__(self, workspace: Workspace | None, owner: type | None = None) -> Path | _StateFolder:
+        return self if workspace is None else workspace._dir(*self.parts)  # the class's: the descriptor
 
 
 @dataclass(frozen=True)
