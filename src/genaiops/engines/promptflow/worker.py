@@ -244,6 +244,7 @@ def _exit_with_parent() -> None:
     where it cannot (not Linux), a thread watches the parent."""
     from genaiops.execution.standalone.genaiops_reaper import contain_self
 
+    _import_for_end_group()
     signal.signal(signal.SIGTERM, lambda _signal, _frame: _end_group())
     if contain_self(signal.SIGTERM):
         return
@@ -258,9 +259,17 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _import_for_end_group() -> None:
+    """What `_end_group` imports, imported before any signal can call it."""
+    importlib.import_module("genaiops.execution.procs")
+
+
 def _end_group() -> None:
     """Stop this worker and everything it started (forkserver, managers, line processes, and
-    whatever a flow started in a session of its own)."""
+    whatever a flow started in a session of its own). Runs in a signal handler: `procs` is
+    imported when the handler is set (`_import_for_end_group`); importing it first here could wait
+    on an import lock the interrupted main thread holds (a killed orchestrator's flow children
+    then outlived it)."""
     from genaiops.execution.procs import kill_all
 
     sys.stdout.flush()
