@@ -236,6 +236,22 @@ def test_the_serving_bundle_holds_no_bytecode_whatever_the_environment(tmp_path,
     assert not [p for p in (tmp_path / "bundle").rglob("*") if "__pycache__" in p.parts or p.suffix == ".pyc"]
 
 
+@pytest.mark.promptflow
+def test_the_serving_build_leaves_nothing_in_the_temp_folder(tmp_path, state_dir, monkeypatch):
+    """promptflow's SDK makes an Azure Monitor retry folder in its temp folder on import (telemetry
+    off too); `pf flow build` runs with the throwaway HOME as its temp folder, which goes with it."""
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    repo = copy_use_case(tmp_path / "repo", "classification")
+    ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
+    staged = ctx.engine.stage_for_serving(ctx.flow, choose_variant(ctx, "default").spec(), tmp_path / "staged")
+    ctx.engine.serving_bundle(staged, tmp_path / "bundle", [
+        {"name": "llm", "type": "open_ai", "endpoint": "http://127.0.0.1:9/v1", "api_version": None}])
+    assert (tmp_path / "bundle/flow/flow.dag.yaml").is_file()
+    assert [p.name for p in private_tmp.iterdir()] == []
+
+
 def test_requirements_are_pinned_and_serving_deps_added(tmp_path):
     (tmp_path / "requirements.txt").write_text("promptflow==1.18.5\n# comment\nrequests>=2\n")
     assert requirements(tmp_path) == ["promptflow==1.18.5", "requests>=2", "keyrings.alt", "gunicorn==22.0.0",

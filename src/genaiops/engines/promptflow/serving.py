@@ -80,11 +80,14 @@ def serving_bundle(flow_dir: Path, bundle: Path, connections: list[dict[str, Any
 
 
 def _pf_build(flow_dir: Path, output: Path, connections: list[dict[str, Any]]) -> None:
-    """`pf flow build` with a throwaway HOME: its connection store holds placeholders only. The build
-    imports the flow's Python tools from the output folder: no bytecode may be written there, or the
-    image would hold `__pycache__` files the flow's hash does not cover (and the scan refuses it)."""
+    """`pf flow build` with a throwaway HOME: its connection store holds placeholders only. It is the
+    build's temp folder too: promptflow's SDK leaves an Azure Monitor retry folder there on import,
+    telemetry on or off. The build imports the flow's Python tools from the output folder: no
+    bytecode may be written there, or the image would hold `__pycache__` files the flow's hash does
+    not cover (and the scan refuses it)."""
     with tempfile.TemporaryDirectory(prefix="genaiops-pfbuild-home-") as home:
-        env = engine_environment({"HOME": home, HOME_ENV: home, "PYTHONDONTWRITEBYTECODE": "1"})
+        env = engine_environment({"HOME": home, HOME_ENV: home, "TMPDIR": home, "TMP": home, "TEMP": home,
+                                  "PYTHONDONTWRITEBYTECODE": "1"})
         env.pop("PF_HOME_DIRECTORY", None)
         done = subprocess.run(sandboxed([sys.executable, "-m", "genaiops.engines.promptflow.build",
                                          str(flow_dir), str(output), json.dumps(connections)]),
