@@ -222,16 +222,21 @@ def test_flex_serving_bundle_holds_the_connection_its_code_looks_up(tmp_path, st
     assert connection["api_key"] == "${env:LLM_API_KEY}" and connection["base_url"] == "http://127.0.0.1:9/v1"
 
 
-@pytest.mark.promptflow
-def test_the_serving_bundle_holds_no_bytecode_whatever_the_environment(tmp_path, state_dir, monkeypatch):
-    """`pf flow build` imports a DAG's Python tools from its output: on a machine that writes
-    bytecode (a hosted agent) the bundle would hold __pycache__, which the image scan refuses."""
-    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+def _classification_bundle(tmp_path) -> None:
+    """The classification DAG's default variant built for serving into `tmp_path/bundle`."""
     repo = copy_use_case(tmp_path / "repo", "classification")
     ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
     staged = ctx.engine.stage_for_serving(ctx.flow, choose_variant(ctx, "default").spec(), tmp_path / "staged")
     ctx.engine.serving_bundle(staged, tmp_path / "bundle", [
         {"name": "llm", "type": "open_ai", "endpoint": "http://127.0.0.1:9/v1", "api_version": None}])
+
+
+@pytest.mark.promptflow
+def test_the_serving_bundle_holds_no_bytecode_whatever_the_environment(tmp_path, state_dir, monkeypatch):
+    """`pf flow build` imports a DAG's Python tools from its output: on a machine that writes
+    bytecode (a hosted agent) the bundle would hold __pycache__, which the image scan refuses."""
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    _classification_bundle(tmp_path)
     assert (tmp_path / "bundle/flow/normalize.py").is_file()
     assert not [p for p in (tmp_path / "bundle").rglob("*") if "__pycache__" in p.parts or p.suffix == ".pyc"]
 
@@ -243,11 +248,7 @@ def test_the_serving_build_leaves_nothing_in_the_temp_folder(tmp_path, state_dir
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(private_tmp))
-    repo = copy_use_case(tmp_path / "repo", "classification")
-    ctx = PhaseContext.for_config(load_experiment(repo, "classification"))
-    staged = ctx.engine.stage_for_serving(ctx.flow, choose_variant(ctx, "default").spec(), tmp_path / "staged")
-    ctx.engine.serving_bundle(staged, tmp_path / "bundle", [
-        {"name": "llm", "type": "open_ai", "endpoint": "http://127.0.0.1:9/v1", "api_version": None}])
+    _classification_bundle(tmp_path)
     assert (tmp_path / "bundle/flow/flow.dag.yaml").is_file()
     assert [p.name for p in private_tmp.iterdir()] == []
 

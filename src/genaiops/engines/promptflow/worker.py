@@ -37,6 +37,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
+from genaiops.execution.procs import kill_all  # standard library only; see _end_group
+
 IDLE_ENV = "GENAIOPS_WORKER_IDLE_SEC"
 DEFAULT_IDLE_SEC = 60.0
 
@@ -244,7 +246,6 @@ def _exit_with_parent() -> None:
     where it cannot (not Linux), a thread watches the parent."""
     from genaiops.execution.standalone.genaiops_reaper import contain_self
 
-    _import_for_end_group()
     signal.signal(signal.SIGTERM, lambda _signal, _frame: _end_group())
     if contain_self(signal.SIGTERM):
         return
@@ -259,19 +260,11 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _import_for_end_group() -> None:
-    """What `_end_group` imports, imported before any signal can call it."""
-    importlib.import_module("genaiops.execution.procs")
-
-
 def _end_group() -> None:
     """Stop this worker and everything it started (forkserver, managers, line processes, and
-    whatever a flow started in a session of its own). Runs in a signal handler: `procs` is
-    imported when the handler is set (`_import_for_end_group`); importing it first here could wait
-    on an import lock the interrupted main thread holds (a killed orchestrator's flow children
-    then outlived it)."""
-    from genaiops.execution.procs import kill_all
-
+    whatever a flow started in a session of its own). Runs in a signal handler, so `kill_all` is
+    imported with this module: importing it here could wait on an import lock the interrupted main
+    thread holds (a killed orchestrator's flow children then outlived it)."""
     sys.stdout.flush()
     sys.stderr.flush()
     kill_all(os.getpid())
