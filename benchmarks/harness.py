@@ -5,7 +5,7 @@ reference template's way of doing the same work with plain promptflow (`referenc
 Both sides run as fresh processes, so each pays for its own interpreter, imports and exit, as a
 pipeline step would. Memory is the largest sum over the process tree of each process's
 proportional set size (PSS: shared pages divided among the processes sharing them), sampled
-every 0.2 s; RSS summed over forked workers would count shared pages many times.
+once a second; RSS summed over forked workers would count shared pages many times.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-SAMPLE_SECONDS = 0.2
+# Each sample walks the page tables of every process in the tree (/proc/<pid>/smaps_rollup), a
+# cost the kernel charges to the sampler but takes from the command measured: every 0.2 s it was
+# 11-13% of a 2-core machine during B11 (`perf record -a`: smaps_account), which throughput
+# benchmarks against a fixed quota (B8, B11) then lost. Once a second costs a fifth of that.
+SAMPLE_SECONDS = 1.0
 
 
 @dataclass

@@ -77,6 +77,29 @@ def test_flex_variants_run_as_one_batch_with_each_variants_own_outputs_and_token
 
 
 @pytest.mark.promptflow
+def test_a_dag_run_counts_every_token_while_its_run_folder_keeps_no_call_traces(repo, state_dir):
+    """Line processes send their run infos to the batch parent without `api_calls`, the full trace
+    of every LLM call (`fastbatch.light_line_results`): the token counts genaiops reads from
+    `system_metrics` must still add up to what the endpoint charged, and the prompts and raw
+    answers no longer land in the run folder's artifacts."""
+    with SimulatorServer(rules_path=repo / "configs/classification/simulator.yaml") as sim:
+        result = experiment(repo, sim, use_case="classification", env="judged", force=True)
+        charged = sim.stats.snapshot()
+    assert result.ok, result.failures
+    (run,) = result.runs
+    assert run.lines_ok == 10 and charged["requests"] == 20  # summarize + classify a line
+    assert (run.prompt_tokens, run.completion_tokens) == (charged["prompt_tokens"], charged["completion_tokens"])
+    from genaiops.engines.promptflow.env import promptflow_home
+
+    folder = promptflow_home() / ".runs" / run.engine_run
+    records = [json.loads(line) for part in ("flow_artifacts", "node_artifacts")
+               for path in (folder / part).rglob("*.jsonl") for line in path.read_text().splitlines() if line]
+    assert len(records) == 10 + 10 * 3  # a line, and each of its three nodes
+    assert all(not record["run_info"].get("api_calls") for record in records)
+    assert "You are a meticulous support triage agent" not in "".join(json.dumps(r) for r in records)
+
+
+@pytest.mark.promptflow
 def test_a_flex_variant_that_cannot_start_fails_only_its_own_lines(repo, state_dir):
     config_file = repo / "configs/qa/experiment.broken.yaml"
     config_file.write_text((repo / "configs/qa/experiment.fast.yaml").read_text() +

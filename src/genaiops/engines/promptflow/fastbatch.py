@@ -14,6 +14,7 @@ loops that sleep a whole second between checks (process ready, batch complete, p
 - `node_concurrency()`: promptflow runs at most 2 nodes of a line at once in a batch run; a
   composite DAG of k variants asks for 2k (`NODE_CONCURRENCY_ENV`), so its chains run side by side.
 - `light_tracing()`: promptflow's content enrichers skip spans that record nothing (`genaiops_pf_serve`).
+- `light_line_results()`: what a line process sends back leaves out the run infos' `api_calls`.
 - `fresh_store_locks()`: forked processes get their own lock objects for promptflow's local
   store, which filelock otherwise refuses after a fork (a flex class or a prompty reading its
   connection in a line process); this is also what lets prompty run forked instead of spawned.
@@ -268,7 +269,59 @@ def light_tracing() -> bool:
     return True
 
 
+class _WithoutApiCalls:
+    """A line process's output queue, carrying each run info (node, flow, and both again in the
+    line result) without its `api_calls`: the full trace of every call, prompts, messages and raw
+    responses included, ~90% of a run info's size. The copies lose it, not the line process's own
+    objects, which still compute the token counts from it. Nothing genaiops reads needs it: token
+    counts travel in `system_metrics`, so the parent no longer unpickles, serializes twice and
+    writes it for each node and line (~40% of the batch parent's CPU a judged line in `monitor`)."""
+
+    def __init__(self, queue: Any):
+        self._queue = queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    def put(self, item: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._queue.put(_without_api_calls(item), *args, **kwargs)
+
+
+def _without_api_calls(item: Any) -> Any:
+    import copy
+
+    if getattr(item, "api_calls", None):
+        light = copy.copy(item)
+        light.api_calls = None
+        return light
+    if hasattr(item, "node_run_infos") and hasattr(item, "run_info"):  # a LineResult
+        light = copy.copy(item)
+        light.run_info = _without_api_calls(item.run_info)
+        light.node_run_infos = {name: _without_api_calls(info) for name, info in (item.node_run_infos or {}).items()}
+        return light
+    return item
+
+
+def light_line_results() -> bool:
+    """Line processes send their run infos without `api_calls` (`_WithoutApiCalls`)."""
+    from promptflow.executor import (  # pyright: ignore[reportMissingTypeStubs]
+        _line_execution_process_pool as pool,  # pyright: ignore[reportPrivateUsage]
+    )
+
+    serve_lines: Any = getattr(pool, "_exec_line_for_queue", None)
+    if serve_lines is None or getattr(serve_lines, "genaiops_light", False):
+        return serve_lines is not None
+
+    def light_serve_lines(executor_creation_func: Any, input_queue: Any, output_queue: Any, *args: Any) -> Any:
+        return serve_lines(executor_creation_func, input_queue, _WithoutApiCalls(output_queue), *args)
+
+    light_serve_lines.genaiops_light = True  # pyright: ignore[reportFunctionMemberAccess]
+    setattr(pool, "_exec_line_for_queue", light_serve_lines)  # noqa: B010 - promptflow's module
+    return True
+
+
 def install() -> dict[str, Any]:
     """The patches; says which applied (a promptflow of another shape keeps its own behaviour)."""
     fresh_store_locks()
-    return {"forkserver": use_forkserver(), "short_polls": shorten_polls(), "light_tracing": light_tracing()}
+    return {"forkserver": use_forkserver(), "short_polls": shorten_polls(), "light_tracing": light_tracing(),
+            "light_line_results": light_line_results()}
