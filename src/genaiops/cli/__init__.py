@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_report_parser(commands)
     simulator.add_simulator_parser(commands)
     engine.add_engine_parser(commands)
+    options.check_flags_declared()
     return parser
 
 
