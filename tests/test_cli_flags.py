@@ -5,6 +5,7 @@ bad value into a usage error (exit 2)."""
 from __future__ import annotations
 
 import argparse
+from fnmatch import fnmatch
 
 import pytest
 
@@ -98,3 +99,11 @@ def test_a_bad_value_exits_2_with_the_converters_message(capsys, argv, says):
         main(argv)
     assert info.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_the_flags_file_is_shipped_as_package_data(repo_root):
+    """Without it an installed (non-editable) genaiops could build no parser at all."""
+    tomllib = pytest.importorskip("tomllib")
+    patterns = tomllib.loads((repo_root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["genaiops"]
+    relative = FLAGS_FILE.relative_to(repo_root / "src" / "genaiops").as_posix()
+    assert any(fnmatch(relative, pattern) for pattern in patterns), patterns  # `*` spans folders
