@@ -165,14 +165,16 @@ def _add_own_flags(parser: argparse.ArgumentParser, values: dict[str, dict]) -> 
     command = parser.prog.split(" ", 1)[1]  # "genaiops run experiment" -> "run experiment"
     _declared.add(command)
     own = load_flags(FLAGS_FILE).get(command, {})
-    for flag in values.keys() - own.keys():
-        raise FlagSpecError(f"{FLAGS_FILE}: command {command!r} has no flag {flag!r}, but its module "
-                            f"gives values for it; declare it there")
+    undeclared = sorted(values.keys() - own.keys())
+    if undeclared:
+        raise FlagSpecError(f"{FLAGS_FILE}: command {command!r} has no flag {undeclared[0]!r}, but its "
+                            f"module gives values for it; declare it there")
     for flag, keywords in own.items():
         given = values.get(flag, {})
-        for key in given.keys() & keywords.keys():
-            raise FlagSpecError(f"{FLAGS_FILE}: command {command!r}, flag {flag!r}: {key!r} comes from "
-                                f"code (`add_command(values=...)`); remove it here")
+        twice = sorted(given.keys() & keywords.keys())
+        if twice:
+            raise FlagSpecError(f"{FLAGS_FILE}: command {command!r}, flag {flag!r}: {twice[0]!r} comes "
+                                f"from code (`add_command(values=...)`); remove it here")
         kwargs = {**copy.deepcopy(keywords), **given}
         aliases = kwargs.pop("aliases", [])
         if "type" in kwargs:
