@@ -1,8 +1,9 @@
 """`genaiops` command line. Thin: parse, call a phase, render, exit code.
 
 One module per command (`new`, `validate`, `init`, `experiment`, `evaluate`, `deploy`, `approve`,
-`promote`, `audit`, `registry`, `report`, `simulator`, `monitor`, `feedback`), the shared flags in `options`, all output through `render`. Heavy
-modules (promptflow, azure) are imported inside the command functions so that `--help` stays fast.
+`promote`, `audit`, `registry`, `report`, `simulator`, `monitor`, `feedback`), the shared flags in
+`options`, each command's own in `flags.yaml`, all output through `render`. Heavy modules
+(promptflow, azure) are imported inside the command functions so that `--help` stays fast.
 Errors become exit codes here and nowhere else.
 """
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_report_parser(commands)
     simulator.add_simulator_parser(commands)
     engine.add_engine_parser(commands)
+    options.check_flags_declared()
     return parser
 
 

@@ -7,7 +7,6 @@ approved."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, project
 from genaiops.errors import EXIT_OK, GenaiopsError, UsageError
@@ -15,14 +14,7 @@ from genaiops.errors import EXIT_OK, GenaiopsError, UsageError
 
 def add_approval_parsers(subparsers) -> None:
     for name, func in (("approve", cmd_approve), ("reject", cmd_reject)):
-        parser = add_command(subparsers, name, func, use_case=REQUIRED, env=DEPLOYMENT)
-        parser.add_argument("--artifact", required=True, help="image digest sha256:<64 hex>")
-        parser.add_argument("--by", required=True, help="who decides (name or e-mail)")
-        parser.add_argument("--note", default="", help="why")
-        parser.add_argument("--evidence", type=Path, default=None,
-                            help="evidence.json of `genaiops run build` for this artifact: its "
-                                 "evaluation's verdict and gates are shown (default: the summary "
-                                 "digest labelled on the local image)")
+        add_command(subparsers, name, func, use_case=REQUIRED, env=DEPLOYMENT)
 
 
 def cmd_approve(args: argparse.Namespace) -> int:

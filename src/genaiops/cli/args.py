@@ -1,9 +1,11 @@
-"""argparse value types shared by the command modules (a bad value is a usage error, exit 2)."""
+"""argparse value types of the commands' flags (a bad value is a usage error, exit 2), by the name
+`cli/flags.yaml` gives as `type:`."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def csv_list(value: str) -> list[str]:
@@ -67,3 +69,8 @@ def hours(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be a duration above 0, e.g. 24h")
     return number * (scale or 1.0)
+
+
+CONVERTERS = {"int": int, "float": float, "str": str, "path": Path, "csv_list": csv_list,
+              "positive_int": positive_int, "runs_at_once": runs_at_once, "amount": amount,
+              "probability": probability, "fraction": fraction, "hours": hours}

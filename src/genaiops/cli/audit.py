@@ -14,13 +14,7 @@ def add_audit_parser(subparsers) -> None:
         "Approvals, rejections, refusals and deployments form one HMAC-chained log whose key and "
         "newest head live outside the state folder.", ["init", "verify"])
     add_command(commands, "init", cmd_init)
-    verify = add_command(commands, "verify", cmd_verify)
-    verify.add_argument("--head", action="append", default=[], metavar="SEQ:MAC",
-                        help="a chain head kept elsewhere (printed by `genaiops approve`) that must "
-                             "still be in the chain; repeatable")
-    verify.add_argument("--adopt", action="store_true",
-                        help="anchor a chain that has no anchor yet (a copy you trust), after "
-                             "checking every record")
+    add_command(commands, "verify", cmd_verify)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

@@ -5,19 +5,14 @@ failed, 2 usage/config)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, phase_context, show_progress
 from genaiops.errors import EXIT_OK
 
 
 def add_build_parser(phases_subparsers) -> None:
-    parser = add_command(phases_subparsers, "build", cmd_run_build,
-                         use_case=REQUIRED, env=DEPLOYMENT, progress=True)
-    parser.add_argument("--summary", type=Path, required=True,
-                        help="summary.json of the evaluation to release (written by `run evaluate`)")
-    parser.add_argument("--evidence", type=Path, default=None,
-                        help="where to write evidence.json (default: .genaiops/deploy/<use_case>/)")
+    add_command(phases_subparsers, "build", cmd_run_build, use_case=REQUIRED, env=DEPLOYMENT,
+                progress=True)
 
 
 def cmd_run_build(args: argparse.Namespace) -> int:

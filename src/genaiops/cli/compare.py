@@ -5,44 +5,13 @@ candidate is not worse by more than the margin, 1 it is, or that is not shown, 2
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from genaiops.cli.args import amount, positive_int, probability, runs_at_once
 from genaiops.cli.options import OVERLAY, add_command, llm_mode, project, show_progress
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_compare_parser(commands) -> None:
-    parser = add_command(commands, "compare", cmd_compare, env=OVERLAY, progress=True, llm=True)
-    parser.add_argument("--baseline", required=True, metavar="USE_CASE",
-                        help="the use case to compare against (e.g. classification, promptflow)")
-    parser.add_argument("--candidate", required=True, metavar="USE_CASE",
-                        help="the use case that must not be worse (e.g. classification_maf)")
-    parser.add_argument("--baseline-variant", default="defaults", metavar="SELECTOR",
-                        help="the baseline's variant: defaults (default) or one node.variant[+...] "
-                             "/ variant name")
-    parser.add_argument("--candidate-variant", default="defaults", metavar="SELECTOR",
-                        help="the candidate's variant (as --baseline-variant)")
-    parser.add_argument("--metric", action="append", default=[], metavar="NAME",
-                        help="metric to test, repeatable (default: the baseline's "
-                             "evaluation.primary_metric)")
-    parser.add_argument("--margin", type=amount, default=None,
-                        help="how much worse the candidate may be, in the metric's units (0.02 = "
-                             "two points of accuracy; default: the candidate's "
-                             "evaluation.parity_margin)")
-    parser.add_argument("--confidence", type=probability, default=None,
-                        help="confidence of the interval the verdict reads (default: the "
-                             "baseline's evaluation.confidence, 0.95)")
-    parser.add_argument("--min-samples", type=positive_int, default=None,
-                        help="fewer paired rows fail as not enough evidence (default: the "
-                             "baseline's evaluation.min_samples)")
-    parser.add_argument("--report-dir", type=Path, default=None,
-                        help="where to write the reports (default: "
-                             ".genaiops/comparisons/<candidate>/<id>/)")
-    parser.add_argument("--max-parallel", type=runs_at_once, default=None,
-                        help="runs at once on each side (default: runtime.max_parallel)")
-    parser.add_argument("--force", action="store_true",
-                        help="re-run experiments and evaluations even when reusable")
+    add_command(commands, "compare", cmd_compare, env=OVERLAY, progress=True, llm=True)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -4,26 +4,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, phase_context, show_progress
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_deploy_parser(phases_subparsers) -> None:
-    parser = add_command(phases_subparsers, "deploy", cmd_run_deploy,
-                         use_case=REQUIRED, env=DEPLOYMENT, progress=True)
-    parser.add_argument("--target", choices=["docker", "aml", "kubernetes"], default=None,
-                        help="override the environment's target")
-    parser.add_argument("--variant", default="best",
-                        help="best (the evaluate phase's pick; default) | default | "
-                             "node.variant[+...] | a flex variant name")
-    parser.add_argument("--evidence", type=Path, default=None,
-                        help="evidence.json of `genaiops run build --push`: deploy that pushed digest "
-                             "(nothing is built; --variant is the evidence's)")
-    parser.add_argument("--simulator-url", default=None,
-                        help="where containers reach the LLM simulator "
-                             "(default: 127.0.0.1:<simulator.port>)")
+    add_command(phases_subparsers, "deploy", cmd_run_deploy, use_case=REQUIRED, env=DEPLOYMENT,
+                progress=True)
 
 
 def cmd_run_deploy(args: argparse.Namespace) -> int:

@@ -14,13 +14,8 @@ def add_engine_parser(commands) -> None:
         "The engines a use case can name in `engine:` (promptflow, agent_framework, python, and "
         "any named in GENAIOPS_ENGINES or installed), where each runs and whether it is ready.",
         ["list", "setup"])
-    listing = add_command(actions, "list", cmd_engine_list)
-    listing.add_argument("--needing-setup", action="store_true",
-                         help="only print the names of engines that have an environment of their "
-                              "own to set up, one a line (for scripts: `make setup`)")
-    setup = add_command(actions, "setup", cmd_engine_setup)
-    setup.add_argument("name", help="the engine to set up (`genaiops engine list`)")
-    setup.add_argument("--force", action="store_true", help="rebuild even when it is ready")
+    add_command(actions, "list", cmd_engine_list)
+    add_command(actions, "setup", cmd_engine_setup)
 
 
 def _engines() -> tuple[str, ...]:

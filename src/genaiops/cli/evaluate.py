@@ -4,32 +4,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from genaiops.cli.args import runs_at_once
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_evaluate_parser(phases_subparsers) -> None:
-    parser = add_command(phases_subparsers, "evaluate", cmd_run_evaluate,
-                         use_case=REQUIRED, env=OVERLAY, progress=True, llm=True)
-    parser.add_argument("--experiment", default="latest",
-                        help="experiment id to evaluate (default: latest)")
-    add_report_flags(parser)
-    parser.add_argument("--max-parallel", type=runs_at_once, default=None,
-                        help="evaluation runs at once (default: runtime.max_parallel)")
-    parser.add_argument("--force", action="store_true", help="re-run evaluations even when reusable")
-
-
-def add_report_flags(parser: argparse.ArgumentParser) -> None:
-    """Baseline and report folder (also `run verdict`'s)."""
-    parser.add_argument("--baseline", default=None,
-                        help="summary.json (or its folder) from a previous evaluation, e.g. main's; "
-                             "or experiment:<id> / previous to evaluate an earlier experiment as "
-                             "baseline")
-    parser.add_argument("--report-dir", type=Path, default=None,
-                        help="where to write the reports (default: .genaiops/reports/<use_case>/<id>/)")
+    add_command(phases_subparsers, "evaluate", cmd_run_evaluate, use_case=REQUIRED, env=OVERLAY,
+                progress=True, llm=True)
 
 
 def cmd_run_evaluate(args: argparse.Namespace) -> int:

@@ -4,35 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.args import amount, csv_list, positive_int, runs_at_once
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, phase_context
 from genaiops.errors import EXIT_OK
 
 
 def add_experiment_parser(phases_subparsers) -> None:
-    add_experiment_flags(add_command(phases_subparsers, "experiment", cmd_run_experiment,
-                                     use_case=REQUIRED, env=OVERLAY, progress=True, llm=True))
-
-
-def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
-    """What runs: variants, datasets, parallelism, guards (also `run verdict`'s)."""
-    parser.add_argument("--variants", default="defaults",
-                        help="defaults | all (each node's variants, others default) | grid (every "
-                             "combination) | node.variant[+node.variant],... | flex: variant names")
-    parser.add_argument("--datasets", type=csv_list, default=None,
-                        help="comma-separated dataset names (default: all)")
-    parser.add_argument("--max-parallel", type=runs_at_once, default=None,
-                        help="promptflow runs at once (default: runtime.max_parallel)")
-    parser.add_argument("--workers", type=positive_int, default=None,
-                        help="line workers per run (default: runtime.worker_count, `auto`: from "
-                             "lines, cores, memory and the LLM quota)")
-    parser.add_argument("--max-runs", type=positive_int, default=64,
-                        help="refuse to start more variant runs than this (guards --variants grid)")
-    parser.add_argument("--budget", type=amount, default=None,
-                        help="refuse to start when the estimated cost (from previous runs' tokens "
-                             "and config prices) exceeds this")
-    parser.add_argument("--force", action="store_true",
-                        help="re-run even when an identical run is in the ledger")
+    add_command(phases_subparsers, "experiment", cmd_run_experiment, use_case=REQUIRED, env=OVERLAY,
+                progress=True, llm=True)
 
 
 def cmd_run_experiment(args: argparse.Namespace) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.args import positive_int
 from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, add_command_group, phase_context
 from genaiops.errors import EXIT_OK
 
@@ -14,13 +13,7 @@ def add_feedback_parser(commands) -> None:
     group = add_command_group(commands, "feedback", "Turn production feedback into dataset rows",
                               "Feedback posted to deployed images (POST /feedback), read from the trace store.",
                               ["promote"])
-    parser = add_command(group, "promote", cmd_promote, use_case=REQUIRED, env=DEPLOYMENT)
-    parser.add_argument("--where", default="rating<0",
-                        help='which feedback: "rating<0", "label==wrong" (default: rating<0)')
-    parser.add_argument("--limit", type=positive_int, default=None, help="at most this many new rows")
-    parser.add_argument("--failures", action="store_true", help="also the failed requests monitor counts")
-    parser.add_argument("--apply", action="store_true",
-                        help="append the candidates to the regressions dataset (default: only write them for review)")
+    add_command(group, "promote", cmd_promote, use_case=REQUIRED, env=DEPLOYMENT)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

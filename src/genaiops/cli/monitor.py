@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.args import fraction, hours
 from genaiops.cli.options import DEPLOYMENT, REQUIRED, add_command, phase_context
 from genaiops.errors import EXIT_FAILED, EXIT_OK
 
 
 def add_monitor_parser(commands) -> None:
-    parser = add_command(commands, "monitor", cmd_monitor, use_case=REQUIRED, env=DEPLOYMENT, llm=True)
-    parser.add_argument("--since", type=hours, default=None, metavar="DURATION",
-                        help="how far back to read traces: 90m, 24h, 7d (default: monitoring.since_hours)")
-    parser.add_argument("--sample", type=fraction, default=None,
-                        help="fraction of traces scored, chosen by trace id (default: monitoring.sample)")
-    parser.add_argument("--app-insights", default=None, metavar="WORKSPACE_ID",
-                        help="read traces from this Log Analytics workspace (Application Insights) "
-                             "instead of the embedded store")
-    parser.add_argument("--receive", action="store_true",
-                        help="keep the embedded trace receiver running (until Ctrl-C) on the environment's "
-                             "otlp_port (default 4318), for a local docker deployment that keeps serving; "
-                             "then run monitor from another shell")
+    add_command(commands, "monitor", cmd_monitor, use_case=REQUIRED, env=DEPLOYMENT, llm=True)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:

@@ -9,11 +9,7 @@ from genaiops.errors import EXIT_OK
 
 
 def add_new_parser(subparsers) -> None:
-    parser = add_command(subparsers, "new", cmd_new)
-    parser.add_argument("use_case", help="name: lowercase letters, digits, - and _")
-    parser.add_argument("--kind", default=None,
-                        help="flow type, one an engine offers: dag, flex, prompty (promptflow), "
-                             "python, ... (default: the default engine's first)")
+    add_command(subparsers, "new", cmd_new)
 
 
 def cmd_new(args: argparse.Namespace) -> int:

@@ -1,14 +1,19 @@
-"""The flags several commands share, declared once, and the repository they name.
+"""The flags several commands share, declared once; each command's own flags, read from
+`flags.yaml`; and the repository a command names.
 
 Each command gets its shared flags as one argparse parent parser (`parents=shared(...)`), so
 `--use-case/-u`, `--env/-e`, `--json` and `--no-progress` mean the same everywhere. `--repo` is on
 the top-level parser and on every command; below the top level it defaults to SUPPRESS so that
-`genaiops --repo X cmd` is not overwritten by the command's own (absent) `--repo`.
+`genaiops --repo X cmd` is not overwritten by the command's own (absent) `--repo`. A command's own
+flags are data, not code: `add_command` adds them from `flags.yaml` (see its header), after the
+shared ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import inspect
 from pathlib import Path
 
@@ -16,6 +21,10 @@ from genaiops.registry import BACKENDS
 
 OPTIONAL, REQUIRED = "optional", "required"
 OVERLAY, DEPLOYMENT = "overlay", "deployment"
+FLAGS_FILE = Path(__file__).with_name("flags.yaml")
+_FLAG_KEYS = ("help", "type", "default", "required", "metavar", "choices", "action", "nargs", "dest",
+              "aliases")
+_declared: set[str] = set()  # the commands `add_command` has built in this process
 
 _ENV_FLAGS = {
     OVERLAY: {"default": None,
@@ -91,8 +100,11 @@ def add_command_group(subparsers, name: str, summary: str, description: str, com
                                  required=True)
 
 
-def add_command(subparsers, name: str, func, **flags) -> argparse.ArgumentParser:
-    """One command: its parser with the shared `flags` (see `shared`) and the function it runs.
+def add_command(subparsers, name: str, func, *, values: dict[str, dict] | None = None,
+                **flags) -> argparse.ArgumentParser:
+    """One command: its parser with the shared `flags` (see `shared`), then its own from
+    `flags.yaml`, and the function it runs. `values` gives the keywords a Python constant holds
+    (`{"--platform": {"choices": PLATFORMS}}`), so that the constant has one home.
 
     The function's docstring is written for users and is the command's only help text: its first
     line is the one-liner of the parent's `--help`, all of it the description of its own.
@@ -101,8 +113,84 @@ def add_command(subparsers, name: str, func, **flags) -> argparse.ArgumentParser
     summary = doc.splitlines()[0].rstrip(".")
     parser = subparsers.add_parser(name, parents=shared(**flags), help=summary,
                                    description=" ".join(doc.split()))
+    _add_own_flags(parser, values or {})
     parser.set_defaults(func=func)
     return parser
+
+
+class FlagSpecError(Exception):
+    """`flags.yaml` and the command modules disagree: a developer's error, raised while the parser
+    is built so that no command runs with a half-declared command line."""
+
+
+@functools.cache
+def load_flags(path: Path) -> dict[str, dict[str, dict]]:
+    """`{command: {flag: argparse keywords}}` from a flags file, checked whole (known keywords and
+    types, help on every flag). The real one (`FLAGS_FILE`) is read once per process."""
+    import yaml
+
+    from genaiops.cli.args import CONVERTERS
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            spec = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise FlagSpecError(f"{path}: cannot read the commands' flags: {exc}") from None
+    if not isinstance(spec, dict):
+        raise FlagSpecError(f"{path}: must map each command to its flags")
+    commands = {}
+    for command, own in spec.items():
+        if not isinstance(own or {}, dict):
+            raise FlagSpecError(f"{path}: command {command!r}: must map each flag to its keywords")
+        for flag, keywords in (own or {}).items():
+            where = f"{path}: command {command!r}, flag {flag!r}"
+            if not isinstance(keywords, dict):
+                raise FlagSpecError(f"{where}: must map argparse keywords (help, type, ...) to values")
+            unknown = [key for key in keywords if key not in _FLAG_KEYS]
+            if unknown:
+                raise FlagSpecError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(_FLAG_KEYS)})")
+            if not isinstance(keywords.get("help"), str) or not keywords["help"].strip():
+                raise FlagSpecError(f"{where}: no `help:` (every flag says what it does)")
+            if keywords.get("type", "str") not in CONVERTERS:
+                raise FlagSpecError(f"{where}: unknown type {keywords['type']!r} "
+                                    f"(known: {', '.join(CONVERTERS)}; add one to cli/args.py)")
+        commands[command] = own or {}
+    return commands
+
+
+def _add_own_flags(parser: argparse.ArgumentParser, values: dict[str, dict]) -> None:
+    """The command's entry of `flags.yaml`, in its order, with `values` filled in from code."""
+    from genaiops.cli.args import CONVERTERS
+
+    command = parser.prog.split(" ", 1)[1]  # "genaiops run experiment" -> "run experiment"
+    _declared.add(command)
+    own = load_flags(FLAGS_FILE).get(command, {})
+    undeclared = sorted(values.keys() - own.keys())
+    if undeclared:
+        raise FlagSpecError(f"{FLAGS_FILE}: command {command!r} has no flag {undeclared[0]!r}, but its "
+                            f"module gives values for it; declare it there")
+    for flag, keywords in own.items():
+        given = values.get(flag, {})
+        twice = sorted(given.keys() & keywords.keys())
+        if twice:
+            raise FlagSpecError(f"{FLAGS_FILE}: command {command!r}, flag {flag!r}: {twice[0]!r} comes "
+                                f"from code (`add_command(values=...)`); remove it here")
+        kwargs = {**copy.deepcopy(keywords), **given}
+        aliases = kwargs.pop("aliases", [])
+        if "type" in kwargs:
+            kwargs["type"] = CONVERTERS[kwargs["type"]]
+        try:
+            parser.add_argument(flag, *aliases, **kwargs)
+        except (TypeError, ValueError, argparse.ArgumentError) as exc:
+            raise FlagSpecError(f"{FLAGS_FILE}: command {command!r}, flag {flag!r}: {exc}") from None
+
+
+def check_flags_declared() -> None:
+    """Every command `flags.yaml` names was built (a renamed command leaves no stray entry)."""
+    stray = sorted(load_flags(FLAGS_FILE).keys() - _declared)
+    if stray:
+        raise FlagSpecError(f"{FLAGS_FILE}: command {stray[0]!r} is built by no module "
+                            f"(`add_command`); rename or remove its entry")
 
 
 def show_progress(args: argparse.Namespace) -> bool:

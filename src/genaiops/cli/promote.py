@@ -13,9 +13,7 @@ from genaiops.errors import EXIT_OK, UsageError
 
 def add_promote_parsers(subparsers) -> None:
     for name, func in (("promote", cmd_promote), ("rollback", cmd_rollback)):
-        parser = add_command(subparsers, name, func, use_case=REQUIRED, env=DEPLOYMENT)
-        parser.add_argument("--by", required=True, help="who decides (name or e-mail)")
-        parser.add_argument("--note", default="", help="why")
+        add_command(subparsers, name, func, use_case=REQUIRED, env=DEPLOYMENT)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

@@ -18,9 +18,6 @@ def add_registry_parser(subparsers) -> None:
         "pinned by a URI such as local:tickets:3.", ["list", "show"])
     listing = add_command(commands, "list", cmd_list)
     show = add_command(commands, "show", cmd_show)
-    show.add_argument("asset", help="asset name")
-    show.add_argument("--version", type=int, default=None, metavar="N",
-                      help="one version in detail")
     for command in (listing, show):
         add_registry_flag(command, default=f"${BACKEND_ENV}, else local",
                           deprecated_alias="--backend")

@@ -16,19 +16,8 @@ PLATFORMS = ("github", "azure_devops")
 def add_report_parser(subparsers) -> None:
     commands = add_command_group(subparsers, "report", "Publish an evaluation's verdict",
                                  "Publish the verdict of an evaluation where reviewers look.", ["comment"])
-    comment = add_command(commands, "comment", cmd_comment, use_case=REQUIRED, env=OVERLAY)
-    comment.add_argument("--platform", choices=PLATFORMS, default=None,
-                         help="where the pull request lives (default: none, print the comment only)")
-    comment.add_argument("--summary", type=Path, default=None,
-                         help="summary.json (or its folder) to publish (default: the newest evaluation "
-                              "of the use case under .genaiops/reports/)")
-    comment.add_argument("--baseline", type=Path, default=None,
-                         help="the baseline's summary.json, for the changed rows (default: the one the "
-                              "evaluation was compared with, if it is still there and unchanged)")
-    comment.add_argument("--pr", type=int, default=None,
-                         help="pull request number (default: from the pipeline's variables)")
-    comment.add_argument("--report-url", default=None,
-                         help="link to the full report (default: the run's page)")
+    add_command(commands, "comment", cmd_comment, use_case=REQUIRED, env=OVERLAY,
+                values={"--platform": {"choices": PLATFORMS}})
 
 
 def _summary_path(path: Path) -> Path:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from genaiops.cli.evaluate import add_report_flags
 from genaiops.cli.evaluate import render as render_summary
-from genaiops.cli.experiment import add_experiment_flags, experiment_options
+from genaiops.cli.experiment import experiment_options
 from genaiops.cli.experiment import render as render_experiment
 from genaiops.cli.options import OVERLAY, REQUIRED, add_command, add_registry_flag, phase_context
 from genaiops.errors import EXIT_FAILED, EXIT_OK
@@ -16,8 +15,6 @@ from genaiops.errors import EXIT_FAILED, EXIT_OK
 def add_verdict_parser(phases_subparsers) -> None:
     parser = add_command(phases_subparsers, "verdict", cmd_run_verdict,
                          use_case=REQUIRED, env=OVERLAY, progress=True, llm=True)
-    add_experiment_flags(parser)
-    add_report_flags(parser)
     add_registry_flag(parser, default="config `registry.backend`, else local")
 
 
