@@ -1,13 +1,17 @@
 """B10, what tracing costs a served request: p50 latency of `POST /score` with tracing on / off, at
 20 concurrent requests. Both sides are the promptflow serving image's WSGI entry
 (`genaiops_pf_serve`: promptflow's flask app with genaiops' root span and `/feedback`) serving the
-classification DAG in a local process (waitress, 20 threads; no Docker), against the LLM simulator
+classification DAG under the image's own server command and defaults (gunicorn, threaded workers:
+`serving.GUNICORN_OPTIONS`, PROMPTFLOW_WORKER_NUM x PROMPTFLOW_WORKER_THREADS; local processes, no
+Docker), against the LLM simulator
 (200 ms a call, two calls a request). Tracing on: `OTEL_EXPORTER_OTLP_ENDPOINT` points at the
 embedded receiver, so every request exports its span tree (genaiops' root span and promptflow's
-node and LLM spans) over OTLP/HTTP into the trace store, as a local deployment does. Both servers
+node and LLM spans) over OTLP/HTTP into the trace store, as a local deployment does; the receiver
+runs in a process of its own, as `genaiops monitor --receive` does (in this process its decoding and
+SQLite writes took the GIL from the simulator, slowing the LLM answers of the traced side). Both servers
 run at once and take turns, round by round, so load on the machine falls on both sides alike.
 
-    python benchmarks/bench_serving.py [--rounds 4] [--per-client 5] [--concurrency 20] [--latency-ms 200] [--json]
+    python benchmarks/bench_serving.py [--rounds 10] [--per-client 5] [--concurrency 20] [--latency-ms 200] [--json]
 """
 
 from __future__ import annotations
@@ -28,18 +32,22 @@ import httpx
 from harness import Bench, load
 
 ENGINES = Path(__file__).resolve().parents[1] / "src" / "genaiops" / "engines"
-SERVER = """\
-import os, sys
-port, base_url = int(sys.argv[1]), sys.argv[2]
+CONNECTION = """\
+import sys
 from promptflow.client import PFClient
 from promptflow.entities import OpenAIConnection
-PFClient().connections.create_or_update(OpenAIConnection(name="llm", api_key="bench-key", base_url=base_url))
-import genaiops_pf_serve
-from waitress import serve
-serve(genaiops_pf_serve.create_app(), host="127.0.0.1", port=port, threads=int(sys.argv[3]), _quiet=True)
+PFClient().connections.create_or_update(OpenAIConnection(name="llm", api_key="bench-key", base_url=sys.argv[1]))
 """
 TICKETS = ["I was charged twice for my March subscription.", "The app crashes when I open settings.",
            "I cannot log in, my password reset fails.", "Where is my package? Tracking says delivered."]
+
+
+RECEIVER = """\
+import sys
+from pathlib import Path
+from genaiops.monitoring.receiver import serve
+sys.exit(serve(Path(sys.argv[1]), int(sys.argv[2]), lambda line: print(line, flush=True)))
+"""
 
 
 def free_port() -> int:
@@ -48,14 +56,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(bench: Bench, name: str, base_url: str, threads: int, tracing: dict) -> tuple[subprocess.Popen, str]:
-    """The serving entry in its own process and HOME (promptflow's connection store)."""
+def start_server(bench: Bench, name: str, base_url: str, tracing: dict) -> tuple[subprocess.Popen, str]:
+    """The serving entry under the image's gunicorn command, in its own HOME (promptflow's
+    connection store, made first as the image's serve.sh does)."""
+    from genaiops.engines.promptflow.serving import GUNICORN_OPTIONS, IMAGE_ENV
+
     serving = bench.work / "serving"
     if not serving.is_dir():
         serving.mkdir()
         for module in (ENGINES / "genaiops_telemetry.py", ENGINES / "promptflow" / "genaiops_pf_serve.py"):
             shutil.copy(module, serving / module.name)
-        (serving / "server.py").write_text(SERVER)
     home = bench.work / f"home-{name}"
     home.mkdir(exist_ok=True)
     port = free_port()
@@ -66,9 +76,25 @@ def start_server(bench: Bench, name: str, base_url: str, threads: int, tracing: 
     for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "APPLICATIONINSIGHTS_CONNECTION_STRING"):
         if key not in tracing:
             env.pop(key, None)
-    process = subprocess.Popen([sys.executable, str(serving / "server.py"), str(port), base_url, str(threads)],
+    subprocess.run([sys.executable, "-c", CONNECTION, base_url], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN_OPTIONS,
+                                "-w", IMAGE_ENV["PROMPTFLOW_WORKER_NUM"], "--threads", IMAGE_ENV["PROMPTFLOW_WORKER_THREADS"],
+                                "-b", f"127.0.0.1:{port}", "--pythonpath", str(serving), "genaiops_pf_serve:create_app()"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return process, f"http://127.0.0.1:{port}"
+
+
+def start_receiver(bench: Bench) -> tuple[subprocess.Popen, str, Path]:
+    """The embedded trace receiver in its own process; returns once it listens."""
+    db = bench.work / "traces" / "spans.sqlite"
+    db.parent.mkdir()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", RECEIVER, str(db), str(port)], env=bench.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if not process.stdout or not process.stdout.readline().startswith("trace receiver on"):
+        raise SystemExit(f"the trace receiver did not start (exit {process.poll()})")
+    return process, f"http://127.0.0.1:{port}", db
 
 
 def wait_ready(process: subprocess.Popen, url: str) -> dict:
@@ -84,12 +110,16 @@ def wait_ready(process: subprocess.Popen, url: str) -> dict:
 
 
 def cpu_seconds(process: subprocess.Popen) -> float:
-    """CPU time (user + system) the serving process used so far: what a request costs whatever the
-    machine's load, unlike its latency."""
+    """CPU time (user + system) the server (gunicorn and its workers) used so far: what a request
+    costs whatever the machine's load, unlike its latency."""
     import psutil
 
-    times = psutil.Process(process.pid).cpu_times()
-    return times.user + times.system
+    root = psutil.Process(process.pid)
+    total = 0.0
+    for member in (root, *root.children(recursive=True)):
+        times = member.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def burst(url: str, concurrency: int, per_client: int) -> tuple[list[float], int]:
@@ -118,13 +148,12 @@ def burst(url: str, concurrency: int, per_client: int) -> tuple[list[float], int
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--per-client", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from genaiops.monitoring.receiver import Receiver
     from genaiops.monitoring.store import TraceStore
     from genaiops.simulator import SimulatorServer
 
@@ -132,15 +161,16 @@ def main() -> int:
     processes = []
     sides = {"off": ([], 0), "on": ([], 0)}
     try:
+        receiver, endpoint, traces_db = start_receiver(bench)
+        processes.append(receiver)
         with SimulatorServer(rules_path=bench.repo / "configs/classification/simulator.yaml",
-                             latency_ms=args.latency_ms) as sim, \
-                Receiver(bench.work / "traces" / "spans.sqlite") as receiver:
-            tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "classification",
+                             latency_ms=args.latency_ms) as sim:
+            tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "classification",
                        "OTEL_RESOURCE_ATTRIBUTES": "genaiops.use_case=classification,deployment.environment=bench,"
                                                    "genaiops.image=sha256%3Abench"}
             servers = {}
             for name, extra in (("off", {}), ("on", tracing)):
-                process, url = start_server(bench, name, sim.openai_base_url, args.concurrency, extra)
+                process, url = start_server(bench, name, sim.openai_base_url, extra)
                 processes.append(process)
                 servers[name] = (process, url)
             ready = {name: wait_ready(*server) for name, server in servers.items()}
@@ -156,7 +186,7 @@ def main() -> int:
                     sides[name] = (sides[name][0] + latencies, sides[name][1] + failed)
             time.sleep(1.0)  # the exporter's last batch
             cpu = {name: cpu_seconds(process) - cpu_before[name] for name, (process, _url) in servers.items()}
-            roots = [s for s in TraceStore(receiver.store.path).spans(use_case="classification")
+            roots = [s for s in TraceStore(traces_db).spans(use_case="classification")
                      if s.name.startswith("invoke_agent")]
     finally:
         for process in processes:

@@ -84,6 +84,7 @@ class Environment(Block):
     # docker
     port: Annotated[int, Field(ge=1, le=65534)] | None = None
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    threads: Annotated[int, Field(ge=1, le=256)] | None = None  # requests one serving process takes at once
     health_timeout_sec: Positive | None = None
     otlp_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # the embedded trace receiver (4318)
     capture_content: bool | None = None  # traces may hold inputs/outputs (redacted); default no

@@ -51,6 +51,8 @@ class DockerTarget:
         args = ["run", "-d", "--name", name, "--network", "host",
                 "--label", f"{LABEL_DEPLOYMENT}={deployment}", "--label", f"{LABEL_SLOT}={slot}",
                 "-e", f"PORT={port}", "-e", f"PROMPTFLOW_WORKER_NUM={int(settings.get('workers', 2))}"]
+        if settings.get("threads"):  # else the image's default (10 a process)
+            args += ["-e", f"PROMPTFLOW_WORKER_THREADS={int(settings['threads'])}"]
         for variable, value in sorted(telemetry_env(request).items()):
             args += ["-e", f"{variable}={value}"]
         for key, value in sorted(self.extra_labels.items()):
