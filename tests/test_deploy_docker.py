@@ -8,6 +8,7 @@ Skips with the reason when no docker daemon or base image is available (.ci/setu
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import secrets
@@ -83,6 +84,7 @@ environments:
     target: docker
     port: {port}
     workers: 1
+    threads: 3
   {ENV_GATED}:
     target: docker
     port: {gated_port}
@@ -167,6 +169,10 @@ def test_docker_end_to_end(world, capsys):
     live = result["outcome"]["details"]["container"]
     status, body = _score(world["port"])
     assert status == 200 and body["category"] == "account"
+    if world["use_case"] == "classification":  # the promptflow image: gunicorn threads, `threads:` a process
+        assert "-k gthread" in dockercli.text("top", live) and "--threads 3" in dockercli.text("top", live)
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            assert [s for s, _ in pool.map(lambda _: _score(world["port"]), range(6))] == [200] * 6
     # the canary reached the running container (the simulator only accepts that key) ...
     assert CANARY in json.dumps(dockercli.inspect("container", live)["Config"]["Env"])
 
