@@ -297,7 +297,8 @@ def _without_api_calls(item: Any) -> Any:
     if hasattr(item, "node_run_infos") and hasattr(item, "run_info"):  # a LineResult
         light = copy.copy(item)
         light.run_info = _without_api_calls(item.run_info)
-        light.node_run_infos = {name: _without_api_calls(info) for name, info in (item.node_run_infos or {}).items()}
+        node_run_infos: dict[str, Any] = item.node_run_infos or {}
+        light.node_run_infos = {name: _without_api_calls(info) for name, info in node_run_infos.items()}
         return light
     return item
 

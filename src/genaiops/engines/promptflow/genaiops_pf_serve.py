@@ -240,6 +240,5 @@ def _without_flask_span(app: Any) -> None:
     is removed with the instrumentation's own `uninstrument_app`; the tree stays whole."""
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):
         return
-    from opentelemetry.instrumentation.flask import FlaskInstrumentor
-
-    FlaskInstrumentor.uninstrument_app(app)
+    instrumentation: Any = importlib.import_module("opentelemetry.instrumentation.flask")  # no type stubs
+    instrumentation.FlaskInstrumentor.uninstrument_app(app)
