@@ -93,7 +93,8 @@ def start_receiver(bench: Bench) -> tuple[subprocess.Popen, str, Path]:
     process = subprocess.Popen([sys.executable, "-c", RECEIVER, str(db), str(port)], env=bench.env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if not process.stdout or not process.stdout.readline().startswith("trace receiver on"):
-        raise SystemExit(f"the trace receiver did not start (exit {process.poll()})")
+        process.kill()
+        raise SystemExit(f"the trace receiver did not start (exit {process.wait()})")
     return process, f"http://127.0.0.1:{port}", db
 
 

@@ -85,6 +85,16 @@ def test_the_flags_file_and_the_modules_must_agree(tmp_path, monkeypatch, extra,
     assert str(path) in str(info.value) and says in str(info.value)
 
 
+def test_a_damaged_flags_file_is_a_located_error_without_a_traceback(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "flags.yaml"
+    path.write_text("compare:\n  --margin: [unclosed\n", encoding="utf-8")
+    monkeypatch.setattr(options, "FLAGS_FILE", path)
+    assert main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: cannot read the commands' flags") and "Traceback" not in err
+    assert "fix: restore genaiops' cli/flags.yaml" in err
+
+
 @pytest.mark.parametrize(("argv", "says"), [
     (["compare", "--baseline", "a", "--candidate", "b", "--confidence", "2"],
      "argument --confidence: '2' must be between 0 and 1"),

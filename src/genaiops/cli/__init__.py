@@ -106,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command: 0 ok, 1 failed, 2 usage/config, 130 interrupted; no traceback for users
     (argparse itself exits 2 on a bad command line)."""
-    parser = build_parser()
+    from genaiops.cli.options import FlagSpecError
+
+    try:
+        parser = build_parser()
+    except FlagSpecError as exc:  # the installation's flags.yaml is damaged or edited
+        sys.stderr.write(f"error: {exc}\n  fix: restore genaiops' cli/flags.yaml (reinstall genaiops)\n")
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -236,7 +236,7 @@ def create_app() -> Any:
 def _without_flask_span(app: Any) -> None:
     """promptflow instruments its flask app when opentelemetry-instrumentation-flask is installed: a
     server span a request, one level below genaiops' root span (`Traced`), repeating it with HTTP
-    attributes; a tenth of a traced request's spans, and work on every request even untraced. It
+    attributes; one span in eight of a classification request, and work on every request even untraced. It
     is removed with the instrumentation's own `uninstrument_app`; the tree stays whole."""
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):
         return
